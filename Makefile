@@ -1,0 +1,39 @@
+# Quick start: `make run` starts the gateway on an embedded local stack; `make test` runs the whole suite.
+# Both bootstrap a fresh Debian/Ubuntu machine first (system packages as root, .venv, native build).
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap run test test-fast bench bench-quick bench-check lint codegen clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+run: bootstrap
+	$(VENV)/bin/streamgate devstack
+
+test: bootstrap
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: bootstrap
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: bootstrap
+	$(PY) -m bench.run --full
+
+bench-quick: bootstrap
+	$(PY) -m bench.run --quick
+
+bench-check: bootstrap
+	$(PY) -m pytest bench/micro --benchmark-only --benchmark-compare=bench/baseline/micro.json \
+	    --benchmark-compare-fail=mean:50% -p no:cacheprovider
+
+lint: bootstrap
+	$(VENV)/bin/ruff check gateway tests tools bench
+	$(VENV)/bin/ruff format --check gateway tests tools bench
+
+codegen: bootstrap
+	$(PY) tools/gen_kafka_codecs.py ../shared/kafka-protocol/message gateway/protocols/kafka/generated
+
+clean:
+	rm -rf build $(VENV) gateway/native/*.so _native/*.c .pytest_cache

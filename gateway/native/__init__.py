@@ -1,0 +1,1 @@
+"""Native accelerators and their pure-Python twins."""

@@ -1,0 +1,475 @@
+"""The sans-IO Kafka session: one client connection and its one upstream broker connection.
+
+The worker feeds bytes in (`client_data`, `upstream_data`) and executes the actions that come back
+(`SendToClient`, `SendToUpstream`, `CloseSession`, `NodeDiscovered`). Nothing here touches a socket, so every
+protocol rule is testable as a transcript.
+
+Rules this module keeps:
+- Responses reach the client in request order, even when the gateway answers some requests itself: every
+  request that expects a response takes a slot in `_slots`; slots are released strictly from the head.
+- `acks=0` Produce requests take no slot (the broker sends no response).
+- Requests the gateway originates (its own ApiVersions) use negative correlation ids and are never shown to
+  the client. Upstream responses arrive in the order requests were sent; a response whose correlation id does
+  not match the oldest outstanding request is a protocol violation and closes the session.
+- Frames whose bodies the gateway does not need are forwarded as bytes, streamed through without buffering
+  whole frames when they are large; responses that name brokers are decoded and rewritten (see apis.py).
+- Malformed input (impossible length, truncated frame, unknown API key, TLS or HTTP on a plaintext port) closes
+  the session with a message that names the problem. The worker keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.protocols.kafka import apis, codec, framing
+from gateway.protocols.kafka.addresses import AddressBook, AddressError, rewrite_response
+
+_I32 = struct.Struct(">i")
+_I16 = struct.Struct(">h")
+
+UNSUPPORTED_VERSION = 35
+UNSUPPORTED_SASL_MECHANISM = 33
+ILLEGAL_SASL_STATE = 34
+
+Buffer = bytes | bytearray | memoryview
+
+
+# ------------------------------------------------------------------------------------------------- actions
+@dataclass(frozen=True, slots=True)
+class SendToClient:
+    data: Buffer
+
+
+@dataclass(frozen=True, slots=True)
+class SendToUpstream:
+    data: Buffer
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSession:
+    reason: str
+    kind: str  # "malformed", "unknown_api", "unsupported_version", "upstream_protocol", "foreign_protocol"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDiscovered:
+    """A broker node the gateway must now serve at `advertised` (the worker binds the port if needed)."""
+
+    node_id: int
+    upstream: tuple[str, int]
+
+
+Action = SendToClient | SendToUpstream | CloseSession | NodeDiscovered
+
+
+# --------------------------------------------------------------------------------------------------- slots
+# slot kinds
+FORWARD = 0  # response passes through as bytes
+REWRITE = 1  # response is decoded, broker addresses rewritten, re-encoded
+LOCAL = 2  # the gateway answers; `response` is set when the slot is created (or when it becomes known)
+INTERNAL = 3  # a request the gateway originated; its response is consumed, never sent to the client
+AWAIT_VERSIONS = 4  # a client ApiVersions waiting for the broker's ranges
+
+
+class _Slot:
+    __slots__ = ("correlation_id", "api_key", "api_version", "kind", "response")
+
+    def __init__(self, correlation_id: int, api_key: int, api_version: int, kind: int) -> None:
+        self.correlation_id = correlation_id
+        self.api_key = api_key
+        self.api_version = api_version
+        self.kind = kind
+        self.response: Buffer | None = None
+
+
+@dataclass
+class SessionStats:
+    requests: int = 0
+    responses: int = 0
+    bytes_from_client: int = 0
+    bytes_from_upstream: int = 0
+    locally_answered: int = 0
+    by_api: dict[str, int] = field(default_factory=dict)
+
+
+class ProtocolViolation(Exception):
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+class KafkaSession:
+    """One client connection's protocol state. Feed bytes in; execute the returned actions in order."""
+
+    def __init__(self, addresses: AddressBook, *, max_frame_bytes: int = 104_857_600,
+                 client_label: str = "client") -> None:
+        self.addresses = addresses
+        self.max_frame_bytes = max_frame_bytes
+        self.client_label = client_label
+        self.stats = SessionStats()
+        self.closed: CloseSession | None = None
+        self.advertised_versions: dict[int, tuple[int, int]] | None = None
+        self.broker_versions: dict[int, tuple[int, int]] | None = None
+        self.client_id: str | None = None
+        self._broker_features: Any = None
+        self._slots: deque[_Slot] = deque()  # client-visible order
+        self._awaiting: deque[_Slot] = deque()  # forwarded upstream, response not yet seen (send order)
+        self._client_buf = b""
+        self._client_stream_left = 0  # bytes of the current request frame still to pass through unparsed
+        self._up_buf = b""
+        self._up_stream_left = 0  # bytes of the current response frame still to pass through unparsed
+        self._seen_first_byte = False
+        self._next_internal_id = -1
+
+    # ------------------------------------------------------------------------------------------- public
+    def start(self) -> list[Action]:
+        """Called once the upstream connection is open: the gateway learns the broker's API ranges."""
+        return [SendToUpstream(self._internal_request(apis.API_VERSIONS, 3, codec.request_class(18)(
+            client_software_name="streamgate", client_software_version="0.1.0")))]
+
+    @property
+    def in_flight(self) -> int:
+        """Client requests whose responses have not been fully delivered (used for graceful drain)."""
+        return len(self._slots) + (1 if self._client_stream_left else 0)
+
+    def client_data(self, data: Buffer) -> list[Action]:
+        if self.closed:
+            return []
+        out: list[Action] = []
+        self.stats.bytes_from_client += len(data)
+        try:
+            self._client_data(data, out)
+        except ProtocolViolation as exc:
+            return self._close(out, str(exc), exc.kind)
+        return out
+
+    def upstream_data(self, data: Buffer) -> list[Action]:
+        if self.closed:
+            return []
+        out: list[Action] = []
+        self.stats.bytes_from_upstream += len(data)
+        try:
+            self._upstream_data(data, out)
+        except ProtocolViolation as exc:
+            return self._close(out, str(exc), exc.kind)
+        return out
+
+    def client_eof(self) -> CloseSession | None:
+        """The client closed its side. Returns a CloseSession naming a truncated frame, if one was cut off."""
+        if self.closed:
+            return None
+        pending = len(self._client_buf)
+        if self._client_stream_left or pending:
+            if pending >= 4:
+                size = _I32.unpack_from(self._client_buf, 0)[0]
+                detail = f"{pending - 4} of {size} bytes"
+            elif pending:
+                detail = f"{pending} bytes of a 4-byte length prefix"
+            else:
+                detail = f"{self._client_stream_left} bytes missing"
+            self.closed = CloseSession(f"truncated request frame: the client closed the connection mid-frame "
+                                       f"({detail})", "malformed")
+            return self.closed
+        return None
+
+    # ------------------------------------------------------------------------------------ client -> up
+    def _client_data(self, data: Buffer, out: list[Action]) -> None:
+        if self._client_stream_left:
+            n = min(self._client_stream_left, len(data))
+            out.append(SendToUpstream(data if n == len(data) else memoryview(data)[:n]))
+            self._client_stream_left -= n
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+        if not self._seen_first_byte and len(data):
+            self._seen_first_byte = True
+            foreign = framing.sniff_foreign_protocol(bytes(memoryview(data)[:16]))
+            if foreign:
+                raise ProtocolViolation(
+                    f"{foreign} arrived on a plaintext Kafka port; configure the client for this listener's "
+                    "protocol (the gateway's TLS listener needs security.protocol=SSL/SASL_SSL)", "foreign_protocol")
+        buf = self._client_buf + bytes(data) if self._client_buf else data
+        end = len(buf)
+        pos = 0
+        first_forward = -1  # start of a run of consecutive whole frames forwarded unchanged
+        while end - pos >= 4:
+            size = _I32.unpack_from(buf, pos)[0]
+            if size < framing.MIN_REQUEST_SIZE or size > self.max_frame_bytes:
+                raise ProtocolViolation(
+                    f"malformed request frame: length {size} is outside 8..{self.max_frame_bytes} bytes",
+                    "malformed")
+            frame_end = pos + 4 + size
+            complete = frame_end <= end
+            if not complete and end - pos < 4 + min(size, 64):
+                break  # not even the header prefix yet
+            api_key, api_version, corr = framing.read_request_prefix(buf, pos + 4)
+            decision = self._route_request(buf, pos + 4, min(frame_end, end), api_key, api_version, corr,
+                                           complete, out)
+            if decision is None:  # need the whole frame
+                if not complete:
+                    break
+                raise AssertionError("route_request needs a complete frame but had one")
+            self.stats.requests += 1
+            if decision:  # forward unchanged
+                if not complete:
+                    if first_forward >= 0:
+                        out.append(SendToUpstream(memoryview(buf)[first_forward:pos]))
+                    out.append(SendToUpstream(memoryview(buf)[pos:end]))
+                    self._client_stream_left = frame_end - end
+                    self._client_buf = b""
+                    return
+                if first_forward < 0:
+                    first_forward = pos
+            else:
+                if first_forward >= 0:
+                    out.append(SendToUpstream(memoryview(buf)[first_forward:pos]))
+                    first_forward = -1
+            pos = frame_end
+        if first_forward >= 0:
+            whole = first_forward == 0 and pos == end
+            out.append(SendToUpstream(buf if whole else memoryview(buf)[first_forward:pos]))
+        self._client_buf = bytes(memoryview(buf)[pos:]) if pos < end else b""
+        self._flush(out)
+
+    def _route_request(self, buf: Buffer, start: int, end: int, api_key: int, api_version: int, corr: int,
+                       complete: bool, out: list[Action]) -> bool | None:
+        """Decide one request. True: forward its bytes unchanged; False: handled (answered locally or
+        rewritten and sent); None: the whole frame is needed first."""
+        spec = apis.HANDLED.get(api_key)
+        if spec is None:
+            raise ProtocolViolation(
+                f"unknown API key {api_key} (version {api_version}, correlation id {corr}) from "
+                f"{self.client_label}: the gateway forwards only APIs it can enforce policy on", "unknown_api")
+        name = spec.name
+        if api_key == apis.API_VERSIONS:
+            if not complete:
+                return None
+            self._client_api_versions(buf, start, end, api_version, corr)
+            return False
+        ranges = self.advertised_versions
+        lo_hi = ranges.get(api_key) if ranges is not None else (spec.min_version, spec.max_version)
+        if lo_hi is None or not lo_hi[0] <= api_version <= lo_hi[1]:
+            raise ProtocolViolation(
+                f"{name} v{api_version} is not supported by the gateway (advertised "
+                f"{'none' if lo_hi is None else f'{lo_hi[0]}..{lo_hi[1]}'})", "unsupported_version")
+        if api_key in (apis.SASL_HANDSHAKE, apis.SASL_AUTHENTICATE):
+            if not complete:
+                return None
+            self._local_sasl_refusal(api_key, api_version, corr)
+            return False
+        hv = codec.request_header_version(api_key, api_version)
+        if api_key == apis.PRODUCE:
+            try:
+                header = framing.read_request_header(buf, start, end, hv)
+                acks = framing.read_produce_acks(buf, start + header.body_offset, end, api_version)
+            except framing.NeedMoreData:
+                if complete:
+                    raise ProtocolViolation(f"truncated Produce v{api_version} request header", "malformed")
+                return None
+            except framing.MalformedFrame as exc:
+                raise ProtocolViolation(f"malformed Produce request: {exc}", "malformed") from None
+            if self.client_id is None:
+                self.client_id = header.client_id
+            if acks == 0:
+                return True  # the broker will not answer; no slot
+        elif self.client_id is None and complete:
+            try:
+                self.client_id = framing.read_request_header(buf, start, end, hv).client_id
+            except (framing.NeedMoreData, framing.MalformedFrame):
+                raise ProtocolViolation(f"truncated {name} v{api_version} request header", "malformed") from None
+        kind = REWRITE if spec.rewrite_from is not None and api_version >= spec.rewrite_from else FORWARD
+        slot = _Slot(corr, api_key, api_version, kind)
+        self._slots.append(slot)
+        self._awaiting.append(slot)
+        return True
+
+    # ---------------------------------------------------------------------------------- local answers
+    def _client_api_versions(self, buf: Buffer, start: int, end: int, api_version: int, corr: int) -> None:
+        self.stats.locally_answered += 1
+        spec = apis.HANDLED[apis.API_VERSIONS]
+        if api_version > spec.max_version:
+            # Kafka's rule: answer a too-new ApiVersions with UNSUPPORTED_VERSION and our ranges, encoded as v0
+            slot = _Slot(corr, apis.API_VERSIONS, 0, LOCAL)
+            slot.response = self._encode_api_versions(corr, 0, UNSUPPORTED_VERSION,
+                                                      {apis.API_VERSIONS: (spec.min_version, spec.max_version)})
+            self._slots.append(slot)
+            return
+        slot = _Slot(corr, apis.API_VERSIONS, api_version, AWAIT_VERSIONS)
+        if self.advertised_versions is not None:
+            slot.kind = LOCAL
+            slot.response = self._encode_api_versions(corr, api_version, 0, self.advertised_versions)
+        self._slots.append(slot)
+
+    def _encode_api_versions(self, corr: int, version: int, error: int,
+                             ranges: dict[int, tuple[int, int]]) -> bytes:
+        resp_cls = codec.response_class(apis.API_VERSIONS)
+        entry_cls = codec.element_class(resp_cls, "api_keys")
+        kwargs: dict[str, Any] = {
+            "error_code": error,
+            "api_keys": [entry_cls(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in sorted(ranges.items())],
+            "throttle_time_ms": 0,
+        }
+        if version >= 3 and self._broker_features is not None and error == 0:
+            kwargs.update(self._broker_features)
+        body = codec.encode_response(apis.API_VERSIONS, version, resp_cls(**kwargs))
+        return framing.encode_frame([framing.response_header(corr, 0), body])  # ApiVersions: header v0 always
+
+    def _local_sasl_refusal(self, api_key: int, api_version: int, corr: int) -> None:
+        """Passthrough mode has no identity: SASL is refused with a clear broker error."""
+        self.stats.locally_answered += 1
+        resp_cls = codec.response_class(api_key)
+        if api_key == apis.SASL_HANDSHAKE:
+            msg = resp_cls(error_code=UNSUPPORTED_SASL_MECHANISM, mechanisms=[])
+        else:
+            msg = resp_cls(error_code=ILLEGAL_SASL_STATE,
+                           error_message="SASL is not enabled on this gateway listener (passthrough mode)")
+        body = codec.encode_response(api_key, api_version, msg)
+        slot = _Slot(corr, api_key, api_version, LOCAL)
+        slot.response = framing.encode_frame(
+            [framing.response_header(corr, codec.response_header_version(api_key, api_version)), body])
+        self._slots.append(slot)
+
+    def _internal_request(self, api_key: int, api_version: int, msg: Any) -> bytes:
+        corr = self._next_internal_id
+        self._next_internal_id -= 1
+        slot = _Slot(corr, api_key, api_version, INTERNAL)
+        self._awaiting.append(slot)
+        hv = codec.request_header_version(api_key, api_version)
+        header = framing.request_header(api_key, api_version, corr, "streamgate", hv)
+        return framing.encode_frame([header, codec.encode_request(api_key, api_version, msg)])
+
+    # ------------------------------------------------------------------------------------ up -> client
+    def _upstream_data(self, data: Buffer, out: list[Action]) -> None:
+        if self._up_stream_left:
+            n = min(self._up_stream_left, len(data))
+            out.append(SendToClient(data if n == len(data) else memoryview(data)[:n]))
+            self._up_stream_left -= n
+            if self._up_stream_left == 0:
+                self._slots.popleft()
+                self.stats.responses += 1
+            if n == len(data):
+                if self._up_stream_left == 0:
+                    self._flush(out)
+                return
+            data = memoryview(data)[n:]
+        buf = self._up_buf + bytes(data) if self._up_buf else data
+        end = len(buf)
+        pos = 0
+        run_start = -1  # a run of whole FORWARD frames at the head, sent as one slice
+        while end - pos >= 8:
+            size = _I32.unpack_from(buf, pos)[0]
+            if size < 4 or size > self.max_frame_bytes:
+                raise ProtocolViolation(f"upstream sent a response frame of impossible length {size}",
+                                        "upstream_protocol")
+            corr = _I32.unpack_from(buf, pos + 4)[0]
+            if not self._awaiting:
+                raise ProtocolViolation(f"upstream sent an unsolicited response (correlation id {corr})",
+                                        "upstream_protocol")
+            slot = self._awaiting[0]
+            if slot.correlation_id != corr:
+                raise ProtocolViolation(
+                    f"upstream response correlation id {corr} does not match the oldest outstanding request "
+                    f"({slot.correlation_id})", "upstream_protocol")
+            frame_end = pos + 4 + size
+            at_head = bool(self._slots) and self._slots[0] is slot
+            if slot.kind == FORWARD and at_head:
+                self._awaiting.popleft()
+                if frame_end > end:  # stream the rest as it arrives
+                    if run_start < 0:
+                        run_start = pos
+                    out.append(SendToClient(memoryview(buf)[run_start:end]))
+                    self._up_stream_left = frame_end - end
+                    self._up_buf = b""
+                    return
+                if run_start < 0:
+                    run_start = pos
+                self._slots.popleft()
+                self.stats.responses += 1
+                pos = frame_end
+                continue
+            if run_start >= 0:
+                whole = run_start == 0 and pos == end
+                out.append(SendToClient(buf if whole else memoryview(buf)[run_start:pos]))
+                run_start = -1
+            if frame_end > end:
+                break
+            self._awaiting.popleft()
+            frame = memoryview(buf)[pos + 4 : frame_end]
+            self._complete_upstream_response(slot, frame, out)
+            pos = frame_end
+            self._flush(out)
+        if run_start >= 0:
+            whole = run_start == 0 and pos == end
+            out.append(SendToClient(buf if whole else memoryview(buf)[run_start:pos]))
+        self._up_buf = bytes(memoryview(buf)[pos:]) if pos < end else b""
+        self._flush(out)
+
+    def _complete_upstream_response(self, slot: _Slot, frame: memoryview, out: list[Action]) -> None:
+        """A whole response frame (without the size prefix) for a slot that is not streamed."""
+        if slot.kind == FORWARD:  # not at the head: hold its bytes until earlier slots are answered
+            slot.response = _I32.pack(len(frame)) + bytes(frame)
+            slot.kind = LOCAL
+            return
+        hv = codec.response_header_version(slot.api_key, slot.api_version)
+        body_start = 4
+        try:
+            if hv >= 1:
+                body_start = framing.skip_tagged_fields(frame, 4, len(frame))
+            msg, _end = codec.decode_response(slot.api_key, slot.api_version, frame, body_start)
+        except (codec.CodecError, framing.NeedMoreData, framing.MalformedFrame) as exc:
+            raise ProtocolViolation(
+                f"cannot decode upstream {apis.api_name(slot.api_key)} v{slot.api_version} response: {exc}",
+                "upstream_protocol") from None
+        if slot.kind == INTERNAL:
+            self._internal_response(slot, msg, out)
+            return
+        try:
+            discovered = rewrite_response(slot.api_key, slot.api_version, msg, self.addresses)
+        except AddressError as exc:
+            raise ProtocolViolation(str(exc), "upstream_protocol") from None
+        for node_id, upstream in discovered:
+            out.append(NodeDiscovered(node_id, upstream))
+        body = codec.encode_response(slot.api_key, slot.api_version, msg)
+        slot.response = framing.encode_frame([framing.response_header(slot.correlation_id, hv), body])
+        slot.kind = LOCAL
+
+    def _internal_response(self, slot: _Slot, msg: Any, out: list[Action]) -> None:
+        if slot.api_key != apis.API_VERSIONS:
+            return
+        if msg.error_code == UNSUPPORTED_VERSION and slot.api_version > 0:
+            out.append(SendToUpstream(self._internal_request(apis.API_VERSIONS, 0, codec.request_class(18)())))
+            return
+        if msg.error_code != 0:
+            raise ProtocolViolation(f"upstream ApiVersions failed with error code {msg.error_code}",
+                                    "upstream_protocol")
+        self.broker_versions = {e.api_key: (e.min_version, e.max_version) for e in msg.api_keys}
+        self.advertised_versions = apis.intersect_with_broker(self.broker_versions)
+        if slot.api_version >= 3:
+            self._broker_features = {
+                "supported_features": msg.supported_features,
+                "finalized_features_epoch": msg.finalized_features_epoch,
+                "finalized_features": msg.finalized_features,
+            }
+        for waiting in self._slots:
+            if waiting.kind == AWAIT_VERSIONS:
+                waiting.kind = LOCAL
+                waiting.response = self._encode_api_versions(waiting.correlation_id, waiting.api_version, 0,
+                                                             self.advertised_versions)
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _flush(self, out: list[Action]) -> None:
+        """Release answered slots from the head, in order."""
+        slots = self._slots
+        while slots and slots[0].kind == LOCAL and self._up_stream_left == 0:
+            slot = slots.popleft()
+            assert slot.response is not None
+            out.append(SendToClient(slot.response))
+            self.stats.responses += 1
+
+    def _close(self, out: list[Action], reason: str, kind: str) -> list[Action]:
+        self.closed = CloseSession(reason, kind)
+        out.append(self.closed)
+        return out

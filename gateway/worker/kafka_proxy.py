@@ -1,0 +1,186 @@
+"""Socket I/O for Kafka sessions: one client connection, one upstream connection, one `KafkaSession`.
+
+This is the only place Kafka bytes meet sockets. The protocol decisions are all in
+`gateway.protocols.kafka.session`; here we execute its actions, apply TCP back-pressure in both directions
+(a slow reader pauses the other side), and log every close that was not a clean client disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from gateway.protocols.kafka.addresses import AddressBook
+from gateway.protocols.kafka.session import (
+    CloseSession,
+    KafkaSession,
+    NodeDiscovered,
+    SendToClient,
+    SendToUpstream,
+)
+
+log = logging.getLogger("streamgate.kafka")
+_connection_ids = itertools.count(1)
+
+
+class ProxyRuntime:
+    """What connections of one worker share: the address book, TLS contexts, live connections."""
+
+    def __init__(self, *, book: AddressBook, bootstrap: tuple[str, int], upstream_ssl: ssl.SSLContext | None,
+                 upstream_server_name: str | None, connect_timeout: float, max_frame_bytes: int,
+                 worker_id: int, on_node: Callable[[int, tuple[str, int]], None]) -> None:
+        self.book = book
+        self.bootstrap = bootstrap
+        self.upstream_ssl = upstream_ssl
+        self.upstream_server_name = upstream_server_name
+        self.connect_timeout = connect_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.worker_id = worker_id
+        self.on_node = on_node
+        self.connections: set[ClientConnection] = set()
+        self.draining = False
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    def __init__(self, owner: ClientConnection) -> None:
+        self.owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self.owner.from_upstream(data)
+
+    def eof_received(self) -> bool | None:
+        self.owner.close("the broker closed the connection", level=logging.INFO)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.owner.closing:
+            self.owner.close(f"lost the broker connection: {exc or 'closed'}", level=logging.INFO)
+
+    def pause_writing(self) -> None:
+        self.owner.client_transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if not self.owner.closing:
+            self.owner.client_transport.resume_reading()
+
+
+class ClientConnection(asyncio.Protocol):
+    """The client side of a session; it opens and owns the upstream connection."""
+
+    def __init__(self, runtime: ProxyRuntime, target: Callable[[], tuple[str, int] | None], listener: str) -> None:
+        self.runtime = runtime
+        self.target = target
+        self.listener = listener
+        self.id = next(_connection_ids)
+        self.client_transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.upstream: asyncio.Transport | None = None
+        self.pending_upstream: list[Any] = []
+        self.session: KafkaSession | None = None
+        self.closing = False
+        self.peer = "?"
+
+    # ------------------------------------------------------------------------------------------ client
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.client_transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.session = KafkaSession(self.runtime.book, max_frame_bytes=self.runtime.max_frame_bytes,
+                                    client_label=f"{self.peer} (conn {self.id})")
+        self.runtime.connections.add(self)
+        self._execute(self.session.start())  # queued ahead of any client bytes
+        target = self.target()
+        if target is None:
+            self.close(f"no broker is known for listener {self.listener}", level=logging.WARNING)
+            return
+        asyncio.get_running_loop().create_task(self._connect_upstream(target))
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is not None:
+            self._execute(self.session.client_data(data))
+
+    def eof_received(self) -> bool | None:
+        if self.session is not None:
+            truncated = self.session.client_eof()
+            if truncated is not None:
+                self._execute([truncated])
+                return None
+        self.close(None)
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closing:
+            self.close(None if exc is None else f"client connection lost: {exc}", level=logging.INFO)
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and not self.closing:
+            self.upstream.resume_reading()
+
+    # ---------------------------------------------------------------------------------------- upstream
+    async def _connect_upstream(self, target: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        rt = self.runtime
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _UpstreamProtocol(self), target[0], target[1], ssl=rt.upstream_ssl,
+                    server_hostname=(rt.upstream_server_name or target[0]) if rt.upstream_ssl else None),
+                rt.connect_timeout)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+            self.close(f"cannot connect to broker {target[0]}:{target[1]}: {exc or 'timeout'}",
+                       level=logging.WARNING)
+            return
+        if self.closing:
+            transport.close()
+            return
+        self.upstream = transport  # type: ignore[assignment]
+        pending, self.pending_upstream = self.pending_upstream, []
+        for data in pending:
+            transport.write(data)
+
+    def from_upstream(self, data: bytes) -> None:
+        if self.session is not None:
+            self._execute(self.session.upstream_data(data))
+
+    # ----------------------------------------------------------------------------------------- actions
+    def _execute(self, actions: list[Any]) -> None:
+        for action in actions:
+            if isinstance(action, SendToUpstream):
+                if self.upstream is None:
+                    self.pending_upstream.append(bytes(action.data))
+                else:
+                    self.upstream.write(action.data)
+            elif isinstance(action, SendToClient):
+                self.client_transport.write(action.data)
+            elif isinstance(action, NodeDiscovered):
+                self.runtime.on_node(action.node_id, action.upstream)
+            elif isinstance(action, CloseSession):
+                self.close(action.reason, level=logging.WARNING, kind=action.kind)
+                return
+        if self.runtime.draining and self.session is not None and self.session.in_flight == 0:
+            self.close("gateway is draining", level=logging.DEBUG)
+
+    def close(self, reason: str | None, level: int = logging.INFO, kind: str | None = None) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        if reason:
+            log.log(level, "closing connection %d from %s: %s", self.id, self.peer, reason,
+                    extra={"conn": self.id, "client": self.peer, "close_kind": kind or "info",
+                           "client_id": self.session.client_id if self.session else None})
+        self.runtime.connections.discard(self)
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.client_transport is not None:
+            self.client_transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return self.session is None or self.session.in_flight == 0

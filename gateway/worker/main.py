@@ -1,0 +1,242 @@
+"""A worker process: a uvloop event loop serving Kafka connections on the sockets the supervisor bound.
+
+Rules this module keeps:
+- The config in force for *new* connections is the newest one the master sent; live connections keep theirs.
+- Broker node ports (node_port_base + node id) are bound here, on the fly, with SO_REUSEPORT, the moment a
+  response names a node this worker has not served yet, and before that response reaches the client.
+- Drain (SIGTERM or a "drain" message): stop accepting at once, let every connection finish the requests it
+  has in flight, close idle connections, exit 0 within the drain timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import time
+from typing import Any
+
+from gateway.config import Config, from_plain, parse_host_port
+from gateway.logsetup import configure_logging
+from gateway.protocols.kafka.addresses import AddressBook
+from gateway.supervisor.context import WorkerContext
+from gateway.supervisor.control import (
+    BOOT_FAILURE_EXIT_CODE,
+    DRAIN,
+    HEARTBEAT_INTERVAL,
+    RELOAD,
+    ControlProtocolError,
+    ControlReader,
+    encode_message,
+)
+from gateway.worker.kafka_proxy import ClientConnection, ProxyRuntime
+
+log = logging.getLogger("streamgate.worker")
+
+
+def server_ssl_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.kafka.tls
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls.cert, tls.key)
+    if tls.client_ca:
+        ctx.load_verify_locations(tls.client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+def upstream_ssl_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.kafka.upstream.tls
+    if tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca)
+    if tls.cert and tls.key:
+        ctx.load_cert_chain(tls.cert, tls.key)
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class Worker:
+    def __init__(self, ctx: WorkerContext) -> None:
+        self.ctx = ctx
+        self.config: Config = from_plain(ctx.config)
+        self.loop = asyncio.get_event_loop()
+        self.control_reader = ControlReader()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.node_servers: dict[int, asyncio.AbstractServer] = {}
+        self.done = asyncio.Event()
+        self.draining = False
+        self.runtime = self._make_runtime(self.config)
+
+    def _make_runtime(self, config: Config) -> ProxyRuntime:
+        k = config.kafka
+        book = AddressBook(k.effective_advertised_host, k.node_port_base)
+        return ProxyRuntime(
+            book=book, bootstrap=parse_host_port(k.upstream.bootstrap), upstream_ssl=upstream_ssl_context(config),
+            upstream_server_name=k.upstream.tls.server_name if k.upstream.tls else None,
+            connect_timeout=k.upstream.connect_timeout, max_frame_bytes=k.max_frame_bytes,
+            worker_id=self.ctx.worker_id, on_node=self._ensure_node_listener)
+
+    # ------------------------------------------------------------------------------------------ start
+    async def start(self) -> None:
+        sock = self.ctx.listeners["kafka"]
+        server = await self.loop.create_server(
+            lambda: ClientConnection(self.runtime, lambda: self.runtime.bootstrap, "bootstrap"),
+            sock=sock, ssl=server_ssl_context(self.config), backlog=1024)
+        self.servers.append(server)
+        self.loop.add_reader(self.ctx.control.fileno(), self._on_control)
+        self.loop.add_signal_handler(signal.SIGTERM, self.begin_drain, self.config.server.drain_timeout)
+        self.loop.add_signal_handler(signal.SIGINT, self.begin_drain, self.config.server.drain_timeout)
+        self._send_control({"type": "ready"})
+        self._heartbeat()
+
+    def _ensure_node_listener(self, node_id: int, upstream: tuple[str, int]) -> None:
+        """Bind node_port_base + node_id in this worker (if not yet) so the rewritten address answers."""
+        if node_id in self.node_servers or self.draining:
+            return
+        host = self.config.kafka.listen_host
+        port = self.runtime.book.gateway_port(node_id)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            log.error("cannot bind node port %s:%d for broker node %d: %s", host, port, node_id, exc)
+            return
+        book = self.runtime.book
+
+        def target() -> tuple[str, int] | None:
+            return book.nodes.get(node_id)
+
+        # Bound and listening now; accepting starts when the loop runs the task (connections wait in backlog).
+        self.node_servers[node_id] = None  # type: ignore[assignment]
+        task = self.loop.create_task(self.loop.create_server(
+            lambda: ClientConnection(self.runtime, target, f"node {node_id}"), sock=sock,
+            ssl=server_ssl_context(self.config), backlog=1024))
+        task.add_done_callback(lambda t: self._node_server_started(node_id, t))
+        log.info("serving broker node %d (%s:%d) at %s:%d", node_id, upstream[0], upstream[1], host, port)
+
+    def _node_server_started(self, node_id: int, task: asyncio.Task[asyncio.AbstractServer]) -> None:
+        if task.exception() is not None:
+            log.error("node listener for broker node %d failed: %s", node_id, task.exception())
+            self.node_servers.pop(node_id, None)
+            return
+        self.node_servers[node_id] = task.result()
+        if self.draining:
+            task.result().close()
+
+    # ---------------------------------------------------------------------------------------- control
+    def _send_control(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            self.ctx.control.send(encode_message(message))
+
+    def _heartbeat(self) -> None:
+        if self.done.is_set():
+            return
+        self._send_control({"type": "heartbeat"})
+        self.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
+
+    def _on_control(self) -> None:
+        try:
+            data = self.ctx.control.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the master is gone: drain and exit
+            self.loop.remove_reader(self.ctx.control.fileno())
+            self.begin_drain(self.config.server.drain_timeout)
+            return
+        try:
+            for message in self.control_reader.feed(data):
+                self._handle_control(message)
+        except ControlProtocolError as exc:
+            log.error("bad control message from the master: %s", exc)
+
+    def _handle_control(self, message: dict[str, Any]) -> None:
+        if message["type"] == RELOAD:
+            try:
+                new = from_plain(message["config"])
+            except Exception as exc:  # validated by the master already; keep serving with the old config
+                log.error("reload rejected in worker, keeping the previous config: %s", exc)
+                return
+            old_kafka = self.config.kafka
+            if (new.kafka.listen, new.kafka.node_port_base, new.kafka.advertised_host, new.kafka.tls) != (
+                    old_kafka.listen, old_kafka.node_port_base, old_kafka.advertised_host, old_kafka.tls):
+                log.warning("kafka.listen, node_port_base, advertised_host and tls changes need a restart; "
+                            "the other changes apply now")
+            self.config = new
+            fresh = self._make_runtime(new)
+            rt = self.runtime  # updated in place: live connections keep their sessions, new ones see this
+            rt.bootstrap = fresh.bootstrap
+            rt.upstream_ssl = fresh.upstream_ssl
+            rt.upstream_server_name = fresh.upstream_server_name
+            rt.connect_timeout = fresh.connect_timeout
+            rt.max_frame_bytes = fresh.max_frame_bytes
+            log.info("configuration reloaded; new connections use it")
+        elif message["type"] == DRAIN:
+            self.begin_drain(float(message.get("timeout", self.config.server.drain_timeout)))
+
+    # ------------------------------------------------------------------------------------------ drain
+    def begin_drain(self, timeout: float) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        for server in [*self.servers, *(s for s in self.node_servers.values() if s is not None)]:
+            server.close()
+        log.info("draining: stopped accepting; waiting up to %.1fs for in-flight requests", timeout)
+        self.loop.create_task(self._drain(timeout))
+
+    async def _drain(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self.runtime.draining = True
+        while True:
+            conns = list(self.runtime.connections)
+            for conn in conns:
+                conn.runtime.draining = True
+                if conn.idle:
+                    conn.close("gateway is draining", level=logging.DEBUG)
+            busy = [c for c in conns if not c.closing]
+            if not busy or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        for conn in list(self.runtime.connections):
+            conn.close("drain timeout reached with requests in flight", level=logging.WARNING)
+        self.done.set()
+
+
+def run_worker(ctx: WorkerContext) -> int:
+    """Worker entry point (called by the supervisor in the forked child)."""
+    try:
+        config = from_plain(ctx.config)
+        configure_logging(config.server.log_format, config.server.log_level, worker_id=ctx.worker_id)
+        import uvloop
+
+        loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(loop)
+        ctx.control.setblocking(False)
+        worker = Worker(ctx)
+        loop.run_until_complete(worker.start())
+    except Exception as exc:
+        logging.getLogger("streamgate.worker").error("worker %d failed to boot: %s", ctx.worker_id, exc)
+        return BOOT_FAILURE_EXIT_CODE
+    log.info("worker %d serving (pid %d)", ctx.worker_id, os.getpid())
+    try:
+        loop.run_until_complete(worker.done.wait())
+        # let transports flush their last writes
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
+    log.info("worker %d exiting", ctx.worker_id)
+    return 0
