@@ -189,20 +189,20 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
 _SUBST = re.compile(r"\$\{(env|file):([^}]+)\}")
 
 
-def _substitute(node: Any, path: str, problems: list[str]) -> Any:
+def _substitute(node: Any, path: str, problems: list[str], environ: Mapping[str, str]) -> Any:
     if isinstance(node, dict):
-        return {k: _substitute(v, f"{path}.{k}" if path else str(k), problems) for k, v in node.items()}
+        return {k: _substitute(v, f"{path}.{k}" if path else str(k), problems, environ) for k, v in node.items()}
     if isinstance(node, list):
-        return [_substitute(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_substitute(v, f"{path}[{i}]", problems, environ) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
 
         def repl(m: re.Match[str]) -> str:
             kind, ref = m.group(1), m.group(2).strip()
             if kind == "env":
-                if ref not in os.environ:
+                if ref not in environ:
                     problems.append(f"{path}: environment variable {ref} is not set")
                     return ""
-                return os.environ[ref]
+                return environ[ref]
             try:
                 return Path(ref).read_text().rstrip("\n")
             except OSError as exc:
@@ -287,7 +287,7 @@ def resolve(raw: dict[str, Any], environ: Mapping[str, str] | None = None) -> di
     problems: list[str] = []
     raw = _deepcopy(raw)
     _apply_env_overrides(raw, environ, problems)
-    resolved = _substitute(raw, "", problems)
+    resolved = _substitute(raw, "", problems, environ)
     if problems:
         raise ConfigError(problems)
     return resolved

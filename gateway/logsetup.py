@@ -41,7 +41,7 @@ def current_worker_id() -> int:
 
 
 class ProcessIdentityFilter(logging.Filter):
-    """Stamps `worker` and `pid` on each record at the moment it is handled (so forks need no reconfiguring)."""
+    """Stamps `worker` and `pid` on each record when it is handled, so a fork needs no reconfiguring."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.worker = _worker_id
@@ -84,9 +84,10 @@ class TextLineFormatter(logging.Formatter):
     """Human-readable: `2024-05-01T12:00:00.123Z INFO worker=0 pid=41 gateway.supervisor: message`."""
 
     def format(self, record: logging.LogRecord) -> str:
+        worker = getattr(record, "worker", _worker_id)
         text = (
-            f"{_utc_timestamp(record.created)} {record.levelname} worker={getattr(record, 'worker', _worker_id)}"
-            f" pid={record.process} {record.name}: {record.getMessage()}"
+            f"{_utc_timestamp(record.created)} {record.levelname} worker={worker} pid={record.process}"
+            f" {record.name}: {record.getMessage()}"
         )
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

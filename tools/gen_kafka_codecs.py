@@ -364,9 +364,7 @@ def differs_from_default(f: FieldSpec, value: str) -> str:
         return f"{value} != ZERO_UUID"
     if f.default == "<struct>":
         assert f.struct is not None
-        return f"{value} != {f.struct.class_name}()"
-    if isinstance(f.default, bool):
-        return f"{value} is not {f.default!r}"
+        return f"{value} != _DEFAULT_{f.struct.class_name}"
     return f"{value} != {f.default!r}"
 
 
@@ -396,7 +394,7 @@ class ModuleWriter:
 
     def struct_const(self, fmt: str) -> str:
         if fmt not in self.formats:
-            self.formats[fmt] = "_S_" + fmt.replace("?", "o")
+            self.formats[fmt] = "_S_" + fmt.lstrip(">").replace("?", "o")
         return self.formats[fmt]
 
     def register(self, kind: str, class_name: str, version: int, body: str) -> str:
@@ -557,33 +555,36 @@ class StructCodegen:
             lines.extend(self.decode_value(f, version, f.attr, ind))
         flush()
 
-        kwargs = [f"{f.attr}={f.attr}" for f in regular] + [f"{f.attr}={f.attr}" for f in tagged]
-        if flex:
-            note = "  # field: unknown_tagged_fields"
-            if not tagged:
-                lines.append(f"{ind}if buf[pos]:{note}")
-                lines.append(f"{ind}    unknown, pos = read_unknown_tagged_fields(buf, pos){note}")
-                lines.append(f"{ind}else:")
-                lines.append(f"{ind}    unknown = {{}}")
-                lines.append(f"{ind}    pos += 1")
-            else:
-                for f in tagged:
-                    lines.append(f"{ind}{f.attr} = {default_expr(f)}")
-                lines.append(f"{ind}unknown = {{}}")
-                lines.append(f"{ind}tag_count, pos = read_uvarint(buf, pos){note}")
-                lines.append(f"{ind}for _ in range(tag_count):")
-                lines.append(f"{ind}    tag, end, pos = read_tag_header(buf, pos){note}")
-                keyword_if = "if"
-                for f in tagged:
-                    lines.append(f"{ind}    {keyword_if} tag == {f.tag}:")
-                    lines.extend(self.decode_value(f, version, f.attr, ind + "        "))
-                    lines.append(f"{ind}        check_tagged_size(pos, end, tag)  # field: {f.attr}")
-                    keyword_if = "elif"
-                lines.append(f"{ind}    else:")
-                lines.append(f"{ind}        unknown[tag] = raw_slice(buf, pos, end){note}")
-                lines.append(f"{ind}        pos = end")
-            kwargs.append("unknown_tagged_fields=unknown")
-        lines.append(f"{ind}return {struct.class_name}({', '.join(kwargs)}), pos")
+        regular_kwargs = [f"{f.attr}={f.attr}" for f in regular]
+        if not flex:
+            lines.append(f"{ind}return {struct.class_name}({', '.join(regular_kwargs)}), pos")
+            return "\n".join(lines) + "\n"
+        # Almost every struct arrives without tagged fields: test the count byte once and let msgspec fill
+        # the tagged defaults; only a non-empty section goes through the tag loop.
+        note = "  # field: unknown_tagged_fields"
+        all_kwargs = ", ".join(regular_kwargs + [f"{f.attr}={f.attr}" for f in tagged] + ["unknown_tagged_fields=unknown"])
+        lines.append(f"{ind}if buf[pos]:{note}")
+        inner = ind + "    "
+        if not tagged:
+            lines.append(f"{inner}unknown, pos = read_unknown_tagged_fields(buf, pos){note}")
+        else:
+            for f in tagged:
+                lines.append(f"{inner}{f.attr} = {default_expr(f)}")
+            lines.append(f"{inner}unknown = {{}}")
+            lines.append(f"{inner}tag_count, pos = read_uvarint(buf, pos){note}")
+            lines.append(f"{inner}for _ in range(tag_count):")
+            lines.append(f"{inner}    tag, end, pos = read_tag_header(buf, pos){note}")
+            keyword_if = "if"
+            for f in tagged:
+                lines.append(f"{inner}    {keyword_if} tag == {f.tag}:")
+                lines.extend(self.decode_value(f, version, f.attr, inner + "        "))
+                lines.append(f"{inner}        check_tagged_size(pos, end, tag)  # field: {f.attr}")
+                keyword_if = "elif"
+            lines.append(f"{inner}    else:")
+            lines.append(f"{inner}        unknown[tag] = raw_slice(buf, pos, end){note}")
+            lines.append(f"{inner}        pos = end")
+        lines.append(f"{inner}return {struct.class_name}({all_kwargs}), pos")
+        lines.append(f"{ind}return {struct.class_name}({', '.join(regular_kwargs)}), pos + 1")
         return "\n".join(lines) + "\n"
 
     # ---------------------------------------------------------------- encode
@@ -650,7 +651,7 @@ class StructCodegen:
         lines = [f"def __FN__(m: {struct.class_name}, out: bytearray) -> None:"]
         for f in absent:
             lines.append(f"{ind}if {differs_from_default(f, 'm.' + f.attr)}:  # field: {f.attr}")
-            lines.append(f"{ind}    raise absent_error({version})  # field: {f.attr}")
+            lines.append(f"{ind}    raise absent_error()  # field: {f.attr}")
         group: list[FieldSpec] = []
 
         def flush() -> None:
@@ -673,7 +674,7 @@ class StructCodegen:
         note = "  # field: unknown_tagged_fields"
         if not flex:
             lines.append(f"{ind}if m.unknown_tagged_fields:{note}")
-            lines.append(f"{ind}    raise CodecError('version {version} cannot carry tagged fields'){note}")
+            lines.append(f"{ind}    raise CodecError('this version cannot carry tagged fields'){note}")
         elif not tagged:
             lines.append(f"{ind}if m.unknown_tagged_fields:")
             lines.append(f"{ind}    write_tagged_fields(out, [], m.unknown_tagged_fields){note}")
@@ -785,6 +786,7 @@ def generate_module(messages: list[MessageSpec], docstring: str, extra: list[str
     classes: list[str] = []
     fields: list[str] = []
     seen: set[str] = set()
+    defaults: set[str] = set()
     for message in messages:
         gen = StructCodegen(writer, message)
         for struct in message.structs:
@@ -793,6 +795,9 @@ def generate_module(messages: list[MessageSpec], docstring: str, extra: list[str
             seen.add(struct.class_name)
             classes.append(class_source(struct, message))
             fields.append(fields_source(struct))
+            for f in struct.fields:
+                if f.default == "<struct>" and f.struct is not None:
+                    defaults.add(f.struct.class_name)
         # children come before parents in message.structs, so nested function names are known when a
         # parent is emitted and identical parent bodies (same children) deduplicate.
         for struct in message.structs:
@@ -803,6 +808,9 @@ def generate_module(messages: list[MessageSpec], docstring: str, extra: list[str
     parts.append("# " + "-" * 40 + " message classes\n")
     parts.extend(c + "\n" for c in classes)
     parts.extend(fields)
+    if defaults:
+        parts.append("# Default instances that encoders compare struct fields against (never handed out).")
+        parts.extend(f"_DEFAULT_{name} = {name}()" for name in sorted(defaults))
     parts.append("\n# " + "-" * 40 + " codecs\n")
     parts.extend(f"{name} = _struct.Struct({fmt!r})" for fmt, name in sorted(writer.formats.items()))
     parts.append("")

@@ -212,6 +212,7 @@ def produce_latency(params: Params) -> Params:
     producer = _producer(params["bootstrap"], {
         "acks": str(params.get("acks", "all")),
         "linger.ms": int(params.get("linger_ms", 0)),
+        **params.get("client_config", {}),
     })
     payload = _payload(size)
     _warm_up(producer, topic, payload, timeout=min(max_seconds, 15.0))

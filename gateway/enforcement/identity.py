@@ -58,7 +58,8 @@ class TokenError(Exception):
     """A token was refused. `reason` is a stable short code for audit events and metrics; str() explains.
 
     Reasons: malformed, alg_not_allowed, unsupported_crit, bad_type, unknown_kid, bad_signature, bad_issuer,
-    bad_audience, expired, not_yet_valid, issued_in_future, missing_claim, bad_claim.
+    bad_audience, expired, not_yet_valid, issued_in_future, missing_claim, bad_claim; and jwks_unavailable
+    (raised by gateway/worker/jwks.py when the issuer's keys could never be fetched).
     """
 
     def __init__(self, reason: str, message: str) -> None:

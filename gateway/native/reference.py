@@ -87,17 +87,21 @@ def _byte_view(data: BytesLike) -> memoryview:
     return view
 
 
-def _position(pos: int, size: int) -> int:
-    pos = operator.index(pos)
+def _ssize(pos: int) -> int:
+    """Convert a position argument the way the native module's Py_ssize_t parameters do."""
+    pos = int(operator.index(pos))
     if not _SSIZE_T[0] <= pos <= _SSIZE_T[1]:
         raise OverflowError("Python int too large to convert to C ssize_t")
-    if pos < 0 or pos > size:
-        raise ValueError(f"position {pos} outside buffer of {size} bytes")
     return pos
 
 
+def _check_position(pos: int, size: int) -> None:
+    if pos < 0 or pos > size:
+        raise ValueError(f"position {pos} outside buffer of {size} bytes")
+
+
 def _int_in_range(value: int, low: int, high: int, what: str) -> int:
-    value = operator.index(value)
+    value = int(operator.index(value))
     if value < low or value > high:
         raise ValueError(f"{what} {value} out of range [{low}, {high}]")
     return value
@@ -123,9 +127,10 @@ def _encode_unsigned(value: int) -> bytes:
 
 
 def _decode_unsigned(buf: BytesLike, pos: int, max_bytes: int, bits: int, what: str) -> tuple[int, int]:
+    start = position = _ssize(pos)
     view = _byte_view(buf)
     size = len(view)
-    start = position = _position(pos, size)
+    _check_position(start, size)
     # the last allowed byte may only carry the bits left over from the 7-bit groups before it
     last_byte_limit = (1 << (bits - 7 * (max_bytes - 1))) - 1
     result = 0
@@ -289,9 +294,11 @@ def _check_batch_length(batch_length: int, start: int) -> None:
 
 def read_batch_header(buf: BytesLike, pos: int = 0) -> BatchHeader:
     """Decode the v2 batch header at `pos` (BatchFormatError, a ValueError, if it is not one)."""
+    start = _ssize(pos)
     view = _byte_view(buf)
     size = len(view)
-    return _header_at(view, _position(pos, size), size, [])
+    _check_position(start, size)
+    return _header_at(view, start, size, [])
 
 
 def scan_batches(buf: BytesLike) -> tuple[list[BatchHeader], int]:
@@ -325,9 +332,10 @@ def batch_crc_ok(buf: BytesLike, pos: int) -> bool:
 
     The batch must be complete: a truncated or impossible batch raises BatchFormatError.
     """
+    start = _ssize(pos)
     view = _byte_view(buf)
     size = len(view)
-    start = _position(pos, size)
+    _check_position(start, size)
     header = _header_at(view, start, size, [])
     _check_batch_length(header.batch_length, start)
     end = start + LOG_OVERHEAD + header.batch_length

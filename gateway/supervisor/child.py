@@ -34,7 +34,7 @@ WorkerEntry = Callable[[WorkerContext], int | None]
 
 
 def resolve_entry(entry: str) -> WorkerEntry:
-    """Import "package.module:function" and return the function. Raises ImportError/AttributeError/ValueError."""
+    """Import "package.module:function" and return the function; raises if it cannot."""
     module_name, separator, attribute = entry.partition(":")
     if not separator or not module_name or not attribute:
         raise ValueError(f"worker entry must look like 'module:function', got {entry!r}")

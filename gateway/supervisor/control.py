@@ -43,7 +43,7 @@ def encode_message(message: Mapping[str, Any]) -> bytes:
     """One message as a JSON line. Raises ControlProtocolError if it has no string "type"."""
     if not isinstance(message.get("type"), str):
         raise ControlProtocolError("control message needs a string 'type'")
-    # Compact JSON never contains a raw newline (newlines inside strings are escaped), so one line = one message.
+    # Compact JSON never holds a raw newline (those inside strings are escaped): one line = one message.
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 

@@ -16,7 +16,7 @@ LISTEN_BACKLOG = 1024
 
 @dataclass(frozen=True)
 class ListenerSpec:
-    """A named address every worker listens on, e.g. ListenerSpec("kafka", "127.0.0.1", 9092). Port 0 = any."""
+    """A named address every worker listens on, e.g. ("kafka", "127.0.0.1", 9092). Port 0: kernel picks."""
 
     name: str
     host: str
@@ -45,7 +45,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 
 class ListenerSet:
-    """Binds per-slot socket sets for a fixed list of specs; remembers the port the kernel chose for port 0."""
+    """Binds one socket set per slot for fixed specs; remembers the port the kernel chose for port 0."""
 
     def __init__(self, specs: list[ListenerSpec]) -> None:
         names = [spec.name for spec in specs]

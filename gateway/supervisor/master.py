@@ -47,7 +47,7 @@ HANDLED_SIGNALS = (
     signal.SIGTTOU,
     signal.SIGCHLD,
 )
-INFO, WARNING, ERROR = logging.INFO, logging.WARNING, logging.ERROR
+INFO, WARNING, ERROR, CRITICAL = logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL
 
 
 class Supervisor:
@@ -102,17 +102,8 @@ class Supervisor:
                 return 1
             for spec in self._listener_set.specs:
                 port = self._listener_set.port_of(spec.name)
-                self._event(
-                    INFO,
-                    "listener_bound",
-                    "listening for %s on %s port %d",
-                    spec.name,
-                    spec.host,
-                    port,
-                    listener=spec.name,
-                    host=spec.host,
-                    port=port,
-                )
+                message = "listening for {listener} on {host} port {port}"
+                self._event(INFO, "listener_bound", message, listener=spec.name, host=spec.host, port=port)
             return self._main_loop()
         finally:
             self._kill_remaining_workers()
@@ -129,7 +120,9 @@ class Supervisor:
         while True:
             self._top_up_pool()
             if self._stopping and not self._workers:
-                self._event(INFO, "master_exit", "all workers have exited", code=self._exit_code)
+                self._event(
+                    INFO, "master_exit", "all workers have exited, exit code {code}", code=self._exit_code
+                )
                 return self._exit_code
             for key, events in self._selector.select(self._seconds_until_next_deadline()):
                 if key.data is None:
@@ -175,17 +168,16 @@ class Supervisor:
         try:
             new_config = self._checked_config()
         except Exception as error:  # noqa: BLE001 - load_config may raise anything; its str() is the message
-            self._event(
-                ERROR, "config_reload_failed", "config reload failed, keeping the current config: %s", error
-            )
+            message = "config reload failed, keeping the current config: {error}"
+            self._event(ERROR, "config_reload_failed", message, error=str(error))
             return
         change = top_level_change(self._config, new_config)
         self._config = new_config
         self._event(
             INFO,
             "config_reloaded",
-            "config reloaded (%s)",
-            change.describe(),
+            "config reloaded ({summary})",
+            summary=change.describe(),
             added=change.added,
             removed=change.removed,
             changed=change.changed,
@@ -201,22 +193,16 @@ class Supervisor:
         try:
             self._slots[self._target_workers + 1] = WorkerSlot(self._listener_set.bind_slot())
         except OSError as error:
-            self._event(ERROR, "bind_failed", "cannot add a worker: %s", error)
+            self._event(ERROR, "bind_failed", "cannot add a worker: {error}", error=str(error))
             return
         self._target_workers += 1
-        self._event(
-            INFO,
-            "workers_scaled",
-            "scaling up to %d workers",
-            self._target_workers,
-            workers=self._target_workers,
-        )
+        self._event(INFO, "workers_scaled", "scaling up to {workers} workers", workers=self._target_workers)
 
     def _handle_ttou(self) -> None:
         if self._stopping:
             return
         if self._target_workers == 1:
-            self._event(INFO, "workers_scaled", "already at 1 worker; not scaling down", workers=1)
+            self._event(INFO, "workers_scaled", "already at {workers} worker; not scaling down", workers=1)
             return
         retired_id = self._target_workers
         self._target_workers -= 1
@@ -225,37 +211,26 @@ class Supervisor:
         for worker in self._workers.values():
             if worker.worker_id == retired_id:
                 self._tell_to_drain(worker)
-        self._event(
-            INFO,
-            "workers_scaled",
-            "scaling down to %d workers",
-            self._target_workers,
-            workers=self._target_workers,
-        )
+        self._event(INFO, "workers_scaled", "scaling down to {workers} workers", workers=self._target_workers)
 
     def _stop(self, *, exit_code: int, reason: str) -> None:
         if self._stopping:
-            self._event(
-                WARNING,
-                "shutdown_forced",
-                "%s during shutdown: killing %d workers now",
-                reason,
-                len(self._workers),
-            )
+            message = "{reason} during shutdown: killing {count} workers now"
+            self._event(WARNING, "shutdown_forced", message, reason=reason, count=len(self._workers))
             self._exit_code = self._exit_code or 1
             for worker in self._workers.values():
                 self._kill(worker)
             return
         self._stopping = True
         self._exit_code = exit_code
+        message = "{reason}: draining {count} workers (timeout {timeout}s)"
         self._event(
             INFO,
             "shutdown_started",
-            "%s: draining %d workers (timeout %.1fs)",
-            reason,
-            len(self._workers),
-            self._drain_timeout,
+            message,
             reason=reason,
+            count=len(self._workers),
+            timeout=self._drain_timeout,
         )
         for worker in self._workers.values():
             self._tell_to_drain(worker)
@@ -294,7 +269,8 @@ class Supervisor:
             master_end.close()
             worker_end.close()
             slot.restart_at = time.monotonic() + slot.backoff.delay_after_exit(0.0)
-            self._event(ERROR, "fork_failed", "cannot fork worker %d: %s", worker_id, error)
+            message = "cannot fork worker {worker_id}: {error}"
+            self._event(ERROR, "fork_failed", message, worker_id=worker_id, error=str(error))
             return
         if pid == 0:
             run_worker_process(self._worker_entry, context, master_only)  # never returns
@@ -304,16 +280,9 @@ class Supervisor:
         worker = WorkerProcess(pid, worker_id, slot.generation, master_end, started_at=now, last_seen=now)
         self._workers[pid] = worker
         self._selector.register(master_end, selectors.EVENT_READ, worker)
+        message = "worker {worker_id} started (pid {worker_pid}, generation {generation})"
         self._event(
-            INFO,
-            "worker_started",
-            "worker %d started (pid %d, generation %d)",
-            worker_id,
-            pid,
-            slot.generation,
-            worker_id=worker_id,
-            worker_pid=pid,
-            generation=slot.generation,
+            INFO, "worker_started", message, worker_id=worker_id, worker_pid=pid, generation=slot.generation
         )
 
     def _reap_workers(self) -> None:
@@ -329,83 +298,43 @@ class Supervisor:
                 self._after_exit(worker, exit_code)
 
     def _after_exit(self, worker: WorkerProcess, exit_code: int | None) -> None:
-        how = _describe_exit(exit_code)
-        ids = {"worker_id": worker.worker_id, "worker_pid": worker.pid, "exit": how}
+        ids = {"worker_id": worker.worker_id, "worker_pid": worker.pid, "exit": _describe_exit(exit_code)}
         if self._stopping or worker.drain_deadline is not None:
-            self._event(
-                INFO,
-                "worker_exited",
-                "worker %d (pid %d) exited: %s",
-                worker.worker_id,
-                worker.pid,
-                how,
-                **ids,
-            )
+            self._event(INFO, "worker_exited", "worker {worker_id} (pid {worker_pid}) exited: {exit}", **ids)
             return
         if exit_code == BOOT_FAILURE_EXIT_CODE and not worker.ready:
             self._boot_failures_in_a_row += 1
-            self._event(
-                ERROR,
-                "worker_boot_failed",
-                "worker %d (pid %d) failed to boot (%d in a row)",
-                worker.worker_id,
-                worker.pid,
-                self._boot_failures_in_a_row,
-                **ids,
-            )
+            message = "worker {worker_id} (pid {worker_pid}) failed to boot ({count} in a row)"
+            self._event(ERROR, "worker_boot_failed", message, count=self._boot_failures_in_a_row, **ids)
             if self._boot_failures_in_a_row >= MAX_BOOT_FAILURES:
+                message = "workers failed to boot {count} times in a row (exit code {code}); halting"
                 self._event(
-                    logging.CRITICAL,
-                    "master_halted",
-                    "workers failed to boot %d times in a row "
-                    "(exit code %d); halting instead of restarting them",
-                    MAX_BOOT_FAILURES,
-                    BOOT_FAILURE_EXIT_CODE,
+                    CRITICAL, "master_halted", message, count=MAX_BOOT_FAILURES, code=BOOT_FAILURE_EXIT_CODE
                 )
                 self._stop(exit_code=BOOT_FAILURE_EXIT_CODE, reason="boot failures")
                 return
-        uptime = time.monotonic() - worker.started_at
+        uptime = round(time.monotonic() - worker.started_at, 3)
         slot = self._slots[worker.worker_id]
-        delay = slot.backoff.delay_after_exit(uptime)
-        slot.restart_at = time.monotonic() + delay
-        self._event(
-            WARNING,
-            "worker_died",
-            "worker %d (pid %d) died (%s) after %.1fs; restarting in %.1fs",
-            worker.worker_id,
-            worker.pid,
-            how,
-            uptime,
-            delay,
-            restart_in=delay,
-            **ids,
+        slot.restart_at = time.monotonic() + (delay := slot.backoff.delay_after_exit(uptime))
+        message = (
+            "worker {worker_id} (pid {worker_pid}) died ({exit}) after {uptime}s; restarting in {restart_in}s"
         )
+        self._event(WARNING, "worker_died", message, uptime=uptime, restart_in=delay, **ids)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for worker in self._workers.values():
+            ids = {"worker_id": worker.worker_id, "worker_pid": worker.pid}
             if worker.killed:
                 continue
             if worker.drain_deadline is not None and now >= worker.drain_deadline:
-                self._event(
-                    WARNING,
-                    "worker_drain_timeout",
-                    "worker %d (pid %d) did not finish draining in time; killing it",
-                    worker.worker_id,
-                    worker.pid,
-                    worker_id=worker.worker_id,
-                )
+                message = "worker {worker_id} (pid {worker_pid}) did not finish draining in time; killing it"
+                self._event(WARNING, "worker_drain_timeout", message, **ids)
                 self._kill(worker)
             elif worker.drain_deadline is None and now - worker.last_seen >= self._heartbeat_timeout:
+                message = "worker {worker_id} (pid {worker_pid}) silent for {silent}s; killing it"
                 self._event(
-                    ERROR,
-                    "worker_unresponsive",
-                    "worker %d (pid %d) silent for %.1fs; killing it",
-                    worker.worker_id,
-                    worker.pid,
-                    now - worker.last_seen,
-                    worker_id=worker.worker_id,
-                    worker_pid=worker.pid,
+                    ERROR, "worker_unresponsive", message, silent=round(now - worker.last_seen, 1), **ids
                 )
                 self._kill(worker)
 
@@ -452,26 +381,13 @@ class Supervisor:
             return
         messages, errors = received
         for error in errors:
-            self._event(
-                WARNING,
-                "control_protocol_error",
-                "worker %d sent a bad control message: %s",
-                worker.worker_id,
-                error,
-                worker_id=worker.worker_id,
-            )
+            message = "worker {worker_id} sent a bad control message: {error}"
+            self._event(WARNING, "control_protocol_error", message, worker_id=worker.worker_id, error=error)
         if not worker.ready and any(message["type"] == READY for message in messages):
             worker.ready = True
             self._boot_failures_in_a_row = 0
-            self._event(
-                INFO,
-                "worker_ready",
-                "worker %d ready (pid %d)",
-                worker.worker_id,
-                worker.pid,
-                worker_id=worker.worker_id,
-                worker_pid=worker.pid,
-            )
+            message = "worker {worker_id} ready (pid {worker_pid})"
+            self._event(INFO, "worker_ready", message, worker_id=worker.worker_id, worker_pid=worker.pid)
 
     def _flush_control(self, worker: WorkerProcess) -> None:
         if not worker.flush():
@@ -498,8 +414,9 @@ class Supervisor:
             raise ValueError(f"configuration is not plain JSON data: {error}") from None
         return config
 
-    def _event(self, level: int, event: str, message: str, *args: object, **fields: object) -> None:
-        self._log.log(level, message, *args, extra={"event": event, **fields})
+    def _event(self, level: int, event: str, template: str, **fields: Any) -> None:
+        """Log `template` filled from `fields`, and pass the fields on as structured data."""
+        self._log.log(level, template.format(**fields), extra={"event": event, **fields})
 
 
 def _describe_exit(exit_code: int | None) -> str:

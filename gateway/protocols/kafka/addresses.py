@@ -64,8 +64,8 @@ def rewrite_response(api_key: int, api_version: int, msg: Any,
             _rewrite_node(broker, book, discovered)
         if api_key == apis.METADATA:
             for topic in msg.topics:
-                topic_id = getattr(topic, "topic_id", None)
-                if topic_id and topic.name:
+                topic_id = topic.topic_id
+                if topic_id.int and topic.name:  # the all-zero UUID means "no id" (versions before 10)
                     book.topic_names[topic_id] = topic.name
     elif api_key == apis.FIND_COORDINATOR:
         if api_version >= 4:

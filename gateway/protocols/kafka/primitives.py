@@ -66,6 +66,10 @@ def null_error() -> CodecError:
     return CodecError("null value for a non-nullable field")
 
 
+def absent_error() -> CodecError:
+    return CodecError("field does not exist in this version, is not ignorable and is not at its default")
+
+
 # ---------------------------------------------------------------------------------------------- readers
 
 

@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.protocols.kafka import apis, codec, framing
 from gateway.protocols.kafka.addresses import AddressBook, AddressError, rewrite_response
+from gateway.protocols.kafka.generated.api_versions import (
+    ApiVersionsRequest,
+    ApiVersionsResponse,
+    ApiVersionsResponseApiVersion,
+)
 
 _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
@@ -92,7 +97,6 @@ class SessionStats:
     bytes_from_client: int = 0
     bytes_from_upstream: int = 0
     locally_answered: int = 0
-    by_api: dict[str, int] = field(default_factory=dict)
 
 
 class ProtocolViolation(Exception):
@@ -127,7 +131,7 @@ class KafkaSession:
     # ------------------------------------------------------------------------------------------- public
     def start(self) -> list[Action]:
         """Called once the upstream connection is open: the gateway learns the broker's API ranges."""
-        return [SendToUpstream(self._internal_request(apis.API_VERSIONS, 3, codec.request_class(18)(
+        return [SendToUpstream(self._internal_request(apis.API_VERSIONS, 3, ApiVersionsRequest(
             client_software_name="streamgate", client_software_version="0.1.0")))]
 
     @property
@@ -305,16 +309,15 @@ class KafkaSession:
 
     def _encode_api_versions(self, corr: int, version: int, error: int,
                              ranges: dict[int, tuple[int, int]]) -> bytes:
-        resp_cls = codec.response_class(apis.API_VERSIONS)
-        entry_cls = codec.element_class(resp_cls, "api_keys")
         kwargs: dict[str, Any] = {
             "error_code": error,
-            "api_keys": [entry_cls(api_key=k, min_version=lo, max_version=hi) for k, (lo, hi) in sorted(ranges.items())],
+            "api_keys": [ApiVersionsResponseApiVersion(api_key=k, min_version=lo, max_version=hi)
+                         for k, (lo, hi) in sorted(ranges.items())],
             "throttle_time_ms": 0,
         }
         if version >= 3 and self._broker_features is not None and error == 0:
             kwargs.update(self._broker_features)
-        body = codec.encode_response(apis.API_VERSIONS, version, resp_cls(**kwargs))
+        body = codec.encode_response(apis.API_VERSIONS, version, ApiVersionsResponse(**kwargs))
         return framing.encode_frame([framing.response_header(corr, 0), body])  # ApiVersions: header v0 always
 
     def _local_sasl_refusal(self, api_key: int, api_version: int, corr: int) -> None:
@@ -440,7 +443,7 @@ class KafkaSession:
         if slot.api_key != apis.API_VERSIONS:
             return
         if msg.error_code == UNSUPPORTED_VERSION and slot.api_version > 0:
-            out.append(SendToUpstream(self._internal_request(apis.API_VERSIONS, 0, codec.request_class(18)())))
+            out.append(SendToUpstream(self._internal_request(apis.API_VERSIONS, 0, ApiVersionsRequest())))
             return
         if msg.error_code != 0:
             raise ProtocolViolation(f"upstream ApiVersions failed with error code {msg.error_code}",

@@ -1,0 +1,1 @@
+"""Tests of gateway.native (both implementations) and shared helpers that build Kafka record bytes."""
