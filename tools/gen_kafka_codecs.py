@@ -882,6 +882,9 @@ def write_outputs(spec_dir: Path, out_dir: Path) -> dict[str, int]:
     data_extra.append(
         "DATA_VALID_VERSIONS = {" + ", ".join(f"{m.name!r}: {range_literal(m.valid)}" for m in data) + "}"
     )
+    data_extra.append(
+        "DATA_FLEXIBLE_VERSIONS = {" + ", ".join(f"{m.name!r}: {range_literal(m.flexible)}" for m in data) + "}"
+    )
     for message in data:
         data_extra.append(dispatch_table(f"_{message.name}_DECODERS", "decode", message))
         data_extra.append(dispatch_table(f"_{message.name}_ENCODERS", "encode", message))

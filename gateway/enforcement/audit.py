@@ -260,6 +260,11 @@ class ChainWriter:
     def next_line(self, event: AuditEvent) -> bytes:
         return self.next_line_from_json(encode_event(event))
 
+    def next_length(self, event_json: bytes) -> int:
+        """The exact length (newline included) of the line `next_line_from_json(event_json)` would return;
+        rotation by size asks this before committing a line to a file."""
+        return len(event_json) + 82 + len(str(self._seq + 1))
+
     def next_line_from_json(self, event_json: bytes) -> bytes:
         """Chain an already encoded event (the output of `encode_event`, a JSON object)."""
         self._seq += 1

@@ -65,7 +65,7 @@ class ApprovalConfig(msgspec.Struct, forbid_unknown_fields=True):
     reviewers: list[str]
     grant_ttl: str | int | float = "1h"
     hold: str | int | float = "20s"
-    actions: list[str] = msgspec.field(default_factory=lambda: ["produce", "consume"])
+    actions: list[str] | None = None  # default: the rule's data actions (produce, consume) it allows
 
 
 class PolicyRule(msgspec.Struct, forbid_unknown_fields=True):
@@ -159,6 +159,7 @@ _COVERED_BY_DENY: dict[tuple[str, str], frozenset[str]] = {
     ("cluster", "cluster_describe"): _F({"cluster_describe"}),
     ("cluster", "cluster_alter"): _F({"cluster_alter"}),
 }
+_DEFAULT_APPROVAL_ACTIONS = frozenset({"produce", "consume"})
 _PATTERN_FIELD = {"topic": "topics", "group": "consumer_groups", "transactional_id": "transactional_ids"}
 
 
@@ -290,11 +291,16 @@ def _compile_rule(index: int, rule: PolicyRule) -> CompiledRule:
             hold = parse_duration(rule.approval.hold)
         except ValueError as exc:
             raise PolicyError(f"{where}.approval.hold: {exc}") from None
-        for action in rule.approval.actions:
-            if action not in rule.allow:
-                raise PolicyError(f"{where}.approval.actions: {action!r} is not in the rule's allow list")
+        if rule.approval.actions is None:
+            approval_actions = frozenset(a for a in rule.allow if a in _DEFAULT_APPROVAL_ACTIONS)
+        else:
+            for action in rule.approval.actions:
+                if action not in rule.allow:
+                    raise PolicyError(f"{where}.approval.actions: {action!r} is not in the rule's allow list")
+            approval_actions = frozenset(rule.approval.actions)
+        if not approval_actions:
+            raise PolicyError(f"{where}.approval: the rule allows none of the actions an approval would gate")
         approval = ApprovalSpec(rule.name, tuple(rule.approval.reviewers), grant_ttl, hold)
-        approval_actions = frozenset(rule.approval.actions)
 
     return CompiledRule(
         index=index,

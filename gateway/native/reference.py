@@ -140,7 +140,9 @@ def _decode_unsigned(buf: BytesLike, pos: int, max_bytes: int, bits: int, what: 
         byte = view[position]
         position += 1
         if index == max_bytes - 1 and byte > last_byte_limit:
-            raise ValueError(f"malformed {what} at offset {start}: longer than {max_bytes} bytes or {bits} bits")
+            raise ValueError(
+                f"malformed {what} at offset {start}: longer than {max_bytes} bytes or {bits} bits"
+            )
         result |= (byte & 0x7F) << (7 * index)
         if byte < 0x80:
             return result, position
@@ -279,7 +281,8 @@ def _header_at(view: memoryview, start: int, size: int, headers: list[BatchHeade
             raise UnsupportedMagicError(start, magic, headers)
     if remaining < BATCH_HEADER_SIZE:
         raise BatchFormatError(
-            f"record batch header at offset {start} truncated: {remaining} of {BATCH_HEADER_SIZE} bytes", start
+            f"record batch header at offset {start} truncated: {remaining} of {BATCH_HEADER_SIZE} bytes",
+            start,
         )
     return BatchHeader(*_HEADER.unpack_from(view, start))
 

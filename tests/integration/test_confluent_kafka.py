@@ -117,14 +117,15 @@ def test_produce_and_group_consume_1000_keyed(gateway):
     assert set(got) == set(want)
     assert len(set(got)) == 1000
 
-    # committed offsets read back through the gateway equal the log end of each partition
+    # committed offsets read back through the gateway equal the number of records in each partition.
+    # (Not compared with ListOffsets: Tansu 0.6 answers "latest" with the last batch's base offset + 1,
+    # directly as well as through the gateway.)
     c = Consumer({"bootstrap.servers": gateway.bootstrap, "group.id": group})
     committed = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=20)
-    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(3)}
     c.close()
     for tp in committed:
         assert tp.error is None
-        assert tp.offset == ends[tp.partition] == len(delivered[tp.partition])
+        assert tp.offset == len(delivered[tp.partition])
 
 
 def test_commit_and_read_back_explicit_offsets(gateway):

@@ -146,19 +146,16 @@ def build_batch(
         | (0x10 if transactional else 0)
         | (0x20 if control else 0)
     )
-    crc_covered = (
-        _HEADER_AFTER_CRC.pack(
-            attributes,
-            last_offset_delta,
-            base_timestamp,
-            max_timestamp,
-            producer_id,
-            producer_epoch,
-            base_sequence,
-            count,
-        )
-        + _compress(compression, encoded)
-    )
+    crc_covered = _HEADER_AFTER_CRC.pack(
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        count,
+    ) + _compress(compression, encoded)
     batch_length = 4 + 1 + 4 + len(crc_covered)  # leader epoch + magic + crc + the rest
     prefix = struct.pack(">qiib", base_offset, batch_length, partition_leader_epoch, 2)
     return prefix + struct.pack(">I", crc32c(crc_covered)) + crc_covered

@@ -117,7 +117,9 @@ class SupervisorProcess:
             while (result := probe()) is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"timed out after {timeout}s waiting for {description}\n{self.log_tail()}")
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {description}\n{self.log_tail()}"
+                    )
                 self._changed.wait(remaining)
             return result
 
@@ -177,6 +179,8 @@ class SupervisorProcess:
             pass
         self.proc.wait(10)
         self._reader.join(10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
 
 
 def _matches(record: Record, event: str, fields: dict[str, Any]) -> bool:
@@ -188,18 +192,21 @@ StartSupervisor = Callable[..., SupervisorProcess]
 
 @pytest.fixture
 def start_supervisor(tmp_path: Path) -> Iterator[StartSupervisor]:
-    """start_supervisor(config={...}, workers=2, drain_timeout=5, heartbeat_timeout=30, extra_args=[])."""
+    """start_supervisor(config={...} or config_text="...", workers=2, drain_timeout=5, heartbeat_timeout=30)."""
     started: list[SupervisorProcess] = []
 
     def start(
         config: dict[str, Any] | None = None,
+        config_text: str | None = None,
         workers: int = 2,
         drain_timeout: float = 5.0,
         heartbeat_timeout: float = 30.0,
         extra_args: tuple[str, ...] = (),
     ) -> SupervisorProcess:
         config_path = tmp_path / f"config-{len(started)}.json"
-        config_path.write_text(json.dumps({"generation": 1} if config is None else config))
+        if config_text is None:
+            config_text = json.dumps({"generation": 1} if config is None else config)
+        config_path.write_text(config_text)
         args = ["--workers", str(workers), "--drain-timeout", str(drain_timeout)]
         args += ["--heartbeat-timeout", str(heartbeat_timeout), *extra_args]
         process = SupervisorProcess(config_path, args)

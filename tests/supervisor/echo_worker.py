@@ -10,7 +10,8 @@ messages swap the config, and drain (message, SIGTERM or end of file on the cont
 at once, closes idle connections, lets busy ones finish their request, and returns 0.
 
 Config knobs for failure tests: "boot_fail": true exits with BOOT_FAILURE_EXIT_CODE before "ready";
-"silent_worker_ids": [ids] makes those workers send no heartbeats.
+"silent_worker_ids": [ids] makes those workers send no heartbeats; "stuck_drain": true makes a drain wait
+for busy connections past its timeout.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class EchoWorker:
             if not busy:
                 writer.close()
         if self._handlers:
-            await asyncio.wait(self._handlers, timeout=self._drain_timeout)
+            # "stuck_drain" plays a worker that overruns its drain timeout, for the master's SIGKILL deadline.
+            timeout = None if self._config.get("stuck_drain") else self._drain_timeout
+            await asyncio.wait(self._handlers, timeout=timeout)
         heartbeats.cancel()
         loop.remove_reader(context.control.fileno())
         logger.info("echo worker stopped", extra={"event": "echo_stopped", "worker_id": context.worker_id})

@@ -18,22 +18,26 @@ from gateway.logsetup import configure_logging
 from gateway.supervisor import ListenerSpec, Supervisor
 
 
+class ConfigError(Exception):
+    """A config file problem; str() names the file and the problem, never a value."""
+
+
 def config_loader(path: Path) -> Callable[[], dict[str, Any]]:
     def load_config() -> dict[str, Any]:
         try:
             text = path.read_text()
         except OSError as error:
-            raise ValueError(f"cannot read config file {path}: {error.strerror}") from None
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
         try:
             config = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(
+            raise ConfigError(
                 f"config file {path} is not valid JSON (line {error.lineno}, column {error.colno})"
             ) from None
         if not isinstance(config, dict):
-            raise ValueError(f"config file {path} must hold a JSON object")
+            raise ConfigError(f"config file {path} must hold a JSON object")
         if not isinstance(config.get("generation", 0), int):
-            raise ValueError(f"config file {path}: key 'generation' must be an integer")
+            raise ConfigError(f"config file {path}: key 'generation' must be an integer")
         return config
 
     return load_config
