@@ -92,6 +92,13 @@ def produce_throughput(params: Params) -> Params:
     if params.get("warm_up", True):
         _warm_up(producer, topic, payload, timeout=min(max_seconds, 15.0))
         warmed = 1
+    start_at_ns = params.get("start_at_ns")
+    if start_at_ns is not None:
+        # Several producers measured together start on one shared instant, after their own warm-up.
+        wait_ns = int(start_at_ns) - time.monotonic_ns()
+        if wait_ns > 0:
+            time.sleep(wait_ns / 1e9)
+    start_ns = time.monotonic_ns()
     start = time.perf_counter()
     deadline = start + max_seconds
     sent = 0
@@ -110,6 +117,7 @@ def produce_throughput(params: Params) -> Params:
                 break
     unacknowledged = producer.flush(max(deadline - time.perf_counter(), 1.0))
     seconds = time.perf_counter() - start
+    end_ns = time.monotonic_ns()
     delivered = sent - len(errors) - unacknowledged
     return {
         "records": delivered,
@@ -120,6 +128,8 @@ def produce_throughput(params: Params) -> Params:
         "unacknowledged": unacknowledged,
         "bytes": delivered * size,
         "seconds": seconds,
+        "start_ns": start_ns,
+        "end_ns": end_ns,
         "records_per_s": delivered / seconds if seconds > 0 else 0.0,
         "mb_per_s": delivered * size / seconds / 1e6 if seconds > 0 else 0.0,
         "complete": sent == records and unacknowledged == 0 and not errors,

@@ -76,7 +76,7 @@ class Supervisor:
         self._workers: dict[int, WorkerProcess] = {}  # by pid
         self._slots: dict[int, WorkerSlot] = {}  # by worker_id: exactly 1.._target_workers until stopping
         self._pending_signals: list[int] = []
-        self._selector: selectors.BaseSelector = selectors.DefaultSelector()
+        self._selector = selectors.DefaultSelector()
         self._wakeup_read, self._wakeup_write = -1, -1
         self._stopping = False
         self._exit_code = 0

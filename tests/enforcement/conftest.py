@@ -74,3 +74,28 @@ def idp_stats(idp: ManagedProcess) -> dict[str, int]:
     status, answer = http_json(f"{idp.extra['issuer']}/test/stats")
     assert status == 200
     return dict(answer)
+
+
+@pytest.fixture(scope="session")
+def http() -> Callable[..., tuple[int, Any]]:
+    return http_json
+
+
+@pytest.fixture(scope="session")
+def stats() -> Callable[[ManagedProcess], dict[str, int]]:
+    return idp_stats
+
+
+@pytest.fixture(scope="session")
+def basic_auth() -> Callable[[str, str], dict[str, str]]:
+    return basic
+
+
+@pytest.fixture(scope="session")
+def idp_users() -> dict[str, dict[str, Any]]:
+    return USERS
+
+
+@pytest.fixture(scope="session")
+def idp_clients() -> dict[str, dict[str, Any]]:
+    return CLIENTS

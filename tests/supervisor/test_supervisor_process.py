@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # fixtures come from conftest.py; import it only for the type checker
-    from conftest import StartSupervisor
+    from tests.supervisor.conftest import StartSupervisor
 
 
 def test_workers_start_and_connections_are_spread_over_them(start_supervisor: StartSupervisor) -> None:

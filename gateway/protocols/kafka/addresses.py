@@ -47,11 +47,13 @@ class AddressBook:
             discovered.append((node_id, addr))
 
 
-def _rewrite_node(obj: Any, book: AddressBook, discovered: list[tuple[int, tuple[str, int]]]) -> None:
-    if obj.node_id < 0 or not obj.host:  # "no node" placeholders (errors, unknown coordinator)
+def _rewrite_node(obj: Any, book: AddressBook, discovered: list[tuple[int, tuple[str, int]]],
+                  id_field: str = "node_id") -> None:
+    node_id = getattr(obj, id_field)
+    if node_id < 0 or not obj.host:  # "no node" placeholders (errors, unknown coordinator)
         return
-    book.learn(obj.node_id, obj.host, obj.port, discovered)
-    obj.port = book.gateway_port(obj.node_id)
+    book.learn(node_id, obj.host, obj.port, discovered)
+    obj.port = book.gateway_port(node_id)
     obj.host = book.advertised_host
 
 
@@ -60,8 +62,9 @@ def rewrite_response(api_key: int, api_version: int, msg: Any,
     """Rewrite broker addresses in a decoded response in place; return nodes newly learned or moved."""
     discovered: list[tuple[int, tuple[str, int]]] = []
     if api_key in (apis.METADATA, apis.DESCRIBE_CLUSTER):
+        id_field = "node_id" if api_key == apis.METADATA else "broker_id"
         for broker in msg.brokers:
-            _rewrite_node(broker, book, discovered)
+            _rewrite_node(broker, book, discovered, id_field)
         if api_key == apis.METADATA:
             for topic in msg.topics:
                 topic_id = topic.topic_id
