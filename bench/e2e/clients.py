@@ -275,6 +275,7 @@ def produce_latency(params: Params) -> Params:
             measured += is_measured
             if time.monotonic() > hard_deadline:
                 break
+        send_seconds = (time.monotonic_ns() - schedule.start_ns) / 1e9
         while state["done"] < sent and time.monotonic() < hard_deadline:
             time.sleep(0.005)
     finally:
@@ -283,7 +284,6 @@ def produce_latency(params: Params) -> Params:
     # Anything still unacknowledged is flushed here; its callbacks no longer race the poll thread.
     unacknowledged = producer.flush(5.0)
     summary = recorder.summary_ms()
-    elapsed = (time.monotonic_ns() - schedule.start_ns) / 1e9
     return {
         **summary,
         "sent": sent,
@@ -295,7 +295,7 @@ def produce_latency(params: Params) -> Params:
         "samples": recorder.count,
         "clamped": recorder.clamped,
         "rate": rate,
-        "achieved_rate": sent / elapsed if elapsed > 0 else 0.0,
+        "achieved_rate": sent / send_seconds if send_seconds > 0 else 0.0,
         "max_send_lag_ms": max_lag_ns / 1e6,
         "hdr": recorder.encode(),
         "complete": sent == total and state["acked"] == sent,

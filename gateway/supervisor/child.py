@@ -16,7 +16,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterable
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from gateway import logsetup
 from gateway.supervisor.context import WorkerContext
@@ -43,13 +43,20 @@ def resolve_entry(entry: str) -> WorkerEntry:
         target = getattr(target, part)
     if not callable(target):
         raise TypeError(f"worker entry {entry!r} is not callable")
-    return target  # type: ignore[return-value]
+    return cast(WorkerEntry, target)
 
 
 def run_worker_process(
-    entry: str, context: WorkerContext, inherited: Iterable[socket.socket | int]
+    entry: str,
+    context: WorkerContext,
+    inherited: Iterable[socket.socket | int],
+    blocked_signals: Iterable[int] = (),
 ) -> NoReturn:
-    """Called in the child right after fork; closes `inherited` (master-only fds) and never returns."""
+    """Called in the child right after fork; never returns.
+
+    Closes `inherited` (master-only fds) and unblocks `blocked_signals` (blocked by the master around the
+    fork) once their dispositions are reset, so a signal sent meanwhile gets the worker's handling.
+    """
     exit_code = 1
     try:
         signal.set_wakeup_fd(-1)
@@ -57,6 +64,7 @@ def run_worker_process(
             signal.signal(signum, signal.SIG_DFL)
         for signum in _IGNORED_IN_CHILD:
             signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked_signals)
         for item in inherited:
             if isinstance(item, socket.socket):
                 item.close()

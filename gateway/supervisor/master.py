@@ -76,7 +76,7 @@ class Supervisor:
         self._workers: dict[int, WorkerProcess] = {}  # by pid
         self._slots: dict[int, WorkerSlot] = {}  # by worker_id: exactly 1.._target_workers until stopping
         self._pending_signals: list[int] = []
-        self._selector = selectors.DefaultSelector()
+        self._selector: selectors.DefaultSelector  # created by run(), which is called once
         self._wakeup_read, self._wakeup_write = -1, -1
         self._stopping = False
         self._exit_code = 0
@@ -90,6 +90,7 @@ class Supervisor:
             self._event(ERROR, "config_invalid", "cannot start: {error}", error=str(error))
             return 1
         self._wakeup_read, self._wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._selector = selectors.DefaultSelector()
         self._selector.register(self._wakeup_read, selectors.EVENT_READ, None)
         previous_wakeup_fd = signal.set_wakeup_fd(self._wakeup_write, warn_on_full_buffer=False)
         previous_handlers = {signum: signal.signal(signum, self._queue_signal) for signum in HANDLED_SIGNALS}
@@ -263,9 +264,13 @@ class Supervisor:
                 master_only += other_slot.sockets.values()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # buffered output would otherwise be written twice, once by each process
+        # Block our signals across fork: the child must not run the master's handlers (a SIGTERM sent to the
+        # new pid would be swallowed); it unblocks them once it has reset their dispositions.
+        signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             pid = os.fork()
         except OSError as error:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
             master_end.close()
             worker_end.close()
             slot.restart_at = time.monotonic() + slot.backoff.delay_after_exit(0.0)
@@ -273,7 +278,8 @@ class Supervisor:
             self._event(ERROR, "fork_failed", message, worker_id=worker_id, error=str(error))
             return
         if pid == 0:
-            run_worker_process(self._worker_entry, context, master_only)  # never returns
+            run_worker_process(self._worker_entry, context, master_only, HANDLED_SIGNALS)  # never returns
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         worker_end.close()
         master_end.setblocking(False)
         now = time.monotonic()
