@@ -105,7 +105,7 @@ static uint32_t sg_crc32c_sse42_raw(uint32_t crc, const unsigned char *p, size_t
         do {                                                                                 \
             c0 = _mm_crc32_u64(c0, sg_load_u64(p));                                          \
             c1 = _mm_crc32_u64(c1, sg_load_u64(p + (block)));                                \
-            c2 = _mm_crc32_u64(c2, sg_load_u64(p + 2 * (block) - 8 * (p == end - 8)));                            \
+            c2 = _mm_crc32_u64(c2, sg_load_u64(p + 2 * (block)));                            \
             p += 8;                                                                          \
         } while (p < end);                                                                   \
         c0 = sg_crc32c_shift((table), (uint32_t)c0) ^ (uint32_t)c1;                          \

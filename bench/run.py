@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="reduced counts, 3 rounds, < 3 minutes (default)")
     size.add_argument("--full", action="store_const", const="full", dest="profile",
                       help="full counts and rounds (10-15 minutes)")
+    size.add_argument("--smoke", action="store_const", const="smoke", dest="profile",
+                      help="tiny counts that only check the harness works (used by tests/bench)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS),
                         help=f"comma list of {', '.join(SCENARIOS)} (or {', '.join(ALIASES)})")
     parser.add_argument("--targets", default=",".join(TARGET_NAMES),

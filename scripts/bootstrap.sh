@@ -29,6 +29,7 @@ check 'command -v mosquitto_pub'                          mosquitto-clients
 check 'command -v node'                                   nodejs
 check 'command -v npm'                                    npm
 check 'command -v openssl'                                openssl
+check 'command -v socat'                                  socat
 check 'command -v curl'                                   curl
 check 'test -f /etc/ssl/certs/ca-certificates.crt'        ca-certificates
 

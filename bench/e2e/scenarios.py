@@ -285,7 +285,20 @@ ALIASES = {
 }
 
 # Parameters per profile. Every scenario is bounded by a record count and by max_seconds.
+# "smoke" exists for tests/bench: tiny counts that exercise every code path in seconds, not a measurement.
 PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "rounds": 2,
+        "produce_throughput": {"records": 200, "record_size": 1024, "max_seconds": 10.0},
+        "consume_throughput": {"records": 200, "record_size": 1024, "max_seconds": 10.0},
+        "produce_latency": {"rate": 400, "duration_s": 0.4, "warmup_s": 0.1, "record_size": 1024},
+        "e2e_latency": {"rate": 200, "duration_s": 0.4, "warmup_s": 0.1, "record_size": 1024,
+                        "fetch_wait_max_ms": 10},
+        "connection_scaling": {"connections": 20, "light_rate": 100, "light_duration_s": 0.3,
+                               "record_size": 1024, "max_seconds": 10.0},
+        "worker_scaling": {"producers": 2, "records": 200, "record_size": 1024, "max_seconds": 10.0,
+                           "start_delay_s": 1.5},
+    },
     "quick": {
         "rounds": 3,
         "produce_throughput": {"records": 60_000, "record_size": 1024, "max_seconds": 20.0},

@@ -131,11 +131,16 @@ def _spawn(name: str, argv: list[str], log_path: Path | None, env: dict[str, str
 
 
 def start_tansu(port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None,
-                extra_args: list[str] | None = None, timeout: float = 30.0) -> ManagedProcess:
-    """Start a memory-backed Tansu broker on host:port and wait until it accepts connections."""
+                extra_args: list[str] | None = None, timeout: float = 30.0,
+                advertised_port: int | None = None) -> ManagedProcess:
+    """Start a memory-backed Tansu broker on host:port and wait until it accepts connections.
+
+    `advertised_port` makes the broker name another port in metadata (e.g. a TLS terminator in front of it).
+    """
     port = port or free_port(host)
     url = f"tcp://{host}:{port}"
-    argv = [find_tansu(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+    advertised = f"tcp://{host}:{advertised_port or port}"
+    argv = [find_tansu(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
             "--storage-engine", "memory://tansu/", *(extra_args or [])]
     proc = _spawn("tansu", argv, log_path, None)
     handle = ManagedProcess("tansu", proc, host, port, log_path)
@@ -156,6 +161,30 @@ def start_tansu_proxy(origin: str, port: int | None = None, host: str = "127.0.0
             "--origin-url", f"tcp://{origin}"]
     proc = _spawn("tansu-proxy", argv, log_path, None)
     handle = ManagedProcess("tansu-proxy", proc, host, port, log_path)
+    try:
+        wait_for_port(host, port, timeout, proc)
+    except ComponentError:
+        handle.stop()
+        raise
+    return handle
+
+
+def start_tls_terminator(target: str, cert: Path, key: Path, *, client_ca: Path | None = None,
+                         port: int | None = None, host: str = "127.0.0.1", timeout: float = 30.0,
+                         log_path: Path | None = None) -> ManagedProcess:
+    """A real TLS server (socat) on host:port forwarding to `target`; with `client_ca` it demands client certs.
+
+    Tansu 0.6's own TLS flags cannot be combined (`--cert` conflicts with `--key`), so tests of the gateway's
+    TLS towards the broker put this terminator in front of a plaintext Tansu that advertises the TLS port.
+    """
+    socat = shutil.which("socat")
+    if socat is None:
+        raise ComponentError("socat not found (apt-get install socat)")
+    port = port or free_port(host)
+    verify = f"verify=1,cafile={client_ca}" if client_ca else "verify=0"
+    listen = f"OPENSSL-LISTEN:{port},bind={host},reuseaddr,fork,cert={cert},key={key},{verify}"
+    proc = _spawn("socat", [socat, listen, f"TCP:{target}"], log_path, None)
+    handle = ManagedProcess("tls-terminator", proc, host, port, log_path)
     try:
         wait_for_port(host, port, timeout, proc)
     except ComponentError:

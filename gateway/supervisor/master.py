@@ -4,7 +4,7 @@ Rules kept here:
 - Signal handlers only queue the signal number; the main loop dispatches it to a `_handle_<name>` method.
   A wakeup pipe (`signal.set_wakeup_fd`) makes the selector return as soon as a signal arrives.
 - One pass of the loop: top the pool up, wait (selector: wakeup pipe + every worker's control socket),
-  dispatch signals, reap exited workers, enforce deadlines (heartbeats, drain timeouts).
+  enforce deadlines (heartbeats, drain timeouts), dispatch signals, reap exited workers.
 - Only our own worker pids are waited for, never `waitpid(-1)`, so children that `load_config` may start
   (a secrets helper, say) keep their exit statuses.
 - A crashed worker is replaced under the same worker_id after an exponential backoff. Workers that exit with
@@ -133,9 +133,11 @@ class Supervisor:
                     self._read_control(key.data)
                 if events & selectors.EVENT_WRITE:
                     self._flush_control(key.data)
+            # Deadlines right after reading: a slow reload (load_config) or a paused master must not make
+            # workers whose heartbeats are waiting unread in their sockets look silent.
+            self._enforce_deadlines()
             self._dispatch_signals()
             self._reap_workers()
-            self._enforce_deadlines()
 
     # ---------------------------------------------------------------- signals
 
@@ -330,9 +332,9 @@ class Supervisor:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         for worker in self._workers.values():
-            ids = {"worker_id": worker.worker_id, "worker_pid": worker.pid}
             if worker.killed:
                 continue
+            ids = {"worker_id": worker.worker_id, "worker_pid": worker.pid}
             if worker.drain_deadline is not None and now >= worker.drain_deadline:
                 message = "worker {worker_id} (pid {worker_pid}) did not finish draining in time; killing it"
                 self._event(WARNING, "worker_drain_timeout", message, **ids)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import json
 import socket
 
 import pytest
@@ -63,17 +65,18 @@ def test_listener_names_must_be_unique() -> None:
 
 
 def test_entry_point_is_resolved_from_module_and_attribute_path() -> None:
-    assert resolve_entry("tests.supervisor.echo_worker:main").__name__ == "main"
-    assert resolve_entry("tests.supervisor.echo_worker:EchoWorker.serve").__name__ == "serve"
+    assert resolve_entry("json:dumps") is json.dumps
+    assert resolve_entry("collections:OrderedDict.fromkeys") == collections.OrderedDict.fromkeys
 
 
 @pytest.mark.parametrize(
     ("entry", "error"),
     [
-        ("tests.supervisor.echo_worker", ValueError),
-        ("tests.supervisor.no_such_module:main", ImportError),
-        ("tests.supervisor.echo_worker:no_such_function", AttributeError),
-        ("tests.supervisor.echo_worker:logger", TypeError),
+        ("json", ValueError),
+        (":dumps", ValueError),
+        ("streamgate_no_such_module:main", ImportError),
+        ("json:no_such_function", AttributeError),
+        ("json:__doc__", TypeError),
     ],
 )
 def test_bad_entry_points_raise(entry: str, error: type[Exception]) -> None:

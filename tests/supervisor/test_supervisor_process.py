@@ -103,13 +103,16 @@ def test_sigterm_lets_in_flight_request_finish_then_exits_zero(start_supervisor:
         socket.create_connection(("127.0.0.1", port), timeout=5)
 
 
-def test_second_sigterm_during_drain_kills_workers_and_exits_one(start_supervisor: StartSupervisor) -> None:
+def test_second_stop_signal_during_drain_kills_workers_and_exits_one(
+    start_supervisor: StartSupervisor,
+) -> None:
     supervisor = start_supervisor(workers=1, drain_timeout=30.0)
     supervisor.wait_until_ready(1)
     client = supervisor.connect()
     client.send_line("slow 30")
     supervisor.wait_for_event("echo_slow_started")
-    supervisor.send_signal(signal.SIGTERM)
+    supervisor.send_signal(signal.SIGINT)  # Ctrl-C drains like SIGTERM
+    supervisor.wait_for_event("shutdown_started", reason="SIGINT")
     supervisor.wait_for_event("echo_draining")
     stopping_since = time.monotonic()
 

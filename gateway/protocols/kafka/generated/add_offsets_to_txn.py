@@ -113,8 +113,8 @@ def decode_AddOffsetsToTxnRequest_v3(buf: Buffer, pos: int) -> tuple[AddOffsetsT
     pos += 10
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddOffsetsToTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, group_id=group_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddOffsetsToTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, group_id=group_id, unknown_tagged_fields=_unknown), pos
     return AddOffsetsToTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, group_id=group_id), pos + 1
 
 
@@ -144,8 +144,8 @@ def decode_AddOffsetsToTxnResponse_v3(buf: Buffer, pos: int) -> tuple[AddOffsets
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddOffsetsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddOffsetsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return AddOffsetsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 

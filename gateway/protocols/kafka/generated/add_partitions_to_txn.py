@@ -177,45 +177,45 @@ _S_qho = _struct.Struct('>qh?')
 
 def decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnRequestAddPartitionsToTxnTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=name, partitions=partitions), pos
 
 
 def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(m: AddPartitionsToTxnRequestAddPartitionsToTxnTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnRequestAddPartitionsToTxnTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(m: AddPartitionsToTxnRequestAddPartitionsToTxnTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -226,30 +226,30 @@ def decode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(buf: Buffer
     transactional_id, pos = read_compact_string(buf, pos)  # field: transactional_id
     producer_id, producer_epoch, verify_only = _S_qho.unpack_from(buf, pos)  # field: producer_id, producer_epoch, verify_only
     pos += 11
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, verify_only=verify_only, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, verify_only=verify_only, topics=topics, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, verify_only=verify_only, topics=topics), pos + 1
 
 
 def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(m: AddPartitionsToTxnRequestAddPartitionsToTxnTransaction, out: bytearray) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
     out += _S_qho.pack(m.producer_id, m.producer_epoch, m.verify_only)  # field: producer_id, producer_epoch, verify_only
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -260,15 +260,15 @@ def decode_AddPartitionsToTxnRequest_v0(buf: Buffer, pos: int) -> tuple[AddParti
     v3_and_below_transactional_id, pos = read_string(buf, pos)  # field: v3_and_below_transactional_id
     v3_and_below_producer_id, v3_and_below_producer_epoch = _S_qh.unpack_from(buf, pos)  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
     pos += 10
-    count, pos = read_array_length(buf, pos, 6)  # field: v3_and_below_topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: v3_and_below_topics
+    if _count < 0:
         raise null_error()  # field: v3_and_below_topics
     else:
         v3_and_below_topics = []
-        append = v3_and_below_topics.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(buf, pos)  # field: v3_and_below_topics
-            append(item)
+        _append = v3_and_below_topics.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(buf, pos)  # field: v3_and_below_topics
+            _append(_item)
     return AddPartitionsToTxnRequest(v3_and_below_transactional_id=v3_and_below_transactional_id, v3_and_below_producer_id=v3_and_below_producer_id, v3_and_below_producer_epoch=v3_and_below_producer_epoch, v3_and_below_topics=v3_and_below_topics), pos
 
 
@@ -277,12 +277,12 @@ def encode_AddPartitionsToTxnRequest_v0(m: AddPartitionsToTxnRequest, out: bytea
         raise absent_error()  # field: transactions
     write_string(out, m.v3_and_below_transactional_id)  # field: v3_and_below_transactional_id
     out += _S_qh.pack(m.v3_and_below_producer_id, m.v3_and_below_producer_epoch)  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
-    items = m.v3_and_below_topics
-    if items is None:
+    _items = m.v3_and_below_topics
+    if _items is None:
         raise null_error()  # field: v3_and_below_topics
-    write_array_length(out, items)  # field: v3_and_below_topics
-    for item in items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(item, out)  # field: v3_and_below_topics
+    write_array_length(out, _items)  # field: v3_and_below_topics
+    for _item in _items:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(_item, out)  # field: v3_and_below_topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -291,18 +291,18 @@ def decode_AddPartitionsToTxnRequest_v3(buf: Buffer, pos: int) -> tuple[AddParti
     v3_and_below_transactional_id, pos = read_compact_string(buf, pos)  # field: v3_and_below_transactional_id
     v3_and_below_producer_id, v3_and_below_producer_epoch = _S_qh.unpack_from(buf, pos)  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
     pos += 10
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: v3_and_below_topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: v3_and_below_topics
+    if _count < 0:
         raise null_error()  # field: v3_and_below_topics
     else:
         v3_and_below_topics = []
-        append = v3_and_below_topics.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: v3_and_below_topics
-            append(item)
+        _append = v3_and_below_topics.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: v3_and_below_topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnRequest(v3_and_below_transactional_id=v3_and_below_transactional_id, v3_and_below_producer_id=v3_and_below_producer_id, v3_and_below_producer_epoch=v3_and_below_producer_epoch, v3_and_below_topics=v3_and_below_topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnRequest(v3_and_below_transactional_id=v3_and_below_transactional_id, v3_and_below_producer_id=v3_and_below_producer_id, v3_and_below_producer_epoch=v3_and_below_producer_epoch, v3_and_below_topics=v3_and_below_topics, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnRequest(v3_and_below_transactional_id=v3_and_below_transactional_id, v3_and_below_producer_id=v3_and_below_producer_id, v3_and_below_producer_epoch=v3_and_below_producer_epoch, v3_and_below_topics=v3_and_below_topics), pos + 1
 
 
@@ -311,12 +311,12 @@ def encode_AddPartitionsToTxnRequest_v3(m: AddPartitionsToTxnRequest, out: bytea
         raise absent_error()  # field: transactions
     write_compact_string(out, m.v3_and_below_transactional_id)  # field: v3_and_below_transactional_id
     out += _S_qh.pack(m.v3_and_below_producer_id, m.v3_and_below_producer_epoch)  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
-    items = m.v3_and_below_topics
-    if items is None:
+    _items = m.v3_and_below_topics
+    if _items is None:
         raise null_error()  # field: v3_and_below_topics
-    write_compact_array_length(out, items)  # field: v3_and_below_topics
-    for item in items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(item, out)  # field: v3_and_below_topics
+    write_compact_array_length(out, _items)  # field: v3_and_below_topics
+    for _item in _items:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(_item, out)  # field: v3_and_below_topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -324,18 +324,18 @@ def encode_AddPartitionsToTxnRequest_v3(m: AddPartitionsToTxnRequest, out: bytea
 
 
 def decode_AddPartitionsToTxnRequest_v4(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 14)  # field: transactions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 14)  # field: transactions
+    if _count < 0:
         raise null_error()  # field: transactions
     else:
         transactions = []
-        append = transactions.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(buf, pos)  # field: transactions
-            append(item)
+        _append = transactions.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(buf, pos)  # field: transactions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnRequest(transactions=transactions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnRequest(transactions=transactions, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnRequest(transactions=transactions), pos + 1
 
 
@@ -348,12 +348,12 @@ def encode_AddPartitionsToTxnRequest_v4(m: AddPartitionsToTxnRequest, out: bytea
         raise absent_error()  # field: v3_and_below_producer_epoch
     if m.v3_and_below_topics is None or len(m.v3_and_below_topics) != 0:  # field: v3_and_below_topics
         raise absent_error()  # field: v3_and_below_topics
-    items = m.transactions
-    if items is None:
+    _items = m.transactions
+    if _items is None:
         raise null_error()  # field: transactions
-    write_compact_array_length(out, items)  # field: transactions
-    for item in items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(item, out)  # field: transactions
+    write_compact_array_length(out, _items)  # field: transactions
+    for _item in _items:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(_item, out)  # field: transactions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -376,8 +376,8 @@ def decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(buf: B
     partition_index, partition_error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, partition_error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult(partition_index=partition_index, partition_error_code=partition_error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult(partition_index=partition_index, partition_error_code=partition_error_code, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult(partition_index=partition_index, partition_error_code=partition_error_code), pos + 1
 
 
@@ -391,55 +391,55 @@ def encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(m: Add
 
 def decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 6)  # field: results_by_partition
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: results_by_partition
+    if _count < 0:
         raise null_error()  # field: results_by_partition
     else:
         results_by_partition = []
-        append = results_by_partition.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(buf, pos)  # field: results_by_partition
-            append(item)
+        _append = results_by_partition.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(buf, pos)  # field: results_by_partition
+            _append(_item)
     return AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult(name=name, results_by_partition=results_by_partition), pos
 
 
 def encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(m: AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.results_by_partition
-    if items is None:
+    _items = m.results_by_partition
+    if _items is None:
         raise null_error()  # field: results_by_partition
-    write_array_length(out, items)  # field: results_by_partition
-    for item in items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(item, out)  # field: results_by_partition
+    write_array_length(out, _items)  # field: results_by_partition
+    for _item in _items:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(_item, out)  # field: results_by_partition
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: results_by_partition
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: results_by_partition
+    if _count < 0:
         raise null_error()  # field: results_by_partition
     else:
         results_by_partition = []
-        append = results_by_partition.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(buf, pos)  # field: results_by_partition
-            append(item)
+        _append = results_by_partition.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(buf, pos)  # field: results_by_partition
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult(name=name, results_by_partition=results_by_partition, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult(name=name, results_by_partition=results_by_partition, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult(name=name, results_by_partition=results_by_partition), pos + 1
 
 
 def encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(m: AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.results_by_partition
-    if items is None:
+    _items = m.results_by_partition
+    if _items is None:
         raise null_error()  # field: results_by_partition
-    write_compact_array_length(out, items)  # field: results_by_partition
-    for item in items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(item, out)  # field: results_by_partition
+    write_compact_array_length(out, _items)  # field: results_by_partition
+    for _item in _items:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(_item, out)  # field: results_by_partition
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -448,29 +448,29 @@ def encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(m: AddPart
 
 def decode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponseAddPartitionsToTxnResult, int]:
     transactional_id, pos = read_compact_string(buf, pos)  # field: transactional_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_results
+    if _count < 0:
         raise null_error()  # field: topic_results
     else:
         topic_results = []
-        append = topic_results.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: topic_results
-            append(item)
+        _append = topic_results.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: topic_results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnResponseAddPartitionsToTxnResult(transactional_id=transactional_id, topic_results=topic_results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnResponseAddPartitionsToTxnResult(transactional_id=transactional_id, topic_results=topic_results, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponseAddPartitionsToTxnResult(transactional_id=transactional_id, topic_results=topic_results), pos + 1
 
 
 def encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(m: AddPartitionsToTxnResponseAddPartitionsToTxnResult, out: bytearray) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
-    items = m.topic_results
-    if items is None:
+    _items = m.topic_results
+    if _items is None:
         raise null_error()  # field: topic_results
-    write_compact_array_length(out, items)  # field: topic_results
-    for item in items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(item, out)  # field: topic_results
+    write_compact_array_length(out, _items)  # field: topic_results
+    for _item in _items:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(_item, out)  # field: topic_results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -480,15 +480,15 @@ def encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(m: AddPartition
 def decode_AddPartitionsToTxnResponse_v0(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: results_by_topic_v3_and_below
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: results_by_topic_v3_and_below
+    if _count < 0:
         raise null_error()  # field: results_by_topic_v3_and_below
     else:
         results_by_topic_v3_and_below = []
-        append = results_by_topic_v3_and_below.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(buf, pos)  # field: results_by_topic_v3_and_below
-            append(item)
+        _append = results_by_topic_v3_and_below.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(buf, pos)  # field: results_by_topic_v3_and_below
+            _append(_item)
     return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, results_by_topic_v3_and_below=results_by_topic_v3_and_below), pos
 
 
@@ -496,12 +496,12 @@ def encode_AddPartitionsToTxnResponse_v0(m: AddPartitionsToTxnResponse, out: byt
     if m.results_by_transaction is None or len(m.results_by_transaction) != 0:  # field: results_by_transaction
         raise absent_error()  # field: results_by_transaction
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results_by_topic_v3_and_below
-    if items is None:
+    _items = m.results_by_topic_v3_and_below
+    if _items is None:
         raise null_error()  # field: results_by_topic_v3_and_below
-    write_array_length(out, items)  # field: results_by_topic_v3_and_below
-    for item in items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(item, out)  # field: results_by_topic_v3_and_below
+    write_array_length(out, _items)  # field: results_by_topic_v3_and_below
+    for _item in _items:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(_item, out)  # field: results_by_topic_v3_and_below
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -509,18 +509,18 @@ def encode_AddPartitionsToTxnResponse_v0(m: AddPartitionsToTxnResponse, out: byt
 def decode_AddPartitionsToTxnResponse_v3(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: results_by_topic_v3_and_below
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: results_by_topic_v3_and_below
+    if _count < 0:
         raise null_error()  # field: results_by_topic_v3_and_below
     else:
         results_by_topic_v3_and_below = []
-        append = results_by_topic_v3_and_below.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: results_by_topic_v3_and_below
-            append(item)
+        _append = results_by_topic_v3_and_below.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: results_by_topic_v3_and_below
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, results_by_topic_v3_and_below=results_by_topic_v3_and_below, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, results_by_topic_v3_and_below=results_by_topic_v3_and_below, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, results_by_topic_v3_and_below=results_by_topic_v3_and_below), pos + 1
 
 
@@ -528,12 +528,12 @@ def encode_AddPartitionsToTxnResponse_v3(m: AddPartitionsToTxnResponse, out: byt
     if m.results_by_transaction is None or len(m.results_by_transaction) != 0:  # field: results_by_transaction
         raise absent_error()  # field: results_by_transaction
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results_by_topic_v3_and_below
-    if items is None:
+    _items = m.results_by_topic_v3_and_below
+    if _items is None:
         raise null_error()  # field: results_by_topic_v3_and_below
-    write_compact_array_length(out, items)  # field: results_by_topic_v3_and_below
-    for item in items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(item, out)  # field: results_by_topic_v3_and_below
+    write_compact_array_length(out, _items)  # field: results_by_topic_v3_and_below
+    for _item in _items:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(_item, out)  # field: results_by_topic_v3_and_below
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -543,18 +543,18 @@ def encode_AddPartitionsToTxnResponse_v3(m: AddPartitionsToTxnResponse, out: byt
 def decode_AddPartitionsToTxnResponse_v4(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: results_by_transaction
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: results_by_transaction
+    if _count < 0:
         raise null_error()  # field: results_by_transaction
     else:
         results_by_transaction = []
-        append = results_by_transaction.append
-        for _ in range(count):
-            item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(buf, pos)  # field: results_by_transaction
-            append(item)
+        _append = results_by_transaction.append
+        for _ in range(_count):
+            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(buf, pos)  # field: results_by_transaction
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results_by_transaction=results_by_transaction, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results_by_transaction=results_by_transaction, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results_by_transaction=results_by_transaction), pos + 1
 
 
@@ -562,12 +562,12 @@ def encode_AddPartitionsToTxnResponse_v4(m: AddPartitionsToTxnResponse, out: byt
     if m.results_by_topic_v3_and_below is None or len(m.results_by_topic_v3_and_below) != 0:  # field: results_by_topic_v3_and_below
         raise absent_error()  # field: results_by_topic_v3_and_below
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.results_by_transaction
-    if items is None:
+    _items = m.results_by_transaction
+    if _items is None:
         raise null_error()  # field: results_by_transaction
-    write_compact_array_length(out, items)  # field: results_by_transaction
-    for item in items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(item, out)  # field: results_by_transaction
+    write_compact_array_length(out, _items)  # field: results_by_transaction
+    for _item in _items:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(_item, out)  # field: results_by_transaction
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

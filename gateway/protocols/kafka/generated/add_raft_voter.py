@@ -118,8 +118,8 @@ def decode_AddRaftVoterRequestListener_v0(buf: Buffer, pos: int) -> tuple[AddRaf
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddRaftVoterRequestListener(name=name, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddRaftVoterRequestListener(name=name, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return AddRaftVoterRequestListener(name=name, host=host, port=port), pos + 1
 
 
@@ -138,30 +138,30 @@ def decode_AddRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[AddRaftVoterRe
     timeout_ms, voter_id, voter_directory_id = _S_ii16s.unpack_from(buf, pos)  # field: timeout_ms, voter_id, voter_directory_id
     pos += 24
     voter_directory_id = uuid_from_bytes(voter_directory_id)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_AddRaftVoterRequestListener_v0(buf, pos)  # field: listeners
-            append(item)
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_AddRaftVoterRequestListener_v0(buf, pos)  # field: listeners
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddRaftVoterRequest(cluster_id=cluster_id, timeout_ms=timeout_ms, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddRaftVoterRequest(cluster_id=cluster_id, timeout_ms=timeout_ms, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners, unknown_tagged_fields=_unknown), pos
     return AddRaftVoterRequest(cluster_id=cluster_id, timeout_ms=timeout_ms, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners), pos + 1
 
 
 def encode_AddRaftVoterRequest_v0(m: AddRaftVoterRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_ii16s.pack(m.timeout_ms, m.voter_id, m.voter_directory_id.bytes)  # field: timeout_ms, voter_id, voter_directory_id
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_AddRaftVoterRequestListener_v0(item, out)  # field: listeners
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_AddRaftVoterRequestListener_v0(_item, out)  # field: listeners
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -173,8 +173,8 @@ def decode_AddRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[AddRaftVoterR
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AddRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AddRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return AddRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 

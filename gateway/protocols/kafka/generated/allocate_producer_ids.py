@@ -95,8 +95,8 @@ def decode_AllocateProducerIdsRequest_v0(buf: Buffer, pos: int) -> tuple[Allocat
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AllocateProducerIdsRequest(broker_id=broker_id, broker_epoch=broker_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AllocateProducerIdsRequest(broker_id=broker_id, broker_epoch=broker_epoch, unknown_tagged_fields=_unknown), pos
     return AllocateProducerIdsRequest(broker_id=broker_id, broker_epoch=broker_epoch), pos + 1
 
 
@@ -112,8 +112,8 @@ def decode_AllocateProducerIdsResponse_v0(buf: Buffer, pos: int) -> tuple[Alloca
     throttle_time_ms, error_code, producer_id_start, producer_id_len = _S_ihqi.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, producer_id_start, producer_id_len
     pos += 18
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AllocateProducerIdsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id_start=producer_id_start, producer_id_len=producer_id_len, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AllocateProducerIdsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id_start=producer_id_start, producer_id_len=producer_id_len, unknown_tagged_fields=_unknown), pos
     return AllocateProducerIdsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id_start=producer_id_start, producer_id_len=producer_id_len), pos + 1
 
 

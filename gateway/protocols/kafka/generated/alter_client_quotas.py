@@ -180,8 +180,8 @@ def decode_AlterClientQuotasRequestEntityData_v1(buf: Buffer, pos: int) -> tuple
     entity_type, pos = read_compact_string(buf, pos)  # field: entity_type
     entity_name, pos = read_compact_nullable_string(buf, pos)  # field: entity_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterClientQuotasRequestEntityData(entity_type=entity_type, entity_name=entity_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterClientQuotasRequestEntityData(entity_type=entity_type, entity_name=entity_name, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasRequestEntityData(entity_type=entity_type, entity_name=entity_name), pos + 1
 
 
@@ -213,8 +213,8 @@ def decode_AlterClientQuotasRequestOpData_v1(buf: Buffer, pos: int) -> tuple[Alt
     value, remove = _S_do.unpack_from(buf, pos)  # field: value, remove
     pos += 9
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterClientQuotasRequestOpData(key=key, value=value, remove=remove, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterClientQuotasRequestOpData(key=key, value=value, remove=remove, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasRequestOpData(key=key, value=value, remove=remove), pos + 1
 
 
@@ -228,82 +228,82 @@ def encode_AlterClientQuotasRequestOpData_v1(m: AlterClientQuotasRequestOpData, 
 
 
 def decode_AlterClientQuotasRequestEntryData_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasRequestEntryData, int]:
-    count, pos = read_array_length(buf, pos, 4)  # field: entity
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: entity
+    if _count < 0:
         raise null_error()  # field: entity
     else:
         entity = []
-        append = entity.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasRequestEntityData_v0(buf, pos)  # field: entity
-            append(item)
-    count, pos = read_array_length(buf, pos, 11)  # field: ops
-    if count < 0:
+        _append = entity.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasRequestEntityData_v0(buf, pos)  # field: entity
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 11)  # field: ops
+    if _count < 0:
         raise null_error()  # field: ops
     else:
         ops = []
-        append = ops.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasRequestOpData_v0(buf, pos)  # field: ops
-            append(item)
+        _append = ops.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasRequestOpData_v0(buf, pos)  # field: ops
+            _append(_item)
     return AlterClientQuotasRequestEntryData(entity=entity, ops=ops), pos
 
 
 def encode_AlterClientQuotasRequestEntryData_v0(m: AlterClientQuotasRequestEntryData, out: bytearray) -> None:
-    items = m.entity
-    if items is None:
+    _items = m.entity
+    if _items is None:
         raise null_error()  # field: entity
-    write_array_length(out, items)  # field: entity
-    for item in items:
-        encode_AlterClientQuotasRequestEntityData_v0(item, out)  # field: entity
-    items = m.ops
-    if items is None:
+    write_array_length(out, _items)  # field: entity
+    for _item in _items:
+        encode_AlterClientQuotasRequestEntityData_v0(_item, out)  # field: entity
+    _items = m.ops
+    if _items is None:
         raise null_error()  # field: ops
-    write_array_length(out, items)  # field: ops
-    for item in items:
-        encode_AlterClientQuotasRequestOpData_v0(item, out)  # field: ops
+    write_array_length(out, _items)  # field: ops
+    for _item in _items:
+        encode_AlterClientQuotasRequestOpData_v0(_item, out)  # field: ops
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AlterClientQuotasRequestEntryData_v1(buf: Buffer, pos: int) -> tuple[AlterClientQuotasRequestEntryData, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: entity
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: entity
+    if _count < 0:
         raise null_error()  # field: entity
     else:
         entity = []
-        append = entity.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasRequestEntityData_v1(buf, pos)  # field: entity
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: ops
-    if count < 0:
+        _append = entity.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasRequestEntityData_v1(buf, pos)  # field: entity
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: ops
+    if _count < 0:
         raise null_error()  # field: ops
     else:
         ops = []
-        append = ops.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasRequestOpData_v1(buf, pos)  # field: ops
-            append(item)
+        _append = ops.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasRequestOpData_v1(buf, pos)  # field: ops
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterClientQuotasRequestEntryData(entity=entity, ops=ops, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterClientQuotasRequestEntryData(entity=entity, ops=ops, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasRequestEntryData(entity=entity, ops=ops), pos + 1
 
 
 def encode_AlterClientQuotasRequestEntryData_v1(m: AlterClientQuotasRequestEntryData, out: bytearray) -> None:
-    items = m.entity
-    if items is None:
+    _items = m.entity
+    if _items is None:
         raise null_error()  # field: entity
-    write_compact_array_length(out, items)  # field: entity
-    for item in items:
-        encode_AlterClientQuotasRequestEntityData_v1(item, out)  # field: entity
-    items = m.ops
-    if items is None:
+    write_compact_array_length(out, _items)  # field: entity
+    for _item in _items:
+        encode_AlterClientQuotasRequestEntityData_v1(_item, out)  # field: entity
+    _items = m.ops
+    if _items is None:
         raise null_error()  # field: ops
-    write_compact_array_length(out, items)  # field: ops
-    for item in items:
-        encode_AlterClientQuotasRequestOpData_v1(item, out)  # field: ops
+    write_compact_array_length(out, _items)  # field: ops
+    for _item in _items:
+        encode_AlterClientQuotasRequestOpData_v1(_item, out)  # field: ops
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -311,57 +311,57 @@ def encode_AlterClientQuotasRequestEntryData_v1(m: AlterClientQuotasRequestEntry
 
 
 def decode_AlterClientQuotasRequest_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasRequest, int]:
-    count, pos = read_array_length(buf, pos, 8)  # field: entries
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: entries
+    if _count < 0:
         raise null_error()  # field: entries
     else:
         entries = []
-        append = entries.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasRequestEntryData_v0(buf, pos)  # field: entries
-            append(item)
+        _append = entries.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasRequestEntryData_v0(buf, pos)  # field: entries
+            _append(_item)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     return AlterClientQuotasRequest(entries=entries, validate_only=validate_only), pos
 
 
 def encode_AlterClientQuotasRequest_v0(m: AlterClientQuotasRequest, out: bytearray) -> None:
-    items = m.entries
-    if items is None:
+    _items = m.entries
+    if _items is None:
         raise null_error()  # field: entries
-    write_array_length(out, items)  # field: entries
-    for item in items:
-        encode_AlterClientQuotasRequestEntryData_v0(item, out)  # field: entries
+    write_array_length(out, _items)  # field: entries
+    for _item in _items:
+        encode_AlterClientQuotasRequestEntryData_v0(_item, out)  # field: entries
     out += _S_o.pack(m.validate_only)  # field: validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AlterClientQuotasRequest_v1(buf: Buffer, pos: int) -> tuple[AlterClientQuotasRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: entries
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: entries
+    if _count < 0:
         raise null_error()  # field: entries
     else:
         entries = []
-        append = entries.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasRequestEntryData_v1(buf, pos)  # field: entries
-            append(item)
+        _append = entries.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasRequestEntryData_v1(buf, pos)  # field: entries
+            _append(_item)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterClientQuotasRequest(entries=entries, validate_only=validate_only, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterClientQuotasRequest(entries=entries, validate_only=validate_only, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasRequest(entries=entries, validate_only=validate_only), pos + 1
 
 
 def encode_AlterClientQuotasRequest_v1(m: AlterClientQuotasRequest, out: bytearray) -> None:
-    items = m.entries
-    if items is None:
+    _items = m.entries
+    if _items is None:
         raise null_error()  # field: entries
-    write_compact_array_length(out, items)  # field: entries
-    for item in items:
-        encode_AlterClientQuotasRequestEntryData_v1(item, out)  # field: entries
+    write_compact_array_length(out, _items)  # field: entries
+    for _item in _items:
+        encode_AlterClientQuotasRequestEntryData_v1(_item, out)  # field: entries
     out += _S_o.pack(m.validate_only)  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -386,8 +386,8 @@ def decode_AlterClientQuotasResponseEntityData_v1(buf: Buffer, pos: int) -> tupl
     entity_type, pos = read_compact_string(buf, pos)  # field: entity_type
     entity_name, pos = read_compact_nullable_string(buf, pos)  # field: entity_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name), pos + 1
 
 
@@ -404,27 +404,27 @@ def decode_AlterClientQuotasResponseEntryData_v0(buf: Buffer, pos: int) -> tuple
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_array_length(buf, pos, 4)  # field: entity
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: entity
+    if _count < 0:
         raise null_error()  # field: entity
     else:
         entity = []
-        append = entity.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
-            append(item)
+        _append = entity.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
+            _append(_item)
     return AlterClientQuotasResponseEntryData(error_code=error_code, error_message=error_message, entity=entity), pos
 
 
 def encode_AlterClientQuotasResponseEntryData_v0(m: AlterClientQuotasResponseEntryData, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    items = m.entity
-    if items is None:
+    _items = m.entity
+    if _items is None:
         raise null_error()  # field: entity
-    write_array_length(out, items)  # field: entity
-    for item in items:
-        encode_AlterClientQuotasResponseEntityData_v0(item, out)  # field: entity
+    write_array_length(out, _items)  # field: entity
+    for _item in _items:
+        encode_AlterClientQuotasResponseEntityData_v0(_item, out)  # field: entity
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -433,30 +433,30 @@ def decode_AlterClientQuotasResponseEntryData_v1(buf: Buffer, pos: int) -> tuple
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: entity
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: entity
+    if _count < 0:
         raise null_error()  # field: entity
     else:
         entity = []
-        append = entity.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
-            append(item)
+        _append = entity.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterClientQuotasResponseEntryData(error_code=error_code, error_message=error_message, entity=entity, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterClientQuotasResponseEntryData(error_code=error_code, error_message=error_message, entity=entity, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasResponseEntryData(error_code=error_code, error_message=error_message, entity=entity), pos + 1
 
 
 def encode_AlterClientQuotasResponseEntryData_v1(m: AlterClientQuotasResponseEntryData, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.entity
-    if items is None:
+    _items = m.entity
+    if _items is None:
         raise null_error()  # field: entity
-    write_compact_array_length(out, items)  # field: entity
-    for item in items:
-        encode_AlterClientQuotasResponseEntityData_v1(item, out)  # field: entity
+    write_compact_array_length(out, _items)  # field: entity
+    for _item in _items:
+        encode_AlterClientQuotasResponseEntityData_v1(_item, out)  # field: entity
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -466,26 +466,26 @@ def encode_AlterClientQuotasResponseEntryData_v1(m: AlterClientQuotasResponseEnt
 def decode_AlterClientQuotasResponse_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 8)  # field: entries
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: entries
+    if _count < 0:
         raise null_error()  # field: entries
     else:
         entries = []
-        append = entries.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
-            append(item)
+        _append = entries.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
+            _append(_item)
     return AlterClientQuotasResponse(throttle_time_ms=throttle_time_ms, entries=entries), pos
 
 
 def encode_AlterClientQuotasResponse_v0(m: AlterClientQuotasResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.entries
-    if items is None:
+    _items = m.entries
+    if _items is None:
         raise null_error()  # field: entries
-    write_array_length(out, items)  # field: entries
-    for item in items:
-        encode_AlterClientQuotasResponseEntryData_v0(item, out)  # field: entries
+    write_array_length(out, _items)  # field: entries
+    for _item in _items:
+        encode_AlterClientQuotasResponseEntryData_v0(_item, out)  # field: entries
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -493,29 +493,29 @@ def encode_AlterClientQuotasResponse_v0(m: AlterClientQuotasResponse, out: bytea
 def decode_AlterClientQuotasResponse_v1(buf: Buffer, pos: int) -> tuple[AlterClientQuotasResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: entries
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: entries
+    if _count < 0:
         raise null_error()  # field: entries
     else:
         entries = []
-        append = entries.append
-        for _ in range(count):
-            item, pos = decode_AlterClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
-            append(item)
+        _append = entries.append
+        for _ in range(_count):
+            _item, pos = decode_AlterClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterClientQuotasResponse(throttle_time_ms=throttle_time_ms, entries=entries, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterClientQuotasResponse(throttle_time_ms=throttle_time_ms, entries=entries, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasResponse(throttle_time_ms=throttle_time_ms, entries=entries), pos + 1
 
 
 def encode_AlterClientQuotasResponse_v1(m: AlterClientQuotasResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.entries
-    if items is None:
+    _items = m.entries
+    if _items is None:
         raise null_error()  # field: entries
-    write_compact_array_length(out, items)  # field: entries
-    for item in items:
-        encode_AlterClientQuotasResponseEntryData_v1(item, out)  # field: entries
+    write_compact_array_length(out, _items)  # field: entries
+    for _item in _items:
+        encode_AlterClientQuotasResponseEntryData_v1(_item, out)  # field: entries
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -154,8 +154,8 @@ def decode_AlterConfigsRequestAlterableConfig_v2(buf: Buffer, pos: int) -> tuple
     name, pos = read_compact_string(buf, pos)  # field: name
     value, pos = read_compact_nullable_string(buf, pos)  # field: value
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterConfigsRequestAlterableConfig(name=name, value=value, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterConfigsRequestAlterableConfig(name=name, value=value, unknown_tagged_fields=_unknown), pos
     return AlterConfigsRequestAlterableConfig(name=name, value=value), pos + 1
 
 
@@ -172,27 +172,27 @@ def decode_AlterConfigsRequestAlterConfigsResource_v0(buf: Buffer, pos: int) -> 
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_string(buf, pos)  # field: resource_name
-    count, pos = read_array_length(buf, pos, 4)  # field: configs
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_AlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_AlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
+            _append(_item)
     return AlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
 def encode_AlterConfigsRequestAlterConfigsResource_v0(m: AlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_array_length(out, items)  # field: configs
-    for item in items:
-        encode_AlterConfigsRequestAlterableConfig_v0(item, out)  # field: configs
+    write_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_AlterConfigsRequestAlterableConfig_v0(_item, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -201,30 +201,30 @@ def decode_AlterConfigsRequestAlterConfigsResource_v2(buf: Buffer, pos: int) -> 
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: configs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_AlterConfigsRequestAlterableConfig_v2(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_AlterConfigsRequestAlterableConfig_v2(buf, pos)  # field: configs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=_unknown), pos
     return AlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos + 1
 
 
 def encode_AlterConfigsRequestAlterConfigsResource_v2(m: AlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, items)  # field: configs
-    for item in items:
-        encode_AlterConfigsRequestAlterableConfig_v2(item, out)  # field: configs
+    write_compact_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_AlterConfigsRequestAlterableConfig_v2(_item, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -232,57 +232,57 @@ def encode_AlterConfigsRequestAlterConfigsResource_v2(m: AlterConfigsRequestAlte
 
 
 def decode_AlterConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsRequest, int]:
-    count, pos = read_array_length(buf, pos, 7)  # field: resources
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_AlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_AlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
+            _append(_item)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     return AlterConfigsRequest(resources=resources, validate_only=validate_only), pos
 
 
 def encode_AlterConfigsRequest_v0(m: AlterConfigsRequest, out: bytearray) -> None:
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_array_length(out, items)  # field: resources
-    for item in items:
-        encode_AlterConfigsRequestAlterConfigsResource_v0(item, out)  # field: resources
+    write_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_AlterConfigsRequestAlterConfigsResource_v0(_item, out)  # field: resources
     out += _S_o.pack(m.validate_only)  # field: validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AlterConfigsRequest_v2(buf: Buffer, pos: int) -> tuple[AlterConfigsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: resources
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_AlterConfigsRequestAlterConfigsResource_v2(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_AlterConfigsRequestAlterConfigsResource_v2(buf, pos)  # field: resources
+            _append(_item)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterConfigsRequest(resources=resources, validate_only=validate_only, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterConfigsRequest(resources=resources, validate_only=validate_only, unknown_tagged_fields=_unknown), pos
     return AlterConfigsRequest(resources=resources, validate_only=validate_only), pos + 1
 
 
 def encode_AlterConfigsRequest_v2(m: AlterConfigsRequest, out: bytearray) -> None:
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, items)  # field: resources
-    for item in items:
-        encode_AlterConfigsRequestAlterConfigsResource_v2(item, out)  # field: resources
+    write_compact_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_AlterConfigsRequestAlterConfigsResource_v2(_item, out)  # field: resources
     out += _S_o.pack(m.validate_only)  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -317,8 +317,8 @@ def decode_AlterConfigsResponseAlterConfigsResourceResponse_v2(buf: Buffer, pos:
     pos += 1
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, unknown_tagged_fields=_unknown), pos
     return AlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name), pos + 1
 
 
@@ -336,26 +336,26 @@ def encode_AlterConfigsResponseAlterConfigsResourceResponse_v2(m: AlterConfigsRe
 def decode_AlterConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 7)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
+            _append(_item)
     return AlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
 def encode_AlterConfigsResponse_v0(m: AlterConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_AlterConfigsResponseAlterConfigsResourceResponse_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_AlterConfigsResponseAlterConfigsResourceResponse_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -363,29 +363,29 @@ def encode_AlterConfigsResponse_v0(m: AlterConfigsResponse, out: bytearray) -> N
 def decode_AlterConfigsResponse_v2(buf: Buffer, pos: int) -> tuple[AlterConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v2(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v2(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return AlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
 def encode_AlterConfigsResponse_v2(m: AlterConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_AlterConfigsResponseAlterConfigsResourceResponse_v2(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_AlterConfigsResponseAlterConfigsResourceResponse_v2(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

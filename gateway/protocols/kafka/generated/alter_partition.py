@@ -192,8 +192,8 @@ def decode_AlterPartitionRequestBrokerState_v3(buf: Buffer, pos: int) -> tuple[A
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestBrokerState(broker_id=broker_id, broker_epoch=broker_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestBrokerState(broker_id=broker_id, broker_epoch=broker_epoch, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestBrokerState(broker_id=broker_id, broker_epoch=broker_epoch), pos + 1
 
 
@@ -208,16 +208,16 @@ def encode_AlterPartitionRequestBrokerState_v3(m: AlterPartitionRequestBrokerSta
 def decode_AlterPartitionRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
     partition_index, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: partition_index, leader_epoch
     pos += 8
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: new_isr
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: new_isr
+    if _count < 0:
         raise null_error()  # field: new_isr
     else:
-        new_isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: new_isr
+        new_isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: new_isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, partition_epoch=partition_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, partition_epoch=partition_epoch, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, partition_epoch=partition_epoch), pos + 1
 
 
@@ -227,11 +227,11 @@ def encode_AlterPartitionRequestPartitionData_v0(m: AlterPartitionRequestPartiti
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
     out += _S_ii.pack(m.partition_index, m.leader_epoch)  # field: partition_index, leader_epoch
-    items = m.new_isr
-    if items is None:
+    _items = m.new_isr
+    if _items is None:
         raise null_error()  # field: new_isr
-    write_compact_array_length(out, items)  # field: new_isr
-    write_fixed_array(out, items, 'i')  # field: new_isr
+    write_compact_array_length(out, _items)  # field: new_isr
+    write_fixed_array(out, _items, 'i')  # field: new_isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -242,16 +242,16 @@ def encode_AlterPartitionRequestPartitionData_v0(m: AlterPartitionRequestPartiti
 def decode_AlterPartitionRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
     partition_index, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: partition_index, leader_epoch
     pos += 8
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: new_isr
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: new_isr
+    if _count < 0:
         raise null_error()  # field: new_isr
     else:
-        new_isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: new_isr
+        new_isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: new_isr
     leader_recovery_state, partition_epoch = _S_bi.unpack_from(buf, pos)  # field: leader_recovery_state, partition_epoch
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch), pos + 1
 
 
@@ -259,11 +259,11 @@ def encode_AlterPartitionRequestPartitionData_v1(m: AlterPartitionRequestPartiti
     if m.new_isr_with_epochs is None or len(m.new_isr_with_epochs) != 0:  # field: new_isr_with_epochs
         raise absent_error()  # field: new_isr_with_epochs
     out += _S_ii.pack(m.partition_index, m.leader_epoch)  # field: partition_index, leader_epoch
-    items = m.new_isr
-    if items is None:
+    _items = m.new_isr
+    if _items is None:
         raise null_error()  # field: new_isr
-    write_compact_array_length(out, items)  # field: new_isr
-    write_fixed_array(out, items, 'i')  # field: new_isr
+    write_compact_array_length(out, _items)  # field: new_isr
+    write_fixed_array(out, _items, 'i')  # field: new_isr
     out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -274,20 +274,20 @@ def encode_AlterPartitionRequestPartitionData_v1(m: AlterPartitionRequestPartiti
 def decode_AlterPartitionRequestPartitionData_v3(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
     partition_index, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: partition_index, leader_epoch
     pos += 8
-    count, pos = read_compact_array_length(buf, pos, 13)  # field: new_isr_with_epochs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 13)  # field: new_isr_with_epochs
+    if _count < 0:
         raise null_error()  # field: new_isr_with_epochs
     else:
         new_isr_with_epochs = []
-        append = new_isr_with_epochs.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestBrokerState_v3(buf, pos)  # field: new_isr_with_epochs
-            append(item)
+        _append = new_isr_with_epochs.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestBrokerState_v3(buf, pos)  # field: new_isr_with_epochs
+            _append(_item)
     leader_recovery_state, partition_epoch = _S_bi.unpack_from(buf, pos)  # field: leader_recovery_state, partition_epoch
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr_with_epochs=new_isr_with_epochs, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr_with_epochs=new_isr_with_epochs, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr_with_epochs=new_isr_with_epochs, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch), pos + 1
 
 
@@ -295,12 +295,12 @@ def encode_AlterPartitionRequestPartitionData_v3(m: AlterPartitionRequestPartiti
     if m.new_isr is None or len(m.new_isr) != 0:  # field: new_isr
         raise absent_error()  # field: new_isr
     out += _S_ii.pack(m.partition_index, m.leader_epoch)  # field: partition_index, leader_epoch
-    items = m.new_isr_with_epochs
-    if items is None:
+    _items = m.new_isr_with_epochs
+    if _items is None:
         raise null_error()  # field: new_isr_with_epochs
-    write_compact_array_length(out, items)  # field: new_isr_with_epochs
-    for item in items:
-        encode_AlterPartitionRequestBrokerState_v3(item, out)  # field: new_isr_with_epochs
+    write_compact_array_length(out, _items)  # field: new_isr_with_epochs
+    for _item in _items:
+        encode_AlterPartitionRequestBrokerState_v3(_item, out)  # field: new_isr_with_epochs
     out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -310,29 +310,29 @@ def encode_AlterPartitionRequestPartitionData_v3(m: AlterPartitionRequestPartiti
 
 def decode_AlterPartitionRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionRequestTopicData_v0(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -341,29 +341,29 @@ def encode_AlterPartitionRequestTopicData_v0(m: AlterPartitionRequestTopicData, 
 
 def decode_AlterPartitionRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionRequestTopicData_v1(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionRequestPartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionRequestPartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -374,29 +374,29 @@ def decode_AlterPartitionRequestTopicData_v2(buf: Buffer, pos: int) -> tuple[Alt
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionRequestTopicData_v2(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionRequestPartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionRequestPartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -407,29 +407,29 @@ def decode_AlterPartitionRequestTopicData_v3(buf: Buffer, pos: int) -> tuple[Alt
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestPartitionData_v3(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestPartitionData_v3(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionRequestTopicData_v3(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionRequestPartitionData_v3(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionRequestPartitionData_v3(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -439,29 +439,29 @@ def encode_AlterPartitionRequestTopicData_v3(m: AlterPartitionRequestTopicData, 
 def decode_AlterPartitionRequest_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
 def encode_AlterPartitionRequest_v0(m: AlterPartitionRequest, out: bytearray) -> None:
     out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionRequestTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionRequestTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -471,29 +471,29 @@ def encode_AlterPartitionRequest_v0(m: AlterPartitionRequest, out: bytearray) ->
 def decode_AlterPartitionRequest_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestTopicData_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
 def encode_AlterPartitionRequest_v1(m: AlterPartitionRequest, out: bytearray) -> None:
     out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionRequestTopicData_v1(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionRequestTopicData_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -503,29 +503,29 @@ def encode_AlterPartitionRequest_v1(m: AlterPartitionRequest, out: bytearray) ->
 def decode_AlterPartitionRequest_v2(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestTopicData_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestTopicData_v2(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
 def encode_AlterPartitionRequest_v2(m: AlterPartitionRequest, out: bytearray) -> None:
     out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionRequestTopicData_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionRequestTopicData_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -535,29 +535,29 @@ def encode_AlterPartitionRequest_v2(m: AlterPartitionRequest, out: bytearray) ->
 def decode_AlterPartitionRequest_v3(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionRequestTopicData_v3(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionRequestTopicData_v3(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
 def encode_AlterPartitionRequest_v3(m: AlterPartitionRequest, out: bytearray) -> None:
     out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionRequestTopicData_v3(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionRequestTopicData_v3(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -567,26 +567,26 @@ def encode_AlterPartitionRequest_v3(m: AlterPartitionRequest, out: bytearray) ->
 def decode_AlterPartitionResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionResponsePartitionData, int]:
     partition_index, error_code, leader_id, leader_epoch = _S_ihii.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch
     pos += 14
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch), pos + 1
 
 
 def encode_AlterPartitionResponsePartitionData_v0(m: AlterPartitionResponsePartitionData, out: bytearray) -> None:
     out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_compact_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -597,26 +597,26 @@ def encode_AlterPartitionResponsePartitionData_v0(m: AlterPartitionResponseParti
 def decode_AlterPartitionResponsePartitionData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionResponsePartitionData, int]:
     partition_index, error_code, leader_id, leader_epoch = _S_ihii.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch
     pos += 14
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     leader_recovery_state, partition_epoch = _S_bi.unpack_from(buf, pos)  # field: leader_recovery_state, partition_epoch
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch), pos + 1
 
 
 def encode_AlterPartitionResponsePartitionData_v1(m: AlterPartitionResponsePartitionData, out: bytearray) -> None:
     out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_compact_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -626,29 +626,29 @@ def encode_AlterPartitionResponsePartitionData_v1(m: AlterPartitionResponseParti
 
 def decode_AlterPartitionResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionResponseTopicData_v0(m: AlterPartitionResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionResponsePartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -657,29 +657,29 @@ def encode_AlterPartitionResponseTopicData_v0(m: AlterPartitionResponseTopicData
 
 def decode_AlterPartitionResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionResponseTopicData_v1(m: AlterPartitionResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionResponsePartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionResponsePartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -690,29 +690,29 @@ def decode_AlterPartitionResponseTopicData_v2(buf: Buffer, pos: int) -> tuple[Al
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponseTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponseTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponseTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionResponseTopicData_v2(m: AlterPartitionResponseTopicData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionResponsePartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionResponsePartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -722,29 +722,29 @@ def encode_AlterPartitionResponseTopicData_v2(m: AlterPartitionResponseTopicData
 def decode_AlterPartitionResponse_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
 def encode_AlterPartitionResponse_v0(m: AlterPartitionResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionResponseTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionResponseTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -754,29 +754,29 @@ def encode_AlterPartitionResponse_v0(m: AlterPartitionResponse, out: bytearray) 
 def decode_AlterPartitionResponse_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionResponseTopicData_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionResponseTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
 def encode_AlterPartitionResponse_v1(m: AlterPartitionResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionResponseTopicData_v1(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionResponseTopicData_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -786,29 +786,29 @@ def encode_AlterPartitionResponse_v1(m: AlterPartitionResponse, out: bytearray) 
 def decode_AlterPartitionResponse_v2(buf: Buffer, pos: int) -> tuple[AlterPartitionResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionResponseTopicData_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionResponseTopicData_v2(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
 def encode_AlterPartitionResponse_v2(m: AlterPartitionResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionResponseTopicData_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionResponseTopicData_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

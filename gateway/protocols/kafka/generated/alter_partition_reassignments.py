@@ -152,23 +152,23 @@ _S_ih = _struct.Struct('>ih')
 def decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsRequestReassignablePartition, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         replicas = None
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionReassignmentsRequestReassignablePartition(partition_index=partition_index, replicas=replicas, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionReassignmentsRequestReassignablePartition(partition_index=partition_index, replicas=replicas, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsRequestReassignablePartition(partition_index=partition_index, replicas=replicas), pos + 1
 
 
 def encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(m: AlterPartitionReassignmentsRequestReassignablePartition, out: bytearray) -> None:
     out += _S_i.pack(m.partition_index)  # field: partition_index
-    items = m.replicas
-    write_compact_array_length(out, items)  # field: replicas
-    if items is not None:
-        write_fixed_array(out, items, 'i')  # field: replicas
+    _items = m.replicas
+    write_compact_array_length(out, _items)  # field: replicas
+    if _items is not None:
+        write_fixed_array(out, _items, 'i')  # field: replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -177,29 +177,29 @@ def encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(m: AlterPa
 
 def decode_AlterPartitionReassignmentsRequestReassignableTopic_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsRequestReassignableTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionReassignmentsRequestReassignableTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionReassignmentsRequestReassignableTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsRequestReassignableTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(m: AlterPartitionReassignmentsRequestReassignableTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -209,29 +209,29 @@ def encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(m: AlterPartit
 def decode_AlterPartitionReassignmentsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsRequest, int]:
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionReassignmentsRequestReassignableTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionReassignmentsRequestReassignableTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics), pos + 1
 
 
 def encode_AlterPartitionReassignmentsRequest_v0(m: AlterPartitionReassignmentsRequest, out: bytearray) -> None:
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -243,8 +243,8 @@ def decode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(b
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionReassignmentsResponseReassignablePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionReassignmentsResponseReassignablePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsResponseReassignablePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -259,29 +259,29 @@ def encode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(m
 
 def decode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsResponseReassignableTopicResponse, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionReassignmentsResponseReassignableTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionReassignmentsResponseReassignableTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsResponseReassignableTopicResponse(name=name, partitions=partitions), pos + 1
 
 
 def encode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(m: AlterPartitionReassignmentsResponseReassignableTopicResponse, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -292,30 +292,30 @@ def decode_AlterPartitionReassignmentsResponse_v0(buf: Buffer, pos: int) -> tupl
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses), pos + 1
 
 
 def encode_AlterPartitionReassignmentsResponse_v0(m: AlterPartitionReassignmentsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -143,45 +143,45 @@ _S_ih = _struct.Struct('>ih')
 
 def decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return AlterReplicaLogDirsRequestAlterReplicaLogDirTopic(name=name, partitions=partitions), pos
 
 
 def encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(m: AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterReplicaLogDirsRequestAlterReplicaLogDirTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterReplicaLogDirsRequestAlterReplicaLogDirTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsRequestAlterReplicaLogDirTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(m: AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -190,55 +190,55 @@ def encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(m: AlterReplicaL
 
 def decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequestAlterReplicaLogDir, int]:
     path, pos = read_string(buf, pos)  # field: path
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return AlterReplicaLogDirsRequestAlterReplicaLogDir(path=path, topics=topics), pos
 
 
 def encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(m: AlterReplicaLogDirsRequestAlterReplicaLogDir, out: bytearray) -> None:
     write_string(out, m.path)  # field: path
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequestAlterReplicaLogDir, int]:
     path, pos = read_compact_string(buf, pos)  # field: path
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterReplicaLogDirsRequestAlterReplicaLogDir(path=path, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterReplicaLogDirsRequestAlterReplicaLogDir(path=path, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsRequestAlterReplicaLogDir(path=path, topics=topics), pos + 1
 
 
 def encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(m: AlterReplicaLogDirsRequestAlterReplicaLogDir, out: bytearray) -> None:
     write_compact_string(out, m.path)  # field: path
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -246,52 +246,52 @@ def encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(m: AlterReplicaLogDir
 
 
 def decode_AlterReplicaLogDirsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequest, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: dirs
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: dirs
+    if _count < 0:
         raise null_error()  # field: dirs
     else:
         dirs = []
-        append = dirs.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(buf, pos)  # field: dirs
-            append(item)
+        _append = dirs.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(buf, pos)  # field: dirs
+            _append(_item)
     return AlterReplicaLogDirsRequest(dirs=dirs), pos
 
 
 def encode_AlterReplicaLogDirsRequest_v0(m: AlterReplicaLogDirsRequest, out: bytearray) -> None:
-    items = m.dirs
-    if items is None:
+    _items = m.dirs
+    if _items is None:
         raise null_error()  # field: dirs
-    write_array_length(out, items)  # field: dirs
-    for item in items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(item, out)  # field: dirs
+    write_array_length(out, _items)  # field: dirs
+    for _item in _items:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(_item, out)  # field: dirs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AlterReplicaLogDirsRequest_v2(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: dirs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: dirs
+    if _count < 0:
         raise null_error()  # field: dirs
     else:
         dirs = []
-        append = dirs.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(buf, pos)  # field: dirs
-            append(item)
+        _append = dirs.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(buf, pos)  # field: dirs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterReplicaLogDirsRequest(dirs=dirs, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterReplicaLogDirsRequest(dirs=dirs, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsRequest(dirs=dirs), pos + 1
 
 
 def encode_AlterReplicaLogDirsRequest_v2(m: AlterReplicaLogDirsRequest, out: bytearray) -> None:
-    items = m.dirs
-    if items is None:
+    _items = m.dirs
+    if _items is None:
         raise null_error()  # field: dirs
-    write_compact_array_length(out, items)  # field: dirs
-    for item in items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(item, out)  # field: dirs
+    write_compact_array_length(out, _items)  # field: dirs
+    for _item in _items:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(_item, out)  # field: dirs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -314,8 +314,8 @@ def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(buf: 
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult(partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -329,55 +329,55 @@ def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(m: Al
 
 def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 6)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     return AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(topic_name=topic_name, partitions=partitions), pos
 
 
 def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(m: AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(m: AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -387,26 +387,26 @@ def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(m: AlterR
 def decode_AlterReplicaLogDirsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(buf, pos)  # field: results
+            _append(_item)
     return AlterReplicaLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_AlterReplicaLogDirsResponse_v0(m: AlterReplicaLogDirsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -414,29 +414,29 @@ def encode_AlterReplicaLogDirsResponse_v0(m: AlterReplicaLogDirsResponse, out: b
 def decode_AlterReplicaLogDirsResponse_v2(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterReplicaLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterReplicaLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
 def encode_AlterReplicaLogDirsResponse_v2(m: AlterReplicaLogDirsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -144,8 +144,8 @@ def decode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(buf: Buffe
     mechanism, = _S_b.unpack_from(buf, pos)  # field: mechanism
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterUserScramCredentialsRequestScramCredentialDeletion(name=name, mechanism=mechanism, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterUserScramCredentialsRequestScramCredentialDeletion(name=name, mechanism=mechanism, unknown_tagged_fields=_unknown), pos
     return AlterUserScramCredentialsRequestScramCredentialDeletion(name=name, mechanism=mechanism), pos + 1
 
 
@@ -165,8 +165,8 @@ def decode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(buf: Buff
     salt, pos = read_compact_bytes(buf, pos)  # field: salt
     salted_password, pos = read_compact_bytes(buf, pos)  # field: salted_password
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterUserScramCredentialsRequestScramCredentialUpsertion(name=name, mechanism=mechanism, iterations=iterations, salt=salt, salted_password=salted_password, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterUserScramCredentialsRequestScramCredentialUpsertion(name=name, mechanism=mechanism, iterations=iterations, salt=salt, salted_password=salted_password, unknown_tagged_fields=_unknown), pos
     return AlterUserScramCredentialsRequestScramCredentialUpsertion(name=name, mechanism=mechanism, iterations=iterations, salt=salt, salted_password=salted_password), pos + 1
 
 
@@ -182,43 +182,43 @@ def encode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(m: AlterU
 
 
 def decode_AlterUserScramCredentialsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterUserScramCredentialsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: deletions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: deletions
+    if _count < 0:
         raise null_error()  # field: deletions
     else:
         deletions = []
-        append = deletions.append
-        for _ in range(count):
-            item, pos = decode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(buf, pos)  # field: deletions
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 9)  # field: upsertions
-    if count < 0:
+        _append = deletions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(buf, pos)  # field: deletions
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 9)  # field: upsertions
+    if _count < 0:
         raise null_error()  # field: upsertions
     else:
         upsertions = []
-        append = upsertions.append
-        for _ in range(count):
-            item, pos = decode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(buf, pos)  # field: upsertions
-            append(item)
+        _append = upsertions.append
+        for _ in range(_count):
+            _item, pos = decode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(buf, pos)  # field: upsertions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterUserScramCredentialsRequest(deletions=deletions, upsertions=upsertions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterUserScramCredentialsRequest(deletions=deletions, upsertions=upsertions, unknown_tagged_fields=_unknown), pos
     return AlterUserScramCredentialsRequest(deletions=deletions, upsertions=upsertions), pos + 1
 
 
 def encode_AlterUserScramCredentialsRequest_v0(m: AlterUserScramCredentialsRequest, out: bytearray) -> None:
-    items = m.deletions
-    if items is None:
+    _items = m.deletions
+    if _items is None:
         raise null_error()  # field: deletions
-    write_compact_array_length(out, items)  # field: deletions
-    for item in items:
-        encode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(item, out)  # field: deletions
-    items = m.upsertions
-    if items is None:
+    write_compact_array_length(out, _items)  # field: deletions
+    for _item in _items:
+        encode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(_item, out)  # field: deletions
+    _items = m.upsertions
+    if _items is None:
         raise null_error()  # field: upsertions
-    write_compact_array_length(out, items)  # field: upsertions
-    for item in items:
-        encode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(item, out)  # field: upsertions
+    write_compact_array_length(out, _items)  # field: upsertions
+    for _item in _items:
+        encode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(_item, out)  # field: upsertions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -231,8 +231,8 @@ def decode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(b
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterUserScramCredentialsResponseAlterUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterUserScramCredentialsResponseAlterUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return AlterUserScramCredentialsResponseAlterUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -249,29 +249,29 @@ def encode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(m
 def decode_AlterUserScramCredentialsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterUserScramCredentialsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AlterUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AlterUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return AlterUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
 def encode_AlterUserScramCredentialsResponse_v0(m: AlterUserScramCredentialsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

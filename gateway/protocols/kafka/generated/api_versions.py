@@ -162,8 +162,8 @@ def decode_ApiVersionsRequest_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsRequ
     client_software_name, pos = read_compact_string(buf, pos)  # field: client_software_name
     client_software_version, pos = read_compact_string(buf, pos)  # field: client_software_version
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ApiVersionsRequest(client_software_name=client_software_name, client_software_version=client_software_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ApiVersionsRequest(client_software_name=client_software_name, client_software_version=client_software_version, unknown_tagged_fields=_unknown), pos
     return ApiVersionsRequest(client_software_name=client_software_name, client_software_version=client_software_version), pos + 1
 
 
@@ -192,8 +192,8 @@ def decode_ApiVersionsResponseApiVersion_v3(buf: Buffer, pos: int) -> tuple[ApiV
     api_key, min_version, max_version = _S_hhh.unpack_from(buf, pos)  # field: api_key, min_version, max_version
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ApiVersionsResponseApiVersion(api_key=api_key, min_version=min_version, max_version=max_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ApiVersionsResponseApiVersion(api_key=api_key, min_version=min_version, max_version=max_version, unknown_tagged_fields=_unknown), pos
     return ApiVersionsResponseApiVersion(api_key=api_key, min_version=min_version, max_version=max_version), pos + 1
 
 
@@ -210,8 +210,8 @@ def decode_ApiVersionsResponseSupportedFeatureKey_v3(buf: Buffer, pos: int) -> t
     min_version, max_version = _S_hh.unpack_from(buf, pos)  # field: min_version, max_version
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ApiVersionsResponseSupportedFeatureKey(name=name, min_version=min_version, max_version=max_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ApiVersionsResponseSupportedFeatureKey(name=name, min_version=min_version, max_version=max_version, unknown_tagged_fields=_unknown), pos
     return ApiVersionsResponseSupportedFeatureKey(name=name, min_version=min_version, max_version=max_version), pos + 1
 
 
@@ -229,8 +229,8 @@ def decode_ApiVersionsResponseFinalizedFeatureKey_v3(buf: Buffer, pos: int) -> t
     max_version_level, min_version_level = _S_hh.unpack_from(buf, pos)  # field: max_version_level, min_version_level
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ApiVersionsResponseFinalizedFeatureKey(name=name, max_version_level=max_version_level, min_version_level=min_version_level, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ApiVersionsResponseFinalizedFeatureKey(name=name, max_version_level=max_version_level, min_version_level=min_version_level, unknown_tagged_fields=_unknown), pos
     return ApiVersionsResponseFinalizedFeatureKey(name=name, max_version_level=max_version_level, min_version_level=min_version_level), pos + 1
 
 
@@ -246,26 +246,26 @@ def encode_ApiVersionsResponseFinalizedFeatureKey_v3(m: ApiVersionsResponseFinal
 def decode_ApiVersionsResponse_v0(buf: Buffer, pos: int) -> tuple[ApiVersionsResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 6)  # field: api_keys
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: api_keys
+    if _count < 0:
         raise null_error()  # field: api_keys
     else:
         api_keys = []
-        append = api_keys.append
-        for _ in range(count):
-            item, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
-            append(item)
+        _append = api_keys.append
+        for _ in range(_count):
+            _item, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
+            _append(_item)
     return ApiVersionsResponse(error_code=error_code, api_keys=api_keys), pos
 
 
 def encode_ApiVersionsResponse_v0(m: ApiVersionsResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.api_keys
-    if items is None:
+    _items = m.api_keys
+    if _items is None:
         raise null_error()  # field: api_keys
-    write_array_length(out, items)  # field: api_keys
-    for item in items:
-        encode_ApiVersionsResponseApiVersion_v0(item, out)  # field: api_keys
+    write_array_length(out, _items)  # field: api_keys
+    for _item in _items:
+        encode_ApiVersionsResponseApiVersion_v0(_item, out)  # field: api_keys
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -273,15 +273,15 @@ def encode_ApiVersionsResponse_v0(m: ApiVersionsResponse, out: bytearray) -> Non
 def decode_ApiVersionsResponse_v1(buf: Buffer, pos: int) -> tuple[ApiVersionsResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 6)  # field: api_keys
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: api_keys
+    if _count < 0:
         raise null_error()  # field: api_keys
     else:
         api_keys = []
-        append = api_keys.append
-        for _ in range(count):
-            item, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
-            append(item)
+        _append = api_keys.append
+        for _ in range(_count):
+            _item, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ApiVersionsResponse(error_code=error_code, api_keys=api_keys, throttle_time_ms=throttle_time_ms), pos
@@ -289,12 +289,12 @@ def decode_ApiVersionsResponse_v1(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
 
 def encode_ApiVersionsResponse_v1(m: ApiVersionsResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.api_keys
-    if items is None:
+    _items = m.api_keys
+    if _items is None:
         raise null_error()  # field: api_keys
-    write_array_length(out, items)  # field: api_keys
-    for item in items:
-        encode_ApiVersionsResponseApiVersion_v0(item, out)  # field: api_keys
+    write_array_length(out, _items)  # field: api_keys
+    for _item in _items:
+        encode_ApiVersionsResponseApiVersion_v0(_item, out)  # field: api_keys
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -303,15 +303,15 @@ def encode_ApiVersionsResponse_v1(m: ApiVersionsResponse, out: bytearray) -> Non
 def decode_ApiVersionsResponse_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: api_keys
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: api_keys
+    if _count < 0:
         raise null_error()  # field: api_keys
     else:
         api_keys = []
-        append = api_keys.append
-        for _ in range(count):
-            item, pos = decode_ApiVersionsResponseApiVersion_v3(buf, pos)  # field: api_keys
-            append(item)
+        _append = api_keys.append
+        for _ in range(_count):
+            _item, pos = decode_ApiVersionsResponseApiVersion_v3(buf, pos)  # field: api_keys
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -319,89 +319,89 @@ def decode_ApiVersionsResponse_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
         finalized_features_epoch = -1
         finalized_features = []
         zk_migration_ready = False
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 6)  # field: supported_features
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 6)  # field: supported_features
+                if _count < 0:
                     raise null_error()  # field: supported_features
                 else:
                     supported_features = []
-                    append = supported_features.append
-                    for _ in range(count):
-                        item, pos = decode_ApiVersionsResponseSupportedFeatureKey_v3(buf, pos)  # field: supported_features
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: supported_features
-            elif tag == 1:
+                    _append = supported_features.append
+                    for _ in range(_count):
+                        _item, pos = decode_ApiVersionsResponseSupportedFeatureKey_v3(buf, pos)  # field: supported_features
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: supported_features
+            elif _tag == 1:
                 (finalized_features_epoch,) = _S_q.unpack_from(buf, pos)  # field: finalized_features_epoch
                 pos += 8
-                check_tagged_size(pos, end, tag)  # field: finalized_features_epoch
-            elif tag == 2:
-                count, pos = read_compact_array_length(buf, pos, 6)  # field: finalized_features
-                if count < 0:
+                check_tagged_size(pos, _end, _tag)  # field: finalized_features_epoch
+            elif _tag == 2:
+                _count, pos = read_compact_array_length(buf, pos, 6)  # field: finalized_features
+                if _count < 0:
                     raise null_error()  # field: finalized_features
                 else:
                     finalized_features = []
-                    append = finalized_features.append
-                    for _ in range(count):
-                        item, pos = decode_ApiVersionsResponseFinalizedFeatureKey_v3(buf, pos)  # field: finalized_features
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: finalized_features
-            elif tag == 3:
+                    _append = finalized_features.append
+                    for _ in range(_count):
+                        _item, pos = decode_ApiVersionsResponseFinalizedFeatureKey_v3(buf, pos)  # field: finalized_features
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: finalized_features
+            elif _tag == 3:
                 (zk_migration_ready,) = _S_o.unpack_from(buf, pos)  # field: zk_migration_ready
                 pos += 1
-                check_tagged_size(pos, end, tag)  # field: zk_migration_ready
+                check_tagged_size(pos, _end, _tag)  # field: zk_migration_ready
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return ApiVersionsResponse(error_code=error_code, api_keys=api_keys, throttle_time_ms=throttle_time_ms, supported_features=supported_features, finalized_features_epoch=finalized_features_epoch, finalized_features=finalized_features, zk_migration_ready=zk_migration_ready, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return ApiVersionsResponse(error_code=error_code, api_keys=api_keys, throttle_time_ms=throttle_time_ms, supported_features=supported_features, finalized_features_epoch=finalized_features_epoch, finalized_features=finalized_features, zk_migration_ready=zk_migration_ready, unknown_tagged_fields=_unknown), pos
     return ApiVersionsResponse(error_code=error_code, api_keys=api_keys, throttle_time_ms=throttle_time_ms), pos + 1
 
 
 def encode_ApiVersionsResponse_v3(m: ApiVersionsResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.api_keys
-    if items is None:
+    _items = m.api_keys
+    if _items is None:
         raise null_error()  # field: api_keys
-    write_compact_array_length(out, items)  # field: api_keys
-    for item in items:
-        encode_ApiVersionsResponseApiVersion_v3(item, out)  # field: api_keys
+    write_compact_array_length(out, _items)  # field: api_keys
+    for _item in _items:
+        encode_ApiVersionsResponseApiVersion_v3(_item, out)  # field: api_keys
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.supported_features
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.supported_features
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: supported_features
-        write_compact_array_length(buffer, items)  # field: supported_features
-        for item in items:
-            encode_ApiVersionsResponseSupportedFeatureKey_v3(item, buffer)  # field: supported_features
-        tagged.append((0, buffer))
-    value = m.finalized_features_epoch
-    if value != -1:
-        buffer = bytearray()
-        buffer += _S_q.pack(value)  # field: finalized_features_epoch
-        tagged.append((1, buffer))
-    value = m.finalized_features
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+        write_compact_array_length(_buffer, _items)  # field: supported_features
+        for _item in _items:
+            encode_ApiVersionsResponseSupportedFeatureKey_v3(_item, _buffer)  # field: supported_features
+        _tagged.append((0, _buffer))
+    _value = m.finalized_features_epoch
+    if _value != -1:
+        _buffer = bytearray()
+        _buffer += _S_q.pack(_value)  # field: finalized_features_epoch
+        _tagged.append((1, _buffer))
+    _value = m.finalized_features
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: finalized_features
-        write_compact_array_length(buffer, items)  # field: finalized_features
-        for item in items:
-            encode_ApiVersionsResponseFinalizedFeatureKey_v3(item, buffer)  # field: finalized_features
-        tagged.append((2, buffer))
-    value = m.zk_migration_ready
-    if value != False:
-        buffer = bytearray()
-        buffer += _S_o.pack(value)  # field: zk_migration_ready
-        tagged.append((3, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: finalized_features
+        for _item in _items:
+            encode_ApiVersionsResponseFinalizedFeatureKey_v3(_item, _buffer)  # field: finalized_features
+        _tagged.append((2, _buffer))
+    _value = m.zk_migration_ready
+    if _value != False:
+        _buffer = bytearray()
+        _buffer += _S_o.pack(_value)  # field: zk_migration_ready
+        _tagged.append((3, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

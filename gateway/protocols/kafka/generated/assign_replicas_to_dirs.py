@@ -179,8 +179,8 @@ def decode_AssignReplicasToDirsRequestPartitionData_v0(buf: Buffer, pos: int) ->
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsRequestPartitionData(partition_index=partition_index, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsRequestPartitionData(partition_index=partition_index, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsRequestPartitionData(partition_index=partition_index), pos + 1
 
 
@@ -196,29 +196,29 @@ def decode_AssignReplicasToDirsRequestTopicData_v0(buf: Buffer, pos: int) -> tup
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AssignReplicasToDirsRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AssignReplicasToDirsRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsRequestTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_AssignReplicasToDirsRequestTopicData_v0(m: AssignReplicasToDirsRequestTopicData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AssignReplicasToDirsRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AssignReplicasToDirsRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -229,29 +229,29 @@ def decode_AssignReplicasToDirsRequestDirectoryData_v0(buf: Buffer, pos: int) ->
     id, = _S_16s.unpack_from(buf, pos)  # field: id
     pos += 16
     id = uuid_from_bytes(id)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AssignReplicasToDirsRequestTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AssignReplicasToDirsRequestTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsRequestDirectoryData(id=id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsRequestDirectoryData(id=id, topics=topics, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsRequestDirectoryData(id=id, topics=topics), pos + 1
 
 
 def encode_AssignReplicasToDirsRequestDirectoryData_v0(m: AssignReplicasToDirsRequestDirectoryData, out: bytearray) -> None:
     out += _S_16s.pack(m.id.bytes)  # field: id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AssignReplicasToDirsRequestTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AssignReplicasToDirsRequestTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -261,29 +261,29 @@ def encode_AssignReplicasToDirsRequestDirectoryData_v0(m: AssignReplicasToDirsRe
 def decode_AssignReplicasToDirsRequest_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsRequest, int]:
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: directories
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: directories
+    if _count < 0:
         raise null_error()  # field: directories
     else:
         directories = []
-        append = directories.append
-        for _ in range(count):
-            item, pos = decode_AssignReplicasToDirsRequestDirectoryData_v0(buf, pos)  # field: directories
-            append(item)
+        _append = directories.append
+        for _ in range(_count):
+            _item, pos = decode_AssignReplicasToDirsRequestDirectoryData_v0(buf, pos)  # field: directories
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsRequest(broker_id=broker_id, broker_epoch=broker_epoch, directories=directories, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsRequest(broker_id=broker_id, broker_epoch=broker_epoch, directories=directories, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsRequest(broker_id=broker_id, broker_epoch=broker_epoch, directories=directories), pos + 1
 
 
 def encode_AssignReplicasToDirsRequest_v0(m: AssignReplicasToDirsRequest, out: bytearray) -> None:
     out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    items = m.directories
-    if items is None:
+    _items = m.directories
+    if _items is None:
         raise null_error()  # field: directories
-    write_compact_array_length(out, items)  # field: directories
-    for item in items:
-        encode_AssignReplicasToDirsRequestDirectoryData_v0(item, out)  # field: directories
+    write_compact_array_length(out, _items)  # field: directories
+    for _item in _items:
+        encode_AssignReplicasToDirsRequestDirectoryData_v0(_item, out)  # field: directories
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -294,8 +294,8 @@ def decode_AssignReplicasToDirsResponsePartitionData_v0(buf: Buffer, pos: int) -
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsResponsePartitionData(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsResponsePartitionData(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsResponsePartitionData(partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -311,29 +311,29 @@ def decode_AssignReplicasToDirsResponseTopicData_v0(buf: Buffer, pos: int) -> tu
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_AssignReplicasToDirsResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_AssignReplicasToDirsResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsResponseTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsResponseTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsResponseTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_AssignReplicasToDirsResponseTopicData_v0(m: AssignReplicasToDirsResponseTopicData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_AssignReplicasToDirsResponsePartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_AssignReplicasToDirsResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -344,29 +344,29 @@ def decode_AssignReplicasToDirsResponseDirectoryData_v0(buf: Buffer, pos: int) -
     id, = _S_16s.unpack_from(buf, pos)  # field: id
     pos += 16
     id = uuid_from_bytes(id)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_AssignReplicasToDirsResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_AssignReplicasToDirsResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsResponseDirectoryData(id=id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsResponseDirectoryData(id=id, topics=topics, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsResponseDirectoryData(id=id, topics=topics), pos + 1
 
 
 def encode_AssignReplicasToDirsResponseDirectoryData_v0(m: AssignReplicasToDirsResponseDirectoryData, out: bytearray) -> None:
     out += _S_16s.pack(m.id.bytes)  # field: id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_AssignReplicasToDirsResponseTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_AssignReplicasToDirsResponseTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -376,29 +376,29 @@ def encode_AssignReplicasToDirsResponseDirectoryData_v0(m: AssignReplicasToDirsR
 def decode_AssignReplicasToDirsResponse_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: directories
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: directories
+    if _count < 0:
         raise null_error()  # field: directories
     else:
         directories = []
-        append = directories.append
-        for _ in range(count):
-            item, pos = decode_AssignReplicasToDirsResponseDirectoryData_v0(buf, pos)  # field: directories
-            append(item)
+        _append = directories.append
+        for _ in range(_count):
+            _item, pos = decode_AssignReplicasToDirsResponseDirectoryData_v0(buf, pos)  # field: directories
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return AssignReplicasToDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, directories=directories, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return AssignReplicasToDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, directories=directories, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, directories=directories), pos + 1
 
 
 def encode_AssignReplicasToDirsResponse_v0(m: AssignReplicasToDirsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.directories
-    if items is None:
+    _items = m.directories
+    if _items is None:
         raise null_error()  # field: directories
-    write_compact_array_length(out, items)  # field: directories
-    for item in items:
-        encode_AssignReplicasToDirsResponseDirectoryData_v0(item, out)  # field: directories
+    write_compact_array_length(out, _items)  # field: directories
+    for _item in _items:
+        encode_AssignReplicasToDirsResponseDirectoryData_v0(_item, out)  # field: directories
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

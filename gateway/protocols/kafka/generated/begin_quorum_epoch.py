@@ -210,8 +210,8 @@ def decode_BeginQuorumEpochRequestPartitionData_v1(buf: Buffer, pos: int) -> tup
     pos += 28
     voter_directory_id = uuid_from_bytes(voter_directory_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BeginQuorumEpochRequestPartitionData(partition_index=partition_index, voter_directory_id=voter_directory_id, leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BeginQuorumEpochRequestPartitionData(partition_index=partition_index, voter_directory_id=voter_directory_id, leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochRequestPartitionData(partition_index=partition_index, voter_directory_id=voter_directory_id, leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -225,55 +225,55 @@ def encode_BeginQuorumEpochRequestPartitionData_v1(m: BeginQuorumEpochRequestPar
 
 def decode_BeginQuorumEpochRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochRequestTopicData, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 12)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     return BeginQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
 def encode_BeginQuorumEpochRequestTopicData_v0(m: BeginQuorumEpochRequestTopicData, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_BeginQuorumEpochRequestPartitionData_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_BeginQuorumEpochRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_BeginQuorumEpochRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochRequestTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 29)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 29)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BeginQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BeginQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_BeginQuorumEpochRequestTopicData_v1(m: BeginQuorumEpochRequestTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_BeginQuorumEpochRequestPartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_BeginQuorumEpochRequestPartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -286,8 +286,8 @@ def decode_BeginQuorumEpochRequestLeaderEndpoint_v1(buf: Buffer, pos: int) -> tu
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BeginQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BeginQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port), pos + 1
 
 
@@ -303,26 +303,26 @@ def encode_BeginQuorumEpochRequestLeaderEndpoint_v1(m: BeginQuorumEpochRequestLe
 
 def decode_BeginQuorumEpochRequest_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochRequest, int]:
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     return BeginQuorumEpochRequest(cluster_id=cluster_id, topics=topics), pos
 
 
 def encode_BeginQuorumEpochRequest_v0(m: BeginQuorumEpochRequest, out: bytearray) -> None:
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_BeginQuorumEpochRequestTopicData_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_BeginQuorumEpochRequestTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -331,45 +331,45 @@ def decode_BeginQuorumEpochRequest_v1(buf: Buffer, pos: int) -> tuple[BeginQuoru
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     voter_id, = _S_i.unpack_from(buf, pos)  # field: voter_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: leader_endpoints
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: leader_endpoints
+    if _count < 0:
         raise null_error()  # field: leader_endpoints
     else:
         leader_endpoints = []
-        append = leader_endpoints.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
-            append(item)
+        _append = leader_endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BeginQuorumEpochRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, leader_endpoints=leader_endpoints, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BeginQuorumEpochRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, leader_endpoints=leader_endpoints, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, leader_endpoints=leader_endpoints), pos + 1
 
 
 def encode_BeginQuorumEpochRequest_v1(m: BeginQuorumEpochRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.voter_id)  # field: voter_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_BeginQuorumEpochRequestTopicData_v1(item, out)  # field: topics
-    items = m.leader_endpoints
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_BeginQuorumEpochRequestTopicData_v1(_item, out)  # field: topics
+    _items = m.leader_endpoints
+    if _items is None:
         raise null_error()  # field: leader_endpoints
-    write_compact_array_length(out, items)  # field: leader_endpoints
-    for item in items:
-        encode_BeginQuorumEpochRequestLeaderEndpoint_v1(item, out)  # field: leader_endpoints
+    write_compact_array_length(out, _items)  # field: leader_endpoints
+    for _item in _items:
+        encode_BeginQuorumEpochRequestLeaderEndpoint_v1(_item, out)  # field: leader_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -392,8 +392,8 @@ def decode_BeginQuorumEpochResponsePartitionData_v1(buf: Buffer, pos: int) -> tu
     partition_index, error_code, leader_id, leader_epoch = _S_ihii.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch
     pos += 14
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BeginQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BeginQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -407,55 +407,55 @@ def encode_BeginQuorumEpochResponsePartitionData_v1(m: BeginQuorumEpochResponseP
 
 def decode_BeginQuorumEpochResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponseTopicData, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     return BeginQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
 def encode_BeginQuorumEpochResponseTopicData_v0(m: BeginQuorumEpochResponseTopicData, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_BeginQuorumEpochResponsePartitionData_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_BeginQuorumEpochResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_BeginQuorumEpochResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BeginQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BeginQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_BeginQuorumEpochResponseTopicData_v1(m: BeginQuorumEpochResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_BeginQuorumEpochResponsePartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_BeginQuorumEpochResponsePartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -469,8 +469,8 @@ def decode_BeginQuorumEpochResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tup
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BeginQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BeginQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
@@ -487,15 +487,15 @@ def encode_BeginQuorumEpochResponseNodeEndpoint_v1(m: BeginQuorumEpochResponseNo
 def decode_BeginQuorumEpochResponse_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     return BeginQuorumEpochResponse(error_code=error_code, topics=topics), pos
 
 
@@ -503,12 +503,12 @@ def encode_BeginQuorumEpochResponse_v0(m: BeginQuorumEpochResponse, out: bytearr
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_BeginQuorumEpochResponseTopicData_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_BeginQuorumEpochResponseTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -516,60 +516,60 @@ def encode_BeginQuorumEpochResponse_v0(m: BeginQuorumEpochResponse, out: bytearr
 def decode_BeginQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_BeginQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_BeginQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         node_endpoints = []
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
+                if _count < 0:
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    append = node_endpoints.append
-                    for _ in range(count):
-                        item, pos = decode_BeginQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: node_endpoints
+                    _append = node_endpoints.append
+                    for _ in range(_count):
+                        _item, pos = decode_BeginQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return BeginQuorumEpochResponse(error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return BeginQuorumEpochResponse(error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochResponse(error_code=error_code, topics=topics), pos + 1
 
 
 def encode_BeginQuorumEpochResponse_v1(m: BeginQuorumEpochResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_BeginQuorumEpochResponseTopicData_v1(item, out)  # field: topics
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.node_endpoints
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_BeginQuorumEpochResponseTopicData_v1(_item, out)  # field: topics
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.node_endpoints
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(buffer, items)  # field: node_endpoints
-        for item in items:
-            encode_BeginQuorumEpochResponseNodeEndpoint_v1(item, buffer)  # field: node_endpoints
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: node_endpoints
+        for _item in _items:
+            encode_BeginQuorumEpochResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

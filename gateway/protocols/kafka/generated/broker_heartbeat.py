@@ -105,8 +105,8 @@ def decode_BrokerHeartbeatRequest_v0(buf: Buffer, pos: int) -> tuple[BrokerHeart
     broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down = _S_iqqoo.unpack_from(buf, pos)  # field: broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down
     pos += 22
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down, unknown_tagged_fields=_unknown), pos
     return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down), pos + 1
 
 
@@ -125,43 +125,43 @@ def decode_BrokerHeartbeatRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerHeart
     pos += 22
     if buf[pos]:  # field: unknown_tagged_fields
         offline_log_dirs = []
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 16)  # field: offline_log_dirs
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 16)  # field: offline_log_dirs
+                if _count < 0:
                     raise null_error()  # field: offline_log_dirs
                 else:
                     offline_log_dirs = []
-                    append = offline_log_dirs.append
-                    for _ in range(count):
-                        item, pos = read_uuid(buf, pos)  # field: offline_log_dirs
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: offline_log_dirs
+                    _append = offline_log_dirs.append
+                    for _ in range(_count):
+                        _item, pos = read_uuid(buf, pos)  # field: offline_log_dirs
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: offline_log_dirs
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down, offline_log_dirs=offline_log_dirs, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down, offline_log_dirs=offline_log_dirs, unknown_tagged_fields=_unknown), pos
     return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down), pos + 1
 
 
 def encode_BrokerHeartbeatRequest_v1(m: BrokerHeartbeatRequest, out: bytearray) -> None:
     out += _S_iqqoo.pack(m.broker_id, m.broker_epoch, m.current_metadata_offset, m.want_fence, m.want_shut_down)  # field: broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.offline_log_dirs
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.offline_log_dirs
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: offline_log_dirs
-        write_compact_array_length(buffer, items)  # field: offline_log_dirs
-        for item in items:
-            write_uuid(buffer, item)  # field: offline_log_dirs
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: offline_log_dirs
+        for _item in _items:
+            write_uuid(_buffer, _item)  # field: offline_log_dirs
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -170,8 +170,8 @@ def decode_BrokerHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[BrokerHear
     throttle_time_ms, error_code, is_caught_up, is_fenced, should_shut_down = _S_ihooo.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, is_caught_up, is_fenced, should_shut_down
     pos += 9
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, is_caught_up=is_caught_up, is_fenced=is_fenced, should_shut_down=should_shut_down, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, is_caught_up=is_caught_up, is_fenced=is_fenced, should_shut_down=should_shut_down, unknown_tagged_fields=_unknown), pos
     return BrokerHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, is_caught_up=is_caught_up, is_fenced=is_fenced, should_shut_down=should_shut_down), pos + 1
 
 

@@ -148,8 +148,8 @@ def decode_BrokerRegistrationRequestListener_v0(buf: Buffer, pos: int) -> tuple[
     port, security_protocol = _S_Hh.unpack_from(buf, pos)  # field: port, security_protocol
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol), pos + 1
 
 
@@ -168,8 +168,8 @@ def decode_BrokerRegistrationRequestFeature_v0(buf: Buffer, pos: int) -> tuple[B
     min_supported_version, max_supported_version = _S_hh.unpack_from(buf, pos)  # field: min_supported_version, max_supported_version
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
@@ -189,28 +189,28 @@ def decode_BrokerRegistrationRequest_v0(buf: Buffer, pos: int) -> tuple[BrokerRe
     incarnation_id, = _S_16s.unpack_from(buf, pos)  # field: incarnation_id
     pos += 16
     incarnation_id = uuid_from_bytes(incarnation_id)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: features
-    if count < 0:
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
+    if _count < 0:
         raise null_error()  # field: features
     else:
         features = []
-        append = features.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            append(item)
+        _append = features.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append(_item)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack), pos + 1
 
 
@@ -220,18 +220,18 @@ def encode_BrokerRegistrationRequest_v0(m: BrokerRegistrationRequest, out: bytea
     out += _S_i.pack(m.broker_id)  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
     out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_BrokerRegistrationRequestListener_v0(item, out)  # field: listeners
-    items = m.features
-    if items is None:
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
+    _items = m.features
+    if _items is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, items)  # field: features
-    for item in items:
-        encode_BrokerRegistrationRequestFeature_v0(item, out)  # field: features
+    write_compact_array_length(out, _items)  # field: features
+    for _item in _items:
+        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -246,30 +246,30 @@ def decode_BrokerRegistrationRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerRe
     incarnation_id, = _S_16s.unpack_from(buf, pos)  # field: incarnation_id
     pos += 16
     incarnation_id = uuid_from_bytes(incarnation_id)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: features
-    if count < 0:
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
+    if _count < 0:
         raise null_error()  # field: features
     else:
         features = []
-        append = features.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            append(item)
+        _append = features.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append(_item)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     is_migrating_zk_broker, = _S_o.unpack_from(buf, pos)  # field: is_migrating_zk_broker
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker), pos + 1
 
 
@@ -277,18 +277,18 @@ def encode_BrokerRegistrationRequest_v1(m: BrokerRegistrationRequest, out: bytea
     out += _S_i.pack(m.broker_id)  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
     out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_BrokerRegistrationRequestListener_v0(item, out)  # field: listeners
-    items = m.features
-    if items is None:
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
+    _items = m.features
+    if _items is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, items)  # field: features
-    for item in items:
-        encode_BrokerRegistrationRequestFeature_v0(item, out)  # field: features
+    write_compact_array_length(out, _items)  # field: features
+    for _item in _items:
+        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
     out += _S_o.pack(m.is_migrating_zk_broker)  # field: is_migrating_zk_broker
     if m.unknown_tagged_fields:
@@ -304,39 +304,39 @@ def decode_BrokerRegistrationRequest_v2(buf: Buffer, pos: int) -> tuple[BrokerRe
     incarnation_id, = _S_16s.unpack_from(buf, pos)  # field: incarnation_id
     pos += 16
     incarnation_id = uuid_from_bytes(incarnation_id)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: features
-    if count < 0:
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
+    if _count < 0:
         raise null_error()  # field: features
     else:
         features = []
-        append = features.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            append(item)
+        _append = features.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append(_item)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     is_migrating_zk_broker, = _S_o.unpack_from(buf, pos)  # field: is_migrating_zk_broker
     pos += 1
-    count, pos = read_compact_array_length(buf, pos, 16)  # field: log_dirs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 16)  # field: log_dirs
+    if _count < 0:
         raise null_error()  # field: log_dirs
     else:
         log_dirs = []
-        append = log_dirs.append
-        for _ in range(count):
-            item, pos = read_uuid(buf, pos)  # field: log_dirs
-            append(item)
+        _append = log_dirs.append
+        for _ in range(_count):
+            _item, pos = read_uuid(buf, pos)  # field: log_dirs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs), pos + 1
 
 
@@ -344,26 +344,26 @@ def encode_BrokerRegistrationRequest_v2(m: BrokerRegistrationRequest, out: bytea
     out += _S_i.pack(m.broker_id)  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
     out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_BrokerRegistrationRequestListener_v0(item, out)  # field: listeners
-    items = m.features
-    if items is None:
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
+    _items = m.features
+    if _items is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, items)  # field: features
-    for item in items:
-        encode_BrokerRegistrationRequestFeature_v0(item, out)  # field: features
+    write_compact_array_length(out, _items)  # field: features
+    for _item in _items:
+        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
     out += _S_o.pack(m.is_migrating_zk_broker)  # field: is_migrating_zk_broker
-    items = m.log_dirs
-    if items is None:
+    _items = m.log_dirs
+    if _items is None:
         raise null_error()  # field: log_dirs
-    write_compact_array_length(out, items)  # field: log_dirs
-    for item in items:
-        write_uuid(out, item)  # field: log_dirs
+    write_compact_array_length(out, _items)  # field: log_dirs
+    for _item in _items:
+        write_uuid(out, _item)  # field: log_dirs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -377,41 +377,41 @@ def decode_BrokerRegistrationRequest_v3(buf: Buffer, pos: int) -> tuple[BrokerRe
     incarnation_id, = _S_16s.unpack_from(buf, pos)  # field: incarnation_id
     pos += 16
     incarnation_id = uuid_from_bytes(incarnation_id)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: features
-    if count < 0:
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
+    if _count < 0:
         raise null_error()  # field: features
     else:
         features = []
-        append = features.append
-        for _ in range(count):
-            item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            append(item)
+        _append = features.append
+        for _ in range(_count):
+            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append(_item)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     is_migrating_zk_broker, = _S_o.unpack_from(buf, pos)  # field: is_migrating_zk_broker
     pos += 1
-    count, pos = read_compact_array_length(buf, pos, 16)  # field: log_dirs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 16)  # field: log_dirs
+    if _count < 0:
         raise null_error()  # field: log_dirs
     else:
         log_dirs = []
-        append = log_dirs.append
-        for _ in range(count):
-            item, pos = read_uuid(buf, pos)  # field: log_dirs
-            append(item)
+        _append = log_dirs.append
+        for _ in range(_count):
+            _item, pos = read_uuid(buf, pos)  # field: log_dirs
+            _append(_item)
     previous_broker_epoch, = _S_q.unpack_from(buf, pos)  # field: previous_broker_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs, previous_broker_epoch=previous_broker_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs, previous_broker_epoch=previous_broker_epoch, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs, previous_broker_epoch=previous_broker_epoch), pos + 1
 
 
@@ -419,26 +419,26 @@ def encode_BrokerRegistrationRequest_v3(m: BrokerRegistrationRequest, out: bytea
     out += _S_i.pack(m.broker_id)  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
     out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_BrokerRegistrationRequestListener_v0(item, out)  # field: listeners
-    items = m.features
-    if items is None:
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
+    _items = m.features
+    if _items is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, items)  # field: features
-    for item in items:
-        encode_BrokerRegistrationRequestFeature_v0(item, out)  # field: features
+    write_compact_array_length(out, _items)  # field: features
+    for _item in _items:
+        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
     out += _S_o.pack(m.is_migrating_zk_broker)  # field: is_migrating_zk_broker
-    items = m.log_dirs
-    if items is None:
+    _items = m.log_dirs
+    if _items is None:
         raise null_error()  # field: log_dirs
-    write_compact_array_length(out, items)  # field: log_dirs
-    for item in items:
-        write_uuid(out, item)  # field: log_dirs
+    write_compact_array_length(out, _items)  # field: log_dirs
+    for _item in _items:
+        write_uuid(out, _item)  # field: log_dirs
     out += _S_q.pack(m.previous_broker_epoch)  # field: previous_broker_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -450,8 +450,8 @@ def decode_BrokerRegistrationResponse_v0(buf: Buffer, pos: int) -> tuple[BrokerR
     throttle_time_ms, error_code, broker_epoch = _S_ihq.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, broker_epoch
     pos += 14
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return BrokerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, broker_epoch=broker_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return BrokerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, broker_epoch=broker_epoch, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, broker_epoch=broker_epoch), pos + 1
 
 

@@ -159,24 +159,24 @@ def decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf: Buffer, pos: int
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ConsumerGroupHeartbeatRequestTopicPartitions(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ConsumerGroupHeartbeatRequestTopicPartitions(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatRequestTopicPartitions(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(m: ConsumerGroupHeartbeatRequestTopicPartitions, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -192,28 +192,28 @@ def decode_ConsumerGroupHeartbeatRequest_v0(buf: Buffer, pos: int) -> tuple[Cons
     rack_id, pos = read_compact_nullable_string(buf, pos)  # field: rack_id
     rebalance_timeout_ms, = _S_i.unpack_from(buf, pos)  # field: rebalance_timeout_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
+    if _count < 0:
         subscribed_topic_names = None
     else:
         subscribed_topic_names = []
-        append = subscribed_topic_names.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
-            append(item)
+        _append = subscribed_topic_names.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
+            _append(_item)
     server_assignor, pos = read_compact_nullable_string(buf, pos)  # field: server_assignor
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
+    if _count < 0:
         topic_partitions = None
     else:
         topic_partitions = []
-        append = topic_partitions.append
-        for _ in range(count):
-            item, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            append(item)
+        _append = topic_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, server_assignor=server_assignor, topic_partitions=topic_partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, server_assignor=server_assignor, topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, server_assignor=server_assignor, topic_partitions=topic_partitions), pos + 1
 
 
@@ -226,17 +226,17 @@ def encode_ConsumerGroupHeartbeatRequest_v0(m: ConsumerGroupHeartbeatRequest, ou
     write_compact_nullable_string(out, m.instance_id)  # field: instance_id
     write_compact_nullable_string(out, m.rack_id)  # field: rack_id
     out += _S_i.pack(m.rebalance_timeout_ms)  # field: rebalance_timeout_ms
-    items = m.subscribed_topic_names
-    write_compact_array_length(out, items)  # field: subscribed_topic_names
-    if items is not None:
-        for item in items:
-            write_compact_string(out, item)  # field: subscribed_topic_names
+    _items = m.subscribed_topic_names
+    write_compact_array_length(out, _items)  # field: subscribed_topic_names
+    if _items is not None:
+        for _item in _items:
+            write_compact_string(out, _item)  # field: subscribed_topic_names
     write_compact_nullable_string(out, m.server_assignor)  # field: server_assignor
-    items = m.topic_partitions
-    write_compact_array_length(out, items)  # field: topic_partitions
-    if items is not None:
-        for item in items:
-            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(item, out)  # field: topic_partitions
+    _items = m.topic_partitions
+    write_compact_array_length(out, _items)  # field: topic_partitions
+    if _items is not None:
+        for _item in _items:
+            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -252,29 +252,29 @@ def decode_ConsumerGroupHeartbeatRequest_v1(buf: Buffer, pos: int) -> tuple[Cons
     rack_id, pos = read_compact_nullable_string(buf, pos)  # field: rack_id
     rebalance_timeout_ms, = _S_i.unpack_from(buf, pos)  # field: rebalance_timeout_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
+    if _count < 0:
         subscribed_topic_names = None
     else:
         subscribed_topic_names = []
-        append = subscribed_topic_names.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
-            append(item)
+        _append = subscribed_topic_names.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
+            _append(_item)
     subscribed_topic_regex, pos = read_compact_nullable_string(buf, pos)  # field: subscribed_topic_regex
     server_assignor, pos = read_compact_nullable_string(buf, pos)  # field: server_assignor
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
+    if _count < 0:
         topic_partitions = None
     else:
         topic_partitions = []
-        append = topic_partitions.append
-        for _ in range(count):
-            item, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            append(item)
+        _append = topic_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, subscribed_topic_regex=subscribed_topic_regex, server_assignor=server_assignor, topic_partitions=topic_partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, subscribed_topic_regex=subscribed_topic_regex, server_assignor=server_assignor, topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, subscribed_topic_regex=subscribed_topic_regex, server_assignor=server_assignor, topic_partitions=topic_partitions), pos + 1
 
 
@@ -285,18 +285,18 @@ def encode_ConsumerGroupHeartbeatRequest_v1(m: ConsumerGroupHeartbeatRequest, ou
     write_compact_nullable_string(out, m.instance_id)  # field: instance_id
     write_compact_nullable_string(out, m.rack_id)  # field: rack_id
     out += _S_i.pack(m.rebalance_timeout_ms)  # field: rebalance_timeout_ms
-    items = m.subscribed_topic_names
-    write_compact_array_length(out, items)  # field: subscribed_topic_names
-    if items is not None:
-        for item in items:
-            write_compact_string(out, item)  # field: subscribed_topic_names
+    _items = m.subscribed_topic_names
+    write_compact_array_length(out, _items)  # field: subscribed_topic_names
+    if _items is not None:
+        for _item in _items:
+            write_compact_string(out, _item)  # field: subscribed_topic_names
     write_compact_nullable_string(out, m.subscribed_topic_regex)  # field: subscribed_topic_regex
     write_compact_nullable_string(out, m.server_assignor)  # field: server_assignor
-    items = m.topic_partitions
-    write_compact_array_length(out, items)  # field: topic_partitions
-    if items is not None:
-        for item in items:
-            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(item, out)  # field: topic_partitions
+    _items = m.topic_partitions
+    write_compact_array_length(out, _items)  # field: topic_partitions
+    if _items is not None:
+        for _item in _items:
+            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -307,24 +307,24 @@ def decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(buf: Buffer, pos: in
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ConsumerGroupHeartbeatResponseTopicPartitions(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ConsumerGroupHeartbeatResponseTopicPartitions(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatResponseTopicPartitions(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(m: ConsumerGroupHeartbeatResponseTopicPartitions, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -332,28 +332,28 @@ def encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(m: ConsumerGroupHear
 
 
 def decode_ConsumerGroupHeartbeatResponseAssignment_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupHeartbeatResponseAssignment, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
+    if _count < 0:
         raise null_error()  # field: topic_partitions
     else:
         topic_partitions = []
-        append = topic_partitions.append
-        for _ in range(count):
-            item, pos = decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            append(item)
+        _append = topic_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ConsumerGroupHeartbeatResponseAssignment(topic_partitions=topic_partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ConsumerGroupHeartbeatResponseAssignment(topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatResponseAssignment(topic_partitions=topic_partitions), pos + 1
 
 
 def encode_ConsumerGroupHeartbeatResponseAssignment_v0(m: ConsumerGroupHeartbeatResponseAssignment, out: bytearray) -> None:
-    items = m.topic_partitions
-    if items is None:
+    _items = m.topic_partitions
+    if _items is None:
         raise null_error()  # field: topic_partitions
-    write_compact_array_length(out, items)  # field: topic_partitions
-    for item in items:
-        encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(item, out)  # field: topic_partitions
+    write_compact_array_length(out, _items)  # field: topic_partitions
+    for _item in _items:
+        encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(_item, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -367,15 +367,15 @@ def decode_ConsumerGroupHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[Con
     member_id, pos = read_compact_nullable_string(buf, pos)  # field: member_id
     member_epoch, heartbeat_interval_ms = _S_ii.unpack_from(buf, pos)  # field: member_epoch, heartbeat_interval_ms
     pos += 8
-    present = buf[pos]  # field: assignment
+    _present = buf[pos]  # field: assignment
     pos += 1
-    if present >= 0x80:
+    if _present >= 0x80:
         assignment = None
     else:
         assignment, pos = decode_ConsumerGroupHeartbeatResponseAssignment_v0(buf, pos)  # field: assignment
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ConsumerGroupHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, member_id=member_id, member_epoch=member_epoch, heartbeat_interval_ms=heartbeat_interval_ms, assignment=assignment, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ConsumerGroupHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, member_id=member_id, member_epoch=member_epoch, heartbeat_interval_ms=heartbeat_interval_ms, assignment=assignment, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, member_id=member_id, member_epoch=member_epoch, heartbeat_interval_ms=heartbeat_interval_ms, assignment=assignment), pos + 1
 
 
@@ -384,12 +384,12 @@ def encode_ConsumerGroupHeartbeatResponse_v0(m: ConsumerGroupHeartbeatResponse, 
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     write_compact_nullable_string(out, m.member_id)  # field: member_id
     out += _S_ii.pack(m.member_epoch, m.heartbeat_interval_ms)  # field: member_epoch, heartbeat_interval_ms
-    child = m.assignment
-    if child is None:
+    _child = m.assignment
+    if _child is None:
         out.append(0xFF)
     else:
         out.append(1)
-        encode_ConsumerGroupHeartbeatResponseAssignment_v0(child, out)  # field: assignment
+        encode_ConsumerGroupHeartbeatResponseAssignment_v0(_child, out)  # field: assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

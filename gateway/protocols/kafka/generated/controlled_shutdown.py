@@ -130,8 +130,8 @@ def decode_ControlledShutdownRequest_v3(buf: Buffer, pos: int) -> tuple[Controll
     broker_id, broker_epoch = _S_iq.unpack_from(buf, pos)  # field: broker_id, broker_epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ControlledShutdownRequest(broker_id=broker_id, broker_epoch=broker_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ControlledShutdownRequest(broker_id=broker_id, broker_epoch=broker_epoch, unknown_tagged_fields=_unknown), pos
     return ControlledShutdownRequest(broker_id=broker_id, broker_epoch=broker_epoch), pos + 1
 
 
@@ -162,8 +162,8 @@ def decode_ControlledShutdownResponseRemainingPartition_v3(buf: Buffer, pos: int
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ControlledShutdownResponseRemainingPartition(topic_name=topic_name, partition_index=partition_index, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ControlledShutdownResponseRemainingPartition(topic_name=topic_name, partition_index=partition_index, unknown_tagged_fields=_unknown), pos
     return ControlledShutdownResponseRemainingPartition(topic_name=topic_name, partition_index=partition_index), pos + 1
 
 
@@ -179,26 +179,26 @@ def encode_ControlledShutdownResponseRemainingPartition_v3(m: ControlledShutdown
 def decode_ControlledShutdownResponse_v0(buf: Buffer, pos: int) -> tuple[ControlledShutdownResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 6)  # field: remaining_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: remaining_partitions
+    if _count < 0:
         raise null_error()  # field: remaining_partitions
     else:
         remaining_partitions = []
-        append = remaining_partitions.append
-        for _ in range(count):
-            item, pos = decode_ControlledShutdownResponseRemainingPartition_v0(buf, pos)  # field: remaining_partitions
-            append(item)
+        _append = remaining_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ControlledShutdownResponseRemainingPartition_v0(buf, pos)  # field: remaining_partitions
+            _append(_item)
     return ControlledShutdownResponse(error_code=error_code, remaining_partitions=remaining_partitions), pos
 
 
 def encode_ControlledShutdownResponse_v0(m: ControlledShutdownResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.remaining_partitions
-    if items is None:
+    _items = m.remaining_partitions
+    if _items is None:
         raise null_error()  # field: remaining_partitions
-    write_array_length(out, items)  # field: remaining_partitions
-    for item in items:
-        encode_ControlledShutdownResponseRemainingPartition_v0(item, out)  # field: remaining_partitions
+    write_array_length(out, _items)  # field: remaining_partitions
+    for _item in _items:
+        encode_ControlledShutdownResponseRemainingPartition_v0(_item, out)  # field: remaining_partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -206,29 +206,29 @@ def encode_ControlledShutdownResponse_v0(m: ControlledShutdownResponse, out: byt
 def decode_ControlledShutdownResponse_v3(buf: Buffer, pos: int) -> tuple[ControlledShutdownResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: remaining_partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: remaining_partitions
+    if _count < 0:
         raise null_error()  # field: remaining_partitions
     else:
         remaining_partitions = []
-        append = remaining_partitions.append
-        for _ in range(count):
-            item, pos = decode_ControlledShutdownResponseRemainingPartition_v3(buf, pos)  # field: remaining_partitions
-            append(item)
+        _append = remaining_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ControlledShutdownResponseRemainingPartition_v3(buf, pos)  # field: remaining_partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ControlledShutdownResponse(error_code=error_code, remaining_partitions=remaining_partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ControlledShutdownResponse(error_code=error_code, remaining_partitions=remaining_partitions, unknown_tagged_fields=_unknown), pos
     return ControlledShutdownResponse(error_code=error_code, remaining_partitions=remaining_partitions), pos + 1
 
 
 def encode_ControlledShutdownResponse_v3(m: ControlledShutdownResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.remaining_partitions
-    if items is None:
+    _items = m.remaining_partitions
+    if _items is None:
         raise null_error()  # field: remaining_partitions
-    write_compact_array_length(out, items)  # field: remaining_partitions
-    for item in items:
-        encode_ControlledShutdownResponseRemainingPartition_v3(item, out)  # field: remaining_partitions
+    write_compact_array_length(out, _items)  # field: remaining_partitions
+    for _item in _items:
+        encode_ControlledShutdownResponseRemainingPartition_v3(_item, out)  # field: remaining_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

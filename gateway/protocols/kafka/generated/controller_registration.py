@@ -137,8 +137,8 @@ def decode_ControllerRegistrationRequestListener_v0(buf: Buffer, pos: int) -> tu
     port, security_protocol = _S_Hh.unpack_from(buf, pos)  # field: port, security_protocol
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ControllerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ControllerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol, unknown_tagged_fields=_unknown), pos
     return ControllerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol), pos + 1
 
 
@@ -157,8 +157,8 @@ def decode_ControllerRegistrationRequestFeature_v0(buf: Buffer, pos: int) -> tup
     min_supported_version, max_supported_version = _S_hh.unpack_from(buf, pos)  # field: min_supported_version, max_supported_version
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ControllerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ControllerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=_unknown), pos
     return ControllerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
@@ -175,44 +175,44 @@ def decode_ControllerRegistrationRequest_v0(buf: Buffer, pos: int) -> tuple[Cont
     controller_id, incarnation_id, zk_migration_ready = _S_i16so.unpack_from(buf, pos)  # field: controller_id, incarnation_id, zk_migration_ready
     pos += 21
     incarnation_id = uuid_from_bytes(incarnation_id)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_ControllerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: features
-    if count < 0:
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_ControllerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
+    if _count < 0:
         raise null_error()  # field: features
     else:
         features = []
-        append = features.append
-        for _ in range(count):
-            item, pos = decode_ControllerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            append(item)
+        _append = features.append
+        for _ in range(_count):
+            _item, pos = decode_ControllerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ControllerRegistrationRequest(controller_id=controller_id, incarnation_id=incarnation_id, zk_migration_ready=zk_migration_ready, listeners=listeners, features=features, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ControllerRegistrationRequest(controller_id=controller_id, incarnation_id=incarnation_id, zk_migration_ready=zk_migration_ready, listeners=listeners, features=features, unknown_tagged_fields=_unknown), pos
     return ControllerRegistrationRequest(controller_id=controller_id, incarnation_id=incarnation_id, zk_migration_ready=zk_migration_ready, listeners=listeners, features=features), pos + 1
 
 
 def encode_ControllerRegistrationRequest_v0(m: ControllerRegistrationRequest, out: bytearray) -> None:
     out += _S_i16so.pack(m.controller_id, m.incarnation_id.bytes, m.zk_migration_ready)  # field: controller_id, incarnation_id, zk_migration_ready
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_ControllerRegistrationRequestListener_v0(item, out)  # field: listeners
-    items = m.features
-    if items is None:
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_ControllerRegistrationRequestListener_v0(_item, out)  # field: listeners
+    _items = m.features
+    if _items is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, items)  # field: features
-    for item in items:
-        encode_ControllerRegistrationRequestFeature_v0(item, out)  # field: features
+    write_compact_array_length(out, _items)  # field: features
+    for _item in _items:
+        encode_ControllerRegistrationRequestFeature_v0(_item, out)  # field: features
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -224,8 +224,8 @@ def decode_ControllerRegistrationResponse_v0(buf: Buffer, pos: int) -> tuple[Con
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ControllerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ControllerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return ControllerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 

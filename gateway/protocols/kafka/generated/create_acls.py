@@ -183,8 +183,8 @@ def decode_CreateAclsRequestAclCreation_v2(buf: Buffer, pos: int) -> tuple[Creat
     operation, permission_type = _S_bb.unpack_from(buf, pos)  # field: operation, permission_type
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateAclsRequestAclCreation(resource_type=resource_type, resource_name=resource_name, resource_pattern_type=resource_pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateAclsRequestAclCreation(resource_type=resource_type, resource_name=resource_name, resource_pattern_type=resource_pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type, unknown_tagged_fields=_unknown), pos
     return CreateAclsRequestAclCreation(resource_type=resource_type, resource_name=resource_name, resource_pattern_type=resource_pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type), pos + 1
 
 
@@ -202,76 +202,76 @@ def encode_CreateAclsRequestAclCreation_v2(m: CreateAclsRequestAclCreation, out:
 
 
 def decode_CreateAclsRequest_v0(buf: Buffer, pos: int) -> tuple[CreateAclsRequest, int]:
-    count, pos = read_array_length(buf, pos, 9)  # field: creations
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 9)  # field: creations
+    if _count < 0:
         raise null_error()  # field: creations
     else:
         creations = []
-        append = creations.append
-        for _ in range(count):
-            item, pos = decode_CreateAclsRequestAclCreation_v0(buf, pos)  # field: creations
-            append(item)
+        _append = creations.append
+        for _ in range(_count):
+            _item, pos = decode_CreateAclsRequestAclCreation_v0(buf, pos)  # field: creations
+            _append(_item)
     return CreateAclsRequest(creations=creations), pos
 
 
 def encode_CreateAclsRequest_v0(m: CreateAclsRequest, out: bytearray) -> None:
-    items = m.creations
-    if items is None:
+    _items = m.creations
+    if _items is None:
         raise null_error()  # field: creations
-    write_array_length(out, items)  # field: creations
-    for item in items:
-        encode_CreateAclsRequestAclCreation_v0(item, out)  # field: creations
+    write_array_length(out, _items)  # field: creations
+    for _item in _items:
+        encode_CreateAclsRequestAclCreation_v0(_item, out)  # field: creations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreateAclsRequest_v1(buf: Buffer, pos: int) -> tuple[CreateAclsRequest, int]:
-    count, pos = read_array_length(buf, pos, 10)  # field: creations
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 10)  # field: creations
+    if _count < 0:
         raise null_error()  # field: creations
     else:
         creations = []
-        append = creations.append
-        for _ in range(count):
-            item, pos = decode_CreateAclsRequestAclCreation_v1(buf, pos)  # field: creations
-            append(item)
+        _append = creations.append
+        for _ in range(_count):
+            _item, pos = decode_CreateAclsRequestAclCreation_v1(buf, pos)  # field: creations
+            _append(_item)
     return CreateAclsRequest(creations=creations), pos
 
 
 def encode_CreateAclsRequest_v1(m: CreateAclsRequest, out: bytearray) -> None:
-    items = m.creations
-    if items is None:
+    _items = m.creations
+    if _items is None:
         raise null_error()  # field: creations
-    write_array_length(out, items)  # field: creations
-    for item in items:
-        encode_CreateAclsRequestAclCreation_v1(item, out)  # field: creations
+    write_array_length(out, _items)  # field: creations
+    for _item in _items:
+        encode_CreateAclsRequestAclCreation_v1(_item, out)  # field: creations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreateAclsRequest_v2(buf: Buffer, pos: int) -> tuple[CreateAclsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: creations
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: creations
+    if _count < 0:
         raise null_error()  # field: creations
     else:
         creations = []
-        append = creations.append
-        for _ in range(count):
-            item, pos = decode_CreateAclsRequestAclCreation_v2(buf, pos)  # field: creations
-            append(item)
+        _append = creations.append
+        for _ in range(_count):
+            _item, pos = decode_CreateAclsRequestAclCreation_v2(buf, pos)  # field: creations
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateAclsRequest(creations=creations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateAclsRequest(creations=creations, unknown_tagged_fields=_unknown), pos
     return CreateAclsRequest(creations=creations), pos + 1
 
 
 def encode_CreateAclsRequest_v2(m: CreateAclsRequest, out: bytearray) -> None:
-    items = m.creations
-    if items is None:
+    _items = m.creations
+    if _items is None:
         raise null_error()  # field: creations
-    write_compact_array_length(out, items)  # field: creations
-    for item in items:
-        encode_CreateAclsRequestAclCreation_v2(item, out)  # field: creations
+    write_compact_array_length(out, _items)  # field: creations
+    for _item in _items:
+        encode_CreateAclsRequestAclCreation_v2(_item, out)  # field: creations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -297,8 +297,8 @@ def decode_CreateAclsResponseAclCreationResult_v2(buf: Buffer, pos: int) -> tupl
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateAclsResponseAclCreationResult(error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateAclsResponseAclCreationResult(error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return CreateAclsResponseAclCreationResult(error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -314,26 +314,26 @@ def encode_CreateAclsResponseAclCreationResult_v2(m: CreateAclsResponseAclCreati
 def decode_CreateAclsResponse_v0(buf: Buffer, pos: int) -> tuple[CreateAclsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_CreateAclsResponseAclCreationResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_CreateAclsResponseAclCreationResult_v0(buf, pos)  # field: results
+            _append(_item)
     return CreateAclsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_CreateAclsResponse_v0(m: CreateAclsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_CreateAclsResponseAclCreationResult_v0(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_CreateAclsResponseAclCreationResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -341,29 +341,29 @@ def encode_CreateAclsResponse_v0(m: CreateAclsResponse, out: bytearray) -> None:
 def decode_CreateAclsResponse_v2(buf: Buffer, pos: int) -> tuple[CreateAclsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_CreateAclsResponseAclCreationResult_v2(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_CreateAclsResponseAclCreationResult_v2(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateAclsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateAclsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return CreateAclsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
 def encode_CreateAclsResponse_v2(m: CreateAclsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_CreateAclsResponseAclCreationResult_v2(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_CreateAclsResponseAclCreationResult_v2(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

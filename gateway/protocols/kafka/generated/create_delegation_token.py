@@ -142,8 +142,8 @@ def decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf: Buffer, pos: in
     principal_type, pos = read_compact_string(buf, pos)  # field: principal_type
     principal_name, pos = read_compact_string(buf, pos)  # field: principal_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateDelegationTokenRequestCreatableRenewers(principal_type=principal_type, principal_name=principal_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateDelegationTokenRequestCreatableRenewers(principal_type=principal_type, principal_name=principal_name, unknown_tagged_fields=_unknown), pos
     return CreateDelegationTokenRequestCreatableRenewers(principal_type=principal_type, principal_name=principal_name), pos + 1
 
 
@@ -157,15 +157,15 @@ def encode_CreateDelegationTokenRequestCreatableRenewers_v2(m: CreateDelegationT
 
 
 def decode_CreateDelegationTokenRequest_v0(buf: Buffer, pos: int) -> tuple[CreateDelegationTokenRequest, int]:
-    count, pos = read_array_length(buf, pos, 4)  # field: renewers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: renewers
+    if _count < 0:
         raise null_error()  # field: renewers
     else:
         renewers = []
-        append = renewers.append
-        for _ in range(count):
-            item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v0(buf, pos)  # field: renewers
-            append(item)
+        _append = renewers.append
+        for _ in range(_count):
+            _item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v0(buf, pos)  # field: renewers
+            _append(_item)
     max_lifetime_ms, = _S_q.unpack_from(buf, pos)  # field: max_lifetime_ms
     pos += 8
     return CreateDelegationTokenRequest(renewers=renewers, max_lifetime_ms=max_lifetime_ms), pos
@@ -176,32 +176,32 @@ def encode_CreateDelegationTokenRequest_v0(m: CreateDelegationTokenRequest, out:
         raise absent_error()  # field: owner_principal_type
     if m.owner_principal_name != '':  # field: owner_principal_name
         raise absent_error()  # field: owner_principal_name
-    items = m.renewers
-    if items is None:
+    _items = m.renewers
+    if _items is None:
         raise null_error()  # field: renewers
-    write_array_length(out, items)  # field: renewers
-    for item in items:
-        encode_CreateDelegationTokenRequestCreatableRenewers_v0(item, out)  # field: renewers
+    write_array_length(out, _items)  # field: renewers
+    for _item in _items:
+        encode_CreateDelegationTokenRequestCreatableRenewers_v0(_item, out)  # field: renewers
     out += _S_q.pack(m.max_lifetime_ms)  # field: max_lifetime_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreateDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[CreateDelegationTokenRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
+    if _count < 0:
         raise null_error()  # field: renewers
     else:
         renewers = []
-        append = renewers.append
-        for _ in range(count):
-            item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
-            append(item)
+        _append = renewers.append
+        for _ in range(_count):
+            _item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
+            _append(_item)
     max_lifetime_ms, = _S_q.unpack_from(buf, pos)  # field: max_lifetime_ms
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateDelegationTokenRequest(renewers=renewers, max_lifetime_ms=max_lifetime_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateDelegationTokenRequest(renewers=renewers, max_lifetime_ms=max_lifetime_ms, unknown_tagged_fields=_unknown), pos
     return CreateDelegationTokenRequest(renewers=renewers, max_lifetime_ms=max_lifetime_ms), pos + 1
 
 
@@ -210,12 +210,12 @@ def encode_CreateDelegationTokenRequest_v2(m: CreateDelegationTokenRequest, out:
         raise absent_error()  # field: owner_principal_type
     if m.owner_principal_name != '':  # field: owner_principal_name
         raise absent_error()  # field: owner_principal_name
-    items = m.renewers
-    if items is None:
+    _items = m.renewers
+    if _items is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, items)  # field: renewers
-    for item in items:
-        encode_CreateDelegationTokenRequestCreatableRenewers_v2(item, out)  # field: renewers
+    write_compact_array_length(out, _items)  # field: renewers
+    for _item in _items:
+        encode_CreateDelegationTokenRequestCreatableRenewers_v2(_item, out)  # field: renewers
     out += _S_q.pack(m.max_lifetime_ms)  # field: max_lifetime_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -226,32 +226,32 @@ def encode_CreateDelegationTokenRequest_v2(m: CreateDelegationTokenRequest, out:
 def decode_CreateDelegationTokenRequest_v3(buf: Buffer, pos: int) -> tuple[CreateDelegationTokenRequest, int]:
     owner_principal_type, pos = read_compact_nullable_string(buf, pos)  # field: owner_principal_type
     owner_principal_name, pos = read_compact_nullable_string(buf, pos)  # field: owner_principal_name
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
+    if _count < 0:
         raise null_error()  # field: renewers
     else:
         renewers = []
-        append = renewers.append
-        for _ in range(count):
-            item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
-            append(item)
+        _append = renewers.append
+        for _ in range(_count):
+            _item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
+            _append(_item)
     max_lifetime_ms, = _S_q.unpack_from(buf, pos)  # field: max_lifetime_ms
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateDelegationTokenRequest(owner_principal_type=owner_principal_type, owner_principal_name=owner_principal_name, renewers=renewers, max_lifetime_ms=max_lifetime_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateDelegationTokenRequest(owner_principal_type=owner_principal_type, owner_principal_name=owner_principal_name, renewers=renewers, max_lifetime_ms=max_lifetime_ms, unknown_tagged_fields=_unknown), pos
     return CreateDelegationTokenRequest(owner_principal_type=owner_principal_type, owner_principal_name=owner_principal_name, renewers=renewers, max_lifetime_ms=max_lifetime_ms), pos + 1
 
 
 def encode_CreateDelegationTokenRequest_v3(m: CreateDelegationTokenRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.owner_principal_type)  # field: owner_principal_type
     write_compact_nullable_string(out, m.owner_principal_name)  # field: owner_principal_name
-    items = m.renewers
-    if items is None:
+    _items = m.renewers
+    if _items is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, items)  # field: renewers
-    for item in items:
-        encode_CreateDelegationTokenRequestCreatableRenewers_v2(item, out)  # field: renewers
+    write_compact_array_length(out, _items)  # field: renewers
+    for _item in _items:
+        encode_CreateDelegationTokenRequestCreatableRenewers_v2(_item, out)  # field: renewers
     out += _S_q.pack(m.max_lifetime_ms)  # field: max_lifetime_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -301,8 +301,8 @@ def decode_CreateDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[Crea
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=_unknown), pos
     return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms), pos + 1
 
 
@@ -338,8 +338,8 @@ def decode_CreateDelegationTokenResponse_v3(buf: Buffer, pos: int) -> tuple[Crea
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=_unknown), pos
     return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms), pos + 1
 
 

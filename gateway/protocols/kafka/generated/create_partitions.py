@@ -135,42 +135,42 @@ _S_io = _struct.Struct('>i?')
 
 
 def decode_CreatePartitionsRequestCreatePartitionsAssignment_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequestCreatePartitionsAssignment, int]:
-    count, pos = read_array_length(buf, pos, 4)  # field: broker_ids
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: broker_ids
+    if _count < 0:
         raise null_error()  # field: broker_ids
     else:
-        broker_ids, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: broker_ids
+        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids), pos
 
 
 def encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(m: CreatePartitionsRequestCreatePartitionsAssignment, out: bytearray) -> None:
-    items = m.broker_ids
-    if items is None:
+    _items = m.broker_ids
+    if _items is None:
         raise null_error()  # field: broker_ids
-    write_array_length(out, items)  # field: broker_ids
-    write_fixed_array(out, items, 'i')  # field: broker_ids
+    write_array_length(out, _items)  # field: broker_ids
+    write_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreatePartitionsRequestCreatePartitionsAssignment_v2(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequestCreatePartitionsAssignment, int]:
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: broker_ids
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: broker_ids
+    if _count < 0:
         raise null_error()  # field: broker_ids
     else:
-        broker_ids, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: broker_ids
+        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids, unknown_tagged_fields=_unknown), pos
     return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids), pos + 1
 
 
 def encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(m: CreatePartitionsRequestCreatePartitionsAssignment, out: bytearray) -> None:
-    items = m.broker_ids
-    if items is None:
+    _items = m.broker_ids
+    if _items is None:
         raise null_error()  # field: broker_ids
-    write_compact_array_length(out, items)  # field: broker_ids
-    write_fixed_array(out, items, 'i')  # field: broker_ids
+    write_compact_array_length(out, _items)  # field: broker_ids
+    write_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -181,26 +181,26 @@ def decode_CreatePartitionsRequestCreatePartitionsTopic_v0(buf: Buffer, pos: int
     name, pos = read_string(buf, pos)  # field: name
     count, = _S_i.unpack_from(buf, pos)  # field: count
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: assignments
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: assignments
+    if _count < 0:
         assignments = None
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v0(buf, pos)  # field: assignments
-            append(item)
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v0(buf, pos)  # field: assignments
+            _append(_item)
     return CreatePartitionsRequestCreatePartitionsTopic(name=name, count=count, assignments=assignments), pos
 
 
 def encode_CreatePartitionsRequestCreatePartitionsTopic_v0(m: CreatePartitionsRequestCreatePartitionsTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
     out += _S_i.pack(m.count)  # field: count
-    items = m.assignments
-    write_array_length(out, items)  # field: assignments
-    if items is not None:
-        for item in items:
-            encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(item, out)  # field: assignments
+    _items = m.assignments
+    write_array_length(out, _items)  # field: assignments
+    if _items is not None:
+        for _item in _items:
+            encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(_item, out)  # field: assignments
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -209,29 +209,29 @@ def decode_CreatePartitionsRequestCreatePartitionsTopic_v2(buf: Buffer, pos: int
     name, pos = read_compact_string(buf, pos)  # field: name
     count, = _S_i.unpack_from(buf, pos)  # field: count
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 2)  # field: assignments
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 2)  # field: assignments
+    if _count < 0:
         assignments = None
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v2(buf, pos)  # field: assignments
-            append(item)
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v2(buf, pos)  # field: assignments
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreatePartitionsRequestCreatePartitionsTopic(name=name, count=count, assignments=assignments, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreatePartitionsRequestCreatePartitionsTopic(name=name, count=count, assignments=assignments, unknown_tagged_fields=_unknown), pos
     return CreatePartitionsRequestCreatePartitionsTopic(name=name, count=count, assignments=assignments), pos + 1
 
 
 def encode_CreatePartitionsRequestCreatePartitionsTopic_v2(m: CreatePartitionsRequestCreatePartitionsTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
     out += _S_i.pack(m.count)  # field: count
-    items = m.assignments
-    write_compact_array_length(out, items)  # field: assignments
-    if items is not None:
-        for item in items:
-            encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(item, out)  # field: assignments
+    _items = m.assignments
+    write_compact_array_length(out, _items)  # field: assignments
+    if _items is not None:
+        for _item in _items:
+            encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(_item, out)  # field: assignments
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -239,57 +239,57 @@ def encode_CreatePartitionsRequestCreatePartitionsTopic_v2(m: CreatePartitionsRe
 
 
 def decode_CreatePartitionsRequest_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequest, int]:
-    count, pos = read_array_length(buf, pos, 10)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 10)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     return CreatePartitionsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos
 
 
 def encode_CreatePartitionsRequest_v0(m: CreatePartitionsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreatePartitionsRequestCreatePartitionsTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreatePartitionsRequestCreatePartitionsTopic_v0(_item, out)  # field: topics
     out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreatePartitionsRequest_v2(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreatePartitionsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreatePartitionsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only, unknown_tagged_fields=_unknown), pos
     return CreatePartitionsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos + 1
 
 
 def encode_CreatePartitionsRequest_v2(m: CreatePartitionsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreatePartitionsRequestCreatePartitionsTopic_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreatePartitionsRequestCreatePartitionsTopic_v2(_item, out)  # field: topics
     out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -319,8 +319,8 @@ def decode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(buf: Buffer, p
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreatePartitionsResponseCreatePartitionsTopicResult(name=name, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreatePartitionsResponseCreatePartitionsTopicResult(name=name, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return CreatePartitionsResponseCreatePartitionsTopicResult(name=name, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -337,26 +337,26 @@ def encode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(m: CreateParti
 def decode_CreatePartitionsResponse_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(buf, pos)  # field: results
+            _append(_item)
     return CreatePartitionsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_CreatePartitionsResponse_v0(m: CreatePartitionsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -364,29 +364,29 @@ def encode_CreatePartitionsResponse_v0(m: CreatePartitionsResponse, out: bytearr
 def decode_CreatePartitionsResponse_v2(buf: Buffer, pos: int) -> tuple[CreatePartitionsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreatePartitionsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreatePartitionsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return CreatePartitionsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
 def encode_CreatePartitionsResponse_v2(m: CreatePartitionsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

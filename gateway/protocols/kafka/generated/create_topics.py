@@ -190,21 +190,21 @@ _S_ih = _struct.Struct('>ih')
 def decode_CreateTopicsRequestCreatableReplicaAssignment_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRequestCreatableReplicaAssignment, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: broker_ids
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: broker_ids
+    if _count < 0:
         raise null_error()  # field: broker_ids
     else:
-        broker_ids, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: broker_ids
+        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids), pos
 
 
 def encode_CreateTopicsRequestCreatableReplicaAssignment_v0(m: CreateTopicsRequestCreatableReplicaAssignment, out: bytearray) -> None:
     out += _S_i.pack(m.partition_index)  # field: partition_index
-    items = m.broker_ids
-    if items is None:
+    _items = m.broker_ids
+    if _items is None:
         raise null_error()  # field: broker_ids
-    write_array_length(out, items)  # field: broker_ids
-    write_fixed_array(out, items, 'i')  # field: broker_ids
+    write_array_length(out, _items)  # field: broker_ids
+    write_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -212,24 +212,24 @@ def encode_CreateTopicsRequestCreatableReplicaAssignment_v0(m: CreateTopicsReque
 def decode_CreateTopicsRequestCreatableReplicaAssignment_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsRequestCreatableReplicaAssignment, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: broker_ids
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: broker_ids
+    if _count < 0:
         raise null_error()  # field: broker_ids
     else:
-        broker_ids, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: broker_ids
+        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids, unknown_tagged_fields=_unknown), pos
     return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids), pos + 1
 
 
 def encode_CreateTopicsRequestCreatableReplicaAssignment_v5(m: CreateTopicsRequestCreatableReplicaAssignment, out: bytearray) -> None:
     out += _S_i.pack(m.partition_index)  # field: partition_index
-    items = m.broker_ids
-    if items is None:
+    _items = m.broker_ids
+    if _items is None:
         raise null_error()  # field: broker_ids
-    write_compact_array_length(out, items)  # field: broker_ids
-    write_fixed_array(out, items, 'i')  # field: broker_ids
+    write_compact_array_length(out, _items)  # field: broker_ids
+    write_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -253,8 +253,8 @@ def decode_CreateTopicsRequestCreatableTopicConfig_v5(buf: Buffer, pos: int) -> 
     name, pos = read_compact_string(buf, pos)  # field: name
     value, pos = read_compact_nullable_string(buf, pos)  # field: value
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateTopicsRequestCreatableTopicConfig(name=name, value=value, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateTopicsRequestCreatableTopicConfig(name=name, value=value, unknown_tagged_fields=_unknown), pos
     return CreateTopicsRequestCreatableTopicConfig(name=name, value=value), pos + 1
 
 
@@ -271,42 +271,42 @@ def decode_CreateTopicsRequestCreatableTopic_v0(buf: Buffer, pos: int) -> tuple[
     name, pos = read_string(buf, pos)  # field: name
     num_partitions, replication_factor = _S_ih.unpack_from(buf, pos)  # field: num_partitions, replication_factor
     pos += 6
-    count, pos = read_array_length(buf, pos, 8)  # field: assignments
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: assignments
+    if _count < 0:
         raise null_error()  # field: assignments
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v0(buf, pos)  # field: assignments
-            append(item)
-    count, pos = read_array_length(buf, pos, 4)  # field: configs
-    if count < 0:
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v0(buf, pos)  # field: assignments
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 4)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsRequestCreatableTopicConfig_v0(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsRequestCreatableTopicConfig_v0(buf, pos)  # field: configs
+            _append(_item)
     return CreateTopicsRequestCreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor, assignments=assignments, configs=configs), pos
 
 
 def encode_CreateTopicsRequestCreatableTopic_v0(m: CreateTopicsRequestCreatableTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
     out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    items = m.assignments
-    if items is None:
+    _items = m.assignments
+    if _items is None:
         raise null_error()  # field: assignments
-    write_array_length(out, items)  # field: assignments
-    for item in items:
-        encode_CreateTopicsRequestCreatableReplicaAssignment_v0(item, out)  # field: assignments
-    items = m.configs
-    if items is None:
+    write_array_length(out, _items)  # field: assignments
+    for _item in _items:
+        encode_CreateTopicsRequestCreatableReplicaAssignment_v0(_item, out)  # field: assignments
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_array_length(out, items)  # field: configs
-    for item in items:
-        encode_CreateTopicsRequestCreatableTopicConfig_v0(item, out)  # field: configs
+    write_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_CreateTopicsRequestCreatableTopicConfig_v0(_item, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -315,45 +315,45 @@ def decode_CreateTopicsRequestCreatableTopic_v5(buf: Buffer, pos: int) -> tuple[
     name, pos = read_compact_string(buf, pos)  # field: name
     num_partitions, replication_factor = _S_ih.unpack_from(buf, pos)  # field: num_partitions, replication_factor
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: assignments
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: assignments
+    if _count < 0:
         raise null_error()  # field: assignments
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v5(buf, pos)  # field: assignments
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: configs
-    if count < 0:
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v5(buf, pos)  # field: assignments
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsRequestCreatableTopicConfig_v5(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsRequestCreatableTopicConfig_v5(buf, pos)  # field: configs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateTopicsRequestCreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor, assignments=assignments, configs=configs, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateTopicsRequestCreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor, assignments=assignments, configs=configs, unknown_tagged_fields=_unknown), pos
     return CreateTopicsRequestCreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor, assignments=assignments, configs=configs), pos + 1
 
 
 def encode_CreateTopicsRequestCreatableTopic_v5(m: CreateTopicsRequestCreatableTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
     out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    items = m.assignments
-    if items is None:
+    _items = m.assignments
+    if _items is None:
         raise null_error()  # field: assignments
-    write_compact_array_length(out, items)  # field: assignments
-    for item in items:
-        encode_CreateTopicsRequestCreatableReplicaAssignment_v5(item, out)  # field: assignments
-    items = m.configs
-    if items is None:
+    write_compact_array_length(out, _items)  # field: assignments
+    for _item in _items:
+        encode_CreateTopicsRequestCreatableReplicaAssignment_v5(_item, out)  # field: assignments
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, items)  # field: configs
-    for item in items:
-        encode_CreateTopicsRequestCreatableTopicConfig_v5(item, out)  # field: configs
+    write_compact_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_CreateTopicsRequestCreatableTopicConfig_v5(_item, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -361,15 +361,15 @@ def encode_CreateTopicsRequestCreatableTopic_v5(m: CreateTopicsRequestCreatableT
 
 
 def decode_CreateTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRequest, int]:
-    count, pos = read_array_length(buf, pos, 16)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms), pos
@@ -378,69 +378,69 @@ def decode_CreateTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRe
 def encode_CreateTopicsRequest_v0(m: CreateTopicsRequest, out: bytearray) -> None:
     if m.validate_only != False:  # field: validate_only
         raise absent_error()  # field: validate_only
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsRequestCreatableTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsRequestCreatableTopic_v0(_item, out)  # field: topics
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreateTopicsRequest_v1(buf: Buffer, pos: int) -> tuple[CreateTopicsRequest, int]:
-    count, pos = read_array_length(buf, pos, 16)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos
 
 
 def encode_CreateTopicsRequest_v1(m: CreateTopicsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsRequestCreatableTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsRequestCreatableTopic_v0(_item, out)  # field: topics
     out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreateTopicsRequest_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsRequestCreatableTopic_v5(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsRequestCreatableTopic_v5(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only, unknown_tagged_fields=_unknown), pos
     return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos + 1
 
 
 def encode_CreateTopicsRequest_v5(m: CreateTopicsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsRequestCreatableTopic_v5(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsRequestCreatableTopic_v5(_item, out)  # field: topics
     out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -454,8 +454,8 @@ def decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf: Buffer, pos: int) -
     read_only, config_source, is_sensitive = _S_obo.unpack_from(buf, pos)  # field: read_only, config_source, is_sensitive
     pos += 3
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateTopicsResponseCreatableTopicConfigs(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateTopicsResponseCreatableTopicConfigs(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, unknown_tagged_fields=_unknown), pos
     return CreateTopicsResponseCreatableTopicConfigs(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive), pos + 1
 
 
@@ -506,29 +506,29 @@ def decode_CreateTopicsResponseCreatableTopicResult_v5(buf: Buffer, pos: int) ->
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     num_partitions, replication_factor = _S_ih.unpack_from(buf, pos)  # field: num_partitions, replication_factor
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: configs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: configs
+    if _count < 0:
         configs = None
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         topic_config_error_code = 0
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 (topic_config_error_code,) = _S_h.unpack_from(buf, pos)  # field: topic_config_error_code
                 pos += 2
-                check_tagged_size(pos, end, tag)  # field: topic_config_error_code
+                check_tagged_size(pos, _end, _tag)  # field: topic_config_error_code
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return CreateTopicsResponseCreatableTopicResult(name=name, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs, topic_config_error_code=topic_config_error_code, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return CreateTopicsResponseCreatableTopicResult(name=name, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs, topic_config_error_code=topic_config_error_code, unknown_tagged_fields=_unknown), pos
     return CreateTopicsResponseCreatableTopicResult(name=name, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs), pos + 1
 
 
@@ -537,19 +537,19 @@ def encode_CreateTopicsResponseCreatableTopicResult_v5(m: CreateTopicsResponseCr
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    items = m.configs
-    write_compact_array_length(out, items)  # field: configs
-    if items is not None:
-        for item in items:
-            encode_CreateTopicsResponseCreatableTopicConfigs_v5(item, out)  # field: configs
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.topic_config_error_code
-    if value != 0:
-        buffer = bytearray()
-        buffer += _S_h.pack(value)  # field: topic_config_error_code
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _items = m.configs
+    write_compact_array_length(out, _items)  # field: configs
+    if _items is not None:
+        for _item in _items:
+            encode_CreateTopicsResponseCreatableTopicConfigs_v5(_item, out)  # field: configs
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.topic_config_error_code
+    if _value != 0:
+        _buffer = bytearray()
+        _buffer += _S_h.pack(_value)  # field: topic_config_error_code
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -562,29 +562,29 @@ def decode_CreateTopicsResponseCreatableTopicResult_v7(buf: Buffer, pos: int) ->
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     num_partitions, replication_factor = _S_ih.unpack_from(buf, pos)  # field: num_partitions, replication_factor
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: configs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: configs
+    if _count < 0:
         configs = None
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         topic_config_error_code = 0
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 (topic_config_error_code,) = _S_h.unpack_from(buf, pos)  # field: topic_config_error_code
                 pos += 2
-                check_tagged_size(pos, end, tag)  # field: topic_config_error_code
+                check_tagged_size(pos, _end, _tag)  # field: topic_config_error_code
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return CreateTopicsResponseCreatableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs, topic_config_error_code=topic_config_error_code, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return CreateTopicsResponseCreatableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs, topic_config_error_code=topic_config_error_code, unknown_tagged_fields=_unknown), pos
     return CreateTopicsResponseCreatableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs), pos + 1
 
 
@@ -593,67 +593,67 @@ def encode_CreateTopicsResponseCreatableTopicResult_v7(m: CreateTopicsResponseCr
     out += _S_16sh.pack(m.topic_id.bytes, m.error_code)  # field: topic_id, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    items = m.configs
-    write_compact_array_length(out, items)  # field: configs
-    if items is not None:
-        for item in items:
-            encode_CreateTopicsResponseCreatableTopicConfigs_v5(item, out)  # field: configs
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.topic_config_error_code
-    if value != 0:
-        buffer = bytearray()
-        buffer += _S_h.pack(value)  # field: topic_config_error_code
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _items = m.configs
+    write_compact_array_length(out, _items)  # field: configs
+    if _items is not None:
+        for _item in _items:
+            encode_CreateTopicsResponseCreatableTopicConfigs_v5(_item, out)  # field: configs
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.topic_config_error_code
+    if _value != 0:
+        _buffer = bytearray()
+        _buffer += _S_h.pack(_value)  # field: topic_config_error_code
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
 
 def decode_CreateTopicsResponse_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsResponse, int]:
-    count, pos = read_array_length(buf, pos, 4)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsResponseCreatableTopicResult_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v0(buf, pos)  # field: topics
+            _append(_item)
     return CreateTopicsResponse(topics=topics), pos
 
 
 def encode_CreateTopicsResponse_v0(m: CreateTopicsResponse, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsResponseCreatableTopicResult_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsResponseCreatableTopicResult_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreateTopicsResponse_v1(buf: Buffer, pos: int) -> tuple[CreateTopicsResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
+            _append(_item)
     return CreateTopicsResponse(topics=topics), pos
 
 
 def encode_CreateTopicsResponse_v1(m: CreateTopicsResponse, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsResponseCreatableTopicResult_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsResponseCreatableTopicResult_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -661,26 +661,26 @@ def encode_CreateTopicsResponse_v1(m: CreateTopicsResponse, out: bytearray) -> N
 def decode_CreateTopicsResponse_v2(buf: Buffer, pos: int) -> tuple[CreateTopicsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
+            _append(_item)
     return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_CreateTopicsResponse_v2(m: CreateTopicsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsResponseCreatableTopicResult_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsResponseCreatableTopicResult_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -688,29 +688,29 @@ def encode_CreateTopicsResponse_v2(m: CreateTopicsResponse, out: bytearray) -> N
 def decode_CreateTopicsResponse_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 12)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 12)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsResponseCreatableTopicResult_v5(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v5(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_CreateTopicsResponse_v5(m: CreateTopicsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsResponseCreatableTopicResult_v5(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsResponseCreatableTopicResult_v5(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -720,29 +720,29 @@ def encode_CreateTopicsResponse_v5(m: CreateTopicsResponse, out: bytearray) -> N
 def decode_CreateTopicsResponse_v7(buf: Buffer, pos: int) -> tuple[CreateTopicsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 28)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 28)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_CreateTopicsResponseCreatableTopicResult_v7(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v7(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_CreateTopicsResponse_v7(m: CreateTopicsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_CreateTopicsResponseCreatableTopicResult_v7(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_CreateTopicsResponseCreatableTopicResult_v7(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -281,46 +281,46 @@ _S_i16s = _struct.Struct('>i16s')
 
 def decode_ConsumerProtocolAssignmentTopicPartition_v0(buf: Buffer, pos: int) -> tuple[ConsumerProtocolAssignmentTopicPartition, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return ConsumerProtocolAssignmentTopicPartition(topic=topic, partitions=partitions), pos
 
 
 def encode_ConsumerProtocolAssignmentTopicPartition_v0(m: ConsumerProtocolAssignmentTopicPartition, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ConsumerProtocolAssignment_v0(buf: Buffer, pos: int) -> tuple[ConsumerProtocolAssignment, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: assigned_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: assigned_partitions
+    if _count < 0:
         raise null_error()  # field: assigned_partitions
     else:
         assigned_partitions = []
-        append = assigned_partitions.append
-        for _ in range(count):
-            item, pos = decode_ConsumerProtocolAssignmentTopicPartition_v0(buf, pos)  # field: assigned_partitions
-            append(item)
+        _append = assigned_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ConsumerProtocolAssignmentTopicPartition_v0(buf, pos)  # field: assigned_partitions
+            _append(_item)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
     return ConsumerProtocolAssignment(assigned_partitions=assigned_partitions, user_data=user_data), pos
 
 
 def encode_ConsumerProtocolAssignment_v0(m: ConsumerProtocolAssignment, out: bytearray) -> None:
-    items = m.assigned_partitions
-    if items is None:
+    _items = m.assigned_partitions
+    if _items is None:
         raise null_error()  # field: assigned_partitions
-    write_array_length(out, items)  # field: assigned_partitions
-    for item in items:
-        encode_ConsumerProtocolAssignmentTopicPartition_v0(item, out)  # field: assigned_partitions
+    write_array_length(out, _items)  # field: assigned_partitions
+    for _item in _items:
+        encode_ConsumerProtocolAssignmentTopicPartition_v0(_item, out)  # field: assigned_partitions
     write_nullable_bytes(out, m.user_data)  # field: user_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -328,156 +328,156 @@ def encode_ConsumerProtocolAssignment_v0(m: ConsumerProtocolAssignment, out: byt
 
 def decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf: Buffer, pos: int) -> tuple[ConsumerProtocolSubscriptionTopicPartition, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return ConsumerProtocolSubscriptionTopicPartition(topic=topic, partitions=partitions), pos
 
 
 def encode_ConsumerProtocolSubscriptionTopicPartition_v1(m: ConsumerProtocolSubscriptionTopicPartition, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ConsumerProtocolSubscription_v0(buf: Buffer, pos: int) -> tuple[ConsumerProtocolSubscription, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: topics
+            _append(_item)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
     return ConsumerProtocolSubscription(topics=topics, user_data=user_data), pos
 
 
 def encode_ConsumerProtocolSubscription_v0(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        write_string(out, item)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        write_string(out, _item)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ConsumerProtocolSubscription_v1(buf: Buffer, pos: int) -> tuple[ConsumerProtocolSubscription, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: topics
+            _append(_item)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
-    count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
+    if _count < 0:
         raise null_error()  # field: owned_partitions
     else:
         owned_partitions = []
-        append = owned_partitions.append
-        for _ in range(count):
-            item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
-            append(item)
+        _append = owned_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
+            _append(_item)
     return ConsumerProtocolSubscription(topics=topics, user_data=user_data, owned_partitions=owned_partitions), pos
 
 
 def encode_ConsumerProtocolSubscription_v1(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        write_string(out, item)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        write_string(out, _item)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
-    items = m.owned_partitions
-    if items is None:
+    _items = m.owned_partitions
+    if _items is None:
         raise null_error()  # field: owned_partitions
-    write_array_length(out, items)  # field: owned_partitions
-    for item in items:
-        encode_ConsumerProtocolSubscriptionTopicPartition_v1(item, out)  # field: owned_partitions
+    write_array_length(out, _items)  # field: owned_partitions
+    for _item in _items:
+        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item, out)  # field: owned_partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ConsumerProtocolSubscription_v2(buf: Buffer, pos: int) -> tuple[ConsumerProtocolSubscription, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: topics
+            _append(_item)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
-    count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
+    if _count < 0:
         raise null_error()  # field: owned_partitions
     else:
         owned_partitions = []
-        append = owned_partitions.append
-        for _ in range(count):
-            item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
-            append(item)
+        _append = owned_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
+            _append(_item)
     generation_id, = _S_i.unpack_from(buf, pos)  # field: generation_id
     pos += 4
     return ConsumerProtocolSubscription(topics=topics, user_data=user_data, owned_partitions=owned_partitions, generation_id=generation_id), pos
 
 
 def encode_ConsumerProtocolSubscription_v2(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        write_string(out, item)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        write_string(out, _item)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
-    items = m.owned_partitions
-    if items is None:
+    _items = m.owned_partitions
+    if _items is None:
         raise null_error()  # field: owned_partitions
-    write_array_length(out, items)  # field: owned_partitions
-    for item in items:
-        encode_ConsumerProtocolSubscriptionTopicPartition_v1(item, out)  # field: owned_partitions
+    write_array_length(out, _items)  # field: owned_partitions
+    for _item in _items:
+        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item, out)  # field: owned_partitions
     out += _S_i.pack(m.generation_id)  # field: generation_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ConsumerProtocolSubscription_v3(buf: Buffer, pos: int) -> tuple[ConsumerProtocolSubscription, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: topics
+            _append(_item)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
-    count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
+    if _count < 0:
         raise null_error()  # field: owned_partitions
     else:
         owned_partitions = []
-        append = owned_partitions.append
-        for _ in range(count):
-            item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
-            append(item)
+        _append = owned_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
+            _append(_item)
     generation_id, = _S_i.unpack_from(buf, pos)  # field: generation_id
     pos += 4
     rack_id, pos = read_nullable_string(buf, pos)  # field: rack_id
@@ -485,19 +485,19 @@ def decode_ConsumerProtocolSubscription_v3(buf: Buffer, pos: int) -> tuple[Consu
 
 
 def encode_ConsumerProtocolSubscription_v3(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        write_string(out, item)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        write_string(out, _item)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
-    items = m.owned_partitions
-    if items is None:
+    _items = m.owned_partitions
+    if _items is None:
         raise null_error()  # field: owned_partitions
-    write_array_length(out, items)  # field: owned_partitions
-    for item in items:
-        encode_ConsumerProtocolSubscriptionTopicPartition_v1(item, out)  # field: owned_partitions
+    write_array_length(out, _items)  # field: owned_partitions
+    for _item in _items:
+        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item, out)  # field: owned_partitions
     out += _S_i.pack(m.generation_id)  # field: generation_id
     write_nullable_string(out, m.rack_id)  # field: rack_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -510,8 +510,8 @@ def decode_DefaultPrincipalData_v0(buf: Buffer, pos: int) -> tuple[DefaultPrinci
     token_authenticated, = _S_o.unpack_from(buf, pos)  # field: token_authenticated
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DefaultPrincipalData(type=type, name=name, token_authenticated=token_authenticated, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DefaultPrincipalData(type=type, name=name, token_authenticated=token_authenticated, unknown_tagged_fields=_unknown), pos
     return DefaultPrincipalData(type=type, name=name, token_authenticated=token_authenticated), pos + 1
 
 
@@ -529,8 +529,8 @@ def decode_KRaftVersionRecord_v0(buf: Buffer, pos: int) -> tuple[KRaftVersionRec
     version, kraft_version = _S_hh.unpack_from(buf, pos)  # field: version, kraft_version
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return KRaftVersionRecord(version=version, kraft_version=kraft_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return KRaftVersionRecord(version=version, kraft_version=kraft_version, unknown_tagged_fields=_unknown), pos
     return KRaftVersionRecord(version=version, kraft_version=kraft_version), pos + 1
 
 
@@ -546,8 +546,8 @@ def decode_LeaderChangeMessageVoter_v0(buf: Buffer, pos: int) -> tuple[LeaderCha
     voter_id, = _S_i.unpack_from(buf, pos)  # field: voter_id
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderChangeMessageVoter(voter_id=voter_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderChangeMessageVoter(voter_id=voter_id, unknown_tagged_fields=_unknown), pos
     return LeaderChangeMessageVoter(voter_id=voter_id), pos + 1
 
 
@@ -566,8 +566,8 @@ def decode_LeaderChangeMessageVoter_v1(buf: Buffer, pos: int) -> tuple[LeaderCha
     pos += 20
     voter_directory_id = uuid_from_bytes(voter_directory_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderChangeMessageVoter(voter_id=voter_id, voter_directory_id=voter_directory_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderChangeMessageVoter(voter_id=voter_id, voter_directory_id=voter_directory_id, unknown_tagged_fields=_unknown), pos
     return LeaderChangeMessageVoter(voter_id=voter_id, voter_directory_id=voter_directory_id), pos + 1
 
 
@@ -582,44 +582,44 @@ def encode_LeaderChangeMessageVoter_v1(m: LeaderChangeMessageVoter, out: bytearr
 def decode_LeaderChangeMessage_v0(buf: Buffer, pos: int) -> tuple[LeaderChangeMessage, int]:
     version, leader_id = _S_hi.unpack_from(buf, pos)  # field: version, leader_id
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: voters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: voters
+    if _count < 0:
         raise null_error()  # field: voters
     else:
         voters = []
-        append = voters.append
-        for _ in range(count):
-            item, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: voters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: granting_voters
-    if count < 0:
+        _append = voters.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: voters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: granting_voters
+    if _count < 0:
         raise null_error()  # field: granting_voters
     else:
         granting_voters = []
-        append = granting_voters.append
-        for _ in range(count):
-            item, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: granting_voters
-            append(item)
+        _append = granting_voters.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: granting_voters
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters, unknown_tagged_fields=_unknown), pos
     return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters), pos + 1
 
 
 def encode_LeaderChangeMessage_v0(m: LeaderChangeMessage, out: bytearray) -> None:
     out += _S_hi.pack(m.version, m.leader_id)  # field: version, leader_id
-    items = m.voters
-    if items is None:
+    _items = m.voters
+    if _items is None:
         raise null_error()  # field: voters
-    write_compact_array_length(out, items)  # field: voters
-    for item in items:
-        encode_LeaderChangeMessageVoter_v0(item, out)  # field: voters
-    items = m.granting_voters
-    if items is None:
+    write_compact_array_length(out, _items)  # field: voters
+    for _item in _items:
+        encode_LeaderChangeMessageVoter_v0(_item, out)  # field: voters
+    _items = m.granting_voters
+    if _items is None:
         raise null_error()  # field: granting_voters
-    write_compact_array_length(out, items)  # field: granting_voters
-    for item in items:
-        encode_LeaderChangeMessageVoter_v0(item, out)  # field: granting_voters
+    write_compact_array_length(out, _items)  # field: granting_voters
+    for _item in _items:
+        encode_LeaderChangeMessageVoter_v0(_item, out)  # field: granting_voters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -629,44 +629,44 @@ def encode_LeaderChangeMessage_v0(m: LeaderChangeMessage, out: bytearray) -> Non
 def decode_LeaderChangeMessage_v1(buf: Buffer, pos: int) -> tuple[LeaderChangeMessage, int]:
     version, leader_id = _S_hi.unpack_from(buf, pos)  # field: version, leader_id
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: voters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: voters
+    if _count < 0:
         raise null_error()  # field: voters
     else:
         voters = []
-        append = voters.append
-        for _ in range(count):
-            item, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: voters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: granting_voters
-    if count < 0:
+        _append = voters.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: voters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: granting_voters
+    if _count < 0:
         raise null_error()  # field: granting_voters
     else:
         granting_voters = []
-        append = granting_voters.append
-        for _ in range(count):
-            item, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: granting_voters
-            append(item)
+        _append = granting_voters.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: granting_voters
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters, unknown_tagged_fields=_unknown), pos
     return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters), pos + 1
 
 
 def encode_LeaderChangeMessage_v1(m: LeaderChangeMessage, out: bytearray) -> None:
     out += _S_hi.pack(m.version, m.leader_id)  # field: version, leader_id
-    items = m.voters
-    if items is None:
+    _items = m.voters
+    if _items is None:
         raise null_error()  # field: voters
-    write_compact_array_length(out, items)  # field: voters
-    for item in items:
-        encode_LeaderChangeMessageVoter_v1(item, out)  # field: voters
-    items = m.granting_voters
-    if items is None:
+    write_compact_array_length(out, _items)  # field: voters
+    for _item in _items:
+        encode_LeaderChangeMessageVoter_v1(_item, out)  # field: voters
+    _items = m.granting_voters
+    if _items is None:
         raise null_error()  # field: granting_voters
-    write_compact_array_length(out, items)  # field: granting_voters
-    for item in items:
-        encode_LeaderChangeMessageVoter_v1(item, out)  # field: granting_voters
+    write_compact_array_length(out, _items)  # field: granting_voters
+    for _item in _items:
+        encode_LeaderChangeMessageVoter_v1(_item, out)  # field: granting_voters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -677,8 +677,8 @@ def decode_SnapshotFooterRecord_v0(buf: Buffer, pos: int) -> tuple[SnapshotFoote
     version, = _S_h.unpack_from(buf, pos)  # field: version
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SnapshotFooterRecord(version=version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SnapshotFooterRecord(version=version, unknown_tagged_fields=_unknown), pos
     return SnapshotFooterRecord(version=version), pos + 1
 
 
@@ -694,8 +694,8 @@ def decode_SnapshotHeaderRecord_v0(buf: Buffer, pos: int) -> tuple[SnapshotHeade
     version, last_contained_log_timestamp = _S_hq.unpack_from(buf, pos)  # field: version, last_contained_log_timestamp
     pos += 10
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SnapshotHeaderRecord(version=version, last_contained_log_timestamp=last_contained_log_timestamp, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SnapshotHeaderRecord(version=version, last_contained_log_timestamp=last_contained_log_timestamp, unknown_tagged_fields=_unknown), pos
     return SnapshotHeaderRecord(version=version, last_contained_log_timestamp=last_contained_log_timestamp), pos + 1
 
 
@@ -713,8 +713,8 @@ def decode_VotersRecordEndpoint_v0(buf: Buffer, pos: int) -> tuple[VotersRecordE
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VotersRecordEndpoint(name=name, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VotersRecordEndpoint(name=name, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return VotersRecordEndpoint(name=name, host=host, port=port), pos + 1
 
 
@@ -732,8 +732,8 @@ def decode_VotersRecordKRaftVersionFeature_v0(buf: Buffer, pos: int) -> tuple[Vo
     min_supported_version, max_supported_version = _S_hh.unpack_from(buf, pos)  # field: min_supported_version, max_supported_version
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VotersRecordKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VotersRecordKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=_unknown), pos
     return VotersRecordKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
@@ -749,30 +749,30 @@ def decode_VotersRecordVoter_v0(buf: Buffer, pos: int) -> tuple[VotersRecordVote
     voter_id, voter_directory_id = _S_i16s.unpack_from(buf, pos)  # field: voter_id, voter_directory_id
     pos += 20
     voter_directory_id = uuid_from_bytes(voter_directory_id)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: endpoints
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: endpoints
+    if _count < 0:
         raise null_error()  # field: endpoints
     else:
         endpoints = []
-        append = endpoints.append
-        for _ in range(count):
-            item, pos = decode_VotersRecordEndpoint_v0(buf, pos)  # field: endpoints
-            append(item)
+        _append = endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_VotersRecordEndpoint_v0(buf, pos)  # field: endpoints
+            _append(_item)
     kraft_version_feature, pos = decode_VotersRecordKRaftVersionFeature_v0(buf, pos)  # field: kraft_version_feature
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VotersRecordVoter(voter_id=voter_id, voter_directory_id=voter_directory_id, endpoints=endpoints, kraft_version_feature=kraft_version_feature, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VotersRecordVoter(voter_id=voter_id, voter_directory_id=voter_directory_id, endpoints=endpoints, kraft_version_feature=kraft_version_feature, unknown_tagged_fields=_unknown), pos
     return VotersRecordVoter(voter_id=voter_id, voter_directory_id=voter_directory_id, endpoints=endpoints, kraft_version_feature=kraft_version_feature), pos + 1
 
 
 def encode_VotersRecordVoter_v0(m: VotersRecordVoter, out: bytearray) -> None:
     out += _S_i16s.pack(m.voter_id, m.voter_directory_id.bytes)  # field: voter_id, voter_directory_id
-    items = m.endpoints
-    if items is None:
+    _items = m.endpoints
+    if _items is None:
         raise null_error()  # field: endpoints
-    write_compact_array_length(out, items)  # field: endpoints
-    for item in items:
-        encode_VotersRecordEndpoint_v0(item, out)  # field: endpoints
+    write_compact_array_length(out, _items)  # field: endpoints
+    for _item in _items:
+        encode_VotersRecordEndpoint_v0(_item, out)  # field: endpoints
     encode_VotersRecordKRaftVersionFeature_v0(m.kraft_version_feature, out)  # field: kraft_version_feature
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -783,29 +783,29 @@ def encode_VotersRecordVoter_v0(m: VotersRecordVoter, out: bytearray) -> None:
 def decode_VotersRecord_v0(buf: Buffer, pos: int) -> tuple[VotersRecord, int]:
     version, = _S_h.unpack_from(buf, pos)  # field: version
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 27)  # field: voters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 27)  # field: voters
+    if _count < 0:
         raise null_error()  # field: voters
     else:
         voters = []
-        append = voters.append
-        for _ in range(count):
-            item, pos = decode_VotersRecordVoter_v0(buf, pos)  # field: voters
-            append(item)
+        _append = voters.append
+        for _ in range(_count):
+            _item, pos = decode_VotersRecordVoter_v0(buf, pos)  # field: voters
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VotersRecord(version=version, voters=voters, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VotersRecord(version=version, voters=voters, unknown_tagged_fields=_unknown), pos
     return VotersRecord(version=version, voters=voters), pos + 1
 
 
 def encode_VotersRecord_v0(m: VotersRecord, out: bytearray) -> None:
     out += _S_h.pack(m.version)  # field: version
-    items = m.voters
-    if items is None:
+    _items = m.voters
+    if _items is None:
         raise null_error()  # field: voters
-    write_compact_array_length(out, items)  # field: voters
-    for item in items:
-        encode_VotersRecordVoter_v0(item, out)  # field: voters
+    write_compact_array_length(out, _items)  # field: voters
+    for _item in _items:
+        encode_VotersRecordVoter_v0(_item, out)  # field: voters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -213,8 +213,8 @@ def decode_DeleteAclsRequestDeleteAclsFilter_v2(buf: Buffer, pos: int) -> tuple[
     operation, permission_type = _S_bb.unpack_from(buf, pos)  # field: operation, permission_type
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteAclsRequestDeleteAclsFilter(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteAclsRequestDeleteAclsFilter(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type, unknown_tagged_fields=_unknown), pos
     return DeleteAclsRequestDeleteAclsFilter(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos + 1
 
 
@@ -232,76 +232,76 @@ def encode_DeleteAclsRequestDeleteAclsFilter_v2(m: DeleteAclsRequestDeleteAclsFi
 
 
 def decode_DeleteAclsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsRequest, int]:
-    count, pos = read_array_length(buf, pos, 9)  # field: filters
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 9)  # field: filters
+    if _count < 0:
         raise null_error()  # field: filters
     else:
         filters = []
-        append = filters.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v0(buf, pos)  # field: filters
-            append(item)
+        _append = filters.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v0(buf, pos)  # field: filters
+            _append(_item)
     return DeleteAclsRequest(filters=filters), pos
 
 
 def encode_DeleteAclsRequest_v0(m: DeleteAclsRequest, out: bytearray) -> None:
-    items = m.filters
-    if items is None:
+    _items = m.filters
+    if _items is None:
         raise null_error()  # field: filters
-    write_array_length(out, items)  # field: filters
-    for item in items:
-        encode_DeleteAclsRequestDeleteAclsFilter_v0(item, out)  # field: filters
+    write_array_length(out, _items)  # field: filters
+    for _item in _items:
+        encode_DeleteAclsRequestDeleteAclsFilter_v0(_item, out)  # field: filters
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DeleteAclsRequest_v1(buf: Buffer, pos: int) -> tuple[DeleteAclsRequest, int]:
-    count, pos = read_array_length(buf, pos, 10)  # field: filters
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 10)  # field: filters
+    if _count < 0:
         raise null_error()  # field: filters
     else:
         filters = []
-        append = filters.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v1(buf, pos)  # field: filters
-            append(item)
+        _append = filters.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v1(buf, pos)  # field: filters
+            _append(_item)
     return DeleteAclsRequest(filters=filters), pos
 
 
 def encode_DeleteAclsRequest_v1(m: DeleteAclsRequest, out: bytearray) -> None:
-    items = m.filters
-    if items is None:
+    _items = m.filters
+    if _items is None:
         raise null_error()  # field: filters
-    write_array_length(out, items)  # field: filters
-    for item in items:
-        encode_DeleteAclsRequestDeleteAclsFilter_v1(item, out)  # field: filters
+    write_array_length(out, _items)  # field: filters
+    for _item in _items:
+        encode_DeleteAclsRequestDeleteAclsFilter_v1(_item, out)  # field: filters
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DeleteAclsRequest_v2(buf: Buffer, pos: int) -> tuple[DeleteAclsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: filters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: filters
+    if _count < 0:
         raise null_error()  # field: filters
     else:
         filters = []
-        append = filters.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v2(buf, pos)  # field: filters
-            append(item)
+        _append = filters.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v2(buf, pos)  # field: filters
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteAclsRequest(filters=filters, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteAclsRequest(filters=filters, unknown_tagged_fields=_unknown), pos
     return DeleteAclsRequest(filters=filters), pos + 1
 
 
 def encode_DeleteAclsRequest_v2(m: DeleteAclsRequest, out: bytearray) -> None:
-    items = m.filters
-    if items is None:
+    _items = m.filters
+    if _items is None:
         raise null_error()  # field: filters
-    write_compact_array_length(out, items)  # field: filters
-    for item in items:
-        encode_DeleteAclsRequestDeleteAclsFilter_v2(item, out)  # field: filters
+    write_compact_array_length(out, _items)  # field: filters
+    for _item in _items:
+        encode_DeleteAclsRequestDeleteAclsFilter_v2(_item, out)  # field: filters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -379,8 +379,8 @@ def decode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(buf: Buffer, pos: int) -> 
     operation, permission_type = _S_bb.unpack_from(buf, pos)  # field: operation, permission_type
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteAclsResponseDeleteAclsMatchingAcl(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteAclsResponseDeleteAclsMatchingAcl(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type, unknown_tagged_fields=_unknown), pos
     return DeleteAclsResponseDeleteAclsMatchingAcl(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type), pos + 1
 
 
@@ -403,27 +403,27 @@ def decode_DeleteAclsResponseDeleteAclsFilterResult_v0(buf: Buffer, pos: int) ->
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_array_length(buf, pos, 13)  # field: matching_acls
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 13)  # field: matching_acls
+    if _count < 0:
         raise null_error()  # field: matching_acls
     else:
         matching_acls = []
-        append = matching_acls.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(buf, pos)  # field: matching_acls
-            append(item)
+        _append = matching_acls.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(buf, pos)  # field: matching_acls
+            _append(_item)
     return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls), pos
 
 
 def encode_DeleteAclsResponseDeleteAclsFilterResult_v0(m: DeleteAclsResponseDeleteAclsFilterResult, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    items = m.matching_acls
-    if items is None:
+    _items = m.matching_acls
+    if _items is None:
         raise null_error()  # field: matching_acls
-    write_array_length(out, items)  # field: matching_acls
-    for item in items:
-        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(item, out)  # field: matching_acls
+    write_array_length(out, _items)  # field: matching_acls
+    for _item in _items:
+        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(_item, out)  # field: matching_acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -432,27 +432,27 @@ def decode_DeleteAclsResponseDeleteAclsFilterResult_v1(buf: Buffer, pos: int) ->
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_array_length(buf, pos, 14)  # field: matching_acls
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: matching_acls
+    if _count < 0:
         raise null_error()  # field: matching_acls
     else:
         matching_acls = []
-        append = matching_acls.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(buf, pos)  # field: matching_acls
-            append(item)
+        _append = matching_acls.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(buf, pos)  # field: matching_acls
+            _append(_item)
     return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls), pos
 
 
 def encode_DeleteAclsResponseDeleteAclsFilterResult_v1(m: DeleteAclsResponseDeleteAclsFilterResult, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    items = m.matching_acls
-    if items is None:
+    _items = m.matching_acls
+    if _items is None:
         raise null_error()  # field: matching_acls
-    write_array_length(out, items)  # field: matching_acls
-    for item in items:
-        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(item, out)  # field: matching_acls
+    write_array_length(out, _items)  # field: matching_acls
+    for _item in _items:
+        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(_item, out)  # field: matching_acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -461,30 +461,30 @@ def decode_DeleteAclsResponseDeleteAclsFilterResult_v2(buf: Buffer, pos: int) ->
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: matching_acls
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: matching_acls
+    if _count < 0:
         raise null_error()  # field: matching_acls
     else:
         matching_acls = []
-        append = matching_acls.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(buf, pos)  # field: matching_acls
-            append(item)
+        _append = matching_acls.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(buf, pos)  # field: matching_acls
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls, unknown_tagged_fields=_unknown), pos
     return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls), pos + 1
 
 
 def encode_DeleteAclsResponseDeleteAclsFilterResult_v2(m: DeleteAclsResponseDeleteAclsFilterResult, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.matching_acls
-    if items is None:
+    _items = m.matching_acls
+    if _items is None:
         raise null_error()  # field: matching_acls
-    write_compact_array_length(out, items)  # field: matching_acls
-    for item in items:
-        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(item, out)  # field: matching_acls
+    write_compact_array_length(out, _items)  # field: matching_acls
+    for _item in _items:
+        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(_item, out)  # field: matching_acls
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -494,26 +494,26 @@ def encode_DeleteAclsResponseDeleteAclsFilterResult_v2(m: DeleteAclsResponseDele
 def decode_DeleteAclsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 8)  # field: filter_results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: filter_results
+    if _count < 0:
         raise null_error()  # field: filter_results
     else:
         filter_results = []
-        append = filter_results.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v0(buf, pos)  # field: filter_results
-            append(item)
+        _append = filter_results.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v0(buf, pos)  # field: filter_results
+            _append(_item)
     return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results), pos
 
 
 def encode_DeleteAclsResponse_v0(m: DeleteAclsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.filter_results
-    if items is None:
+    _items = m.filter_results
+    if _items is None:
         raise null_error()  # field: filter_results
-    write_array_length(out, items)  # field: filter_results
-    for item in items:
-        encode_DeleteAclsResponseDeleteAclsFilterResult_v0(item, out)  # field: filter_results
+    write_array_length(out, _items)  # field: filter_results
+    for _item in _items:
+        encode_DeleteAclsResponseDeleteAclsFilterResult_v0(_item, out)  # field: filter_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -521,26 +521,26 @@ def encode_DeleteAclsResponse_v0(m: DeleteAclsResponse, out: bytearray) -> None:
 def decode_DeleteAclsResponse_v1(buf: Buffer, pos: int) -> tuple[DeleteAclsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 8)  # field: filter_results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: filter_results
+    if _count < 0:
         raise null_error()  # field: filter_results
     else:
         filter_results = []
-        append = filter_results.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v1(buf, pos)  # field: filter_results
-            append(item)
+        _append = filter_results.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v1(buf, pos)  # field: filter_results
+            _append(_item)
     return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results), pos
 
 
 def encode_DeleteAclsResponse_v1(m: DeleteAclsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.filter_results
-    if items is None:
+    _items = m.filter_results
+    if _items is None:
         raise null_error()  # field: filter_results
-    write_array_length(out, items)  # field: filter_results
-    for item in items:
-        encode_DeleteAclsResponseDeleteAclsFilterResult_v1(item, out)  # field: filter_results
+    write_array_length(out, _items)  # field: filter_results
+    for _item in _items:
+        encode_DeleteAclsResponseDeleteAclsFilterResult_v1(_item, out)  # field: filter_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -548,29 +548,29 @@ def encode_DeleteAclsResponse_v1(m: DeleteAclsResponse, out: bytearray) -> None:
 def decode_DeleteAclsResponse_v2(buf: Buffer, pos: int) -> tuple[DeleteAclsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: filter_results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: filter_results
+    if _count < 0:
         raise null_error()  # field: filter_results
     else:
         filter_results = []
-        append = filter_results.append
-        for _ in range(count):
-            item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v2(buf, pos)  # field: filter_results
-            append(item)
+        _append = filter_results.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v2(buf, pos)  # field: filter_results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results, unknown_tagged_fields=_unknown), pos
     return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results), pos + 1
 
 
 def encode_DeleteAclsResponse_v2(m: DeleteAclsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.filter_results
-    if items is None:
+    _items = m.filter_results
+    if _items is None:
         raise null_error()  # field: filter_results
-    write_compact_array_length(out, items)  # field: filter_results
-    for item in items:
-        encode_DeleteAclsResponseDeleteAclsFilterResult_v2(item, out)  # field: filter_results
+    write_compact_array_length(out, _items)  # field: filter_results
+    for _item in _items:
+        encode_DeleteAclsResponseDeleteAclsFilterResult_v2(_item, out)  # field: filter_results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -100,52 +100,52 @@ _S_i = _struct.Struct('>i')
 
 
 def decode_DeleteGroupsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteGroupsRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: groups_names
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: groups_names
+    if _count < 0:
         raise null_error()  # field: groups_names
     else:
         groups_names = []
-        append = groups_names.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: groups_names
-            append(item)
+        _append = groups_names.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: groups_names
+            _append(_item)
     return DeleteGroupsRequest(groups_names=groups_names), pos
 
 
 def encode_DeleteGroupsRequest_v0(m: DeleteGroupsRequest, out: bytearray) -> None:
-    items = m.groups_names
-    if items is None:
+    _items = m.groups_names
+    if _items is None:
         raise null_error()  # field: groups_names
-    write_array_length(out, items)  # field: groups_names
-    for item in items:
-        write_string(out, item)  # field: groups_names
+    write_array_length(out, _items)  # field: groups_names
+    for _item in _items:
+        write_string(out, _item)  # field: groups_names
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DeleteGroupsRequest_v2(buf: Buffer, pos: int) -> tuple[DeleteGroupsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: groups_names
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: groups_names
+    if _count < 0:
         raise null_error()  # field: groups_names
     else:
         groups_names = []
-        append = groups_names.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: groups_names
-            append(item)
+        _append = groups_names.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: groups_names
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteGroupsRequest(groups_names=groups_names, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteGroupsRequest(groups_names=groups_names, unknown_tagged_fields=_unknown), pos
     return DeleteGroupsRequest(groups_names=groups_names), pos + 1
 
 
 def encode_DeleteGroupsRequest_v2(m: DeleteGroupsRequest, out: bytearray) -> None:
-    items = m.groups_names
-    if items is None:
+    _items = m.groups_names
+    if _items is None:
         raise null_error()  # field: groups_names
-    write_compact_array_length(out, items)  # field: groups_names
-    for item in items:
-        write_compact_string(out, item)  # field: groups_names
+    write_compact_array_length(out, _items)  # field: groups_names
+    for _item in _items:
+        write_compact_string(out, _item)  # field: groups_names
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -171,8 +171,8 @@ def decode_DeleteGroupsResponseDeletableGroupResult_v2(buf: Buffer, pos: int) ->
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteGroupsResponseDeletableGroupResult(group_id=group_id, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteGroupsResponseDeletableGroupResult(group_id=group_id, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return DeleteGroupsResponseDeletableGroupResult(group_id=group_id, error_code=error_code), pos + 1
 
 
@@ -188,26 +188,26 @@ def encode_DeleteGroupsResponseDeletableGroupResult_v2(m: DeleteGroupsResponseDe
 def decode_DeleteGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteGroupsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DeleteGroupsResponseDeletableGroupResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteGroupsResponseDeletableGroupResult_v0(buf, pos)  # field: results
+            _append(_item)
     return DeleteGroupsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_DeleteGroupsResponse_v0(m: DeleteGroupsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_DeleteGroupsResponseDeletableGroupResult_v0(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DeleteGroupsResponseDeletableGroupResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -215,29 +215,29 @@ def encode_DeleteGroupsResponse_v0(m: DeleteGroupsResponse, out: bytearray) -> N
 def decode_DeleteGroupsResponse_v2(buf: Buffer, pos: int) -> tuple[DeleteGroupsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DeleteGroupsResponseDeletableGroupResult_v2(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteGroupsResponseDeletableGroupResult_v2(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteGroupsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteGroupsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return DeleteGroupsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
 def encode_DeleteGroupsResponse_v2(m: DeleteGroupsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_DeleteGroupsResponseDeletableGroupResult_v2(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DeleteGroupsResponseDeletableGroupResult_v2(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

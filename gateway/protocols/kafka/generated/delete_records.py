@@ -162,8 +162,8 @@ def decode_DeleteRecordsRequestDeleteRecordsPartition_v2(buf: Buffer, pos: int) 
     partition_index, offset = _S_iq.unpack_from(buf, pos)  # field: partition_index, offset
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteRecordsRequestDeleteRecordsPartition(partition_index=partition_index, offset=offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteRecordsRequestDeleteRecordsPartition(partition_index=partition_index, offset=offset, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsRequestDeleteRecordsPartition(partition_index=partition_index, offset=offset), pos + 1
 
 
@@ -177,55 +177,55 @@ def encode_DeleteRecordsRequestDeleteRecordsPartition_v2(m: DeleteRecordsRequest
 
 def decode_DeleteRecordsRequestDeleteRecordsTopic_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsRequestDeleteRecordsTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 12)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return DeleteRecordsRequestDeleteRecordsTopic(name=name, partitions=partitions), pos
 
 
 def encode_DeleteRecordsRequestDeleteRecordsTopic_v0(m: DeleteRecordsRequestDeleteRecordsTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DeleteRecordsRequestDeleteRecordsPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DeleteRecordsRequestDeleteRecordsPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DeleteRecordsRequestDeleteRecordsTopic_v2(buf: Buffer, pos: int) -> tuple[DeleteRecordsRequestDeleteRecordsTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 13)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 13)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v2(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v2(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteRecordsRequestDeleteRecordsTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteRecordsRequestDeleteRecordsTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsRequestDeleteRecordsTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_DeleteRecordsRequestDeleteRecordsTopic_v2(m: DeleteRecordsRequestDeleteRecordsTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DeleteRecordsRequestDeleteRecordsPartition_v2(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DeleteRecordsRequestDeleteRecordsPartition_v2(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -233,57 +233,57 @@ def encode_DeleteRecordsRequestDeleteRecordsTopic_v2(m: DeleteRecordsRequestDele
 
 
 def decode_DeleteRecordsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsRequest, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return DeleteRecordsRequest(topics=topics, timeout_ms=timeout_ms), pos
 
 
 def encode_DeleteRecordsRequest_v0(m: DeleteRecordsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DeleteRecordsRequestDeleteRecordsTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DeleteRecordsRequestDeleteRecordsTopic_v0(_item, out)  # field: topics
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DeleteRecordsRequest_v2(buf: Buffer, pos: int) -> tuple[DeleteRecordsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteRecordsRequest(topics=topics, timeout_ms=timeout_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteRecordsRequest(topics=topics, timeout_ms=timeout_ms, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsRequest(topics=topics, timeout_ms=timeout_ms), pos + 1
 
 
 def encode_DeleteRecordsRequest_v2(m: DeleteRecordsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DeleteRecordsRequestDeleteRecordsTopic_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DeleteRecordsRequestDeleteRecordsTopic_v2(_item, out)  # field: topics
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -307,8 +307,8 @@ def decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(buf: Buffer, pos
     partition_index, low_watermark, error_code = _S_iqh.unpack_from(buf, pos)  # field: partition_index, low_watermark, error_code
     pos += 14
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteRecordsResponseDeleteRecordsPartitionResult(partition_index=partition_index, low_watermark=low_watermark, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteRecordsResponseDeleteRecordsPartitionResult(partition_index=partition_index, low_watermark=low_watermark, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsResponseDeleteRecordsPartitionResult(partition_index=partition_index, low_watermark=low_watermark, error_code=error_code), pos + 1
 
 
@@ -322,55 +322,55 @@ def encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(m: DeleteRecords
 
 def decode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsResponseDeleteRecordsTopicResult, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     return DeleteRecordsResponseDeleteRecordsTopicResult(name=name, partitions=partitions), pos
 
 
 def encode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(m: DeleteRecordsResponseDeleteRecordsTopicResult, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(buf: Buffer, pos: int) -> tuple[DeleteRecordsResponseDeleteRecordsTopicResult, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteRecordsResponseDeleteRecordsTopicResult(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteRecordsResponseDeleteRecordsTopicResult(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsResponseDeleteRecordsTopicResult(name=name, partitions=partitions), pos + 1
 
 
 def encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(m: DeleteRecordsResponseDeleteRecordsTopicResult, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -380,26 +380,26 @@ def encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(m: DeleteRecordsResp
 def decode_DeleteRecordsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(buf, pos)  # field: topics
+            _append(_item)
     return DeleteRecordsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_DeleteRecordsResponse_v0(m: DeleteRecordsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -407,29 +407,29 @@ def encode_DeleteRecordsResponse_v0(m: DeleteRecordsResponse, out: bytearray) ->
 def decode_DeleteRecordsResponse_v2(buf: Buffer, pos: int) -> tuple[DeleteRecordsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteRecordsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteRecordsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_DeleteRecordsResponse_v2(m: DeleteRecordsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

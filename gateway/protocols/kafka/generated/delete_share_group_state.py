@@ -146,8 +146,8 @@ def decode_DeleteShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: int) -
     partition, = _S_i.unpack_from(buf, pos)  # field: partition
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteShareGroupStateRequestPartitionData(partition=partition, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteShareGroupStateRequestPartitionData(partition=partition, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateRequestPartitionData(partition=partition), pos + 1
 
 
@@ -163,29 +163,29 @@ def decode_DeleteShareGroupStateRequestDeleteStateData_v0(buf: Buffer, pos: int)
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DeleteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteShareGroupStateRequestDeleteStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteShareGroupStateRequestDeleteStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateRequestDeleteStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_DeleteShareGroupStateRequestDeleteStateData_v0(m: DeleteShareGroupStateRequestDeleteStateData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DeleteShareGroupStateRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DeleteShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -194,29 +194,29 @@ def encode_DeleteShareGroupStateRequestDeleteStateData_v0(m: DeleteShareGroupSta
 
 def decode_DeleteShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteShareGroupStateRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DeleteShareGroupStateRequestDeleteStateData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteShareGroupStateRequestDeleteStateData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
 def encode_DeleteShareGroupStateRequest_v0(m: DeleteShareGroupStateRequest, out: bytearray) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DeleteShareGroupStateRequestDeleteStateData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DeleteShareGroupStateRequestDeleteStateData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -228,8 +228,8 @@ def decode_DeleteShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -246,29 +246,29 @@ def decode_DeleteShareGroupStateResponseDeleteStateResult_v0(buf: Buffer, pos: i
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DeleteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteShareGroupStateResponseDeleteStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteShareGroupStateResponseDeleteStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateResponseDeleteStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_DeleteShareGroupStateResponseDeleteStateResult_v0(m: DeleteShareGroupStateResponseDeleteStateResult, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DeleteShareGroupStateResponsePartitionResult_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DeleteShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -276,28 +276,28 @@ def encode_DeleteShareGroupStateResponseDeleteStateResult_v0(m: DeleteShareGroup
 
 
 def decode_DeleteShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteShareGroupStateResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DeleteShareGroupStateResponseDeleteStateResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteShareGroupStateResponseDeleteStateResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteShareGroupStateResponse(results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateResponse(results=results), pos + 1
 
 
 def encode_DeleteShareGroupStateResponse_v0(m: DeleteShareGroupStateResponse, out: bytearray) -> None:
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_DeleteShareGroupStateResponseDeleteStateResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DeleteShareGroupStateResponseDeleteStateResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

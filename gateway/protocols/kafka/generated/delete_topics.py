@@ -129,8 +129,8 @@ def decode_DeleteTopicsRequestDeleteTopicState_v6(buf: Buffer, pos: int) -> tupl
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsRequestDeleteTopicState(name=name, topic_id=topic_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsRequestDeleteTopicState(name=name, topic_id=topic_id, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsRequestDeleteTopicState(name=name, topic_id=topic_id), pos + 1
 
 
@@ -144,15 +144,15 @@ def encode_DeleteTopicsRequestDeleteTopicState_v6(m: DeleteTopicsRequestDeleteTo
 
 
 def decode_DeleteTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topic_names
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topic_names
+    if _count < 0:
         raise null_error()  # field: topic_names
     else:
         topic_names = []
-        append = topic_names.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: topic_names
-            append(item)
+        _append = topic_names.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: topic_names
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return DeleteTopicsRequest(topic_names=topic_names, timeout_ms=timeout_ms), pos
@@ -161,44 +161,44 @@ def decode_DeleteTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsRe
 def encode_DeleteTopicsRequest_v0(m: DeleteTopicsRequest, out: bytearray) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    items = m.topic_names
-    if items is None:
+    _items = m.topic_names
+    if _items is None:
         raise null_error()  # field: topic_names
-    write_array_length(out, items)  # field: topic_names
-    for item in items:
-        write_string(out, item)  # field: topic_names
+    write_array_length(out, _items)  # field: topic_names
+    for _item in _items:
+        write_string(out, _item)  # field: topic_names
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DeleteTopicsRequest_v4(buf: Buffer, pos: int) -> tuple[DeleteTopicsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: topic_names
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: topic_names
+    if _count < 0:
         raise null_error()  # field: topic_names
     else:
         topic_names = []
-        append = topic_names.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: topic_names
-            append(item)
+        _append = topic_names.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: topic_names
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsRequest(topic_names=topic_names, timeout_ms=timeout_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsRequest(topic_names=topic_names, timeout_ms=timeout_ms, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsRequest(topic_names=topic_names, timeout_ms=timeout_ms), pos + 1
 
 
 def encode_DeleteTopicsRequest_v4(m: DeleteTopicsRequest, out: bytearray) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    items = m.topic_names
-    if items is None:
+    _items = m.topic_names
+    if _items is None:
         raise null_error()  # field: topic_names
-    write_compact_array_length(out, items)  # field: topic_names
-    for item in items:
-        write_compact_string(out, item)  # field: topic_names
+    write_compact_array_length(out, _items)  # field: topic_names
+    for _item in _items:
+        write_compact_string(out, _item)  # field: topic_names
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -207,30 +207,30 @@ def encode_DeleteTopicsRequest_v4(m: DeleteTopicsRequest, out: bytearray) -> Non
 
 
 def decode_DeleteTopicsRequest_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DeleteTopicsRequestDeleteTopicState_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteTopicsRequestDeleteTopicState_v6(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsRequest(topics=topics, timeout_ms=timeout_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsRequest(topics=topics, timeout_ms=timeout_ms, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsRequest(topics=topics, timeout_ms=timeout_ms), pos + 1
 
 
 def encode_DeleteTopicsRequest_v6(m: DeleteTopicsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DeleteTopicsRequestDeleteTopicState_v6(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DeleteTopicsRequestDeleteTopicState_v6(_item, out)  # field: topics
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -257,8 +257,8 @@ def decode_DeleteTopicsResponseDeletableTopicResult_v4(buf: Buffer, pos: int) ->
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code), pos + 1
 
 
@@ -277,8 +277,8 @@ def decode_DeleteTopicsResponseDeletableTopicResult_v5(buf: Buffer, pos: int) ->
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -299,8 +299,8 @@ def decode_DeleteTopicsResponseDeletableTopicResult_v6(buf: Buffer, pos: int) ->
     topic_id = uuid_from_bytes(topic_id)
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsResponseDeletableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsResponseDeletableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponseDeletableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -315,25 +315,25 @@ def encode_DeleteTopicsResponseDeletableTopicResult_v6(m: DeleteTopicsResponseDe
 
 
 def decode_DeleteTopicsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
-    count, pos = read_array_length(buf, pos, 4)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
+            _append(_item)
     return DeleteTopicsResponse(responses=responses), pos
 
 
 def encode_DeleteTopicsResponse_v0(m: DeleteTopicsResponse, out: bytearray) -> None:
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_DeleteTopicsResponseDeletableTopicResult_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -341,26 +341,26 @@ def encode_DeleteTopicsResponse_v0(m: DeleteTopicsResponse, out: bytearray) -> N
 def decode_DeleteTopicsResponse_v1(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
+            _append(_item)
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
 def encode_DeleteTopicsResponse_v1(m: DeleteTopicsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_DeleteTopicsResponseDeletableTopicResult_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -368,29 +368,29 @@ def encode_DeleteTopicsResponse_v1(m: DeleteTopicsResponse, out: bytearray) -> N
 def decode_DeleteTopicsResponse_v4(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v4(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v4(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
 def encode_DeleteTopicsResponse_v4(m: DeleteTopicsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v4(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_DeleteTopicsResponseDeletableTopicResult_v4(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -400,29 +400,29 @@ def encode_DeleteTopicsResponse_v4(m: DeleteTopicsResponse, out: bytearray) -> N
 def decode_DeleteTopicsResponse_v5(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v5(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v5(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
 def encode_DeleteTopicsResponse_v5(m: DeleteTopicsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v5(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_DeleteTopicsResponseDeletableTopicResult_v5(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -432,29 +432,29 @@ def encode_DeleteTopicsResponse_v5(m: DeleteTopicsResponse, out: bytearray) -> N
 def decode_DeleteTopicsResponse_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v6(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v6(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
 def encode_DeleteTopicsResponse_v6(m: DeleteTopicsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v6(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_DeleteTopicsResponseDeletableTopicResult_v6(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

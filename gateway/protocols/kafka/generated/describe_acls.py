@@ -196,8 +196,8 @@ def decode_DescribeAclsRequest_v2(buf: Buffer, pos: int) -> tuple[DescribeAclsRe
     operation, permission_type = _S_bb.unpack_from(buf, pos)  # field: operation, permission_type
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeAclsRequest(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeAclsRequest(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type, unknown_tagged_fields=_unknown), pos
     return DescribeAclsRequest(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos + 1
 
 
@@ -236,8 +236,8 @@ def decode_DescribeAclsResponseAclDescription_v2(buf: Buffer, pos: int) -> tuple
     operation, permission_type = _S_bb.unpack_from(buf, pos)  # field: operation, permission_type
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeAclsResponseAclDescription(principal=principal, host=host, operation=operation, permission_type=permission_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeAclsResponseAclDescription(principal=principal, host=host, operation=operation, permission_type=permission_type, unknown_tagged_fields=_unknown), pos
     return DescribeAclsResponseAclDescription(principal=principal, host=host, operation=operation, permission_type=permission_type), pos + 1
 
 
@@ -255,15 +255,15 @@ def decode_DescribeAclsResponseDescribeAclsResource_v0(buf: Buffer, pos: int) ->
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_string(buf, pos)  # field: resource_name
-    count, pos = read_array_length(buf, pos, 6)  # field: acls
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: acls
+    if _count < 0:
         raise null_error()  # field: acls
     else:
         acls = []
-        append = acls.append
-        for _ in range(count):
-            item, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
-            append(item)
+        _append = acls.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
+            _append(_item)
     return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, acls=acls), pos
 
 
@@ -272,12 +272,12 @@ def encode_DescribeAclsResponseDescribeAclsResource_v0(m: DescribeAclsResponseDe
         raise absent_error()  # field: pattern_type
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    items = m.acls
-    if items is None:
+    _items = m.acls
+    if _items is None:
         raise null_error()  # field: acls
-    write_array_length(out, items)  # field: acls
-    for item in items:
-        encode_DescribeAclsResponseAclDescription_v0(item, out)  # field: acls
+    write_array_length(out, _items)  # field: acls
+    for _item in _items:
+        encode_DescribeAclsResponseAclDescription_v0(_item, out)  # field: acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -288,15 +288,15 @@ def decode_DescribeAclsResponseDescribeAclsResource_v1(buf: Buffer, pos: int) ->
     resource_name, pos = read_string(buf, pos)  # field: resource_name
     pattern_type, = _S_b.unpack_from(buf, pos)  # field: pattern_type
     pos += 1
-    count, pos = read_array_length(buf, pos, 6)  # field: acls
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: acls
+    if _count < 0:
         raise null_error()  # field: acls
     else:
         acls = []
-        append = acls.append
-        for _ in range(count):
-            item, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
-            append(item)
+        _append = acls.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
+            _append(_item)
     return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, acls=acls), pos
 
 
@@ -304,12 +304,12 @@ def encode_DescribeAclsResponseDescribeAclsResource_v1(m: DescribeAclsResponseDe
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
     out += _S_b.pack(m.pattern_type)  # field: pattern_type
-    items = m.acls
-    if items is None:
+    _items = m.acls
+    if _items is None:
         raise null_error()  # field: acls
-    write_array_length(out, items)  # field: acls
-    for item in items:
-        encode_DescribeAclsResponseAclDescription_v0(item, out)  # field: acls
+    write_array_length(out, _items)  # field: acls
+    for _item in _items:
+        encode_DescribeAclsResponseAclDescription_v0(_item, out)  # field: acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -320,18 +320,18 @@ def decode_DescribeAclsResponseDescribeAclsResource_v2(buf: Buffer, pos: int) ->
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
     pattern_type, = _S_b.unpack_from(buf, pos)  # field: pattern_type
     pos += 1
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: acls
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: acls
+    if _count < 0:
         raise null_error()  # field: acls
     else:
         acls = []
-        append = acls.append
-        for _ in range(count):
-            item, pos = decode_DescribeAclsResponseAclDescription_v2(buf, pos)  # field: acls
-            append(item)
+        _append = acls.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeAclsResponseAclDescription_v2(buf, pos)  # field: acls
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, acls=acls, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, acls=acls, unknown_tagged_fields=_unknown), pos
     return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, acls=acls), pos + 1
 
 
@@ -339,12 +339,12 @@ def encode_DescribeAclsResponseDescribeAclsResource_v2(m: DescribeAclsResponseDe
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
     out += _S_b.pack(m.pattern_type)  # field: pattern_type
-    items = m.acls
-    if items is None:
+    _items = m.acls
+    if _items is None:
         raise null_error()  # field: acls
-    write_compact_array_length(out, items)  # field: acls
-    for item in items:
-        encode_DescribeAclsResponseAclDescription_v2(item, out)  # field: acls
+    write_compact_array_length(out, _items)  # field: acls
+    for _item in _items:
+        encode_DescribeAclsResponseAclDescription_v2(_item, out)  # field: acls
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -355,27 +355,27 @@ def decode_DescribeAclsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeAclsR
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_array_length(buf, pos, 7)  # field: resources
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_DescribeAclsResponseDescribeAclsResource_v0(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeAclsResponseDescribeAclsResource_v0(buf, pos)  # field: resources
+            _append(_item)
     return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources), pos
 
 
 def encode_DescribeAclsResponse_v0(m: DescribeAclsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_array_length(out, items)  # field: resources
-    for item in items:
-        encode_DescribeAclsResponseDescribeAclsResource_v0(item, out)  # field: resources
+    write_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_DescribeAclsResponseDescribeAclsResource_v0(_item, out)  # field: resources
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -384,27 +384,27 @@ def decode_DescribeAclsResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeAclsR
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_array_length(buf, pos, 8)  # field: resources
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_DescribeAclsResponseDescribeAclsResource_v1(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeAclsResponseDescribeAclsResource_v1(buf, pos)  # field: resources
+            _append(_item)
     return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources), pos
 
 
 def encode_DescribeAclsResponse_v1(m: DescribeAclsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_array_length(out, items)  # field: resources
-    for item in items:
-        encode_DescribeAclsResponseDescribeAclsResource_v1(item, out)  # field: resources
+    write_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_DescribeAclsResponseDescribeAclsResource_v1(_item, out)  # field: resources
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -413,30 +413,30 @@ def decode_DescribeAclsResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeAclsR
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: resources
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_DescribeAclsResponseDescribeAclsResource_v2(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeAclsResponseDescribeAclsResource_v2(buf, pos)  # field: resources
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources, unknown_tagged_fields=_unknown), pos
     return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources), pos + 1
 
 
 def encode_DescribeAclsResponse_v2(m: DescribeAclsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, items)  # field: resources
-    for item in items:
-        encode_DescribeAclsResponseDescribeAclsResource_v2(item, out)  # field: resources
+    write_compact_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_DescribeAclsResponseDescribeAclsResource_v2(_item, out)  # field: resources
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -173,8 +173,8 @@ def decode_DescribeClientQuotasRequestComponentData_v1(buf: Buffer, pos: int) ->
     pos += 1
     match, pos = read_compact_nullable_string(buf, pos)  # field: match
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClientQuotasRequestComponentData(entity_type=entity_type, match_type=match_type, match=match, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClientQuotasRequestComponentData(entity_type=entity_type, match_type=match_type, match=match, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasRequestComponentData(entity_type=entity_type, match_type=match_type, match=match), pos + 1
 
 
@@ -189,57 +189,57 @@ def encode_DescribeClientQuotasRequestComponentData_v1(m: DescribeClientQuotasRe
 
 
 def decode_DescribeClientQuotasRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasRequest, int]:
-    count, pos = read_array_length(buf, pos, 5)  # field: components
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 5)  # field: components
+    if _count < 0:
         raise null_error()  # field: components
     else:
         components = []
-        append = components.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasRequestComponentData_v0(buf, pos)  # field: components
-            append(item)
+        _append = components.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasRequestComponentData_v0(buf, pos)  # field: components
+            _append(_item)
     strict, = _S_o.unpack_from(buf, pos)  # field: strict
     pos += 1
     return DescribeClientQuotasRequest(components=components, strict=strict), pos
 
 
 def encode_DescribeClientQuotasRequest_v0(m: DescribeClientQuotasRequest, out: bytearray) -> None:
-    items = m.components
-    if items is None:
+    _items = m.components
+    if _items is None:
         raise null_error()  # field: components
-    write_array_length(out, items)  # field: components
-    for item in items:
-        encode_DescribeClientQuotasRequestComponentData_v0(item, out)  # field: components
+    write_array_length(out, _items)  # field: components
+    for _item in _items:
+        encode_DescribeClientQuotasRequestComponentData_v0(_item, out)  # field: components
     out += _S_o.pack(m.strict)  # field: strict
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeClientQuotasRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: components
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: components
+    if _count < 0:
         raise null_error()  # field: components
     else:
         components = []
-        append = components.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasRequestComponentData_v1(buf, pos)  # field: components
-            append(item)
+        _append = components.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasRequestComponentData_v1(buf, pos)  # field: components
+            _append(_item)
     strict, = _S_o.unpack_from(buf, pos)  # field: strict
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClientQuotasRequest(components=components, strict=strict, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClientQuotasRequest(components=components, strict=strict, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasRequest(components=components, strict=strict), pos + 1
 
 
 def encode_DescribeClientQuotasRequest_v1(m: DescribeClientQuotasRequest, out: bytearray) -> None:
-    items = m.components
-    if items is None:
+    _items = m.components
+    if _items is None:
         raise null_error()  # field: components
-    write_compact_array_length(out, items)  # field: components
-    for item in items:
-        encode_DescribeClientQuotasRequestComponentData_v1(item, out)  # field: components
+    write_compact_array_length(out, _items)  # field: components
+    for _item in _items:
+        encode_DescribeClientQuotasRequestComponentData_v1(_item, out)  # field: components
     out += _S_o.pack(m.strict)  # field: strict
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -264,8 +264,8 @@ def decode_DescribeClientQuotasResponseEntityData_v1(buf: Buffer, pos: int) -> t
     entity_type, pos = read_compact_string(buf, pos)  # field: entity_type
     entity_name, pos = read_compact_nullable_string(buf, pos)  # field: entity_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name), pos + 1
 
 
@@ -297,8 +297,8 @@ def decode_DescribeClientQuotasResponseValueData_v1(buf: Buffer, pos: int) -> tu
     value, = _S_d.unpack_from(buf, pos)  # field: value
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClientQuotasResponseValueData(key=key, value=value, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClientQuotasResponseValueData(key=key, value=value, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasResponseValueData(key=key, value=value), pos + 1
 
 
@@ -312,82 +312,82 @@ def encode_DescribeClientQuotasResponseValueData_v1(m: DescribeClientQuotasRespo
 
 
 def decode_DescribeClientQuotasResponseEntryData_v0(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasResponseEntryData, int]:
-    count, pos = read_array_length(buf, pos, 4)  # field: entity
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: entity
+    if _count < 0:
         raise null_error()  # field: entity
     else:
         entity = []
-        append = entity.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: values
-    if count < 0:
+        _append = entity.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: values
+    if _count < 0:
         raise null_error()  # field: values
     else:
         values = []
-        append = values.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasResponseValueData_v0(buf, pos)  # field: values
-            append(item)
+        _append = values.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasResponseValueData_v0(buf, pos)  # field: values
+            _append(_item)
     return DescribeClientQuotasResponseEntryData(entity=entity, values=values), pos
 
 
 def encode_DescribeClientQuotasResponseEntryData_v0(m: DescribeClientQuotasResponseEntryData, out: bytearray) -> None:
-    items = m.entity
-    if items is None:
+    _items = m.entity
+    if _items is None:
         raise null_error()  # field: entity
-    write_array_length(out, items)  # field: entity
-    for item in items:
-        encode_DescribeClientQuotasResponseEntityData_v0(item, out)  # field: entity
-    items = m.values
-    if items is None:
+    write_array_length(out, _items)  # field: entity
+    for _item in _items:
+        encode_DescribeClientQuotasResponseEntityData_v0(_item, out)  # field: entity
+    _items = m.values
+    if _items is None:
         raise null_error()  # field: values
-    write_array_length(out, items)  # field: values
-    for item in items:
-        encode_DescribeClientQuotasResponseValueData_v0(item, out)  # field: values
+    write_array_length(out, _items)  # field: values
+    for _item in _items:
+        encode_DescribeClientQuotasResponseValueData_v0(_item, out)  # field: values
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeClientQuotasResponseEntryData_v1(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasResponseEntryData, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: entity
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: entity
+    if _count < 0:
         raise null_error()  # field: entity
     else:
         entity = []
-        append = entity.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: values
-    if count < 0:
+        _append = entity.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: values
+    if _count < 0:
         raise null_error()  # field: values
     else:
         values = []
-        append = values.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasResponseValueData_v1(buf, pos)  # field: values
-            append(item)
+        _append = values.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasResponseValueData_v1(buf, pos)  # field: values
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClientQuotasResponseEntryData(entity=entity, values=values, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClientQuotasResponseEntryData(entity=entity, values=values, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasResponseEntryData(entity=entity, values=values), pos + 1
 
 
 def encode_DescribeClientQuotasResponseEntryData_v1(m: DescribeClientQuotasResponseEntryData, out: bytearray) -> None:
-    items = m.entity
-    if items is None:
+    _items = m.entity
+    if _items is None:
         raise null_error()  # field: entity
-    write_compact_array_length(out, items)  # field: entity
-    for item in items:
-        encode_DescribeClientQuotasResponseEntityData_v1(item, out)  # field: entity
-    items = m.values
-    if items is None:
+    write_compact_array_length(out, _items)  # field: entity
+    for _item in _items:
+        encode_DescribeClientQuotasResponseEntityData_v1(_item, out)  # field: entity
+    _items = m.values
+    if _items is None:
         raise null_error()  # field: values
-    write_compact_array_length(out, items)  # field: values
-    for item in items:
-        encode_DescribeClientQuotasResponseValueData_v1(item, out)  # field: values
+    write_compact_array_length(out, _items)  # field: values
+    for _item in _items:
+        encode_DescribeClientQuotasResponseValueData_v1(_item, out)  # field: values
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -398,26 +398,26 @@ def decode_DescribeClientQuotasResponse_v0(buf: Buffer, pos: int) -> tuple[Descr
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_array_length(buf, pos, 8)  # field: entries
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: entries
+    if _count < 0:
         entries = None
     else:
         entries = []
-        append = entries.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
-            append(item)
+        _append = entries.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
+            _append(_item)
     return DescribeClientQuotasResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, entries=entries), pos
 
 
 def encode_DescribeClientQuotasResponse_v0(m: DescribeClientQuotasResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    items = m.entries
-    write_array_length(out, items)  # field: entries
-    if items is not None:
-        for item in items:
-            encode_DescribeClientQuotasResponseEntryData_v0(item, out)  # field: entries
+    _items = m.entries
+    write_array_length(out, _items)  # field: entries
+    if _items is not None:
+        for _item in _items:
+            encode_DescribeClientQuotasResponseEntryData_v0(_item, out)  # field: entries
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -426,29 +426,29 @@ def decode_DescribeClientQuotasResponse_v1(buf: Buffer, pos: int) -> tuple[Descr
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: entries
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: entries
+    if _count < 0:
         entries = None
     else:
         entries = []
-        append = entries.append
-        for _ in range(count):
-            item, pos = decode_DescribeClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
-            append(item)
+        _append = entries.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClientQuotasResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, entries=entries, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClientQuotasResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, entries=entries, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, entries=entries), pos + 1
 
 
 def encode_DescribeClientQuotasResponse_v1(m: DescribeClientQuotasResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.entries
-    write_compact_array_length(out, items)  # field: entries
-    if items is not None:
-        for item in items:
-            encode_DescribeClientQuotasResponseEntryData_v1(item, out)  # field: entries
+    _items = m.entries
+    write_compact_array_length(out, _items)  # field: entries
+    if _items is not None:
+        for _item in _items:
+            encode_DescribeClientQuotasResponseEntryData_v1(_item, out)  # field: entries
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -124,8 +124,8 @@ def decode_DescribeClusterRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeClu
     include_cluster_authorized_operations, = _S_o.unpack_from(buf, pos)  # field: include_cluster_authorized_operations
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations, unknown_tagged_fields=_unknown), pos
     return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations), pos + 1
 
 
@@ -143,8 +143,8 @@ def decode_DescribeClusterRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeClu
     include_cluster_authorized_operations, endpoint_type = _S_ob.unpack_from(buf, pos)  # field: include_cluster_authorized_operations, endpoint_type
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations, endpoint_type=endpoint_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations, endpoint_type=endpoint_type, unknown_tagged_fields=_unknown), pos
     return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations, endpoint_type=endpoint_type), pos + 1
 
 
@@ -164,8 +164,8 @@ def decode_DescribeClusterResponseDescribeClusterBroker_v0(buf: Buffer, pos: int
     pos += 4
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClusterResponseDescribeClusterBroker(broker_id=broker_id, host=host, port=port, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClusterResponseDescribeClusterBroker(broker_id=broker_id, host=host, port=port, rack=rack, unknown_tagged_fields=_unknown), pos
     return DescribeClusterResponseDescribeClusterBroker(broker_id=broker_id, host=host, port=port, rack=rack), pos + 1
 
 
@@ -187,20 +187,20 @@ def decode_DescribeClusterResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeCl
     cluster_id, pos = read_compact_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
+            _append(_item)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=_unknown), pos
     return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
@@ -211,12 +211,12 @@ def encode_DescribeClusterResponse_v0(m: DescribeClusterResponse, out: bytearray
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     write_compact_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_DescribeClusterResponseDescribeClusterBroker_v0(item, out)  # field: brokers
+    write_compact_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_DescribeClusterResponseDescribeClusterBroker_v0(_item, out)  # field: brokers
     out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -233,20 +233,20 @@ def decode_DescribeClusterResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeCl
     cluster_id, pos = read_compact_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
+            _append(_item)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, endpoint_type=endpoint_type, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, endpoint_type=endpoint_type, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=_unknown), pos
     return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, endpoint_type=endpoint_type, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
@@ -256,12 +256,12 @@ def encode_DescribeClusterResponse_v1(m: DescribeClusterResponse, out: bytearray
     out += _S_b.pack(m.endpoint_type)  # field: endpoint_type
     write_compact_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_DescribeClusterResponseDescribeClusterBroker_v0(item, out)  # field: brokers
+    write_compact_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_DescribeClusterResponseDescribeClusterBroker_v0(_item, out)  # field: brokers
     out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields

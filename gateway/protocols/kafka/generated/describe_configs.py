@@ -178,26 +178,26 @@ def decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf: Buffer, pos: in
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_string(buf, pos)  # field: resource_name
-    count, pos = read_array_length(buf, pos, 2)  # field: configuration_keys
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: configuration_keys
+    if _count < 0:
         configuration_keys = None
     else:
         configuration_keys = []
-        append = configuration_keys.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: configuration_keys
-            append(item)
+        _append = configuration_keys.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: configuration_keys
+            _append(_item)
     return DescribeConfigsRequestDescribeConfigsResource(resource_type=resource_type, resource_name=resource_name, configuration_keys=configuration_keys), pos
 
 
 def encode_DescribeConfigsRequestDescribeConfigsResource_v0(m: DescribeConfigsRequestDescribeConfigsResource, out: bytearray) -> None:
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    items = m.configuration_keys
-    write_array_length(out, items)  # field: configuration_keys
-    if items is not None:
-        for item in items:
-            write_string(out, item)  # field: configuration_keys
+    _items = m.configuration_keys
+    write_array_length(out, _items)  # field: configuration_keys
+    if _items is not None:
+        for _item in _items:
+            write_string(out, _item)  # field: configuration_keys
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -206,29 +206,29 @@ def decode_DescribeConfigsRequestDescribeConfigsResource_v4(buf: Buffer, pos: in
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: configuration_keys
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: configuration_keys
+    if _count < 0:
         configuration_keys = None
     else:
         configuration_keys = []
-        append = configuration_keys.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: configuration_keys
-            append(item)
+        _append = configuration_keys.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: configuration_keys
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeConfigsRequestDescribeConfigsResource(resource_type=resource_type, resource_name=resource_name, configuration_keys=configuration_keys, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeConfigsRequestDescribeConfigsResource(resource_type=resource_type, resource_name=resource_name, configuration_keys=configuration_keys, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsRequestDescribeConfigsResource(resource_type=resource_type, resource_name=resource_name, configuration_keys=configuration_keys), pos + 1
 
 
 def encode_DescribeConfigsRequestDescribeConfigsResource_v4(m: DescribeConfigsRequestDescribeConfigsResource, out: bytearray) -> None:
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    items = m.configuration_keys
-    write_compact_array_length(out, items)  # field: configuration_keys
-    if items is not None:
-        for item in items:
-            write_compact_string(out, item)  # field: configuration_keys
+    _items = m.configuration_keys
+    write_compact_array_length(out, _items)  # field: configuration_keys
+    if _items is not None:
+        for _item in _items:
+            write_compact_string(out, _item)  # field: configuration_keys
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -236,15 +236,15 @@ def encode_DescribeConfigsRequestDescribeConfigsResource_v4(m: DescribeConfigsRe
 
 
 def decode_DescribeConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeConfigsRequest, int]:
-    count, pos = read_array_length(buf, pos, 7)  # field: resources
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
+            _append(_item)
     return DescribeConfigsRequest(resources=resources), pos
 
 
@@ -253,26 +253,26 @@ def encode_DescribeConfigsRequest_v0(m: DescribeConfigsRequest, out: bytearray) 
         raise absent_error()  # field: include_synonyms
     if m.include_documentation != False:  # field: include_documentation
         raise absent_error()  # field: include_documentation
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_array_length(out, items)  # field: resources
-    for item in items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v0(item, out)  # field: resources
+    write_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item, out)  # field: resources
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeConfigsRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeConfigsRequest, int]:
-    count, pos = read_array_length(buf, pos, 7)  # field: resources
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
+            _append(_item)
     include_synonyms, = _S_o.unpack_from(buf, pos)  # field: include_synonyms
     pos += 1
     return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms), pos
@@ -281,69 +281,69 @@ def decode_DescribeConfigsRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeCon
 def encode_DescribeConfigsRequest_v1(m: DescribeConfigsRequest, out: bytearray) -> None:
     if m.include_documentation != False:  # field: include_documentation
         raise absent_error()  # field: include_documentation
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_array_length(out, items)  # field: resources
-    for item in items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v0(item, out)  # field: resources
+    write_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item, out)  # field: resources
     out += _S_o.pack(m.include_synonyms)  # field: include_synonyms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeConfigsRequest_v3(buf: Buffer, pos: int) -> tuple[DescribeConfigsRequest, int]:
-    count, pos = read_array_length(buf, pos, 7)  # field: resources
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
+            _append(_item)
     include_synonyms, include_documentation = _S_oo.unpack_from(buf, pos)  # field: include_synonyms, include_documentation
     pos += 2
     return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms, include_documentation=include_documentation), pos
 
 
 def encode_DescribeConfigsRequest_v3(m: DescribeConfigsRequest, out: bytearray) -> None:
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_array_length(out, items)  # field: resources
-    for item in items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v0(item, out)  # field: resources
+    write_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item, out)  # field: resources
     out += _S_oo.pack(m.include_synonyms, m.include_documentation)  # field: include_synonyms, include_documentation
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeConfigsRequest_v4(buf: Buffer, pos: int) -> tuple[DescribeConfigsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: resources
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v4(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v4(buf, pos)  # field: resources
+            _append(_item)
     include_synonyms, include_documentation = _S_oo.unpack_from(buf, pos)  # field: include_synonyms, include_documentation
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms, include_documentation=include_documentation, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms, include_documentation=include_documentation, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms, include_documentation=include_documentation), pos + 1
 
 
 def encode_DescribeConfigsRequest_v4(m: DescribeConfigsRequest, out: bytearray) -> None:
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, items)  # field: resources
-    for item in items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v4(item, out)  # field: resources
+    write_compact_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v4(_item, out)  # field: resources
     out += _S_oo.pack(m.include_synonyms, m.include_documentation)  # field: include_synonyms, include_documentation
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -373,8 +373,8 @@ def decode_DescribeConfigsResponseDescribeConfigsSynonym_v4(buf: Buffer, pos: in
     source, = _S_b.unpack_from(buf, pos)  # field: source
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeConfigsResponseDescribeConfigsSynonym(name=name, value=value, source=source, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeConfigsResponseDescribeConfigsSynonym(name=name, value=value, source=source, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsResponseDescribeConfigsSynonym(name=name, value=value, source=source), pos + 1
 
 
@@ -409,15 +409,15 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(buf: Buffer, 
     value, pos = read_nullable_string(buf, pos)  # field: value
     read_only, config_source, is_sensitive = _S_obo.unpack_from(buf, pos)  # field: read_only, config_source, is_sensitive
     pos += 3
-    count, pos = read_array_length(buf, pos, 5)  # field: synonyms
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 5)  # field: synonyms
+    if _count < 0:
         raise null_error()  # field: synonyms
     else:
         synonyms = []
-        append = synonyms.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
-            append(item)
+        _append = synonyms.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
+            _append(_item)
     return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, synonyms=synonyms), pos
 
 
@@ -427,12 +427,12 @@ def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(m: DescribeCo
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
     out += _S_obo.pack(m.read_only, m.config_source, m.is_sensitive)  # field: read_only, config_source, is_sensitive
-    items = m.synonyms
-    if items is None:
+    _items = m.synonyms
+    if _items is None:
         raise null_error()  # field: synonyms
-    write_array_length(out, items)  # field: synonyms
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(item, out)  # field: synonyms
+    write_array_length(out, _items)  # field: synonyms
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(_item, out)  # field: synonyms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -442,15 +442,15 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(buf: Buffer, 
     value, pos = read_nullable_string(buf, pos)  # field: value
     read_only, config_source, is_sensitive = _S_obo.unpack_from(buf, pos)  # field: read_only, config_source, is_sensitive
     pos += 3
-    count, pos = read_array_length(buf, pos, 5)  # field: synonyms
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 5)  # field: synonyms
+    if _count < 0:
         raise null_error()  # field: synonyms
     else:
         synonyms = []
-        append = synonyms.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
-            append(item)
+        _append = synonyms.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
+            _append(_item)
     config_type, = _S_b.unpack_from(buf, pos)  # field: config_type
     pos += 1
     documentation, pos = read_nullable_string(buf, pos)  # field: documentation
@@ -463,12 +463,12 @@ def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(m: DescribeCo
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
     out += _S_obo.pack(m.read_only, m.config_source, m.is_sensitive)  # field: read_only, config_source, is_sensitive
-    items = m.synonyms
-    if items is None:
+    _items = m.synonyms
+    if _items is None:
         raise null_error()  # field: synonyms
-    write_array_length(out, items)  # field: synonyms
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(item, out)  # field: synonyms
+    write_array_length(out, _items)  # field: synonyms
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(_item, out)  # field: synonyms
     out += _S_b.pack(m.config_type)  # field: config_type
     write_nullable_string(out, m.documentation)  # field: documentation
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -480,21 +480,21 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(buf: Buffer, 
     value, pos = read_compact_nullable_string(buf, pos)  # field: value
     read_only, config_source, is_sensitive = _S_obo.unpack_from(buf, pos)  # field: read_only, config_source, is_sensitive
     pos += 3
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: synonyms
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: synonyms
+    if _count < 0:
         raise null_error()  # field: synonyms
     else:
         synonyms = []
-        append = synonyms.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v4(buf, pos)  # field: synonyms
-            append(item)
+        _append = synonyms.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v4(buf, pos)  # field: synonyms
+            _append(_item)
     config_type, = _S_b.unpack_from(buf, pos)  # field: config_type
     pos += 1
     documentation, pos = read_compact_nullable_string(buf, pos)  # field: documentation
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, synonyms=synonyms, config_type=config_type, documentation=documentation, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, synonyms=synonyms, config_type=config_type, documentation=documentation, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, synonyms=synonyms, config_type=config_type, documentation=documentation), pos + 1
 
 
@@ -504,12 +504,12 @@ def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(m: DescribeCo
     write_compact_string(out, m.name)  # field: name
     write_compact_nullable_string(out, m.value)  # field: value
     out += _S_obo.pack(m.read_only, m.config_source, m.is_sensitive)  # field: read_only, config_source, is_sensitive
-    items = m.synonyms
-    if items is None:
+    _items = m.synonyms
+    if _items is None:
         raise null_error()  # field: synonyms
-    write_compact_array_length(out, items)  # field: synonyms
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsSynonym_v4(item, out)  # field: synonyms
+    write_compact_array_length(out, _items)  # field: synonyms
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsSynonym_v4(_item, out)  # field: synonyms
     out += _S_b.pack(m.config_type)  # field: config_type
     write_compact_nullable_string(out, m.documentation)  # field: documentation
     if m.unknown_tagged_fields:
@@ -525,15 +525,15 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v0(buf: Buffer, pos: int
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_string(buf, pos)  # field: resource_name
-    count, pos = read_array_length(buf, pos, 7)  # field: configs
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(buf, pos)  # field: configs
+            _append(_item)
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
@@ -542,12 +542,12 @@ def encode_DescribeConfigsResponseDescribeConfigsResult_v0(m: DescribeConfigsRes
     write_nullable_string(out, m.error_message)  # field: error_message
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_array_length(out, items)  # field: configs
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(item, out)  # field: configs
+    write_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(_item, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -559,15 +559,15 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v1(buf: Buffer, pos: int
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_string(buf, pos)  # field: resource_name
-    count, pos = read_array_length(buf, pos, 11)  # field: configs
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 11)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(buf, pos)  # field: configs
+            _append(_item)
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
@@ -576,12 +576,12 @@ def encode_DescribeConfigsResponseDescribeConfigsResult_v1(m: DescribeConfigsRes
     write_nullable_string(out, m.error_message)  # field: error_message
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_array_length(out, items)  # field: configs
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(item, out)  # field: configs
+    write_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(_item, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -593,15 +593,15 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v3(buf: Buffer, pos: int
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_string(buf, pos)  # field: resource_name
-    count, pos = read_array_length(buf, pos, 14)  # field: configs
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(buf, pos)  # field: configs
+            _append(_item)
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
@@ -610,12 +610,12 @@ def encode_DescribeConfigsResponseDescribeConfigsResult_v3(m: DescribeConfigsRes
     write_nullable_string(out, m.error_message)  # field: error_message
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_array_length(out, items)  # field: configs
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(item, out)  # field: configs
+    write_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(_item, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -627,18 +627,18 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v4(buf: Buffer, pos: int
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
-    count, pos = read_compact_array_length(buf, pos, 9)  # field: configs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 9)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(buf, pos)  # field: configs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos + 1
 
 
@@ -647,12 +647,12 @@ def encode_DescribeConfigsResponseDescribeConfigsResult_v4(m: DescribeConfigsRes
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, items)  # field: configs
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(item, out)  # field: configs
+    write_compact_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(_item, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -662,26 +662,26 @@ def encode_DescribeConfigsResponseDescribeConfigsResult_v4(m: DescribeConfigsRes
 def decode_DescribeConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 11)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 11)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v0(buf, pos)  # field: results
+            _append(_item)
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_DescribeConfigsResponse_v0(m: DescribeConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v0(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -689,26 +689,26 @@ def encode_DescribeConfigsResponse_v0(m: DescribeConfigsResponse, out: bytearray
 def decode_DescribeConfigsResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 11)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 11)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v1(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v1(buf, pos)  # field: results
+            _append(_item)
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_DescribeConfigsResponse_v1(m: DescribeConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v1(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v1(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -716,26 +716,26 @@ def encode_DescribeConfigsResponse_v1(m: DescribeConfigsResponse, out: bytearray
 def decode_DescribeConfigsResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 11)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 11)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v3(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v3(buf, pos)  # field: results
+            _append(_item)
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_DescribeConfigsResponse_v3(m: DescribeConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v3(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v3(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -743,29 +743,29 @@ def encode_DescribeConfigsResponse_v3(m: DescribeConfigsResponse, out: bytearray
 def decode_DescribeConfigsResponse_v4(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v4(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v4(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
 def encode_DescribeConfigsResponse_v4(m: DescribeConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v4(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v4(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

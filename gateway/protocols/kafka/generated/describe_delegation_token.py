@@ -163,8 +163,8 @@ def decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(buf: Bu
     principal_type, pos = read_compact_string(buf, pos)  # field: principal_type
     principal_name, pos = read_compact_string(buf, pos)  # field: principal_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeDelegationTokenRequestDescribeDelegationTokenOwner(principal_type=principal_type, principal_name=principal_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeDelegationTokenRequestDescribeDelegationTokenOwner(principal_type=principal_type, principal_name=principal_name, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenRequestDescribeDelegationTokenOwner(principal_type=principal_type, principal_name=principal_name), pos + 1
 
 
@@ -178,50 +178,50 @@ def encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(m: Desc
 
 
 def decode_DescribeDelegationTokenRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenRequest, int]:
-    count, pos = read_array_length(buf, pos, 4)  # field: owners
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: owners
+    if _count < 0:
         owners = None
     else:
         owners = []
-        append = owners.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(buf, pos)  # field: owners
-            append(item)
+        _append = owners.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(buf, pos)  # field: owners
+            _append(_item)
     return DescribeDelegationTokenRequest(owners=owners), pos
 
 
 def encode_DescribeDelegationTokenRequest_v0(m: DescribeDelegationTokenRequest, out: bytearray) -> None:
-    items = m.owners
-    write_array_length(out, items)  # field: owners
-    if items is not None:
-        for item in items:
-            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(item, out)  # field: owners
+    _items = m.owners
+    write_array_length(out, _items)  # field: owners
+    if _items is not None:
+        for _item in _items:
+            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(_item, out)  # field: owners
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: owners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: owners
+    if _count < 0:
         owners = None
     else:
         owners = []
-        append = owners.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(buf, pos)  # field: owners
-            append(item)
+        _append = owners.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(buf, pos)  # field: owners
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeDelegationTokenRequest(owners=owners, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeDelegationTokenRequest(owners=owners, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenRequest(owners=owners), pos + 1
 
 
 def encode_DescribeDelegationTokenRequest_v2(m: DescribeDelegationTokenRequest, out: bytearray) -> None:
-    items = m.owners
-    write_compact_array_length(out, items)  # field: owners
-    if items is not None:
-        for item in items:
-            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(item, out)  # field: owners
+    _items = m.owners
+    write_compact_array_length(out, _items)  # field: owners
+    if _items is not None:
+        for _item in _items:
+            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(_item, out)  # field: owners
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -245,8 +245,8 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf
     principal_type, pos = read_compact_string(buf, pos)  # field: principal_type
     principal_name, pos = read_compact_string(buf, pos)  # field: principal_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeDelegationTokenResponseDescribedDelegationTokenRenewer(principal_type=principal_type, principal_name=principal_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeDelegationTokenResponseDescribedDelegationTokenRenewer(principal_type=principal_type, principal_name=principal_name, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenResponseDescribedDelegationTokenRenewer(principal_type=principal_type, principal_name=principal_name), pos + 1
 
 
@@ -266,15 +266,15 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(buf: Buffe
     pos += 24
     token_id, pos = read_string(buf, pos)  # field: token_id
     hmac, pos = read_bytes(buf, pos)  # field: hmac
-    count, pos = read_array_length(buf, pos, 4)  # field: renewers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: renewers
+    if _count < 0:
         raise null_error()  # field: renewers
     else:
         renewers = []
-        append = renewers.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(buf, pos)  # field: renewers
-            append(item)
+        _append = renewers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(buf, pos)  # field: renewers
+            _append(_item)
     return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers), pos
 
 
@@ -288,12 +288,12 @@ def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(m: Describ
     out += _S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp)  # field: issue_timestamp, expiry_timestamp, max_timestamp
     write_string(out, m.token_id)  # field: token_id
     write_bytes(out, m.hmac)  # field: hmac
-    items = m.renewers
-    if items is None:
+    _items = m.renewers
+    if _items is None:
         raise null_error()  # field: renewers
-    write_array_length(out, items)  # field: renewers
-    for item in items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(item, out)  # field: renewers
+    write_array_length(out, _items)  # field: renewers
+    for _item in _items:
+        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(_item, out)  # field: renewers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -305,18 +305,18 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(buf: Buffe
     pos += 24
     token_id, pos = read_compact_string(buf, pos)  # field: token_id
     hmac, pos = read_compact_bytes(buf, pos)  # field: hmac
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
+    if _count < 0:
         raise null_error()  # field: renewers
     else:
         renewers = []
-        append = renewers.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
-            append(item)
+        _append = renewers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers), pos + 1
 
 
@@ -330,12 +330,12 @@ def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(m: Describ
     out += _S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp)  # field: issue_timestamp, expiry_timestamp, max_timestamp
     write_compact_string(out, m.token_id)  # field: token_id
     write_compact_bytes(out, m.hmac)  # field: hmac
-    items = m.renewers
-    if items is None:
+    _items = m.renewers
+    if _items is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, items)  # field: renewers
-    for item in items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(item, out)  # field: renewers
+    write_compact_array_length(out, _items)  # field: renewers
+    for _item in _items:
+        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(_item, out)  # field: renewers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -351,18 +351,18 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(buf: Buffe
     pos += 24
     token_id, pos = read_compact_string(buf, pos)  # field: token_id
     hmac, pos = read_compact_bytes(buf, pos)  # field: hmac
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: renewers
+    if _count < 0:
         raise null_error()  # field: renewers
     else:
         renewers = []
-        append = renewers.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
-            append(item)
+        _append = renewers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers), pos + 1
 
 
@@ -374,12 +374,12 @@ def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(m: Describ
     out += _S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp)  # field: issue_timestamp, expiry_timestamp, max_timestamp
     write_compact_string(out, m.token_id)  # field: token_id
     write_compact_bytes(out, m.hmac)  # field: hmac
-    items = m.renewers
-    if items is None:
+    _items = m.renewers
+    if _items is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, items)  # field: renewers
-    for item in items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(item, out)  # field: renewers
+    write_compact_array_length(out, _items)  # field: renewers
+    for _item in _items:
+        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(_item, out)  # field: renewers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -389,15 +389,15 @@ def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(m: Describ
 def decode_DescribeDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 38)  # field: tokens
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 38)  # field: tokens
+    if _count < 0:
         raise null_error()  # field: tokens
     else:
         tokens = []
-        append = tokens.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(buf, pos)  # field: tokens
-            append(item)
+        _append = tokens.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(buf, pos)  # field: tokens
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms), pos
@@ -405,12 +405,12 @@ def decode_DescribeDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[De
 
 def encode_DescribeDelegationTokenResponse_v0(m: DescribeDelegationTokenResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.tokens
-    if items is None:
+    _items = m.tokens
+    if _items is None:
         raise null_error()  # field: tokens
-    write_array_length(out, items)  # field: tokens
-    for item in items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(item, out)  # field: tokens
+    write_array_length(out, _items)  # field: tokens
+    for _item in _items:
+        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(_item, out)  # field: tokens
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -419,31 +419,31 @@ def encode_DescribeDelegationTokenResponse_v0(m: DescribeDelegationTokenResponse
 def decode_DescribeDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 30)  # field: tokens
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 30)  # field: tokens
+    if _count < 0:
         raise null_error()  # field: tokens
     else:
         tokens = []
-        append = tokens.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(buf, pos)  # field: tokens
-            append(item)
+        _append = tokens.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(buf, pos)  # field: tokens
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms), pos + 1
 
 
 def encode_DescribeDelegationTokenResponse_v2(m: DescribeDelegationTokenResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.tokens
-    if items is None:
+    _items = m.tokens
+    if _items is None:
         raise null_error()  # field: tokens
-    write_compact_array_length(out, items)  # field: tokens
-    for item in items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(item, out)  # field: tokens
+    write_compact_array_length(out, _items)  # field: tokens
+    for _item in _items:
+        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(_item, out)  # field: tokens
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -454,31 +454,31 @@ def encode_DescribeDelegationTokenResponse_v2(m: DescribeDelegationTokenResponse
 def decode_DescribeDelegationTokenResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 32)  # field: tokens
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 32)  # field: tokens
+    if _count < 0:
         raise null_error()  # field: tokens
     else:
         tokens = []
-        append = tokens.append
-        for _ in range(count):
-            item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(buf, pos)  # field: tokens
-            append(item)
+        _append = tokens.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(buf, pos)  # field: tokens
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms), pos + 1
 
 
 def encode_DescribeDelegationTokenResponse_v3(m: DescribeDelegationTokenResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.tokens
-    if items is None:
+    _items = m.tokens
+    if _items is None:
         raise null_error()  # field: tokens
-    write_compact_array_length(out, items)  # field: tokens
-    for item in items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(item, out)  # field: tokens
+    write_compact_array_length(out, _items)  # field: tokens
+    for _item in _items:
+        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(_item, out)  # field: tokens
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields

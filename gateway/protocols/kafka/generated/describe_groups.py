@@ -135,83 +135,83 @@ _S_i = _struct.Struct('>i')
 
 
 def decode_DescribeGroupsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeGroupsRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: groups
+            _append(_item)
     return DescribeGroupsRequest(groups=groups), pos
 
 
 def encode_DescribeGroupsRequest_v0(m: DescribeGroupsRequest, out: bytearray) -> None:
     if m.include_authorized_operations != False:  # field: include_authorized_operations
         raise absent_error()  # field: include_authorized_operations
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        write_string(out, item)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        write_string(out, _item)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeGroupsRequest_v3(buf: Buffer, pos: int) -> tuple[DescribeGroupsRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: groups
+            _append(_item)
     include_authorized_operations, = _S_o.unpack_from(buf, pos)  # field: include_authorized_operations
     pos += 1
     return DescribeGroupsRequest(groups=groups, include_authorized_operations=include_authorized_operations), pos
 
 
 def encode_DescribeGroupsRequest_v3(m: DescribeGroupsRequest, out: bytearray) -> None:
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        write_string(out, item)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        write_string(out, _item)  # field: groups
     out += _S_o.pack(m.include_authorized_operations)  # field: include_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeGroupsRequest_v5(buf: Buffer, pos: int) -> tuple[DescribeGroupsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: groups
+            _append(_item)
     include_authorized_operations, = _S_o.unpack_from(buf, pos)  # field: include_authorized_operations
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeGroupsRequest(groups=groups, include_authorized_operations=include_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeGroupsRequest(groups=groups, include_authorized_operations=include_authorized_operations, unknown_tagged_fields=_unknown), pos
     return DescribeGroupsRequest(groups=groups, include_authorized_operations=include_authorized_operations), pos + 1
 
 
 def encode_DescribeGroupsRequest_v5(m: DescribeGroupsRequest, out: bytearray) -> None:
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        write_compact_string(out, item)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        write_compact_string(out, _item)  # field: groups
     out += _S_o.pack(m.include_authorized_operations)  # field: include_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -267,8 +267,8 @@ def decode_DescribeGroupsResponseDescribedGroupMember_v5(buf: Buffer, pos: int) 
     member_metadata, pos = read_compact_bytes(buf, pos)  # field: member_metadata
     member_assignment, pos = read_compact_bytes(buf, pos)  # field: member_assignment
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeGroupsResponseDescribedGroupMember(member_id=member_id, group_instance_id=group_instance_id, client_id=client_id, client_host=client_host, member_metadata=member_metadata, member_assignment=member_assignment, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeGroupsResponseDescribedGroupMember(member_id=member_id, group_instance_id=group_instance_id, client_id=client_id, client_host=client_host, member_metadata=member_metadata, member_assignment=member_assignment, unknown_tagged_fields=_unknown), pos
     return DescribeGroupsResponseDescribedGroupMember(member_id=member_id, group_instance_id=group_instance_id, client_id=client_id, client_host=client_host, member_metadata=member_metadata, member_assignment=member_assignment), pos + 1
 
 
@@ -292,15 +292,15 @@ def decode_DescribeGroupsResponseDescribedGroup_v0(buf: Buffer, pos: int) -> tup
     group_state, pos = read_string(buf, pos)  # field: group_state
     protocol_type, pos = read_string(buf, pos)  # field: protocol_type
     protocol_data, pos = read_string(buf, pos)  # field: protocol_data
-    count, pos = read_array_length(buf, pos, 14)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
+            _append(_item)
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members), pos
 
 
@@ -312,12 +312,12 @@ def encode_DescribeGroupsResponseDescribedGroup_v0(m: DescribeGroupsResponseDesc
     write_string(out, m.group_state)  # field: group_state
     write_string(out, m.protocol_type)  # field: protocol_type
     write_string(out, m.protocol_data)  # field: protocol_data
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v0(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroupMember_v0(_item, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -329,15 +329,15 @@ def decode_DescribeGroupsResponseDescribedGroup_v3(buf: Buffer, pos: int) -> tup
     group_state, pos = read_string(buf, pos)  # field: group_state
     protocol_type, pos = read_string(buf, pos)  # field: protocol_type
     protocol_data, pos = read_string(buf, pos)  # field: protocol_data
-    count, pos = read_array_length(buf, pos, 14)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
+            _append(_item)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations), pos
@@ -349,12 +349,12 @@ def encode_DescribeGroupsResponseDescribedGroup_v3(m: DescribeGroupsResponseDesc
     write_string(out, m.group_state)  # field: group_state
     write_string(out, m.protocol_type)  # field: protocol_type
     write_string(out, m.protocol_data)  # field: protocol_data
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v0(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroupMember_v0(_item, out)  # field: members
     out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -367,15 +367,15 @@ def decode_DescribeGroupsResponseDescribedGroup_v4(buf: Buffer, pos: int) -> tup
     group_state, pos = read_string(buf, pos)  # field: group_state
     protocol_type, pos = read_string(buf, pos)  # field: protocol_type
     protocol_data, pos = read_string(buf, pos)  # field: protocol_data
-    count, pos = read_array_length(buf, pos, 16)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v4(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v4(buf, pos)  # field: members
+            _append(_item)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations), pos
@@ -387,12 +387,12 @@ def encode_DescribeGroupsResponseDescribedGroup_v4(m: DescribeGroupsResponseDesc
     write_string(out, m.group_state)  # field: group_state
     write_string(out, m.protocol_type)  # field: protocol_type
     write_string(out, m.protocol_data)  # field: protocol_data
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v4(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroupMember_v4(_item, out)  # field: members
     out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -405,20 +405,20 @@ def decode_DescribeGroupsResponseDescribedGroup_v5(buf: Buffer, pos: int) -> tup
     group_state, pos = read_compact_string(buf, pos)  # field: group_state
     protocol_type, pos = read_compact_string(buf, pos)  # field: protocol_type
     protocol_data, pos = read_compact_string(buf, pos)  # field: protocol_data
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v5(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v5(buf, pos)  # field: members
+            _append(_item)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations, unknown_tagged_fields=_unknown), pos
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations), pos + 1
 
 
@@ -428,12 +428,12 @@ def encode_DescribeGroupsResponseDescribedGroup_v5(m: DescribeGroupsResponseDesc
     write_compact_string(out, m.group_state)  # field: group_state
     write_compact_string(out, m.protocol_type)  # field: protocol_type
     write_compact_string(out, m.protocol_data)  # field: protocol_data
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v5(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroupMember_v5(_item, out)  # field: members
     out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -442,25 +442,25 @@ def encode_DescribeGroupsResponseDescribedGroup_v5(m: DescribeGroupsResponseDesc
 
 
 def decode_DescribeGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponse, int]:
-    count, pos = read_array_length(buf, pos, 14)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
+            _append(_item)
     return DescribeGroupsResponse(groups=groups), pos
 
 
 def encode_DescribeGroupsResponse_v0(m: DescribeGroupsResponse, out: bytearray) -> None:
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroup_v0(item, out)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroup_v0(_item, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -468,26 +468,26 @@ def encode_DescribeGroupsResponse_v0(m: DescribeGroupsResponse, out: bytearray) 
 def decode_DescribeGroupsResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 14)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
+            _append(_item)
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos
 
 
 def encode_DescribeGroupsResponse_v1(m: DescribeGroupsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroup_v0(item, out)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroup_v0(_item, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -495,26 +495,26 @@ def encode_DescribeGroupsResponse_v1(m: DescribeGroupsResponse, out: bytearray) 
 def decode_DescribeGroupsResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 18)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroup_v3(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v3(buf, pos)  # field: groups
+            _append(_item)
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos
 
 
 def encode_DescribeGroupsResponse_v3(m: DescribeGroupsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroup_v3(item, out)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroup_v3(_item, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -522,26 +522,26 @@ def encode_DescribeGroupsResponse_v3(m: DescribeGroupsResponse, out: bytearray) 
 def decode_DescribeGroupsResponse_v4(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 18)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroup_v4(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v4(buf, pos)  # field: groups
+            _append(_item)
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos
 
 
 def encode_DescribeGroupsResponse_v4(m: DescribeGroupsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroup_v4(item, out)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroup_v4(_item, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -549,29 +549,29 @@ def encode_DescribeGroupsResponse_v4(m: DescribeGroupsResponse, out: bytearray) 
 def decode_DescribeGroupsResponse_v5(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 12)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 12)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_DescribeGroupsResponseDescribedGroup_v5(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v5(buf, pos)  # field: groups
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=_unknown), pos
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos + 1
 
 
 def encode_DescribeGroupsResponse_v5(m: DescribeGroupsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_DescribeGroupsResponseDescribedGroup_v5(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_DescribeGroupsResponseDescribedGroup_v5(_item, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

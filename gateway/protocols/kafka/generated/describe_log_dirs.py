@@ -158,45 +158,45 @@ _S_qq = _struct.Struct('>qq')
 
 def decode_DescribeLogDirsRequestDescribableLogDirTopic_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsRequestDescribableLogDirTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return DescribeLogDirsRequestDescribableLogDirTopic(topic=topic, partitions=partitions), pos
 
 
 def encode_DescribeLogDirsRequestDescribableLogDirTopic_v0(m: DescribeLogDirsRequestDescribableLogDirTopic, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeLogDirsRequestDescribableLogDirTopic_v2(buf: Buffer, pos: int) -> tuple[DescribeLogDirsRequestDescribableLogDirTopic, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsRequestDescribableLogDirTopic(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsRequestDescribableLogDirTopic(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsRequestDescribableLogDirTopic(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(m: DescribeLogDirsRequestDescribableLogDirTopic, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -204,50 +204,50 @@ def encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(m: DescribeLogDirsReq
 
 
 def decode_DescribeLogDirsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsRequest, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return DescribeLogDirsRequest(topics=topics), pos
 
 
 def encode_DescribeLogDirsRequest_v0(m: DescribeLogDirsRequest, out: bytearray) -> None:
-    items = m.topics
-    write_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_DescribeLogDirsRequestDescribableLogDirTopic_v0(item, out)  # field: topics
+    _items = m.topics
+    write_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_DescribeLogDirsRequestDescribableLogDirTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeLogDirsRequest_v2(buf: Buffer, pos: int) -> tuple[DescribeLogDirsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsRequest(topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsRequest(topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsRequest(topics=topics), pos + 1
 
 
 def encode_DescribeLogDirsRequest_v2(m: DescribeLogDirsRequest, out: bytearray) -> None:
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -270,8 +270,8 @@ def decode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(buf: Buffer, pos: 
     partition_index, partition_size, offset_lag, is_future_key = _S_iqqo.unpack_from(buf, pos)  # field: partition_index, partition_size, offset_lag, is_future_key
     pos += 21
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsResponseDescribeLogDirsPartition(partition_index=partition_index, partition_size=partition_size, offset_lag=offset_lag, is_future_key=is_future_key, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsResponseDescribeLogDirsPartition(partition_index=partition_index, partition_size=partition_size, offset_lag=offset_lag, is_future_key=is_future_key, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponseDescribeLogDirsPartition(partition_index=partition_index, partition_size=partition_size, offset_lag=offset_lag, is_future_key=is_future_key), pos + 1
 
 
@@ -285,55 +285,55 @@ def encode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(m: DescribeLogDirs
 
 def decode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponseDescribeLogDirsTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 21)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 21)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions), pos
 
 
 def encode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(m: DescribeLogDirsResponseDescribeLogDirsTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponseDescribeLogDirsTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 22)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 22)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(m: DescribeLogDirsResponseDescribeLogDirsTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -344,27 +344,27 @@ def decode_DescribeLogDirsResponseDescribeLogDirsResult_v0(buf: Buffer, pos: int
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     log_dir, pos = read_string(buf, pos)  # field: log_dir
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics), pos
 
 
 def encode_DescribeLogDirsResponseDescribeLogDirsResult_v0(m: DescribeLogDirsResponseDescribeLogDirsResult, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_string(out, m.log_dir)  # field: log_dir
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -373,30 +373,30 @@ def decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf: Buffer, pos: int
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     log_dir, pos = read_compact_string(buf, pos)  # field: log_dir
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics), pos + 1
 
 
 def encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(m: DescribeLogDirsResponseDescribeLogDirsResult, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_string(out, m.log_dir)  # field: log_dir
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -407,32 +407,32 @@ def decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf: Buffer, pos: int
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     log_dir, pos = read_compact_string(buf, pos)  # field: log_dir
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     total_bytes, usable_bytes = _S_qq.unpack_from(buf, pos)  # field: total_bytes, usable_bytes
     pos += 16
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics, total_bytes=total_bytes, usable_bytes=usable_bytes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics, total_bytes=total_bytes, usable_bytes=usable_bytes, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics, total_bytes=total_bytes, usable_bytes=usable_bytes), pos + 1
 
 
 def encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(m: DescribeLogDirsResponseDescribeLogDirsResult, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_string(out, m.log_dir)  # field: log_dir
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(_item, out)  # field: topics
     out += _S_qq.pack(m.total_bytes, m.usable_bytes)  # field: total_bytes, usable_bytes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -443,26 +443,26 @@ def encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(m: DescribeLogDirsRes
 def decode_DescribeLogDirsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 8)  # field: results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v0(buf, pos)  # field: results
+            _append(_item)
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
 def encode_DescribeLogDirsResponse_v0(m: DescribeLogDirsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v0(item, out)  # field: results
+    write_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -470,29 +470,29 @@ def encode_DescribeLogDirsResponse_v0(m: DescribeLogDirsResponse, out: bytearray
 def decode_DescribeLogDirsResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
 def encode_DescribeLogDirsResponse_v2(m: DescribeLogDirsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -502,29 +502,29 @@ def encode_DescribeLogDirsResponse_v2(m: DescribeLogDirsResponse, out: bytearray
 def decode_DescribeLogDirsResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results), pos + 1
 
 
 def encode_DescribeLogDirsResponse_v3(m: DescribeLogDirsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -534,29 +534,29 @@ def encode_DescribeLogDirsResponse_v3(m: DescribeLogDirsResponse, out: bytearray
 def decode_DescribeLogDirsResponse_v4(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results), pos + 1
 
 
 def encode_DescribeLogDirsResponse_v4(m: DescribeLogDirsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

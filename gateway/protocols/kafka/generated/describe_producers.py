@@ -156,24 +156,24 @@ _S_qiiqiq = _struct.Struct('>qiiqiq')
 
 def decode_DescribeProducersRequestTopicRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersRequestTopicRequest, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeProducersRequestTopicRequest(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeProducersRequestTopicRequest(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
     return DescribeProducersRequestTopicRequest(name=name, partition_indexes=partition_indexes), pos + 1
 
 
 def encode_DescribeProducersRequestTopicRequest_v0(m: DescribeProducersRequestTopicRequest, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_compact_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -181,28 +181,28 @@ def encode_DescribeProducersRequestTopicRequest_v0(m: DescribeProducersRequestTo
 
 
 def decode_DescribeProducersRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeProducersRequestTopicRequest_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeProducersRequestTopicRequest_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeProducersRequest(topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeProducersRequest(topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeProducersRequest(topics=topics), pos + 1
 
 
 def encode_DescribeProducersRequest_v0(m: DescribeProducersRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeProducersRequestTopicRequest_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeProducersRequestTopicRequest_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -213,8 +213,8 @@ def decode_DescribeProducersResponseProducerState_v0(buf: Buffer, pos: int) -> t
     producer_id, producer_epoch, last_sequence, last_timestamp, coordinator_epoch, current_txn_start_offset = _S_qiiqiq.unpack_from(buf, pos)  # field: producer_id, producer_epoch, last_sequence, last_timestamp, coordinator_epoch, current_txn_start_offset
     pos += 36
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeProducersResponseProducerState(producer_id=producer_id, producer_epoch=producer_epoch, last_sequence=last_sequence, last_timestamp=last_timestamp, coordinator_epoch=coordinator_epoch, current_txn_start_offset=current_txn_start_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeProducersResponseProducerState(producer_id=producer_id, producer_epoch=producer_epoch, last_sequence=last_sequence, last_timestamp=last_timestamp, coordinator_epoch=coordinator_epoch, current_txn_start_offset=current_txn_start_offset, unknown_tagged_fields=_unknown), pos
     return DescribeProducersResponseProducerState(producer_id=producer_id, producer_epoch=producer_epoch, last_sequence=last_sequence, last_timestamp=last_timestamp, coordinator_epoch=coordinator_epoch, current_txn_start_offset=current_txn_start_offset), pos + 1
 
 
@@ -230,30 +230,30 @@ def decode_DescribeProducersResponsePartitionResponse_v0(buf: Buffer, pos: int) 
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 37)  # field: active_producers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 37)  # field: active_producers
+    if _count < 0:
         raise null_error()  # field: active_producers
     else:
         active_producers = []
-        append = active_producers.append
-        for _ in range(count):
-            item, pos = decode_DescribeProducersResponseProducerState_v0(buf, pos)  # field: active_producers
-            append(item)
+        _append = active_producers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeProducersResponseProducerState_v0(buf, pos)  # field: active_producers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeProducersResponsePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message, active_producers=active_producers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeProducersResponsePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message, active_producers=active_producers, unknown_tagged_fields=_unknown), pos
     return DescribeProducersResponsePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message, active_producers=active_producers), pos + 1
 
 
 def encode_DescribeProducersResponsePartitionResponse_v0(m: DescribeProducersResponsePartitionResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.active_producers
-    if items is None:
+    _items = m.active_producers
+    if _items is None:
         raise null_error()  # field: active_producers
-    write_compact_array_length(out, items)  # field: active_producers
-    for item in items:
-        encode_DescribeProducersResponseProducerState_v0(item, out)  # field: active_producers
+    write_compact_array_length(out, _items)  # field: active_producers
+    for _item in _items:
+        encode_DescribeProducersResponseProducerState_v0(_item, out)  # field: active_producers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -262,29 +262,29 @@ def encode_DescribeProducersResponsePartitionResponse_v0(m: DescribeProducersRes
 
 def decode_DescribeProducersResponseTopicResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersResponseTopicResponse, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 9)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 9)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeProducersResponsePartitionResponse_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeProducersResponsePartitionResponse_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeProducersResponseTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeProducersResponseTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeProducersResponseTopicResponse(name=name, partitions=partitions), pos + 1
 
 
 def encode_DescribeProducersResponseTopicResponse_v0(m: DescribeProducersResponseTopicResponse, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeProducersResponsePartitionResponse_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeProducersResponsePartitionResponse_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -294,29 +294,29 @@ def encode_DescribeProducersResponseTopicResponse_v0(m: DescribeProducersRespons
 def decode_DescribeProducersResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeProducersResponseTopicResponse_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeProducersResponseTopicResponse_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeProducersResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeProducersResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeProducersResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_DescribeProducersResponse_v0(m: DescribeProducersResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeProducersResponseTopicResponse_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeProducersResponseTopicResponse_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

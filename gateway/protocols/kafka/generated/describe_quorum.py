@@ -216,8 +216,8 @@ def decode_DescribeQuorumRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumRequestPartitionData(partition_index=partition_index, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumRequestPartitionData(partition_index=partition_index, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumRequestPartitionData(partition_index=partition_index), pos + 1
 
 
@@ -231,29 +231,29 @@ def encode_DescribeQuorumRequestPartitionData_v0(m: DescribeQuorumRequestPartiti
 
 def decode_DescribeQuorumRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumRequestTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_DescribeQuorumRequestTopicData_v0(m: DescribeQuorumRequestTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeQuorumRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeQuorumRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -261,28 +261,28 @@ def encode_DescribeQuorumRequestTopicData_v0(m: DescribeQuorumRequestTopicData, 
 
 
 def decode_DescribeQuorumRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumRequestTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumRequestTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumRequest(topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumRequest(topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumRequest(topics=topics), pos + 1
 
 
 def encode_DescribeQuorumRequest_v0(m: DescribeQuorumRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeQuorumRequestTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeQuorumRequestTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -293,8 +293,8 @@ def decode_DescribeQuorumResponseReplicaState_v0(buf: Buffer, pos: int) -> tuple
     replica_id, log_end_offset = _S_iq.unpack_from(buf, pos)  # field: replica_id, log_end_offset
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset), pos + 1
 
 
@@ -312,8 +312,8 @@ def decode_DescribeQuorumResponseReplicaState_v1(buf: Buffer, pos: int) -> tuple
     replica_id, log_end_offset, last_fetch_timestamp, last_caught_up_timestamp = _S_iqqq.unpack_from(buf, pos)  # field: replica_id, log_end_offset, last_fetch_timestamp, last_caught_up_timestamp
     pos += 28
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp), pos + 1
 
 
@@ -332,8 +332,8 @@ def decode_DescribeQuorumResponseReplicaState_v2(buf: Buffer, pos: int) -> tuple
     pos += 44
     replica_directory_id = uuid_from_bytes(replica_directory_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseReplicaState(replica_id=replica_id, replica_directory_id=replica_directory_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseReplicaState(replica_id=replica_id, replica_directory_id=replica_directory_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseReplicaState(replica_id=replica_id, replica_directory_id=replica_directory_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp), pos + 1
 
 
@@ -348,44 +348,44 @@ def encode_DescribeQuorumResponseReplicaState_v2(m: DescribeQuorumResponseReplic
 def decode_DescribeQuorumResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponsePartitionData, int]:
     partition_index, error_code, leader_id, leader_epoch, high_watermark = _S_ihiiq.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
     pos += 22
-    count, pos = read_compact_array_length(buf, pos, 13)  # field: current_voters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 13)  # field: current_voters
+    if _count < 0:
         raise null_error()  # field: current_voters
     else:
         current_voters = []
-        append = current_voters.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: current_voters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 13)  # field: observers
-    if count < 0:
+        _append = current_voters.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: current_voters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 13)  # field: observers
+    if _count < 0:
         raise null_error()  # field: observers
     else:
         observers = []
-        append = observers.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: observers
-            append(item)
+        _append = observers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: observers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers), pos + 1
 
 
 def encode_DescribeQuorumResponsePartitionData_v0(m: DescribeQuorumResponsePartitionData, out: bytearray) -> None:
     out += _S_ihiiq.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.high_watermark)  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
-    items = m.current_voters
-    if items is None:
+    _items = m.current_voters
+    if _items is None:
         raise null_error()  # field: current_voters
-    write_compact_array_length(out, items)  # field: current_voters
-    for item in items:
-        encode_DescribeQuorumResponseReplicaState_v0(item, out)  # field: current_voters
-    items = m.observers
-    if items is None:
+    write_compact_array_length(out, _items)  # field: current_voters
+    for _item in _items:
+        encode_DescribeQuorumResponseReplicaState_v0(_item, out)  # field: current_voters
+    _items = m.observers
+    if _items is None:
         raise null_error()  # field: observers
-    write_compact_array_length(out, items)  # field: observers
-    for item in items:
-        encode_DescribeQuorumResponseReplicaState_v0(item, out)  # field: observers
+    write_compact_array_length(out, _items)  # field: observers
+    for _item in _items:
+        encode_DescribeQuorumResponseReplicaState_v0(_item, out)  # field: observers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -395,44 +395,44 @@ def encode_DescribeQuorumResponsePartitionData_v0(m: DescribeQuorumResponseParti
 def decode_DescribeQuorumResponsePartitionData_v1(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponsePartitionData, int]:
     partition_index, error_code, leader_id, leader_epoch, high_watermark = _S_ihiiq.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
     pos += 22
-    count, pos = read_compact_array_length(buf, pos, 29)  # field: current_voters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 29)  # field: current_voters
+    if _count < 0:
         raise null_error()  # field: current_voters
     else:
         current_voters = []
-        append = current_voters.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: current_voters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 29)  # field: observers
-    if count < 0:
+        _append = current_voters.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: current_voters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 29)  # field: observers
+    if _count < 0:
         raise null_error()  # field: observers
     else:
         observers = []
-        append = observers.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: observers
-            append(item)
+        _append = observers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: observers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers), pos + 1
 
 
 def encode_DescribeQuorumResponsePartitionData_v1(m: DescribeQuorumResponsePartitionData, out: bytearray) -> None:
     out += _S_ihiiq.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.high_watermark)  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
-    items = m.current_voters
-    if items is None:
+    _items = m.current_voters
+    if _items is None:
         raise null_error()  # field: current_voters
-    write_compact_array_length(out, items)  # field: current_voters
-    for item in items:
-        encode_DescribeQuorumResponseReplicaState_v1(item, out)  # field: current_voters
-    items = m.observers
-    if items is None:
+    write_compact_array_length(out, _items)  # field: current_voters
+    for _item in _items:
+        encode_DescribeQuorumResponseReplicaState_v1(_item, out)  # field: current_voters
+    _items = m.observers
+    if _items is None:
         raise null_error()  # field: observers
-    write_compact_array_length(out, items)  # field: observers
-    for item in items:
-        encode_DescribeQuorumResponseReplicaState_v1(item, out)  # field: observers
+    write_compact_array_length(out, _items)  # field: observers
+    for _item in _items:
+        encode_DescribeQuorumResponseReplicaState_v1(_item, out)  # field: observers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -445,27 +445,27 @@ def decode_DescribeQuorumResponsePartitionData_v2(buf: Buffer, pos: int) -> tupl
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     leader_id, leader_epoch, high_watermark = _S_iiq.unpack_from(buf, pos)  # field: leader_id, leader_epoch, high_watermark
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 45)  # field: current_voters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 45)  # field: current_voters
+    if _count < 0:
         raise null_error()  # field: current_voters
     else:
         current_voters = []
-        append = current_voters.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: current_voters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 45)  # field: observers
-    if count < 0:
+        _append = current_voters.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: current_voters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 45)  # field: observers
+    if _count < 0:
         raise null_error()  # field: observers
     else:
         observers = []
-        append = observers.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: observers
-            append(item)
+        _append = observers.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: observers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers), pos + 1
 
 
@@ -473,18 +473,18 @@ def encode_DescribeQuorumResponsePartitionData_v2(m: DescribeQuorumResponseParti
     out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     out += _S_iiq.pack(m.leader_id, m.leader_epoch, m.high_watermark)  # field: leader_id, leader_epoch, high_watermark
-    items = m.current_voters
-    if items is None:
+    _items = m.current_voters
+    if _items is None:
         raise null_error()  # field: current_voters
-    write_compact_array_length(out, items)  # field: current_voters
-    for item in items:
-        encode_DescribeQuorumResponseReplicaState_v2(item, out)  # field: current_voters
-    items = m.observers
-    if items is None:
+    write_compact_array_length(out, _items)  # field: current_voters
+    for _item in _items:
+        encode_DescribeQuorumResponseReplicaState_v2(_item, out)  # field: current_voters
+    _items = m.observers
+    if _items is None:
         raise null_error()  # field: observers
-    write_compact_array_length(out, items)  # field: observers
-    for item in items:
-        encode_DescribeQuorumResponseReplicaState_v2(item, out)  # field: observers
+    write_compact_array_length(out, _items)  # field: observers
+    for _item in _items:
+        encode_DescribeQuorumResponseReplicaState_v2(_item, out)  # field: observers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -493,29 +493,29 @@ def encode_DescribeQuorumResponsePartitionData_v2(m: DescribeQuorumResponseParti
 
 def decode_DescribeQuorumResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 25)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 25)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_DescribeQuorumResponseTopicData_v0(m: DescribeQuorumResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeQuorumResponsePartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeQuorumResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -524,29 +524,29 @@ def encode_DescribeQuorumResponseTopicData_v0(m: DescribeQuorumResponseTopicData
 
 def decode_DescribeQuorumResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 25)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 25)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponsePartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_DescribeQuorumResponseTopicData_v1(m: DescribeQuorumResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeQuorumResponsePartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeQuorumResponsePartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -555,29 +555,29 @@ def encode_DescribeQuorumResponseTopicData_v1(m: DescribeQuorumResponseTopicData
 
 def decode_DescribeQuorumResponseTopicData_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 26)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 26)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponsePartitionData_v2(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponsePartitionData_v2(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_DescribeQuorumResponseTopicData_v2(m: DescribeQuorumResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeQuorumResponsePartitionData_v2(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeQuorumResponsePartitionData_v2(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -590,8 +590,8 @@ def decode_DescribeQuorumResponseListener_v2(buf: Buffer, pos: int) -> tuple[Des
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseListener(name=name, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseListener(name=name, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseListener(name=name, host=host, port=port), pos + 1
 
 
@@ -608,29 +608,29 @@ def encode_DescribeQuorumResponseListener_v2(m: DescribeQuorumResponseListener, 
 def decode_DescribeQuorumResponseNode_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseNode, int]:
     node_id, = _S_i.unpack_from(buf, pos)  # field: node_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseListener_v2(buf, pos)  # field: listeners
-            append(item)
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseListener_v2(buf, pos)  # field: listeners
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponseNode(node_id=node_id, listeners=listeners, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponseNode(node_id=node_id, listeners=listeners, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseNode(node_id=node_id, listeners=listeners), pos + 1
 
 
 def encode_DescribeQuorumResponseNode_v2(m: DescribeQuorumResponseNode, out: bytearray) -> None:
     out += _S_i.pack(m.node_id)  # field: node_id
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_DescribeQuorumResponseListener_v2(item, out)  # field: listeners
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_DescribeQuorumResponseListener_v2(_item, out)  # field: listeners
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -640,18 +640,18 @@ def encode_DescribeQuorumResponseNode_v2(m: DescribeQuorumResponseNode, out: byt
 def decode_DescribeQuorumResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponse(error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponse(error_code=error_code, topics=topics), pos + 1
 
 
@@ -659,12 +659,12 @@ def encode_DescribeQuorumResponse_v0(m: DescribeQuorumResponse, out: bytearray) 
     if m.nodes is None or len(m.nodes) != 0:  # field: nodes
         raise absent_error()  # field: nodes
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeQuorumResponseTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeQuorumResponseTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -674,18 +674,18 @@ def encode_DescribeQuorumResponse_v0(m: DescribeQuorumResponse, out: bytearray) 
 def decode_DescribeQuorumResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseTopicData_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponse(error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponse(error_code=error_code, topics=topics), pos + 1
 
 
@@ -693,12 +693,12 @@ def encode_DescribeQuorumResponse_v1(m: DescribeQuorumResponse, out: bytearray) 
     if m.nodes is None or len(m.nodes) != 0:  # field: nodes
         raise absent_error()  # field: nodes
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeQuorumResponseTopicData_v1(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeQuorumResponseTopicData_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -709,45 +709,45 @@ def decode_DescribeQuorumResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeQuo
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseTopicData_v2(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: nodes
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseTopicData_v2(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: nodes
+    if _count < 0:
         raise null_error()  # field: nodes
     else:
         nodes = []
-        append = nodes.append
-        for _ in range(count):
-            item, pos = decode_DescribeQuorumResponseNode_v2(buf, pos)  # field: nodes
-            append(item)
+        _append = nodes.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeQuorumResponseNode_v2(buf, pos)  # field: nodes
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeQuorumResponse(error_code=error_code, error_message=error_message, topics=topics, nodes=nodes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeQuorumResponse(error_code=error_code, error_message=error_message, topics=topics, nodes=nodes, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponse(error_code=error_code, error_message=error_message, topics=topics, nodes=nodes), pos + 1
 
 
 def encode_DescribeQuorumResponse_v2(m: DescribeQuorumResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeQuorumResponseTopicData_v2(item, out)  # field: topics
-    items = m.nodes
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeQuorumResponseTopicData_v2(_item, out)  # field: topics
+    _items = m.nodes
+    if _items is None:
         raise null_error()  # field: nodes
-    write_compact_array_length(out, items)  # field: nodes
-    for item in items:
-        encode_DescribeQuorumResponseNode_v2(item, out)  # field: nodes
+    write_compact_array_length(out, _items)  # field: nodes
+    for _item in _items:
+        encode_DescribeQuorumResponseNode_v2(_item, out)  # field: nodes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -186,8 +186,8 @@ _S_i = _struct.Struct('>i')
 def decode_DescribeTopicPartitionsRequestTopicRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsRequestTopicRequest, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTopicPartitionsRequestTopicRequest(name=name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTopicPartitionsRequestTopicRequest(name=name, unknown_tagged_fields=_unknown), pos
     return DescribeTopicPartitionsRequestTopicRequest(name=name), pos + 1
 
 
@@ -204,8 +204,8 @@ def decode_DescribeTopicPartitionsRequestCursor_v0(buf: Buffer, pos: int) -> tup
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTopicPartitionsRequestCursor(topic_name=topic_name, partition_index=partition_index, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTopicPartitionsRequestCursor(topic_name=topic_name, partition_index=partition_index, unknown_tagged_fields=_unknown), pos
     return DescribeTopicPartitionsRequestCursor(topic_name=topic_name, partition_index=partition_index), pos + 1
 
 
@@ -219,43 +219,43 @@ def encode_DescribeTopicPartitionsRequestCursor_v0(m: DescribeTopicPartitionsReq
 
 
 def decode_DescribeTopicPartitionsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeTopicPartitionsRequestTopicRequest_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeTopicPartitionsRequestTopicRequest_v0(buf, pos)  # field: topics
+            _append(_item)
     response_partition_limit, = _S_i.unpack_from(buf, pos)  # field: response_partition_limit
     pos += 4
-    present = buf[pos]  # field: cursor
+    _present = buf[pos]  # field: cursor
     pos += 1
-    if present >= 0x80:
+    if _present >= 0x80:
         cursor = None
     else:
         cursor, pos = decode_DescribeTopicPartitionsRequestCursor_v0(buf, pos)  # field: cursor
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTopicPartitionsRequest(topics=topics, response_partition_limit=response_partition_limit, cursor=cursor, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTopicPartitionsRequest(topics=topics, response_partition_limit=response_partition_limit, cursor=cursor, unknown_tagged_fields=_unknown), pos
     return DescribeTopicPartitionsRequest(topics=topics, response_partition_limit=response_partition_limit, cursor=cursor), pos + 1
 
 
 def encode_DescribeTopicPartitionsRequest_v0(m: DescribeTopicPartitionsRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeTopicPartitionsRequestTopicRequest_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeTopicPartitionsRequestTopicRequest_v0(_item, out)  # field: topics
     out += _S_i.pack(m.response_partition_limit)  # field: response_partition_limit
-    child = m.cursor
-    if child is None:
+    _child = m.cursor
+    if _child is None:
         out.append(0xFF)
     else:
         out.append(1)
-        encode_DescribeTopicPartitionsRequestCursor_v0(child, out)  # field: cursor
+        encode_DescribeTopicPartitionsRequestCursor_v0(_child, out)  # field: cursor
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -265,62 +265,62 @@ def encode_DescribeTopicPartitionsRequest_v0(m: DescribeTopicPartitionsRequest, 
 def decode_DescribeTopicPartitionsResponsePartition_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsResponsePartition, int]:
     error_code, partition_index, leader_id, leader_epoch = _S_hiii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id, leader_epoch
     pos += 14
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: replica_nodes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replica_nodes
+    if _count < 0:
         raise null_error()  # field: replica_nodes
     else:
-        replica_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replica_nodes
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: isr_nodes
-    if count < 0:
+        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr_nodes
+    if _count < 0:
         raise null_error()  # field: isr_nodes
     else:
-        isr_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr_nodes
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: eligible_leader_replicas
-    if count < 0:
+        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: eligible_leader_replicas
+    if _count < 0:
         eligible_leader_replicas = None
     else:
-        eligible_leader_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: eligible_leader_replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: last_known_elr
-    if count < 0:
+        eligible_leader_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: eligible_leader_replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: last_known_elr
+    if _count < 0:
         last_known_elr = None
     else:
-        last_known_elr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: last_known_elr
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
-    if count < 0:
+        last_known_elr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: last_known_elr
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
+    if _count < 0:
         raise null_error()  # field: offline_replicas
     else:
-        offline_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: offline_replicas
+        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTopicPartitionsResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, eligible_leader_replicas=eligible_leader_replicas, last_known_elr=last_known_elr, offline_replicas=offline_replicas, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTopicPartitionsResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, eligible_leader_replicas=eligible_leader_replicas, last_known_elr=last_known_elr, offline_replicas=offline_replicas, unknown_tagged_fields=_unknown), pos
     return DescribeTopicPartitionsResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, eligible_leader_replicas=eligible_leader_replicas, last_known_elr=last_known_elr, offline_replicas=offline_replicas), pos + 1
 
 
 def encode_DescribeTopicPartitionsResponsePartition_v0(m: DescribeTopicPartitionsResponsePartition, out: bytearray) -> None:
     out += _S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch)  # field: error_code, partition_index, leader_id, leader_epoch
-    items = m.replica_nodes
-    if items is None:
+    _items = m.replica_nodes
+    if _items is None:
         raise null_error()  # field: replica_nodes
-    write_compact_array_length(out, items)  # field: replica_nodes
-    write_fixed_array(out, items, 'i')  # field: replica_nodes
-    items = m.isr_nodes
-    if items is None:
+    write_compact_array_length(out, _items)  # field: replica_nodes
+    write_fixed_array(out, _items, 'i')  # field: replica_nodes
+    _items = m.isr_nodes
+    if _items is None:
         raise null_error()  # field: isr_nodes
-    write_compact_array_length(out, items)  # field: isr_nodes
-    write_fixed_array(out, items, 'i')  # field: isr_nodes
-    items = m.eligible_leader_replicas
-    write_compact_array_length(out, items)  # field: eligible_leader_replicas
-    if items is not None:
-        write_fixed_array(out, items, 'i')  # field: eligible_leader_replicas
-    items = m.last_known_elr
-    write_compact_array_length(out, items)  # field: last_known_elr
-    if items is not None:
-        write_fixed_array(out, items, 'i')  # field: last_known_elr
-    items = m.offline_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: isr_nodes
+    write_fixed_array(out, _items, 'i')  # field: isr_nodes
+    _items = m.eligible_leader_replicas
+    write_compact_array_length(out, _items)  # field: eligible_leader_replicas
+    if _items is not None:
+        write_fixed_array(out, _items, 'i')  # field: eligible_leader_replicas
+    _items = m.last_known_elr
+    write_compact_array_length(out, _items)  # field: last_known_elr
+    if _items is not None:
+        write_fixed_array(out, _items, 'i')  # field: last_known_elr
+    _items = m.offline_replicas
+    if _items is None:
         raise null_error()  # field: offline_replicas
-    write_compact_array_length(out, items)  # field: offline_replicas
-    write_fixed_array(out, items, 'i')  # field: offline_replicas
+    write_compact_array_length(out, _items)  # field: offline_replicas
+    write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -334,20 +334,20 @@ def decode_DescribeTopicPartitionsResponseTopic_v0(buf: Buffer, pos: int) -> tup
     topic_id, is_internal = _S_16so.unpack_from(buf, pos)  # field: topic_id, is_internal
     pos += 17
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_DescribeTopicPartitionsResponsePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeTopicPartitionsResponsePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTopicPartitionsResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTopicPartitionsResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=_unknown), pos
     return DescribeTopicPartitionsResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
@@ -355,12 +355,12 @@ def encode_DescribeTopicPartitionsResponseTopic_v0(m: DescribeTopicPartitionsRes
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_nullable_string(out, m.name)  # field: name
     out += _S_16so.pack(m.topic_id.bytes, m.is_internal)  # field: topic_id, is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_DescribeTopicPartitionsResponsePartition_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_DescribeTopicPartitionsResponsePartition_v0(_item, out)  # field: partitions
     out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -373,8 +373,8 @@ def decode_DescribeTopicPartitionsResponseCursor_v0(buf: Buffer, pos: int) -> tu
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTopicPartitionsResponseCursor(topic_name=topic_name, partition_index=partition_index, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTopicPartitionsResponseCursor(topic_name=topic_name, partition_index=partition_index, unknown_tagged_fields=_unknown), pos
     return DescribeTopicPartitionsResponseCursor(topic_name=topic_name, partition_index=partition_index), pos + 1
 
 
@@ -390,41 +390,41 @@ def encode_DescribeTopicPartitionsResponseCursor_v0(m: DescribeTopicPartitionsRe
 def decode_DescribeTopicPartitionsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeTopicPartitionsResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
-    present = buf[pos]  # field: next_cursor
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeTopicPartitionsResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
+    _present = buf[pos]  # field: next_cursor
     pos += 1
-    if present >= 0x80:
+    if _present >= 0x80:
         next_cursor = None
     else:
         next_cursor, pos = decode_DescribeTopicPartitionsResponseCursor_v0(buf, pos)  # field: next_cursor
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTopicPartitionsResponse(throttle_time_ms=throttle_time_ms, topics=topics, next_cursor=next_cursor, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTopicPartitionsResponse(throttle_time_ms=throttle_time_ms, topics=topics, next_cursor=next_cursor, unknown_tagged_fields=_unknown), pos
     return DescribeTopicPartitionsResponse(throttle_time_ms=throttle_time_ms, topics=topics, next_cursor=next_cursor), pos + 1
 
 
 def encode_DescribeTopicPartitionsResponse_v0(m: DescribeTopicPartitionsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeTopicPartitionsResponseTopic_v0(item, out)  # field: topics
-    child = m.next_cursor
-    if child is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeTopicPartitionsResponseTopic_v0(_item, out)  # field: topics
+    _child = m.next_cursor
+    if _child is None:
         out.append(0xFF)
     else:
         out.append(1)
-        encode_DescribeTopicPartitionsResponseCursor_v0(child, out)  # field: next_cursor
+        encode_DescribeTopicPartitionsResponseCursor_v0(_child, out)  # field: next_cursor
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -127,28 +127,28 @@ _S_iqqh = _struct.Struct('>iqqh')
 
 
 def decode_DescribeTransactionsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeTransactionsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: transactional_ids
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: transactional_ids
+    if _count < 0:
         raise null_error()  # field: transactional_ids
     else:
         transactional_ids = []
-        append = transactional_ids.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: transactional_ids
-            append(item)
+        _append = transactional_ids.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: transactional_ids
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTransactionsRequest(transactional_ids=transactional_ids, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTransactionsRequest(transactional_ids=transactional_ids, unknown_tagged_fields=_unknown), pos
     return DescribeTransactionsRequest(transactional_ids=transactional_ids), pos + 1
 
 
 def encode_DescribeTransactionsRequest_v0(m: DescribeTransactionsRequest, out: bytearray) -> None:
-    items = m.transactional_ids
-    if items is None:
+    _items = m.transactional_ids
+    if _items is None:
         raise null_error()  # field: transactional_ids
-    write_compact_array_length(out, items)  # field: transactional_ids
-    for item in items:
-        write_compact_string(out, item)  # field: transactional_ids
+    write_compact_array_length(out, _items)  # field: transactional_ids
+    for _item in _items:
+        write_compact_string(out, _item)  # field: transactional_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -157,24 +157,24 @@ def encode_DescribeTransactionsRequest_v0(m: DescribeTransactionsRequest, out: b
 
 def decode_DescribeTransactionsResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[DescribeTransactionsResponseTopicData, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTransactionsResponseTopicData(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTransactionsResponseTopicData(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeTransactionsResponseTopicData(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_DescribeTransactionsResponseTopicData_v0(m: DescribeTransactionsResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -188,18 +188,18 @@ def decode_DescribeTransactionsResponseTransactionState_v0(buf: Buffer, pos: int
     transaction_state, pos = read_compact_string(buf, pos)  # field: transaction_state
     transaction_timeout_ms, transaction_start_time_ms, producer_id, producer_epoch = _S_iqqh.unpack_from(buf, pos)  # field: transaction_timeout_ms, transaction_start_time_ms, producer_id, producer_epoch
     pos += 22
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_DescribeTransactionsResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeTransactionsResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTransactionsResponseTransactionState(error_code=error_code, transactional_id=transactional_id, transaction_state=transaction_state, transaction_timeout_ms=transaction_timeout_ms, transaction_start_time_ms=transaction_start_time_ms, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTransactionsResponseTransactionState(error_code=error_code, transactional_id=transactional_id, transaction_state=transaction_state, transaction_timeout_ms=transaction_timeout_ms, transaction_start_time_ms=transaction_start_time_ms, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeTransactionsResponseTransactionState(error_code=error_code, transactional_id=transactional_id, transaction_state=transaction_state, transaction_timeout_ms=transaction_timeout_ms, transaction_start_time_ms=transaction_start_time_ms, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics), pos + 1
 
 
@@ -208,12 +208,12 @@ def encode_DescribeTransactionsResponseTransactionState_v0(m: DescribeTransactio
     write_compact_string(out, m.transactional_id)  # field: transactional_id
     write_compact_string(out, m.transaction_state)  # field: transaction_state
     out += _S_iqqh.pack(m.transaction_timeout_ms, m.transaction_start_time_ms, m.producer_id, m.producer_epoch)  # field: transaction_timeout_ms, transaction_start_time_ms, producer_id, producer_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_DescribeTransactionsResponseTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_DescribeTransactionsResponseTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -223,29 +223,29 @@ def encode_DescribeTransactionsResponseTransactionState_v0(m: DescribeTransactio
 def decode_DescribeTransactionsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeTransactionsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 28)  # field: transaction_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 28)  # field: transaction_states
+    if _count < 0:
         raise null_error()  # field: transaction_states
     else:
         transaction_states = []
-        append = transaction_states.append
-        for _ in range(count):
-            item, pos = decode_DescribeTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
-            append(item)
+        _append = transaction_states.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeTransactionsResponse(throttle_time_ms=throttle_time_ms, transaction_states=transaction_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeTransactionsResponse(throttle_time_ms=throttle_time_ms, transaction_states=transaction_states, unknown_tagged_fields=_unknown), pos
     return DescribeTransactionsResponse(throttle_time_ms=throttle_time_ms, transaction_states=transaction_states), pos + 1
 
 
 def encode_DescribeTransactionsResponse_v0(m: DescribeTransactionsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.transaction_states
-    if items is None:
+    _items = m.transaction_states
+    if _items is None:
         raise null_error()  # field: transaction_states
-    write_compact_array_length(out, items)  # field: transaction_states
-    for item in items:
-        encode_DescribeTransactionsResponseTransactionState_v0(item, out)  # field: transaction_states
+    write_compact_array_length(out, _items)  # field: transaction_states
+    for _item in _items:
+        encode_DescribeTransactionsResponseTransactionState_v0(_item, out)  # field: transaction_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -137,8 +137,8 @@ _S_ih = _struct.Struct('>ih')
 def decode_DescribeUserScramCredentialsRequestUserName_v0(buf: Buffer, pos: int) -> tuple[DescribeUserScramCredentialsRequestUserName, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeUserScramCredentialsRequestUserName(name=name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeUserScramCredentialsRequestUserName(name=name, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsRequestUserName(name=name), pos + 1
 
 
@@ -151,27 +151,27 @@ def encode_DescribeUserScramCredentialsRequestUserName_v0(m: DescribeUserScramCr
 
 
 def decode_DescribeUserScramCredentialsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeUserScramCredentialsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 2)  # field: users
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 2)  # field: users
+    if _count < 0:
         users = None
     else:
         users = []
-        append = users.append
-        for _ in range(count):
-            item, pos = decode_DescribeUserScramCredentialsRequestUserName_v0(buf, pos)  # field: users
-            append(item)
+        _append = users.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeUserScramCredentialsRequestUserName_v0(buf, pos)  # field: users
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeUserScramCredentialsRequest(users=users, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeUserScramCredentialsRequest(users=users, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsRequest(users=users), pos + 1
 
 
 def encode_DescribeUserScramCredentialsRequest_v0(m: DescribeUserScramCredentialsRequest, out: bytearray) -> None:
-    items = m.users
-    write_compact_array_length(out, items)  # field: users
-    if items is not None:
-        for item in items:
-            encode_DescribeUserScramCredentialsRequestUserName_v0(item, out)  # field: users
+    _items = m.users
+    write_compact_array_length(out, _items)  # field: users
+    if _items is not None:
+        for _item in _items:
+            encode_DescribeUserScramCredentialsRequestUserName_v0(_item, out)  # field: users
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -182,8 +182,8 @@ def decode_DescribeUserScramCredentialsResponseCredentialInfo_v0(buf: Buffer, po
     mechanism, iterations = _S_bi.unpack_from(buf, pos)  # field: mechanism, iterations
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeUserScramCredentialsResponseCredentialInfo(mechanism=mechanism, iterations=iterations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeUserScramCredentialsResponseCredentialInfo(mechanism=mechanism, iterations=iterations, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsResponseCredentialInfo(mechanism=mechanism, iterations=iterations), pos + 1
 
 
@@ -200,18 +200,18 @@ def decode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResul
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: credential_infos
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: credential_infos
+    if _count < 0:
         raise null_error()  # field: credential_infos
     else:
         credential_infos = []
-        append = credential_infos.append
-        for _ in range(count):
-            item, pos = decode_DescribeUserScramCredentialsResponseCredentialInfo_v0(buf, pos)  # field: credential_infos
-            append(item)
+        _append = credential_infos.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeUserScramCredentialsResponseCredentialInfo_v0(buf, pos)  # field: credential_infos
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message, credential_infos=credential_infos, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message, credential_infos=credential_infos, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message, credential_infos=credential_infos), pos + 1
 
 
@@ -219,12 +219,12 @@ def encode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResul
     write_compact_string(out, m.user)  # field: user
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.credential_infos
-    if items is None:
+    _items = m.credential_infos
+    if _items is None:
         raise null_error()  # field: credential_infos
-    write_compact_array_length(out, items)  # field: credential_infos
-    for item in items:
-        encode_DescribeUserScramCredentialsResponseCredentialInfo_v0(item, out)  # field: credential_infos
+    write_compact_array_length(out, _items)  # field: credential_infos
+    for _item in _items:
+        encode_DescribeUserScramCredentialsResponseCredentialInfo_v0(_item, out)  # field: credential_infos
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -235,30 +235,30 @@ def decode_DescribeUserScramCredentialsResponse_v0(buf: Buffer, pos: int) -> tup
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return DescribeUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return DescribeUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results), pos + 1
 
 
 def encode_DescribeUserScramCredentialsResponse_v0(m: DescribeUserScramCredentialsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -138,45 +138,45 @@ _S_ih = _struct.Struct('>ih')
 
 def decode_ElectLeadersRequestTopicPartitions_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersRequestTopicPartitions, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions), pos
 
 
 def encode_ElectLeadersRequestTopicPartitions_v0(m: ElectLeadersRequestTopicPartitions, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ElectLeadersRequestTopicPartitions_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersRequestTopicPartitions, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_ElectLeadersRequestTopicPartitions_v2(m: ElectLeadersRequestTopicPartitions, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -184,15 +184,15 @@ def encode_ElectLeadersRequestTopicPartitions_v2(m: ElectLeadersRequestTopicPart
 
 
 def decode_ElectLeadersRequest_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersRequest, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topic_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topic_partitions
+    if _count < 0:
         topic_partitions = None
     else:
         topic_partitions = []
-        append = topic_partitions.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            append(item)
+        _append = topic_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return ElectLeadersRequest(topic_partitions=topic_partitions, timeout_ms=timeout_ms), pos
@@ -201,11 +201,11 @@ def decode_ElectLeadersRequest_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersRe
 def encode_ElectLeadersRequest_v0(m: ElectLeadersRequest, out: bytearray) -> None:
     if m.election_type != 0:  # field: election_type
         raise absent_error()  # field: election_type
-    items = m.topic_partitions
-    write_array_length(out, items)  # field: topic_partitions
-    if items is not None:
-        for item in items:
-            encode_ElectLeadersRequestTopicPartitions_v0(item, out)  # field: topic_partitions
+    _items = m.topic_partitions
+    write_array_length(out, _items)  # field: topic_partitions
+    if _items is not None:
+        for _item in _items:
+            encode_ElectLeadersRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -214,15 +214,15 @@ def encode_ElectLeadersRequest_v0(m: ElectLeadersRequest, out: bytearray) -> Non
 def decode_ElectLeadersRequest_v1(buf: Buffer, pos: int) -> tuple[ElectLeadersRequest, int]:
     election_type, = _S_b.unpack_from(buf, pos)  # field: election_type
     pos += 1
-    count, pos = read_array_length(buf, pos, 6)  # field: topic_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topic_partitions
+    if _count < 0:
         topic_partitions = None
     else:
         topic_partitions = []
-        append = topic_partitions.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            append(item)
+        _append = topic_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return ElectLeadersRequest(election_type=election_type, topic_partitions=topic_partitions, timeout_ms=timeout_ms), pos
@@ -230,11 +230,11 @@ def decode_ElectLeadersRequest_v1(buf: Buffer, pos: int) -> tuple[ElectLeadersRe
 
 def encode_ElectLeadersRequest_v1(m: ElectLeadersRequest, out: bytearray) -> None:
     out += _S_b.pack(m.election_type)  # field: election_type
-    items = m.topic_partitions
-    write_array_length(out, items)  # field: topic_partitions
-    if items is not None:
-        for item in items:
-            encode_ElectLeadersRequestTopicPartitions_v0(item, out)  # field: topic_partitions
+    _items = m.topic_partitions
+    write_array_length(out, _items)  # field: topic_partitions
+    if _items is not None:
+        for _item in _items:
+            encode_ElectLeadersRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -243,30 +243,30 @@ def encode_ElectLeadersRequest_v1(m: ElectLeadersRequest, out: bytearray) -> Non
 def decode_ElectLeadersRequest_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersRequest, int]:
     election_type, = _S_b.unpack_from(buf, pos)  # field: election_type
     pos += 1
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_partitions
+    if _count < 0:
         topic_partitions = None
     else:
         topic_partitions = []
-        append = topic_partitions.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersRequestTopicPartitions_v2(buf, pos)  # field: topic_partitions
-            append(item)
+        _append = topic_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersRequestTopicPartitions_v2(buf, pos)  # field: topic_partitions
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ElectLeadersRequest(election_type=election_type, topic_partitions=topic_partitions, timeout_ms=timeout_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ElectLeadersRequest(election_type=election_type, topic_partitions=topic_partitions, timeout_ms=timeout_ms, unknown_tagged_fields=_unknown), pos
     return ElectLeadersRequest(election_type=election_type, topic_partitions=topic_partitions, timeout_ms=timeout_ms), pos + 1
 
 
 def encode_ElectLeadersRequest_v2(m: ElectLeadersRequest, out: bytearray) -> None:
     out += _S_b.pack(m.election_type)  # field: election_type
-    items = m.topic_partitions
-    write_compact_array_length(out, items)  # field: topic_partitions
-    if items is not None:
-        for item in items:
-            encode_ElectLeadersRequestTopicPartitions_v2(item, out)  # field: topic_partitions
+    _items = m.topic_partitions
+    write_compact_array_length(out, _items)  # field: topic_partitions
+    if _items is not None:
+        for _item in _items:
+            encode_ElectLeadersRequestTopicPartitions_v2(_item, out)  # field: topic_partitions
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -293,8 +293,8 @@ def decode_ElectLeadersResponsePartitionResult_v2(buf: Buffer, pos: int) -> tupl
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ElectLeadersResponsePartitionResult(partition_id=partition_id, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ElectLeadersResponsePartitionResult(partition_id=partition_id, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return ElectLeadersResponsePartitionResult(partition_id=partition_id, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -309,55 +309,55 @@ def encode_ElectLeadersResponsePartitionResult_v2(m: ElectLeadersResponsePartiti
 
 def decode_ElectLeadersResponseReplicaElectionResult_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersResponseReplicaElectionResult, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 8)  # field: partition_result
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: partition_result
+    if _count < 0:
         raise null_error()  # field: partition_result
     else:
         partition_result = []
-        append = partition_result.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersResponsePartitionResult_v0(buf, pos)  # field: partition_result
-            append(item)
+        _append = partition_result.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersResponsePartitionResult_v0(buf, pos)  # field: partition_result
+            _append(_item)
     return ElectLeadersResponseReplicaElectionResult(topic=topic, partition_result=partition_result), pos
 
 
 def encode_ElectLeadersResponseReplicaElectionResult_v0(m: ElectLeadersResponseReplicaElectionResult, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partition_result
-    if items is None:
+    _items = m.partition_result
+    if _items is None:
         raise null_error()  # field: partition_result
-    write_array_length(out, items)  # field: partition_result
-    for item in items:
-        encode_ElectLeadersResponsePartitionResult_v0(item, out)  # field: partition_result
+    write_array_length(out, _items)  # field: partition_result
+    for _item in _items:
+        encode_ElectLeadersResponsePartitionResult_v0(_item, out)  # field: partition_result
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ElectLeadersResponseReplicaElectionResult_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersResponseReplicaElectionResult, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partition_result
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partition_result
+    if _count < 0:
         raise null_error()  # field: partition_result
     else:
         partition_result = []
-        append = partition_result.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersResponsePartitionResult_v2(buf, pos)  # field: partition_result
-            append(item)
+        _append = partition_result.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersResponsePartitionResult_v2(buf, pos)  # field: partition_result
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ElectLeadersResponseReplicaElectionResult(topic=topic, partition_result=partition_result, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ElectLeadersResponseReplicaElectionResult(topic=topic, partition_result=partition_result, unknown_tagged_fields=_unknown), pos
     return ElectLeadersResponseReplicaElectionResult(topic=topic, partition_result=partition_result), pos + 1
 
 
 def encode_ElectLeadersResponseReplicaElectionResult_v2(m: ElectLeadersResponseReplicaElectionResult, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partition_result
-    if items is None:
+    _items = m.partition_result
+    if _items is None:
         raise null_error()  # field: partition_result
-    write_compact_array_length(out, items)  # field: partition_result
-    for item in items:
-        encode_ElectLeadersResponsePartitionResult_v2(item, out)  # field: partition_result
+    write_compact_array_length(out, _items)  # field: partition_result
+    for _item in _items:
+        encode_ElectLeadersResponsePartitionResult_v2(_item, out)  # field: partition_result
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -367,15 +367,15 @@ def encode_ElectLeadersResponseReplicaElectionResult_v2(m: ElectLeadersResponseR
 def decode_ElectLeadersResponse_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: replica_election_results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: replica_election_results
+    if _count < 0:
         raise null_error()  # field: replica_election_results
     else:
         replica_election_results = []
-        append = replica_election_results.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
-            append(item)
+        _append = replica_election_results.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
+            _append(_item)
     return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, replica_election_results=replica_election_results), pos
 
 
@@ -383,12 +383,12 @@ def encode_ElectLeadersResponse_v0(m: ElectLeadersResponse, out: bytearray) -> N
     if m.error_code != 0:  # field: error_code
         raise absent_error()  # field: error_code
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.replica_election_results
-    if items is None:
+    _items = m.replica_election_results
+    if _items is None:
         raise null_error()  # field: replica_election_results
-    write_array_length(out, items)  # field: replica_election_results
-    for item in items:
-        encode_ElectLeadersResponseReplicaElectionResult_v0(item, out)  # field: replica_election_results
+    write_array_length(out, _items)  # field: replica_election_results
+    for _item in _items:
+        encode_ElectLeadersResponseReplicaElectionResult_v0(_item, out)  # field: replica_election_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -396,26 +396,26 @@ def encode_ElectLeadersResponse_v0(m: ElectLeadersResponse, out: bytearray) -> N
 def decode_ElectLeadersResponse_v1(buf: Buffer, pos: int) -> tuple[ElectLeadersResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_array_length(buf, pos, 6)  # field: replica_election_results
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: replica_election_results
+    if _count < 0:
         raise null_error()  # field: replica_election_results
     else:
         replica_election_results = []
-        append = replica_election_results.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
-            append(item)
+        _append = replica_election_results.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
+            _append(_item)
     return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, replica_election_results=replica_election_results), pos
 
 
 def encode_ElectLeadersResponse_v1(m: ElectLeadersResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.replica_election_results
-    if items is None:
+    _items = m.replica_election_results
+    if _items is None:
         raise null_error()  # field: replica_election_results
-    write_array_length(out, items)  # field: replica_election_results
-    for item in items:
-        encode_ElectLeadersResponseReplicaElectionResult_v0(item, out)  # field: replica_election_results
+    write_array_length(out, _items)  # field: replica_election_results
+    for _item in _items:
+        encode_ElectLeadersResponseReplicaElectionResult_v0(_item, out)  # field: replica_election_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -423,29 +423,29 @@ def encode_ElectLeadersResponse_v1(m: ElectLeadersResponse, out: bytearray) -> N
 def decode_ElectLeadersResponse_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: replica_election_results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: replica_election_results
+    if _count < 0:
         raise null_error()  # field: replica_election_results
     else:
         replica_election_results = []
-        append = replica_election_results.append
-        for _ in range(count):
-            item, pos = decode_ElectLeadersResponseReplicaElectionResult_v2(buf, pos)  # field: replica_election_results
-            append(item)
+        _append = replica_election_results.append
+        for _ in range(_count):
+            _item, pos = decode_ElectLeadersResponseReplicaElectionResult_v2(buf, pos)  # field: replica_election_results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, replica_election_results=replica_election_results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, replica_election_results=replica_election_results, unknown_tagged_fields=_unknown), pos
     return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, replica_election_results=replica_election_results), pos + 1
 
 
 def encode_ElectLeadersResponse_v2(m: ElectLeadersResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.replica_election_results
-    if items is None:
+    _items = m.replica_election_results
+    if _items is None:
         raise null_error()  # field: replica_election_results
-    write_compact_array_length(out, items)  # field: replica_election_results
-    for item in items:
-        encode_ElectLeadersResponseReplicaElectionResult_v2(item, out)  # field: replica_election_results
+    write_compact_array_length(out, _items)  # field: replica_election_results
+    for _item in _items:
+        encode_ElectLeadersResponseReplicaElectionResult_v2(_item, out)  # field: replica_election_results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -212,8 +212,8 @@ def decode_EndQuorumEpochRequestReplicaInfo_v1(buf: Buffer, pos: int) -> tuple[E
     pos += 20
     candidate_directory_id = uuid_from_bytes(candidate_directory_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochRequestReplicaInfo(candidate_id=candidate_id, candidate_directory_id=candidate_directory_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochRequestReplicaInfo(candidate_id=candidate_id, candidate_directory_id=candidate_directory_id, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequestReplicaInfo(candidate_id=candidate_id, candidate_directory_id=candidate_directory_id), pos + 1
 
 
@@ -228,21 +228,21 @@ def encode_EndQuorumEpochRequestReplicaInfo_v1(m: EndQuorumEpochRequestReplicaIn
 def decode_EndQuorumEpochRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestPartitionData, int]:
     partition_index, leader_id, leader_epoch = _S_iii.unpack_from(buf, pos)  # field: partition_index, leader_id, leader_epoch
     pos += 12
-    count, pos = read_array_length(buf, pos, 4)  # field: preferred_successors
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: preferred_successors
+    if _count < 0:
         raise null_error()  # field: preferred_successors
     else:
-        preferred_successors, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: preferred_successors
+        preferred_successors, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: preferred_successors
     return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_successors=preferred_successors), pos
 
 
 def encode_EndQuorumEpochRequestPartitionData_v0(m: EndQuorumEpochRequestPartitionData, out: bytearray) -> None:
     out += _S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch)  # field: partition_index, leader_id, leader_epoch
-    items = m.preferred_successors
-    if items is None:
+    _items = m.preferred_successors
+    if _items is None:
         raise null_error()  # field: preferred_successors
-    write_array_length(out, items)  # field: preferred_successors
-    write_fixed_array(out, items, 'i')  # field: preferred_successors
+    write_array_length(out, _items)  # field: preferred_successors
+    write_fixed_array(out, _items, 'i')  # field: preferred_successors
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -250,29 +250,29 @@ def encode_EndQuorumEpochRequestPartitionData_v0(m: EndQuorumEpochRequestPartiti
 def decode_EndQuorumEpochRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestPartitionData, int]:
     partition_index, leader_id, leader_epoch = _S_iii.unpack_from(buf, pos)  # field: partition_index, leader_id, leader_epoch
     pos += 12
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: preferred_candidates
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: preferred_candidates
+    if _count < 0:
         raise null_error()  # field: preferred_candidates
     else:
         preferred_candidates = []
-        append = preferred_candidates.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochRequestReplicaInfo_v1(buf, pos)  # field: preferred_candidates
-            append(item)
+        _append = preferred_candidates.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochRequestReplicaInfo_v1(buf, pos)  # field: preferred_candidates
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_candidates=preferred_candidates, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_candidates=preferred_candidates, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_candidates=preferred_candidates), pos + 1
 
 
 def encode_EndQuorumEpochRequestPartitionData_v1(m: EndQuorumEpochRequestPartitionData, out: bytearray) -> None:
     out += _S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch)  # field: partition_index, leader_id, leader_epoch
-    items = m.preferred_candidates
-    if items is None:
+    _items = m.preferred_candidates
+    if _items is None:
         raise null_error()  # field: preferred_candidates
-    write_compact_array_length(out, items)  # field: preferred_candidates
-    for item in items:
-        encode_EndQuorumEpochRequestReplicaInfo_v1(item, out)  # field: preferred_candidates
+    write_compact_array_length(out, _items)  # field: preferred_candidates
+    for _item in _items:
+        encode_EndQuorumEpochRequestReplicaInfo_v1(_item, out)  # field: preferred_candidates
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -281,55 +281,55 @@ def encode_EndQuorumEpochRequestPartitionData_v1(m: EndQuorumEpochRequestPartiti
 
 def decode_EndQuorumEpochRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestTopicData, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 16)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     return EndQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
 def encode_EndQuorumEpochRequestTopicData_v0(m: EndQuorumEpochRequestTopicData, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_EndQuorumEpochRequestPartitionData_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_EndQuorumEpochRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_EndQuorumEpochRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_EndQuorumEpochRequestTopicData_v1(m: EndQuorumEpochRequestTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_EndQuorumEpochRequestPartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_EndQuorumEpochRequestPartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -342,8 +342,8 @@ def decode_EndQuorumEpochRequestLeaderEndpoint_v1(buf: Buffer, pos: int) -> tupl
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port), pos + 1
 
 
@@ -359,70 +359,70 @@ def encode_EndQuorumEpochRequestLeaderEndpoint_v1(m: EndQuorumEpochRequestLeader
 
 def decode_EndQuorumEpochRequest_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequest, int]:
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     return EndQuorumEpochRequest(cluster_id=cluster_id, topics=topics), pos
 
 
 def encode_EndQuorumEpochRequest_v0(m: EndQuorumEpochRequest, out: bytearray) -> None:
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_EndQuorumEpochRequestTopicData_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_EndQuorumEpochRequestTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_EndQuorumEpochRequest_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequest, int]:
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: leader_endpoints
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: leader_endpoints
+    if _count < 0:
         raise null_error()  # field: leader_endpoints
     else:
         leader_endpoints = []
-        append = leader_endpoints.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
-            append(item)
+        _append = leader_endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochRequest(cluster_id=cluster_id, topics=topics, leader_endpoints=leader_endpoints, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochRequest(cluster_id=cluster_id, topics=topics, leader_endpoints=leader_endpoints, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequest(cluster_id=cluster_id, topics=topics, leader_endpoints=leader_endpoints), pos + 1
 
 
 def encode_EndQuorumEpochRequest_v1(m: EndQuorumEpochRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_EndQuorumEpochRequestTopicData_v1(item, out)  # field: topics
-    items = m.leader_endpoints
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_EndQuorumEpochRequestTopicData_v1(_item, out)  # field: topics
+    _items = m.leader_endpoints
+    if _items is None:
         raise null_error()  # field: leader_endpoints
-    write_compact_array_length(out, items)  # field: leader_endpoints
-    for item in items:
-        encode_EndQuorumEpochRequestLeaderEndpoint_v1(item, out)  # field: leader_endpoints
+    write_compact_array_length(out, _items)  # field: leader_endpoints
+    for _item in _items:
+        encode_EndQuorumEpochRequestLeaderEndpoint_v1(_item, out)  # field: leader_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -445,8 +445,8 @@ def decode_EndQuorumEpochResponsePartitionData_v1(buf: Buffer, pos: int) -> tupl
     partition_index, error_code, leader_id, leader_epoch = _S_ihii.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch
     pos += 14
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -460,55 +460,55 @@ def encode_EndQuorumEpochResponsePartitionData_v1(m: EndQuorumEpochResponseParti
 
 def decode_EndQuorumEpochResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponseTopicData, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     return EndQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
 def encode_EndQuorumEpochResponseTopicData_v0(m: EndQuorumEpochResponseTopicData, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_EndQuorumEpochResponsePartitionData_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_EndQuorumEpochResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_EndQuorumEpochResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 15)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_EndQuorumEpochResponseTopicData_v1(m: EndQuorumEpochResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_EndQuorumEpochResponsePartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_EndQuorumEpochResponsePartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -522,8 +522,8 @@ def decode_EndQuorumEpochResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
@@ -540,15 +540,15 @@ def encode_EndQuorumEpochResponseNodeEndpoint_v1(m: EndQuorumEpochResponseNodeEn
 def decode_EndQuorumEpochResponse_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     return EndQuorumEpochResponse(error_code=error_code, topics=topics), pos
 
 
@@ -556,12 +556,12 @@ def encode_EndQuorumEpochResponse_v0(m: EndQuorumEpochResponse, out: bytearray) 
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_EndQuorumEpochResponseTopicData_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_EndQuorumEpochResponseTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -569,60 +569,60 @@ def encode_EndQuorumEpochResponse_v0(m: EndQuorumEpochResponse, out: bytearray) 
 def decode_EndQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_EndQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_EndQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         node_endpoints = []
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
+                if _count < 0:
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    append = node_endpoints.append
-                    for _ in range(count):
-                        item, pos = decode_EndQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: node_endpoints
+                    _append = node_endpoints.append
+                    for _ in range(_count):
+                        _item, pos = decode_EndQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return EndQuorumEpochResponse(error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return EndQuorumEpochResponse(error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochResponse(error_code=error_code, topics=topics), pos + 1
 
 
 def encode_EndQuorumEpochResponse_v1(m: EndQuorumEpochResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_EndQuorumEpochResponseTopicData_v1(item, out)  # field: topics
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.node_endpoints
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_EndQuorumEpochResponseTopicData_v1(_item, out)  # field: topics
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.node_endpoints
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(buffer, items)  # field: node_endpoints
-        for item in items:
-            encode_EndQuorumEpochResponseNodeEndpoint_v1(item, buffer)  # field: node_endpoints
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: node_endpoints
+        for _item in _items:
+            encode_EndQuorumEpochResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

@@ -115,8 +115,8 @@ def decode_EndTxnRequest_v3(buf: Buffer, pos: int) -> tuple[EndTxnRequest, int]:
     producer_id, producer_epoch, committed = _S_qho.unpack_from(buf, pos)  # field: producer_id, producer_epoch, committed
     pos += 11
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, committed=committed, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, committed=committed, unknown_tagged_fields=_unknown), pos
     return EndTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, committed=committed), pos + 1
 
 
@@ -145,8 +145,8 @@ def decode_EndTxnResponse_v3(buf: Buffer, pos: int) -> tuple[EndTxnResponse, int
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 
@@ -162,8 +162,8 @@ def decode_EndTxnResponse_v5(buf: Buffer, pos: int) -> tuple[EndTxnResponse, int
     throttle_time_ms, error_code, producer_id, producer_epoch = _S_ihqh.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, producer_id, producer_epoch
     pos += 16
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch, unknown_tagged_fields=_unknown), pos
     return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch), pos + 1
 
 

@@ -93,8 +93,8 @@ def decode_EnvelopeRequest_v0(buf: Buffer, pos: int) -> tuple[EnvelopeRequest, i
     request_principal, pos = read_compact_nullable_bytes(buf, pos)  # field: request_principal
     client_host_address, pos = read_compact_bytes(buf, pos)  # field: client_host_address
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EnvelopeRequest(request_data=request_data, request_principal=request_principal, client_host_address=client_host_address, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EnvelopeRequest(request_data=request_data, request_principal=request_principal, client_host_address=client_host_address, unknown_tagged_fields=_unknown), pos
     return EnvelopeRequest(request_data=request_data, request_principal=request_principal, client_host_address=client_host_address), pos + 1
 
 
@@ -113,8 +113,8 @@ def decode_EnvelopeResponse_v0(buf: Buffer, pos: int) -> tuple[EnvelopeResponse,
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return EnvelopeResponse(response_data=response_data, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return EnvelopeResponse(response_data=response_data, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return EnvelopeResponse(response_data=response_data, error_code=error_code), pos + 1
 
 

@@ -108,8 +108,8 @@ def decode_ExpireDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[Expir
     expiry_time_period_ms, = _S_q.unpack_from(buf, pos)  # field: expiry_time_period_ms
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ExpireDelegationTokenRequest(hmac=hmac, expiry_time_period_ms=expiry_time_period_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ExpireDelegationTokenRequest(hmac=hmac, expiry_time_period_ms=expiry_time_period_ms, unknown_tagged_fields=_unknown), pos
     return ExpireDelegationTokenRequest(hmac=hmac, expiry_time_period_ms=expiry_time_period_ms), pos + 1
 
 
@@ -138,8 +138,8 @@ def decode_ExpireDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[Expi
     error_code, expiry_timestamp_ms, throttle_time_ms = _S_hqi.unpack_from(buf, pos)  # field: error_code, expiry_timestamp_ms, throttle_time_ms
     pos += 14
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ExpireDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ExpireDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=_unknown), pos
     return ExpireDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms), pos + 1
 
 

@@ -331,8 +331,8 @@ def decode_FetchRequestReplicaState_v15(buf: Buffer, pos: int) -> tuple[FetchReq
     replica_id, replica_epoch = _S_iq.unpack_from(buf, pos)  # field: replica_id, replica_epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchRequestReplicaState(replica_id=replica_id, replica_epoch=replica_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchRequestReplicaState(replica_id=replica_id, replica_epoch=replica_epoch, unknown_tagged_fields=_unknown), pos
     return FetchRequestReplicaState(replica_id=replica_id, replica_epoch=replica_epoch), pos + 1
 
 
@@ -390,8 +390,8 @@ def decode_FetchRequestFetchPartition_v12(buf: Buffer, pos: int) -> tuple[FetchR
     partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes = _S_iiqiqi.unpack_from(buf, pos)  # field: partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
     pos += 32
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes), pos + 1
 
 
@@ -408,137 +408,137 @@ def decode_FetchRequestFetchPartition_v17(buf: Buffer, pos: int) -> tuple[FetchR
     pos += 32
     if buf[pos]:  # field: unknown_tagged_fields
         replica_directory_id = ZERO_UUID
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 replica_directory_id, pos = read_uuid(buf, pos)  # field: replica_directory_id
-                check_tagged_size(pos, end, tag)  # field: replica_directory_id
+                check_tagged_size(pos, _end, _tag)  # field: replica_directory_id
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes, replica_directory_id=replica_directory_id, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes, replica_directory_id=replica_directory_id, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes), pos + 1
 
 
 def encode_FetchRequestFetchPartition_v17(m: FetchRequestFetchPartition, out: bytearray) -> None:
     out += _S_iiqiqi.pack(m.partition, m.current_leader_epoch, m.fetch_offset, m.last_fetched_epoch, m.log_start_offset, m.partition_max_bytes)  # field: partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.replica_directory_id
-    if value != ZERO_UUID:
-        buffer = bytearray()
-        buffer += value.bytes  # field: replica_directory_id
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.replica_directory_id
+    if _value != ZERO_UUID:
+        _buffer = bytearray()
+        _buffer += _value.bytes  # field: replica_directory_id
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
 
 def decode_FetchRequestFetchTopic_v0(buf: Buffer, pos: int) -> tuple[FetchRequestFetchTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 16)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchRequestFetchTopic_v0(m: FetchRequestFetchTopic, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchRequestFetchPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchRequestFetchPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchRequestFetchTopic_v5(buf: Buffer, pos: int) -> tuple[FetchRequestFetchTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 24)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 24)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchPartition_v5(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchPartition_v5(buf, pos)  # field: partitions
+            _append(_item)
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchRequestFetchTopic_v5(m: FetchRequestFetchTopic, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchRequestFetchPartition_v5(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchRequestFetchPartition_v5(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchRequestFetchTopic_v9(buf: Buffer, pos: int) -> tuple[FetchRequestFetchTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 28)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 28)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchPartition_v9(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchPartition_v9(buf, pos)  # field: partitions
+            _append(_item)
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchRequestFetchTopic_v9(m: FetchRequestFetchTopic, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchRequestFetchPartition_v9(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchRequestFetchPartition_v9(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchRequestFetchTopic_v12(buf: Buffer, pos: int) -> tuple[FetchRequestFetchTopic, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 33)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 33)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchRequestFetchTopic(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchRequestFetchTopic(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_FetchRequestFetchTopic_v12(m: FetchRequestFetchTopic, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchRequestFetchPartition_v12(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchRequestFetchPartition_v12(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -549,29 +549,29 @@ def decode_FetchRequestFetchTopic_v13(buf: Buffer, pos: int) -> tuple[FetchReque
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 33)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 33)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_FetchRequestFetchTopic_v13(m: FetchRequestFetchTopic, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchRequestFetchPartition_v12(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchRequestFetchPartition_v12(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -582,29 +582,29 @@ def decode_FetchRequestFetchTopic_v17(buf: Buffer, pos: int) -> tuple[FetchReque
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 33)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 33)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchPartition_v17(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchPartition_v17(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_FetchRequestFetchTopic_v17(m: FetchRequestFetchTopic, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchRequestFetchPartition_v17(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchRequestFetchPartition_v17(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -613,45 +613,45 @@ def encode_FetchRequestFetchTopic_v17(m: FetchRequestFetchTopic, out: bytearray)
 
 def decode_FetchRequestForgottenTopic_v7(buf: Buffer, pos: int) -> tuple[FetchRequestForgottenTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return FetchRequestForgottenTopic(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchRequestForgottenTopic_v7(m: FetchRequestForgottenTopic, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchRequestForgottenTopic_v12(buf: Buffer, pos: int) -> tuple[FetchRequestForgottenTopic, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchRequestForgottenTopic(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchRequestForgottenTopic(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestForgottenTopic(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_FetchRequestForgottenTopic_v12(m: FetchRequestForgottenTopic, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -662,24 +662,24 @@ def decode_FetchRequestForgottenTopic_v13(buf: Buffer, pos: int) -> tuple[FetchR
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_FetchRequestForgottenTopic_v13(m: FetchRequestForgottenTopic, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -689,15 +689,15 @@ def encode_FetchRequestForgottenTopic_v13(m: FetchRequestForgottenTopic, out: by
 def decode_FetchRequest_v0(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes = _S_iii.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes
     pos += 12
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, topics=topics), pos
 
 
@@ -707,12 +707,12 @@ def encode_FetchRequest_v0(m: FetchRequest, out: bytearray) -> None:
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
     out += _S_iii.pack(m.replica_id, m.max_wait_ms, m.min_bytes)  # field: replica_id, max_wait_ms, min_bytes
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -720,15 +720,15 @@ def encode_FetchRequest_v0(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v3(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes = _S_iiii.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes
     pos += 16
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, topics=topics), pos
 
 
@@ -738,12 +738,12 @@ def encode_FetchRequest_v3(m: FetchRequest, out: bytearray) -> None:
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
     out += _S_iiii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes)  # field: replica_id, max_wait_ms, min_bytes, max_bytes
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -751,15 +751,15 @@ def encode_FetchRequest_v3(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v4(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level = _S_iiiib.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
     pos += 17
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, topics=topics), pos
 
 
@@ -769,12 +769,12 @@ def encode_FetchRequest_v4(m: FetchRequest, out: bytearray) -> None:
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
     out += _S_iiiib.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -782,15 +782,15 @@ def encode_FetchRequest_v4(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v5(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level = _S_iiiib.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
     pos += 17
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
+            _append(_item)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, topics=topics), pos
 
 
@@ -800,12 +800,12 @@ def encode_FetchRequest_v5(m: FetchRequest, out: bytearray) -> None:
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
     out += _S_iiiib.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v5(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v5(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -813,24 +813,24 @@ def encode_FetchRequest_v5(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v7(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch = _S_iiiibii.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
     pos += 25
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data), pos
 
 
@@ -838,18 +838,18 @@ def encode_FetchRequest_v7(m: FetchRequest, out: bytearray) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v5(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v5(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_FetchRequestForgottenTopic_v7(item, out)  # field: forgotten_topics_data
+    write_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_FetchRequestForgottenTopic_v7(_item, out)  # field: forgotten_topics_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -857,24 +857,24 @@ def encode_FetchRequest_v7(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v9(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch = _S_iiiibii.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
     pos += 25
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data), pos
 
 
@@ -882,18 +882,18 @@ def encode_FetchRequest_v9(m: FetchRequest, out: bytearray) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v9(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v9(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_FetchRequestForgottenTopic_v7(item, out)  # field: forgotten_topics_data
+    write_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_FetchRequestForgottenTopic_v7(_item, out)  # field: forgotten_topics_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -901,24 +901,24 @@ def encode_FetchRequest_v9(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v11(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch = _S_iiiibii.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
     pos += 25
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     rack_id, pos = read_string(buf, pos)  # field: rack_id
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos
 
@@ -927,18 +927,18 @@ def encode_FetchRequest_v11(m: FetchRequest, out: bytearray) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v9(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v9(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_FetchRequestForgottenTopic_v7(item, out)  # field: forgotten_topics_data
+    write_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_FetchRequestForgottenTopic_v7(_item, out)  # field: forgotten_topics_data
     write_string(out, m.rack_id)  # field: rack_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -947,38 +947,38 @@ def encode_FetchRequest_v11(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v12(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch = _S_iiiibii.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
     pos += 25
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v12(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v12(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestForgottenTopic_v12(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestForgottenTopic_v12(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
         cluster_id = None
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-                check_tagged_size(pos, end, tag)  # field: cluster_id
+                check_tagged_size(pos, _end, _tag)  # field: cluster_id
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, unknown_tagged_fields=_unknown), pos
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
@@ -986,27 +986,27 @@ def encode_FetchRequest_v12(m: FetchRequest, out: bytearray) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v12(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v12(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_FetchRequestForgottenTopic_v12(item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_FetchRequestForgottenTopic_v12(_item, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.cluster_id
-    if value is not None:
-        buffer = bytearray()
-        write_compact_nullable_string(buffer, value)  # field: cluster_id
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.cluster_id
+    if _value is not None:
+        _buffer = bytearray()
+        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -1014,38 +1014,38 @@ def encode_FetchRequest_v12(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v13(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch = _S_iiiibii.unpack_from(buf, pos)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
     pos += 25
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
         cluster_id = None
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-                check_tagged_size(pos, end, tag)  # field: cluster_id
+                check_tagged_size(pos, _end, _tag)  # field: cluster_id
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, unknown_tagged_fields=_unknown), pos
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
@@ -1053,27 +1053,27 @@ def encode_FetchRequest_v13(m: FetchRequest, out: bytearray) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v13(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v13(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_FetchRequestForgottenTopic_v13(item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_FetchRequestForgottenTopic_v13(_item, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.cluster_id
-    if value is not None:
-        buffer = bytearray()
-        write_compact_nullable_string(buffer, value)  # field: cluster_id
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.cluster_id
+    if _value is not None:
+        _buffer = bytearray()
+        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -1081,42 +1081,42 @@ def encode_FetchRequest_v13(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v15(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch = _S_iiibii.unpack_from(buf, pos)  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
     pos += 21
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
         cluster_id = None
         replica_state = FetchRequestReplicaState()
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-                check_tagged_size(pos, end, tag)  # field: cluster_id
-            elif tag == 1:
+                check_tagged_size(pos, _end, _tag)  # field: cluster_id
+            elif _tag == 1:
                 replica_state, pos = decode_FetchRequestReplicaState_v15(buf, pos)  # field: replica_state
-                check_tagged_size(pos, end, tag)  # field: replica_state
+                check_tagged_size(pos, _end, _tag)  # field: replica_state
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, replica_state=replica_state, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, replica_state=replica_state, unknown_tagged_fields=_unknown), pos
     return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
@@ -1124,32 +1124,32 @@ def encode_FetchRequest_v15(m: FetchRequest, out: bytearray) -> None:
     if m.replica_id != -1:  # field: replica_id
         raise absent_error()  # field: replica_id
     out += _S_iiibii.pack(m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v13(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v13(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_FetchRequestForgottenTopic_v13(item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_FetchRequestForgottenTopic_v13(_item, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.cluster_id
-    if value is not None:
-        buffer = bytearray()
-        write_compact_nullable_string(buffer, value)  # field: cluster_id
-        tagged.append((0, buffer))
-    value = m.replica_state
-    if value != _DEFAULT_FetchRequestReplicaState:
-        buffer = bytearray()
-        encode_FetchRequestReplicaState_v15(value, buffer)  # field: replica_state
-        tagged.append((1, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.cluster_id
+    if _value is not None:
+        _buffer = bytearray()
+        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+        _tagged.append((0, _buffer))
+    _value = m.replica_state
+    if _value != _DEFAULT_FetchRequestReplicaState:
+        _buffer = bytearray()
+        encode_FetchRequestReplicaState_v15(_value, _buffer)  # field: replica_state
+        _tagged.append((1, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -1157,42 +1157,42 @@ def encode_FetchRequest_v15(m: FetchRequest, out: bytearray) -> None:
 def decode_FetchRequest_v17(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch = _S_iiibii.unpack_from(buf, pos)  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
     pos += 21
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestFetchTopic_v17(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestFetchTopic_v17(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
         cluster_id = None
         replica_state = FetchRequestReplicaState()
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-                check_tagged_size(pos, end, tag)  # field: cluster_id
-            elif tag == 1:
+                check_tagged_size(pos, _end, _tag)  # field: cluster_id
+            elif _tag == 1:
                 replica_state, pos = decode_FetchRequestReplicaState_v15(buf, pos)  # field: replica_state
-                check_tagged_size(pos, end, tag)  # field: replica_state
+                check_tagged_size(pos, _end, _tag)  # field: replica_state
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, replica_state=replica_state, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id, cluster_id=cluster_id, replica_state=replica_state, unknown_tagged_fields=_unknown), pos
     return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
@@ -1200,32 +1200,32 @@ def encode_FetchRequest_v17(m: FetchRequest, out: bytearray) -> None:
     if m.replica_id != -1:  # field: replica_id
         raise absent_error()  # field: replica_id
     out += _S_iiibii.pack(m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchRequestFetchTopic_v17(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchRequestFetchTopic_v17(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_FetchRequestForgottenTopic_v13(item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_FetchRequestForgottenTopic_v13(_item, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.cluster_id
-    if value is not None:
-        buffer = bytearray()
-        write_compact_nullable_string(buffer, value)  # field: cluster_id
-        tagged.append((0, buffer))
-    value = m.replica_state
-    if value != _DEFAULT_FetchRequestReplicaState:
-        buffer = bytearray()
-        encode_FetchRequestReplicaState_v15(value, buffer)  # field: replica_state
-        tagged.append((1, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.cluster_id
+    if _value is not None:
+        _buffer = bytearray()
+        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+        _tagged.append((0, _buffer))
+    _value = m.replica_state
+    if _value != _DEFAULT_FetchRequestReplicaState:
+        _buffer = bytearray()
+        encode_FetchRequestReplicaState_v15(_value, _buffer)  # field: replica_state
+        _tagged.append((1, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -1234,8 +1234,8 @@ def decode_FetchResponseEpochEndOffset_v12(buf: Buffer, pos: int) -> tuple[Fetch
     epoch, end_offset = _S_iq.unpack_from(buf, pos)  # field: epoch, end_offset
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponseEpochEndOffset(epoch=epoch, end_offset=end_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponseEpochEndOffset(epoch=epoch, end_offset=end_offset, unknown_tagged_fields=_unknown), pos
     return FetchResponseEpochEndOffset(epoch=epoch, end_offset=end_offset), pos + 1
 
 
@@ -1251,8 +1251,8 @@ def decode_FetchResponseLeaderIdAndEpoch_v12(buf: Buffer, pos: int) -> tuple[Fet
     leader_id, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: leader_id, leader_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return FetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -1268,8 +1268,8 @@ def decode_FetchResponseSnapshotId_v12(buf: Buffer, pos: int) -> tuple[FetchResp
     end_offset, epoch = _S_qi.unpack_from(buf, pos)  # field: end_offset, epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponseSnapshotId(end_offset=end_offset, epoch=epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponseSnapshotId(end_offset=end_offset, epoch=epoch, unknown_tagged_fields=_unknown), pos
     return FetchResponseSnapshotId(end_offset=end_offset, epoch=epoch), pos + 1
 
 
@@ -1297,8 +1297,8 @@ def decode_FetchResponseAbortedTransaction_v12(buf: Buffer, pos: int) -> tuple[F
     producer_id, first_offset = _S_qq.unpack_from(buf, pos)  # field: producer_id, first_offset
     pos += 16
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponseAbortedTransaction(producer_id=producer_id, first_offset=first_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponseAbortedTransaction(producer_id=producer_id, first_offset=first_offset, unknown_tagged_fields=_unknown), pos
     return FetchResponseAbortedTransaction(producer_id=producer_id, first_offset=first_offset), pos + 1
 
 
@@ -1335,15 +1335,15 @@ def encode_FetchResponsePartitionData_v0(m: FetchResponsePartitionData, out: byt
 def decode_FetchResponsePartitionData_v4(buf: Buffer, pos: int) -> tuple[FetchResponsePartitionData, int]:
     partition_index, error_code, high_watermark, last_stable_offset = _S_ihqq.unpack_from(buf, pos)  # field: partition_index, error_code, high_watermark, last_stable_offset
     pos += 22
-    count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
+    if _count < 0:
         aborted_transactions = None
     else:
         aborted_transactions = []
-        append = aborted_transactions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
-            append(item)
+        _append = aborted_transactions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
+            _append(_item)
     records, pos = read_nullable_bytes(buf, pos)  # field: records
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, aborted_transactions=aborted_transactions, records=records), pos
 
@@ -1358,11 +1358,11 @@ def encode_FetchResponsePartitionData_v4(m: FetchResponsePartitionData, out: byt
     if m.preferred_read_replica != -1:  # field: preferred_read_replica
         raise absent_error()  # field: preferred_read_replica
     out += _S_ihqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset
-    items = m.aborted_transactions
-    write_array_length(out, items)  # field: aborted_transactions
-    if items is not None:
-        for item in items:
-            encode_FetchResponseAbortedTransaction_v4(item, out)  # field: aborted_transactions
+    _items = m.aborted_transactions
+    write_array_length(out, _items)  # field: aborted_transactions
+    if _items is not None:
+        for _item in _items:
+            encode_FetchResponseAbortedTransaction_v4(_item, out)  # field: aborted_transactions
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -1371,15 +1371,15 @@ def encode_FetchResponsePartitionData_v4(m: FetchResponsePartitionData, out: byt
 def decode_FetchResponsePartitionData_v5(buf: Buffer, pos: int) -> tuple[FetchResponsePartitionData, int]:
     partition_index, error_code, high_watermark, last_stable_offset, log_start_offset = _S_ihqqq.unpack_from(buf, pos)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
     pos += 30
-    count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
+    if _count < 0:
         aborted_transactions = None
     else:
         aborted_transactions = []
-        append = aborted_transactions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
-            append(item)
+        _append = aborted_transactions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
+            _append(_item)
     records, pos = read_nullable_bytes(buf, pos)  # field: records
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, log_start_offset=log_start_offset, aborted_transactions=aborted_transactions, records=records), pos
 
@@ -1394,11 +1394,11 @@ def encode_FetchResponsePartitionData_v5(m: FetchResponsePartitionData, out: byt
     if m.preferred_read_replica != -1:  # field: preferred_read_replica
         raise absent_error()  # field: preferred_read_replica
     out += _S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
-    items = m.aborted_transactions
-    write_array_length(out, items)  # field: aborted_transactions
-    if items is not None:
-        for item in items:
-            encode_FetchResponseAbortedTransaction_v4(item, out)  # field: aborted_transactions
+    _items = m.aborted_transactions
+    write_array_length(out, _items)  # field: aborted_transactions
+    if _items is not None:
+        for _item in _items:
+            encode_FetchResponseAbortedTransaction_v4(_item, out)  # field: aborted_transactions
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -1407,15 +1407,15 @@ def encode_FetchResponsePartitionData_v5(m: FetchResponsePartitionData, out: byt
 def decode_FetchResponsePartitionData_v11(buf: Buffer, pos: int) -> tuple[FetchResponsePartitionData, int]:
     partition_index, error_code, high_watermark, last_stable_offset, log_start_offset = _S_ihqqq.unpack_from(buf, pos)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
     pos += 30
-    count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
+    if _count < 0:
         aborted_transactions = None
     else:
         aborted_transactions = []
-        append = aborted_transactions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
-            append(item)
+        _append = aborted_transactions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
+            _append(_item)
     preferred_read_replica, = _S_i.unpack_from(buf, pos)  # field: preferred_read_replica
     pos += 4
     records, pos = read_nullable_bytes(buf, pos)  # field: records
@@ -1430,11 +1430,11 @@ def encode_FetchResponsePartitionData_v11(m: FetchResponsePartitionData, out: by
     if m.snapshot_id != _DEFAULT_FetchResponseSnapshotId:  # field: snapshot_id
         raise absent_error()  # field: snapshot_id
     out += _S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
-    items = m.aborted_transactions
-    write_array_length(out, items)  # field: aborted_transactions
-    if items is not None:
-        for item in items:
-            encode_FetchResponseAbortedTransaction_v4(item, out)  # field: aborted_transactions
+    _items = m.aborted_transactions
+    write_array_length(out, _items)  # field: aborted_transactions
+    if _items is not None:
+        for _item in _items:
+            encode_FetchResponseAbortedTransaction_v4(_item, out)  # field: aborted_transactions
     out += _S_i.pack(m.preferred_read_replica)  # field: preferred_read_replica
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -1444,15 +1444,15 @@ def encode_FetchResponsePartitionData_v11(m: FetchResponsePartitionData, out: by
 def decode_FetchResponsePartitionData_v12(buf: Buffer, pos: int) -> tuple[FetchResponsePartitionData, int]:
     partition_index, error_code, high_watermark, last_stable_offset, log_start_offset = _S_ihqqq.unpack_from(buf, pos)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
     pos += 30
-    count, pos = read_compact_array_length(buf, pos, 17)  # field: aborted_transactions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 17)  # field: aborted_transactions
+    if _count < 0:
         aborted_transactions = None
     else:
         aborted_transactions = []
-        append = aborted_transactions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseAbortedTransaction_v12(buf, pos)  # field: aborted_transactions
-            append(item)
+        _append = aborted_transactions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseAbortedTransaction_v12(buf, pos)  # field: aborted_transactions
+            _append(_item)
     preferred_read_replica, = _S_i.unpack_from(buf, pos)  # field: preferred_read_replica
     pos += 4
     records, pos = read_compact_nullable_bytes(buf, pos)  # field: records
@@ -1460,186 +1460,186 @@ def decode_FetchResponsePartitionData_v12(buf: Buffer, pos: int) -> tuple[FetchR
         diverging_epoch = FetchResponseEpochEndOffset()
         current_leader = FetchResponseLeaderIdAndEpoch()
         snapshot_id = FetchResponseSnapshotId()
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 diverging_epoch, pos = decode_FetchResponseEpochEndOffset_v12(buf, pos)  # field: diverging_epoch
-                check_tagged_size(pos, end, tag)  # field: diverging_epoch
-            elif tag == 1:
+                check_tagged_size(pos, _end, _tag)  # field: diverging_epoch
+            elif _tag == 1:
                 current_leader, pos = decode_FetchResponseLeaderIdAndEpoch_v12(buf, pos)  # field: current_leader
-                check_tagged_size(pos, end, tag)  # field: current_leader
-            elif tag == 2:
+                check_tagged_size(pos, _end, _tag)  # field: current_leader
+            elif _tag == 2:
                 snapshot_id, pos = decode_FetchResponseSnapshotId_v12(buf, pos)  # field: snapshot_id
-                check_tagged_size(pos, end, tag)  # field: snapshot_id
+                check_tagged_size(pos, _end, _tag)  # field: snapshot_id
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, log_start_offset=log_start_offset, aborted_transactions=aborted_transactions, preferred_read_replica=preferred_read_replica, records=records, diverging_epoch=diverging_epoch, current_leader=current_leader, snapshot_id=snapshot_id, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, log_start_offset=log_start_offset, aborted_transactions=aborted_transactions, preferred_read_replica=preferred_read_replica, records=records, diverging_epoch=diverging_epoch, current_leader=current_leader, snapshot_id=snapshot_id, unknown_tagged_fields=_unknown), pos
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, log_start_offset=log_start_offset, aborted_transactions=aborted_transactions, preferred_read_replica=preferred_read_replica, records=records), pos + 1
 
 
 def encode_FetchResponsePartitionData_v12(m: FetchResponsePartitionData, out: bytearray) -> None:
     out += _S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
-    items = m.aborted_transactions
-    write_compact_array_length(out, items)  # field: aborted_transactions
-    if items is not None:
-        for item in items:
-            encode_FetchResponseAbortedTransaction_v12(item, out)  # field: aborted_transactions
+    _items = m.aborted_transactions
+    write_compact_array_length(out, _items)  # field: aborted_transactions
+    if _items is not None:
+        for _item in _items:
+            encode_FetchResponseAbortedTransaction_v12(_item, out)  # field: aborted_transactions
     out += _S_i.pack(m.preferred_read_replica)  # field: preferred_read_replica
     write_compact_nullable_bytes(out, m.records)  # field: records
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.diverging_epoch
-    if value != _DEFAULT_FetchResponseEpochEndOffset:
-        buffer = bytearray()
-        encode_FetchResponseEpochEndOffset_v12(value, buffer)  # field: diverging_epoch
-        tagged.append((0, buffer))
-    value = m.current_leader
-    if value != _DEFAULT_FetchResponseLeaderIdAndEpoch:
-        buffer = bytearray()
-        encode_FetchResponseLeaderIdAndEpoch_v12(value, buffer)  # field: current_leader
-        tagged.append((1, buffer))
-    value = m.snapshot_id
-    if value != _DEFAULT_FetchResponseSnapshotId:
-        buffer = bytearray()
-        encode_FetchResponseSnapshotId_v12(value, buffer)  # field: snapshot_id
-        tagged.append((2, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.diverging_epoch
+    if _value != _DEFAULT_FetchResponseEpochEndOffset:
+        _buffer = bytearray()
+        encode_FetchResponseEpochEndOffset_v12(_value, _buffer)  # field: diverging_epoch
+        _tagged.append((0, _buffer))
+    _value = m.current_leader
+    if _value != _DEFAULT_FetchResponseLeaderIdAndEpoch:
+        _buffer = bytearray()
+        encode_FetchResponseLeaderIdAndEpoch_v12(_value, _buffer)  # field: current_leader
+        _tagged.append((1, _buffer))
+    _value = m.snapshot_id
+    if _value != _DEFAULT_FetchResponseSnapshotId:
+        _buffer = bytearray()
+        encode_FetchResponseSnapshotId_v12(_value, _buffer)  # field: snapshot_id
+        _tagged.append((2, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
 
 def decode_FetchResponseFetchableTopicResponse_v0(buf: Buffer, pos: int) -> tuple[FetchResponseFetchableTopicResponse, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchResponseFetchableTopicResponse_v0(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchResponsePartitionData_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchResponseFetchableTopicResponse_v4(buf: Buffer, pos: int) -> tuple[FetchResponseFetchableTopicResponse, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 30)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 30)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponsePartitionData_v4(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponsePartitionData_v4(buf, pos)  # field: partitions
+            _append(_item)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchResponseFetchableTopicResponse_v4(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchResponsePartitionData_v4(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchResponsePartitionData_v4(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchResponseFetchableTopicResponse_v5(buf: Buffer, pos: int) -> tuple[FetchResponseFetchableTopicResponse, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 38)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 38)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponsePartitionData_v5(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponsePartitionData_v5(buf, pos)  # field: partitions
+            _append(_item)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchResponseFetchableTopicResponse_v5(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchResponsePartitionData_v5(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchResponsePartitionData_v5(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchResponseFetchableTopicResponse_v11(buf: Buffer, pos: int) -> tuple[FetchResponseFetchableTopicResponse, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 42)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 42)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponsePartitionData_v11(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponsePartitionData_v11(buf, pos)  # field: partitions
+            _append(_item)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
 def encode_FetchResponseFetchableTopicResponse_v11(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchResponsePartitionData_v11(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchResponsePartitionData_v11(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_FetchResponseFetchableTopicResponse_v12(buf: Buffer, pos: int) -> tuple[FetchResponseFetchableTopicResponse, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 37)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 37)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_FetchResponseFetchableTopicResponse_v12(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchResponsePartitionData_v12(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchResponsePartitionData_v12(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1650,29 +1650,29 @@ def decode_FetchResponseFetchableTopicResponse_v13(buf: Buffer, pos: int) -> tup
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 37)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 37)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponseFetchableTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponseFetchableTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchResponseFetchableTopicResponse(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_FetchResponseFetchableTopicResponse_v13(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchResponsePartitionData_v12(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchResponsePartitionData_v12(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1687,8 +1687,8 @@ def decode_FetchResponseNodeEndpoint_v16(buf: Buffer, pos: int) -> tuple[FetchRe
     pos += 4
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=_unknown), pos
     return FetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
@@ -1704,15 +1704,15 @@ def encode_FetchResponseNodeEndpoint_v16(m: FetchResponseNodeEndpoint, out: byte
 
 
 def decode_FetchResponse_v0(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
+            _append(_item)
     return FetchResponse(responses=responses), pos
 
 
@@ -1721,12 +1721,12 @@ def encode_FetchResponse_v0(m: FetchResponse, out: bytearray) -> None:
         raise absent_error()  # field: session_id
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1734,15 +1734,15 @@ def encode_FetchResponse_v0(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v1(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
+            _append(_item)
     return FetchResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
@@ -1752,12 +1752,12 @@ def encode_FetchResponse_v1(m: FetchResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1765,15 +1765,15 @@ def encode_FetchResponse_v1(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v4(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v4(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v4(buf, pos)  # field: responses
+            _append(_item)
     return FetchResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
@@ -1783,12 +1783,12 @@ def encode_FetchResponse_v4(m: FetchResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v4(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v4(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1796,15 +1796,15 @@ def encode_FetchResponse_v4(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v5(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
+            _append(_item)
     return FetchResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
@@ -1814,12 +1814,12 @@ def encode_FetchResponse_v5(m: FetchResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v5(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v5(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1827,15 +1827,15 @@ def encode_FetchResponse_v5(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v7(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, error_code, session_id = _S_ihi.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, session_id
     pos += 10
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
+            _append(_item)
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos
 
 
@@ -1843,12 +1843,12 @@ def encode_FetchResponse_v7(m: FetchResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v5(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v5(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1856,15 +1856,15 @@ def encode_FetchResponse_v7(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v11(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, error_code, session_id = _S_ihi.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, session_id
     pos += 10
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v11(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v11(buf, pos)  # field: responses
+            _append(_item)
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos
 
 
@@ -1872,12 +1872,12 @@ def encode_FetchResponse_v11(m: FetchResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v11(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v11(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1885,18 +1885,18 @@ def encode_FetchResponse_v11(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v12(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, error_code, session_id = _S_ihi.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, session_id
     pos += 10
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v12(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v12(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, unknown_tagged_fields=_unknown), pos
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos + 1
 
 
@@ -1904,12 +1904,12 @@ def encode_FetchResponse_v12(m: FetchResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v12(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v12(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1919,18 +1919,18 @@ def encode_FetchResponse_v12(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v13(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, error_code, session_id = _S_ihi.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, session_id
     pos += 10
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, unknown_tagged_fields=_unknown), pos
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos + 1
 
 
@@ -1938,12 +1938,12 @@ def encode_FetchResponse_v13(m: FetchResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v13(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v13(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1953,60 +1953,60 @@ def encode_FetchResponse_v13(m: FetchResponse, out: bytearray) -> None:
 def decode_FetchResponse_v16(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     throttle_time_ms, error_code, session_id = _S_ihi.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, session_id
     pos += 10
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         node_endpoints = []
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
+                if _count < 0:
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    append = node_endpoints.append
-                    for _ in range(count):
-                        item, pos = decode_FetchResponseNodeEndpoint_v16(buf, pos)  # field: node_endpoints
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: node_endpoints
+                    _append = node_endpoints.append
+                    for _ in range(_count):
+                        _item, pos = decode_FetchResponseNodeEndpoint_v16(buf, pos)  # field: node_endpoints
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos + 1
 
 
 def encode_FetchResponse_v16(m: FetchResponse, out: bytearray) -> None:
     out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_FetchResponseFetchableTopicResponse_v13(item, out)  # field: responses
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.node_endpoints
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_FetchResponseFetchableTopicResponse_v13(_item, out)  # field: responses
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.node_endpoints
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(buffer, items)  # field: node_endpoints
-        for item in items:
-            encode_FetchResponseNodeEndpoint_v16(item, buffer)  # field: node_endpoints
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: node_endpoints
+        for _item in _items:
+            encode_FetchResponseNodeEndpoint_v16(_item, _buffer)  # field: node_endpoints
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

@@ -238,8 +238,8 @@ def decode_FetchSnapshotRequestSnapshotId_v0(buf: Buffer, pos: int) -> tuple[Fet
     end_offset, epoch = _S_qi.unpack_from(buf, pos)  # field: end_offset, epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotRequestSnapshotId(end_offset=end_offset, epoch=epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotRequestSnapshotId(end_offset=end_offset, epoch=epoch, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequestSnapshotId(end_offset=end_offset, epoch=epoch), pos + 1
 
 
@@ -258,8 +258,8 @@ def decode_FetchSnapshotRequestPartitionSnapshot_v0(buf: Buffer, pos: int) -> tu
     position, = _S_q.unpack_from(buf, pos)  # field: position
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position), pos + 1
 
 
@@ -281,17 +281,17 @@ def decode_FetchSnapshotRequestPartitionSnapshot_v1(buf: Buffer, pos: int) -> tu
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
         replica_directory_id = ZERO_UUID
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 replica_directory_id, pos = read_uuid(buf, pos)  # field: replica_directory_id
-                check_tagged_size(pos, end, tag)  # field: replica_directory_id
+                check_tagged_size(pos, _end, _tag)  # field: replica_directory_id
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position, replica_directory_id=replica_directory_id, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position, replica_directory_id=replica_directory_id, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position), pos + 1
 
 
@@ -299,43 +299,43 @@ def encode_FetchSnapshotRequestPartitionSnapshot_v1(m: FetchSnapshotRequestParti
     out += _S_ii.pack(m.partition, m.current_leader_epoch)  # field: partition, current_leader_epoch
     encode_FetchSnapshotRequestSnapshotId_v0(m.snapshot_id, out)  # field: snapshot_id
     out += _S_q.pack(m.position)  # field: position
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.replica_directory_id
-    if value != ZERO_UUID:
-        buffer = bytearray()
-        buffer += value.bytes  # field: replica_directory_id
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.replica_directory_id
+    if _value != ZERO_UUID:
+        _buffer = bytearray()
+        _buffer += _value.bytes  # field: replica_directory_id
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
 
 def decode_FetchSnapshotRequestTopicSnapshot_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequestTopicSnapshot, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 30)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 30)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchSnapshotRequestPartitionSnapshot_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchSnapshotRequestPartitionSnapshot_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions), pos + 1
 
 
 def encode_FetchSnapshotRequestTopicSnapshot_v0(m: FetchSnapshotRequestTopicSnapshot, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchSnapshotRequestPartitionSnapshot_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchSnapshotRequestPartitionSnapshot_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -344,29 +344,29 @@ def encode_FetchSnapshotRequestTopicSnapshot_v0(m: FetchSnapshotRequestTopicSnap
 
 def decode_FetchSnapshotRequestTopicSnapshot_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequestTopicSnapshot, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 30)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 30)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchSnapshotRequestPartitionSnapshot_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchSnapshotRequestPartitionSnapshot_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions), pos + 1
 
 
 def encode_FetchSnapshotRequestTopicSnapshot_v1(m: FetchSnapshotRequestTopicSnapshot, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchSnapshotRequestPartitionSnapshot_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchSnapshotRequestPartitionSnapshot_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -376,47 +376,47 @@ def encode_FetchSnapshotRequestTopicSnapshot_v1(m: FetchSnapshotRequestTopicSnap
 def decode_FetchSnapshotRequest_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequest, int]:
     replica_id, max_bytes = _S_ii.unpack_from(buf, pos)  # field: replica_id, max_bytes
     pos += 8
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchSnapshotRequestTopicSnapshot_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchSnapshotRequestTopicSnapshot_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         cluster_id = None
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-                check_tagged_size(pos, end, tag)  # field: cluster_id
+                check_tagged_size(pos, _end, _tag)  # field: cluster_id
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics, cluster_id=cluster_id, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics, cluster_id=cluster_id, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics), pos + 1
 
 
 def encode_FetchSnapshotRequest_v0(m: FetchSnapshotRequest, out: bytearray) -> None:
     out += _S_ii.pack(m.replica_id, m.max_bytes)  # field: replica_id, max_bytes
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchSnapshotRequestTopicSnapshot_v0(item, out)  # field: topics
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.cluster_id
-    if value is not None:
-        buffer = bytearray()
-        write_compact_nullable_string(buffer, value)  # field: cluster_id
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchSnapshotRequestTopicSnapshot_v0(_item, out)  # field: topics
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.cluster_id
+    if _value is not None:
+        _buffer = bytearray()
+        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -424,47 +424,47 @@ def encode_FetchSnapshotRequest_v0(m: FetchSnapshotRequest, out: bytearray) -> N
 def decode_FetchSnapshotRequest_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequest, int]:
     replica_id, max_bytes = _S_ii.unpack_from(buf, pos)  # field: replica_id, max_bytes
     pos += 8
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchSnapshotRequestTopicSnapshot_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchSnapshotRequestTopicSnapshot_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         cluster_id = None
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-                check_tagged_size(pos, end, tag)  # field: cluster_id
+                check_tagged_size(pos, _end, _tag)  # field: cluster_id
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics, cluster_id=cluster_id, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics, cluster_id=cluster_id, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics), pos + 1
 
 
 def encode_FetchSnapshotRequest_v1(m: FetchSnapshotRequest, out: bytearray) -> None:
     out += _S_ii.pack(m.replica_id, m.max_bytes)  # field: replica_id, max_bytes
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchSnapshotRequestTopicSnapshot_v1(item, out)  # field: topics
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.cluster_id
-    if value is not None:
-        buffer = bytearray()
-        write_compact_nullable_string(buffer, value)  # field: cluster_id
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchSnapshotRequestTopicSnapshot_v1(_item, out)  # field: topics
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.cluster_id
+    if _value is not None:
+        _buffer = bytearray()
+        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -473,8 +473,8 @@ def decode_FetchSnapshotResponseSnapshotId_v0(buf: Buffer, pos: int) -> tuple[Fe
     end_offset, epoch = _S_qi.unpack_from(buf, pos)  # field: end_offset, epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotResponseSnapshotId(end_offset=end_offset, epoch=epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotResponseSnapshotId(end_offset=end_offset, epoch=epoch, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponseSnapshotId(end_offset=end_offset, epoch=epoch), pos + 1
 
 
@@ -490,8 +490,8 @@ def decode_FetchSnapshotResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) -> tu
     leader_id, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: leader_id, leader_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -512,17 +512,17 @@ def decode_FetchSnapshotResponsePartitionSnapshot_v0(buf: Buffer, pos: int) -> t
     unaligned_records, pos = read_compact_bytes(buf, pos)  # field: unaligned_records
     if buf[pos]:  # field: unknown_tagged_fields
         current_leader = FetchSnapshotResponseLeaderIdAndEpoch()
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 current_leader, pos = decode_FetchSnapshotResponseLeaderIdAndEpoch_v0(buf, pos)  # field: current_leader
-                check_tagged_size(pos, end, tag)  # field: current_leader
+                check_tagged_size(pos, _end, _tag)  # field: current_leader
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchSnapshotResponsePartitionSnapshot(index=index, error_code=error_code, snapshot_id=snapshot_id, size=size, position=position, unaligned_records=unaligned_records, current_leader=current_leader, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchSnapshotResponsePartitionSnapshot(index=index, error_code=error_code, snapshot_id=snapshot_id, size=size, position=position, unaligned_records=unaligned_records, current_leader=current_leader, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponsePartitionSnapshot(index=index, error_code=error_code, snapshot_id=snapshot_id, size=size, position=position, unaligned_records=unaligned_records), pos + 1
 
 
@@ -531,43 +531,43 @@ def encode_FetchSnapshotResponsePartitionSnapshot_v0(m: FetchSnapshotResponsePar
     encode_FetchSnapshotResponseSnapshotId_v0(m.snapshot_id, out)  # field: snapshot_id
     out += _S_qq.pack(m.size, m.position)  # field: size, position
     write_compact_bytes(out, m.unaligned_records)  # field: unaligned_records
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.current_leader
-    if value != _DEFAULT_FetchSnapshotResponseLeaderIdAndEpoch:
-        buffer = bytearray()
-        encode_FetchSnapshotResponseLeaderIdAndEpoch_v0(value, buffer)  # field: current_leader
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.current_leader
+    if _value != _DEFAULT_FetchSnapshotResponseLeaderIdAndEpoch:
+        _buffer = bytearray()
+        encode_FetchSnapshotResponseLeaderIdAndEpoch_v0(_value, _buffer)  # field: current_leader
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
 
 def decode_FetchSnapshotResponseTopicSnapshot_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponseTopicSnapshot, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 37)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 37)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_FetchSnapshotResponsePartitionSnapshot_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_FetchSnapshotResponsePartitionSnapshot_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotResponseTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotResponseTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponseTopicSnapshot(name=name, partitions=partitions), pos + 1
 
 
 def encode_FetchSnapshotResponseTopicSnapshot_v0(m: FetchSnapshotResponseTopicSnapshot, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_FetchSnapshotResponsePartitionSnapshot_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_FetchSnapshotResponsePartitionSnapshot_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -581,8 +581,8 @@ def decode_FetchSnapshotResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
@@ -599,18 +599,18 @@ def encode_FetchSnapshotResponseNodeEndpoint_v1(m: FetchSnapshotResponseNodeEndp
 def decode_FetchSnapshotResponse_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
@@ -618,12 +618,12 @@ def encode_FetchSnapshotResponse_v0(m: FetchSnapshotResponse, out: bytearray) ->
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchSnapshotResponseTopicSnapshot_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchSnapshotResponseTopicSnapshot_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -633,60 +633,60 @@ def encode_FetchSnapshotResponse_v0(m: FetchSnapshotResponse, out: bytearray) ->
 def decode_FetchSnapshotResponse_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         node_endpoints = []
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
+                if _count < 0:
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    append = node_endpoints.append
-                    for _ in range(count):
-                        item, pos = decode_FetchSnapshotResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: node_endpoints
+                    _append = node_endpoints.append
+                    for _ in range(_count):
+                        _item, pos = decode_FetchSnapshotResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
 def encode_FetchSnapshotResponse_v1(m: FetchSnapshotResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_FetchSnapshotResponseTopicSnapshot_v0(item, out)  # field: topics
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.node_endpoints
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_FetchSnapshotResponseTopicSnapshot_v0(_item, out)  # field: topics
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.node_endpoints
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(buffer, items)  # field: node_endpoints
-        for item in items:
-            encode_FetchSnapshotResponseNodeEndpoint_v1(item, buffer)  # field: node_endpoints
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: node_endpoints
+        for _item in _items:
+            encode_FetchSnapshotResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

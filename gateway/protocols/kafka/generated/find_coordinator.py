@@ -159,8 +159,8 @@ def decode_FindCoordinatorRequest_v3(buf: Buffer, pos: int) -> tuple[FindCoordin
     key_type, = _S_b.unpack_from(buf, pos)  # field: key_type
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FindCoordinatorRequest(key=key, key_type=key_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FindCoordinatorRequest(key=key, key_type=key_type, unknown_tagged_fields=_unknown), pos
     return FindCoordinatorRequest(key=key, key_type=key_type), pos + 1
 
 
@@ -178,18 +178,18 @@ def encode_FindCoordinatorRequest_v3(m: FindCoordinatorRequest, out: bytearray) 
 def decode_FindCoordinatorRequest_v4(buf: Buffer, pos: int) -> tuple[FindCoordinatorRequest, int]:
     key_type, = _S_b.unpack_from(buf, pos)  # field: key_type
     pos += 1
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: coordinator_keys
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: coordinator_keys
+    if _count < 0:
         raise null_error()  # field: coordinator_keys
     else:
         coordinator_keys = []
-        append = coordinator_keys.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: coordinator_keys
-            append(item)
+        _append = coordinator_keys.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: coordinator_keys
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FindCoordinatorRequest(key_type=key_type, coordinator_keys=coordinator_keys, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FindCoordinatorRequest(key_type=key_type, coordinator_keys=coordinator_keys, unknown_tagged_fields=_unknown), pos
     return FindCoordinatorRequest(key_type=key_type, coordinator_keys=coordinator_keys), pos + 1
 
 
@@ -197,12 +197,12 @@ def encode_FindCoordinatorRequest_v4(m: FindCoordinatorRequest, out: bytearray) 
     if m.key != '':  # field: key
         raise absent_error()  # field: key
     out += _S_b.pack(m.key_type)  # field: key_type
-    items = m.coordinator_keys
-    if items is None:
+    _items = m.coordinator_keys
+    if _items is None:
         raise null_error()  # field: coordinator_keys
-    write_compact_array_length(out, items)  # field: coordinator_keys
-    for item in items:
-        write_compact_string(out, item)  # field: coordinator_keys
+    write_compact_array_length(out, _items)  # field: coordinator_keys
+    for _item in _items:
+        write_compact_string(out, _item)  # field: coordinator_keys
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -218,8 +218,8 @@ def decode_FindCoordinatorResponseCoordinator_v4(buf: Buffer, pos: int) -> tuple
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FindCoordinatorResponseCoordinator(key=key, node_id=node_id, host=host, port=port, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FindCoordinatorResponseCoordinator(key=key, node_id=node_id, host=host, port=port, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return FindCoordinatorResponseCoordinator(key=key, node_id=node_id, host=host, port=port, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -288,8 +288,8 @@ def decode_FindCoordinatorResponse_v3(buf: Buffer, pos: int) -> tuple[FindCoordi
     port, = _S_i.unpack_from(buf, pos)  # field: port
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, node_id=node_id, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, node_id=node_id, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, node_id=node_id, host=host, port=port), pos + 1
 
 
@@ -310,18 +310,18 @@ def encode_FindCoordinatorResponse_v3(m: FindCoordinatorResponse, out: bytearray
 def decode_FindCoordinatorResponse_v4(buf: Buffer, pos: int) -> tuple[FindCoordinatorResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 14)  # field: coordinators
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 14)  # field: coordinators
+    if _count < 0:
         raise null_error()  # field: coordinators
     else:
         coordinators = []
-        append = coordinators.append
-        for _ in range(count):
-            item, pos = decode_FindCoordinatorResponseCoordinator_v4(buf, pos)  # field: coordinators
-            append(item)
+        _append = coordinators.append
+        for _ in range(_count):
+            _item, pos = decode_FindCoordinatorResponseCoordinator_v4(buf, pos)  # field: coordinators
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, coordinators=coordinators, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, coordinators=coordinators, unknown_tagged_fields=_unknown), pos
     return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, coordinators=coordinators), pos + 1
 
 
@@ -335,12 +335,12 @@ def encode_FindCoordinatorResponse_v4(m: FindCoordinatorResponse, out: bytearray
     if m.port != 0:  # field: port
         raise absent_error()  # field: port
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.coordinators
-    if items is None:
+    _items = m.coordinators
+    if _items is None:
         raise null_error()  # field: coordinators
-    write_compact_array_length(out, items)  # field: coordinators
-    for item in items:
-        encode_FindCoordinatorResponseCoordinator_v4(item, out)  # field: coordinators
+    write_compact_array_length(out, _items)  # field: coordinators
+    for _item in _items:
+        encode_FindCoordinatorResponseCoordinator_v4(_item, out)  # field: coordinators
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

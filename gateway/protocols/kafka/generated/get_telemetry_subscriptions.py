@@ -105,8 +105,8 @@ def decode_GetTelemetrySubscriptionsRequest_v0(buf: Buffer, pos: int) -> tuple[G
     pos += 16
     client_instance_id = uuid_from_bytes(client_instance_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return GetTelemetrySubscriptionsRequest(client_instance_id=client_instance_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return GetTelemetrySubscriptionsRequest(client_instance_id=client_instance_id, unknown_tagged_fields=_unknown), pos
     return GetTelemetrySubscriptionsRequest(client_instance_id=client_instance_id), pos + 1
 
 
@@ -122,42 +122,42 @@ def decode_GetTelemetrySubscriptionsResponse_v0(buf: Buffer, pos: int) -> tuple[
     throttle_time_ms, error_code, client_instance_id, subscription_id = _S_ih16si.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, client_instance_id, subscription_id
     pos += 26
     client_instance_id = uuid_from_bytes(client_instance_id)
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: accepted_compression_types
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: accepted_compression_types
+    if _count < 0:
         raise null_error()  # field: accepted_compression_types
     else:
-        accepted_compression_types, pos = read_fixed_array(buf, pos, count, 'b', 1)  # field: accepted_compression_types
+        accepted_compression_types, pos = read_fixed_array(buf, pos, _count, 'b', 1)  # field: accepted_compression_types
     push_interval_ms, telemetry_max_bytes, delta_temporality = _S_iio.unpack_from(buf, pos)  # field: push_interval_ms, telemetry_max_bytes, delta_temporality
     pos += 9
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: requested_metrics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: requested_metrics
+    if _count < 0:
         raise null_error()  # field: requested_metrics
     else:
         requested_metrics = []
-        append = requested_metrics.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: requested_metrics
-            append(item)
+        _append = requested_metrics.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: requested_metrics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return GetTelemetrySubscriptionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_instance_id=client_instance_id, subscription_id=subscription_id, accepted_compression_types=accepted_compression_types, push_interval_ms=push_interval_ms, telemetry_max_bytes=telemetry_max_bytes, delta_temporality=delta_temporality, requested_metrics=requested_metrics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return GetTelemetrySubscriptionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_instance_id=client_instance_id, subscription_id=subscription_id, accepted_compression_types=accepted_compression_types, push_interval_ms=push_interval_ms, telemetry_max_bytes=telemetry_max_bytes, delta_temporality=delta_temporality, requested_metrics=requested_metrics, unknown_tagged_fields=_unknown), pos
     return GetTelemetrySubscriptionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_instance_id=client_instance_id, subscription_id=subscription_id, accepted_compression_types=accepted_compression_types, push_interval_ms=push_interval_ms, telemetry_max_bytes=telemetry_max_bytes, delta_temporality=delta_temporality, requested_metrics=requested_metrics), pos + 1
 
 
 def encode_GetTelemetrySubscriptionsResponse_v0(m: GetTelemetrySubscriptionsResponse, out: bytearray) -> None:
     out += _S_ih16si.pack(m.throttle_time_ms, m.error_code, m.client_instance_id.bytes, m.subscription_id)  # field: throttle_time_ms, error_code, client_instance_id, subscription_id
-    items = m.accepted_compression_types
-    if items is None:
+    _items = m.accepted_compression_types
+    if _items is None:
         raise null_error()  # field: accepted_compression_types
-    write_compact_array_length(out, items)  # field: accepted_compression_types
-    write_fixed_array(out, items, 'b')  # field: accepted_compression_types
+    write_compact_array_length(out, _items)  # field: accepted_compression_types
+    write_fixed_array(out, _items, 'b')  # field: accepted_compression_types
     out += _S_iio.pack(m.push_interval_ms, m.telemetry_max_bytes, m.delta_temporality)  # field: push_interval_ms, telemetry_max_bytes, delta_temporality
-    items = m.requested_metrics
-    if items is None:
+    _items = m.requested_metrics
+    if _items is None:
         raise null_error()  # field: requested_metrics
-    write_compact_array_length(out, items)  # field: requested_metrics
-    for item in items:
-        write_compact_string(out, item)  # field: requested_metrics
+    write_compact_array_length(out, _items)  # field: requested_metrics
+    for _item in _items:
+        write_compact_string(out, _item)  # field: requested_metrics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -120,8 +120,8 @@ def decode_RequestHeader_v2(buf: Buffer, pos: int) -> tuple[RequestHeader, int]:
     pos += 8
     client_id, pos = read_nullable_string(buf, pos)  # field: client_id
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return RequestHeader(request_api_key=request_api_key, request_api_version=request_api_version, correlation_id=correlation_id, client_id=client_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return RequestHeader(request_api_key=request_api_key, request_api_version=request_api_version, correlation_id=correlation_id, client_id=client_id, unknown_tagged_fields=_unknown), pos
     return RequestHeader(request_api_key=request_api_key, request_api_version=request_api_version, correlation_id=correlation_id, client_id=client_id), pos + 1
 
 
@@ -150,8 +150,8 @@ def decode_ResponseHeader_v1(buf: Buffer, pos: int) -> tuple[ResponseHeader, int
     correlation_id, = _S_i.unpack_from(buf, pos)  # field: correlation_id
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ResponseHeader(correlation_id=correlation_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ResponseHeader(correlation_id=correlation_id, unknown_tagged_fields=_unknown), pos
     return ResponseHeader(correlation_id=correlation_id), pos + 1
 
 

@@ -135,8 +135,8 @@ def decode_HeartbeatRequest_v4(buf: Buffer, pos: int) -> tuple[HeartbeatRequest,
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return HeartbeatRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return HeartbeatRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, unknown_tagged_fields=_unknown), pos
     return HeartbeatRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id), pos + 1
 
 
@@ -179,8 +179,8 @@ def decode_HeartbeatResponse_v4(buf: Buffer, pos: int) -> tuple[HeartbeatRespons
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return HeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return HeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return HeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 

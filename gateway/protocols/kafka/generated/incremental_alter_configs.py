@@ -161,8 +161,8 @@ def decode_IncrementalAlterConfigsRequestAlterableConfig_v1(buf: Buffer, pos: in
     pos += 1
     value, pos = read_compact_nullable_string(buf, pos)  # field: value
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return IncrementalAlterConfigsRequestAlterableConfig(name=name, config_operation=config_operation, value=value, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return IncrementalAlterConfigsRequestAlterableConfig(name=name, config_operation=config_operation, value=value, unknown_tagged_fields=_unknown), pos
     return IncrementalAlterConfigsRequestAlterableConfig(name=name, config_operation=config_operation, value=value), pos + 1
 
 
@@ -180,27 +180,27 @@ def decode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(buf: Buffer, po
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_string(buf, pos)  # field: resource_name
-    count, pos = read_array_length(buf, pos, 5)  # field: configs
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 5)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
+            _append(_item)
     return IncrementalAlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
 def encode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(m: IncrementalAlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_array_length(out, items)  # field: configs
-    for item in items:
-        encode_IncrementalAlterConfigsRequestAlterableConfig_v0(item, out)  # field: configs
+    write_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_IncrementalAlterConfigsRequestAlterableConfig_v0(_item, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -209,30 +209,30 @@ def decode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(buf: Buffer, po
     resource_type, = _S_b.unpack_from(buf, pos)  # field: resource_type
     pos += 1
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: configs
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: configs
+    if _count < 0:
         raise null_error()  # field: configs
     else:
         configs = []
-        append = configs.append
-        for _ in range(count):
-            item, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v1(buf, pos)  # field: configs
-            append(item)
+        _append = configs.append
+        for _ in range(_count):
+            _item, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v1(buf, pos)  # field: configs
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return IncrementalAlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return IncrementalAlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=_unknown), pos
     return IncrementalAlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos + 1
 
 
 def encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(m: IncrementalAlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
     out += _S_b.pack(m.resource_type)  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    items = m.configs
-    if items is None:
+    _items = m.configs
+    if _items is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, items)  # field: configs
-    for item in items:
-        encode_IncrementalAlterConfigsRequestAlterableConfig_v1(item, out)  # field: configs
+    write_compact_array_length(out, _items)  # field: configs
+    for _item in _items:
+        encode_IncrementalAlterConfigsRequestAlterableConfig_v1(_item, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -240,57 +240,57 @@ def encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(m: IncrementalA
 
 
 def decode_IncrementalAlterConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsRequest, int]:
-    count, pos = read_array_length(buf, pos, 7)  # field: resources
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
+            _append(_item)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     return IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only), pos
 
 
 def encode_IncrementalAlterConfigsRequest_v0(m: IncrementalAlterConfigsRequest, out: bytearray) -> None:
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_array_length(out, items)  # field: resources
-    for item in items:
-        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(item, out)  # field: resources
+    write_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(_item, out)  # field: resources
     out += _S_o.pack(m.validate_only)  # field: validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_IncrementalAlterConfigsRequest_v1(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: resources
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: resources
+    if _count < 0:
         raise null_error()  # field: resources
     else:
         resources = []
-        append = resources.append
-        for _ in range(count):
-            item, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(buf, pos)  # field: resources
-            append(item)
+        _append = resources.append
+        for _ in range(_count):
+            _item, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(buf, pos)  # field: resources
+            _append(_item)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only, unknown_tagged_fields=_unknown), pos
     return IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only), pos + 1
 
 
 def encode_IncrementalAlterConfigsRequest_v1(m: IncrementalAlterConfigsRequest, out: bytearray) -> None:
-    items = m.resources
-    if items is None:
+    _items = m.resources
+    if _items is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, items)  # field: resources
-    for item in items:
-        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(item, out)  # field: resources
+    write_compact_array_length(out, _items)  # field: resources
+    for _item in _items:
+        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(_item, out)  # field: resources
     out += _S_o.pack(m.validate_only)  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -325,8 +325,8 @@ def decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(buf: B
     pos += 1
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return IncrementalAlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return IncrementalAlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, unknown_tagged_fields=_unknown), pos
     return IncrementalAlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name), pos + 1
 
 
@@ -344,26 +344,26 @@ def encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(m: Inc
 def decode_IncrementalAlterConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 7)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 7)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
+            _append(_item)
     return IncrementalAlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
 def encode_IncrementalAlterConfigsResponse_v0(m: IncrementalAlterConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -371,29 +371,29 @@ def encode_IncrementalAlterConfigsResponse_v0(m: IncrementalAlterConfigsResponse
 def decode_IncrementalAlterConfigsResponse_v1(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(buf, pos)  # field: responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return IncrementalAlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return IncrementalAlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return IncrementalAlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
 def encode_IncrementalAlterConfigsResponse_v1(m: IncrementalAlterConfigsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(_item, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

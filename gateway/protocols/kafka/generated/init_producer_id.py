@@ -119,8 +119,8 @@ def decode_InitProducerIdRequest_v2(buf: Buffer, pos: int) -> tuple[InitProducer
     transaction_timeout_ms, = _S_i.unpack_from(buf, pos)  # field: transaction_timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms, unknown_tagged_fields=_unknown), pos
     return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms), pos + 1
 
 
@@ -142,8 +142,8 @@ def decode_InitProducerIdRequest_v3(buf: Buffer, pos: int) -> tuple[InitProducer
     transaction_timeout_ms, producer_id, producer_epoch = _S_iqh.unpack_from(buf, pos)  # field: transaction_timeout_ms, producer_id, producer_epoch
     pos += 14
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms, producer_id=producer_id, producer_epoch=producer_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms, producer_id=producer_id, producer_epoch=producer_epoch, unknown_tagged_fields=_unknown), pos
     return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms, producer_id=producer_id, producer_epoch=producer_epoch), pos + 1
 
 
@@ -172,8 +172,8 @@ def decode_InitProducerIdResponse_v2(buf: Buffer, pos: int) -> tuple[InitProduce
     throttle_time_ms, error_code, producer_id, producer_epoch = _S_ihqh.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, producer_id, producer_epoch
     pos += 16
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitProducerIdResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitProducerIdResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch, unknown_tagged_fields=_unknown), pos
     return InitProducerIdResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch), pos + 1
 
 

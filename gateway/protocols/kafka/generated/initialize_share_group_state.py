@@ -150,8 +150,8 @@ def decode_InitializeShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: in
     partition, state_epoch, start_offset = _S_iiq.unpack_from(buf, pos)  # field: partition, state_epoch, start_offset
     pos += 16
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitializeShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, start_offset=start_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitializeShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, start_offset=start_offset, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, start_offset=start_offset), pos + 1
 
 
@@ -167,29 +167,29 @@ def decode_InitializeShareGroupStateRequestInitializeStateData_v0(buf: Buffer, p
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 17)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 17)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_InitializeShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_InitializeShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitializeShareGroupStateRequestInitializeStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitializeShareGroupStateRequestInitializeStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateRequestInitializeStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_InitializeShareGroupStateRequestInitializeStateData_v0(m: InitializeShareGroupStateRequestInitializeStateData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_InitializeShareGroupStateRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_InitializeShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -198,29 +198,29 @@ def encode_InitializeShareGroupStateRequestInitializeStateData_v0(m: InitializeS
 
 def decode_InitializeShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[InitializeShareGroupStateRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_InitializeShareGroupStateRequestInitializeStateData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_InitializeShareGroupStateRequestInitializeStateData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitializeShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitializeShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
 def encode_InitializeShareGroupStateRequest_v0(m: InitializeShareGroupStateRequest, out: bytearray) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_InitializeShareGroupStateRequestInitializeStateData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_InitializeShareGroupStateRequestInitializeStateData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -232,8 +232,8 @@ def decode_InitializeShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos:
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitializeShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitializeShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -250,29 +250,29 @@ def decode_InitializeShareGroupStateResponseInitializeStateResult_v0(buf: Buffer
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_InitializeShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_InitializeShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitializeShareGroupStateResponseInitializeStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitializeShareGroupStateResponseInitializeStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateResponseInitializeStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_InitializeShareGroupStateResponseInitializeStateResult_v0(m: InitializeShareGroupStateResponseInitializeStateResult, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_InitializeShareGroupStateResponsePartitionResult_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_InitializeShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -280,28 +280,28 @@ def encode_InitializeShareGroupStateResponseInitializeStateResult_v0(m: Initiali
 
 
 def decode_InitializeShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[InitializeShareGroupStateResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_InitializeShareGroupStateResponseInitializeStateResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_InitializeShareGroupStateResponseInitializeStateResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return InitializeShareGroupStateResponse(results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return InitializeShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateResponse(results=results), pos + 1
 
 
 def encode_InitializeShareGroupStateResponse_v0(m: InitializeShareGroupStateResponse, out: bytearray) -> None:
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_InitializeShareGroupStateResponseInitializeStateResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_InitializeShareGroupStateResponseInitializeStateResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

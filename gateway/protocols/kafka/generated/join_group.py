@@ -163,8 +163,8 @@ def decode_JoinGroupRequestProtocol_v6(buf: Buffer, pos: int) -> tuple[JoinGroup
     name, pos = read_compact_string(buf, pos)  # field: name
     metadata, pos = read_compact_bytes(buf, pos)  # field: metadata
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return JoinGroupRequestProtocol(name=name, metadata=metadata, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return JoinGroupRequestProtocol(name=name, metadata=metadata, unknown_tagged_fields=_unknown), pos
     return JoinGroupRequestProtocol(name=name, metadata=metadata), pos + 1
 
 
@@ -183,15 +183,15 @@ def decode_JoinGroupRequest_v0(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     pos += 4
     member_id, pos = read_string(buf, pos)  # field: member_id
     protocol_type, pos = read_string(buf, pos)  # field: protocol_type
-    count, pos = read_array_length(buf, pos, 6)  # field: protocols
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: protocols
+    if _count < 0:
         raise null_error()  # field: protocols
     else:
         protocols = []
-        append = protocols.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
-            append(item)
+        _append = protocols.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
+            _append(_item)
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, member_id=member_id, protocol_type=protocol_type, protocols=protocols), pos
 
 
@@ -202,12 +202,12 @@ def encode_JoinGroupRequest_v0(m: JoinGroupRequest, out: bytearray) -> None:
     out += _S_i.pack(m.session_timeout_ms)  # field: session_timeout_ms
     write_string(out, m.member_id)  # field: member_id
     write_string(out, m.protocol_type)  # field: protocol_type
-    items = m.protocols
-    if items is None:
+    _items = m.protocols
+    if _items is None:
         raise null_error()  # field: protocols
-    write_array_length(out, items)  # field: protocols
-    for item in items:
-        encode_JoinGroupRequestProtocol_v0(item, out)  # field: protocols
+    write_array_length(out, _items)  # field: protocols
+    for _item in _items:
+        encode_JoinGroupRequestProtocol_v0(_item, out)  # field: protocols
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -218,15 +218,15 @@ def decode_JoinGroupRequest_v1(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     pos += 8
     member_id, pos = read_string(buf, pos)  # field: member_id
     protocol_type, pos = read_string(buf, pos)  # field: protocol_type
-    count, pos = read_array_length(buf, pos, 6)  # field: protocols
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: protocols
+    if _count < 0:
         raise null_error()  # field: protocols
     else:
         protocols = []
-        append = protocols.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
-            append(item)
+        _append = protocols.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
+            _append(_item)
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, protocol_type=protocol_type, protocols=protocols), pos
 
 
@@ -237,12 +237,12 @@ def encode_JoinGroupRequest_v1(m: JoinGroupRequest, out: bytearray) -> None:
     out += _S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms)  # field: session_timeout_ms, rebalance_timeout_ms
     write_string(out, m.member_id)  # field: member_id
     write_string(out, m.protocol_type)  # field: protocol_type
-    items = m.protocols
-    if items is None:
+    _items = m.protocols
+    if _items is None:
         raise null_error()  # field: protocols
-    write_array_length(out, items)  # field: protocols
-    for item in items:
-        encode_JoinGroupRequestProtocol_v0(item, out)  # field: protocols
+    write_array_length(out, _items)  # field: protocols
+    for _item in _items:
+        encode_JoinGroupRequestProtocol_v0(_item, out)  # field: protocols
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -254,15 +254,15 @@ def decode_JoinGroupRequest_v5(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     member_id, pos = read_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_nullable_string(buf, pos)  # field: group_instance_id
     protocol_type, pos = read_string(buf, pos)  # field: protocol_type
-    count, pos = read_array_length(buf, pos, 6)  # field: protocols
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: protocols
+    if _count < 0:
         raise null_error()  # field: protocols
     else:
         protocols = []
-        append = protocols.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
-            append(item)
+        _append = protocols.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
+            _append(_item)
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols), pos
 
 
@@ -272,12 +272,12 @@ def encode_JoinGroupRequest_v5(m: JoinGroupRequest, out: bytearray) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_string(out, m.protocol_type)  # field: protocol_type
-    items = m.protocols
-    if items is None:
+    _items = m.protocols
+    if _items is None:
         raise null_error()  # field: protocols
-    write_array_length(out, items)  # field: protocols
-    for item in items:
-        encode_JoinGroupRequestProtocol_v0(item, out)  # field: protocols
+    write_array_length(out, _items)  # field: protocols
+    for _item in _items:
+        encode_JoinGroupRequestProtocol_v0(_item, out)  # field: protocols
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -289,18 +289,18 @@ def decode_JoinGroupRequest_v6(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
     protocol_type, pos = read_compact_string(buf, pos)  # field: protocol_type
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: protocols
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: protocols
+    if _count < 0:
         raise null_error()  # field: protocols
     else:
         protocols = []
-        append = protocols.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
-            append(item)
+        _append = protocols.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols, unknown_tagged_fields=_unknown), pos
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols), pos + 1
 
 
@@ -310,12 +310,12 @@ def encode_JoinGroupRequest_v6(m: JoinGroupRequest, out: bytearray) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_string(out, m.protocol_type)  # field: protocol_type
-    items = m.protocols
-    if items is None:
+    _items = m.protocols
+    if _items is None:
         raise null_error()  # field: protocols
-    write_compact_array_length(out, items)  # field: protocols
-    for item in items:
-        encode_JoinGroupRequestProtocol_v6(item, out)  # field: protocols
+    write_compact_array_length(out, _items)  # field: protocols
+    for _item in _items:
+        encode_JoinGroupRequestProtocol_v6(_item, out)  # field: protocols
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -329,19 +329,19 @@ def decode_JoinGroupRequest_v8(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
     protocol_type, pos = read_compact_string(buf, pos)  # field: protocol_type
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: protocols
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: protocols
+    if _count < 0:
         raise null_error()  # field: protocols
     else:
         protocols = []
-        append = protocols.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
-            append(item)
+        _append = protocols.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
+            _append(_item)
     reason, pos = read_compact_nullable_string(buf, pos)  # field: reason
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols, reason=reason, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols, reason=reason, unknown_tagged_fields=_unknown), pos
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols, reason=reason), pos + 1
 
 
@@ -351,12 +351,12 @@ def encode_JoinGroupRequest_v8(m: JoinGroupRequest, out: bytearray) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_string(out, m.protocol_type)  # field: protocol_type
-    items = m.protocols
-    if items is None:
+    _items = m.protocols
+    if _items is None:
         raise null_error()  # field: protocols
-    write_compact_array_length(out, items)  # field: protocols
-    for item in items:
-        encode_JoinGroupRequestProtocol_v6(item, out)  # field: protocols
+    write_compact_array_length(out, _items)  # field: protocols
+    for _item in _items:
+        encode_JoinGroupRequestProtocol_v6(_item, out)  # field: protocols
     write_compact_nullable_string(out, m.reason)  # field: reason
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -397,8 +397,8 @@ def decode_JoinGroupResponseMember_v6(buf: Buffer, pos: int) -> tuple[JoinGroupR
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
     metadata, pos = read_compact_bytes(buf, pos)  # field: metadata
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return JoinGroupResponseMember(member_id=member_id, group_instance_id=group_instance_id, metadata=metadata, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return JoinGroupResponseMember(member_id=member_id, group_instance_id=group_instance_id, metadata=metadata, unknown_tagged_fields=_unknown), pos
     return JoinGroupResponseMember(member_id=member_id, group_instance_id=group_instance_id, metadata=metadata), pos + 1
 
 
@@ -418,15 +418,15 @@ def decode_JoinGroupResponse_v0(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     protocol_name, pos = read_string(buf, pos)  # field: protocol_name
     leader, pos = read_string(buf, pos)  # field: leader
     member_id, pos = read_string(buf, pos)  # field: member_id
-    count, pos = read_array_length(buf, pos, 6)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
+            _append(_item)
     return JoinGroupResponse(error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos
 
 
@@ -437,12 +437,12 @@ def encode_JoinGroupResponse_v0(m: JoinGroupResponse, out: bytearray) -> None:
     write_string(out, m.protocol_name)  # field: protocol_name
     write_string(out, m.leader)  # field: leader
     write_string(out, m.member_id)  # field: member_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_JoinGroupResponseMember_v0(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_JoinGroupResponseMember_v0(_item, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -453,15 +453,15 @@ def decode_JoinGroupResponse_v2(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     protocol_name, pos = read_string(buf, pos)  # field: protocol_name
     leader, pos = read_string(buf, pos)  # field: leader
     member_id, pos = read_string(buf, pos)  # field: member_id
-    count, pos = read_array_length(buf, pos, 6)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
+            _append(_item)
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos
 
 
@@ -472,12 +472,12 @@ def encode_JoinGroupResponse_v2(m: JoinGroupResponse, out: bytearray) -> None:
     write_string(out, m.protocol_name)  # field: protocol_name
     write_string(out, m.leader)  # field: leader
     write_string(out, m.member_id)  # field: member_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_JoinGroupResponseMember_v0(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_JoinGroupResponseMember_v0(_item, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -488,15 +488,15 @@ def decode_JoinGroupResponse_v5(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     protocol_name, pos = read_string(buf, pos)  # field: protocol_name
     leader, pos = read_string(buf, pos)  # field: leader
     member_id, pos = read_string(buf, pos)  # field: member_id
-    count, pos = read_array_length(buf, pos, 8)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupResponseMember_v5(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupResponseMember_v5(buf, pos)  # field: members
+            _append(_item)
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos
 
 
@@ -507,12 +507,12 @@ def encode_JoinGroupResponse_v5(m: JoinGroupResponse, out: bytearray) -> None:
     write_string(out, m.protocol_name)  # field: protocol_name
     write_string(out, m.leader)  # field: leader
     write_string(out, m.member_id)  # field: member_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_JoinGroupResponseMember_v5(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_JoinGroupResponseMember_v5(_item, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -523,18 +523,18 @@ def decode_JoinGroupResponse_v6(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     protocol_name, pos = read_compact_string(buf, pos)  # field: protocol_name
     leader, pos = read_compact_string(buf, pos)  # field: leader
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members, unknown_tagged_fields=_unknown), pos
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos + 1
 
 
@@ -545,12 +545,12 @@ def encode_JoinGroupResponse_v6(m: JoinGroupResponse, out: bytearray) -> None:
     write_compact_string(out, m.protocol_name)  # field: protocol_name
     write_compact_string(out, m.leader)  # field: leader
     write_compact_string(out, m.member_id)  # field: member_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_JoinGroupResponseMember_v6(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_JoinGroupResponseMember_v6(_item, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -564,18 +564,18 @@ def decode_JoinGroupResponse_v7(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     protocol_name, pos = read_compact_nullable_string(buf, pos)  # field: protocol_name
     leader, pos = read_compact_string(buf, pos)  # field: leader
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members, unknown_tagged_fields=_unknown), pos
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos + 1
 
 
@@ -587,12 +587,12 @@ def encode_JoinGroupResponse_v7(m: JoinGroupResponse, out: bytearray) -> None:
     write_compact_nullable_string(out, m.protocol_name)  # field: protocol_name
     write_compact_string(out, m.leader)  # field: leader
     write_compact_string(out, m.member_id)  # field: member_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_JoinGroupResponseMember_v6(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_JoinGroupResponseMember_v6(_item, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -608,18 +608,18 @@ def decode_JoinGroupResponse_v9(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     skip_assignment, = _S_o.unpack_from(buf, pos)  # field: skip_assignment
     pos += 1
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, skip_assignment=skip_assignment, member_id=member_id, members=members, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, skip_assignment=skip_assignment, member_id=member_id, members=members, unknown_tagged_fields=_unknown), pos
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, skip_assignment=skip_assignment, member_id=member_id, members=members), pos + 1
 
 
@@ -630,12 +630,12 @@ def encode_JoinGroupResponse_v9(m: JoinGroupResponse, out: bytearray) -> None:
     write_compact_string(out, m.leader)  # field: leader
     out += _S_o.pack(m.skip_assignment)  # field: skip_assignment
     write_compact_string(out, m.member_id)  # field: member_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_JoinGroupResponseMember_v6(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_JoinGroupResponseMember_v6(_item, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

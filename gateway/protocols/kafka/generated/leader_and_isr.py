@@ -210,18 +210,18 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(buf: Buffer, pos: in
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas), pos
 
 
@@ -230,17 +230,17 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(m: LeaderAndIsrReque
         raise absent_error()  # field: leader_recovery_state
     write_string(out, m.topic_name)  # field: topic_name
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
+    write_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -249,18 +249,18 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(buf: Buffer, pos: in
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, is_new=is_new), pos
@@ -271,17 +271,17 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(m: LeaderAndIsrReque
         raise absent_error()  # field: leader_recovery_state
     write_string(out, m.topic_name)  # field: topic_name
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
+    write_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -290,18 +290,18 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, is_new=is_new), pos
@@ -311,17 +311,17 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(m: LeaderAndIsrReque
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
+    write_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -330,28 +330,28 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
-    count, pos = read_array_length(buf, pos, 4)  # field: adding_replicas
-    if count < 0:
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    _count, pos = read_array_length(buf, pos, 4)  # field: adding_replicas
+    if _count < 0:
         raise null_error()  # field: adding_replicas
     else:
-        adding_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: adding_replicas
-    count, pos = read_array_length(buf, pos, 4)  # field: removing_replicas
-    if count < 0:
+        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
+    _count, pos = read_array_length(buf, pos, 4)  # field: removing_replicas
+    if _count < 0:
         raise null_error()  # field: removing_replicas
     else:
-        removing_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: removing_replicas
+        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new), pos
@@ -361,27 +361,27 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(m: LeaderAndIsrReque
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
-    items = m.adding_replicas
-    if items is None:
+    write_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
+    _items = m.adding_replicas
+    if _items is None:
         raise null_error()  # field: adding_replicas
-    write_array_length(out, items)  # field: adding_replicas
-    write_fixed_array(out, items, 'i')  # field: adding_replicas
-    items = m.removing_replicas
-    if items is None:
+    write_array_length(out, _items)  # field: adding_replicas
+    write_fixed_array(out, _items, 'i')  # field: adding_replicas
+    _items = m.removing_replicas
+    if _items is None:
         raise null_error()  # field: removing_replicas
-    write_array_length(out, items)  # field: removing_replicas
-    write_fixed_array(out, items, 'i')  # field: removing_replicas
+    write_array_length(out, _items)  # field: removing_replicas
+    write_fixed_array(out, _items, 'i')  # field: removing_replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -390,33 +390,33 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
-    if count < 0:
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
+    if _count < 0:
         raise null_error()  # field: adding_replicas
     else:
-        adding_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: adding_replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
-    if count < 0:
+        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
+    if _count < 0:
         raise null_error()  # field: removing_replicas
     else:
-        removing_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: removing_replicas
+        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new), pos + 1
 
 
@@ -424,27 +424,27 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(m: LeaderAndIsrReque
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_compact_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
-    items = m.adding_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
+    _items = m.adding_replicas
+    if _items is None:
         raise null_error()  # field: adding_replicas
-    write_compact_array_length(out, items)  # field: adding_replicas
-    write_fixed_array(out, items, 'i')  # field: adding_replicas
-    items = m.removing_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: adding_replicas
+    write_fixed_array(out, _items, 'i')  # field: adding_replicas
+    _items = m.removing_replicas
+    if _items is None:
         raise null_error()  # field: removing_replicas
-    write_compact_array_length(out, items)  # field: removing_replicas
-    write_fixed_array(out, items, 'i')  # field: removing_replicas
+    write_compact_array_length(out, _items)  # field: removing_replicas
+    write_fixed_array(out, _items, 'i')  # field: removing_replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -455,59 +455,59 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
-    if count < 0:
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
+    if _count < 0:
         raise null_error()  # field: adding_replicas
     else:
-        adding_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: adding_replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
-    if count < 0:
+        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
+    if _count < 0:
         raise null_error()  # field: removing_replicas
     else:
-        removing_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: removing_replicas
+        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     is_new, leader_recovery_state = _S_ob.unpack_from(buf, pos)  # field: is_new, leader_recovery_state
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new, leader_recovery_state=leader_recovery_state, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new, leader_recovery_state=leader_recovery_state, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new, leader_recovery_state=leader_recovery_state), pos + 1
 
 
 def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: bytearray) -> None:
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_compact_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
-    items = m.adding_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
+    _items = m.adding_replicas
+    if _items is None:
         raise null_error()  # field: adding_replicas
-    write_compact_array_length(out, items)  # field: adding_replicas
-    write_fixed_array(out, items, 'i')  # field: adding_replicas
-    items = m.removing_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: adding_replicas
+    write_fixed_array(out, _items, 'i')  # field: adding_replicas
+    _items = m.removing_replicas
+    if _items is None:
         raise null_error()  # field: removing_replicas
-    write_compact_array_length(out, items)  # field: removing_replicas
-    write_fixed_array(out, items, 'i')  # field: removing_replicas
+    write_compact_array_length(out, _items)  # field: removing_replicas
+    write_fixed_array(out, _items, 'i')  # field: removing_replicas
     out += _S_ob.pack(m.is_new, m.leader_recovery_state)  # field: is_new, leader_recovery_state
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -517,81 +517,81 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(m: LeaderAndIsrReque
 
 def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrTopicState, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 29)  # field: partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 29)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(buf, pos)  # field: partition_states
+            _append(_item)
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states), pos
 
 
 def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(item, out)  # field: partition_states
+    write_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrTopicState, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 37)  # field: partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 37)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(buf, pos)  # field: partition_states
+            _append(_item)
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states), pos
 
 
 def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(item, out)  # field: partition_states
+    write_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrTopicState, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 26)  # field: partition_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 26)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states), pos + 1
 
 
 def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(item, out)  # field: partition_states
+    write_compact_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -603,30 +603,30 @@ def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(buf: Buffer, pos: int) -
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 26)  # field: partition_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 26)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states), pos + 1
 
 
 def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(item, out)  # field: partition_states
+    write_compact_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -638,30 +638,30 @@ def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf: Buffer, pos: int) -
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 27)  # field: partition_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 27)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf, pos)  # field: partition_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states), pos + 1
 
 
 def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(item, out)  # field: partition_states
+    write_compact_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -692,8 +692,8 @@ def decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf: Buffer, pos: int) -
     port, = _S_i.unpack_from(buf, pos)  # field: port
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequestLeaderAndIsrLiveLeader(broker_id=broker_id, host_name=host_name, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequestLeaderAndIsrLiveLeader(broker_id=broker_id, host_name=host_name, port=port, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrLiveLeader(broker_id=broker_id, host_name=host_name, port=port), pos + 1
 
 
@@ -710,24 +710,24 @@ def encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(m: LeaderAndIsrRequestLe
 def decode_LeaderAndIsrRequest_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, controller_epoch = _S_ii.unpack_from(buf, pos)  # field: controller_id, controller_epoch
     pos += 8
-    count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
+    if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
         ungrouped_partition_states = []
-        append = ungrouped_partition_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = ungrouped_partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append(_item)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_leaders=live_leaders), pos
 
 
@@ -739,18 +739,18 @@ def encode_LeaderAndIsrRequest_v0(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    items = m.ungrouped_partition_states
-    if items is None:
+    _items = m.ungrouped_partition_states
+    if _items is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, items)  # field: ungrouped_partition_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(item, out)  # field: ungrouped_partition_states
-    items = m.live_leaders
-    if items is None:
+    write_array_length(out, _items)  # field: ungrouped_partition_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(_item, out)  # field: ungrouped_partition_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(item, out)  # field: live_leaders
+    write_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -758,24 +758,24 @@ def encode_LeaderAndIsrRequest_v0(m: LeaderAndIsrRequest, out: bytearray) -> Non
 def decode_LeaderAndIsrRequest_v1(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, controller_epoch = _S_ii.unpack_from(buf, pos)  # field: controller_id, controller_epoch
     pos += 8
-    count, pos = read_array_length(buf, pos, 31)  # field: ungrouped_partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 31)  # field: ungrouped_partition_states
+    if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
         ungrouped_partition_states = []
-        append = ungrouped_partition_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(buf, pos)  # field: ungrouped_partition_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = ungrouped_partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(buf, pos)  # field: ungrouped_partition_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append(_item)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_leaders=live_leaders), pos
 
 
@@ -787,18 +787,18 @@ def encode_LeaderAndIsrRequest_v1(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    items = m.ungrouped_partition_states
-    if items is None:
+    _items = m.ungrouped_partition_states
+    if _items is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, items)  # field: ungrouped_partition_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(item, out)  # field: ungrouped_partition_states
-    items = m.live_leaders
-    if items is None:
+    write_array_length(out, _items)  # field: ungrouped_partition_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(_item, out)  # field: ungrouped_partition_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(item, out)  # field: live_leaders
+    write_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -806,24 +806,24 @@ def encode_LeaderAndIsrRequest_v1(m: LeaderAndIsrRequest, out: bytearray) -> Non
 def decode_LeaderAndIsrRequest_v2(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, controller_epoch, broker_epoch = _S_iiq.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 6)  # field: topic_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append(_item)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders), pos
 
 
@@ -835,18 +835,18 @@ def encode_LeaderAndIsrRequest_v2(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(item, out)  # field: topic_states
-    items = m.live_leaders
-    if items is None:
+    write_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(_item, out)  # field: topic_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(item, out)  # field: live_leaders
+    write_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -854,24 +854,24 @@ def encode_LeaderAndIsrRequest_v2(m: LeaderAndIsrRequest, out: bytearray) -> Non
 def decode_LeaderAndIsrRequest_v3(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, controller_epoch, broker_epoch = _S_iiq.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 6)  # field: topic_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append(_item)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders), pos
 
 
@@ -883,18 +883,18 @@ def encode_LeaderAndIsrRequest_v3(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(item, out)  # field: topic_states
-    items = m.live_leaders
-    if items is None:
+    write_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(_item, out)  # field: topic_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(item, out)  # field: live_leaders
+    write_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -902,27 +902,27 @@ def encode_LeaderAndIsrRequest_v3(m: LeaderAndIsrRequest, out: bytearray) -> Non
 def decode_LeaderAndIsrRequest_v4(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, controller_epoch, broker_epoch = _S_iiq.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
@@ -934,18 +934,18 @@ def encode_LeaderAndIsrRequest_v4(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(item, out)  # field: topic_states
-    items = m.live_leaders
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(_item, out)  # field: topic_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(item, out)  # field: live_leaders
+    write_compact_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -955,27 +955,27 @@ def encode_LeaderAndIsrRequest_v4(m: LeaderAndIsrRequest, out: bytearray) -> Non
 def decode_LeaderAndIsrRequest_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, controller_epoch, broker_epoch, type = _S_iiqb.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch, type
     pos += 17
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
@@ -985,18 +985,18 @@ def encode_LeaderAndIsrRequest_v5(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiqb.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.type)  # field: controller_id, controller_epoch, broker_epoch, type
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(item, out)  # field: topic_states
-    items = m.live_leaders
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(_item, out)  # field: topic_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(item, out)  # field: live_leaders
+    write_compact_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1006,27 +1006,27 @@ def encode_LeaderAndIsrRequest_v5(m: LeaderAndIsrRequest, out: bytearray) -> Non
 def decode_LeaderAndIsrRequest_v6(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, controller_epoch, broker_epoch, type = _S_iiqb.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch, type
     pos += 17
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
@@ -1036,18 +1036,18 @@ def encode_LeaderAndIsrRequest_v6(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiqb.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.type)  # field: controller_id, controller_epoch, broker_epoch, type
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(item, out)  # field: topic_states
-    items = m.live_leaders
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(_item, out)  # field: topic_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(item, out)  # field: live_leaders
+    write_compact_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1057,27 +1057,27 @@ def encode_LeaderAndIsrRequest_v6(m: LeaderAndIsrRequest, out: bytearray) -> Non
 def decode_LeaderAndIsrRequest_v7(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     controller_id, is_kraft_controller, controller_epoch, broker_epoch, type = _S_ioiqb.unpack_from(buf, pos)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch, type
     pos += 18
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
+    if _count < 0:
         raise null_error()  # field: live_leaders
     else:
         live_leaders = []
-        append = live_leaders.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            append(item)
+        _append = live_leaders.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
@@ -1085,18 +1085,18 @@ def encode_LeaderAndIsrRequest_v7(m: LeaderAndIsrRequest, out: bytearray) -> Non
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_ioiqb.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch, m.type)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch, type
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(item, out)  # field: topic_states
-    items = m.live_leaders
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(_item, out)  # field: topic_states
+    _items = m.live_leaders
+    if _items is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, items)  # field: live_leaders
-    for item in items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(item, out)  # field: live_leaders
+    write_compact_array_length(out, _items)  # field: live_leaders
+    for _item in _items:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1122,8 +1122,8 @@ def decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(buf: Buffer, pos: i
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrResponseLeaderAndIsrPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrResponseLeaderAndIsrPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponseLeaderAndIsrPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -1140,8 +1140,8 @@ def decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(buf: Buffer, pos: i
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrResponseLeaderAndIsrPartitionError(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrResponseLeaderAndIsrPartitionError(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponseLeaderAndIsrPartitionError(partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -1157,29 +1157,29 @@ def decode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(buf: Buffer, pos: int) 
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: partition_errors
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: partition_errors
+    if _count < 0:
         raise null_error()  # field: partition_errors
     else:
         partition_errors = []
-        append = partition_errors.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(buf, pos)  # field: partition_errors
-            append(item)
+        _append = partition_errors.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(buf, pos)  # field: partition_errors
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrResponseLeaderAndIsrTopicError(topic_id=topic_id, partition_errors=partition_errors, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrResponseLeaderAndIsrTopicError(topic_id=topic_id, partition_errors=partition_errors, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponseLeaderAndIsrTopicError(topic_id=topic_id, partition_errors=partition_errors), pos + 1
 
 
 def encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(m: LeaderAndIsrResponseLeaderAndIsrTopicError, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partition_errors
-    if items is None:
+    _items = m.partition_errors
+    if _items is None:
         raise null_error()  # field: partition_errors
-    write_compact_array_length(out, items)  # field: partition_errors
-    for item in items:
-        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(item, out)  # field: partition_errors
+    write_compact_array_length(out, _items)  # field: partition_errors
+    for _item in _items:
+        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(_item, out)  # field: partition_errors
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1189,15 +1189,15 @@ def encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(m: LeaderAndIsrResponse
 def decode_LeaderAndIsrResponse_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 8)  # field: partition_errors
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: partition_errors
+    if _count < 0:
         raise null_error()  # field: partition_errors
     else:
         partition_errors = []
-        append = partition_errors.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(buf, pos)  # field: partition_errors
-            append(item)
+        _append = partition_errors.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(buf, pos)  # field: partition_errors
+            _append(_item)
     return LeaderAndIsrResponse(error_code=error_code, partition_errors=partition_errors), pos
 
 
@@ -1205,12 +1205,12 @@ def encode_LeaderAndIsrResponse_v0(m: LeaderAndIsrResponse, out: bytearray) -> N
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.partition_errors
-    if items is None:
+    _items = m.partition_errors
+    if _items is None:
         raise null_error()  # field: partition_errors
-    write_array_length(out, items)  # field: partition_errors
-    for item in items:
-        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(item, out)  # field: partition_errors
+    write_array_length(out, _items)  # field: partition_errors
+    for _item in _items:
+        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(_item, out)  # field: partition_errors
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1218,18 +1218,18 @@ def encode_LeaderAndIsrResponse_v0(m: LeaderAndIsrResponse, out: bytearray) -> N
 def decode_LeaderAndIsrResponse_v4(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partition_errors
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partition_errors
+    if _count < 0:
         raise null_error()  # field: partition_errors
     else:
         partition_errors = []
-        append = partition_errors.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(buf, pos)  # field: partition_errors
-            append(item)
+        _append = partition_errors.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(buf, pos)  # field: partition_errors
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrResponse(error_code=error_code, partition_errors=partition_errors, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrResponse(error_code=error_code, partition_errors=partition_errors, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponse(error_code=error_code, partition_errors=partition_errors), pos + 1
 
 
@@ -1237,12 +1237,12 @@ def encode_LeaderAndIsrResponse_v4(m: LeaderAndIsrResponse, out: bytearray) -> N
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.partition_errors
-    if items is None:
+    _items = m.partition_errors
+    if _items is None:
         raise null_error()  # field: partition_errors
-    write_compact_array_length(out, items)  # field: partition_errors
-    for item in items:
-        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(item, out)  # field: partition_errors
+    write_compact_array_length(out, _items)  # field: partition_errors
+    for _item in _items:
+        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(_item, out)  # field: partition_errors
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1252,18 +1252,18 @@ def encode_LeaderAndIsrResponse_v4(m: LeaderAndIsrResponse, out: bytearray) -> N
 def decode_LeaderAndIsrResponse_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaderAndIsrResponse(error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaderAndIsrResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponse(error_code=error_code, topics=topics), pos + 1
 
 
@@ -1271,12 +1271,12 @@ def encode_LeaderAndIsrResponse_v5(m: LeaderAndIsrResponse, out: bytearray) -> N
     if m.partition_errors is None or len(m.partition_errors) != 0:  # field: partition_errors
         raise absent_error()  # field: partition_errors
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -140,8 +140,8 @@ def decode_LeaveGroupRequestMemberIdentity_v4(buf: Buffer, pos: int) -> tuple[Le
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id, unknown_tagged_fields=_unknown), pos
     return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id), pos + 1
 
 
@@ -159,8 +159,8 @@ def decode_LeaveGroupRequestMemberIdentity_v5(buf: Buffer, pos: int) -> tuple[Le
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
     reason, pos = read_compact_nullable_string(buf, pos)  # field: reason
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id, reason=reason, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id, reason=reason, unknown_tagged_fields=_unknown), pos
     return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id, reason=reason), pos + 1
 
 
@@ -191,15 +191,15 @@ def encode_LeaveGroupRequest_v0(m: LeaveGroupRequest, out: bytearray) -> None:
 
 def decode_LeaveGroupRequest_v3(buf: Buffer, pos: int) -> tuple[LeaveGroupRequest, int]:
     group_id, pos = read_string(buf, pos)  # field: group_id
-    count, pos = read_array_length(buf, pos, 4)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_LeaveGroupRequestMemberIdentity_v3(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_LeaveGroupRequestMemberIdentity_v3(buf, pos)  # field: members
+            _append(_item)
     return LeaveGroupRequest(group_id=group_id, members=members), pos
 
 
@@ -207,30 +207,30 @@ def encode_LeaveGroupRequest_v3(m: LeaveGroupRequest, out: bytearray) -> None:
     if m.member_id != '':  # field: member_id
         raise absent_error()  # field: member_id
     write_string(out, m.group_id)  # field: group_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_LeaveGroupRequestMemberIdentity_v3(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_LeaveGroupRequestMemberIdentity_v3(_item, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_LeaveGroupRequest_v4(buf: Buffer, pos: int) -> tuple[LeaveGroupRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_LeaveGroupRequestMemberIdentity_v4(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_LeaveGroupRequestMemberIdentity_v4(buf, pos)  # field: members
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaveGroupRequest(group_id=group_id, members=members, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaveGroupRequest(group_id=group_id, members=members, unknown_tagged_fields=_unknown), pos
     return LeaveGroupRequest(group_id=group_id, members=members), pos + 1
 
 
@@ -238,12 +238,12 @@ def encode_LeaveGroupRequest_v4(m: LeaveGroupRequest, out: bytearray) -> None:
     if m.member_id != '':  # field: member_id
         raise absent_error()  # field: member_id
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_LeaveGroupRequestMemberIdentity_v4(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_LeaveGroupRequestMemberIdentity_v4(_item, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -252,18 +252,18 @@ def encode_LeaveGroupRequest_v4(m: LeaveGroupRequest, out: bytearray) -> None:
 
 def decode_LeaveGroupRequest_v5(buf: Buffer, pos: int) -> tuple[LeaveGroupRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_LeaveGroupRequestMemberIdentity_v5(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_LeaveGroupRequestMemberIdentity_v5(buf, pos)  # field: members
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaveGroupRequest(group_id=group_id, members=members, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaveGroupRequest(group_id=group_id, members=members, unknown_tagged_fields=_unknown), pos
     return LeaveGroupRequest(group_id=group_id, members=members), pos + 1
 
 
@@ -271,12 +271,12 @@ def encode_LeaveGroupRequest_v5(m: LeaveGroupRequest, out: bytearray) -> None:
     if m.member_id != '':  # field: member_id
         raise absent_error()  # field: member_id
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_LeaveGroupRequestMemberIdentity_v5(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_LeaveGroupRequestMemberIdentity_v5(_item, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -305,8 +305,8 @@ def decode_LeaveGroupResponseMemberResponse_v4(buf: Buffer, pos: int) -> tuple[L
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaveGroupResponseMemberResponse(member_id=member_id, group_instance_id=group_instance_id, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaveGroupResponseMemberResponse(member_id=member_id, group_instance_id=group_instance_id, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return LeaveGroupResponseMemberResponse(member_id=member_id, group_instance_id=group_instance_id, error_code=error_code), pos + 1
 
 
@@ -351,26 +351,26 @@ def encode_LeaveGroupResponse_v1(m: LeaveGroupResponse, out: bytearray) -> None:
 def decode_LeaveGroupResponse_v3(buf: Buffer, pos: int) -> tuple[LeaveGroupResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_array_length(buf, pos, 6)  # field: members
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_LeaveGroupResponseMemberResponse_v3(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_LeaveGroupResponseMemberResponse_v3(buf, pos)  # field: members
+            _append(_item)
     return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, members=members), pos
 
 
 def encode_LeaveGroupResponse_v3(m: LeaveGroupResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_array_length(out, items)  # field: members
-    for item in items:
-        encode_LeaveGroupResponseMemberResponse_v3(item, out)  # field: members
+    write_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_LeaveGroupResponseMemberResponse_v3(_item, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -378,29 +378,29 @@ def encode_LeaveGroupResponse_v3(m: LeaveGroupResponse, out: bytearray) -> None:
 def decode_LeaveGroupResponse_v4(buf: Buffer, pos: int) -> tuple[LeaveGroupResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_LeaveGroupResponseMemberResponse_v4(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_LeaveGroupResponseMemberResponse_v4(buf, pos)  # field: members
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, members=members, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, members=members, unknown_tagged_fields=_unknown), pos
     return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, members=members), pos + 1
 
 
 def encode_LeaveGroupResponse_v4(m: LeaveGroupResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_LeaveGroupResponseMemberResponse_v4(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_LeaveGroupResponseMemberResponse_v4(_item, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

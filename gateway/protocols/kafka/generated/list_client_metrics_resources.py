@@ -98,8 +98,8 @@ _S_ih = _struct.Struct('>ih')
 
 def decode_ListClientMetricsResourcesRequest_v0(buf: Buffer, pos: int) -> tuple[ListClientMetricsResourcesRequest, int]:
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListClientMetricsResourcesRequest(unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListClientMetricsResourcesRequest(unknown_tagged_fields=_unknown), pos
     return ListClientMetricsResourcesRequest(), pos + 1
 
 
@@ -113,8 +113,8 @@ def encode_ListClientMetricsResourcesRequest_v0(m: ListClientMetricsResourcesReq
 def decode_ListClientMetricsResourcesResponseClientMetricsResource_v0(buf: Buffer, pos: int) -> tuple[ListClientMetricsResourcesResponseClientMetricsResource, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListClientMetricsResourcesResponseClientMetricsResource(name=name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListClientMetricsResourcesResponseClientMetricsResource(name=name, unknown_tagged_fields=_unknown), pos
     return ListClientMetricsResourcesResponseClientMetricsResource(name=name), pos + 1
 
 
@@ -129,29 +129,29 @@ def encode_ListClientMetricsResourcesResponseClientMetricsResource_v0(m: ListCli
 def decode_ListClientMetricsResourcesResponse_v0(buf: Buffer, pos: int) -> tuple[ListClientMetricsResourcesResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 2)  # field: client_metrics_resources
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 2)  # field: client_metrics_resources
+    if _count < 0:
         raise null_error()  # field: client_metrics_resources
     else:
         client_metrics_resources = []
-        append = client_metrics_resources.append
-        for _ in range(count):
-            item, pos = decode_ListClientMetricsResourcesResponseClientMetricsResource_v0(buf, pos)  # field: client_metrics_resources
-            append(item)
+        _append = client_metrics_resources.append
+        for _ in range(_count):
+            _item, pos = decode_ListClientMetricsResourcesResponseClientMetricsResource_v0(buf, pos)  # field: client_metrics_resources
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListClientMetricsResourcesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_metrics_resources=client_metrics_resources, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListClientMetricsResourcesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_metrics_resources=client_metrics_resources, unknown_tagged_fields=_unknown), pos
     return ListClientMetricsResourcesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_metrics_resources=client_metrics_resources), pos + 1
 
 
 def encode_ListClientMetricsResourcesResponse_v0(m: ListClientMetricsResourcesResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.client_metrics_resources
-    if items is None:
+    _items = m.client_metrics_resources
+    if _items is None:
         raise null_error()  # field: client_metrics_resources
-    write_compact_array_length(out, items)  # field: client_metrics_resources
-    for item in items:
-        encode_ListClientMetricsResourcesResponseClientMetricsResource_v0(item, out)  # field: client_metrics_resources
+    write_compact_array_length(out, _items)  # field: client_metrics_resources
+    for _item in _items:
+        encode_ListClientMetricsResourcesResponseClientMetricsResource_v0(_item, out)  # field: client_metrics_resources
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

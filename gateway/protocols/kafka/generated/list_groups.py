@@ -122,8 +122,8 @@ def encode_ListGroupsRequest_v0(m: ListGroupsRequest, out: bytearray) -> None:
 
 def decode_ListGroupsRequest_v3(buf: Buffer, pos: int) -> tuple[ListGroupsRequest, int]:
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsRequest(unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsRequest(unknown_tagged_fields=_unknown), pos
     return ListGroupsRequest(), pos + 1
 
 
@@ -139,30 +139,30 @@ def encode_ListGroupsRequest_v3(m: ListGroupsRequest, out: bytearray) -> None:
 
 
 def decode_ListGroupsRequest_v4(buf: Buffer, pos: int) -> tuple[ListGroupsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: states_filter
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: states_filter
+    if _count < 0:
         raise null_error()  # field: states_filter
     else:
         states_filter = []
-        append = states_filter.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: states_filter
-            append(item)
+        _append = states_filter.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: states_filter
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsRequest(states_filter=states_filter, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsRequest(states_filter=states_filter, unknown_tagged_fields=_unknown), pos
     return ListGroupsRequest(states_filter=states_filter), pos + 1
 
 
 def encode_ListGroupsRequest_v4(m: ListGroupsRequest, out: bytearray) -> None:
     if m.types_filter is None or len(m.types_filter) != 0:  # field: types_filter
         raise absent_error()  # field: types_filter
-    items = m.states_filter
-    if items is None:
+    _items = m.states_filter
+    if _items is None:
         raise null_error()  # field: states_filter
-    write_compact_array_length(out, items)  # field: states_filter
-    for item in items:
-        write_compact_string(out, item)  # field: states_filter
+    write_compact_array_length(out, _items)  # field: states_filter
+    for _item in _items:
+        write_compact_string(out, _item)  # field: states_filter
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -170,43 +170,43 @@ def encode_ListGroupsRequest_v4(m: ListGroupsRequest, out: bytearray) -> None:
 
 
 def decode_ListGroupsRequest_v5(buf: Buffer, pos: int) -> tuple[ListGroupsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: states_filter
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: states_filter
+    if _count < 0:
         raise null_error()  # field: states_filter
     else:
         states_filter = []
-        append = states_filter.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: states_filter
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: types_filter
-    if count < 0:
+        _append = states_filter.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: states_filter
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: types_filter
+    if _count < 0:
         raise null_error()  # field: types_filter
     else:
         types_filter = []
-        append = types_filter.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: types_filter
-            append(item)
+        _append = types_filter.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: types_filter
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsRequest(states_filter=states_filter, types_filter=types_filter, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsRequest(states_filter=states_filter, types_filter=types_filter, unknown_tagged_fields=_unknown), pos
     return ListGroupsRequest(states_filter=states_filter, types_filter=types_filter), pos + 1
 
 
 def encode_ListGroupsRequest_v5(m: ListGroupsRequest, out: bytearray) -> None:
-    items = m.states_filter
-    if items is None:
+    _items = m.states_filter
+    if _items is None:
         raise null_error()  # field: states_filter
-    write_compact_array_length(out, items)  # field: states_filter
-    for item in items:
-        write_compact_string(out, item)  # field: states_filter
-    items = m.types_filter
-    if items is None:
+    write_compact_array_length(out, _items)  # field: states_filter
+    for _item in _items:
+        write_compact_string(out, _item)  # field: states_filter
+    _items = m.types_filter
+    if _items is None:
         raise null_error()  # field: types_filter
-    write_compact_array_length(out, items)  # field: types_filter
-    for item in items:
-        write_compact_string(out, item)  # field: types_filter
+    write_compact_array_length(out, _items)  # field: types_filter
+    for _item in _items:
+        write_compact_string(out, _item)  # field: types_filter
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -230,8 +230,8 @@ def decode_ListGroupsResponseListedGroup_v3(buf: Buffer, pos: int) -> tuple[List
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
     protocol_type, pos = read_compact_string(buf, pos)  # field: protocol_type
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type), pos + 1
 
 
@@ -249,8 +249,8 @@ def decode_ListGroupsResponseListedGroup_v4(buf: Buffer, pos: int) -> tuple[List
     protocol_type, pos = read_compact_string(buf, pos)  # field: protocol_type
     group_state, pos = read_compact_string(buf, pos)  # field: group_state
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state), pos + 1
 
 
@@ -270,8 +270,8 @@ def decode_ListGroupsResponseListedGroup_v5(buf: Buffer, pos: int) -> tuple[List
     group_state, pos = read_compact_string(buf, pos)  # field: group_state
     group_type, pos = read_compact_string(buf, pos)  # field: group_type
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state, group_type=group_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state, group_type=group_type, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state, group_type=group_type), pos + 1
 
 
@@ -289,26 +289,26 @@ def encode_ListGroupsResponseListedGroup_v5(m: ListGroupsResponseListedGroup, ou
 def decode_ListGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 4)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
+            _append(_item)
     return ListGroupsResponse(error_code=error_code, groups=groups), pos
 
 
 def encode_ListGroupsResponse_v0(m: ListGroupsResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        encode_ListGroupsResponseListedGroup_v0(item, out)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_ListGroupsResponseListedGroup_v0(_item, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -316,26 +316,26 @@ def encode_ListGroupsResponse_v0(m: ListGroupsResponse, out: bytearray) -> None:
 def decode_ListGroupsResponse_v1(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_array_length(buf, pos, 4)  # field: groups
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
+            _append(_item)
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos
 
 
 def encode_ListGroupsResponse_v1(m: ListGroupsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_array_length(out, items)  # field: groups
-    for item in items:
-        encode_ListGroupsResponseListedGroup_v0(item, out)  # field: groups
+    write_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_ListGroupsResponseListedGroup_v0(_item, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -343,29 +343,29 @@ def encode_ListGroupsResponse_v1(m: ListGroupsResponse, out: bytearray) -> None:
 def decode_ListGroupsResponse_v3(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_ListGroupsResponseListedGroup_v3(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_ListGroupsResponseListedGroup_v3(buf, pos)  # field: groups
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos + 1
 
 
 def encode_ListGroupsResponse_v3(m: ListGroupsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_ListGroupsResponseListedGroup_v3(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_ListGroupsResponseListedGroup_v3(_item, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -375,29 +375,29 @@ def encode_ListGroupsResponse_v3(m: ListGroupsResponse, out: bytearray) -> None:
 def decode_ListGroupsResponse_v4(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_ListGroupsResponseListedGroup_v4(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_ListGroupsResponseListedGroup_v4(buf, pos)  # field: groups
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos + 1
 
 
 def encode_ListGroupsResponse_v4(m: ListGroupsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_ListGroupsResponseListedGroup_v4(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_ListGroupsResponseListedGroup_v4(_item, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -407,29 +407,29 @@ def encode_ListGroupsResponse_v4(m: ListGroupsResponse, out: bytearray) -> None:
 def decode_ListGroupsResponse_v5(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_ListGroupsResponseListedGroup_v5(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_ListGroupsResponseListedGroup_v5(buf, pos)  # field: groups
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos + 1
 
 
 def encode_ListGroupsResponse_v5(m: ListGroupsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_ListGroupsResponseListedGroup_v5(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_ListGroupsResponseListedGroup_v5(_item, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

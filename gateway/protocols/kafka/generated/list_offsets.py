@@ -209,8 +209,8 @@ def decode_ListOffsetsRequestListOffsetsPartition_v6(buf: Buffer, pos: int) -> t
     partition_index, current_leader_epoch, timestamp = _S_iiq.unpack_from(buf, pos)  # field: partition_index, current_leader_epoch, timestamp
     pos += 16
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListOffsetsRequestListOffsetsPartition(partition_index=partition_index, current_leader_epoch=current_leader_epoch, timestamp=timestamp, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListOffsetsRequestListOffsetsPartition(partition_index=partition_index, current_leader_epoch=current_leader_epoch, timestamp=timestamp, unknown_tagged_fields=_unknown), pos
     return ListOffsetsRequestListOffsetsPartition(partition_index=partition_index, current_leader_epoch=current_leader_epoch, timestamp=timestamp), pos + 1
 
 
@@ -226,107 +226,107 @@ def encode_ListOffsetsRequestListOffsetsPartition_v6(m: ListOffsetsRequestListOf
 
 def decode_ListOffsetsRequestListOffsetsTopic_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsRequestListOffsetsTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 16)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos
 
 
 def encode_ListOffsetsRequestListOffsetsTopic_v0(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ListOffsetsRequestListOffsetsTopic_v1(buf: Buffer, pos: int) -> tuple[ListOffsetsRequestListOffsetsTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 12)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsPartition_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v1(buf, pos)  # field: partitions
+            _append(_item)
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos
 
 
 def encode_ListOffsetsRequestListOffsetsTopic_v1(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsPartition_v1(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsPartition_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ListOffsetsRequestListOffsetsTopic_v4(buf: Buffer, pos: int) -> tuple[ListOffsetsRequestListOffsetsTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 16)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsPartition_v4(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v4(buf, pos)  # field: partitions
+            _append(_item)
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos
 
 
 def encode_ListOffsetsRequestListOffsetsTopic_v4(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsPartition_v4(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsPartition_v4(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ListOffsetsRequestListOffsetsTopic_v6(buf: Buffer, pos: int) -> tuple[ListOffsetsRequestListOffsetsTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 17)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 17)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsPartition_v6(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v6(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_ListOffsetsRequestListOffsetsTopic_v6(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsPartition_v6(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsPartition_v6(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -336,15 +336,15 @@ def encode_ListOffsetsRequestListOffsetsTopic_v6(m: ListOffsetsRequestListOffset
 def decode_ListOffsetsRequest_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
     replica_id, = _S_i.unpack_from(buf, pos)  # field: replica_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsRequest(replica_id=replica_id, topics=topics), pos
 
 
@@ -352,12 +352,12 @@ def encode_ListOffsetsRequest_v0(m: ListOffsetsRequest, out: bytearray) -> None:
     if m.isolation_level != 0:  # field: isolation_level
         raise absent_error()  # field: isolation_level
     out += _S_i.pack(m.replica_id)  # field: replica_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -365,15 +365,15 @@ def encode_ListOffsetsRequest_v0(m: ListOffsetsRequest, out: bytearray) -> None:
 def decode_ListOffsetsRequest_v1(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
     replica_id, = _S_i.unpack_from(buf, pos)  # field: replica_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsRequest(replica_id=replica_id, topics=topics), pos
 
 
@@ -381,12 +381,12 @@ def encode_ListOffsetsRequest_v1(m: ListOffsetsRequest, out: bytearray) -> None:
     if m.isolation_level != 0:  # field: isolation_level
         raise absent_error()  # field: isolation_level
     out += _S_i.pack(m.replica_id)  # field: replica_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsTopic_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsTopic_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -394,26 +394,26 @@ def encode_ListOffsetsRequest_v1(m: ListOffsetsRequest, out: bytearray) -> None:
 def decode_ListOffsetsRequest_v2(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
     replica_id, isolation_level = _S_ib.unpack_from(buf, pos)  # field: replica_id, isolation_level
     pos += 5
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics), pos
 
 
 def encode_ListOffsetsRequest_v2(m: ListOffsetsRequest, out: bytearray) -> None:
     out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsTopic_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsTopic_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -421,26 +421,26 @@ def encode_ListOffsetsRequest_v2(m: ListOffsetsRequest, out: bytearray) -> None:
 def decode_ListOffsetsRequest_v4(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
     replica_id, isolation_level = _S_ib.unpack_from(buf, pos)  # field: replica_id, isolation_level
     pos += 5
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsTopic_v4(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v4(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics), pos
 
 
 def encode_ListOffsetsRequest_v4(m: ListOffsetsRequest, out: bytearray) -> None:
     out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsTopic_v4(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsTopic_v4(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -448,29 +448,29 @@ def encode_ListOffsetsRequest_v4(m: ListOffsetsRequest, out: bytearray) -> None:
 def decode_ListOffsetsRequest_v6(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
     replica_id, isolation_level = _S_ib.unpack_from(buf, pos)  # field: replica_id, isolation_level
     pos += 5
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics), pos + 1
 
 
 def encode_ListOffsetsRequest_v6(m: ListOffsetsRequest, out: bytearray) -> None:
     out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsTopic_v6(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsTopic_v6(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -480,31 +480,31 @@ def encode_ListOffsetsRequest_v6(m: ListOffsetsRequest, out: bytearray) -> None:
 def decode_ListOffsetsRequest_v10(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
     replica_id, isolation_level = _S_ib.unpack_from(buf, pos)  # field: replica_id, isolation_level
     pos += 5
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
+            _append(_item)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics, timeout_ms=timeout_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics, timeout_ms=timeout_ms, unknown_tagged_fields=_unknown), pos
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics, timeout_ms=timeout_ms), pos + 1
 
 
 def encode_ListOffsetsRequest_v10(m: ListOffsetsRequest, out: bytearray) -> None:
     out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsRequestListOffsetsTopic_v6(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsRequestListOffsetsTopic_v6(_item, out)  # field: topics
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -515,11 +515,11 @@ def encode_ListOffsetsRequest_v10(m: ListOffsetsRequest, out: bytearray) -> None
 def decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsPartitionResponse, int]:
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
-    count, pos = read_array_length(buf, pos, 8)  # field: old_style_offsets
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: old_style_offsets
+    if _count < 0:
         raise null_error()  # field: old_style_offsets
     else:
-        old_style_offsets, pos = read_fixed_array(buf, pos, count, 'q', 8)  # field: old_style_offsets
+        old_style_offsets, pos = read_fixed_array(buf, pos, _count, 'q', 8)  # field: old_style_offsets
     return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, old_style_offsets=old_style_offsets), pos
 
 
@@ -531,11 +531,11 @@ def encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(m: ListOffsetsResp
     if m.leader_epoch != -1:  # field: leader_epoch
         raise absent_error()  # field: leader_epoch
     out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
-    items = m.old_style_offsets
-    if items is None:
+    _items = m.old_style_offsets
+    if _items is None:
         raise null_error()  # field: old_style_offsets
-    write_array_length(out, items)  # field: old_style_offsets
-    write_fixed_array(out, items, 'q')  # field: old_style_offsets
+    write_array_length(out, _items)  # field: old_style_offsets
+    write_fixed_array(out, _items, 'q')  # field: old_style_offsets
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -574,8 +574,8 @@ def decode_ListOffsetsResponseListOffsetsPartitionResponse_v6(buf: Buffer, pos: 
     partition_index, error_code, timestamp, offset, leader_epoch = _S_ihqqi.unpack_from(buf, pos)  # field: partition_index, error_code, timestamp, offset, leader_epoch
     pos += 26
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, timestamp=timestamp, offset=offset, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, timestamp=timestamp, offset=offset, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, timestamp=timestamp, offset=offset, leader_epoch=leader_epoch), pos + 1
 
 
@@ -591,107 +591,107 @@ def encode_ListOffsetsResponseListOffsetsPartitionResponse_v6(m: ListOffsetsResp
 
 def decode_ListOffsetsResponseListOffsetsTopicResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsTopicResponse, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 10)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 10)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf, pos)  # field: partitions
+            _append(_item)
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos
 
 
 def encode_ListOffsetsResponseListOffsetsTopicResponse_v0(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsTopicResponse, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 22)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 22)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v1(buf, pos)  # field: partitions
+            _append(_item)
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos
 
 
 def encode_ListOffsetsResponseListOffsetsTopicResponse_v1(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v1(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ListOffsetsResponseListOffsetsTopicResponse_v4(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsTopicResponse, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 26)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 26)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v4(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v4(buf, pos)  # field: partitions
+            _append(_item)
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos
 
 
 def encode_ListOffsetsResponseListOffsetsTopicResponse_v4(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v4(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v4(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ListOffsetsResponseListOffsetsTopicResponse_v6(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsTopicResponse, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 27)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 27)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v6(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v6(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos + 1
 
 
 def encode_ListOffsetsResponseListOffsetsTopicResponse_v6(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v6(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v6(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -699,49 +699,49 @@ def encode_ListOffsetsResponseListOffsetsTopicResponse_v6(m: ListOffsetsResponse
 
 
 def decode_ListOffsetsResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v0(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsResponse(topics=topics), pos
 
 
 def encode_ListOffsetsResponse_v0(m: ListOffsetsResponse, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ListOffsetsResponse_v1(buf: Buffer, pos: int) -> tuple[ListOffsetsResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsResponse(topics=topics), pos
 
 
 def encode_ListOffsetsResponse_v1(m: ListOffsetsResponse, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -749,26 +749,26 @@ def encode_ListOffsetsResponse_v1(m: ListOffsetsResponse, out: bytearray) -> Non
 def decode_ListOffsetsResponse_v2(buf: Buffer, pos: int) -> tuple[ListOffsetsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_ListOffsetsResponse_v2(m: ListOffsetsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -776,26 +776,26 @@ def encode_ListOffsetsResponse_v2(m: ListOffsetsResponse, out: bytearray) -> Non
 def decode_ListOffsetsResponse_v4(buf: Buffer, pos: int) -> tuple[ListOffsetsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v4(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v4(buf, pos)  # field: topics
+            _append(_item)
     return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_ListOffsetsResponse_v4(m: ListOffsetsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v4(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v4(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -803,29 +803,29 @@ def encode_ListOffsetsResponse_v4(m: ListOffsetsResponse, out: bytearray) -> Non
 def decode_ListOffsetsResponse_v6(buf: Buffer, pos: int) -> tuple[ListOffsetsResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v6(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_ListOffsetsResponse_v6(m: ListOffsetsResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v6(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v6(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -139,24 +139,24 @@ _S_ih = _struct.Struct('>ih')
 
 def decode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsRequestListPartitionReassignmentsTopics, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListPartitionReassignmentsRequestListPartitionReassignmentsTopics(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListPartitionReassignmentsRequestListPartitionReassignmentsTopics(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsRequestListPartitionReassignmentsTopics(name=name, partition_indexes=partition_indexes), pos + 1
 
 
 def encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(m: ListPartitionReassignmentsRequestListPartitionReassignmentsTopics, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_compact_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -166,28 +166,28 @@ def encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(
 def decode_ListPartitionReassignmentsRequest_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsRequest, int]:
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics), pos + 1
 
 
 def encode_ListPartitionReassignmentsRequest_v0(m: ListPartitionReassignmentsRequest, out: bytearray) -> None:
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -197,44 +197,44 @@ def encode_ListPartitionReassignmentsRequest_v0(m: ListPartitionReassignmentsReq
 def decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsResponseOngoingPartitionReassignment, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
-    if count < 0:
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
+    if _count < 0:
         raise null_error()  # field: adding_replicas
     else:
-        adding_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: adding_replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
-    if count < 0:
+        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
+    if _count < 0:
         raise null_error()  # field: removing_replicas
     else:
-        removing_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: removing_replicas
+        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListPartitionReassignmentsResponseOngoingPartitionReassignment(partition_index=partition_index, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListPartitionReassignmentsResponseOngoingPartitionReassignment(partition_index=partition_index, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsResponseOngoingPartitionReassignment(partition_index=partition_index, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas), pos + 1
 
 
 def encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(m: ListPartitionReassignmentsResponseOngoingPartitionReassignment, out: bytearray) -> None:
     out += _S_i.pack(m.partition_index)  # field: partition_index
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
-    items = m.adding_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
+    _items = m.adding_replicas
+    if _items is None:
         raise null_error()  # field: adding_replicas
-    write_compact_array_length(out, items)  # field: adding_replicas
-    write_fixed_array(out, items, 'i')  # field: adding_replicas
-    items = m.removing_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: adding_replicas
+    write_fixed_array(out, _items, 'i')  # field: adding_replicas
+    _items = m.removing_replicas
+    if _items is None:
         raise null_error()  # field: removing_replicas
-    write_compact_array_length(out, items)  # field: removing_replicas
-    write_fixed_array(out, items, 'i')  # field: removing_replicas
+    write_compact_array_length(out, _items)  # field: removing_replicas
+    write_fixed_array(out, _items, 'i')  # field: removing_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -243,29 +243,29 @@ def encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(m: 
 
 def decode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsResponseOngoingTopicReassignment, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListPartitionReassignmentsResponseOngoingTopicReassignment(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListPartitionReassignmentsResponseOngoingTopicReassignment(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsResponseOngoingTopicReassignment(name=name, partitions=partitions), pos + 1
 
 
 def encode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(m: ListPartitionReassignmentsResponseOngoingTopicReassignment, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -276,30 +276,30 @@ def decode_ListPartitionReassignmentsResponse_v0(buf: Buffer, pos: int) -> tuple
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, topics=topics), pos + 1
 
 
 def encode_ListPartitionReassignmentsResponse_v0(m: ListPartitionReassignmentsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -110,40 +110,40 @@ _S_q = _struct.Struct('>q')
 
 
 def decode_ListTransactionsRequest_v0(buf: Buffer, pos: int) -> tuple[ListTransactionsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: state_filters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: state_filters
+    if _count < 0:
         raise null_error()  # field: state_filters
     else:
         state_filters = []
-        append = state_filters.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: state_filters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: producer_id_filters
-    if count < 0:
+        _append = state_filters.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: state_filters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: producer_id_filters
+    if _count < 0:
         raise null_error()  # field: producer_id_filters
     else:
-        producer_id_filters, pos = read_fixed_array(buf, pos, count, 'q', 8)  # field: producer_id_filters
+        producer_id_filters, pos = read_fixed_array(buf, pos, _count, 'q', 8)  # field: producer_id_filters
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters, unknown_tagged_fields=_unknown), pos
     return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters), pos + 1
 
 
 def encode_ListTransactionsRequest_v0(m: ListTransactionsRequest, out: bytearray) -> None:
     if m.duration_filter != -1:  # field: duration_filter
         raise absent_error()  # field: duration_filter
-    items = m.state_filters
-    if items is None:
+    _items = m.state_filters
+    if _items is None:
         raise null_error()  # field: state_filters
-    write_compact_array_length(out, items)  # field: state_filters
-    for item in items:
-        write_compact_string(out, item)  # field: state_filters
-    items = m.producer_id_filters
-    if items is None:
+    write_compact_array_length(out, _items)  # field: state_filters
+    for _item in _items:
+        write_compact_string(out, _item)  # field: state_filters
+    _items = m.producer_id_filters
+    if _items is None:
         raise null_error()  # field: producer_id_filters
-    write_compact_array_length(out, items)  # field: producer_id_filters
-    write_fixed_array(out, items, 'q')  # field: producer_id_filters
+    write_compact_array_length(out, _items)  # field: producer_id_filters
+    write_fixed_array(out, _items, 'q')  # field: producer_id_filters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -151,40 +151,40 @@ def encode_ListTransactionsRequest_v0(m: ListTransactionsRequest, out: bytearray
 
 
 def decode_ListTransactionsRequest_v1(buf: Buffer, pos: int) -> tuple[ListTransactionsRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: state_filters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: state_filters
+    if _count < 0:
         raise null_error()  # field: state_filters
     else:
         state_filters = []
-        append = state_filters.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: state_filters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: producer_id_filters
-    if count < 0:
+        _append = state_filters.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: state_filters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: producer_id_filters
+    if _count < 0:
         raise null_error()  # field: producer_id_filters
     else:
-        producer_id_filters, pos = read_fixed_array(buf, pos, count, 'q', 8)  # field: producer_id_filters
+        producer_id_filters, pos = read_fixed_array(buf, pos, _count, 'q', 8)  # field: producer_id_filters
     duration_filter, = _S_q.unpack_from(buf, pos)  # field: duration_filter
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters, duration_filter=duration_filter, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters, duration_filter=duration_filter, unknown_tagged_fields=_unknown), pos
     return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters, duration_filter=duration_filter), pos + 1
 
 
 def encode_ListTransactionsRequest_v1(m: ListTransactionsRequest, out: bytearray) -> None:
-    items = m.state_filters
-    if items is None:
+    _items = m.state_filters
+    if _items is None:
         raise null_error()  # field: state_filters
-    write_compact_array_length(out, items)  # field: state_filters
-    for item in items:
-        write_compact_string(out, item)  # field: state_filters
-    items = m.producer_id_filters
-    if items is None:
+    write_compact_array_length(out, _items)  # field: state_filters
+    for _item in _items:
+        write_compact_string(out, _item)  # field: state_filters
+    _items = m.producer_id_filters
+    if _items is None:
         raise null_error()  # field: producer_id_filters
-    write_compact_array_length(out, items)  # field: producer_id_filters
-    write_fixed_array(out, items, 'q')  # field: producer_id_filters
+    write_compact_array_length(out, _items)  # field: producer_id_filters
+    write_fixed_array(out, _items, 'q')  # field: producer_id_filters
     out += _S_q.pack(m.duration_filter)  # field: duration_filter
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -198,8 +198,8 @@ def decode_ListTransactionsResponseTransactionState_v0(buf: Buffer, pos: int) ->
     pos += 8
     transaction_state, pos = read_compact_string(buf, pos)  # field: transaction_state
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListTransactionsResponseTransactionState(transactional_id=transactional_id, producer_id=producer_id, transaction_state=transaction_state, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListTransactionsResponseTransactionState(transactional_id=transactional_id, producer_id=producer_id, transaction_state=transaction_state, unknown_tagged_fields=_unknown), pos
     return ListTransactionsResponseTransactionState(transactional_id=transactional_id, producer_id=producer_id, transaction_state=transaction_state), pos + 1
 
 
@@ -216,44 +216,44 @@ def encode_ListTransactionsResponseTransactionState_v0(m: ListTransactionsRespon
 def decode_ListTransactionsResponse_v0(buf: Buffer, pos: int) -> tuple[ListTransactionsResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: unknown_state_filters
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: unknown_state_filters
+    if _count < 0:
         raise null_error()  # field: unknown_state_filters
     else:
         unknown_state_filters = []
-        append = unknown_state_filters.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: unknown_state_filters
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: transaction_states
-    if count < 0:
+        _append = unknown_state_filters.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: unknown_state_filters
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: transaction_states
+    if _count < 0:
         raise null_error()  # field: transaction_states
     else:
         transaction_states = []
-        append = transaction_states.append
-        for _ in range(count):
-            item, pos = decode_ListTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
-            append(item)
+        _append = transaction_states.append
+        for _ in range(_count):
+            _item, pos = decode_ListTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ListTransactionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_state_filters=unknown_state_filters, transaction_states=transaction_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ListTransactionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_state_filters=unknown_state_filters, transaction_states=transaction_states, unknown_tagged_fields=_unknown), pos
     return ListTransactionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_state_filters=unknown_state_filters, transaction_states=transaction_states), pos + 1
 
 
 def encode_ListTransactionsResponse_v0(m: ListTransactionsResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    items = m.unknown_state_filters
-    if items is None:
+    _items = m.unknown_state_filters
+    if _items is None:
         raise null_error()  # field: unknown_state_filters
-    write_compact_array_length(out, items)  # field: unknown_state_filters
-    for item in items:
-        write_compact_string(out, item)  # field: unknown_state_filters
-    items = m.transaction_states
-    if items is None:
+    write_compact_array_length(out, _items)  # field: unknown_state_filters
+    for _item in _items:
+        write_compact_string(out, _item)  # field: unknown_state_filters
+    _items = m.transaction_states
+    if _items is None:
         raise null_error()  # field: transaction_states
-    write_compact_array_length(out, items)  # field: transaction_states
-    for item in items:
-        encode_ListTransactionsResponseTransactionState_v0(item, out)  # field: transaction_states
+    write_compact_array_length(out, _items)  # field: transaction_states
+    for _item in _items:
+        encode_ListTransactionsResponseTransactionState_v0(_item, out)  # field: transaction_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

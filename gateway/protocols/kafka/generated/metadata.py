@@ -198,8 +198,8 @@ def encode_MetadataRequestTopic_v0(m: MetadataRequestTopic, out: bytearray) -> N
 def decode_MetadataRequestTopic_v9(buf: Buffer, pos: int) -> tuple[MetadataRequestTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataRequestTopic(name=name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataRequestTopic(name=name, unknown_tagged_fields=_unknown), pos
     return MetadataRequestTopic(name=name), pos + 1
 
 
@@ -217,8 +217,8 @@ def decode_MetadataRequestTopic_v10(buf: Buffer, pos: int) -> tuple[MetadataRequ
     topic_id = uuid_from_bytes(topic_id)
     name, pos = read_compact_nullable_string(buf, pos)  # field: name
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataRequestTopic(topic_id=topic_id, name=name, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataRequestTopic(topic_id=topic_id, name=name, unknown_tagged_fields=_unknown), pos
     return MetadataRequestTopic(topic_id=topic_id, name=name), pos + 1
 
 
@@ -232,15 +232,15 @@ def encode_MetadataRequestTopic_v10(m: MetadataRequestTopic, out: bytearray) -> 
 
 
 def decode_MetadataRequest_v0(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return MetadataRequest(topics=topics), pos
 
 
@@ -251,26 +251,26 @@ def encode_MetadataRequest_v0(m: MetadataRequest, out: bytearray) -> None:
         raise absent_error()  # field: include_cluster_authorized_operations
     if m.include_topic_authorized_operations != False:  # field: include_topic_authorized_operations
         raise absent_error()  # field: include_topic_authorized_operations
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataRequestTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_MetadataRequest_v1(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return MetadataRequest(topics=topics), pos
 
 
@@ -281,25 +281,25 @@ def encode_MetadataRequest_v1(m: MetadataRequest, out: bytearray) -> None:
         raise absent_error()  # field: include_cluster_authorized_operations
     if m.include_topic_authorized_operations != False:  # field: include_topic_authorized_operations
         raise absent_error()  # field: include_topic_authorized_operations
-    items = m.topics
-    write_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_MetadataRequestTopic_v0(item, out)  # field: topics
+    _items = m.topics
+    write_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_MetadataRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_MetadataRequest_v4(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     allow_auto_topic_creation, = _S_o.unpack_from(buf, pos)  # field: allow_auto_topic_creation
     pos += 1
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation), pos
@@ -310,66 +310,66 @@ def encode_MetadataRequest_v4(m: MetadataRequest, out: bytearray) -> None:
         raise absent_error()  # field: include_cluster_authorized_operations
     if m.include_topic_authorized_operations != False:  # field: include_topic_authorized_operations
         raise absent_error()  # field: include_topic_authorized_operations
-    items = m.topics
-    write_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_MetadataRequestTopic_v0(item, out)  # field: topics
+    _items = m.topics
+    write_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_MetadataRequestTopic_v0(_item, out)  # field: topics
     out += _S_o.pack(m.allow_auto_topic_creation)  # field: allow_auto_topic_creation
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_MetadataRequest_v8(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
-    count, pos = read_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations = _S_ooo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     pos += 3
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations), pos
 
 
 def encode_MetadataRequest_v8(m: MetadataRequest, out: bytearray) -> None:
-    items = m.topics
-    write_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_MetadataRequestTopic_v0(item, out)  # field: topics
+    _items = m.topics
+    write_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_MetadataRequestTopic_v0(_item, out)  # field: topics
     out += _S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_MetadataRequest_v9(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 2)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 2)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataRequestTopic_v9(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataRequestTopic_v9(buf, pos)  # field: topics
+            _append(_item)
     allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations = _S_ooo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     pos += 3
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations), pos + 1
 
 
 def encode_MetadataRequest_v9(m: MetadataRequest, out: bytearray) -> None:
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_MetadataRequestTopic_v9(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_MetadataRequestTopic_v9(_item, out)  # field: topics
     out += _S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -378,29 +378,29 @@ def encode_MetadataRequest_v9(m: MetadataRequest, out: bytearray) -> None:
 
 
 def decode_MetadataRequest_v10(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
+            _append(_item)
     allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations = _S_ooo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     pos += 3
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations), pos + 1
 
 
 def encode_MetadataRequest_v10(m: MetadataRequest, out: bytearray) -> None:
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_MetadataRequestTopic_v10(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_MetadataRequestTopic_v10(_item, out)  # field: topics
     out += _S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -409,31 +409,31 @@ def encode_MetadataRequest_v10(m: MetadataRequest, out: bytearray) -> None:
 
 
 def decode_MetadataRequest_v11(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
+            _append(_item)
     allow_auto_topic_creation, include_topic_authorized_operations = _S_oo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_topic_authorized_operations
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_topic_authorized_operations=include_topic_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_topic_authorized_operations=include_topic_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_topic_authorized_operations=include_topic_authorized_operations), pos + 1
 
 
 def encode_MetadataRequest_v11(m: MetadataRequest, out: bytearray) -> None:
     if m.include_cluster_authorized_operations != False:  # field: include_cluster_authorized_operations
         raise absent_error()  # field: include_cluster_authorized_operations
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_MetadataRequestTopic_v10(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_MetadataRequestTopic_v10(_item, out)  # field: topics
     out += _S_oo.pack(m.allow_auto_topic_creation, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -485,8 +485,8 @@ def decode_MetadataResponseBroker_v9(buf: Buffer, pos: int) -> tuple[MetadataRes
     pos += 4
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponseBroker(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponseBroker(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=_unknown), pos
     return MetadataResponseBroker(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
@@ -504,31 +504,31 @@ def encode_MetadataResponseBroker_v9(m: MetadataResponseBroker, out: bytearray) 
 def decode_MetadataResponsePartition_v0(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id = _S_hii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id
     pos += 10
-    count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
+    if _count < 0:
         raise null_error()  # field: replica_nodes
     else:
-        replica_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replica_nodes
-    count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
-    if count < 0:
+        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
+    if _count < 0:
         raise null_error()  # field: isr_nodes
     else:
-        isr_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr_nodes
+        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, replica_nodes=replica_nodes, isr_nodes=isr_nodes), pos
 
 
 def encode_MetadataResponsePartition_v0(m: MetadataResponsePartition, out: bytearray) -> None:
     out += _S_hii.pack(m.error_code, m.partition_index, m.leader_id)  # field: error_code, partition_index, leader_id
-    items = m.replica_nodes
-    if items is None:
+    _items = m.replica_nodes
+    if _items is None:
         raise null_error()  # field: replica_nodes
-    write_array_length(out, items)  # field: replica_nodes
-    write_fixed_array(out, items, 'i')  # field: replica_nodes
-    items = m.isr_nodes
-    if items is None:
+    write_array_length(out, _items)  # field: replica_nodes
+    write_fixed_array(out, _items, 'i')  # field: replica_nodes
+    _items = m.isr_nodes
+    if _items is None:
         raise null_error()  # field: isr_nodes
-    write_array_length(out, items)  # field: isr_nodes
-    write_fixed_array(out, items, 'i')  # field: isr_nodes
+    write_array_length(out, _items)  # field: isr_nodes
+    write_fixed_array(out, _items, 'i')  # field: isr_nodes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -536,41 +536,41 @@ def encode_MetadataResponsePartition_v0(m: MetadataResponsePartition, out: bytea
 def decode_MetadataResponsePartition_v5(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id = _S_hii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id
     pos += 10
-    count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
+    if _count < 0:
         raise null_error()  # field: replica_nodes
     else:
-        replica_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replica_nodes
-    count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
-    if count < 0:
+        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
+    if _count < 0:
         raise null_error()  # field: isr_nodes
     else:
-        isr_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr_nodes
-    count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if count < 0:
+        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
+    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
+    if _count < 0:
         raise null_error()  # field: offline_replicas
     else:
-        offline_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: offline_replicas
+        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos
 
 
 def encode_MetadataResponsePartition_v5(m: MetadataResponsePartition, out: bytearray) -> None:
     out += _S_hii.pack(m.error_code, m.partition_index, m.leader_id)  # field: error_code, partition_index, leader_id
-    items = m.replica_nodes
-    if items is None:
+    _items = m.replica_nodes
+    if _items is None:
         raise null_error()  # field: replica_nodes
-    write_array_length(out, items)  # field: replica_nodes
-    write_fixed_array(out, items, 'i')  # field: replica_nodes
-    items = m.isr_nodes
-    if items is None:
+    write_array_length(out, _items)  # field: replica_nodes
+    write_fixed_array(out, _items, 'i')  # field: replica_nodes
+    _items = m.isr_nodes
+    if _items is None:
         raise null_error()  # field: isr_nodes
-    write_array_length(out, items)  # field: isr_nodes
-    write_fixed_array(out, items, 'i')  # field: isr_nodes
-    items = m.offline_replicas
-    if items is None:
+    write_array_length(out, _items)  # field: isr_nodes
+    write_fixed_array(out, _items, 'i')  # field: isr_nodes
+    _items = m.offline_replicas
+    if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, items)  # field: offline_replicas
-    write_fixed_array(out, items, 'i')  # field: offline_replicas
+    write_array_length(out, _items)  # field: offline_replicas
+    write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -578,41 +578,41 @@ def encode_MetadataResponsePartition_v5(m: MetadataResponsePartition, out: bytea
 def decode_MetadataResponsePartition_v7(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id, leader_epoch = _S_hiii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id, leader_epoch
     pos += 14
-    count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
+    if _count < 0:
         raise null_error()  # field: replica_nodes
     else:
-        replica_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replica_nodes
-    count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
-    if count < 0:
+        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
+    if _count < 0:
         raise null_error()  # field: isr_nodes
     else:
-        isr_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr_nodes
-    count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if count < 0:
+        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
+    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
+    if _count < 0:
         raise null_error()  # field: offline_replicas
     else:
-        offline_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: offline_replicas
+        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos
 
 
 def encode_MetadataResponsePartition_v7(m: MetadataResponsePartition, out: bytearray) -> None:
     out += _S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch)  # field: error_code, partition_index, leader_id, leader_epoch
-    items = m.replica_nodes
-    if items is None:
+    _items = m.replica_nodes
+    if _items is None:
         raise null_error()  # field: replica_nodes
-    write_array_length(out, items)  # field: replica_nodes
-    write_fixed_array(out, items, 'i')  # field: replica_nodes
-    items = m.isr_nodes
-    if items is None:
+    write_array_length(out, _items)  # field: replica_nodes
+    write_fixed_array(out, _items, 'i')  # field: replica_nodes
+    _items = m.isr_nodes
+    if _items is None:
         raise null_error()  # field: isr_nodes
-    write_array_length(out, items)  # field: isr_nodes
-    write_fixed_array(out, items, 'i')  # field: isr_nodes
-    items = m.offline_replicas
-    if items is None:
+    write_array_length(out, _items)  # field: isr_nodes
+    write_fixed_array(out, _items, 'i')  # field: isr_nodes
+    _items = m.offline_replicas
+    if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, items)  # field: offline_replicas
-    write_fixed_array(out, items, 'i')  # field: offline_replicas
+    write_array_length(out, _items)  # field: offline_replicas
+    write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -620,44 +620,44 @@ def encode_MetadataResponsePartition_v7(m: MetadataResponsePartition, out: bytea
 def decode_MetadataResponsePartition_v9(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id, leader_epoch = _S_hiii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id, leader_epoch
     pos += 14
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: replica_nodes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replica_nodes
+    if _count < 0:
         raise null_error()  # field: replica_nodes
     else:
-        replica_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replica_nodes
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: isr_nodes
-    if count < 0:
+        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr_nodes
+    if _count < 0:
         raise null_error()  # field: isr_nodes
     else:
-        isr_nodes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr_nodes
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
-    if count < 0:
+        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
+    if _count < 0:
         raise null_error()  # field: offline_replicas
     else:
-        offline_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: offline_replicas
+        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas, unknown_tagged_fields=_unknown), pos
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos + 1
 
 
 def encode_MetadataResponsePartition_v9(m: MetadataResponsePartition, out: bytearray) -> None:
     out += _S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch)  # field: error_code, partition_index, leader_id, leader_epoch
-    items = m.replica_nodes
-    if items is None:
+    _items = m.replica_nodes
+    if _items is None:
         raise null_error()  # field: replica_nodes
-    write_compact_array_length(out, items)  # field: replica_nodes
-    write_fixed_array(out, items, 'i')  # field: replica_nodes
-    items = m.isr_nodes
-    if items is None:
+    write_compact_array_length(out, _items)  # field: replica_nodes
+    write_fixed_array(out, _items, 'i')  # field: replica_nodes
+    _items = m.isr_nodes
+    if _items is None:
         raise null_error()  # field: isr_nodes
-    write_compact_array_length(out, items)  # field: isr_nodes
-    write_fixed_array(out, items, 'i')  # field: isr_nodes
-    items = m.offline_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: isr_nodes
+    write_fixed_array(out, _items, 'i')  # field: isr_nodes
+    _items = m.offline_replicas
+    if _items is None:
         raise null_error()  # field: offline_replicas
-    write_compact_array_length(out, items)  # field: offline_replicas
-    write_fixed_array(out, items, 'i')  # field: offline_replicas
+    write_compact_array_length(out, _items)  # field: offline_replicas
+    write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -668,15 +668,15 @@ def decode_MetadataResponseTopic_v0(buf: Buffer, pos: int) -> tuple[MetadataResp
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return MetadataResponseTopic(error_code=error_code, name=name, partitions=partitions), pos
 
 
@@ -685,12 +685,12 @@ def encode_MetadataResponseTopic_v0(m: MetadataResponseTopic, out: bytearray) ->
         raise absent_error()  # field: topic_authorized_operations
     out += _S_h.pack(m.error_code)  # field: error_code
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -701,15 +701,15 @@ def decode_MetadataResponseTopic_v1(buf: Buffer, pos: int) -> tuple[MetadataResp
     name, pos = read_string(buf, pos)  # field: name
     is_internal, = _S_o.unpack_from(buf, pos)  # field: is_internal
     pos += 1
-    count, pos = read_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions), pos
 
 
@@ -719,12 +719,12 @@ def encode_MetadataResponseTopic_v1(m: MetadataResponseTopic, out: bytearray) ->
     out += _S_h.pack(m.error_code)  # field: error_code
     write_string(out, m.name)  # field: name
     out += _S_o.pack(m.is_internal)  # field: is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -735,15 +735,15 @@ def decode_MetadataResponseTopic_v5(buf: Buffer, pos: int) -> tuple[MetadataResp
     name, pos = read_string(buf, pos)  # field: name
     is_internal, = _S_o.unpack_from(buf, pos)  # field: is_internal
     pos += 1
-    count, pos = read_array_length(buf, pos, 22)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 22)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v5(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v5(buf, pos)  # field: partitions
+            _append(_item)
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions), pos
 
 
@@ -753,12 +753,12 @@ def encode_MetadataResponseTopic_v5(m: MetadataResponseTopic, out: bytearray) ->
     out += _S_h.pack(m.error_code)  # field: error_code
     write_string(out, m.name)  # field: name
     out += _S_o.pack(m.is_internal)  # field: is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v5(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v5(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -769,15 +769,15 @@ def decode_MetadataResponseTopic_v7(buf: Buffer, pos: int) -> tuple[MetadataResp
     name, pos = read_string(buf, pos)  # field: name
     is_internal, = _S_o.unpack_from(buf, pos)  # field: is_internal
     pos += 1
-    count, pos = read_array_length(buf, pos, 26)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 26)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
+            _append(_item)
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions), pos
 
 
@@ -787,12 +787,12 @@ def encode_MetadataResponseTopic_v7(m: MetadataResponseTopic, out: bytearray) ->
     out += _S_h.pack(m.error_code)  # field: error_code
     write_string(out, m.name)  # field: name
     out += _S_o.pack(m.is_internal)  # field: is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v7(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v7(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -803,15 +803,15 @@ def decode_MetadataResponseTopic_v8(buf: Buffer, pos: int) -> tuple[MetadataResp
     name, pos = read_string(buf, pos)  # field: name
     is_internal, = _S_o.unpack_from(buf, pos)  # field: is_internal
     pos += 1
-    count, pos = read_array_length(buf, pos, 26)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 26)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
+            _append(_item)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos
@@ -821,12 +821,12 @@ def encode_MetadataResponseTopic_v8(m: MetadataResponseTopic, out: bytearray) ->
     out += _S_h.pack(m.error_code)  # field: error_code
     write_string(out, m.name)  # field: name
     out += _S_o.pack(m.is_internal)  # field: is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v7(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v7(_item, out)  # field: partitions
     out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -838,20 +838,20 @@ def decode_MetadataResponseTopic_v9(buf: Buffer, pos: int) -> tuple[MetadataResp
     name, pos = read_compact_string(buf, pos)  # field: name
     is_internal, = _S_o.unpack_from(buf, pos)  # field: is_internal
     pos += 1
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
+            _append(_item)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
@@ -859,12 +859,12 @@ def encode_MetadataResponseTopic_v9(m: MetadataResponseTopic, out: bytearray) ->
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_string(out, m.name)  # field: name
     out += _S_o.pack(m.is_internal)  # field: is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v9(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v9(_item, out)  # field: partitions
     out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -879,20 +879,20 @@ def decode_MetadataResponseTopic_v10(buf: Buffer, pos: int) -> tuple[MetadataRes
     topic_id, is_internal = _S_16so.unpack_from(buf, pos)  # field: topic_id, is_internal
     pos += 17
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
+            _append(_item)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
@@ -900,12 +900,12 @@ def encode_MetadataResponseTopic_v10(m: MetadataResponseTopic, out: bytearray) -
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_string(out, m.name)  # field: name
     out += _S_16so.pack(m.topic_id.bytes, m.is_internal)  # field: topic_id, is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v9(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v9(_item, out)  # field: partitions
     out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -920,20 +920,20 @@ def decode_MetadataResponseTopic_v12(buf: Buffer, pos: int) -> tuple[MetadataRes
     topic_id, is_internal = _S_16so.unpack_from(buf, pos)  # field: topic_id, is_internal
     pos += 17
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
+            _append(_item)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
@@ -941,12 +941,12 @@ def encode_MetadataResponseTopic_v12(m: MetadataResponseTopic, out: bytearray) -
     out += _S_h.pack(m.error_code)  # field: error_code
     write_compact_nullable_string(out, m.name)  # field: name
     out += _S_16so.pack(m.topic_id.bytes, m.is_internal)  # field: topic_id, is_internal
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_MetadataResponsePartition_v9(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_MetadataResponsePartition_v9(_item, out)  # field: partitions
     out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -955,132 +955,132 @@ def encode_MetadataResponseTopic_v12(m: MetadataResponseTopic, out: bytearray) -
 
 
 def decode_MetadataResponse_v0(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
-    count, pos = read_array_length(buf, pos, 10)  # field: brokers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 10)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v0(buf, pos)  # field: brokers
-            append(item)
-    count, pos = read_array_length(buf, pos, 8)  # field: topics
-    if count < 0:
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v0(buf, pos)  # field: brokers
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 8)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return MetadataResponse(brokers=brokers, topics=topics), pos
 
 
 def encode_MetadataResponse_v0(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v0(item, out)  # field: brokers
-    items = m.topics
-    if items is None:
+    write_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v0(_item, out)  # field: brokers
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_MetadataResponse_v1(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
-    count, pos = read_array_length(buf, pos, 12)  # field: brokers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append(_item)
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 9)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 9)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
+            _append(_item)
     return MetadataResponse(brokers=brokers, controller_id=controller_id, topics=topics), pos
 
 
 def encode_MetadataResponse_v1(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v1(item, out)  # field: brokers
+    write_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_MetadataResponse_v2(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
-    count, pos = read_array_length(buf, pos, 12)  # field: brokers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 9)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 9)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
+            _append(_item)
     return MetadataResponse(brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
 def encode_MetadataResponse_v2(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v1(item, out)  # field: brokers
+    write_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1088,27 +1088,27 @@ def encode_MetadataResponse_v2(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v3(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 12)  # field: brokers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 9)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 9)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
+            _append(_item)
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
@@ -1116,20 +1116,20 @@ def encode_MetadataResponse_v3(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v1(item, out)  # field: brokers
+    write_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1137,27 +1137,27 @@ def encode_MetadataResponse_v3(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v5(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 12)  # field: brokers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 9)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 9)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v5(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v5(buf, pos)  # field: topics
+            _append(_item)
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
@@ -1165,20 +1165,20 @@ def encode_MetadataResponse_v5(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v1(item, out)  # field: brokers
+    write_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v5(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v5(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1186,27 +1186,27 @@ def encode_MetadataResponse_v5(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v7(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 12)  # field: brokers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 9)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 9)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v7(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v7(buf, pos)  # field: topics
+            _append(_item)
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
@@ -1214,20 +1214,20 @@ def encode_MetadataResponse_v7(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v1(item, out)  # field: brokers
+    write_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v7(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v7(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1235,27 +1235,27 @@ def encode_MetadataResponse_v7(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v8(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 12)  # field: brokers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 13)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 13)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v8(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v8(buf, pos)  # field: topics
+            _append(_item)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations), pos
@@ -1263,20 +1263,20 @@ def decode_MetadataResponse_v8(buf: Buffer, pos: int) -> tuple[MetadataResponse,
 
 def encode_MetadataResponse_v8(m: MetadataResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v1(item, out)  # field: brokers
+    write_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v8(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v8(_item, out)  # field: topics
     out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -1285,51 +1285,51 @@ def encode_MetadataResponse_v8(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v9(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v9(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v9(buf, pos)  # field: topics
+            _append(_item)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
 def encode_MetadataResponse_v9(m: MetadataResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v9(item, out)  # field: brokers
+    write_compact_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v9(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v9(_item, out)  # field: topics
     out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -1340,51 +1340,51 @@ def encode_MetadataResponse_v9(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v10(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
+            _append(_item)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations, unknown_tagged_fields=_unknown), pos
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
 def encode_MetadataResponse_v10(m: MetadataResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v9(item, out)  # field: brokers
+    write_compact_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v10(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v10(_item, out)  # field: topics
     out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -1395,30 +1395,30 @@ def encode_MetadataResponse_v10(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v11(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos + 1
 
 
@@ -1426,20 +1426,20 @@ def encode_MetadataResponse_v11(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v9(item, out)  # field: brokers
+    write_compact_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v10(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v10(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1449,30 +1449,30 @@ def encode_MetadataResponse_v11(m: MetadataResponse, out: bytearray) -> None:
 def decode_MetadataResponse_v12(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: brokers
+    if _count < 0:
         raise null_error()  # field: brokers
     else:
         brokers = []
-        append = brokers.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            append(item)
+        _append = brokers.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append(_item)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 26)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_MetadataResponseTopic_v12(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_MetadataResponseTopic_v12(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos + 1
 
 
@@ -1480,20 +1480,20 @@ def encode_MetadataResponse_v12(m: MetadataResponse, out: bytearray) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.brokers
-    if items is None:
+    _items = m.brokers
+    if _items is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, items)  # field: brokers
-    for item in items:
-        encode_MetadataResponseBroker_v9(item, out)  # field: brokers
+    write_compact_array_length(out, _items)  # field: brokers
+    for _item in _items:
+        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.controller_id)  # field: controller_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_MetadataResponseTopic_v12(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_MetadataResponseTopic_v12(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -212,8 +212,8 @@ def decode_OffsetCommitRequestPartition_v8(buf: Buffer, pos: int) -> tuple[Offse
     pos += 16
     committed_metadata, pos = read_compact_nullable_string(buf, pos)  # field: committed_metadata
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata, unknown_tagged_fields=_unknown), pos
     return OffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata), pos + 1
 
 
@@ -230,107 +230,107 @@ def encode_OffsetCommitRequestPartition_v8(m: OffsetCommitRequestPartition, out:
 
 def decode_OffsetCommitRequestTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitRequestTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetCommitRequestTopic_v0(m: OffsetCommitRequestTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetCommitRequestPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetCommitRequestPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetCommitRequestTopic_v1(buf: Buffer, pos: int) -> tuple[OffsetCommitRequestTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 22)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 22)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestPartition_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestPartition_v1(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetCommitRequestTopic_v1(m: OffsetCommitRequestTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetCommitRequestPartition_v1(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetCommitRequestPartition_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetCommitRequestTopic_v6(buf: Buffer, pos: int) -> tuple[OffsetCommitRequestTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestPartition_v6(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestPartition_v6(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetCommitRequestTopic_v6(m: OffsetCommitRequestTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetCommitRequestPartition_v6(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetCommitRequestPartition_v6(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetCommitRequestTopic_v8(buf: Buffer, pos: int) -> tuple[OffsetCommitRequestTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestPartition_v8(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestPartition_v8(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetCommitRequestTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetCommitRequestTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_OffsetCommitRequestTopic_v8(m: OffsetCommitRequestTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetCommitRequestPartition_v8(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetCommitRequestPartition_v8(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -339,15 +339,15 @@ def encode_OffsetCommitRequestTopic_v8(m: OffsetCommitRequestTopic, out: bytearr
 
 def decode_OffsetCommitRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitRequest, int]:
     group_id, pos = read_string(buf, pos)  # field: group_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitRequest(group_id=group_id, topics=topics), pos
 
 
@@ -355,12 +355,12 @@ def encode_OffsetCommitRequest_v0(m: OffsetCommitRequest, out: bytearray) -> Non
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitRequestTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -370,15 +370,15 @@ def decode_OffsetCommitRequest_v1(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     generation_id_or_member_epoch, = _S_i.unpack_from(buf, pos)  # field: generation_id_or_member_epoch
     pos += 4
     member_id, pos = read_string(buf, pos)  # field: member_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestTopic_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestTopic_v1(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, topics=topics), pos
 
 
@@ -388,12 +388,12 @@ def encode_OffsetCommitRequest_v1(m: OffsetCommitRequest, out: bytearray) -> Non
     write_string(out, m.group_id)  # field: group_id
     out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitRequestTopic_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitRequestTopic_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -405,15 +405,15 @@ def decode_OffsetCommitRequest_v2(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     member_id, pos = read_string(buf, pos)  # field: member_id
     retention_time_ms, = _S_q.unpack_from(buf, pos)  # field: retention_time_ms
     pos += 8
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, retention_time_ms=retention_time_ms, topics=topics), pos
 
 
@@ -424,12 +424,12 @@ def encode_OffsetCommitRequest_v2(m: OffsetCommitRequest, out: bytearray) -> Non
     out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
     out += _S_q.pack(m.retention_time_ms)  # field: retention_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitRequestTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -439,15 +439,15 @@ def decode_OffsetCommitRequest_v5(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     generation_id_or_member_epoch, = _S_i.unpack_from(buf, pos)  # field: generation_id_or_member_epoch
     pos += 4
     member_id, pos = read_string(buf, pos)  # field: member_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, topics=topics), pos
 
 
@@ -457,12 +457,12 @@ def encode_OffsetCommitRequest_v5(m: OffsetCommitRequest, out: bytearray) -> Non
     write_string(out, m.group_id)  # field: group_id
     out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitRequestTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -472,15 +472,15 @@ def decode_OffsetCommitRequest_v6(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     generation_id_or_member_epoch, = _S_i.unpack_from(buf, pos)  # field: generation_id_or_member_epoch
     pos += 4
     member_id, pos = read_string(buf, pos)  # field: member_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, topics=topics), pos
 
 
@@ -490,12 +490,12 @@ def encode_OffsetCommitRequest_v6(m: OffsetCommitRequest, out: bytearray) -> Non
     write_string(out, m.group_id)  # field: group_id
     out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitRequestTopic_v6(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitRequestTopic_v6(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -506,15 +506,15 @@ def decode_OffsetCommitRequest_v7(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     pos += 4
     member_id, pos = read_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_nullable_string(buf, pos)  # field: group_instance_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, group_instance_id=group_instance_id, topics=topics), pos
 
 
@@ -523,12 +523,12 @@ def encode_OffsetCommitRequest_v7(m: OffsetCommitRequest, out: bytearray) -> Non
     out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitRequestTopic_v6(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitRequestTopic_v6(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -539,18 +539,18 @@ def decode_OffsetCommitRequest_v8(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     pos += 4
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitRequestTopic_v8(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitRequestTopic_v8(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, group_instance_id=group_instance_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, group_instance_id=group_instance_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, group_instance_id=group_instance_id, topics=topics), pos + 1
 
 
@@ -559,12 +559,12 @@ def encode_OffsetCommitRequest_v8(m: OffsetCommitRequest, out: bytearray) -> Non
     out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitRequestTopic_v8(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitRequestTopic_v8(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -587,8 +587,8 @@ def decode_OffsetCommitResponsePartition_v8(buf: Buffer, pos: int) -> tuple[Offs
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return OffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -602,55 +602,55 @@ def encode_OffsetCommitResponsePartition_v8(m: OffsetCommitResponsePartition, ou
 
 def decode_OffsetCommitResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitResponseTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 6)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetCommitResponseTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetCommitResponseTopic_v0(m: OffsetCommitResponseTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetCommitResponsePartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetCommitResponsePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetCommitResponseTopic_v8(buf: Buffer, pos: int) -> tuple[OffsetCommitResponseTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitResponsePartition_v8(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitResponsePartition_v8(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetCommitResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetCommitResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetCommitResponseTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_OffsetCommitResponseTopic_v8(m: OffsetCommitResponseTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetCommitResponsePartition_v8(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetCommitResponsePartition_v8(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -658,25 +658,25 @@ def encode_OffsetCommitResponseTopic_v8(m: OffsetCommitResponseTopic, out: bytea
 
 
 def decode_OffsetCommitResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitResponse(topics=topics), pos
 
 
 def encode_OffsetCommitResponse_v0(m: OffsetCommitResponse, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitResponseTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -684,26 +684,26 @@ def encode_OffsetCommitResponse_v0(m: OffsetCommitResponse, out: bytearray) -> N
 def decode_OffsetCommitResponse_v3(buf: Buffer, pos: int) -> tuple[OffsetCommitResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_OffsetCommitResponse_v3(m: OffsetCommitResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitResponseTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -711,29 +711,29 @@ def encode_OffsetCommitResponse_v3(m: OffsetCommitResponse, out: bytearray) -> N
 def decode_OffsetCommitResponse_v8(buf: Buffer, pos: int) -> tuple[OffsetCommitResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetCommitResponseTopic_v8(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetCommitResponseTopic_v8(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_OffsetCommitResponse_v8(m: OffsetCommitResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetCommitResponseTopic_v8(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetCommitResponseTopic_v8(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

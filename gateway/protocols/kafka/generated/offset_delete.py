@@ -158,52 +158,52 @@ def encode_OffsetDeleteRequestPartition_v0(m: OffsetDeleteRequestPartition, out:
 
 def decode_OffsetDeleteRequestTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetDeleteRequestTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetDeleteRequestPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetDeleteRequestPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetDeleteRequestTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetDeleteRequestTopic_v0(m: OffsetDeleteRequestTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetDeleteRequestPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetDeleteRequestPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetDeleteRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetDeleteRequest, int]:
     group_id, pos = read_string(buf, pos)  # field: group_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetDeleteRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetDeleteRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetDeleteRequest(group_id=group_id, topics=topics), pos
 
 
 def encode_OffsetDeleteRequest_v0(m: OffsetDeleteRequest, out: bytearray) -> None:
     write_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetDeleteRequestTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetDeleteRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -222,26 +222,26 @@ def encode_OffsetDeleteResponsePartition_v0(m: OffsetDeleteResponsePartition, ou
 
 def decode_OffsetDeleteResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetDeleteResponseTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 6)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetDeleteResponsePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetDeleteResponsePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetDeleteResponseTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetDeleteResponseTopic_v0(m: OffsetDeleteResponseTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetDeleteResponsePartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetDeleteResponsePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -249,26 +249,26 @@ def encode_OffsetDeleteResponseTopic_v0(m: OffsetDeleteResponseTopic, out: bytea
 def decode_OffsetDeleteResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetDeleteResponse, int]:
     error_code, throttle_time_ms = _S_hi.unpack_from(buf, pos)  # field: error_code, throttle_time_ms
     pos += 6
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetDeleteResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetDeleteResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetDeleteResponse(error_code=error_code, throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_OffsetDeleteResponse_v0(m: OffsetDeleteResponse, out: bytearray) -> None:
     out += _S_hi.pack(m.error_code, m.throttle_time_ms)  # field: error_code, throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetDeleteResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetDeleteResponseTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 

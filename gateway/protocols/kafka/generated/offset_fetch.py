@@ -230,45 +230,45 @@ _S_iqi = _struct.Struct('>iqi')
 
 def decode_OffsetFetchRequestTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchRequestTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     return OffsetFetchRequestTopic(name=name, partition_indexes=partition_indexes), pos
 
 
 def encode_OffsetFetchRequestTopic_v0(m: OffsetFetchRequestTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetFetchRequestTopic_v6(buf: Buffer, pos: int) -> tuple[OffsetFetchRequestTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequestTopic(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequestTopic(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequestTopic(name=name, partition_indexes=partition_indexes), pos + 1
 
 
 def encode_OffsetFetchRequestTopic_v6(m: OffsetFetchRequestTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_compact_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -277,24 +277,24 @@ def encode_OffsetFetchRequestTopic_v6(m: OffsetFetchRequestTopic, out: bytearray
 
 def decode_OffsetFetchRequestTopics_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequestTopics, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequestTopics(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequestTopics(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequestTopics(name=name, partition_indexes=partition_indexes), pos + 1
 
 
 def encode_OffsetFetchRequestTopics_v8(m: OffsetFetchRequestTopics, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_compact_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -303,28 +303,28 @@ def encode_OffsetFetchRequestTopics_v8(m: OffsetFetchRequestTopics, out: bytearr
 
 def decode_OffsetFetchRequestGroup_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequestGroup, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequestGroup(group_id=group_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequestGroup(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequestGroup(group_id=group_id, topics=topics), pos + 1
 
 
 def encode_OffsetFetchRequestGroup_v8(m: OffsetFetchRequestGroup, out: bytearray) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_OffsetFetchRequestTopics_v8(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_OffsetFetchRequestTopics_v8(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -336,18 +336,18 @@ def decode_OffsetFetchRequestGroup_v9(buf: Buffer, pos: int) -> tuple[OffsetFetc
     member_id, pos = read_compact_nullable_string(buf, pos)  # field: member_id
     member_epoch, = _S_i.unpack_from(buf, pos)  # field: member_epoch
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequestGroup(group_id=group_id, member_id=member_id, member_epoch=member_epoch, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequestGroup(group_id=group_id, member_id=member_id, member_epoch=member_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequestGroup(group_id=group_id, member_id=member_id, member_epoch=member_epoch, topics=topics), pos + 1
 
 
@@ -355,11 +355,11 @@ def encode_OffsetFetchRequestGroup_v9(m: OffsetFetchRequestGroup, out: bytearray
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_nullable_string(out, m.member_id)  # field: member_id
     out += _S_i.pack(m.member_epoch)  # field: member_epoch
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_OffsetFetchRequestTopics_v8(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_OffsetFetchRequestTopics_v8(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -368,15 +368,15 @@ def encode_OffsetFetchRequestGroup_v9(m: OffsetFetchRequestGroup, out: bytearray
 
 def decode_OffsetFetchRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
     group_id, pos = read_string(buf, pos)  # field: group_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetFetchRequest(group_id=group_id, topics=topics), pos
 
 
@@ -386,27 +386,27 @@ def encode_OffsetFetchRequest_v0(m: OffsetFetchRequest, out: bytearray) -> None:
     if m.require_stable != False:  # field: require_stable
         raise absent_error()  # field: require_stable
     write_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetFetchRequestTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetFetchRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetFetchRequest_v2(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
     group_id, pos = read_string(buf, pos)  # field: group_id
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetFetchRequest(group_id=group_id, topics=topics), pos
 
 
@@ -416,29 +416,29 @@ def encode_OffsetFetchRequest_v2(m: OffsetFetchRequest, out: bytearray) -> None:
     if m.require_stable != False:  # field: require_stable
         raise absent_error()  # field: require_stable
     write_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    write_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_OffsetFetchRequestTopic_v0(item, out)  # field: topics
+    _items = m.topics
+    write_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_OffsetFetchRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetFetchRequest_v6(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequest(group_id=group_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequest(group_id=group_id, topics=topics), pos + 1
 
 
@@ -448,11 +448,11 @@ def encode_OffsetFetchRequest_v6(m: OffsetFetchRequest, out: bytearray) -> None:
     if m.require_stable != False:  # field: require_stable
         raise absent_error()  # field: require_stable
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_OffsetFetchRequestTopic_v6(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_OffsetFetchRequestTopic_v6(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -461,20 +461,20 @@ def encode_OffsetFetchRequest_v6(m: OffsetFetchRequest, out: bytearray) -> None:
 
 def decode_OffsetFetchRequest_v7(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         topics = None
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
+            _append(_item)
     require_stable, = _S_o.unpack_from(buf, pos)  # field: require_stable
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequest(group_id=group_id, topics=topics, require_stable=require_stable, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequest(group_id=group_id, topics=topics, require_stable=require_stable, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequest(group_id=group_id, topics=topics, require_stable=require_stable), pos + 1
 
 
@@ -482,11 +482,11 @@ def encode_OffsetFetchRequest_v7(m: OffsetFetchRequest, out: bytearray) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    write_compact_array_length(out, items)  # field: topics
-    if items is not None:
-        for item in items:
-            encode_OffsetFetchRequestTopic_v6(item, out)  # field: topics
+    _items = m.topics
+    write_compact_array_length(out, _items)  # field: topics
+    if _items is not None:
+        for _item in _items:
+            encode_OffsetFetchRequestTopic_v6(_item, out)  # field: topics
     out += _S_o.pack(m.require_stable)  # field: require_stable
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -495,20 +495,20 @@ def encode_OffsetFetchRequest_v7(m: OffsetFetchRequest, out: bytearray) -> None:
 
 
 def decode_OffsetFetchRequest_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestGroup_v8(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestGroup_v8(buf, pos)  # field: groups
+            _append(_item)
     require_stable, = _S_o.unpack_from(buf, pos)  # field: require_stable
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequest(groups=groups, require_stable=require_stable, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequest(groups=groups, require_stable=require_stable, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequest(groups=groups, require_stable=require_stable), pos + 1
 
 
@@ -517,12 +517,12 @@ def encode_OffsetFetchRequest_v8(m: OffsetFetchRequest, out: bytearray) -> None:
         raise absent_error()  # field: group_id
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_OffsetFetchRequestGroup_v8(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_OffsetFetchRequestGroup_v8(_item, out)  # field: groups
     out += _S_o.pack(m.require_stable)  # field: require_stable
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -531,20 +531,20 @@ def encode_OffsetFetchRequest_v8(m: OffsetFetchRequest, out: bytearray) -> None:
 
 
 def decode_OffsetFetchRequest_v9(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchRequestGroup_v9(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchRequestGroup_v9(buf, pos)  # field: groups
+            _append(_item)
     require_stable, = _S_o.unpack_from(buf, pos)  # field: require_stable
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchRequest(groups=groups, require_stable=require_stable, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchRequest(groups=groups, require_stable=require_stable, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequest(groups=groups, require_stable=require_stable), pos + 1
 
 
@@ -553,12 +553,12 @@ def encode_OffsetFetchRequest_v9(m: OffsetFetchRequest, out: bytearray) -> None:
         raise absent_error()  # field: group_id
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_OffsetFetchRequestGroup_v9(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_OffsetFetchRequestGroup_v9(_item, out)  # field: groups
     out += _S_o.pack(m.require_stable)  # field: require_stable
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -607,8 +607,8 @@ def decode_OffsetFetchResponsePartition_v6(buf: Buffer, pos: int) -> tuple[Offse
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchResponsePartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchResponsePartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponsePartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code), pos + 1
 
 
@@ -624,81 +624,81 @@ def encode_OffsetFetchResponsePartition_v6(m: OffsetFetchResponsePartition, out:
 
 def decode_OffsetFetchResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 16)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 16)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponsePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponsePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetFetchResponseTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetFetchResponseTopic_v0(m: OffsetFetchResponseTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetFetchResponsePartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetFetchResponsePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetFetchResponseTopic_v5(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 20)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 20)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponsePartition_v5(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponsePartition_v5(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetFetchResponseTopic(name=name, partitions=partitions), pos
 
 
 def encode_OffsetFetchResponseTopic_v5(m: OffsetFetchResponseTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetFetchResponsePartition_v5(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetFetchResponsePartition_v5(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetFetchResponseTopic_v6(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponsePartition_v6(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponsePartition_v6(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponseTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_OffsetFetchResponseTopic_v6(m: OffsetFetchResponseTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetFetchResponsePartition_v6(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetFetchResponsePartition_v6(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -712,8 +712,8 @@ def decode_OffsetFetchResponsePartitions_v8(buf: Buffer, pos: int) -> tuple[Offs
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchResponsePartitions(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchResponsePartitions(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponsePartitions(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code), pos + 1
 
 
@@ -729,29 +729,29 @@ def encode_OffsetFetchResponsePartitions_v8(m: OffsetFetchResponsePartitions, ou
 
 def decode_OffsetFetchResponseTopics_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseTopics, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponsePartitions_v8(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponsePartitions_v8(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchResponseTopics(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchResponseTopics(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponseTopics(name=name, partitions=partitions), pos + 1
 
 
 def encode_OffsetFetchResponseTopics_v8(m: OffsetFetchResponseTopics, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetFetchResponsePartitions_v8(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetFetchResponsePartitions_v8(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -760,31 +760,31 @@ def encode_OffsetFetchResponseTopics_v8(m: OffsetFetchResponseTopics, out: bytea
 
 def decode_OffsetFetchResponseGroup_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseGroup, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponseTopics_v8(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponseTopics_v8(buf, pos)  # field: topics
+            _append(_item)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchResponseGroup(group_id=group_id, topics=topics, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchResponseGroup(group_id=group_id, topics=topics, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponseGroup(group_id=group_id, topics=topics, error_code=error_code), pos + 1
 
 
 def encode_OffsetFetchResponseGroup_v8(m: OffsetFetchResponseGroup, out: bytearray) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetFetchResponseTopics_v8(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetFetchResponseTopics_v8(_item, out)  # field: topics
     out += _S_h.pack(m.error_code)  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -793,41 +793,41 @@ def encode_OffsetFetchResponseGroup_v8(m: OffsetFetchResponseGroup, out: bytearr
 
 
 def decode_OffsetFetchResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetFetchResponse(topics=topics), pos
 
 
 def encode_OffsetFetchResponse_v0(m: OffsetFetchResponse, out: bytearray) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetFetchResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetFetchResponseTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetFetchResponse_v2(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     return OffsetFetchResponse(topics=topics, error_code=error_code), pos
@@ -836,12 +836,12 @@ def decode_OffsetFetchResponse_v2(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
 def encode_OffsetFetchResponse_v2(m: OffsetFetchResponse, out: bytearray) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetFetchResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetFetchResponseTopic_v0(_item, out)  # field: topics
     out += _S_h.pack(m.error_code)  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -850,15 +850,15 @@ def encode_OffsetFetchResponse_v2(m: OffsetFetchResponse, out: bytearray) -> Non
 def decode_OffsetFetchResponse_v3(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code), pos
@@ -868,12 +868,12 @@ def encode_OffsetFetchResponse_v3(m: OffsetFetchResponse, out: bytearray) -> Non
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetFetchResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetFetchResponseTopic_v0(_item, out)  # field: topics
     out += _S_h.pack(m.error_code)  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -882,15 +882,15 @@ def encode_OffsetFetchResponse_v3(m: OffsetFetchResponse, out: bytearray) -> Non
 def decode_OffsetFetchResponse_v5(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponseTopic_v5(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponseTopic_v5(buf, pos)  # field: topics
+            _append(_item)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code), pos
@@ -900,12 +900,12 @@ def encode_OffsetFetchResponse_v5(m: OffsetFetchResponse, out: bytearray) -> Non
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetFetchResponseTopic_v5(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetFetchResponseTopic_v5(_item, out)  # field: topics
     out += _S_h.pack(m.error_code)  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -914,20 +914,20 @@ def encode_OffsetFetchResponse_v5(m: OffsetFetchResponse, out: bytearray) -> Non
 def decode_OffsetFetchResponse_v6(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponseTopic_v6(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponseTopic_v6(buf, pos)  # field: topics
+            _append(_item)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code), pos + 1
 
 
@@ -935,12 +935,12 @@ def encode_OffsetFetchResponse_v6(m: OffsetFetchResponse, out: bytearray) -> Non
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetFetchResponseTopic_v6(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetFetchResponseTopic_v6(_item, out)  # field: topics
     out += _S_h.pack(m.error_code)  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -951,18 +951,18 @@ def encode_OffsetFetchResponse_v6(m: OffsetFetchResponse, out: bytearray) -> Non
 def decode_OffsetFetchResponse_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_OffsetFetchResponseGroup_v8(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetFetchResponseGroup_v8(buf, pos)  # field: groups
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos + 1
 
 
@@ -970,12 +970,12 @@ def encode_OffsetFetchResponse_v8(m: OffsetFetchResponse, out: bytearray) -> Non
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_OffsetFetchResponseGroup_v8(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_OffsetFetchResponseGroup_v8(_item, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -180,8 +180,8 @@ def decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(buf: Buffer, p
     partition, current_leader_epoch, leader_epoch = _S_iii.unpack_from(buf, pos)  # field: partition, current_leader_epoch, leader_epoch
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetForLeaderEpochRequestOffsetForLeaderPartition(partition=partition, current_leader_epoch=current_leader_epoch, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetForLeaderEpochRequestOffsetForLeaderPartition(partition=partition, current_leader_epoch=current_leader_epoch, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochRequestOffsetForLeaderPartition(partition=partition, current_leader_epoch=current_leader_epoch, leader_epoch=leader_epoch), pos + 1
 
 
@@ -195,81 +195,81 @@ def encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(m: OffsetForLe
 
 def decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequestOffsetForLeaderTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 8)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions), pos
 
 
 def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequestOffsetForLeaderTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 12)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions), pos
 
 
 def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequestOffsetForLeaderTopic, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 13)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 13)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -277,49 +277,49 @@ def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(m: OffsetForLeader
 
 
 def decode_OffsetForLeaderEpochRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequest, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetForLeaderEpochRequest(topics=topics), pos
 
 
 def encode_OffsetForLeaderEpochRequest_v0(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetForLeaderEpochRequest_v2(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequest, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     return OffsetForLeaderEpochRequest(topics=topics), pos
 
 
 def encode_OffsetForLeaderEpochRequest_v2(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -327,26 +327,26 @@ def encode_OffsetForLeaderEpochRequest_v2(m: OffsetForLeaderEpochRequest, out: b
 def decode_OffsetForLeaderEpochRequest_v3(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequest, int]:
     replica_id, = _S_i.unpack_from(buf, pos)  # field: replica_id
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     return OffsetForLeaderEpochRequest(replica_id=replica_id, topics=topics), pos
 
 
 def encode_OffsetForLeaderEpochRequest_v3(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
     out += _S_i.pack(m.replica_id)  # field: replica_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -354,29 +354,29 @@ def encode_OffsetForLeaderEpochRequest_v3(m: OffsetForLeaderEpochRequest, out: b
 def decode_OffsetForLeaderEpochRequest_v4(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequest, int]:
     replica_id, = _S_i.unpack_from(buf, pos)  # field: replica_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetForLeaderEpochRequest(replica_id=replica_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetForLeaderEpochRequest(replica_id=replica_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochRequest(replica_id=replica_id, topics=topics), pos + 1
 
 
 def encode_OffsetForLeaderEpochRequest_v4(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
     out += _S_i.pack(m.replica_id)  # field: replica_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -411,8 +411,8 @@ def decode_OffsetForLeaderEpochResponseEpochEndOffset_v4(buf: Buffer, pos: int) 
     error_code, partition, leader_epoch, end_offset = _S_hiiq.unpack_from(buf, pos)  # field: error_code, partition, leader_epoch, end_offset
     pos += 18
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetForLeaderEpochResponseEpochEndOffset(error_code=error_code, partition=partition, leader_epoch=leader_epoch, end_offset=end_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetForLeaderEpochResponseEpochEndOffset(error_code=error_code, partition=partition, leader_epoch=leader_epoch, end_offset=end_offset, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochResponseEpochEndOffset(error_code=error_code, partition=partition, leader_epoch=leader_epoch, end_offset=end_offset), pos + 1
 
 
@@ -426,81 +426,81 @@ def encode_OffsetForLeaderEpochResponseEpochEndOffset_v4(m: OffsetForLeaderEpoch
 
 def decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v0(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions), pos
 
 
 def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetForLeaderEpochResponseEpochEndOffset_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetForLeaderEpochResponseEpochEndOffset_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    count, pos = read_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v1(buf, pos)  # field: partitions
+            _append(_item)
     return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions), pos
 
 
 def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: bytearray) -> None:
     write_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetForLeaderEpochResponseEpochEndOffset_v1(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetForLeaderEpochResponseEpochEndOffset_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v4(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v4(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions), pos + 1
 
 
 def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: bytearray) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_OffsetForLeaderEpochResponseEpochEndOffset_v4(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_OffsetForLeaderEpochResponseEpochEndOffset_v4(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -508,49 +508,49 @@ def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(m: OffsetFo
 
 
 def decode_OffsetForLeaderEpochResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(buf, pos)  # field: topics
+            _append(_item)
     return OffsetForLeaderEpochResponse(topics=topics), pos
 
 
 def encode_OffsetForLeaderEpochResponse_v0(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_OffsetForLeaderEpochResponse_v1(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
+            _append(_item)
     return OffsetForLeaderEpochResponse(topics=topics), pos
 
 
 def encode_OffsetForLeaderEpochResponse_v1(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -558,26 +558,26 @@ def encode_OffsetForLeaderEpochResponse_v1(m: OffsetForLeaderEpochResponse, out:
 def decode_OffsetForLeaderEpochResponse_v2(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
+            _append(_item)
     return OffsetForLeaderEpochResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_OffsetForLeaderEpochResponse_v2(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -585,29 +585,29 @@ def encode_OffsetForLeaderEpochResponse_v2(m: OffsetForLeaderEpochResponse, out:
 def decode_OffsetForLeaderEpochResponse_v4(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return OffsetForLeaderEpochResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return OffsetForLeaderEpochResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_OffsetForLeaderEpochResponse_v4(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -232,8 +232,8 @@ def decode_ProduceRequestPartitionProduceData_v9(buf: Buffer, pos: int) -> tuple
     pos += 4
     records, pos = read_compact_nullable_bytes(buf, pos)  # field: records
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceRequestPartitionProduceData(index=index, records=records, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceRequestPartitionProduceData(index=index, records=records, unknown_tagged_fields=_unknown), pos
     return ProduceRequestPartitionProduceData(index=index, records=records), pos + 1
 
 
@@ -248,55 +248,55 @@ def encode_ProduceRequestPartitionProduceData_v9(m: ProduceRequestPartitionProdu
 
 def decode_ProduceRequestTopicProduceData_v0(buf: Buffer, pos: int) -> tuple[ProduceRequestTopicProduceData, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 8)  # field: partition_data
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: partition_data
+    if _count < 0:
         raise null_error()  # field: partition_data
     else:
         partition_data = []
-        append = partition_data.append
-        for _ in range(count):
-            item, pos = decode_ProduceRequestPartitionProduceData_v0(buf, pos)  # field: partition_data
-            append(item)
+        _append = partition_data.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceRequestPartitionProduceData_v0(buf, pos)  # field: partition_data
+            _append(_item)
     return ProduceRequestTopicProduceData(name=name, partition_data=partition_data), pos
 
 
 def encode_ProduceRequestTopicProduceData_v0(m: ProduceRequestTopicProduceData, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_data
-    if items is None:
+    _items = m.partition_data
+    if _items is None:
         raise null_error()  # field: partition_data
-    write_array_length(out, items)  # field: partition_data
-    for item in items:
-        encode_ProduceRequestPartitionProduceData_v0(item, out)  # field: partition_data
+    write_array_length(out, _items)  # field: partition_data
+    for _item in _items:
+        encode_ProduceRequestPartitionProduceData_v0(_item, out)  # field: partition_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceRequestTopicProduceData_v9(buf: Buffer, pos: int) -> tuple[ProduceRequestTopicProduceData, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: partition_data
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: partition_data
+    if _count < 0:
         raise null_error()  # field: partition_data
     else:
         partition_data = []
-        append = partition_data.append
-        for _ in range(count):
-            item, pos = decode_ProduceRequestPartitionProduceData_v9(buf, pos)  # field: partition_data
-            append(item)
+        _append = partition_data.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceRequestPartitionProduceData_v9(buf, pos)  # field: partition_data
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceRequestTopicProduceData(name=name, partition_data=partition_data, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceRequestTopicProduceData(name=name, partition_data=partition_data, unknown_tagged_fields=_unknown), pos
     return ProduceRequestTopicProduceData(name=name, partition_data=partition_data), pos + 1
 
 
 def encode_ProduceRequestTopicProduceData_v9(m: ProduceRequestTopicProduceData, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_data
-    if items is None:
+    _items = m.partition_data
+    if _items is None:
         raise null_error()  # field: partition_data
-    write_compact_array_length(out, items)  # field: partition_data
-    for item in items:
-        encode_ProduceRequestPartitionProduceData_v9(item, out)  # field: partition_data
+    write_compact_array_length(out, _items)  # field: partition_data
+    for _item in _items:
+        encode_ProduceRequestPartitionProduceData_v9(_item, out)  # field: partition_data
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -306,15 +306,15 @@ def encode_ProduceRequestTopicProduceData_v9(m: ProduceRequestTopicProduceData, 
 def decode_ProduceRequest_v0(buf: Buffer, pos: int) -> tuple[ProduceRequest, int]:
     acks, timeout_ms = _S_hi.unpack_from(buf, pos)  # field: acks, timeout_ms
     pos += 6
-    count, pos = read_array_length(buf, pos, 6)  # field: topic_data
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topic_data
+    if _count < 0:
         raise null_error()  # field: topic_data
     else:
         topic_data = []
-        append = topic_data.append
-        for _ in range(count):
-            item, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
-            append(item)
+        _append = topic_data.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
+            _append(_item)
     return ProduceRequest(acks=acks, timeout_ms=timeout_ms, topic_data=topic_data), pos
 
 
@@ -322,12 +322,12 @@ def encode_ProduceRequest_v0(m: ProduceRequest, out: bytearray) -> None:
     if m.transactional_id is not None:  # field: transactional_id
         raise absent_error()  # field: transactional_id
     out += _S_hi.pack(m.acks, m.timeout_ms)  # field: acks, timeout_ms
-    items = m.topic_data
-    if items is None:
+    _items = m.topic_data
+    if _items is None:
         raise null_error()  # field: topic_data
-    write_array_length(out, items)  # field: topic_data
-    for item in items:
-        encode_ProduceRequestTopicProduceData_v0(item, out)  # field: topic_data
+    write_array_length(out, _items)  # field: topic_data
+    for _item in _items:
+        encode_ProduceRequestTopicProduceData_v0(_item, out)  # field: topic_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -336,27 +336,27 @@ def decode_ProduceRequest_v3(buf: Buffer, pos: int) -> tuple[ProduceRequest, int
     transactional_id, pos = read_nullable_string(buf, pos)  # field: transactional_id
     acks, timeout_ms = _S_hi.unpack_from(buf, pos)  # field: acks, timeout_ms
     pos += 6
-    count, pos = read_array_length(buf, pos, 6)  # field: topic_data
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topic_data
+    if _count < 0:
         raise null_error()  # field: topic_data
     else:
         topic_data = []
-        append = topic_data.append
-        for _ in range(count):
-            item, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
-            append(item)
+        _append = topic_data.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
+            _append(_item)
     return ProduceRequest(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=topic_data), pos
 
 
 def encode_ProduceRequest_v3(m: ProduceRequest, out: bytearray) -> None:
     write_nullable_string(out, m.transactional_id)  # field: transactional_id
     out += _S_hi.pack(m.acks, m.timeout_ms)  # field: acks, timeout_ms
-    items = m.topic_data
-    if items is None:
+    _items = m.topic_data
+    if _items is None:
         raise null_error()  # field: topic_data
-    write_array_length(out, items)  # field: topic_data
-    for item in items:
-        encode_ProduceRequestTopicProduceData_v0(item, out)  # field: topic_data
+    write_array_length(out, _items)  # field: topic_data
+    for _item in _items:
+        encode_ProduceRequestTopicProduceData_v0(_item, out)  # field: topic_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -365,30 +365,30 @@ def decode_ProduceRequest_v9(buf: Buffer, pos: int) -> tuple[ProduceRequest, int
     transactional_id, pos = read_compact_nullable_string(buf, pos)  # field: transactional_id
     acks, timeout_ms = _S_hi.unpack_from(buf, pos)  # field: acks, timeout_ms
     pos += 6
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_data
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_data
+    if _count < 0:
         raise null_error()  # field: topic_data
     else:
         topic_data = []
-        append = topic_data.append
-        for _ in range(count):
-            item, pos = decode_ProduceRequestTopicProduceData_v9(buf, pos)  # field: topic_data
-            append(item)
+        _append = topic_data.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceRequestTopicProduceData_v9(buf, pos)  # field: topic_data
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceRequest(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=topic_data, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceRequest(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=topic_data, unknown_tagged_fields=_unknown), pos
     return ProduceRequest(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=topic_data), pos + 1
 
 
 def encode_ProduceRequest_v9(m: ProduceRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.transactional_id)  # field: transactional_id
     out += _S_hi.pack(m.acks, m.timeout_ms)  # field: acks, timeout_ms
-    items = m.topic_data
-    if items is None:
+    _items = m.topic_data
+    if _items is None:
         raise null_error()  # field: topic_data
-    write_compact_array_length(out, items)  # field: topic_data
-    for item in items:
-        encode_ProduceRequestTopicProduceData_v9(item, out)  # field: topic_data
+    write_compact_array_length(out, _items)  # field: topic_data
+    for _item in _items:
+        encode_ProduceRequestTopicProduceData_v9(_item, out)  # field: topic_data
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -414,8 +414,8 @@ def decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf: Buffer, pos: int) ->
     pos += 4
     batch_index_error_message, pos = read_compact_nullable_string(buf, pos)  # field: batch_index_error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceResponseBatchIndexAndErrorMessage(batch_index=batch_index, batch_index_error_message=batch_index_error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceResponseBatchIndexAndErrorMessage(batch_index=batch_index, batch_index_error_message=batch_index_error_message, unknown_tagged_fields=_unknown), pos
     return ProduceResponseBatchIndexAndErrorMessage(batch_index=batch_index, batch_index_error_message=batch_index_error_message), pos + 1
 
 
@@ -432,8 +432,8 @@ def decode_ProduceResponseLeaderIdAndEpoch_v10(buf: Buffer, pos: int) -> tuple[P
     leader_id, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: leader_id, leader_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return ProduceResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -490,15 +490,15 @@ def encode_ProduceResponsePartitionProduceResponse_v5(m: ProduceResponsePartitio
 def decode_ProduceResponsePartitionProduceResponse_v8(buf: Buffer, pos: int) -> tuple[ProduceResponsePartitionProduceResponse, int]:
     index, error_code, base_offset, log_append_time_ms, log_start_offset = _S_ihqqq.unpack_from(buf, pos)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
     pos += 30
-    count, pos = read_array_length(buf, pos, 6)  # field: record_errors
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: record_errors
+    if _count < 0:
         raise null_error()  # field: record_errors
     else:
         record_errors = []
-        append = record_errors.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v8(buf, pos)  # field: record_errors
-            append(item)
+        _append = record_errors.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v8(buf, pos)  # field: record_errors
+            _append(_item)
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message), pos
 
@@ -507,12 +507,12 @@ def encode_ProduceResponsePartitionProduceResponse_v8(m: ProduceResponsePartitio
     if m.current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
     out += _S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
-    items = m.record_errors
-    if items is None:
+    _items = m.record_errors
+    if _items is None:
         raise null_error()  # field: record_errors
-    write_array_length(out, items)  # field: record_errors
-    for item in items:
-        encode_ProduceResponseBatchIndexAndErrorMessage_v8(item, out)  # field: record_errors
+    write_array_length(out, _items)  # field: record_errors
+    for _item in _items:
+        encode_ProduceResponseBatchIndexAndErrorMessage_v8(_item, out)  # field: record_errors
     write_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -521,19 +521,19 @@ def encode_ProduceResponsePartitionProduceResponse_v8(m: ProduceResponsePartitio
 def decode_ProduceResponsePartitionProduceResponse_v9(buf: Buffer, pos: int) -> tuple[ProduceResponsePartitionProduceResponse, int]:
     index, error_code, base_offset, log_append_time_ms, log_start_offset = _S_ihqqq.unpack_from(buf, pos)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
     pos += 30
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: record_errors
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: record_errors
+    if _count < 0:
         raise null_error()  # field: record_errors
     else:
         record_errors = []
-        append = record_errors.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
-            append(item)
+        _append = record_errors.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
+            _append(_item)
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message), pos + 1
 
 
@@ -541,12 +541,12 @@ def encode_ProduceResponsePartitionProduceResponse_v9(m: ProduceResponsePartitio
     if m.current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
     out += _S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
-    items = m.record_errors
-    if items is None:
+    _items = m.record_errors
+    if _items is None:
         raise null_error()  # field: record_errors
-    write_compact_array_length(out, items)  # field: record_errors
-    for item in items:
-        encode_ProduceResponseBatchIndexAndErrorMessage_v9(item, out)  # field: record_errors
+    write_compact_array_length(out, _items)  # field: record_errors
+    for _item in _items:
+        encode_ProduceResponseBatchIndexAndErrorMessage_v9(_item, out)  # field: record_errors
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -557,182 +557,182 @@ def encode_ProduceResponsePartitionProduceResponse_v9(m: ProduceResponsePartitio
 def decode_ProduceResponsePartitionProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponsePartitionProduceResponse, int]:
     index, error_code, base_offset, log_append_time_ms, log_start_offset = _S_ihqqq.unpack_from(buf, pos)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
     pos += 30
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: record_errors
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: record_errors
+    if _count < 0:
         raise null_error()  # field: record_errors
     else:
         record_errors = []
-        append = record_errors.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
-            append(item)
+        _append = record_errors.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
+            _append(_item)
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
         current_leader = ProduceResponseLeaderIdAndEpoch()
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 current_leader, pos = decode_ProduceResponseLeaderIdAndEpoch_v10(buf, pos)  # field: current_leader
-                check_tagged_size(pos, end, tag)  # field: current_leader
+                check_tagged_size(pos, _end, _tag)  # field: current_leader
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message, current_leader=current_leader, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message, current_leader=current_leader, unknown_tagged_fields=_unknown), pos
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message), pos + 1
 
 
 def encode_ProduceResponsePartitionProduceResponse_v10(m: ProduceResponsePartitionProduceResponse, out: bytearray) -> None:
     out += _S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
-    items = m.record_errors
-    if items is None:
+    _items = m.record_errors
+    if _items is None:
         raise null_error()  # field: record_errors
-    write_compact_array_length(out, items)  # field: record_errors
-    for item in items:
-        encode_ProduceResponseBatchIndexAndErrorMessage_v9(item, out)  # field: record_errors
+    write_compact_array_length(out, _items)  # field: record_errors
+    for _item in _items:
+        encode_ProduceResponseBatchIndexAndErrorMessage_v9(_item, out)  # field: record_errors
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.current_leader
-    if value != _DEFAULT_ProduceResponseLeaderIdAndEpoch:
-        buffer = bytearray()
-        encode_ProduceResponseLeaderIdAndEpoch_v10(value, buffer)  # field: current_leader
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.current_leader
+    if _value != _DEFAULT_ProduceResponseLeaderIdAndEpoch:
+        _buffer = bytearray()
+        encode_ProduceResponseLeaderIdAndEpoch_v10(_value, _buffer)  # field: current_leader
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
 
 def decode_ProduceResponseTopicProduceResponse_v0(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 14)  # field: partition_responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: partition_responses
+    if _count < 0:
         raise null_error()  # field: partition_responses
     else:
         partition_responses = []
-        append = partition_responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponsePartitionProduceResponse_v0(buf, pos)  # field: partition_responses
-            append(item)
+        _append = partition_responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponsePartitionProduceResponse_v0(buf, pos)  # field: partition_responses
+            _append(_item)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
 def encode_ProduceResponseTopicProduceResponse_v0(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_responses
-    if items is None:
+    _items = m.partition_responses
+    if _items is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, items)  # field: partition_responses
-    for item in items:
-        encode_ProduceResponsePartitionProduceResponse_v0(item, out)  # field: partition_responses
+    write_array_length(out, _items)  # field: partition_responses
+    for _item in _items:
+        encode_ProduceResponsePartitionProduceResponse_v0(_item, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponseTopicProduceResponse_v2(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 22)  # field: partition_responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 22)  # field: partition_responses
+    if _count < 0:
         raise null_error()  # field: partition_responses
     else:
         partition_responses = []
-        append = partition_responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponsePartitionProduceResponse_v2(buf, pos)  # field: partition_responses
-            append(item)
+        _append = partition_responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponsePartitionProduceResponse_v2(buf, pos)  # field: partition_responses
+            _append(_item)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
 def encode_ProduceResponseTopicProduceResponse_v2(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_responses
-    if items is None:
+    _items = m.partition_responses
+    if _items is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, items)  # field: partition_responses
-    for item in items:
-        encode_ProduceResponsePartitionProduceResponse_v2(item, out)  # field: partition_responses
+    write_array_length(out, _items)  # field: partition_responses
+    for _item in _items:
+        encode_ProduceResponsePartitionProduceResponse_v2(_item, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponseTopicProduceResponse_v5(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 30)  # field: partition_responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 30)  # field: partition_responses
+    if _count < 0:
         raise null_error()  # field: partition_responses
     else:
         partition_responses = []
-        append = partition_responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponsePartitionProduceResponse_v5(buf, pos)  # field: partition_responses
-            append(item)
+        _append = partition_responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponsePartitionProduceResponse_v5(buf, pos)  # field: partition_responses
+            _append(_item)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
 def encode_ProduceResponseTopicProduceResponse_v5(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_responses
-    if items is None:
+    _items = m.partition_responses
+    if _items is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, items)  # field: partition_responses
-    for item in items:
-        encode_ProduceResponsePartitionProduceResponse_v5(item, out)  # field: partition_responses
+    write_array_length(out, _items)  # field: partition_responses
+    for _item in _items:
+        encode_ProduceResponsePartitionProduceResponse_v5(_item, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponseTopicProduceResponse_v8(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 36)  # field: partition_responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 36)  # field: partition_responses
+    if _count < 0:
         raise null_error()  # field: partition_responses
     else:
         partition_responses = []
-        append = partition_responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponsePartitionProduceResponse_v8(buf, pos)  # field: partition_responses
-            append(item)
+        _append = partition_responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponsePartitionProduceResponse_v8(buf, pos)  # field: partition_responses
+            _append(_item)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
 def encode_ProduceResponseTopicProduceResponse_v8(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_responses
-    if items is None:
+    _items = m.partition_responses
+    if _items is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, items)  # field: partition_responses
-    for item in items:
-        encode_ProduceResponsePartitionProduceResponse_v8(item, out)  # field: partition_responses
+    write_array_length(out, _items)  # field: partition_responses
+    for _item in _items:
+        encode_ProduceResponsePartitionProduceResponse_v8(_item, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponseTopicProduceResponse_v9(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 33)  # field: partition_responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 33)  # field: partition_responses
+    if _count < 0:
         raise null_error()  # field: partition_responses
     else:
         partition_responses = []
-        append = partition_responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponsePartitionProduceResponse_v9(buf, pos)  # field: partition_responses
-            append(item)
+        _append = partition_responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponsePartitionProduceResponse_v9(buf, pos)  # field: partition_responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses, unknown_tagged_fields=_unknown), pos
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos + 1
 
 
 def encode_ProduceResponseTopicProduceResponse_v9(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_responses
-    if items is None:
+    _items = m.partition_responses
+    if _items is None:
         raise null_error()  # field: partition_responses
-    write_compact_array_length(out, items)  # field: partition_responses
-    for item in items:
-        encode_ProduceResponsePartitionProduceResponse_v9(item, out)  # field: partition_responses
+    write_compact_array_length(out, _items)  # field: partition_responses
+    for _item in _items:
+        encode_ProduceResponsePartitionProduceResponse_v9(_item, out)  # field: partition_responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -741,29 +741,29 @@ def encode_ProduceResponseTopicProduceResponse_v9(m: ProduceResponseTopicProduce
 
 def decode_ProduceResponseTopicProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 33)  # field: partition_responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 33)  # field: partition_responses
+    if _count < 0:
         raise null_error()  # field: partition_responses
     else:
         partition_responses = []
-        append = partition_responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponsePartitionProduceResponse_v10(buf, pos)  # field: partition_responses
-            append(item)
+        _append = partition_responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponsePartitionProduceResponse_v10(buf, pos)  # field: partition_responses
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses, unknown_tagged_fields=_unknown), pos
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos + 1
 
 
 def encode_ProduceResponseTopicProduceResponse_v10(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_responses
-    if items is None:
+    _items = m.partition_responses
+    if _items is None:
         raise null_error()  # field: partition_responses
-    write_compact_array_length(out, items)  # field: partition_responses
-    for item in items:
-        encode_ProduceResponsePartitionProduceResponse_v10(item, out)  # field: partition_responses
+    write_compact_array_length(out, _items)  # field: partition_responses
+    for _item in _items:
+        encode_ProduceResponsePartitionProduceResponse_v10(_item, out)  # field: partition_responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -778,8 +778,8 @@ def decode_ProduceResponseNodeEndpoint_v10(buf: Buffer, pos: int) -> tuple[Produ
     pos += 4
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=_unknown), pos
     return ProduceResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
@@ -795,41 +795,41 @@ def encode_ProduceResponseNodeEndpoint_v10(m: ProduceResponseNodeEndpoint, out: 
 
 
 def decode_ProduceResponse_v0(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
+            _append(_item)
     return ProduceResponse(responses=responses), pos
 
 
 def encode_ProduceResponse_v0(m: ProduceResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ProduceResponseTopicProduceResponse_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ProduceResponseTopicProduceResponse_v0(_item, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponse_v1(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
@@ -838,27 +838,27 @@ def decode_ProduceResponse_v1(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
 def encode_ProduceResponse_v1(m: ProduceResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ProduceResponseTopicProduceResponse_v0(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ProduceResponseTopicProduceResponse_v0(_item, out)  # field: responses
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponse_v2(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseTopicProduceResponse_v2(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseTopicProduceResponse_v2(buf, pos)  # field: responses
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
@@ -867,27 +867,27 @@ def decode_ProduceResponse_v2(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
 def encode_ProduceResponse_v2(m: ProduceResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ProduceResponseTopicProduceResponse_v2(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ProduceResponseTopicProduceResponse_v2(_item, out)  # field: responses
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponse_v5(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseTopicProduceResponse_v5(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseTopicProduceResponse_v5(buf, pos)  # field: responses
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
@@ -896,27 +896,27 @@ def decode_ProduceResponse_v5(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
 def encode_ProduceResponse_v5(m: ProduceResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ProduceResponseTopicProduceResponse_v5(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ProduceResponseTopicProduceResponse_v5(_item, out)  # field: responses
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponse_v8(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
-    count, pos = read_array_length(buf, pos, 6)  # field: responses
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseTopicProduceResponse_v8(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseTopicProduceResponse_v8(buf, pos)  # field: responses
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
@@ -925,44 +925,44 @@ def decode_ProduceResponse_v8(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
 def encode_ProduceResponse_v8(m: ProduceResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ProduceResponseTopicProduceResponse_v8(item, out)  # field: responses
+    write_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ProduceResponseTopicProduceResponse_v8(_item, out)  # field: responses
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_ProduceResponse_v9(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseTopicProduceResponse_v9(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseTopicProduceResponse_v9(buf, pos)  # field: responses
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=_unknown), pos
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos + 1
 
 
 def encode_ProduceResponse_v9(m: ProduceResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ProduceResponseTopicProduceResponse_v9(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ProduceResponseTopicProduceResponse_v9(_item, out)  # field: responses
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -971,62 +971,62 @@ def encode_ProduceResponse_v9(m: ProduceResponse, out: bytearray) -> None:
 
 
 def decode_ProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ProduceResponseTopicProduceResponse_v10(buf, pos)  # field: responses
-            append(item)
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ProduceResponseTopicProduceResponse_v10(buf, pos)  # field: responses
+            _append(_item)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
         node_endpoints = []
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
+                if _count < 0:
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    append = node_endpoints.append
-                    for _ in range(count):
-                        item, pos = decode_ProduceResponseNodeEndpoint_v10(buf, pos)  # field: node_endpoints
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: node_endpoints
+                    _append = node_endpoints.append
+                    for _ in range(_count):
+                        _item, pos = decode_ProduceResponseNodeEndpoint_v10(buf, pos)  # field: node_endpoints
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos + 1
 
 
 def encode_ProduceResponse_v10(m: ProduceResponse, out: bytearray) -> None:
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ProduceResponseTopicProduceResponse_v10(item, out)  # field: responses
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ProduceResponseTopicProduceResponse_v10(_item, out)  # field: responses
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.node_endpoints
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.node_endpoints
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(buffer, items)  # field: node_endpoints
-        for item in items:
-            encode_ProduceResponseNodeEndpoint_v10(item, buffer)  # field: node_endpoints
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: node_endpoints
+        for _item in _items:
+            encode_ProduceResponseNodeEndpoint_v10(_item, _buffer)  # field: node_endpoints
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

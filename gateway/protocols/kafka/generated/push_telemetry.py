@@ -99,8 +99,8 @@ def decode_PushTelemetryRequest_v0(buf: Buffer, pos: int) -> tuple[PushTelemetry
     client_instance_id = uuid_from_bytes(client_instance_id)
     metrics, pos = read_compact_bytes(buf, pos)  # field: metrics
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return PushTelemetryRequest(client_instance_id=client_instance_id, subscription_id=subscription_id, terminating=terminating, compression_type=compression_type, metrics=metrics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return PushTelemetryRequest(client_instance_id=client_instance_id, subscription_id=subscription_id, terminating=terminating, compression_type=compression_type, metrics=metrics, unknown_tagged_fields=_unknown), pos
     return PushTelemetryRequest(client_instance_id=client_instance_id, subscription_id=subscription_id, terminating=terminating, compression_type=compression_type, metrics=metrics), pos + 1
 
 
@@ -117,8 +117,8 @@ def decode_PushTelemetryResponse_v0(buf: Buffer, pos: int) -> tuple[PushTelemetr
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return PushTelemetryResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return PushTelemetryResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return PushTelemetryResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 

@@ -174,8 +174,8 @@ def decode_ReadShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: int) -> 
     partition, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: partition, leader_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateRequestPartitionData(partition=partition, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateRequestPartitionData(partition=partition, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateRequestPartitionData(partition=partition, leader_epoch=leader_epoch), pos + 1
 
 
@@ -191,29 +191,29 @@ def decode_ReadShareGroupStateRequestReadStateData_v0(buf: Buffer, pos: int) -> 
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 9)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 9)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateRequestReadStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateRequestReadStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateRequestReadStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ReadShareGroupStateRequestReadStateData_v0(m: ReadShareGroupStateRequestReadStateData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ReadShareGroupStateRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ReadShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -222,29 +222,29 @@ def encode_ReadShareGroupStateRequestReadStateData_v0(m: ReadShareGroupStateRequ
 
 def decode_ReadShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateRequestReadStateData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateRequestReadStateData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
 def encode_ReadShareGroupStateRequest_v0(m: ReadShareGroupStateRequest, out: bytearray) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ReadShareGroupStateRequestReadStateData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ReadShareGroupStateRequestReadStateData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -255,8 +255,8 @@ def decode_ReadShareGroupStateResponseStateBatch_v0(buf: Buffer, pos: int) -> tu
     first_offset, last_offset, delivery_state, delivery_count = _S_qqbh.unpack_from(buf, pos)  # field: first_offset, last_offset, delivery_state, delivery_count
     pos += 19
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateResponseStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateResponseStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateResponseStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count), pos + 1
 
 
@@ -274,18 +274,18 @@ def decode_ReadShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int) 
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     state_epoch, start_offset = _S_iq.unpack_from(buf, pos)  # field: state_epoch, start_offset
     pos += 12
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: state_batches
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: state_batches
+    if _count < 0:
         raise null_error()  # field: state_batches
     else:
         state_batches = []
-        append = state_batches.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateResponseStateBatch_v0(buf, pos)  # field: state_batches
-            append(item)
+        _append = state_batches.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateResponseStateBatch_v0(buf, pos)  # field: state_batches
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset, state_batches=state_batches, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset, state_batches=state_batches, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset, state_batches=state_batches), pos + 1
 
 
@@ -293,12 +293,12 @@ def encode_ReadShareGroupStateResponsePartitionResult_v0(m: ReadShareGroupStateR
     out += _S_ih.pack(m.partition, m.error_code)  # field: partition, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     out += _S_iq.pack(m.state_epoch, m.start_offset)  # field: state_epoch, start_offset
-    items = m.state_batches
-    if items is None:
+    _items = m.state_batches
+    if _items is None:
         raise null_error()  # field: state_batches
-    write_compact_array_length(out, items)  # field: state_batches
-    for item in items:
-        encode_ReadShareGroupStateResponseStateBatch_v0(item, out)  # field: state_batches
+    write_compact_array_length(out, _items)  # field: state_batches
+    for _item in _items:
+        encode_ReadShareGroupStateResponseStateBatch_v0(_item, out)  # field: state_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -309,29 +309,29 @@ def decode_ReadShareGroupStateResponseReadStateResult_v0(buf: Buffer, pos: int) 
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 21)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 21)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateResponseReadStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateResponseReadStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateResponseReadStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ReadShareGroupStateResponseReadStateResult_v0(m: ReadShareGroupStateResponseReadStateResult, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ReadShareGroupStateResponsePartitionResult_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ReadShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -339,28 +339,28 @@ def encode_ReadShareGroupStateResponseReadStateResult_v0(m: ReadShareGroupStateR
 
 
 def decode_ReadShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateResponseReadStateResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateResponseReadStateResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateResponse(results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateResponse(results=results), pos + 1
 
 
 def encode_ReadShareGroupStateResponse_v0(m: ReadShareGroupStateResponse, out: bytearray) -> None:
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_ReadShareGroupStateResponseReadStateResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_ReadShareGroupStateResponseReadStateResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -153,8 +153,8 @@ def decode_ReadShareGroupStateSummaryRequestPartitionData_v0(buf: Buffer, pos: i
     partition, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: partition, leader_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateSummaryRequestPartitionData(partition=partition, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateSummaryRequestPartitionData(partition=partition, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryRequestPartitionData(partition=partition, leader_epoch=leader_epoch), pos + 1
 
 
@@ -170,29 +170,29 @@ def decode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(buf: Buffer,
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 9)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 9)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateSummaryRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateSummaryRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateSummaryRequestReadStateSummaryData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateSummaryRequestReadStateSummaryData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryRequestReadStateSummaryData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(m: ReadShareGroupStateSummaryRequestReadStateSummaryData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ReadShareGroupStateSummaryRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ReadShareGroupStateSummaryRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -201,29 +201,29 @@ def encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(m: ReadShare
 
 def decode_ReadShareGroupStateSummaryRequest_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateSummaryRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateSummaryRequest(group_id=group_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateSummaryRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryRequest(group_id=group_id, topics=topics), pos + 1
 
 
 def encode_ReadShareGroupStateSummaryRequest_v0(m: ReadShareGroupStateSummaryRequest, out: bytearray) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -237,8 +237,8 @@ def decode_ReadShareGroupStateSummaryResponsePartitionResult_v0(buf: Buffer, pos
     state_epoch, start_offset = _S_iq.unpack_from(buf, pos)  # field: state_epoch, start_offset
     pos += 12
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateSummaryResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateSummaryResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset), pos + 1
 
 
@@ -256,29 +256,29 @@ def decode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(buf: Buff
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateSummaryResponsePartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateSummaryResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateSummaryResponseReadStateSummaryResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateSummaryResponseReadStateSummaryResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryResponseReadStateSummaryResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(m: ReadShareGroupStateSummaryResponseReadStateSummaryResult, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ReadShareGroupStateSummaryResponsePartitionResult_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ReadShareGroupStateSummaryResponsePartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -286,28 +286,28 @@ def encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(m: ReadSh
 
 
 def decode_ReadShareGroupStateSummaryResponse_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateSummaryResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ReadShareGroupStateSummaryResponse(results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ReadShareGroupStateSummaryResponse(results=results, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryResponse(results=results), pos + 1
 
 
 def encode_ReadShareGroupStateSummaryResponse_v0(m: ReadShareGroupStateSummaryResponse, out: bytearray) -> None:
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -97,8 +97,8 @@ def decode_RemoveRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[RemoveRaftV
     pos += 20
     voter_directory_id = uuid_from_bytes(voter_directory_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return RemoveRaftVoterRequest(cluster_id=cluster_id, voter_id=voter_id, voter_directory_id=voter_directory_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return RemoveRaftVoterRequest(cluster_id=cluster_id, voter_id=voter_id, voter_directory_id=voter_directory_id, unknown_tagged_fields=_unknown), pos
     return RemoveRaftVoterRequest(cluster_id=cluster_id, voter_id=voter_id, voter_directory_id=voter_directory_id), pos + 1
 
 
@@ -116,8 +116,8 @@ def decode_RemoveRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[RemoveRaft
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return RemoveRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return RemoveRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return RemoveRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 

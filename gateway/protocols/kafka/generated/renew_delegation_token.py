@@ -108,8 +108,8 @@ def decode_RenewDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[RenewD
     renew_period_ms, = _S_q.unpack_from(buf, pos)  # field: renew_period_ms
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return RenewDelegationTokenRequest(hmac=hmac, renew_period_ms=renew_period_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return RenewDelegationTokenRequest(hmac=hmac, renew_period_ms=renew_period_ms, unknown_tagged_fields=_unknown), pos
     return RenewDelegationTokenRequest(hmac=hmac, renew_period_ms=renew_period_ms), pos + 1
 
 
@@ -138,8 +138,8 @@ def decode_RenewDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[Renew
     error_code, expiry_timestamp_ms, throttle_time_ms = _S_hqi.unpack_from(buf, pos)  # field: error_code, expiry_timestamp_ms, throttle_time_ms
     pos += 14
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return RenewDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return RenewDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms, unknown_tagged_fields=_unknown), pos
     return RenewDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms), pos + 1
 
 

@@ -103,8 +103,8 @@ def encode_SaslAuthenticateRequest_v0(m: SaslAuthenticateRequest, out: bytearray
 def decode_SaslAuthenticateRequest_v2(buf: Buffer, pos: int) -> tuple[SaslAuthenticateRequest, int]:
     auth_bytes, pos = read_compact_bytes(buf, pos)  # field: auth_bytes
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SaslAuthenticateRequest(auth_bytes=auth_bytes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SaslAuthenticateRequest(auth_bytes=auth_bytes, unknown_tagged_fields=_unknown), pos
     return SaslAuthenticateRequest(auth_bytes=auth_bytes), pos + 1
 
 
@@ -159,8 +159,8 @@ def decode_SaslAuthenticateResponse_v2(buf: Buffer, pos: int) -> tuple[SaslAuthe
     session_lifetime_ms, = _S_q.unpack_from(buf, pos)  # field: session_lifetime_ms
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SaslAuthenticateResponse(error_code=error_code, error_message=error_message, auth_bytes=auth_bytes, session_lifetime_ms=session_lifetime_ms, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SaslAuthenticateResponse(error_code=error_code, error_message=error_message, auth_bytes=auth_bytes, session_lifetime_ms=session_lifetime_ms, unknown_tagged_fields=_unknown), pos
     return SaslAuthenticateResponse(error_code=error_code, error_message=error_message, auth_bytes=auth_bytes, session_lifetime_ms=session_lifetime_ms), pos + 1
 
 

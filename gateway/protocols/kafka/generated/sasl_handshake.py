@@ -98,26 +98,26 @@ def encode_SaslHandshakeRequest_v0(m: SaslHandshakeRequest, out: bytearray) -> N
 def decode_SaslHandshakeResponse_v0(buf: Buffer, pos: int) -> tuple[SaslHandshakeResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 2)  # field: mechanisms
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 2)  # field: mechanisms
+    if _count < 0:
         raise null_error()  # field: mechanisms
     else:
         mechanisms = []
-        append = mechanisms.append
-        for _ in range(count):
-            item, pos = read_string(buf, pos)  # field: mechanisms
-            append(item)
+        _append = mechanisms.append
+        for _ in range(_count):
+            _item, pos = read_string(buf, pos)  # field: mechanisms
+            _append(_item)
     return SaslHandshakeResponse(error_code=error_code, mechanisms=mechanisms), pos
 
 
 def encode_SaslHandshakeResponse_v0(m: SaslHandshakeResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.mechanisms
-    if items is None:
+    _items = m.mechanisms
+    if _items is None:
         raise null_error()  # field: mechanisms
-    write_array_length(out, items)  # field: mechanisms
-    for item in items:
-        write_string(out, item)  # field: mechanisms
+    write_array_length(out, _items)  # field: mechanisms
+    for _item in _items:
+        write_string(out, _item)  # field: mechanisms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 

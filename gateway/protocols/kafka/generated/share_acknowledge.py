@@ -213,24 +213,24 @@ _S_qq = _struct.Struct('>qq')
 def decode_ShareAcknowledgeRequestAcknowledgementBatch_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeRequestAcknowledgementBatch, int]:
     first_offset, last_offset = _S_qq.unpack_from(buf, pos)  # field: first_offset, last_offset
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: acknowledge_types
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: acknowledge_types
+    if _count < 0:
         raise null_error()  # field: acknowledge_types
     else:
-        acknowledge_types, pos = read_fixed_array(buf, pos, count, 'b', 1)  # field: acknowledge_types
+        acknowledge_types, pos = read_fixed_array(buf, pos, _count, 'b', 1)  # field: acknowledge_types
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types), pos + 1
 
 
 def encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(m: ShareAcknowledgeRequestAcknowledgementBatch, out: bytearray) -> None:
     out += _S_qq.pack(m.first_offset, m.last_offset)  # field: first_offset, last_offset
-    items = m.acknowledge_types
-    if items is None:
+    _items = m.acknowledge_types
+    if _items is None:
         raise null_error()  # field: acknowledge_types
-    write_compact_array_length(out, items)  # field: acknowledge_types
-    write_fixed_array(out, items, 'b')  # field: acknowledge_types
+    write_compact_array_length(out, _items)  # field: acknowledge_types
+    write_fixed_array(out, _items, 'b')  # field: acknowledge_types
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -240,29 +240,29 @@ def encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(m: ShareAcknowledgeReq
 def decode_ShareAcknowledgeRequestAcknowledgePartition_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeRequestAcknowledgePartition, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: acknowledgement_batches
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: acknowledgement_batches
+    if _count < 0:
         raise null_error()  # field: acknowledgement_batches
     else:
         acknowledgement_batches = []
-        append = acknowledgement_batches.append
-        for _ in range(count):
-            item, pos = decode_ShareAcknowledgeRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
-            append(item)
+        _append = acknowledgement_batches.append
+        for _ in range(_count):
+            _item, pos = decode_ShareAcknowledgeRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeRequestAcknowledgePartition(partition_index=partition_index, acknowledgement_batches=acknowledgement_batches, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeRequestAcknowledgePartition(partition_index=partition_index, acknowledgement_batches=acknowledgement_batches, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeRequestAcknowledgePartition(partition_index=partition_index, acknowledgement_batches=acknowledgement_batches), pos + 1
 
 
 def encode_ShareAcknowledgeRequestAcknowledgePartition_v0(m: ShareAcknowledgeRequestAcknowledgePartition, out: bytearray) -> None:
     out += _S_i.pack(m.partition_index)  # field: partition_index
-    items = m.acknowledgement_batches
-    if items is None:
+    _items = m.acknowledgement_batches
+    if _items is None:
         raise null_error()  # field: acknowledgement_batches
-    write_compact_array_length(out, items)  # field: acknowledgement_batches
-    for item in items:
-        encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(item, out)  # field: acknowledgement_batches
+    write_compact_array_length(out, _items)  # field: acknowledgement_batches
+    for _item in _items:
+        encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(_item, out)  # field: acknowledgement_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -273,29 +273,29 @@ def decode_ShareAcknowledgeRequestAcknowledgeTopic_v0(buf: Buffer, pos: int) -> 
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 6)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 6)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ShareAcknowledgeRequestAcknowledgePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ShareAcknowledgeRequestAcknowledgePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeRequestAcknowledgeTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeRequestAcknowledgeTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeRequestAcknowledgeTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ShareAcknowledgeRequestAcknowledgeTopic_v0(m: ShareAcknowledgeRequestAcknowledgeTopic, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ShareAcknowledgeRequestAcknowledgePartition_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ShareAcknowledgeRequestAcknowledgePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -307,18 +307,18 @@ def decode_ShareAcknowledgeRequest_v0(buf: Buffer, pos: int) -> tuple[ShareAckno
     member_id, pos = read_compact_nullable_string(buf, pos)  # field: member_id
     share_session_epoch, = _S_i.unpack_from(buf, pos)  # field: share_session_epoch
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ShareAcknowledgeRequestAcknowledgeTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ShareAcknowledgeRequestAcknowledgeTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, topics=topics), pos + 1
 
 
@@ -326,12 +326,12 @@ def encode_ShareAcknowledgeRequest_v0(m: ShareAcknowledgeRequest, out: bytearray
     write_compact_nullable_string(out, m.group_id)  # field: group_id
     write_compact_nullable_string(out, m.member_id)  # field: member_id
     out += _S_i.pack(m.share_session_epoch)  # field: share_session_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ShareAcknowledgeRequestAcknowledgeTopic_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ShareAcknowledgeRequestAcknowledgeTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -342,8 +342,8 @@ def decode_ShareAcknowledgeResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) ->
     leader_id, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: leader_id, leader_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -361,8 +361,8 @@ def decode_ShareAcknowledgeResponsePartitionData_v0(buf: Buffer, pos: int) -> tu
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     current_leader, pos = decode_ShareAcknowledgeResponseLeaderIdAndEpoch_v0(buf, pos)  # field: current_leader
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, current_leader=current_leader, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, current_leader=current_leader, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, current_leader=current_leader), pos + 1
 
 
@@ -380,29 +380,29 @@ def decode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(buf: Buffer,
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 17)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 17)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ShareAcknowledgeResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ShareAcknowledgeResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeResponseShareAcknowledgeTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeResponseShareAcknowledgeTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeResponseShareAcknowledgeTopicResponse(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(m: ShareAcknowledgeResponseShareAcknowledgeTopicResponse, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ShareAcknowledgeResponsePartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ShareAcknowledgeResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -417,8 +417,8 @@ def decode_ShareAcknowledgeResponseNodeEndpoint_v0(buf: Buffer, pos: int) -> tup
     pos += 4
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
@@ -437,45 +437,45 @@ def decode_ShareAcknowledgeResponse_v0(buf: Buffer, pos: int) -> tuple[ShareAckn
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(buf, pos)  # field: responses
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
-    if count < 0:
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(buf, pos)  # field: responses
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
+    if _count < 0:
         raise null_error()  # field: node_endpoints
     else:
         node_endpoints = []
-        append = node_endpoints.append
-        for _ in range(count):
-            item, pos = decode_ShareAcknowledgeResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
-            append(item)
+        _append = node_endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_ShareAcknowledgeResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareAcknowledgeResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareAcknowledgeResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints), pos + 1
 
 
 def encode_ShareAcknowledgeResponse_v0(m: ShareAcknowledgeResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(item, out)  # field: responses
-    items = m.node_endpoints
-    if items is None:
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(_item, out)  # field: responses
+    _items = m.node_endpoints
+    if _items is None:
         raise null_error()  # field: node_endpoints
-    write_compact_array_length(out, items)  # field: node_endpoints
-    for item in items:
-        encode_ShareAcknowledgeResponseNodeEndpoint_v0(item, out)  # field: node_endpoints
+    write_compact_array_length(out, _items)  # field: node_endpoints
+    for _item in _items:
+        encode_ShareAcknowledgeResponseNodeEndpoint_v0(_item, out)  # field: node_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -264,24 +264,24 @@ _S_qqh = _struct.Struct('>qqh')
 def decode_ShareFetchRequestAcknowledgementBatch_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRequestAcknowledgementBatch, int]:
     first_offset, last_offset = _S_qq.unpack_from(buf, pos)  # field: first_offset, last_offset
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: acknowledge_types
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: acknowledge_types
+    if _count < 0:
         raise null_error()  # field: acknowledge_types
     else:
-        acknowledge_types, pos = read_fixed_array(buf, pos, count, 'b', 1)  # field: acknowledge_types
+        acknowledge_types, pos = read_fixed_array(buf, pos, _count, 'b', 1)  # field: acknowledge_types
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types), pos + 1
 
 
 def encode_ShareFetchRequestAcknowledgementBatch_v0(m: ShareFetchRequestAcknowledgementBatch, out: bytearray) -> None:
     out += _S_qq.pack(m.first_offset, m.last_offset)  # field: first_offset, last_offset
-    items = m.acknowledge_types
-    if items is None:
+    _items = m.acknowledge_types
+    if _items is None:
         raise null_error()  # field: acknowledge_types
-    write_compact_array_length(out, items)  # field: acknowledge_types
-    write_fixed_array(out, items, 'b')  # field: acknowledge_types
+    write_compact_array_length(out, _items)  # field: acknowledge_types
+    write_fixed_array(out, _items, 'b')  # field: acknowledge_types
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -291,29 +291,29 @@ def encode_ShareFetchRequestAcknowledgementBatch_v0(m: ShareFetchRequestAcknowle
 def decode_ShareFetchRequestFetchPartition_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRequestFetchPartition, int]:
     partition_index, partition_max_bytes = _S_ii.unpack_from(buf, pos)  # field: partition_index, partition_max_bytes
     pos += 8
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: acknowledgement_batches
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: acknowledgement_batches
+    if _count < 0:
         raise null_error()  # field: acknowledgement_batches
     else:
         acknowledgement_batches = []
-        append = acknowledgement_batches.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
-            append(item)
+        _append = acknowledgement_batches.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchRequestFetchPartition(partition_index=partition_index, partition_max_bytes=partition_max_bytes, acknowledgement_batches=acknowledgement_batches, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchRequestFetchPartition(partition_index=partition_index, partition_max_bytes=partition_max_bytes, acknowledgement_batches=acknowledgement_batches, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequestFetchPartition(partition_index=partition_index, partition_max_bytes=partition_max_bytes, acknowledgement_batches=acknowledgement_batches), pos + 1
 
 
 def encode_ShareFetchRequestFetchPartition_v0(m: ShareFetchRequestFetchPartition, out: bytearray) -> None:
     out += _S_ii.pack(m.partition_index, m.partition_max_bytes)  # field: partition_index, partition_max_bytes
-    items = m.acknowledgement_batches
-    if items is None:
+    _items = m.acknowledgement_batches
+    if _items is None:
         raise null_error()  # field: acknowledgement_batches
-    write_compact_array_length(out, items)  # field: acknowledgement_batches
-    for item in items:
-        encode_ShareFetchRequestAcknowledgementBatch_v0(item, out)  # field: acknowledgement_batches
+    write_compact_array_length(out, _items)  # field: acknowledgement_batches
+    for _item in _items:
+        encode_ShareFetchRequestAcknowledgementBatch_v0(_item, out)  # field: acknowledgement_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -324,29 +324,29 @@ def decode_ShareFetchRequestFetchTopic_v0(buf: Buffer, pos: int) -> tuple[ShareF
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchRequestFetchPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchRequestFetchPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequestFetchTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ShareFetchRequestFetchTopic_v0(m: ShareFetchRequestFetchTopic, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ShareFetchRequestFetchPartition_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ShareFetchRequestFetchPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -357,24 +357,24 @@ def decode_ShareFetchRequestForgottenTopic_v0(buf: Buffer, pos: int) -> tuple[Sh
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ShareFetchRequestForgottenTopic_v0(m: ShareFetchRequestForgottenTopic, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -386,27 +386,27 @@ def decode_ShareFetchRequest_v0(buf: Buffer, pos: int) -> tuple[ShareFetchReques
     member_id, pos = read_compact_nullable_string(buf, pos)  # field: member_id
     share_session_epoch, max_wait_ms, min_bytes, max_bytes = _S_iiii.unpack_from(buf, pos)  # field: share_session_epoch, max_wait_ms, min_bytes, max_bytes
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
-    if count < 0:
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
+    if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
         forgotten_topics_data = []
-        append = forgotten_topics_data.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchRequestForgottenTopic_v0(buf, pos)  # field: forgotten_topics_data
-            append(item)
+        _append = forgotten_topics_data.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchRequestForgottenTopic_v0(buf, pos)  # field: forgotten_topics_data
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, topics=topics, forgotten_topics_data=forgotten_topics_data, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, topics=topics, forgotten_topics_data=forgotten_topics_data, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, topics=topics, forgotten_topics_data=forgotten_topics_data), pos + 1
 
 
@@ -414,18 +414,18 @@ def encode_ShareFetchRequest_v0(m: ShareFetchRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.group_id)  # field: group_id
     write_compact_nullable_string(out, m.member_id)  # field: member_id
     out += _S_iiii.pack(m.share_session_epoch, m.max_wait_ms, m.min_bytes, m.max_bytes)  # field: share_session_epoch, max_wait_ms, min_bytes, max_bytes
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_ShareFetchRequestFetchTopic_v0(item, out)  # field: topics
-    items = m.forgotten_topics_data
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_ShareFetchRequestFetchTopic_v0(_item, out)  # field: topics
+    _items = m.forgotten_topics_data
+    if _items is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, items)  # field: forgotten_topics_data
-    for item in items:
-        encode_ShareFetchRequestForgottenTopic_v0(item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items)  # field: forgotten_topics_data
+    for _item in _items:
+        encode_ShareFetchRequestForgottenTopic_v0(_item, out)  # field: forgotten_topics_data
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -436,8 +436,8 @@ def decode_ShareFetchResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) -> tuple
     leader_id, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: leader_id, leader_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
@@ -453,8 +453,8 @@ def decode_ShareFetchResponseAcquiredRecords_v0(buf: Buffer, pos: int) -> tuple[
     first_offset, last_offset, delivery_count = _S_qqh.unpack_from(buf, pos)  # field: first_offset, last_offset, delivery_count
     pos += 18
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchResponseAcquiredRecords(first_offset=first_offset, last_offset=last_offset, delivery_count=delivery_count, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchResponseAcquiredRecords(first_offset=first_offset, last_offset=last_offset, delivery_count=delivery_count, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponseAcquiredRecords(first_offset=first_offset, last_offset=last_offset, delivery_count=delivery_count), pos + 1
 
 
@@ -475,18 +475,18 @@ def decode_ShareFetchResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[Sh
     acknowledge_error_message, pos = read_compact_nullable_string(buf, pos)  # field: acknowledge_error_message
     current_leader, pos = decode_ShareFetchResponseLeaderIdAndEpoch_v0(buf, pos)  # field: current_leader
     records, pos = read_compact_nullable_bytes(buf, pos)  # field: records
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: acquired_records
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: acquired_records
+    if _count < 0:
         raise null_error()  # field: acquired_records
     else:
         acquired_records = []
-        append = acquired_records.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchResponseAcquiredRecords_v0(buf, pos)  # field: acquired_records
-            append(item)
+        _append = acquired_records.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchResponseAcquiredRecords_v0(buf, pos)  # field: acquired_records
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, acknowledge_error_code=acknowledge_error_code, acknowledge_error_message=acknowledge_error_message, current_leader=current_leader, records=records, acquired_records=acquired_records, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, acknowledge_error_code=acknowledge_error_code, acknowledge_error_message=acknowledge_error_message, current_leader=current_leader, records=records, acquired_records=acquired_records, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, acknowledge_error_code=acknowledge_error_code, acknowledge_error_message=acknowledge_error_message, current_leader=current_leader, records=records, acquired_records=acquired_records), pos + 1
 
 
@@ -497,12 +497,12 @@ def encode_ShareFetchResponsePartitionData_v0(m: ShareFetchResponsePartitionData
     write_compact_nullable_string(out, m.acknowledge_error_message)  # field: acknowledge_error_message
     encode_ShareFetchResponseLeaderIdAndEpoch_v0(m.current_leader, out)  # field: current_leader
     write_compact_nullable_bytes(out, m.records)  # field: records
-    items = m.acquired_records
-    if items is None:
+    _items = m.acquired_records
+    if _items is None:
         raise null_error()  # field: acquired_records
-    write_compact_array_length(out, items)  # field: acquired_records
-    for item in items:
-        encode_ShareFetchResponseAcquiredRecords_v0(item, out)  # field: acquired_records
+    write_compact_array_length(out, _items)  # field: acquired_records
+    for _item in _items:
+        encode_ShareFetchResponseAcquiredRecords_v0(_item, out)  # field: acquired_records
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -513,29 +513,29 @@ def decode_ShareFetchResponseShareFetchableTopicResponse_v0(buf: Buffer, pos: in
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 22)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 22)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchResponseShareFetchableTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchResponseShareFetchableTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponseShareFetchableTopicResponse(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_ShareFetchResponseShareFetchableTopicResponse_v0(m: ShareFetchResponseShareFetchableTopicResponse, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_ShareFetchResponsePartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_ShareFetchResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -550,8 +550,8 @@ def decode_ShareFetchResponseNodeEndpoint_v0(buf: Buffer, pos: int) -> tuple[Sha
     pos += 4
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
@@ -570,45 +570,45 @@ def decode_ShareFetchResponse_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRespo
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: responses
+    if _count < 0:
         raise null_error()  # field: responses
     else:
         responses = []
-        append = responses.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchResponseShareFetchableTopicResponse_v0(buf, pos)  # field: responses
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
-    if count < 0:
+        _append = responses.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchResponseShareFetchableTopicResponse_v0(buf, pos)  # field: responses
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
+    if _count < 0:
         raise null_error()  # field: node_endpoints
     else:
         node_endpoints = []
-        append = node_endpoints.append
-        for _ in range(count):
-            item, pos = decode_ShareFetchResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
-            append(item)
+        _append = node_endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_ShareFetchResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareFetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareFetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints), pos + 1
 
 
 def encode_ShareFetchResponse_v0(m: ShareFetchResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.responses
-    if items is None:
+    _items = m.responses
+    if _items is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, items)  # field: responses
-    for item in items:
-        encode_ShareFetchResponseShareFetchableTopicResponse_v0(item, out)  # field: responses
-    items = m.node_endpoints
-    if items is None:
+    write_compact_array_length(out, _items)  # field: responses
+    for _item in _items:
+        encode_ShareFetchResponseShareFetchableTopicResponse_v0(_item, out)  # field: responses
+    _items = m.node_endpoints
+    if _items is None:
         raise null_error()  # field: node_endpoints
-    write_compact_array_length(out, items)  # field: node_endpoints
-    for item in items:
-        encode_ShareFetchResponseNodeEndpoint_v0(item, out)  # field: node_endpoints
+    write_compact_array_length(out, _items)  # field: node_endpoints
+    for _item in _items:
+        encode_ShareFetchResponseNodeEndpoint_v0(_item, out)  # field: node_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -173,30 +173,30 @@ _S_ii = _struct.Struct('>ii')
 
 
 def decode_ShareGroupDescribeRequest_v0(buf: Buffer, pos: int) -> tuple[ShareGroupDescribeRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: group_ids
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: group_ids
+    if _count < 0:
         raise null_error()  # field: group_ids
     else:
         group_ids = []
-        append = group_ids.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: group_ids
-            append(item)
+        _append = group_ids.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: group_ids
+            _append(_item)
     include_authorized_operations, = _S_o.unpack_from(buf, pos)  # field: include_authorized_operations
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareGroupDescribeRequest(group_ids=group_ids, include_authorized_operations=include_authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareGroupDescribeRequest(group_ids=group_ids, include_authorized_operations=include_authorized_operations, unknown_tagged_fields=_unknown), pos
     return ShareGroupDescribeRequest(group_ids=group_ids, include_authorized_operations=include_authorized_operations), pos + 1
 
 
 def encode_ShareGroupDescribeRequest_v0(m: ShareGroupDescribeRequest, out: bytearray) -> None:
-    items = m.group_ids
-    if items is None:
+    _items = m.group_ids
+    if _items is None:
         raise null_error()  # field: group_ids
-    write_compact_array_length(out, items)  # field: group_ids
-    for item in items:
-        write_compact_string(out, item)  # field: group_ids
+    write_compact_array_length(out, _items)  # field: group_ids
+    for _item in _items:
+        write_compact_string(out, _item)  # field: group_ids
     out += _S_o.pack(m.include_authorized_operations)  # field: include_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -209,25 +209,25 @@ def decode_ShareGroupDescribeResponseTopicPartitions_v0(buf: Buffer, pos: int) -
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partitions
+        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareGroupDescribeResponseTopicPartitions(topic_id=topic_id, topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareGroupDescribeResponseTopicPartitions(topic_id=topic_id, topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareGroupDescribeResponseTopicPartitions(topic_id=topic_id, topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_ShareGroupDescribeResponseTopicPartitions_v0(m: ShareGroupDescribeResponseTopicPartitions, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    write_fixed_array(out, items, 'i')  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -235,28 +235,28 @@ def encode_ShareGroupDescribeResponseTopicPartitions_v0(m: ShareGroupDescribeRes
 
 
 def decode_ShareGroupDescribeResponseAssignment_v0(buf: Buffer, pos: int) -> tuple[ShareGroupDescribeResponseAssignment, int]:
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_partitions
+    if _count < 0:
         raise null_error()  # field: topic_partitions
     else:
         topic_partitions = []
-        append = topic_partitions.append
-        for _ in range(count):
-            item, pos = decode_ShareGroupDescribeResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            append(item)
+        _append = topic_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_ShareGroupDescribeResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareGroupDescribeResponseAssignment(topic_partitions=topic_partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareGroupDescribeResponseAssignment(topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ShareGroupDescribeResponseAssignment(topic_partitions=topic_partitions), pos + 1
 
 
 def encode_ShareGroupDescribeResponseAssignment_v0(m: ShareGroupDescribeResponseAssignment, out: bytearray) -> None:
-    items = m.topic_partitions
-    if items is None:
+    _items = m.topic_partitions
+    if _items is None:
         raise null_error()  # field: topic_partitions
-    write_compact_array_length(out, items)  # field: topic_partitions
-    for item in items:
-        encode_ShareGroupDescribeResponseTopicPartitions_v0(item, out)  # field: topic_partitions
+    write_compact_array_length(out, _items)  # field: topic_partitions
+    for _item in _items:
+        encode_ShareGroupDescribeResponseTopicPartitions_v0(_item, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -270,19 +270,19 @@ def decode_ShareGroupDescribeResponseMember_v0(buf: Buffer, pos: int) -> tuple[S
     pos += 4
     client_id, pos = read_compact_string(buf, pos)  # field: client_id
     client_host, pos = read_compact_string(buf, pos)  # field: client_host
-    count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
+    if _count < 0:
         raise null_error()  # field: subscribed_topic_names
     else:
         subscribed_topic_names = []
-        append = subscribed_topic_names.append
-        for _ in range(count):
-            item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
-            append(item)
+        _append = subscribed_topic_names.append
+        for _ in range(_count):
+            _item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
+            _append(_item)
     assignment, pos = decode_ShareGroupDescribeResponseAssignment_v0(buf, pos)  # field: assignment
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareGroupDescribeResponseMember(member_id=member_id, rack_id=rack_id, member_epoch=member_epoch, client_id=client_id, client_host=client_host, subscribed_topic_names=subscribed_topic_names, assignment=assignment, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareGroupDescribeResponseMember(member_id=member_id, rack_id=rack_id, member_epoch=member_epoch, client_id=client_id, client_host=client_host, subscribed_topic_names=subscribed_topic_names, assignment=assignment, unknown_tagged_fields=_unknown), pos
     return ShareGroupDescribeResponseMember(member_id=member_id, rack_id=rack_id, member_epoch=member_epoch, client_id=client_id, client_host=client_host, subscribed_topic_names=subscribed_topic_names, assignment=assignment), pos + 1
 
 
@@ -292,12 +292,12 @@ def encode_ShareGroupDescribeResponseMember_v0(m: ShareGroupDescribeResponseMemb
     out += _S_i.pack(m.member_epoch)  # field: member_epoch
     write_compact_string(out, m.client_id)  # field: client_id
     write_compact_string(out, m.client_host)  # field: client_host
-    items = m.subscribed_topic_names
-    if items is None:
+    _items = m.subscribed_topic_names
+    if _items is None:
         raise null_error()  # field: subscribed_topic_names
-    write_compact_array_length(out, items)  # field: subscribed_topic_names
-    for item in items:
-        write_compact_string(out, item)  # field: subscribed_topic_names
+    write_compact_array_length(out, _items)  # field: subscribed_topic_names
+    for _item in _items:
+        write_compact_string(out, _item)  # field: subscribed_topic_names
     encode_ShareGroupDescribeResponseAssignment_v0(m.assignment, out)  # field: assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -314,20 +314,20 @@ def decode_ShareGroupDescribeResponseDescribedGroup_v0(buf: Buffer, pos: int) ->
     group_epoch, assignment_epoch = _S_ii.unpack_from(buf, pos)  # field: group_epoch, assignment_epoch
     pos += 8
     assignor_name, pos = read_compact_string(buf, pos)  # field: assignor_name
-    count, pos = read_compact_array_length(buf, pos, 12)  # field: members
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 12)  # field: members
+    if _count < 0:
         raise null_error()  # field: members
     else:
         members = []
-        append = members.append
-        for _ in range(count):
-            item, pos = decode_ShareGroupDescribeResponseMember_v0(buf, pos)  # field: members
-            append(item)
+        _append = members.append
+        for _ in range(_count):
+            _item, pos = decode_ShareGroupDescribeResponseMember_v0(buf, pos)  # field: members
+            _append(_item)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareGroupDescribeResponseDescribedGroup(error_code=error_code, error_message=error_message, group_id=group_id, group_state=group_state, group_epoch=group_epoch, assignment_epoch=assignment_epoch, assignor_name=assignor_name, members=members, authorized_operations=authorized_operations, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareGroupDescribeResponseDescribedGroup(error_code=error_code, error_message=error_message, group_id=group_id, group_state=group_state, group_epoch=group_epoch, assignment_epoch=assignment_epoch, assignor_name=assignor_name, members=members, authorized_operations=authorized_operations, unknown_tagged_fields=_unknown), pos
     return ShareGroupDescribeResponseDescribedGroup(error_code=error_code, error_message=error_message, group_id=group_id, group_state=group_state, group_epoch=group_epoch, assignment_epoch=assignment_epoch, assignor_name=assignor_name, members=members, authorized_operations=authorized_operations), pos + 1
 
 
@@ -338,12 +338,12 @@ def encode_ShareGroupDescribeResponseDescribedGroup_v0(m: ShareGroupDescribeResp
     write_compact_string(out, m.group_state)  # field: group_state
     out += _S_ii.pack(m.group_epoch, m.assignment_epoch)  # field: group_epoch, assignment_epoch
     write_compact_string(out, m.assignor_name)  # field: assignor_name
-    items = m.members
-    if items is None:
+    _items = m.members
+    if _items is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, items)  # field: members
-    for item in items:
-        encode_ShareGroupDescribeResponseMember_v0(item, out)  # field: members
+    write_compact_array_length(out, _items)  # field: members
+    for _item in _items:
+        encode_ShareGroupDescribeResponseMember_v0(_item, out)  # field: members
     out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -354,29 +354,29 @@ def encode_ShareGroupDescribeResponseDescribedGroup_v0(m: ShareGroupDescribeResp
 def decode_ShareGroupDescribeResponse_v0(buf: Buffer, pos: int) -> tuple[ShareGroupDescribeResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: groups
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: groups
+    if _count < 0:
         raise null_error()  # field: groups
     else:
         groups = []
-        append = groups.append
-        for _ in range(count):
-            item, pos = decode_ShareGroupDescribeResponseDescribedGroup_v0(buf, pos)  # field: groups
-            append(item)
+        _append = groups.append
+        for _ in range(_count):
+            _item, pos = decode_ShareGroupDescribeResponseDescribedGroup_v0(buf, pos)  # field: groups
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return ShareGroupDescribeResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return ShareGroupDescribeResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=_unknown), pos
     return ShareGroupDescribeResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos + 1
 
 
 def encode_ShareGroupDescribeResponse_v0(m: ShareGroupDescribeResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.groups
-    if items is None:
+    _items = m.groups
+    if _items is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, items)  # field: groups
-    for item in items:
-        encode_ShareGroupDescribeResponseDescribedGroup_v0(item, out)  # field: groups
+    write_compact_array_length(out, _items)  # field: groups
+    for _item in _items:
+        encode_ShareGroupDescribeResponseDescribedGroup_v0(_item, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -194,45 +194,45 @@ def encode_StopReplicaRequestStopReplicaPartitionV0_v0(m: StopReplicaRequestStop
 
 def decode_StopReplicaRequestStopReplicaTopicV1_v1(buf: Buffer, pos: int) -> tuple[StopReplicaRequestStopReplicaTopicV1, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes), pos
 
 
 def encode_StopReplicaRequestStopReplicaTopicV1_v1(m: StopReplicaRequestStopReplicaTopicV1, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_StopReplicaRequestStopReplicaTopicV1_v2(buf: Buffer, pos: int) -> tuple[StopReplicaRequestStopReplicaTopicV1, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes), pos + 1
 
 
 def encode_StopReplicaRequestStopReplicaTopicV1_v2(m: StopReplicaRequestStopReplicaTopicV1, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_compact_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -243,8 +243,8 @@ def decode_StopReplicaRequestStopReplicaPartitionState_v3(buf: Buffer, pos: int)
     partition_index, leader_epoch, delete_partition = _S_iio.unpack_from(buf, pos)  # field: partition_index, leader_epoch, delete_partition
     pos += 9
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaRequestStopReplicaPartitionState(partition_index=partition_index, leader_epoch=leader_epoch, delete_partition=delete_partition, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaRequestStopReplicaPartitionState(partition_index=partition_index, leader_epoch=leader_epoch, delete_partition=delete_partition, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequestStopReplicaPartitionState(partition_index=partition_index, leader_epoch=leader_epoch, delete_partition=delete_partition), pos + 1
 
 
@@ -258,29 +258,29 @@ def encode_StopReplicaRequestStopReplicaPartitionState_v3(m: StopReplicaRequestS
 
 def decode_StopReplicaRequestStopReplicaTopicState_v3(buf: Buffer, pos: int) -> tuple[StopReplicaRequestStopReplicaTopicState, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: partition_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaRequestStopReplicaPartitionState_v3(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaRequestStopReplicaPartitionState_v3(buf, pos)  # field: partition_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaRequestStopReplicaTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaRequestStopReplicaTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequestStopReplicaTopicState(topic_name=topic_name, partition_states=partition_states), pos + 1
 
 
 def encode_StopReplicaRequestStopReplicaTopicState_v3(m: StopReplicaRequestStopReplicaTopicState, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_StopReplicaRequestStopReplicaPartitionState_v3(item, out)  # field: partition_states
+    write_compact_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_StopReplicaRequestStopReplicaPartitionState_v3(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -290,15 +290,15 @@ def encode_StopReplicaRequestStopReplicaTopicState_v3(m: StopReplicaRequestStopR
 def decode_StopReplicaRequest_v0(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
     controller_id, controller_epoch, delete_partitions = _S_iio.unpack_from(buf, pos)  # field: controller_id, controller_epoch, delete_partitions
     pos += 9
-    count, pos = read_array_length(buf, pos, 6)  # field: ungrouped_partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: ungrouped_partitions
+    if _count < 0:
         raise null_error()  # field: ungrouped_partitions
     else:
         ungrouped_partitions = []
-        append = ungrouped_partitions.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaRequestStopReplicaPartitionV0_v0(buf, pos)  # field: ungrouped_partitions
-            append(item)
+        _append = ungrouped_partitions.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaRequestStopReplicaPartitionV0_v0(buf, pos)  # field: ungrouped_partitions
+            _append(_item)
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, delete_partitions=delete_partitions, ungrouped_partitions=ungrouped_partitions), pos
 
 
@@ -310,12 +310,12 @@ def encode_StopReplicaRequest_v0(m: StopReplicaRequest, out: bytearray) -> None:
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_iio.pack(m.controller_id, m.controller_epoch, m.delete_partitions)  # field: controller_id, controller_epoch, delete_partitions
-    items = m.ungrouped_partitions
-    if items is None:
+    _items = m.ungrouped_partitions
+    if _items is None:
         raise null_error()  # field: ungrouped_partitions
-    write_array_length(out, items)  # field: ungrouped_partitions
-    for item in items:
-        encode_StopReplicaRequestStopReplicaPartitionV0_v0(item, out)  # field: ungrouped_partitions
+    write_array_length(out, _items)  # field: ungrouped_partitions
+    for _item in _items:
+        encode_StopReplicaRequestStopReplicaPartitionV0_v0(_item, out)  # field: ungrouped_partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -323,15 +323,15 @@ def encode_StopReplicaRequest_v0(m: StopReplicaRequest, out: bytearray) -> None:
 def decode_StopReplicaRequest_v1(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
     controller_id, controller_epoch, broker_epoch, delete_partitions = _S_iiqo.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
     pos += 17
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaRequestStopReplicaTopicV1_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaRequestStopReplicaTopicV1_v1(buf, pos)  # field: topics
+            _append(_item)
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, delete_partitions=delete_partitions, topics=topics), pos
 
 
@@ -343,12 +343,12 @@ def encode_StopReplicaRequest_v1(m: StopReplicaRequest, out: bytearray) -> None:
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_iiqo.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.delete_partitions)  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_StopReplicaRequestStopReplicaTopicV1_v1(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_StopReplicaRequestStopReplicaTopicV1_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -356,18 +356,18 @@ def encode_StopReplicaRequest_v1(m: StopReplicaRequest, out: bytearray) -> None:
 def decode_StopReplicaRequest_v2(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
     controller_id, controller_epoch, broker_epoch, delete_partitions = _S_iiqo.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
     pos += 17
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaRequestStopReplicaTopicV1_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaRequestStopReplicaTopicV1_v2(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, delete_partitions=delete_partitions, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, delete_partitions=delete_partitions, topics=topics, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, delete_partitions=delete_partitions, topics=topics), pos + 1
 
 
@@ -379,12 +379,12 @@ def encode_StopReplicaRequest_v2(m: StopReplicaRequest, out: bytearray) -> None:
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_iiqo.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.delete_partitions)  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_StopReplicaRequestStopReplicaTopicV1_v2(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_StopReplicaRequestStopReplicaTopicV1_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -394,18 +394,18 @@ def encode_StopReplicaRequest_v2(m: StopReplicaRequest, out: bytearray) -> None:
 def decode_StopReplicaRequest_v3(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
     controller_id, controller_epoch, broker_epoch = _S_iiq.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
-            append(item)
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states), pos + 1
 
 
@@ -419,12 +419,12 @@ def encode_StopReplicaRequest_v3(m: StopReplicaRequest, out: bytearray) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
     out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_StopReplicaRequestStopReplicaTopicState_v3(item, out)  # field: topic_states
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_StopReplicaRequestStopReplicaTopicState_v3(_item, out)  # field: topic_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -434,18 +434,18 @@ def encode_StopReplicaRequest_v3(m: StopReplicaRequest, out: bytearray) -> None:
 def decode_StopReplicaRequest_v4(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
     controller_id, is_kraft_controller, controller_epoch, broker_epoch = _S_ioiq.unpack_from(buf, pos)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
     pos += 17
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
-            append(item)
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states), pos + 1
 
 
@@ -457,12 +457,12 @@ def encode_StopReplicaRequest_v4(m: StopReplicaRequest, out: bytearray) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
     out += _S_ioiq.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_StopReplicaRequestStopReplicaTopicState_v3(item, out)  # field: topic_states
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_StopReplicaRequestStopReplicaTopicState_v3(_item, out)  # field: topic_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -488,8 +488,8 @@ def decode_StopReplicaResponseStopReplicaPartitionError_v2(buf: Buffer, pos: int
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaResponseStopReplicaPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaResponseStopReplicaPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return StopReplicaResponseStopReplicaPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -505,26 +505,26 @@ def encode_StopReplicaResponseStopReplicaPartitionError_v2(m: StopReplicaRespons
 def decode_StopReplicaResponse_v0(buf: Buffer, pos: int) -> tuple[StopReplicaResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_array_length(buf, pos, 8)  # field: partition_errors
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: partition_errors
+    if _count < 0:
         raise null_error()  # field: partition_errors
     else:
         partition_errors = []
-        append = partition_errors.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaResponseStopReplicaPartitionError_v0(buf, pos)  # field: partition_errors
-            append(item)
+        _append = partition_errors.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaResponseStopReplicaPartitionError_v0(buf, pos)  # field: partition_errors
+            _append(_item)
     return StopReplicaResponse(error_code=error_code, partition_errors=partition_errors), pos
 
 
 def encode_StopReplicaResponse_v0(m: StopReplicaResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.partition_errors
-    if items is None:
+    _items = m.partition_errors
+    if _items is None:
         raise null_error()  # field: partition_errors
-    write_array_length(out, items)  # field: partition_errors
-    for item in items:
-        encode_StopReplicaResponseStopReplicaPartitionError_v0(item, out)  # field: partition_errors
+    write_array_length(out, _items)  # field: partition_errors
+    for _item in _items:
+        encode_StopReplicaResponseStopReplicaPartitionError_v0(_item, out)  # field: partition_errors
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -532,29 +532,29 @@ def encode_StopReplicaResponse_v0(m: StopReplicaResponse, out: bytearray) -> Non
 def decode_StopReplicaResponse_v2(buf: Buffer, pos: int) -> tuple[StopReplicaResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partition_errors
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partition_errors
+    if _count < 0:
         raise null_error()  # field: partition_errors
     else:
         partition_errors = []
-        append = partition_errors.append
-        for _ in range(count):
-            item, pos = decode_StopReplicaResponseStopReplicaPartitionError_v2(buf, pos)  # field: partition_errors
-            append(item)
+        _append = partition_errors.append
+        for _ in range(_count):
+            _item, pos = decode_StopReplicaResponseStopReplicaPartitionError_v2(buf, pos)  # field: partition_errors
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return StopReplicaResponse(error_code=error_code, partition_errors=partition_errors, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return StopReplicaResponse(error_code=error_code, partition_errors=partition_errors, unknown_tagged_fields=_unknown), pos
     return StopReplicaResponse(error_code=error_code, partition_errors=partition_errors), pos + 1
 
 
 def encode_StopReplicaResponse_v2(m: StopReplicaResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.partition_errors
-    if items is None:
+    _items = m.partition_errors
+    if _items is None:
         raise null_error()  # field: partition_errors
-    write_compact_array_length(out, items)  # field: partition_errors
-    for item in items:
-        encode_StopReplicaResponseStopReplicaPartitionError_v2(item, out)  # field: partition_errors
+    write_compact_array_length(out, _items)  # field: partition_errors
+    for _item in _items:
+        encode_StopReplicaResponseStopReplicaPartitionError_v2(_item, out)  # field: partition_errors
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -135,8 +135,8 @@ def decode_SyncGroupRequestAssignment_v4(buf: Buffer, pos: int) -> tuple[SyncGro
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     assignment, pos = read_compact_bytes(buf, pos)  # field: assignment
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SyncGroupRequestAssignment(member_id=member_id, assignment=assignment, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SyncGroupRequestAssignment(member_id=member_id, assignment=assignment, unknown_tagged_fields=_unknown), pos
     return SyncGroupRequestAssignment(member_id=member_id, assignment=assignment), pos + 1
 
 
@@ -154,15 +154,15 @@ def decode_SyncGroupRequest_v0(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     generation_id, = _S_i.unpack_from(buf, pos)  # field: generation_id
     pos += 4
     member_id, pos = read_string(buf, pos)  # field: member_id
-    count, pos = read_array_length(buf, pos, 6)  # field: assignments
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: assignments
+    if _count < 0:
         raise null_error()  # field: assignments
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
-            append(item)
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
+            _append(_item)
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, assignments=assignments), pos
 
 
@@ -172,12 +172,12 @@ def encode_SyncGroupRequest_v0(m: SyncGroupRequest, out: bytearray) -> None:
     write_string(out, m.group_id)  # field: group_id
     out += _S_i.pack(m.generation_id)  # field: generation_id
     write_string(out, m.member_id)  # field: member_id
-    items = m.assignments
-    if items is None:
+    _items = m.assignments
+    if _items is None:
         raise null_error()  # field: assignments
-    write_array_length(out, items)  # field: assignments
-    for item in items:
-        encode_SyncGroupRequestAssignment_v0(item, out)  # field: assignments
+    write_array_length(out, _items)  # field: assignments
+    for _item in _items:
+        encode_SyncGroupRequestAssignment_v0(_item, out)  # field: assignments
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -188,15 +188,15 @@ def decode_SyncGroupRequest_v3(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     pos += 4
     member_id, pos = read_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_nullable_string(buf, pos)  # field: group_instance_id
-    count, pos = read_array_length(buf, pos, 6)  # field: assignments
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: assignments
+    if _count < 0:
         raise null_error()  # field: assignments
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
-            append(item)
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
+            _append(_item)
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, assignments=assignments), pos
 
 
@@ -205,12 +205,12 @@ def encode_SyncGroupRequest_v3(m: SyncGroupRequest, out: bytearray) -> None:
     out += _S_i.pack(m.generation_id)  # field: generation_id
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    items = m.assignments
-    if items is None:
+    _items = m.assignments
+    if _items is None:
         raise null_error()  # field: assignments
-    write_array_length(out, items)  # field: assignments
-    for item in items:
-        encode_SyncGroupRequestAssignment_v0(item, out)  # field: assignments
+    write_array_length(out, _items)  # field: assignments
+    for _item in _items:
+        encode_SyncGroupRequestAssignment_v0(_item, out)  # field: assignments
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -221,18 +221,18 @@ def decode_SyncGroupRequest_v4(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     pos += 4
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: assignments
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: assignments
+    if _count < 0:
         raise null_error()  # field: assignments
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
-            append(item)
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, assignments=assignments, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, assignments=assignments, unknown_tagged_fields=_unknown), pos
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, assignments=assignments), pos + 1
 
 
@@ -241,12 +241,12 @@ def encode_SyncGroupRequest_v4(m: SyncGroupRequest, out: bytearray) -> None:
     out += _S_i.pack(m.generation_id)  # field: generation_id
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    items = m.assignments
-    if items is None:
+    _items = m.assignments
+    if _items is None:
         raise null_error()  # field: assignments
-    write_compact_array_length(out, items)  # field: assignments
-    for item in items:
-        encode_SyncGroupRequestAssignment_v4(item, out)  # field: assignments
+    write_compact_array_length(out, _items)  # field: assignments
+    for _item in _items:
+        encode_SyncGroupRequestAssignment_v4(_item, out)  # field: assignments
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -261,18 +261,18 @@ def decode_SyncGroupRequest_v5(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
     protocol_type, pos = read_compact_nullable_string(buf, pos)  # field: protocol_type
     protocol_name, pos = read_compact_nullable_string(buf, pos)  # field: protocol_name
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: assignments
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: assignments
+    if _count < 0:
         raise null_error()  # field: assignments
     else:
         assignments = []
-        append = assignments.append
-        for _ in range(count):
-            item, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
-            append(item)
+        _append = assignments.append
+        for _ in range(_count):
+            _item, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocol_name=protocol_name, assignments=assignments, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocol_name=protocol_name, assignments=assignments, unknown_tagged_fields=_unknown), pos
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocol_name=protocol_name, assignments=assignments), pos + 1
 
 
@@ -283,12 +283,12 @@ def encode_SyncGroupRequest_v5(m: SyncGroupRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_nullable_string(out, m.protocol_type)  # field: protocol_type
     write_compact_nullable_string(out, m.protocol_name)  # field: protocol_name
-    items = m.assignments
-    if items is None:
+    _items = m.assignments
+    if _items is None:
         raise null_error()  # field: assignments
-    write_compact_array_length(out, items)  # field: assignments
-    for item in items:
-        encode_SyncGroupRequestAssignment_v4(item, out)  # field: assignments
+    write_compact_array_length(out, _items)  # field: assignments
+    for _item in _items:
+        encode_SyncGroupRequestAssignment_v4(_item, out)  # field: assignments
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -328,8 +328,8 @@ def decode_SyncGroupResponse_v4(buf: Buffer, pos: int) -> tuple[SyncGroupRespons
     pos += 6
     assignment, pos = read_compact_bytes(buf, pos)  # field: assignment
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, assignment=assignment, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, assignment=assignment, unknown_tagged_fields=_unknown), pos
     return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, assignment=assignment), pos + 1
 
 
@@ -349,8 +349,8 @@ def decode_SyncGroupResponse_v5(buf: Buffer, pos: int) -> tuple[SyncGroupRespons
     protocol_name, pos = read_compact_nullable_string(buf, pos)  # field: protocol_name
     assignment, pos = read_compact_bytes(buf, pos)  # field: assignment
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, protocol_type=protocol_type, protocol_name=protocol_name, assignment=assignment, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, protocol_type=protocol_type, protocol_name=protocol_name, assignment=assignment, unknown_tagged_fields=_unknown), pos
     return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, protocol_type=protocol_type, protocol_name=protocol_name, assignment=assignment), pos + 1
 
 

@@ -196,8 +196,8 @@ def decode_TxnOffsetCommitRequestPartition_v3(buf: Buffer, pos: int) -> tuple[Tx
     pos += 16
     committed_metadata, pos = read_compact_nullable_string(buf, pos)  # field: committed_metadata
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return TxnOffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return TxnOffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata), pos + 1
 
 
@@ -212,81 +212,81 @@ def encode_TxnOffsetCommitRequestPartition_v3(m: TxnOffsetCommitRequestPartition
 
 def decode_TxnOffsetCommitRequestTopic_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitRequestTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 14)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 14)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return TxnOffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
 def encode_TxnOffsetCommitRequestTopic_v0(m: TxnOffsetCommitRequestTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_TxnOffsetCommitRequestPartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_TxnOffsetCommitRequestPartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_TxnOffsetCommitRequestTopic_v2(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitRequestTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitRequestPartition_v2(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitRequestPartition_v2(buf, pos)  # field: partitions
+            _append(_item)
     return TxnOffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
 def encode_TxnOffsetCommitRequestTopic_v2(m: TxnOffsetCommitRequestTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_TxnOffsetCommitRequestPartition_v2(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_TxnOffsetCommitRequestPartition_v2(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_TxnOffsetCommitRequestTopic_v3(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitRequestTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitRequestPartition_v3(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitRequestPartition_v3(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return TxnOffsetCommitRequestTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return TxnOffsetCommitRequestTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitRequestTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_TxnOffsetCommitRequestTopic_v3(m: TxnOffsetCommitRequestTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_TxnOffsetCommitRequestPartition_v3(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_TxnOffsetCommitRequestPartition_v3(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -298,15 +298,15 @@ def decode_TxnOffsetCommitRequest_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCo
     group_id, pos = read_string(buf, pos)  # field: group_id
     producer_id, producer_epoch = _S_qh.unpack_from(buf, pos)  # field: producer_id, producer_epoch
     pos += 10
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics), pos
 
 
@@ -320,12 +320,12 @@ def encode_TxnOffsetCommitRequest_v0(m: TxnOffsetCommitRequest, out: bytearray) 
     write_string(out, m.transactional_id)  # field: transactional_id
     write_string(out, m.group_id)  # field: group_id
     out += _S_qh.pack(m.producer_id, m.producer_epoch)  # field: producer_id, producer_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_TxnOffsetCommitRequestTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_TxnOffsetCommitRequestTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -335,15 +335,15 @@ def decode_TxnOffsetCommitRequest_v2(buf: Buffer, pos: int) -> tuple[TxnOffsetCo
     group_id, pos = read_string(buf, pos)  # field: group_id
     producer_id, producer_epoch = _S_qh.unpack_from(buf, pos)  # field: producer_id, producer_epoch
     pos += 10
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitRequestTopic_v2(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitRequestTopic_v2(buf, pos)  # field: topics
+            _append(_item)
     return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics), pos
 
 
@@ -357,12 +357,12 @@ def encode_TxnOffsetCommitRequest_v2(m: TxnOffsetCommitRequest, out: bytearray) 
     write_string(out, m.transactional_id)  # field: transactional_id
     write_string(out, m.group_id)  # field: group_id
     out += _S_qh.pack(m.producer_id, m.producer_epoch)  # field: producer_id, producer_epoch
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_TxnOffsetCommitRequestTopic_v2(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_TxnOffsetCommitRequestTopic_v2(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -374,18 +374,18 @@ def decode_TxnOffsetCommitRequest_v3(buf: Buffer, pos: int) -> tuple[TxnOffsetCo
     pos += 14
     member_id, pos = read_compact_string(buf, pos)  # field: member_id
     group_instance_id, pos = read_compact_nullable_string(buf, pos)  # field: group_instance_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitRequestTopic_v3(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitRequestTopic_v3(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, topics=topics), pos + 1
 
 
@@ -395,12 +395,12 @@ def encode_TxnOffsetCommitRequest_v3(m: TxnOffsetCommitRequest, out: bytearray) 
     out += _S_qhi.pack(m.producer_id, m.producer_epoch, m.generation_id)  # field: producer_id, producer_epoch, generation_id
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_TxnOffsetCommitRequestTopic_v3(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_TxnOffsetCommitRequestTopic_v3(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -423,8 +423,8 @@ def decode_TxnOffsetCommitResponsePartition_v3(buf: Buffer, pos: int) -> tuple[T
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return TxnOffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return TxnOffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -438,55 +438,55 @@ def encode_TxnOffsetCommitResponsePartition_v3(m: TxnOffsetCommitResponsePartiti
 
 def decode_TxnOffsetCommitResponseTopic_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitResponseTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 6)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
+            _append(_item)
     return TxnOffsetCommitResponseTopic(name=name, partitions=partitions), pos
 
 
 def encode_TxnOffsetCommitResponseTopic_v0(m: TxnOffsetCommitResponseTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_TxnOffsetCommitResponsePartition_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_TxnOffsetCommitResponsePartition_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_TxnOffsetCommitResponseTopic_v3(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitResponseTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitResponsePartition_v3(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitResponsePartition_v3(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return TxnOffsetCommitResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return TxnOffsetCommitResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitResponseTopic(name=name, partitions=partitions), pos + 1
 
 
 def encode_TxnOffsetCommitResponseTopic_v3(m: TxnOffsetCommitResponseTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_TxnOffsetCommitResponsePartition_v3(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_TxnOffsetCommitResponsePartition_v3(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -496,26 +496,26 @@ def encode_TxnOffsetCommitResponseTopic_v3(m: TxnOffsetCommitResponseTopic, out:
 def decode_TxnOffsetCommitResponse_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitResponseTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitResponseTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     return TxnOffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
 def encode_TxnOffsetCommitResponse_v0(m: TxnOffsetCommitResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_TxnOffsetCommitResponseTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_TxnOffsetCommitResponseTopic_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -523,29 +523,29 @@ def encode_TxnOffsetCommitResponse_v0(m: TxnOffsetCommitResponse, out: bytearray
 def decode_TxnOffsetCommitResponse_v3(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitResponse, int]:
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_TxnOffsetCommitResponseTopic_v3(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_TxnOffsetCommitResponseTopic_v3(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return TxnOffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return TxnOffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
 def encode_TxnOffsetCommitResponse_v3(m: TxnOffsetCommitResponse, out: bytearray) -> None:
     out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_TxnOffsetCommitResponseTopic_v3(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_TxnOffsetCommitResponseTopic_v3(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -91,8 +91,8 @@ def decode_UnregisterBrokerRequest_v0(buf: Buffer, pos: int) -> tuple[Unregister
     broker_id, = _S_i.unpack_from(buf, pos)  # field: broker_id
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UnregisterBrokerRequest(broker_id=broker_id, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UnregisterBrokerRequest(broker_id=broker_id, unknown_tagged_fields=_unknown), pos
     return UnregisterBrokerRequest(broker_id=broker_id), pos + 1
 
 
@@ -109,8 +109,8 @@ def decode_UnregisterBrokerResponse_v0(buf: Buffer, pos: int) -> tuple[Unregiste
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UnregisterBrokerResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UnregisterBrokerResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return UnregisterBrokerResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 

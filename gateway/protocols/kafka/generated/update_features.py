@@ -136,8 +136,8 @@ def decode_UpdateFeaturesRequestFeatureUpdateKey_v0(buf: Buffer, pos: int) -> tu
     max_version_level, allow_downgrade = _S_ho.unpack_from(buf, pos)  # field: max_version_level, allow_downgrade
     pos += 3
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, allow_downgrade=allow_downgrade, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, allow_downgrade=allow_downgrade, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, allow_downgrade=allow_downgrade), pos + 1
 
 
@@ -157,8 +157,8 @@ def decode_UpdateFeaturesRequestFeatureUpdateKey_v1(buf: Buffer, pos: int) -> tu
     max_version_level, upgrade_type = _S_hb.unpack_from(buf, pos)  # field: max_version_level, upgrade_type
     pos += 3
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, upgrade_type=upgrade_type, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, upgrade_type=upgrade_type, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, upgrade_type=upgrade_type), pos + 1
 
 
@@ -176,18 +176,18 @@ def encode_UpdateFeaturesRequestFeatureUpdateKey_v1(m: UpdateFeaturesRequestFeat
 def decode_UpdateFeaturesRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateFeaturesRequest, int]:
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: feature_updates
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: feature_updates
+    if _count < 0:
         raise null_error()  # field: feature_updates
     else:
         feature_updates = []
-        append = feature_updates.append
-        for _ in range(count):
-            item, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v0(buf, pos)  # field: feature_updates
-            append(item)
+        _append = feature_updates.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v0(buf, pos)  # field: feature_updates
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates), pos + 1
 
 
@@ -195,12 +195,12 @@ def encode_UpdateFeaturesRequest_v0(m: UpdateFeaturesRequest, out: bytearray) ->
     if m.validate_only != False:  # field: validate_only
         raise absent_error()  # field: validate_only
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    items = m.feature_updates
-    if items is None:
+    _items = m.feature_updates
+    if _items is None:
         raise null_error()  # field: feature_updates
-    write_compact_array_length(out, items)  # field: feature_updates
-    for item in items:
-        encode_UpdateFeaturesRequestFeatureUpdateKey_v0(item, out)  # field: feature_updates
+    write_compact_array_length(out, _items)  # field: feature_updates
+    for _item in _items:
+        encode_UpdateFeaturesRequestFeatureUpdateKey_v0(_item, out)  # field: feature_updates
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -210,31 +210,31 @@ def encode_UpdateFeaturesRequest_v0(m: UpdateFeaturesRequest, out: bytearray) ->
 def decode_UpdateFeaturesRequest_v1(buf: Buffer, pos: int) -> tuple[UpdateFeaturesRequest, int]:
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: feature_updates
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: feature_updates
+    if _count < 0:
         raise null_error()  # field: feature_updates
     else:
         feature_updates = []
-        append = feature_updates.append
-        for _ in range(count):
-            item, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v1(buf, pos)  # field: feature_updates
-            append(item)
+        _append = feature_updates.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v1(buf, pos)  # field: feature_updates
+            _append(_item)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates, validate_only=validate_only, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates, validate_only=validate_only, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates, validate_only=validate_only), pos + 1
 
 
 def encode_UpdateFeaturesRequest_v1(m: UpdateFeaturesRequest, out: bytearray) -> None:
     out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    items = m.feature_updates
-    if items is None:
+    _items = m.feature_updates
+    if _items is None:
         raise null_error()  # field: feature_updates
-    write_compact_array_length(out, items)  # field: feature_updates
-    for item in items:
-        encode_UpdateFeaturesRequestFeatureUpdateKey_v1(item, out)  # field: feature_updates
+    write_compact_array_length(out, _items)  # field: feature_updates
+    for _item in _items:
+        encode_UpdateFeaturesRequestFeatureUpdateKey_v1(_item, out)  # field: feature_updates
     out += _S_o.pack(m.validate_only)  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -248,8 +248,8 @@ def decode_UpdateFeaturesResponseUpdatableFeatureResult_v0(buf: Buffer, pos: int
     pos += 2
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateFeaturesResponseUpdatableFeatureResult(feature=feature, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateFeaturesResponseUpdatableFeatureResult(feature=feature, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesResponseUpdatableFeatureResult(feature=feature, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -267,30 +267,30 @@ def decode_UpdateFeaturesResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateFeatu
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_UpdateFeaturesResponseUpdatableFeatureResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateFeaturesResponseUpdatableFeatureResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results), pos + 1
 
 
 def encode_UpdateFeaturesResponse_v0(m: UpdateFeaturesResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_UpdateFeaturesResponseUpdatableFeatureResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_UpdateFeaturesResponseUpdatableFeatureResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -302,8 +302,8 @@ def decode_UpdateFeaturesResponse_v2(buf: Buffer, pos: int) -> tuple[UpdateFeatu
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 

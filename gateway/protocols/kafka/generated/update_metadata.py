@@ -189,35 +189,35 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf: Buffer, pos
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     return UpdateMetadataRequestUpdateMetadataPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas), pos
 
 
 def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
+    write_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -226,45 +226,45 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(buf: Buffer, pos
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
-    count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if count < 0:
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
+    if _count < 0:
         raise null_error()  # field: offline_replicas
     else:
-        offline_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: offline_replicas
+        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return UpdateMetadataRequestUpdateMetadataPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos
 
 
 def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
-    items = m.offline_replicas
-    if items is None:
+    write_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
+    _items = m.offline_replicas
+    if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, items)  # field: offline_replicas
-    write_fixed_array(out, items, 'i')  # field: offline_replicas
+    write_array_length(out, _items)  # field: offline_replicas
+    write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -272,44 +272,44 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(m: UpdateMetadat
 def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
-    count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if count < 0:
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
+    if _count < 0:
         raise null_error()  # field: offline_replicas
     else:
-        offline_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: offline_replicas
+        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos
 
 
 def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
-    items = m.offline_replicas
-    if items is None:
+    write_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
+    _items = m.offline_replicas
+    if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, items)  # field: offline_replicas
-    write_fixed_array(out, items, 'i')  # field: offline_replicas
+    write_array_length(out, _items)  # field: offline_replicas
+    write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -317,47 +317,47 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(m: UpdateMetadat
 def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
+    if _count < 0:
         raise null_error()  # field: isr
     else:
-        isr, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: isr
+        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
+    if _count < 0:
         raise null_error()  # field: replicas
     else:
-        replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: replicas
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
-    if count < 0:
+        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
+    if _count < 0:
         raise null_error()  # field: offline_replicas
     else:
-        offline_replicas, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: offline_replicas
+        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos + 1
 
 
 def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
     out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    items = m.isr
-    if items is None:
+    _items = m.isr
+    if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, items)  # field: isr
-    write_fixed_array(out, items, 'i')  # field: isr
+    write_compact_array_length(out, _items)  # field: isr
+    write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
-    items = m.replicas
-    if items is None:
+    _items = m.replicas
+    if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, items)  # field: replicas
-    write_fixed_array(out, items, 'i')  # field: replicas
-    items = m.offline_replicas
-    if items is None:
+    write_compact_array_length(out, _items)  # field: replicas
+    write_fixed_array(out, _items, 'i')  # field: replicas
+    _items = m.offline_replicas
+    if _items is None:
         raise null_error()  # field: offline_replicas
-    write_compact_array_length(out, items)  # field: offline_replicas
-    write_fixed_array(out, items, 'i')  # field: offline_replicas
+    write_compact_array_length(out, _items)  # field: offline_replicas
+    write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -366,55 +366,55 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(m: UpdateMetadat
 
 def decode_UpdateMetadataRequestUpdateMetadataTopicState_v5(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataTopicState, int]:
     topic_name, pos = read_string(buf, pos)  # field: topic_name
-    count, pos = read_array_length(buf, pos, 32)  # field: partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 32)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(buf, pos)  # field: partition_states
+            _append(_item)
     return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, partition_states=partition_states), pos
 
 
 def encode_UpdateMetadataRequestUpdateMetadataTopicState_v5(m: UpdateMetadataRequestUpdateMetadataTopicState, out: bytearray) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(item, out)  # field: partition_states
+    write_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_UpdateMetadataRequestUpdateMetadataTopicState_v6(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataTopicState, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 24)  # field: partition_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 24)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, partition_states=partition_states), pos + 1
 
 
 def encode_UpdateMetadataRequestUpdateMetadataTopicState_v6(m: UpdateMetadataRequestUpdateMetadataTopicState, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(item, out)  # field: partition_states
+    write_compact_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -426,30 +426,30 @@ def decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf: Buffer, pos: in
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 24)  # field: partition_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 24)  # field: partition_states
+    if _count < 0:
         raise null_error()  # field: partition_states
     else:
         partition_states = []
-        append = partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
-            append(item)
+        _append = partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states), pos + 1
 
 
 def encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(m: UpdateMetadataRequestUpdateMetadataTopicState, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partition_states
-    if items is None:
+    _items = m.partition_states
+    if _items is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, items)  # field: partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(item, out)  # field: partition_states
+    write_compact_array_length(out, _items)  # field: partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(_item, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -500,8 +500,8 @@ def decode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(buf: Buffer, pos: int)
     security_protocol, = _S_h.unpack_from(buf, pos)  # field: security_protocol
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataRequestUpdateMetadataEndpoint(port=port, host=host, listener=listener, security_protocol=security_protocol, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataRequestUpdateMetadataEndpoint(port=port, host=host, listener=listener, security_protocol=security_protocol, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequestUpdateMetadataEndpoint(port=port, host=host, listener=listener, security_protocol=security_protocol), pos + 1
 
 
@@ -536,26 +536,26 @@ def encode_UpdateMetadataRequestUpdateMetadataBroker_v0(m: UpdateMetadataRequest
 def decode_UpdateMetadataRequestUpdateMetadataBroker_v1(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataBroker, int]:
     id, = _S_i.unpack_from(buf, pos)  # field: id
     pos += 4
-    count, pos = read_array_length(buf, pos, 8)  # field: endpoints
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: endpoints
+    if _count < 0:
         raise null_error()  # field: endpoints
     else:
         endpoints = []
-        append = endpoints.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
-            append(item)
+        _append = endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
+            _append(_item)
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints), pos
 
 
 def encode_UpdateMetadataRequestUpdateMetadataBroker_v1(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
     out += _S_i.pack(m.id)  # field: id
-    items = m.endpoints
-    if items is None:
+    _items = m.endpoints
+    if _items is None:
         raise null_error()  # field: endpoints
-    write_array_length(out, items)  # field: endpoints
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(item, out)  # field: endpoints
+    write_array_length(out, _items)  # field: endpoints
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(_item, out)  # field: endpoints
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -563,27 +563,27 @@ def encode_UpdateMetadataRequestUpdateMetadataBroker_v1(m: UpdateMetadataRequest
 def decode_UpdateMetadataRequestUpdateMetadataBroker_v2(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataBroker, int]:
     id, = _S_i.unpack_from(buf, pos)  # field: id
     pos += 4
-    count, pos = read_array_length(buf, pos, 8)  # field: endpoints
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 8)  # field: endpoints
+    if _count < 0:
         raise null_error()  # field: endpoints
     else:
         endpoints = []
-        append = endpoints.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
-            append(item)
+        _append = endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
+            _append(_item)
     rack, pos = read_nullable_string(buf, pos)  # field: rack
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack), pos
 
 
 def encode_UpdateMetadataRequestUpdateMetadataBroker_v2(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
     out += _S_i.pack(m.id)  # field: id
-    items = m.endpoints
-    if items is None:
+    _items = m.endpoints
+    if _items is None:
         raise null_error()  # field: endpoints
-    write_array_length(out, items)  # field: endpoints
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(item, out)  # field: endpoints
+    write_array_length(out, _items)  # field: endpoints
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(_item, out)  # field: endpoints
     write_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -592,27 +592,27 @@ def encode_UpdateMetadataRequestUpdateMetadataBroker_v2(m: UpdateMetadataRequest
 def decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataBroker, int]:
     id, = _S_i.unpack_from(buf, pos)  # field: id
     pos += 4
-    count, pos = read_array_length(buf, pos, 10)  # field: endpoints
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 10)  # field: endpoints
+    if _count < 0:
         raise null_error()  # field: endpoints
     else:
         endpoints = []
-        append = endpoints.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(buf, pos)  # field: endpoints
-            append(item)
+        _append = endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(buf, pos)  # field: endpoints
+            _append(_item)
     rack, pos = read_nullable_string(buf, pos)  # field: rack
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack), pos
 
 
 def encode_UpdateMetadataRequestUpdateMetadataBroker_v3(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
     out += _S_i.pack(m.id)  # field: id
-    items = m.endpoints
-    if items is None:
+    _items = m.endpoints
+    if _items is None:
         raise null_error()  # field: endpoints
-    write_array_length(out, items)  # field: endpoints
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(item, out)  # field: endpoints
+    write_array_length(out, _items)  # field: endpoints
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(_item, out)  # field: endpoints
     write_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -621,30 +621,30 @@ def encode_UpdateMetadataRequestUpdateMetadataBroker_v3(m: UpdateMetadataRequest
 def decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataBroker, int]:
     id, = _S_i.unpack_from(buf, pos)  # field: id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 9)  # field: endpoints
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 9)  # field: endpoints
+    if _count < 0:
         raise null_error()  # field: endpoints
     else:
         endpoints = []
-        append = endpoints.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(buf, pos)  # field: endpoints
-            append(item)
+        _append = endpoints.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(buf, pos)  # field: endpoints
+            _append(_item)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack), pos + 1
 
 
 def encode_UpdateMetadataRequestUpdateMetadataBroker_v6(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
     out += _S_i.pack(m.id)  # field: id
-    items = m.endpoints
-    if items is None:
+    _items = m.endpoints
+    if _items is None:
         raise null_error()  # field: endpoints
-    write_compact_array_length(out, items)  # field: endpoints
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(item, out)  # field: endpoints
+    write_compact_array_length(out, _items)  # field: endpoints
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(_item, out)  # field: endpoints
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -655,24 +655,24 @@ def encode_UpdateMetadataRequestUpdateMetadataBroker_v6(m: UpdateMetadataRequest
 def decode_UpdateMetadataRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch = _S_ii.unpack_from(buf, pos)  # field: controller_id, controller_epoch
     pos += 8
-    count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
+    if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
         ungrouped_partition_states = []
-        append = ungrouped_partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
-    if count < 0:
+        _append = ungrouped_partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v0(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v0(buf, pos)  # field: live_brokers
+            _append(_item)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
@@ -684,18 +684,18 @@ def encode_UpdateMetadataRequest_v0(m: UpdateMetadataRequest, out: bytearray) ->
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    items = m.ungrouped_partition_states
-    if items is None:
+    _items = m.ungrouped_partition_states
+    if _items is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, items)  # field: ungrouped_partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(item, out)  # field: ungrouped_partition_states
-    items = m.live_brokers
-    if items is None:
+    write_array_length(out, _items)  # field: ungrouped_partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v0(item, out)  # field: live_brokers
+    write_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v0(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -703,24 +703,24 @@ def encode_UpdateMetadataRequest_v0(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v1(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch = _S_ii.unpack_from(buf, pos)  # field: controller_id, controller_epoch
     pos += 8
-    count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
+    if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
         ungrouped_partition_states = []
-        append = ungrouped_partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 8)  # field: live_brokers
-    if count < 0:
+        _append = ungrouped_partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 8)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v1(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v1(buf, pos)  # field: live_brokers
+            _append(_item)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
@@ -732,18 +732,18 @@ def encode_UpdateMetadataRequest_v1(m: UpdateMetadataRequest, out: bytearray) ->
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    items = m.ungrouped_partition_states
-    if items is None:
+    _items = m.ungrouped_partition_states
+    if _items is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, items)  # field: ungrouped_partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(item, out)  # field: ungrouped_partition_states
-    items = m.live_brokers
-    if items is None:
+    write_array_length(out, _items)  # field: ungrouped_partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v1(item, out)  # field: live_brokers
+    write_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v1(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -751,24 +751,24 @@ def encode_UpdateMetadataRequest_v1(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v2(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch = _S_ii.unpack_from(buf, pos)  # field: controller_id, controller_epoch
     pos += 8
-    count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
+    if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
         ungrouped_partition_states = []
-        append = ungrouped_partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
-    if count < 0:
+        _append = ungrouped_partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v2(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v2(buf, pos)  # field: live_brokers
+            _append(_item)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
@@ -780,18 +780,18 @@ def encode_UpdateMetadataRequest_v2(m: UpdateMetadataRequest, out: bytearray) ->
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    items = m.ungrouped_partition_states
-    if items is None:
+    _items = m.ungrouped_partition_states
+    if _items is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, items)  # field: ungrouped_partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(item, out)  # field: ungrouped_partition_states
-    items = m.live_brokers
-    if items is None:
+    write_array_length(out, _items)  # field: ungrouped_partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v2(item, out)  # field: live_brokers
+    write_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v2(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -799,24 +799,24 @@ def encode_UpdateMetadataRequest_v2(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v3(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch = _S_ii.unpack_from(buf, pos)  # field: controller_id, controller_epoch
     pos += 8
-    count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 30)  # field: ungrouped_partition_states
+    if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
         ungrouped_partition_states = []
-        append = ungrouped_partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
-    if count < 0:
+        _append = ungrouped_partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
+            _append(_item)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
@@ -828,18 +828,18 @@ def encode_UpdateMetadataRequest_v3(m: UpdateMetadataRequest, out: bytearray) ->
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    items = m.ungrouped_partition_states
-    if items is None:
+    _items = m.ungrouped_partition_states
+    if _items is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, items)  # field: ungrouped_partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(item, out)  # field: ungrouped_partition_states
-    items = m.live_brokers
-    if items is None:
+    write_array_length(out, _items)  # field: ungrouped_partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(item, out)  # field: live_brokers
+    write_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -847,24 +847,24 @@ def encode_UpdateMetadataRequest_v3(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v4(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch = _S_ii.unpack_from(buf, pos)  # field: controller_id, controller_epoch
     pos += 8
-    count, pos = read_array_length(buf, pos, 34)  # field: ungrouped_partition_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 34)  # field: ungrouped_partition_states
+    if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
         ungrouped_partition_states = []
-        append = ungrouped_partition_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(buf, pos)  # field: ungrouped_partition_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
-    if count < 0:
+        _append = ungrouped_partition_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(buf, pos)  # field: ungrouped_partition_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
+            _append(_item)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
@@ -876,18 +876,18 @@ def encode_UpdateMetadataRequest_v4(m: UpdateMetadataRequest, out: bytearray) ->
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
     out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    items = m.ungrouped_partition_states
-    if items is None:
+    _items = m.ungrouped_partition_states
+    if _items is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, items)  # field: ungrouped_partition_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(item, out)  # field: ungrouped_partition_states
-    items = m.live_brokers
-    if items is None:
+    write_array_length(out, _items)  # field: ungrouped_partition_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(_item, out)  # field: ungrouped_partition_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(item, out)  # field: live_brokers
+    write_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -895,24 +895,24 @@ def encode_UpdateMetadataRequest_v4(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v5(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch, broker_epoch = _S_iiq.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch
     pos += 16
-    count, pos = read_array_length(buf, pos, 6)  # field: topic_states
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v5(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v5(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
+            _append(_item)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos
 
 
@@ -924,18 +924,18 @@ def encode_UpdateMetadataRequest_v5(m: UpdateMetadataRequest, out: bytearray) ->
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v5(item, out)  # field: topic_states
-    items = m.live_brokers
-    if items is None:
+    write_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v5(_item, out)  # field: topic_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(item, out)  # field: live_brokers
+    write_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -943,27 +943,27 @@ def encode_UpdateMetadataRequest_v5(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v6(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch, broker_epoch = _S_iiq.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v6(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v6(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos + 1
 
 
@@ -975,18 +975,18 @@ def encode_UpdateMetadataRequest_v6(m: UpdateMetadataRequest, out: bytearray) ->
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v6(item, out)  # field: topic_states
-    items = m.live_brokers
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v6(_item, out)  # field: topic_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_compact_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(item, out)  # field: live_brokers
+    write_compact_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -996,27 +996,27 @@ def encode_UpdateMetadataRequest_v6(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v7(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, controller_epoch, broker_epoch = _S_iiq.unpack_from(buf, pos)  # field: controller_id, controller_epoch, broker_epoch
     pos += 16
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos + 1
 
 
@@ -1028,18 +1028,18 @@ def encode_UpdateMetadataRequest_v7(m: UpdateMetadataRequest, out: bytearray) ->
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(item, out)  # field: topic_states
-    items = m.live_brokers
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(_item, out)  # field: topic_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_compact_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(item, out)  # field: live_brokers
+    write_compact_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item, out)  # field: live_brokers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -1049,38 +1049,38 @@ def encode_UpdateMetadataRequest_v7(m: UpdateMetadataRequest, out: bytearray) ->
 def decode_UpdateMetadataRequest_v8(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
     controller_id, is_kraft_controller, controller_epoch, broker_epoch = _S_ioiq.unpack_from(buf, pos)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
     pos += 17
-    count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 19)  # field: topic_states
+    if _count < 0:
         raise null_error()  # field: topic_states
     else:
         topic_states = []
-        append = topic_states.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
-            append(item)
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
-    if count < 0:
+        _append = topic_states.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
+            _append(_item)
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
+    if _count < 0:
         raise null_error()  # field: live_brokers
     else:
         live_brokers = []
-        append = live_brokers.append
-        for _ in range(count):
-            item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
-            append(item)
+        _append = live_brokers.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         type = 0
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 (type,) = _S_b.unpack_from(buf, pos)  # field: type
                 pos += 1
-                check_tagged_size(pos, end, tag)  # field: type
+                check_tagged_size(pos, _end, _tag)  # field: type
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return UpdateMetadataRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, type=type, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return UpdateMetadataRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, type=type, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos + 1
 
 
@@ -1088,26 +1088,26 @@ def encode_UpdateMetadataRequest_v8(m: UpdateMetadataRequest, out: bytearray) ->
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
     out += _S_ioiq.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
-    items = m.topic_states
-    if items is None:
+    _items = m.topic_states
+    if _items is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, items)  # field: topic_states
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(item, out)  # field: topic_states
-    items = m.live_brokers
-    if items is None:
+    write_compact_array_length(out, _items)  # field: topic_states
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(_item, out)  # field: topic_states
+    _items = m.live_brokers
+    if _items is None:
         raise null_error()  # field: live_brokers
-    write_compact_array_length(out, items)  # field: live_brokers
-    for item in items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(item, out)  # field: live_brokers
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.type
-    if value != 0:
-        buffer = bytearray()
-        buffer += _S_b.pack(value)  # field: type
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    write_compact_array_length(out, _items)  # field: live_brokers
+    for _item in _items:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item, out)  # field: live_brokers
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.type
+    if _value != 0:
+        _buffer = bytearray()
+        _buffer += _S_b.pack(_value)  # field: type
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 
@@ -1128,8 +1128,8 @@ def decode_UpdateMetadataResponse_v6(buf: Buffer, pos: int) -> tuple[UpdateMetad
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateMetadataResponse(error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateMetadataResponse(error_code=error_code, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataResponse(error_code=error_code), pos + 1
 
 

@@ -158,8 +158,8 @@ def decode_UpdateRaftVoterRequestListener_v0(buf: Buffer, pos: int) -> tuple[Upd
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateRaftVoterRequestListener(name=name, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateRaftVoterRequestListener(name=name, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return UpdateRaftVoterRequestListener(name=name, host=host, port=port), pos + 1
 
 
@@ -177,8 +177,8 @@ def decode_UpdateRaftVoterRequestKRaftVersionFeature_v0(buf: Buffer, pos: int) -
     min_supported_version, max_supported_version = _S_hh.unpack_from(buf, pos)  # field: min_supported_version, max_supported_version
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateRaftVoterRequestKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateRaftVoterRequestKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version, unknown_tagged_fields=_unknown), pos
     return UpdateRaftVoterRequestKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
@@ -195,31 +195,31 @@ def decode_UpdateRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateRaftV
     current_leader_epoch, voter_id, voter_directory_id = _S_ii16s.unpack_from(buf, pos)  # field: current_leader_epoch, voter_id, voter_directory_id
     pos += 24
     voter_directory_id = uuid_from_bytes(voter_directory_id)
-    count, pos = read_compact_array_length(buf, pos, 5)  # field: listeners
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 5)  # field: listeners
+    if _count < 0:
         raise null_error()  # field: listeners
     else:
         listeners = []
-        append = listeners.append
-        for _ in range(count):
-            item, pos = decode_UpdateRaftVoterRequestListener_v0(buf, pos)  # field: listeners
-            append(item)
+        _append = listeners.append
+        for _ in range(_count):
+            _item, pos = decode_UpdateRaftVoterRequestListener_v0(buf, pos)  # field: listeners
+            _append(_item)
     kraft_version_feature, pos = decode_UpdateRaftVoterRequestKRaftVersionFeature_v0(buf, pos)  # field: kraft_version_feature
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateRaftVoterRequest(cluster_id=cluster_id, current_leader_epoch=current_leader_epoch, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners, kraft_version_feature=kraft_version_feature, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateRaftVoterRequest(cluster_id=cluster_id, current_leader_epoch=current_leader_epoch, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners, kraft_version_feature=kraft_version_feature, unknown_tagged_fields=_unknown), pos
     return UpdateRaftVoterRequest(cluster_id=cluster_id, current_leader_epoch=current_leader_epoch, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners, kraft_version_feature=kraft_version_feature), pos + 1
 
 
 def encode_UpdateRaftVoterRequest_v0(m: UpdateRaftVoterRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_ii16s.pack(m.current_leader_epoch, m.voter_id, m.voter_directory_id.bytes)  # field: current_leader_epoch, voter_id, voter_directory_id
-    items = m.listeners
-    if items is None:
+    _items = m.listeners
+    if _items is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, items)  # field: listeners
-    for item in items:
-        encode_UpdateRaftVoterRequestListener_v0(item, out)  # field: listeners
+    write_compact_array_length(out, _items)  # field: listeners
+    for _item in _items:
+        encode_UpdateRaftVoterRequestListener_v0(_item, out)  # field: listeners
     encode_UpdateRaftVoterRequestKRaftVersionFeature_v0(m.kraft_version_feature, out)  # field: kraft_version_feature
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -234,8 +234,8 @@ def decode_UpdateRaftVoterResponseCurrentLeader_v0(buf: Buffer, pos: int) -> tup
     port, = _S_i.unpack_from(buf, pos)  # field: port
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return UpdateRaftVoterResponseCurrentLeader(leader_id=leader_id, leader_epoch=leader_epoch, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return UpdateRaftVoterResponseCurrentLeader(leader_id=leader_id, leader_epoch=leader_epoch, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return UpdateRaftVoterResponseCurrentLeader(leader_id=leader_id, leader_epoch=leader_epoch, host=host, port=port), pos + 1
 
 
@@ -254,30 +254,30 @@ def decode_UpdateRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateRaft
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
         current_leader = UpdateRaftVoterResponseCurrentLeader()
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
                 current_leader, pos = decode_UpdateRaftVoterResponseCurrentLeader_v0(buf, pos)  # field: current_leader
-                check_tagged_size(pos, end, tag)  # field: current_leader
+                check_tagged_size(pos, _end, _tag)  # field: current_leader
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return UpdateRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, current_leader=current_leader, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return UpdateRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, current_leader=current_leader, unknown_tagged_fields=_unknown), pos
     return UpdateRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 
 def encode_UpdateRaftVoterResponse_v0(m: UpdateRaftVoterResponse, out: bytearray) -> None:
     out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.current_leader
-    if value != _DEFAULT_UpdateRaftVoterResponseCurrentLeader:
-        buffer = bytearray()
-        encode_UpdateRaftVoterResponseCurrentLeader_v0(value, buffer)  # field: current_leader
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.current_leader
+    if _value != _DEFAULT_UpdateRaftVoterResponseCurrentLeader:
+        _buffer = bytearray()
+        encode_UpdateRaftVoterResponseCurrentLeader_v0(_value, _buffer)  # field: current_leader
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

@@ -187,8 +187,8 @@ def decode_VoteRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[VoteReque
     partition_index, candidate_epoch, candidate_id, last_offset_epoch, last_offset = _S_iiiiq.unpack_from(buf, pos)  # field: partition_index, candidate_epoch, candidate_id, last_offset_epoch, last_offset
     pos += 24
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset, unknown_tagged_fields=_unknown), pos
     return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset), pos + 1
 
 
@@ -206,8 +206,8 @@ def decode_VoteRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple[VoteReque
     candidate_directory_id = uuid_from_bytes(candidate_directory_id)
     voter_directory_id = uuid_from_bytes(voter_directory_id)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, candidate_directory_id=candidate_directory_id, voter_directory_id=voter_directory_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, candidate_directory_id=candidate_directory_id, voter_directory_id=voter_directory_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset, unknown_tagged_fields=_unknown), pos
     return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, candidate_directory_id=candidate_directory_id, voter_directory_id=voter_directory_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset), pos + 1
 
 
@@ -221,29 +221,29 @@ def encode_VoteRequestPartitionData_v1(m: VoteRequestPartitionData, out: bytearr
 
 def decode_VoteRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[VoteRequestTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 25)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 25)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_VoteRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_VoteRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return VoteRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_VoteRequestTopicData_v0(m: VoteRequestTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_VoteRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_VoteRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -252,29 +252,29 @@ def encode_VoteRequestTopicData_v0(m: VoteRequestTopicData, out: bytearray) -> N
 
 def decode_VoteRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[VoteRequestTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 57)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 57)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_VoteRequestPartitionData_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_VoteRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return VoteRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_VoteRequestTopicData_v1(m: VoteRequestTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_VoteRequestPartitionData_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_VoteRequestPartitionData_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -283,29 +283,29 @@ def encode_VoteRequestTopicData_v1(m: VoteRequestTopicData, out: bytearray) -> N
 
 def decode_VoteRequest_v0(buf: Buffer, pos: int) -> tuple[VoteRequest, int]:
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_VoteRequestTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_VoteRequestTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteRequest(cluster_id=cluster_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteRequest(cluster_id=cluster_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return VoteRequest(cluster_id=cluster_id, topics=topics), pos + 1
 
 
 def encode_VoteRequest_v0(m: VoteRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_VoteRequestTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_VoteRequestTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -316,30 +316,30 @@ def decode_VoteRequest_v1(buf: Buffer, pos: int) -> tuple[VoteRequest, int]:
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     voter_id, = _S_i.unpack_from(buf, pos)  # field: voter_id
     pos += 4
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_VoteRequestTopicData_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_VoteRequestTopicData_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return VoteRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics), pos + 1
 
 
 def encode_VoteRequest_v1(m: VoteRequest, out: bytearray) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
     out += _S_i.pack(m.voter_id)  # field: voter_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_VoteRequestTopicData_v1(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_VoteRequestTopicData_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -350,8 +350,8 @@ def decode_VoteResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[VoteResp
     partition_index, error_code, leader_id, leader_epoch, vote_granted = _S_ihiio.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch, vote_granted
     pos += 15
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, vote_granted=vote_granted, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, vote_granted=vote_granted, unknown_tagged_fields=_unknown), pos
     return VoteResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, vote_granted=vote_granted), pos + 1
 
 
@@ -365,29 +365,29 @@ def encode_VoteResponsePartitionData_v0(m: VoteResponsePartitionData, out: bytea
 
 def decode_VoteResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[VoteResponseTopicData, int]:
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    count, pos = read_compact_array_length(buf, pos, 16)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 16)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_VoteResponsePartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_VoteResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return VoteResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
 def encode_VoteResponseTopicData_v0(m: VoteResponseTopicData, out: bytearray) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_VoteResponsePartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_VoteResponsePartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -401,8 +401,8 @@ def decode_VoteResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[VoteRespo
     port, = _S_H.unpack_from(buf, pos)  # field: port
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteResponseNodeEndpoint(node_id=node_id, host=host, port=port, unknown_tagged_fields=_unknown), pos
     return VoteResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
@@ -419,18 +419,18 @@ def encode_VoteResponseNodeEndpoint_v1(m: VoteResponseNodeEndpoint, out: bytearr
 def decode_VoteResponse_v0(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return VoteResponse(error_code=error_code, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return VoteResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return VoteResponse(error_code=error_code, topics=topics), pos + 1
 
 
@@ -438,12 +438,12 @@ def encode_VoteResponse_v0(m: VoteResponse, out: bytearray) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_VoteResponseTopicData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_VoteResponseTopicData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -453,60 +453,60 @@ def encode_VoteResponse_v0(m: VoteResponse, out: bytearray) -> None:
 def decode_VoteResponse_v1(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
         node_endpoints = []
-        unknown = {}
-        tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
-        for _ in range(tag_count):
-            tag, end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
-            if tag == 0:
-                count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
-                if count < 0:
+        _unknown = {}
+        _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
+        for _ in range(_tag_count):
+            _tag, _end, pos = read_tag_header(buf, pos)  # field: unknown_tagged_fields
+            if _tag == 0:
+                _count, pos = read_compact_array_length(buf, pos, 8)  # field: node_endpoints
+                if _count < 0:
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    append = node_endpoints.append
-                    for _ in range(count):
-                        item, pos = decode_VoteResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        append(item)
-                check_tagged_size(pos, end, tag)  # field: node_endpoints
+                    _append = node_endpoints.append
+                    for _ in range(_count):
+                        _item, pos = decode_VoteResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append(_item)
+                check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
-                unknown[tag] = raw_slice(buf, pos, end)  # field: unknown_tagged_fields
-                pos = end
-        return VoteResponse(error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=unknown), pos
+                _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
+                pos = _end
+        return VoteResponse(error_code=error_code, topics=topics, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return VoteResponse(error_code=error_code, topics=topics), pos + 1
 
 
 def encode_VoteResponse_v1(m: VoteResponse, out: bytearray) -> None:
     out += _S_h.pack(m.error_code)  # field: error_code
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_VoteResponseTopicData_v0(item, out)  # field: topics
-    tagged: list[tuple[int, bytearray]] = []
-    value = m.node_endpoints
-    if value is None or len(value) != 0:
-        buffer = bytearray()
-        items = value
-        if items is None:
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_VoteResponseTopicData_v0(_item, out)  # field: topics
+    _tagged: list[tuple[int, bytearray]] = []
+    _value = m.node_endpoints
+    if _value is None or len(_value) != 0:
+        _buffer = bytearray()
+        _items = _value
+        if _items is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(buffer, items)  # field: node_endpoints
-        for item in items:
-            encode_VoteResponseNodeEndpoint_v1(item, buffer)  # field: node_endpoints
-        tagged.append((0, buffer))
-    if tagged or m.unknown_tagged_fields:
-        write_tagged_fields(out, tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
+        write_compact_array_length(_buffer, _items)  # field: node_endpoints
+        for _item in _items:
+            encode_VoteResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        _tagged.append((0, _buffer))
+    if _tagged or m.unknown_tagged_fields:
+        write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
         out.append(0)
 

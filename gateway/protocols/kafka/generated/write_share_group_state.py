@@ -173,8 +173,8 @@ def decode_WriteShareGroupStateRequestStateBatch_v0(buf: Buffer, pos: int) -> tu
     first_offset, last_offset, delivery_state, delivery_count = _S_qqbh.unpack_from(buf, pos)  # field: first_offset, last_offset, delivery_state, delivery_count
     pos += 19
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteShareGroupStateRequestStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteShareGroupStateRequestStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateRequestStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count), pos + 1
 
 
@@ -189,29 +189,29 @@ def encode_WriteShareGroupStateRequestStateBatch_v0(m: WriteShareGroupStateReque
 def decode_WriteShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateRequestPartitionData, int]:
     partition, state_epoch, leader_epoch, start_offset = _S_iiiq.unpack_from(buf, pos)  # field: partition, state_epoch, leader_epoch, start_offset
     pos += 20
-    count, pos = read_compact_array_length(buf, pos, 20)  # field: state_batches
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 20)  # field: state_batches
+    if _count < 0:
         raise null_error()  # field: state_batches
     else:
         state_batches = []
-        append = state_batches.append
-        for _ in range(count):
-            item, pos = decode_WriteShareGroupStateRequestStateBatch_v0(buf, pos)  # field: state_batches
-            append(item)
+        _append = state_batches.append
+        for _ in range(_count):
+            _item, pos = decode_WriteShareGroupStateRequestStateBatch_v0(buf, pos)  # field: state_batches
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, leader_epoch=leader_epoch, start_offset=start_offset, state_batches=state_batches, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, leader_epoch=leader_epoch, start_offset=start_offset, state_batches=state_batches, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, leader_epoch=leader_epoch, start_offset=start_offset, state_batches=state_batches), pos + 1
 
 
 def encode_WriteShareGroupStateRequestPartitionData_v0(m: WriteShareGroupStateRequestPartitionData, out: bytearray) -> None:
     out += _S_iiiq.pack(m.partition, m.state_epoch, m.leader_epoch, m.start_offset)  # field: partition, state_epoch, leader_epoch, start_offset
-    items = m.state_batches
-    if items is None:
+    _items = m.state_batches
+    if _items is None:
         raise null_error()  # field: state_batches
-    write_compact_array_length(out, items)  # field: state_batches
-    for item in items:
-        encode_WriteShareGroupStateRequestStateBatch_v0(item, out)  # field: state_batches
+    write_compact_array_length(out, _items)  # field: state_batches
+    for _item in _items:
+        encode_WriteShareGroupStateRequestStateBatch_v0(_item, out)  # field: state_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -222,29 +222,29 @@ def decode_WriteShareGroupStateRequestWriteStateData_v0(buf: Buffer, pos: int) -
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 22)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 22)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_WriteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_WriteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteShareGroupStateRequestWriteStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteShareGroupStateRequestWriteStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateRequestWriteStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_WriteShareGroupStateRequestWriteStateData_v0(m: WriteShareGroupStateRequestWriteStateData, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_WriteShareGroupStateRequestPartitionData_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_WriteShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -253,29 +253,29 @@ def encode_WriteShareGroupStateRequestWriteStateData_v0(m: WriteShareGroupStateR
 
 def decode_WriteShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_WriteShareGroupStateRequestWriteStateData_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_WriteShareGroupStateRequestWriteStateData_v0(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
 def encode_WriteShareGroupStateRequest_v0(m: WriteShareGroupStateRequest, out: bytearray) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_WriteShareGroupStateRequestWriteStateData_v0(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_WriteShareGroupStateRequestWriteStateData_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -287,8 +287,8 @@ def decode_WriteShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int)
     pos += 6
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message), pos + 1
 
 
@@ -305,29 +305,29 @@ def decode_WriteShareGroupStateResponseWriteStateResult_v0(buf: Buffer, pos: int
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 8)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_WriteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_WriteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteShareGroupStateResponseWriteStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteShareGroupStateResponseWriteStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateResponseWriteStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
 def encode_WriteShareGroupStateResponseWriteStateResult_v0(m: WriteShareGroupStateResponseWriteStateResult, out: bytearray) -> None:
     out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_WriteShareGroupStateResponsePartitionResult_v0(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_WriteShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -335,28 +335,28 @@ def encode_WriteShareGroupStateResponseWriteStateResult_v0(m: WriteShareGroupSta
 
 
 def decode_WriteShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 18)  # field: results
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 18)  # field: results
+    if _count < 0:
         raise null_error()  # field: results
     else:
         results = []
-        append = results.append
-        for _ in range(count):
-            item, pos = decode_WriteShareGroupStateResponseWriteStateResult_v0(buf, pos)  # field: results
-            append(item)
+        _append = results.append
+        for _ in range(_count):
+            _item, pos = decode_WriteShareGroupStateResponseWriteStateResult_v0(buf, pos)  # field: results
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteShareGroupStateResponse(results=results, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateResponse(results=results), pos + 1
 
 
 def encode_WriteShareGroupStateResponse_v0(m: WriteShareGroupStateResponse, out: bytearray) -> None:
-    items = m.results
-    if items is None:
+    _items = m.results
+    if _items is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, items)  # field: results
-    for item in items:
-        encode_WriteShareGroupStateResponseWriteStateResult_v0(item, out)  # field: results
+    write_compact_array_length(out, _items)  # field: results
+    for _item in _items:
+        encode_WriteShareGroupStateResponseWriteStateResult_v0(_item, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -163,45 +163,45 @@ _S_qho = _struct.Struct('>qh?')
 
 def decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequestWritableTxnMarkerTopic, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     return WriteTxnMarkersRequestWritableTxnMarkerTopic(name=name, partition_indexes=partition_indexes), pos
 
 
 def encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(m: WriteTxnMarkersRequestWritableTxnMarkerTopic, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequestWritableTxnMarkerTopic, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
+    if _count < 0:
         raise null_error()  # field: partition_indexes
     else:
-        partition_indexes, pos = read_fixed_array(buf, pos, count, 'i', 4)  # field: partition_indexes
+        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteTxnMarkersRequestWritableTxnMarkerTopic(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteTxnMarkersRequestWritableTxnMarkerTopic(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersRequestWritableTxnMarkerTopic(name=name, partition_indexes=partition_indexes), pos + 1
 
 
 def encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(m: WriteTxnMarkersRequestWritableTxnMarkerTopic, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partition_indexes
-    if items is None:
+    _items = m.partition_indexes
+    if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, items)  # field: partition_indexes
-    write_fixed_array(out, items, 'i')  # field: partition_indexes
+    write_compact_array_length(out, _items)  # field: partition_indexes
+    write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -211,15 +211,15 @@ def encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(m: WriteTxnMarkersReq
 def decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequestWritableTxnMarker, int]:
     producer_id, producer_epoch, transaction_result = _S_qho.unpack_from(buf, pos)  # field: producer_id, producer_epoch, transaction_result
     pos += 11
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(buf, pos)  # field: topics
+            _append(_item)
     coordinator_epoch, = _S_i.unpack_from(buf, pos)  # field: coordinator_epoch
     pos += 4
     return WriteTxnMarkersRequestWritableTxnMarker(producer_id=producer_id, producer_epoch=producer_epoch, transaction_result=transaction_result, topics=topics, coordinator_epoch=coordinator_epoch), pos
@@ -227,12 +227,12 @@ def decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf: Buffer, pos: int) -> 
 
 def encode_WriteTxnMarkersRequestWritableTxnMarker_v0(m: WriteTxnMarkersRequestWritableTxnMarker, out: bytearray) -> None:
     out += _S_qho.pack(m.producer_id, m.producer_epoch, m.transaction_result)  # field: producer_id, producer_epoch, transaction_result
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(_item, out)  # field: topics
     out += _S_i.pack(m.coordinator_epoch)  # field: coordinator_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -241,31 +241,31 @@ def encode_WriteTxnMarkersRequestWritableTxnMarker_v0(m: WriteTxnMarkersRequestW
 def decode_WriteTxnMarkersRequestWritableTxnMarker_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequestWritableTxnMarker, int]:
     producer_id, producer_epoch, transaction_result = _S_qho.unpack_from(buf, pos)  # field: producer_id, producer_epoch, transaction_result
     pos += 11
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(buf, pos)  # field: topics
+            _append(_item)
     coordinator_epoch, = _S_i.unpack_from(buf, pos)  # field: coordinator_epoch
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteTxnMarkersRequestWritableTxnMarker(producer_id=producer_id, producer_epoch=producer_epoch, transaction_result=transaction_result, topics=topics, coordinator_epoch=coordinator_epoch, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteTxnMarkersRequestWritableTxnMarker(producer_id=producer_id, producer_epoch=producer_epoch, transaction_result=transaction_result, topics=topics, coordinator_epoch=coordinator_epoch, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersRequestWritableTxnMarker(producer_id=producer_id, producer_epoch=producer_epoch, transaction_result=transaction_result, topics=topics, coordinator_epoch=coordinator_epoch), pos + 1
 
 
 def encode_WriteTxnMarkersRequestWritableTxnMarker_v1(m: WriteTxnMarkersRequestWritableTxnMarker, out: bytearray) -> None:
     out += _S_qho.pack(m.producer_id, m.producer_epoch, m.transaction_result)  # field: producer_id, producer_epoch, transaction_result
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(_item, out)  # field: topics
     out += _S_i.pack(m.coordinator_epoch)  # field: coordinator_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -274,52 +274,52 @@ def encode_WriteTxnMarkersRequestWritableTxnMarker_v1(m: WriteTxnMarkersRequestW
 
 
 def decode_WriteTxnMarkersRequest_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequest, int]:
-    count, pos = read_array_length(buf, pos, 19)  # field: markers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 19)  # field: markers
+    if _count < 0:
         raise null_error()  # field: markers
     else:
         markers = []
-        append = markers.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf, pos)  # field: markers
-            append(item)
+        _append = markers.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf, pos)  # field: markers
+            _append(_item)
     return WriteTxnMarkersRequest(markers=markers), pos
 
 
 def encode_WriteTxnMarkersRequest_v0(m: WriteTxnMarkersRequest, out: bytearray) -> None:
-    items = m.markers
-    if items is None:
+    _items = m.markers
+    if _items is None:
         raise null_error()  # field: markers
-    write_array_length(out, items)  # field: markers
-    for item in items:
-        encode_WriteTxnMarkersRequestWritableTxnMarker_v0(item, out)  # field: markers
+    write_array_length(out, _items)  # field: markers
+    for _item in _items:
+        encode_WriteTxnMarkersRequestWritableTxnMarker_v0(_item, out)  # field: markers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_WriteTxnMarkersRequest_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequest, int]:
-    count, pos = read_compact_array_length(buf, pos, 17)  # field: markers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 17)  # field: markers
+    if _count < 0:
         raise null_error()  # field: markers
     else:
         markers = []
-        append = markers.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v1(buf, pos)  # field: markers
-            append(item)
+        _append = markers.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v1(buf, pos)  # field: markers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteTxnMarkersRequest(markers=markers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteTxnMarkersRequest(markers=markers, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersRequest(markers=markers), pos + 1
 
 
 def encode_WriteTxnMarkersRequest_v1(m: WriteTxnMarkersRequest, out: bytearray) -> None:
-    items = m.markers
-    if items is None:
+    _items = m.markers
+    if _items is None:
         raise null_error()  # field: markers
-    write_compact_array_length(out, items)  # field: markers
-    for item in items:
-        encode_WriteTxnMarkersRequestWritableTxnMarker_v1(item, out)  # field: markers
+    write_compact_array_length(out, _items)  # field: markers
+    for _item in _items:
+        encode_WriteTxnMarkersRequestWritableTxnMarker_v1(_item, out)  # field: markers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -342,8 +342,8 @@ def decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(buf: Buffe
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(partition_index=partition_index, error_code=error_code, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(partition_index=partition_index, error_code=error_code), pos + 1
 
 
@@ -357,55 +357,55 @@ def encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(m: WriteTx
 
 def decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerTopicResult, int]:
     name, pos = read_string(buf, pos)  # field: name
-    count, pos = read_array_length(buf, pos, 6)  # field: partitions
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(buf, pos)  # field: partitions
+            _append(_item)
     return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(name=name, partitions=partitions), pos
 
 
 def encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerTopicResult, out: bytearray) -> None:
     write_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(item, out)  # field: partitions
+    write_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(_item, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerTopicResult, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 7)  # field: partitions
+    if _count < 0:
         raise null_error()  # field: partitions
     else:
         partitions = []
-        append = partitions.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(buf, pos)  # field: partitions
-            append(item)
+        _append = partitions.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(buf, pos)  # field: partitions
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(name=name, partitions=partitions, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(name=name, partitions=partitions), pos + 1
 
 
 def encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerTopicResult, out: bytearray) -> None:
     write_compact_string(out, m.name)  # field: name
-    items = m.partitions
-    if items is None:
+    _items = m.partitions
+    if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, items)  # field: partitions
-    for item in items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(item, out)  # field: partitions
+    write_compact_array_length(out, _items)  # field: partitions
+    for _item in _items:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(_item, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -415,26 +415,26 @@ def encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(m: WriteTxnMar
 def decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerResult, int]:
     producer_id, = _S_q.unpack_from(buf, pos)  # field: producer_id
     pos += 8
-    count, pos = read_array_length(buf, pos, 6)  # field: topics
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 6)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(buf, pos)  # field: topics
+            _append(_item)
     return WriteTxnMarkersResponseWritableTxnMarkerResult(producer_id=producer_id, topics=topics), pos
 
 
 def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerResult, out: bytearray) -> None:
     out += _S_q.pack(m.producer_id)  # field: producer_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_array_length(out, items)  # field: topics
-    for item in items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(item, out)  # field: topics
+    write_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(_item, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -442,29 +442,29 @@ def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(m: WriteTxnMarkersR
 def decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerResult, int]:
     producer_id, = _S_q.unpack_from(buf, pos)  # field: producer_id
     pos += 8
-    count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
+    if _count < 0:
         raise null_error()  # field: topics
     else:
         topics = []
-        append = topics.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(buf, pos)  # field: topics
-            append(item)
+        _append = topics.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(buf, pos)  # field: topics
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteTxnMarkersResponseWritableTxnMarkerResult(producer_id=producer_id, topics=topics, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteTxnMarkersResponseWritableTxnMarkerResult(producer_id=producer_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersResponseWritableTxnMarkerResult(producer_id=producer_id, topics=topics), pos + 1
 
 
 def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerResult, out: bytearray) -> None:
     out += _S_q.pack(m.producer_id)  # field: producer_id
-    items = m.topics
-    if items is None:
+    _items = m.topics
+    if _items is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, items)  # field: topics
-    for item in items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(item, out)  # field: topics
+    write_compact_array_length(out, _items)  # field: topics
+    for _item in _items:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(_item, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -472,52 +472,52 @@ def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(m: WriteTxnMarkersR
 
 
 def decode_WriteTxnMarkersResponse_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponse, int]:
-    count, pos = read_array_length(buf, pos, 12)  # field: markers
-    if count < 0:
+    _count, pos = read_array_length(buf, pos, 12)  # field: markers
+    if _count < 0:
         raise null_error()  # field: markers
     else:
         markers = []
-        append = markers.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(buf, pos)  # field: markers
-            append(item)
+        _append = markers.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(buf, pos)  # field: markers
+            _append(_item)
     return WriteTxnMarkersResponse(markers=markers), pos
 
 
 def encode_WriteTxnMarkersResponse_v0(m: WriteTxnMarkersResponse, out: bytearray) -> None:
-    items = m.markers
-    if items is None:
+    _items = m.markers
+    if _items is None:
         raise null_error()  # field: markers
-    write_array_length(out, items)  # field: markers
-    for item in items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(item, out)  # field: markers
+    write_array_length(out, _items)  # field: markers
+    for _item in _items:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(_item, out)  # field: markers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_WriteTxnMarkersResponse_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponse, int]:
-    count, pos = read_compact_array_length(buf, pos, 10)  # field: markers
-    if count < 0:
+    _count, pos = read_compact_array_length(buf, pos, 10)  # field: markers
+    if _count < 0:
         raise null_error()  # field: markers
     else:
         markers = []
-        append = markers.append
-        for _ in range(count):
-            item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(buf, pos)  # field: markers
-            append(item)
+        _append = markers.append
+        for _ in range(_count):
+            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(buf, pos)  # field: markers
+            _append(_item)
     if buf[pos]:  # field: unknown_tagged_fields
-        unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
-        return WriteTxnMarkersResponse(markers=markers, unknown_tagged_fields=unknown), pos
+        _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
+        return WriteTxnMarkersResponse(markers=markers, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersResponse(markers=markers), pos + 1
 
 
 def encode_WriteTxnMarkersResponse_v1(m: WriteTxnMarkersResponse, out: bytearray) -> None:
-    items = m.markers
-    if items is None:
+    _items = m.markers
+    if _items is None:
         raise null_error()  # field: markers
-    write_compact_array_length(out, items)  # field: markers
-    for item in items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(item, out)  # field: markers
+    write_compact_array_length(out, _items)  # field: markers
+    for _item in _items:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(_item, out)  # field: markers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
