@@ -52,7 +52,7 @@ def expand_arguments(arguments: Iterable[str | Path]) -> tuple[list[Path], list[
     for arg in arguments:
         text = str(arg)
         if any(ch in text for ch in "*?["):
-            matches = [Path(p) for p in sorted(glob.glob(text)) if Path(p).is_file()]
+            matches = [Path(p) for p in sorted(glob.glob(text)) if Path(p).is_file() and not p.endswith(".lock")]
         elif Path(text).is_dir():
             matches = [p for p in sorted(Path(text).iterdir()) if p.is_file() and looks_like_chain_file(p)]
         else:

@@ -437,7 +437,7 @@ class FileSink(AuditSink):
     of events at risk).
 
     A second process with the same worker id (e.g. an old worker still draining after a reload) cannot share
-    the chain: the writer holds an exclusive lock on `<chain>.lock` and, if it is taken, writes its own chain
+    the chain: the writer holds an exclusive lock on `.<chain>.lock` and, if it is taken, writes its own chain
     `audit.w<N>.p<pid>.jsonl` instead.
     """
 
@@ -511,7 +511,8 @@ class FileSink(AuditSink):
     def _lock_chain(self) -> None:
         if self._lock_fd is not None:
             return
-        lock_path = self.chain_path.with_name(self.chain_path.name + ".lock")
+        # Hidden, so `audit.w1.jsonl*` globs given to `verify` do not pick it up.
+        lock_path = self.chain_path.with_name(f".{self.chain_path.name}.lock")
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
