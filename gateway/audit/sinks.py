@@ -507,6 +507,8 @@ class FileSink(AuditSink):
                 break
         self._fd = os.open(self.chain_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = os.fstat(self._fd).st_size
+        if self._first_seqs[0] is None:  # a new live file starts with the next line of the chain
+            self._first_seqs[0] = self._chain.head[0] + 1
 
     def _lock_chain(self) -> None:
         if self._lock_fd is not None:

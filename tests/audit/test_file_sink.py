@@ -122,7 +122,7 @@ def test_dropped_line_is_named(rotated: Path) -> None:
 
 
 def test_inserted_line_is_named(rotated: Path) -> None:
-    _rewrite(rotated / "audit.w1.jsonl.1", lambda lines: lines.insert(2, lines[1]))
+    _rewrite(rotated / "audit.w1.jsonl.1", lambda lines: lines.insert(2, lines[5]))
     result = verify_files([rotated])
     assert not result.ok and any(p.startswith("audit.w1.jsonl.1:3:") for p in result.problems), result.problems
 
