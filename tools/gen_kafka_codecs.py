@@ -483,6 +483,15 @@ class StructCodegen:
         flex = self.flexible(f, version)
         nullable = version in f.nullable
         lines: list[str] = []
+        if f.is_array and f.type in FIXED_TYPES and f.type != "uuid":
+            # One helper call reads count and values of fixed-width arrays (replica lists and the like).
+            code, size = FIXED_TYPES[f.type]
+            reader = "read_compact_fixed_array" if flex else "read_fixed_array"
+            lines.append(f"{ind}{target}, pos = {reader}(buf, pos, {code!r}, {size}){note}")
+            if not nullable:
+                lines.append(f"{ind}if {target} is None:")
+                lines.append(f"{ind}    raise null_error(){note}")
+            return lines
         if f.is_array:
             reader = "read_compact_array_length" if flex else "read_array_length"
             lines.append(f"{ind}_count, pos = {reader}(buf, pos, {self.element_min_size(f, version)}){note}")
@@ -493,10 +502,6 @@ class StructCodegen:
                 lines.append(f"{ind}    raise null_error(){note}")
             lines.append(f"{ind}else:")
             inner = ind + "    "
-            if f.type in FIXED_TYPES and f.type != "uuid":
-                code, size = FIXED_TYPES[f.type]
-                lines.append(f"{inner}{target}, pos = read_fixed_array(buf, pos, _count, {code!r}, {size}){note}")
-                return lines
             if f.struct is not None:
                 item_reader = self.fn("decode", f.struct, version)
             elif f.type == "uuid":
@@ -606,16 +611,16 @@ class StructCodegen:
             if not nullable:
                 lines.append(f"{ind}if _items is None:")
                 lines.append(f"{ind}    raise null_error(){note}")
+            if f.type in FIXED_TYPES and f.type != "uuid":
+                writer = "write_compact_fixed_array" if flex else "write_fixed_array"
+                lines.append(f"{ind}{writer}({out}, _items, {FIXED_TYPES[f.type][0]!r}){note}")
+                return lines
             writer = "write_compact_array_length" if flex else "write_array_length"
             lines.append(f"{ind}{writer}({out}, _items){note}")
             body_ind = ind
             if nullable:
                 lines.append(f"{ind}if _items is not None:")
                 body_ind = ind + "    "
-            if f.type in FIXED_TYPES and f.type != "uuid":
-                code = FIXED_TYPES[f.type][0]
-                lines.append(f"{body_ind}write_fixed_array({out}, _items, {code!r}){note}")
-                return lines
             if f.struct is not None:
                 item_writer = self.fn("encode", f.struct, version)
             elif f.type == "uuid":
@@ -727,6 +732,7 @@ from {package}.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -743,6 +749,7 @@ from {package}.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,

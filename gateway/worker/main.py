@@ -22,7 +22,9 @@ from typing import Any
 
 from gateway.config import Config, from_plain, parse_host_port
 from gateway.logsetup import configure_logging
+from gateway.protocols.kafka import codec, framing
 from gateway.protocols.kafka.addresses import AddressBook
+from gateway.protocols.kafka.generated.metadata import MetadataRequest
 from gateway.supervisor.context import WorkerContext
 from gateway.supervisor.control import (
     BOOT_FAILURE_EXIT_CODE,
@@ -96,6 +98,23 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGINT, self.begin_drain, self.config.server.drain_timeout)
         self._send_control({"type": "ready"})
         self._heartbeat()
+        self.loop.create_task(self._discover_nodes_periodically())
+
+    async def _discover_nodes_periodically(self) -> None:
+        """Learn the broker's nodes from the bootstrap broker and bind their ports, at start and every minute.
+
+        Without this, a client that reconnects straight to a node port (from cached metadata) after a worker
+        restart, or lands on another replica, would find nothing listening there.
+        """
+        while not self.draining:
+            try:
+                for node_id, address in await fetch_broker_nodes(self.runtime):
+                    discovered: list[tuple[int, tuple[str, int]]] = []
+                    self.runtime.book.learn(node_id, address[0], address[1], discovered)
+                    self._ensure_node_listener(node_id, address)
+            except (OSError, EOFError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
+                log.warning("broker node discovery from %s:%d failed: %s", *self.runtime.bootstrap, exc)
+            await asyncio.sleep(60)
 
     def _ensure_node_listener(self, node_id: int, upstream: tuple[str, int]) -> None:
         """Bind node_port_base + node_id in this worker (if not yet) so the rewritten address answers."""
@@ -214,6 +233,26 @@ class Worker:
         for conn in list(self.runtime.connections):
             conn.close("drain timeout reached with requests in flight", level=logging.WARNING)
         self.done.set()
+
+
+async def fetch_broker_nodes(rt: ProxyRuntime) -> list[tuple[int, tuple[str, int]]]:
+    """One Metadata v1 request (no topics) to the bootstrap broker: its list of nodes and their addresses."""
+    host, port = rt.bootstrap
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(
+        host, port, ssl=rt.upstream_ssl,
+        server_hostname=(rt.upstream_server_name or host) if rt.upstream_ssl else None), rt.connect_timeout)
+    try:
+        request = MetadataRequest(topics=[])
+        writer.write(framing.encode_frame([framing.request_header(3, 1, 1, "streamgate-discovery", 1),
+                                           codec.encode_request(3, 1, request)]))
+        size = framing.read_size(await asyncio.wait_for(reader.readexactly(4), rt.connect_timeout), 0)
+        if not 4 <= size <= rt.max_frame_bytes:
+            raise ValueError(f"impossible Metadata response length {size}")
+        payload = await asyncio.wait_for(reader.readexactly(size), rt.connect_timeout)
+        body, _ = codec.decode_response(3, 1, payload, 4)
+        return [(b.node_id, (b.host, b.port)) for b in body.brokers]
+    finally:
+        writer.close()
 
 
 def run_worker(ctx: WorkerContext) -> int:

@@ -218,3 +218,19 @@ def test_sigttin_sigttou_change_worker_count(tansu, tmp_path):
         client.close()
     finally:
         assert gw.stop() == 0
+
+
+def test_node_ports_are_bound_at_worker_start(tansu, tmp_path):
+    """A client with cached metadata can reach a node port before it ever asks this gateway for metadata."""
+    gw = start_gateway(tansu.address, tmp_path, workers=2)
+    try:
+        # both workers learn the broker's nodes on their own at start
+        deadline = time.monotonic() + 20
+        while gw.log_text().count("serving broker node 111") < 2:
+            assert time.monotonic() < deadline, gw.log_text()[-2000:]
+            time.sleep(0.05)
+        client = RawClient(f"127.0.0.1:{gw.node_port_base + 111}")
+        assert metadata_ok(client)
+        client.close()
+    finally:
+        assert gw.stop() == 0

@@ -109,7 +109,7 @@ def build_batch(
     producer_epoch: int = -1,
     base_sequence: int = -1,
     *,
-    partition_leader_epoch: int = 0,
+    partition_leader_epoch: int = -1,  # what producers send; brokers fill in the real epoch
     base_timestamp: int = 1_700_000_000_000,
     timestamp_deltas: Sequence[int] | None = None,
     offset_deltas: Sequence[int] | None = None,

@@ -109,32 +109,36 @@ def uuid_from_bytes(raw: bytes) -> UUID:
     return cached
 
 
-def _utf8(buf: Buffer, pos: int, end: int) -> str:
-    if end > len(buf):
-        raise _truncated(end - pos, pos, len(buf))
-    return str(buf[pos:end], "utf-8")
-
-
 def _raw(buf: Buffer, pos: int, end: int) -> bytes:
     if end > len(buf):
         raise _truncated(end - pos, pos, len(buf))
     return bytes(buf[pos:end])
 
 
+# The string readers repeat their few lines instead of sharing a helper: one Python call less per string
+# matters on Metadata responses. str(..., "utf-8") accepts bytes and memoryview slices alike.
+
+
 def read_string(buf: Buffer, pos: int) -> tuple[str, int]:
     (length,) = _INT16.unpack_from(buf, pos)
     if length < 0:
         raise null_error()
-    end = pos + 2 + length
-    return _utf8(buf, pos + 2, end), end
+    pos += 2
+    end = pos + length
+    if end > len(buf):
+        raise _truncated(length, pos, len(buf))
+    return str(buf[pos:end], "utf-8"), end
 
 
 def read_nullable_string(buf: Buffer, pos: int) -> tuple[str | None, int]:
     (length,) = _INT16.unpack_from(buf, pos)
+    pos += 2
     if length < 0:
-        return None, pos + 2
-    end = pos + 2 + length
-    return _utf8(buf, pos + 2, end), end
+        return None, pos
+    end = pos + length
+    if end > len(buf):
+        raise _truncated(length, pos, len(buf))
+    return str(buf[pos:end], "utf-8"), end
 
 
 def read_compact_string(buf: Buffer, pos: int) -> tuple[str, int]:
@@ -146,7 +150,9 @@ def read_compact_string(buf: Buffer, pos: int) -> tuple[str, int]:
     if length == 0:
         raise null_error()
     end = pos + length - 1
-    return _utf8(buf, pos, end), end
+    if end > len(buf):
+        raise _truncated(length - 1, pos, len(buf))
+    return str(buf[pos:end], "utf-8"), end
 
 
 def read_compact_nullable_string(buf: Buffer, pos: int) -> tuple[str | None, int]:
@@ -158,7 +164,9 @@ def read_compact_nullable_string(buf: Buffer, pos: int) -> tuple[str | None, int
     if length == 0:
         return None, pos
     end = pos + length - 1
-    return _utf8(buf, pos, end), end
+    if end > len(buf):
+        raise _truncated(length - 1, pos, len(buf))
+    return str(buf[pos:end], "utf-8"), end
 
 
 def read_bytes(buf: Buffer, pos: int) -> tuple[bytes, int]:
@@ -215,10 +223,44 @@ def read_compact_array_length(buf: Buffer, pos: int, min_item_size: int) -> tupl
     return count, pos
 
 
-def read_fixed_array(buf: Buffer, pos: int, count: int, code: str, size: int) -> tuple[list[Any], int]:
-    """``count`` big-endian fixed-width values (``code`` is a struct format letter) as a list."""
-    values = list(struct.unpack_from(f">{count}{code}", buf, pos))
-    return values, pos + count * size
+# Precompiled formats for the array sizes that actually occur (replica lists, partition lists); larger
+# arrays compile their format on the fly after the length has been checked against the buffer.
+_ARRAY_STRUCTS_CACHED = 64
+_ARRAY_STRUCTS: dict[str, list[struct.Struct]] = {
+    code: [struct.Struct(f">{count}{code}") for count in range(_ARRAY_STRUCTS_CACHED)] for code in "?bhHiIqd"
+}
+
+
+def _array_struct(code: str, count: int) -> struct.Struct:
+    if count < _ARRAY_STRUCTS_CACHED:
+        return _ARRAY_STRUCTS[code][count]
+    return struct.Struct(f">{count}{code}")
+
+
+def read_fixed_array(buf: Buffer, pos: int, code: str, size: int) -> tuple[list[Any] | None, int]:
+    """int32-counted array of fixed-width values (``code`` is a struct format letter); None when null."""
+    (count,) = _INT32.unpack_from(buf, pos)
+    pos += 4
+    if count < 0:
+        return None, pos
+    if count * size > len(buf) - pos:
+        raise _truncated(count * size, pos, len(buf))
+    return list(_array_struct(code, count).unpack_from(buf, pos)), pos + count * size
+
+
+def read_compact_fixed_array(buf: Buffer, pos: int, code: str, size: int) -> tuple[list[Any] | None, int]:
+    """uvarint-counted (count + 1, 0 = null) array of fixed-width values; None when null."""
+    count = buf[pos]
+    if count < 0x80:
+        pos += 1
+    else:
+        count, pos = read_uvarint(buf, pos)
+    if count == 0:
+        return None, pos
+    count -= 1
+    if count * size > len(buf) - pos:
+        raise _truncated(count * size, pos, len(buf))
+    return list(_array_struct(code, count).unpack_from(buf, pos)), pos + count * size
 
 
 def read_unknown_tagged_fields(buf: Buffer, pos: int) -> tuple[dict[int, bytes], int]:
@@ -331,7 +373,11 @@ def write_nullable_bytes(out: bytearray, value: bytes | None) -> None:
 def write_compact_bytes(out: bytearray, value: bytes) -> None:
     if value is None:
         raise null_error()
-    write_uvarint(out, len(value) + 1)
+    length = len(value) + 1
+    if length < 0x80:
+        out.append(length)
+    else:
+        out += uvarint_bytes(length)
     out += value
 
 
@@ -349,12 +395,32 @@ def write_array_length(out: bytearray, items: list[Any] | None) -> None:
 def write_compact_array_length(out: bytearray, items: list[Any] | None) -> None:
     if items is None:
         out.append(0)
+        return
+    length = len(items) + 1
+    if length < 0x80:
+        out.append(length)
     else:
-        write_uvarint(out, len(items) + 1)
+        out += uvarint_bytes(length)
 
 
-def write_fixed_array(out: bytearray, items: list[Any], code: str) -> None:
-    out += struct.pack(f">{len(items)}{code}", *items)
+def write_fixed_array(out: bytearray, items: list[Any] | None, code: str) -> None:
+    if items is None:
+        out += b"\xff\xff\xff\xff"
+        return
+    out += _INT32.pack(len(items))
+    out += _array_struct(code, len(items)).pack(*items)
+
+
+def write_compact_fixed_array(out: bytearray, items: list[Any] | None, code: str) -> None:
+    if items is None:
+        out.append(0)
+        return
+    length = len(items) + 1
+    if length < 0x80:
+        out.append(length)
+    else:
+        out += uvarint_bytes(length)
+    out += _array_struct(code, len(items)).pack(*items)
 
 
 def write_uuid(out: bytearray, value: UUID) -> None:

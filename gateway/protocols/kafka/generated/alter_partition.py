@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -208,11 +210,9 @@ def encode_AlterPartitionRequestBrokerState_v3(m: AlterPartitionRequestBrokerSta
 def decode_AlterPartitionRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
     partition_index, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: partition_index, leader_epoch
     pos += 8
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: new_isr
-    if _count < 0:
+    new_isr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: new_isr
+    if new_isr is None:
         raise null_error()  # field: new_isr
-    else:
-        new_isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: new_isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -230,8 +230,7 @@ def encode_AlterPartitionRequestPartitionData_v0(m: AlterPartitionRequestPartiti
     _items = m.new_isr
     if _items is None:
         raise null_error()  # field: new_isr
-    write_compact_array_length(out, _items)  # field: new_isr
-    write_fixed_array(out, _items, 'i')  # field: new_isr
+    write_compact_fixed_array(out, _items, 'i')  # field: new_isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -242,11 +241,9 @@ def encode_AlterPartitionRequestPartitionData_v0(m: AlterPartitionRequestPartiti
 def decode_AlterPartitionRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
     partition_index, leader_epoch = _S_ii.unpack_from(buf, pos)  # field: partition_index, leader_epoch
     pos += 8
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: new_isr
-    if _count < 0:
+    new_isr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: new_isr
+    if new_isr is None:
         raise null_error()  # field: new_isr
-    else:
-        new_isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: new_isr
     leader_recovery_state, partition_epoch = _S_bi.unpack_from(buf, pos)  # field: leader_recovery_state, partition_epoch
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
@@ -262,8 +259,7 @@ def encode_AlterPartitionRequestPartitionData_v1(m: AlterPartitionRequestPartiti
     _items = m.new_isr
     if _items is None:
         raise null_error()  # field: new_isr
-    write_compact_array_length(out, _items)  # field: new_isr
-    write_fixed_array(out, _items, 'i')  # field: new_isr
+    write_compact_fixed_array(out, _items, 'i')  # field: new_isr
     out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -567,11 +563,9 @@ def encode_AlterPartitionRequest_v3(m: AlterPartitionRequest, out: bytearray) ->
 def decode_AlterPartitionResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionResponsePartitionData, int]:
     partition_index, error_code, leader_id, leader_epoch = _S_ihii.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch
     pos += 14
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -585,8 +579,7 @@ def encode_AlterPartitionResponsePartitionData_v0(m: AlterPartitionResponseParti
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, _items)  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
+    write_compact_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -597,11 +590,9 @@ def encode_AlterPartitionResponsePartitionData_v0(m: AlterPartitionResponseParti
 def decode_AlterPartitionResponsePartitionData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionResponsePartitionData, int]:
     partition_index, error_code, leader_id, leader_epoch = _S_ihii.unpack_from(buf, pos)  # field: partition_index, error_code, leader_id, leader_epoch
     pos += 14
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     leader_recovery_state, partition_epoch = _S_bi.unpack_from(buf, pos)  # field: leader_recovery_state, partition_epoch
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
@@ -615,8 +606,7 @@ def encode_AlterPartitionResponsePartitionData_v1(m: AlterPartitionResponseParti
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, _items)  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
+    write_compact_fixed_array(out, _items, 'i')  # field: isr
     out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -152,11 +154,7 @@ _S_ih = _struct.Struct('>ih')
 def decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsRequestReassignablePartition, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
-        replicas = None
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
+    replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: replicas
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionReassignmentsRequestReassignablePartition(partition_index=partition_index, replicas=replicas, unknown_tagged_fields=_unknown), pos
@@ -166,9 +164,7 @@ def decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf: Buffe
 def encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(m: AlterPartitionReassignmentsRequestReassignablePartition, out: bytearray) -> None:
     out += _S_i.pack(m.partition_index)  # field: partition_index
     _items = m.replicas
-    write_compact_array_length(out, _items)  # field: replicas
-    if _items is not None:
-        write_fixed_array(out, _items, 'i')  # field: replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

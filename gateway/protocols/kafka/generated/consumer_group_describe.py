@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -215,11 +217,9 @@ def decode_ConsumerGroupDescribeResponseTopicPartitions_v0(buf: Buffer, pos: int
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
     topic_name, pos = read_compact_string(buf, pos)  # field: topic_name
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ConsumerGroupDescribeResponseTopicPartitions(topic_id=topic_id, topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
@@ -232,8 +232,7 @@ def encode_ConsumerGroupDescribeResponseTopicPartitions_v0(m: ConsumerGroupDescr
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

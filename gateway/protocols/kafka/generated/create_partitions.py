@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -135,11 +137,9 @@ _S_io = _struct.Struct('>i?')
 
 
 def decode_CreatePartitionsRequestCreatePartitionsAssignment_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequestCreatePartitionsAssignment, int]:
-    _count, pos = read_array_length(buf, pos, 4)  # field: broker_ids
-    if _count < 0:
+    broker_ids, pos = read_fixed_array(buf, pos, 'i', 4)  # field: broker_ids
+    if broker_ids is None:
         raise null_error()  # field: broker_ids
-    else:
-        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids), pos
 
 
@@ -147,18 +147,15 @@ def encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(m: CreatePartiti
     _items = m.broker_ids
     if _items is None:
         raise null_error()  # field: broker_ids
-    write_array_length(out, _items)  # field: broker_ids
     write_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
 
 def decode_CreatePartitionsRequestCreatePartitionsAssignment_v2(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequestCreatePartitionsAssignment, int]:
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: broker_ids
-    if _count < 0:
+    broker_ids, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: broker_ids
+    if broker_ids is None:
         raise null_error()  # field: broker_ids
-    else:
-        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids, unknown_tagged_fields=_unknown), pos
@@ -169,8 +166,7 @@ def encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(m: CreatePartiti
     _items = m.broker_ids
     if _items is None:
         raise null_error()  # field: broker_ids
-    write_compact_array_length(out, _items)  # field: broker_ids
-    write_fixed_array(out, _items, 'i')  # field: broker_ids
+    write_compact_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

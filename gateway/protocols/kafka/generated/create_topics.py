@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -190,11 +192,9 @@ _S_ih = _struct.Struct('>ih')
 def decode_CreateTopicsRequestCreatableReplicaAssignment_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRequestCreatableReplicaAssignment, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: broker_ids
-    if _count < 0:
+    broker_ids, pos = read_fixed_array(buf, pos, 'i', 4)  # field: broker_ids
+    if broker_ids is None:
         raise null_error()  # field: broker_ids
-    else:
-        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids), pos
 
 
@@ -203,7 +203,6 @@ def encode_CreateTopicsRequestCreatableReplicaAssignment_v0(m: CreateTopicsReque
     _items = m.broker_ids
     if _items is None:
         raise null_error()  # field: broker_ids
-    write_array_length(out, _items)  # field: broker_ids
     write_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -212,11 +211,9 @@ def encode_CreateTopicsRequestCreatableReplicaAssignment_v0(m: CreateTopicsReque
 def decode_CreateTopicsRequestCreatableReplicaAssignment_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsRequestCreatableReplicaAssignment, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: broker_ids
-    if _count < 0:
+    broker_ids, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: broker_ids
+    if broker_ids is None:
         raise null_error()  # field: broker_ids
-    else:
-        broker_ids, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: broker_ids
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids, unknown_tagged_fields=_unknown), pos
@@ -228,8 +225,7 @@ def encode_CreateTopicsRequestCreatableReplicaAssignment_v5(m: CreateTopicsReque
     _items = m.broker_ids
     if _items is None:
         raise null_error()  # field: broker_ids
-    write_compact_array_length(out, _items)  # field: broker_ids
-    write_fixed_array(out, _items, 'i')  # field: broker_ids
+    write_compact_fixed_array(out, _items, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -281,11 +283,9 @@ _S_i16s = _struct.Struct('>i16s')
 
 def decode_ConsumerProtocolAssignmentTopicPartition_v0(buf: Buffer, pos: int) -> tuple[ConsumerProtocolAssignmentTopicPartition, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return ConsumerProtocolAssignmentTopicPartition(topic=topic, partitions=partitions), pos
 
 
@@ -294,7 +294,6 @@ def encode_ConsumerProtocolAssignmentTopicPartition_v0(m: ConsumerProtocolAssign
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
     write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -328,11 +327,9 @@ def encode_ConsumerProtocolAssignment_v0(m: ConsumerProtocolAssignment, out: byt
 
 def decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf: Buffer, pos: int) -> tuple[ConsumerProtocolSubscriptionTopicPartition, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return ConsumerProtocolSubscriptionTopicPartition(topic=topic, partitions=partitions), pos
 
 
@@ -341,7 +338,6 @@ def encode_ConsumerProtocolSubscriptionTopicPartition_v1(m: ConsumerProtocolSubs
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
     write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -265,31 +267,17 @@ def encode_DescribeTopicPartitionsRequest_v0(m: DescribeTopicPartitionsRequest, 
 def decode_DescribeTopicPartitionsResponsePartition_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsResponsePartition, int]:
     error_code, partition_index, leader_id, leader_epoch = _S_hiii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id, leader_epoch
     pos += 14
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replica_nodes
-    if _count < 0:
+    replica_nodes, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: replica_nodes
+    if replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    else:
-        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr_nodes
-    if _count < 0:
+    isr_nodes, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: isr_nodes
+    if isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    else:
-        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: eligible_leader_replicas
-    if _count < 0:
-        eligible_leader_replicas = None
-    else:
-        eligible_leader_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: eligible_leader_replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: last_known_elr
-    if _count < 0:
-        last_known_elr = None
-    else:
-        last_known_elr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: last_known_elr
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
-    if _count < 0:
+    eligible_leader_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: eligible_leader_replicas
+    last_known_elr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: last_known_elr
+    offline_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: offline_replicas
+    if offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    else:
-        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeTopicPartitionsResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, eligible_leader_replicas=eligible_leader_replicas, last_known_elr=last_known_elr, offline_replicas=offline_replicas, unknown_tagged_fields=_unknown), pos
@@ -301,26 +289,19 @@ def encode_DescribeTopicPartitionsResponsePartition_v0(m: DescribeTopicPartition
     _items = m.replica_nodes
     if _items is None:
         raise null_error()  # field: replica_nodes
-    write_compact_array_length(out, _items)  # field: replica_nodes
-    write_fixed_array(out, _items, 'i')  # field: replica_nodes
+    write_compact_fixed_array(out, _items, 'i')  # field: replica_nodes
     _items = m.isr_nodes
     if _items is None:
         raise null_error()  # field: isr_nodes
-    write_compact_array_length(out, _items)  # field: isr_nodes
-    write_fixed_array(out, _items, 'i')  # field: isr_nodes
+    write_compact_fixed_array(out, _items, 'i')  # field: isr_nodes
     _items = m.eligible_leader_replicas
-    write_compact_array_length(out, _items)  # field: eligible_leader_replicas
-    if _items is not None:
-        write_fixed_array(out, _items, 'i')  # field: eligible_leader_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: eligible_leader_replicas
     _items = m.last_known_elr
-    write_compact_array_length(out, _items)  # field: last_known_elr
-    if _items is not None:
-        write_fixed_array(out, _items, 'i')  # field: last_known_elr
+    write_compact_fixed_array(out, _items, 'i')  # field: last_known_elr
     _items = m.offline_replicas
     if _items is None:
         raise null_error()  # field: offline_replicas
-    write_compact_array_length(out, _items)  # field: offline_replicas
-    write_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -138,11 +140,9 @@ _S_ih = _struct.Struct('>ih')
 
 def decode_ElectLeadersRequestTopicPartitions_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersRequestTopicPartitions, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions), pos
 
 
@@ -151,7 +151,6 @@ def encode_ElectLeadersRequestTopicPartitions_v0(m: ElectLeadersRequestTopicPart
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
     write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -159,11 +158,9 @@ def encode_ElectLeadersRequestTopicPartitions_v0(m: ElectLeadersRequestTopicPart
 
 def decode_ElectLeadersRequestTopicPartitions_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersRequestTopicPartitions, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
@@ -175,8 +172,7 @@ def encode_ElectLeadersRequestTopicPartitions_v2(m: ElectLeadersRequestTopicPart
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

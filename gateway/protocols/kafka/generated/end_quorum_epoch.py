@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -228,11 +230,9 @@ def encode_EndQuorumEpochRequestReplicaInfo_v1(m: EndQuorumEpochRequestReplicaIn
 def decode_EndQuorumEpochRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestPartitionData, int]:
     partition_index, leader_id, leader_epoch = _S_iii.unpack_from(buf, pos)  # field: partition_index, leader_id, leader_epoch
     pos += 12
-    _count, pos = read_array_length(buf, pos, 4)  # field: preferred_successors
-    if _count < 0:
+    preferred_successors, pos = read_fixed_array(buf, pos, 'i', 4)  # field: preferred_successors
+    if preferred_successors is None:
         raise null_error()  # field: preferred_successors
-    else:
-        preferred_successors, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: preferred_successors
     return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_successors=preferred_successors), pos
 
 
@@ -241,7 +241,6 @@ def encode_EndQuorumEpochRequestPartitionData_v0(m: EndQuorumEpochRequestPartiti
     _items = m.preferred_successors
     if _items is None:
         raise null_error()  # field: preferred_successors
-    write_array_length(out, _items)  # field: preferred_successors
     write_fixed_array(out, _items, 'i')  # field: preferred_successors
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields

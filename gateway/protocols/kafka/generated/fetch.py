@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -613,11 +615,9 @@ def encode_FetchRequestFetchTopic_v17(m: FetchRequestFetchTopic, out: bytearray)
 
 def decode_FetchRequestForgottenTopic_v7(buf: Buffer, pos: int) -> tuple[FetchRequestForgottenTopic, int]:
     topic, pos = read_string(buf, pos)  # field: topic
-    _count, pos = read_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     return FetchRequestForgottenTopic(topic=topic, partitions=partitions), pos
 
 
@@ -626,7 +626,6 @@ def encode_FetchRequestForgottenTopic_v7(m: FetchRequestForgottenTopic, out: byt
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
     write_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -634,11 +633,9 @@ def encode_FetchRequestForgottenTopic_v7(m: FetchRequestForgottenTopic, out: byt
 
 def decode_FetchRequestForgottenTopic_v12(buf: Buffer, pos: int) -> tuple[FetchRequestForgottenTopic, int]:
     topic, pos = read_compact_string(buf, pos)  # field: topic
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchRequestForgottenTopic(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
@@ -650,8 +647,7 @@ def encode_FetchRequestForgottenTopic_v12(m: FetchRequestForgottenTopic, out: by
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -662,11 +658,9 @@ def decode_FetchRequestForgottenTopic_v13(buf: Buffer, pos: int) -> tuple[FetchR
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
@@ -678,8 +672,7 @@ def encode_FetchRequestForgottenTopic_v13(m: FetchRequestForgottenTopic, out: by
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

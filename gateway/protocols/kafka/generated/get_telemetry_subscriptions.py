@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -122,11 +124,9 @@ def decode_GetTelemetrySubscriptionsResponse_v0(buf: Buffer, pos: int) -> tuple[
     throttle_time_ms, error_code, client_instance_id, subscription_id = _S_ih16si.unpack_from(buf, pos)  # field: throttle_time_ms, error_code, client_instance_id, subscription_id
     pos += 26
     client_instance_id = uuid_from_bytes(client_instance_id)
-    _count, pos = read_compact_array_length(buf, pos, 1)  # field: accepted_compression_types
-    if _count < 0:
+    accepted_compression_types, pos = read_compact_fixed_array(buf, pos, 'b', 1)  # field: accepted_compression_types
+    if accepted_compression_types is None:
         raise null_error()  # field: accepted_compression_types
-    else:
-        accepted_compression_types, pos = read_fixed_array(buf, pos, _count, 'b', 1)  # field: accepted_compression_types
     push_interval_ms, telemetry_max_bytes, delta_temporality = _S_iio.unpack_from(buf, pos)  # field: push_interval_ms, telemetry_max_bytes, delta_temporality
     pos += 9
     _count, pos = read_compact_array_length(buf, pos, 1)  # field: requested_metrics
@@ -149,8 +149,7 @@ def encode_GetTelemetrySubscriptionsResponse_v0(m: GetTelemetrySubscriptionsResp
     _items = m.accepted_compression_types
     if _items is None:
         raise null_error()  # field: accepted_compression_types
-    write_compact_array_length(out, _items)  # field: accepted_compression_types
-    write_fixed_array(out, _items, 'b')  # field: accepted_compression_types
+    write_compact_fixed_array(out, _items, 'b')  # field: accepted_compression_types
     out += _S_iio.pack(m.push_interval_ms, m.telemetry_max_bytes, m.delta_temporality)  # field: push_interval_ms, telemetry_max_bytes, delta_temporality
     _items = m.requested_metrics
     if _items is None:

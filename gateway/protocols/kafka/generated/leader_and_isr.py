@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -210,18 +212,14 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(buf: Buffer, pos: in
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas), pos
 
 
@@ -233,13 +231,11 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(m: LeaderAndIsrReque
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, _items)  # field: isr
     write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, _items)  # field: replicas
     write_fixed_array(out, _items, 'i')  # field: replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -249,18 +245,14 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(buf: Buffer, pos: in
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, is_new=is_new), pos
@@ -274,13 +266,11 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(m: LeaderAndIsrReque
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, _items)  # field: isr
     write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, _items)  # field: replicas
     write_fixed_array(out, _items, 'i')  # field: replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -290,18 +280,14 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, is_new=is_new), pos
@@ -314,13 +300,11 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(m: LeaderAndIsrReque
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, _items)  # field: isr
     write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, _items)  # field: replicas
     write_fixed_array(out, _items, 'i')  # field: replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -330,28 +314,20 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
-    _count, pos = read_array_length(buf, pos, 4)  # field: adding_replicas
-    if _count < 0:
+    adding_replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: adding_replicas
+    if adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    else:
-        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
-    _count, pos = read_array_length(buf, pos, 4)  # field: removing_replicas
-    if _count < 0:
+    removing_replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: removing_replicas
+    if removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    else:
-        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new), pos
@@ -364,23 +340,19 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(m: LeaderAndIsrReque
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, _items)  # field: isr
     write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, _items)  # field: replicas
     write_fixed_array(out, _items, 'i')  # field: replicas
     _items = m.adding_replicas
     if _items is None:
         raise null_error()  # field: adding_replicas
-    write_array_length(out, _items)  # field: adding_replicas
     write_fixed_array(out, _items, 'i')  # field: adding_replicas
     _items = m.removing_replicas
     if _items is None:
         raise null_error()  # field: removing_replicas
-    write_array_length(out, _items)  # field: removing_replicas
     write_fixed_array(out, _items, 'i')  # field: removing_replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -390,28 +362,20 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
-    if _count < 0:
+    adding_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: adding_replicas
+    if adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    else:
-        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
-    if _count < 0:
+    removing_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: removing_replicas
+    if removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    else:
-        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     is_new, = _S_o.unpack_from(buf, pos)  # field: is_new
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -427,24 +391,20 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(m: LeaderAndIsrReque
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, _items)  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
+    write_compact_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, _items)  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: replicas
     _items = m.adding_replicas
     if _items is None:
         raise null_error()  # field: adding_replicas
-    write_compact_array_length(out, _items)  # field: adding_replicas
-    write_fixed_array(out, _items, 'i')  # field: adding_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: adding_replicas
     _items = m.removing_replicas
     if _items is None:
         raise null_error()  # field: removing_replicas
-    write_compact_array_length(out, _items)  # field: removing_replicas
-    write_fixed_array(out, _items, 'i')  # field: removing_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: removing_replicas
     out += _S_o.pack(m.is_new)  # field: is_new
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
@@ -455,28 +415,20 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(m: LeaderAndIsrReque
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     partition_epoch, = _S_i.unpack_from(buf, pos)  # field: partition_epoch
     pos += 4
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
-    if _count < 0:
+    adding_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: adding_replicas
+    if adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    else:
-        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
-    if _count < 0:
+    removing_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: removing_replicas
+    if removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    else:
-        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     is_new, leader_recovery_state = _S_ob.unpack_from(buf, pos)  # field: is_new, leader_recovery_state
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
@@ -490,24 +442,20 @@ def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(m: LeaderAndIsrReque
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, _items)  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
+    write_compact_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, _items)  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: replicas
     _items = m.adding_replicas
     if _items is None:
         raise null_error()  # field: adding_replicas
-    write_compact_array_length(out, _items)  # field: adding_replicas
-    write_fixed_array(out, _items, 'i')  # field: adding_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: adding_replicas
     _items = m.removing_replicas
     if _items is None:
         raise null_error()  # field: removing_replicas
-    write_compact_array_length(out, _items)  # field: removing_replicas
-    write_fixed_array(out, _items, 'i')  # field: removing_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: removing_replicas
     out += _S_ob.pack(m.is_new, m.leader_recovery_state)  # field: is_new, leader_recovery_state
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -515,11 +517,9 @@ def encode_ListOffsetsRequest_v10(m: ListOffsetsRequest, out: bytearray) -> None
 def decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsPartitionResponse, int]:
     partition_index, error_code = _S_ih.unpack_from(buf, pos)  # field: partition_index, error_code
     pos += 6
-    _count, pos = read_array_length(buf, pos, 8)  # field: old_style_offsets
-    if _count < 0:
+    old_style_offsets, pos = read_fixed_array(buf, pos, 'q', 8)  # field: old_style_offsets
+    if old_style_offsets is None:
         raise null_error()  # field: old_style_offsets
-    else:
-        old_style_offsets, pos = read_fixed_array(buf, pos, _count, 'q', 8)  # field: old_style_offsets
     return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, old_style_offsets=old_style_offsets), pos
 
 
@@ -534,7 +534,6 @@ def encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(m: ListOffsetsResp
     _items = m.old_style_offsets
     if _items is None:
         raise null_error()  # field: old_style_offsets
-    write_array_length(out, _items)  # field: old_style_offsets
     write_fixed_array(out, _items, 'q')  # field: old_style_offsets
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -139,11 +141,9 @@ _S_ih = _struct.Struct('>ih')
 
 def decode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsRequestListPartitionReassignmentsTopics, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if _count < 0:
+    partition_indexes, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: partition_indexes
+    if partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    else:
-        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListPartitionReassignmentsRequestListPartitionReassignmentsTopics(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
@@ -155,8 +155,7 @@ def encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(
     _items = m.partition_indexes
     if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, _items)  # field: partition_indexes
-    write_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -197,21 +196,15 @@ def encode_ListPartitionReassignmentsRequest_v0(m: ListPartitionReassignmentsReq
 def decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsResponseOngoingPartitionReassignment, int]:
     partition_index, = _S_i.unpack_from(buf, pos)  # field: partition_index
     pos += 4
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: adding_replicas
-    if _count < 0:
+    adding_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: adding_replicas
+    if adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    else:
-        adding_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: adding_replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: removing_replicas
-    if _count < 0:
+    removing_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: removing_replicas
+    if removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    else:
-        removing_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: removing_replicas
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListPartitionReassignmentsResponseOngoingPartitionReassignment(partition_index=partition_index, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, unknown_tagged_fields=_unknown), pos
@@ -223,18 +216,15 @@ def encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(m: 
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, _items)  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: replicas
     _items = m.adding_replicas
     if _items is None:
         raise null_error()  # field: adding_replicas
-    write_compact_array_length(out, _items)  # field: adding_replicas
-    write_fixed_array(out, _items, 'i')  # field: adding_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: adding_replicas
     _items = m.removing_replicas
     if _items is None:
         raise null_error()  # field: removing_replicas
-    write_compact_array_length(out, _items)  # field: removing_replicas
-    write_fixed_array(out, _items, 'i')  # field: removing_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: removing_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

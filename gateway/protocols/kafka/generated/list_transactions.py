@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -119,11 +121,9 @@ def decode_ListTransactionsRequest_v0(buf: Buffer, pos: int) -> tuple[ListTransa
         for _ in range(_count):
             _item, pos = read_compact_string(buf, pos)  # field: state_filters
             _append(_item)
-    _count, pos = read_compact_array_length(buf, pos, 8)  # field: producer_id_filters
-    if _count < 0:
+    producer_id_filters, pos = read_compact_fixed_array(buf, pos, 'q', 8)  # field: producer_id_filters
+    if producer_id_filters is None:
         raise null_error()  # field: producer_id_filters
-    else:
-        producer_id_filters, pos = read_fixed_array(buf, pos, _count, 'q', 8)  # field: producer_id_filters
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters, unknown_tagged_fields=_unknown), pos
@@ -142,8 +142,7 @@ def encode_ListTransactionsRequest_v0(m: ListTransactionsRequest, out: bytearray
     _items = m.producer_id_filters
     if _items is None:
         raise null_error()  # field: producer_id_filters
-    write_compact_array_length(out, _items)  # field: producer_id_filters
-    write_fixed_array(out, _items, 'q')  # field: producer_id_filters
+    write_compact_fixed_array(out, _items, 'q')  # field: producer_id_filters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -160,11 +159,9 @@ def decode_ListTransactionsRequest_v1(buf: Buffer, pos: int) -> tuple[ListTransa
         for _ in range(_count):
             _item, pos = read_compact_string(buf, pos)  # field: state_filters
             _append(_item)
-    _count, pos = read_compact_array_length(buf, pos, 8)  # field: producer_id_filters
-    if _count < 0:
+    producer_id_filters, pos = read_compact_fixed_array(buf, pos, 'q', 8)  # field: producer_id_filters
+    if producer_id_filters is None:
         raise null_error()  # field: producer_id_filters
-    else:
-        producer_id_filters, pos = read_fixed_array(buf, pos, _count, 'q', 8)  # field: producer_id_filters
     duration_filter, = _S_q.unpack_from(buf, pos)  # field: duration_filter
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
@@ -183,8 +180,7 @@ def encode_ListTransactionsRequest_v1(m: ListTransactionsRequest, out: bytearray
     _items = m.producer_id_filters
     if _items is None:
         raise null_error()  # field: producer_id_filters
-    write_compact_array_length(out, _items)  # field: producer_id_filters
-    write_fixed_array(out, _items, 'q')  # field: producer_id_filters
+    write_compact_fixed_array(out, _items, 'q')  # field: producer_id_filters
     out += _S_q.pack(m.duration_filter)  # field: duration_filter
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -504,16 +506,12 @@ def encode_MetadataResponseBroker_v9(m: MetadataResponseBroker, out: bytearray) 
 def decode_MetadataResponsePartition_v0(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id = _S_hii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id
     pos += 10
-    _count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
-    if _count < 0:
+    replica_nodes, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replica_nodes
+    if replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    else:
-        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
-    if _count < 0:
+    isr_nodes, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr_nodes
+    if isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    else:
-        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, replica_nodes=replica_nodes, isr_nodes=isr_nodes), pos
 
 
@@ -522,12 +520,10 @@ def encode_MetadataResponsePartition_v0(m: MetadataResponsePartition, out: bytea
     _items = m.replica_nodes
     if _items is None:
         raise null_error()  # field: replica_nodes
-    write_array_length(out, _items)  # field: replica_nodes
     write_fixed_array(out, _items, 'i')  # field: replica_nodes
     _items = m.isr_nodes
     if _items is None:
         raise null_error()  # field: isr_nodes
-    write_array_length(out, _items)  # field: isr_nodes
     write_fixed_array(out, _items, 'i')  # field: isr_nodes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -536,21 +532,15 @@ def encode_MetadataResponsePartition_v0(m: MetadataResponsePartition, out: bytea
 def decode_MetadataResponsePartition_v5(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id = _S_hii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id
     pos += 10
-    _count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
-    if _count < 0:
+    replica_nodes, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replica_nodes
+    if replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    else:
-        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
-    if _count < 0:
+    isr_nodes, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr_nodes
+    if isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    else:
-        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
-    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if _count < 0:
+    offline_replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: offline_replicas
+    if offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    else:
-        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos
 
 
@@ -559,17 +549,14 @@ def encode_MetadataResponsePartition_v5(m: MetadataResponsePartition, out: bytea
     _items = m.replica_nodes
     if _items is None:
         raise null_error()  # field: replica_nodes
-    write_array_length(out, _items)  # field: replica_nodes
     write_fixed_array(out, _items, 'i')  # field: replica_nodes
     _items = m.isr_nodes
     if _items is None:
         raise null_error()  # field: isr_nodes
-    write_array_length(out, _items)  # field: isr_nodes
     write_fixed_array(out, _items, 'i')  # field: isr_nodes
     _items = m.offline_replicas
     if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, _items)  # field: offline_replicas
     write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -578,21 +565,15 @@ def encode_MetadataResponsePartition_v5(m: MetadataResponsePartition, out: bytea
 def decode_MetadataResponsePartition_v7(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id, leader_epoch = _S_hiii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id, leader_epoch
     pos += 14
-    _count, pos = read_array_length(buf, pos, 4)  # field: replica_nodes
-    if _count < 0:
+    replica_nodes, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replica_nodes
+    if replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    else:
-        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr_nodes
-    if _count < 0:
+    isr_nodes, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr_nodes
+    if isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    else:
-        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
-    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if _count < 0:
+    offline_replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: offline_replicas
+    if offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    else:
-        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos
 
 
@@ -601,17 +582,14 @@ def encode_MetadataResponsePartition_v7(m: MetadataResponsePartition, out: bytea
     _items = m.replica_nodes
     if _items is None:
         raise null_error()  # field: replica_nodes
-    write_array_length(out, _items)  # field: replica_nodes
     write_fixed_array(out, _items, 'i')  # field: replica_nodes
     _items = m.isr_nodes
     if _items is None:
         raise null_error()  # field: isr_nodes
-    write_array_length(out, _items)  # field: isr_nodes
     write_fixed_array(out, _items, 'i')  # field: isr_nodes
     _items = m.offline_replicas
     if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, _items)  # field: offline_replicas
     write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -620,21 +598,15 @@ def encode_MetadataResponsePartition_v7(m: MetadataResponsePartition, out: bytea
 def decode_MetadataResponsePartition_v9(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
     error_code, partition_index, leader_id, leader_epoch = _S_hiii.unpack_from(buf, pos)  # field: error_code, partition_index, leader_id, leader_epoch
     pos += 14
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replica_nodes
-    if _count < 0:
+    replica_nodes, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: replica_nodes
+    if replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    else:
-        replica_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replica_nodes
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr_nodes
-    if _count < 0:
+    isr_nodes, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: isr_nodes
+    if isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    else:
-        isr_nodes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr_nodes
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
-    if _count < 0:
+    offline_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: offline_replicas
+    if offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    else:
-        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas, unknown_tagged_fields=_unknown), pos
@@ -646,18 +618,15 @@ def encode_MetadataResponsePartition_v9(m: MetadataResponsePartition, out: bytea
     _items = m.replica_nodes
     if _items is None:
         raise null_error()  # field: replica_nodes
-    write_compact_array_length(out, _items)  # field: replica_nodes
-    write_fixed_array(out, _items, 'i')  # field: replica_nodes
+    write_compact_fixed_array(out, _items, 'i')  # field: replica_nodes
     _items = m.isr_nodes
     if _items is None:
         raise null_error()  # field: isr_nodes
-    write_compact_array_length(out, _items)  # field: isr_nodes
-    write_fixed_array(out, _items, 'i')  # field: isr_nodes
+    write_compact_fixed_array(out, _items, 'i')  # field: isr_nodes
     _items = m.offline_replicas
     if _items is None:
         raise null_error()  # field: offline_replicas
-    write_compact_array_length(out, _items)  # field: offline_replicas
-    write_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -213,11 +215,9 @@ _S_qq = _struct.Struct('>qq')
 def decode_ShareAcknowledgeRequestAcknowledgementBatch_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeRequestAcknowledgementBatch, int]:
     first_offset, last_offset = _S_qq.unpack_from(buf, pos)  # field: first_offset, last_offset
     pos += 16
-    _count, pos = read_compact_array_length(buf, pos, 1)  # field: acknowledge_types
-    if _count < 0:
+    acknowledge_types, pos = read_compact_fixed_array(buf, pos, 'b', 1)  # field: acknowledge_types
+    if acknowledge_types is None:
         raise null_error()  # field: acknowledge_types
-    else:
-        acknowledge_types, pos = read_fixed_array(buf, pos, _count, 'b', 1)  # field: acknowledge_types
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareAcknowledgeRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types, unknown_tagged_fields=_unknown), pos
@@ -229,8 +229,7 @@ def encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(m: ShareAcknowledgeReq
     _items = m.acknowledge_types
     if _items is None:
         raise null_error()  # field: acknowledge_types
-    write_compact_array_length(out, _items)  # field: acknowledge_types
-    write_fixed_array(out, _items, 'b')  # field: acknowledge_types
+    write_compact_fixed_array(out, _items, 'b')  # field: acknowledge_types
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -264,11 +266,9 @@ _S_qqh = _struct.Struct('>qqh')
 def decode_ShareFetchRequestAcknowledgementBatch_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRequestAcknowledgementBatch, int]:
     first_offset, last_offset = _S_qq.unpack_from(buf, pos)  # field: first_offset, last_offset
     pos += 16
-    _count, pos = read_compact_array_length(buf, pos, 1)  # field: acknowledge_types
-    if _count < 0:
+    acknowledge_types, pos = read_compact_fixed_array(buf, pos, 'b', 1)  # field: acknowledge_types
+    if acknowledge_types is None:
         raise null_error()  # field: acknowledge_types
-    else:
-        acknowledge_types, pos = read_fixed_array(buf, pos, _count, 'b', 1)  # field: acknowledge_types
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types, unknown_tagged_fields=_unknown), pos
@@ -280,8 +280,7 @@ def encode_ShareFetchRequestAcknowledgementBatch_v0(m: ShareFetchRequestAcknowle
     _items = m.acknowledge_types
     if _items is None:
         raise null_error()  # field: acknowledge_types
-    write_compact_array_length(out, _items)  # field: acknowledge_types
-    write_fixed_array(out, _items, 'b')  # field: acknowledge_types
+    write_compact_fixed_array(out, _items, 'b')  # field: acknowledge_types
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
@@ -357,11 +356,9 @@ def decode_ShareFetchRequestForgottenTopic_v0(buf: Buffer, pos: int) -> tuple[Sh
     topic_id, = _S_16s.unpack_from(buf, pos)  # field: topic_id
     pos += 16
     topic_id = uuid_from_bytes(topic_id)
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partitions
-    if _count < 0:
+    partitions, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: partitions
+    if partitions is None:
         raise null_error()  # field: partitions
-    else:
-        partitions, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partitions
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
@@ -373,8 +370,7 @@ def encode_ShareFetchRequestForgottenTopic_v0(m: ShareFetchRequestForgottenTopic
     _items = m.partitions
     if _items is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

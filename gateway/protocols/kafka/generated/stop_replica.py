@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -194,11 +196,9 @@ def encode_StopReplicaRequestStopReplicaPartitionV0_v0(m: StopReplicaRequestStop
 
 def decode_StopReplicaRequestStopReplicaTopicV1_v1(buf: Buffer, pos: int) -> tuple[StopReplicaRequestStopReplicaTopicV1, int]:
     name, pos = read_string(buf, pos)  # field: name
-    _count, pos = read_array_length(buf, pos, 4)  # field: partition_indexes
-    if _count < 0:
+    partition_indexes, pos = read_fixed_array(buf, pos, 'i', 4)  # field: partition_indexes
+    if partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    else:
-        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes), pos
 
 
@@ -207,7 +207,6 @@ def encode_StopReplicaRequestStopReplicaTopicV1_v1(m: StopReplicaRequestStopRepl
     _items = m.partition_indexes
     if _items is None:
         raise null_error()  # field: partition_indexes
-    write_array_length(out, _items)  # field: partition_indexes
     write_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -215,11 +214,9 @@ def encode_StopReplicaRequestStopReplicaTopicV1_v1(m: StopReplicaRequestStopRepl
 
 def decode_StopReplicaRequestStopReplicaTopicV1_v2(buf: Buffer, pos: int) -> tuple[StopReplicaRequestStopReplicaTopicV1, int]:
     name, pos = read_compact_string(buf, pos)  # field: name
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: partition_indexes
-    if _count < 0:
+    partition_indexes, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: partition_indexes
+    if partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    else:
-        partition_indexes, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: partition_indexes
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes, unknown_tagged_fields=_unknown), pos
@@ -231,8 +228,7 @@ def encode_StopReplicaRequestStopReplicaTopicV1_v2(m: StopReplicaRequestStopRepl
     _items = m.partition_indexes
     if _items is None:
         raise null_error()  # field: partition_indexes
-    write_compact_array_length(out, _items)  # field: partition_indexes
-    write_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:

@@ -23,6 +23,7 @@ from gateway.protocols.kafka.primitives import (
     read_bytes,
     read_compact_array_length,
     read_compact_bytes,
+    read_compact_fixed_array,
     read_compact_nullable_bytes,
     read_compact_nullable_string,
     read_compact_string,
@@ -39,6 +40,7 @@ from gateway.protocols.kafka.primitives import (
     write_bytes,
     write_compact_array_length,
     write_compact_bytes,
+    write_compact_fixed_array,
     write_compact_nullable_bytes,
     write_compact_nullable_string,
     write_compact_string,
@@ -189,18 +191,14 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf: Buffer, pos
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
     return UpdateMetadataRequestUpdateMetadataPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas), pos
 
 
@@ -210,13 +208,11 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(m: UpdateMetadat
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, _items)  # field: isr
     write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, _items)  # field: replicas
     write_fixed_array(out, _items, 'i')  # field: replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -226,23 +222,17 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(buf: Buffer, pos
     topic_name, pos = read_string(buf, pos)  # field: topic_name
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
-    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if _count < 0:
+    offline_replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: offline_replicas
+    if offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    else:
-        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return UpdateMetadataRequestUpdateMetadataPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos
 
 
@@ -252,18 +242,15 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(m: UpdateMetadat
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, _items)  # field: isr
     write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, _items)  # field: replicas
     write_fixed_array(out, _items, 'i')  # field: replicas
     _items = m.offline_replicas
     if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, _items)  # field: offline_replicas
     write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -272,23 +259,17 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(m: UpdateMetadat
 def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    _count, pos = read_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
-    _count, pos = read_array_length(buf, pos, 4)  # field: offline_replicas
-    if _count < 0:
+    offline_replicas, pos = read_fixed_array(buf, pos, 'i', 4)  # field: offline_replicas
+    if offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    else:
-        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos
 
 
@@ -297,18 +278,15 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(m: UpdateMetadat
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_array_length(out, _items)  # field: isr
     write_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_array_length(out, _items)  # field: replicas
     write_fixed_array(out, _items, 'i')  # field: replicas
     _items = m.offline_replicas
     if _items is None:
         raise null_error()  # field: offline_replicas
-    write_array_length(out, _items)  # field: offline_replicas
     write_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -317,23 +295,17 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(m: UpdateMetadat
 def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataPartitionState, int]:
     partition_index, controller_epoch, leader, leader_epoch = _S_iiii.unpack_from(buf, pos)  # field: partition_index, controller_epoch, leader, leader_epoch
     pos += 16
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: isr
-    if _count < 0:
+    isr, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: isr
+    if isr is None:
         raise null_error()  # field: isr
-    else:
-        isr, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: isr
     zk_version, = _S_i.unpack_from(buf, pos)  # field: zk_version
     pos += 4
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: replicas
-    if _count < 0:
+    replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: replicas
+    if replicas is None:
         raise null_error()  # field: replicas
-    else:
-        replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: replicas
-    _count, pos = read_compact_array_length(buf, pos, 4)  # field: offline_replicas
-    if _count < 0:
+    offline_replicas, pos = read_compact_fixed_array(buf, pos, 'i', 4)  # field: offline_replicas
+    if offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    else:
-        offline_replicas, pos = read_fixed_array(buf, pos, _count, 'i', 4)  # field: offline_replicas
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas, unknown_tagged_fields=_unknown), pos
@@ -345,19 +317,16 @@ def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(m: UpdateMetadat
     _items = m.isr
     if _items is None:
         raise null_error()  # field: isr
-    write_compact_array_length(out, _items)  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
+    write_compact_fixed_array(out, _items, 'i')  # field: isr
     out += _S_i.pack(m.zk_version)  # field: zk_version
     _items = m.replicas
     if _items is None:
         raise null_error()  # field: replicas
-    write_compact_array_length(out, _items)  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: replicas
     _items = m.offline_replicas
     if _items is None:
         raise null_error()  # field: offline_replicas
-    write_compact_array_length(out, _items)  # field: offline_replicas
-    write_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_compact_fixed_array(out, _items, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
