@@ -25,7 +25,6 @@ from libc.stdint cimport (
     int16_t,
     int32_t,
     int64_t,
-    uint8_t,
     uint16_t,
     uint32_t,
     uint64_t,
@@ -60,8 +59,8 @@ cdef Py_ssize_t GIL_RELEASE_THRESHOLD = _GIL_RELEASE_THRESHOLD_PY
 
 sg_crc32c_init()
 
+# Which CRC32C engine this CPU uses: "sse4.2" or "slicing-by-8" (native module only, for reports).
 CRC32C_BACKEND: str = sg_crc32c_backend().decode("ascii")
-"""Which CRC32C engine this CPU uses: "sse4.2" or "slicing-by-8" (native module only)."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -430,7 +429,7 @@ def batch_crc_ok(buf, Py_ssize_t pos):
     cdef Py_buffer view
     cdef const unsigned char *data
     cdef BatchHeader header
-    cdef Py_ssize_t end, covered
+    cdef Py_ssize_t end, covered, available
     cdef uint32_t computed
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
@@ -440,9 +439,9 @@ def batch_crc_ok(buf, Py_ssize_t pos):
         _check_batch_length(header.batch_length, pos)
         end = pos + LOG_OVERHEAD + header.batch_length
         if end > view.len:
+            available = view.len - pos
             raise BatchFormatError(
-                f"record batch at offset {pos} truncated: needs {end - pos} bytes, {view.len - pos} available",
-                pos,
+                f"record batch at offset {pos} truncated: needs {end - pos} bytes, {available} available", pos
             )
         covered = end - pos - ATTRIBUTES_OFFSET
         if covered >= GIL_RELEASE_THRESHOLD:

@@ -49,8 +49,14 @@ class Goal:
     threshold: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "goal": self.text, "scenario": self.scenario, "metric": self.metric,
-                "value": self.value, "threshold": self.threshold}
+        return {
+            "status": self.status,
+            "goal": self.text,
+            "scenario": self.scenario,
+            "metric": self.metric,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
 
 
 def summarize_scenario(scenario: dict[str, Any]) -> None:
@@ -85,10 +91,20 @@ def evaluate_goals(result: dict[str, Any]) -> list[Goal]:
     for scenario in ("produce_throughput", "consume_throughput"):
         text = f"passthrough {scenario.split('_')[0]} throughput >= {THROUGHPUT_GOAL_RATIO}x direct"
         value = scenarios.get(scenario, {}).get("ratios", {}).get(GATEWAY_TARGET, {}).get("records_per_s")
-        goals.append(_threshold_goal(text, scenario, "records_per_s", value, THROUGHPUT_GOAL_RATIO, at_least=True))
+        goals.append(
+            _threshold_goal(text, scenario, "records_per_s", value, THROUGHPUT_GOAL_RATIO, at_least=True)
+        )
     added = scenarios.get("produce_latency", {}).get("deltas", {}).get(GATEWAY_TARGET, {}).get("p99")
-    goals.append(_threshold_goal(f"added p99 produce latency <= {ADDED_P99_GOAL_MS} ms over direct",
-                                 "produce_latency", "p99", added, ADDED_P99_GOAL_MS, at_least=False))
+    goals.append(
+        _threshold_goal(
+            f"added p99 produce latency <= {ADDED_P99_GOAL_MS} ms over direct",
+            "produce_latency",
+            "p99",
+            added,
+            ADDED_P99_GOAL_MS,
+            at_least=False,
+        )
+    )
     for scenario, metric in PEER_COMPARISONS:
         spec = _metric_spec(scenarios.get(scenario, {}), metric)
         gateway = _median(result, scenario, GATEWAY_TARGET, metric)
@@ -102,8 +118,9 @@ def evaluate_goals(result: dict[str, Any]) -> list[Goal]:
     return goals
 
 
-def _threshold_goal(text: str, scenario: str, metric: str, value: float | None, threshold: float,
-                    at_least: bool) -> Goal:
+def _threshold_goal(
+    text: str, scenario: str, metric: str, value: float | None, threshold: float, at_least: bool
+) -> Goal:
     if value is None or not math.isfinite(value):
         return Goal("N/A", text, scenario, metric, None, threshold)
     met = value >= threshold if at_least else value <= threshold
@@ -127,6 +144,7 @@ def summarize(result: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- table --------------------------------------------------------------------------------------------
+
 
 def format_value(value: float | None, unit: str) -> str:
     if value is None or not math.isfinite(value):
@@ -156,9 +174,11 @@ def format_table(result: dict[str, Any]) -> str:
     lines: list[str] = []
     machine = result.get("machine", {})
     run = result.get("run", {})
-    lines.append(f"Streamgate bench ({run.get('profile', '?')}, {run.get('rounds', '?')} rounds, alternating "
-                 f"targets) on {machine.get('cpu_model', '?')} x{machine.get('cpu_count', '?')}, "
-                 f"librdkafka {machine.get('librdkafka', '?')}")
+    lines.append(
+        f"Streamgate bench ({run.get('profile', '?')}, {run.get('rounds', '?')} rounds, alternating "
+        f"targets) on {machine.get('cpu_model', '?')} x{machine.get('cpu_count', '?')}, "
+        f"librdkafka {machine.get('librdkafka', '?')}"
+    )
     lines.append("medians over rounds; (Nx) = ratio to direct, (+ms) = latency added over direct")
     for name, scenario in result.get("scenarios", {}).items():
         if scenario.get("skipped"):
@@ -222,7 +242,7 @@ def write_chart(result: dict[str, Any], path: Path) -> bool:
     rows = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), squeeze=False)
     colours = {"direct": "#4c72b0", "streamgate": "#dd8452", "peer": "#55a868"}
-    for axis in axes.flat[len(panels):]:
+    for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     for axis, (name, metrics, title) in zip(axes.flat, panels, strict=False):
         scenario = scenarios[name]
@@ -234,9 +254,14 @@ def write_chart(result: dict[str, Any], path: Path) -> bool:
             colour = colours.get(target, f"C{index + 3}")
             axis.bar(offsets, values, bar_width, label=target, color=colour)
             for offset, metric in zip(offsets, metrics, strict=True):
-                points = [m["metrics"][metric] for m in scenario["rounds"]
-                          if m["target"] == target and not m.get("error") and m.get("metrics")
-                          and m["metrics"].get(metric) is not None]
+                points = [
+                    m["metrics"][metric]
+                    for m in scenario["rounds"]
+                    if m["target"] == target
+                    and not m.get("error")
+                    and m.get("metrics")
+                    and m["metrics"].get(metric) is not None
+                ]
                 axis.scatter([offset] * len(points), points, s=8, color="black", zorder=3)
         axis.set_xticks(range(len(metrics)))
         axis.set_xticklabels(metrics)
@@ -247,8 +272,10 @@ def write_chart(result: dict[str, Any], path: Path) -> bool:
             axis.legend(fontsize=8)
         axis.grid(axis="y", alpha=0.3)
     run = result.get("run", {})
-    figure.suptitle(f"Streamgate bench {run.get('started_utc', '')} ({run.get('profile', '')}): medians, dots = rounds",
-                    fontsize=11)
+    figure.suptitle(
+        f"Streamgate bench {run.get('started_utc', '')} ({run.get('profile', '')}): medians, dots = rounds",
+        fontsize=11,
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=90)
     plt.close(figure)

@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import copy
 import json
+import math
 import os
 import platform
 import resource
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.e2e.harness import BenchContext, ClientError, run_client
+from bench.e2e.harness import BenchContext
 from bench.e2e.scenarios import ALIASES, PROFILES, SCENARIOS, IncompleteMeasurement, Scenario
 from bench.e2e.targets import MODE_CONFIGS, Target, TargetUnavailable, build_targets
 from gateway.devstack.processes import ComponentError, find_tansu, start_tansu
@@ -40,23 +41,53 @@ TARGET_NAMES = ("direct", "streamgate", "peer")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", const="quick", dest="profile",
-                      help="reduced counts, 3 rounds, < 3 minutes (default)")
-    size.add_argument("--full", action="store_const", const="full", dest="profile",
-                      help="full counts and rounds (10-15 minutes)")
-    size.add_argument("--smoke", action="store_const", const="smoke", dest="profile",
-                      help="tiny counts that only check the harness works (used by tests/bench)")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma list of {', '.join(SCENARIOS)} (or {', '.join(ALIASES)})")
-    parser.add_argument("--targets", default=",".join(TARGET_NAMES),
-                        help="comma list of direct, streamgate, peer (direct is always measured)")
-    parser.add_argument("--modes", default="passthrough",
-                        help=f"Streamgate modes, one target each: {', '.join(MODE_CONFIGS)}")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="STREAMGATE_WORKERS for scenarios 1-5 (worker_scaling always runs 1 and 2)")
+    size.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="profile",
+        help="reduced counts, 3 rounds, < 3 minutes (default)",
+    )
+    size.add_argument(
+        "--full",
+        action="store_const",
+        const="full",
+        dest="profile",
+        help="full counts and rounds (10-15 minutes)",
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_const",
+        const="smoke",
+        dest="profile",
+        help="tiny counts that only check the harness works (used by tests/bench)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma list of {', '.join(SCENARIOS)} (or {', '.join(ALIASES)})",
+    )
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGET_NAMES),
+        help="comma list of direct, streamgate, peer (direct is always measured)",
+    )
+    parser.add_argument(
+        "--modes", default="passthrough", help=f"Streamgate modes, one target each: {', '.join(MODE_CONFIGS)}"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="STREAMGATE_WORKERS for scenarios 1-5 (worker_scaling always runs 1 and 2)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="override the profile's number of rounds")
-    parser.add_argument("--latency-rate", type=float, default=None,
-                        help="offered records/s for produce_latency (profile default: 2000)")
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="offered records/s for produce_latency (profile default: 2000)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON and PNG")
     parser.add_argument("--keep-logs", action="store_true", help="keep broker/target logs (path printed)")
     args = parser.parse_args(argv)
@@ -71,14 +102,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _parse_scenarios(parser: argparse.ArgumentParser, text: str) -> list[str]:
-    chosen: list[str] = []
+    chosen: set[str] = set()
     for item in (part.strip() for part in text.split(",") if part.strip()):
         name = ALIASES.get(item, item)
         if name not in SCENARIOS:
             parser.error(f"unknown scenario {item!r}; known: {', '.join(SCENARIOS)}")
-        if name not in chosen:
-            chosen.append(name)
-    return chosen
+        chosen.add(name)
+    return [name for name in SCENARIOS if name in chosen]  # always the canonical order
 
 
 def _parse_targets(parser: argparse.ArgumentParser, text: str) -> list[str]:
@@ -100,6 +130,7 @@ def profile_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- machine description ------------------------------------------------------------------------------
+
 
 def describe_machine() -> dict[str, Any]:
     import confluent_kafka
@@ -123,7 +154,7 @@ def describe_machine() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "librdkafka": confluent_kafka.libversion()[0],
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.version(),
         "tansu": _tansu_version(),
         "load_average_start": list(os.getloadavg()),
         "note": "client processes, the broker and the target share these CPUs (and other jobs may too)",
@@ -132,12 +163,15 @@ def describe_machine() -> dict[str, Any]:
 
 def _tansu_version() -> str:
     with contextlib.suppress(ComponentError, OSError, subprocess.SubprocessError):
-        out = subprocess.run([find_tansu(), "--version"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            [find_tansu(), "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
         return out.stdout.strip() or out.stderr.strip()
     return "unknown"
 
 
 # --- the run ------------------------------------------------------------------------------------------
+
 
 def raise_file_limit() -> None:
     """1,000 idle connections need ~2,000+ descriptors in the target and the broker; children inherit this."""
@@ -156,13 +190,8 @@ def start_targets(ctx: BenchContext, targets: list[Target]) -> tuple[list[Target
         info: dict[str, Any] = dict(target.describe())
         try:
             target.start(ctx.broker)
-            topic = ctx.new_topic(f"probe-{target.name}")
-            try:
-                run_client("probe", {"bootstrap": target.bootstrap, "topic": topic, "max_seconds": 15.0},
-                           timeout=40.0)
-            finally:
-                ctx.delete_topic(topic)
-        except (TargetUnavailable, ClientError) as exc:
+            ctx.probe(target.bootstrap, target.name)
+        except Exception as exc:  # noqa: BLE001 - an unavailable target is reported, the others still run
             target.stop()
             info.update(status="unavailable", error=str(exc))
             print(f"[bench] target {target.name} unavailable: {str(exc)[:300]}", file=sys.stderr)
@@ -173,14 +202,17 @@ def start_targets(ctx: BenchContext, targets: list[Target]) -> tuple[list[Target
     return ready, status
 
 
-def run_scenario(ctx: BenchContext, scenario: Scenario, targets: list[Target], params: dict[str, Any],
-                 rounds: int) -> dict[str, Any]:
+def run_scenario(
+    ctx: BenchContext, scenario: Scenario, targets: list[Target], params: dict[str, Any], rounds: int
+) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "title": scenario.title,
         "description": scenario.description,
         "params": params,
-        "metrics": [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better,
-                     "label": m.label} for m in scenario.metrics],
+        "metrics": [
+            {"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better, "label": m.label}
+            for m in scenario.metrics
+        ],
         "targets": [],
         "rounds": [],
         "skipped": None,
@@ -192,23 +224,55 @@ def run_scenario(ctx: BenchContext, scenario: Scenario, targets: list[Target], p
         if unavailable:
             entry["unavailable_targets"] = unavailable
         if not chosen:
-            entry["skipped"] = "needs a running Streamgate target" if scenario.name == "worker_scaling" \
+            entry["skipped"] = (
+                "needs a running Streamgate target"
+                if scenario.name == "worker_scaling"
                 else "no target available"
+            )
             return entry
         for round_number in range(1, rounds + 1):
-            for target in chosen:
-                entry["rounds"].append(measure_once(ctx, scenario, target, params, round_number))
+            try:
+                scenario.begin_round(ctx, params)
+            except Exception as exc:  # noqa: BLE001 - the round fails for every target, the run goes on
+                scenario.end_round(ctx)
+                reason = f"round setup failed: {type(exc).__name__}: {exc}"
+                raw = exc.raw if isinstance(exc, IncompleteMeasurement) else None
+                for target in chosen:
+                    entry["rounds"].append(
+                        {
+                            "round": round_number,
+                            "target": target.name,
+                            "metrics": None,
+                            "raw": raw,
+                            "error": reason,
+                            "seconds": 0.0,
+                        }
+                    )
+                continue
+            try:
+                for target in chosen:
+                    entry["rounds"].append(measure_once(ctx, scenario, target, params, round_number))
+            finally:
+                scenario.end_round(ctx)
     finally:
         scenario.teardown(ctx)
     return entry
 
 
-def measure_once(ctx: BenchContext, scenario: Scenario, target: Target, params: dict[str, Any],
-                 round_number: int) -> dict[str, Any]:
-    record: dict[str, Any] = {"round": round_number, "target": target.name, "metrics": None, "raw": None,
-                              "error": None}
+def measure_once(
+    ctx: BenchContext, scenario: Scenario, target: Target, params: dict[str, Any], round_number: int
+) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "round": round_number,
+        "target": target.name,
+        "metrics": None,
+        "raw": None,
+        "error": None,
+    }
     started = time.monotonic()
     try:
+        if scenario.fresh_target:
+            target.restart(ctx.broker)
         if not target.alive():
             raise TargetUnavailable(f"{target.name} is no longer running")
         measurement = scenario.measure(ctx, target, params)
@@ -219,8 +283,11 @@ def measure_once(ctx: BenchContext, scenario: Scenario, target: Target, params: 
         record["error"] = f"{type(exc).__name__}: {exc}"
     record["seconds"] = round(time.monotonic() - started, 3)
     status = "ok" if record["error"] is None else f"ERROR {record['error'][:200]}"
-    print(f"[bench] {scenario.name} round {round_number} {target.name}: {status} "
-          f"{_short_metrics(record['metrics'])} ({record['seconds']:.1f}s)", file=sys.stderr)
+    print(
+        f"[bench] {scenario.name} round {round_number} {target.name}: {status} "
+        f"{_short_metrics(record['metrics'])} ({record['seconds']:.1f}s)",
+        file=sys.stderr,
+    )
     return record
 
 
@@ -254,16 +321,27 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     }
     broker = start_tansu(log_path=log_dir / "broker.log")
     targets: list[Target] = []
+    ctx = BenchContext(broker=broker, profile=args.profile, log_dir=log_dir)
     try:
-        ctx = BenchContext(broker=broker, profile=args.profile, log_dir=log_dir)
         targets = build_targets(args.target_list, args.mode_list, args.workers, log_dir)
         ready, result["targets"] = start_targets(ctx, targets)
         for name in args.scenario_list:
             scenario = SCENARIOS[name]()
-            result["scenarios"][name] = run_scenario(ctx, scenario, ready, params[name], params["rounds"])
+            try:
+                result["scenarios"][name] = run_scenario(ctx, scenario, ready, params[name], params["rounds"])
+            except Exception as exc:  # noqa: BLE001 - a broken scenario must not lose the others' results
+                result["scenarios"][name] = {
+                    "title": scenario.title,
+                    "params": params[name],
+                    "targets": [],
+                    "metrics": [],
+                    "rounds": [],
+                    "skipped": f"failed: {type(exc).__name__}: {exc}",
+                }
     finally:
         for target in targets:
             target.stop()
+        ctx.close()
         broker.stop()
         if args.keep_logs:
             print(f"[bench] logs kept in {log_dir}", file=sys.stderr)
@@ -293,7 +371,7 @@ def _json_default(value: object) -> object:
 
 def sanitize(value: Any) -> Any:
     """NaN/inf are not JSON: a latency that could not be computed becomes null."""
-    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: sanitize(v) for k, v in value.items()}

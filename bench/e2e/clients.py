@@ -79,14 +79,17 @@ def produce_throughput(params: Params) -> Params:
         if err is not None:
             errors.append(str(err))
 
-    producer = _producer(params["bootstrap"], {
-        "linger.ms": int(params.get("linger_ms", 5)),
-        "batch.size": int(params.get("batch_size", 1_000_000)),
-        "acks": str(params.get("acks", "all")),
-        "queue.buffering.max.messages": 200_000,
-        "delivery.report.only.error": True,  # a Python call per acked record would be the bottleneck
-        "on_delivery": on_error,
-    })
+    producer = _producer(
+        params["bootstrap"],
+        {
+            "linger.ms": int(params.get("linger_ms", 5)),
+            "batch.size": int(params.get("batch_size", 1_000_000)),
+            "acks": str(params.get("acks", "all")),
+            "queue.buffering.max.messages": 200_000,
+            "delivery.report.only.error": True,  # a Python call per acked record would be the bottleneck
+            "on_delivery": on_error,
+        },
+    )
     payload = _payload(size)
     warmed = 0
     if params.get("warm_up", True):
@@ -219,11 +222,14 @@ def produce_latency(params: Params) -> Params:
     max_records = int(params.get("max_records", 1_000_000))
     topic = params["topic"]
     total = min(int(rate * (duration_s + warmup_s)), max_records)
-    producer = _producer(params["bootstrap"], {
-        "acks": str(params.get("acks", "all")),
-        "linger.ms": int(params.get("linger_ms", 0)),
-        **params.get("client_config", {}),
-    })
+    producer = _producer(
+        params["bootstrap"],
+        {
+            "acks": str(params.get("acks", "all")),
+            "linger.ms": int(params.get("linger_ms", 0)),
+            **params.get("client_config", {}),
+        },
+    )
     payload = _payload(size)
     _warm_up(producer, topic, payload, timeout=min(max_seconds, 15.0))
 
@@ -321,12 +327,15 @@ def e2e_latency(params: Params) -> Params:
         if err is not None:
             producer_errors.append(str(err))
 
-    producer = _producer(bootstrap, {
-        "acks": str(params.get("acks", "all")),
-        "linger.ms": int(params.get("linger_ms", 0)),
-        "delivery.report.only.error": True,
-        "on_delivery": on_error,
-    })
+    producer = _producer(
+        bootstrap,
+        {
+            "acks": str(params.get("acks", "all")),
+            "linger.ms": int(params.get("linger_ms", 0)),
+            "delivery.report.only.error": True,
+            "on_delivery": on_error,
+        },
+    )
     consumer = _consumer(bootstrap, {"fetch.wait.max.ms": int(params.get("fetch_wait_max_ms", 100))})
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
 
@@ -391,6 +400,7 @@ def e2e_latency(params: Params) -> Params:
         stop.set()
         producer_thread.join(10.0)
         consumer.close()
+    all_errors = producer_errors + consume_errors
     return {
         **recorder.summary_ms(),
         "rate": rate,
@@ -399,7 +409,7 @@ def e2e_latency(params: Params) -> Params:
         "samples": recorder.count,
         "producer_errors": len(producer_errors),
         "consumer_errors": len(consume_errors),
-        "first_error": (producer_errors + consume_errors or [None])[0],
+        "first_error": all_errors[0] if all_errors else None,
         "hdr": recorder.encode(),
         "complete": received == measured_total and produced["measured"] == measured_total,
     }
@@ -424,12 +434,20 @@ def idle_connections(params: Params) -> Params:
                 error = f"opening stopped at the {max_seconds:.0f}s bound"
                 break
             sock = socket.create_connection((host, int(port)), timeout=10.0)
+            # Close with a reset: a thousand client-side TIME_WAIT sockets would linger for a minute and
+            # block later port-range reservations on this machine.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sockets.append(sock)
             handshake(sock, first_correlation_id=1 + 2 * index)
     except (OSError, RuntimeError) as exc:
         error = f"connection {len(sockets)}: {exc}"
-    result = {"opened": len(sockets), "requested": count, "seconds": time.monotonic() - start, "error": error,
-              "complete": error is None and len(sockets) == count}
+    result = {
+        "opened": len(sockets),
+        "requested": count,
+        "seconds": time.monotonic() - start,
+        "error": error,
+        "complete": error is None and len(sockets) == count,
+    }
     _emit(result)
     sys.stdin.readline()
     for sock in sockets:

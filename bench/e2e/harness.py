@@ -41,7 +41,10 @@ class ClientProcess:
         self._buffer = b""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.e2e.clients", workload, json.dumps(params)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, cwd=REPO_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=REPO_ROOT,
         )
 
     def read_result(self, timeout: float) -> dict[str, Any]:
@@ -54,17 +57,21 @@ class ClientProcess:
                 for line in self._buffer.split(b"\n")[:-1]:
                     if line.startswith(RESULT_PREFIX.encode()):
                         self._buffer = b""
-                        return json.loads(line[len(RESULT_PREFIX):])
+                        return json.loads(line[len(RESULT_PREFIX) :])
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self.kill()
-                    raise ClientError(f"{self.workload} gave no result within {timeout:.0f}s{self._stderr_tail()}")
+                    raise ClientError(
+                        f"{self.workload} gave no result within {timeout:.0f}s{self._stderr_tail()}"
+                    )
                 if not selector.select(remaining):
                     continue
                 chunk = os.read(self.proc.stdout.fileno(), 65536)
                 if not chunk:
                     code = self.proc.wait(5)
-                    raise ClientError(f"{self.workload} exited with {code} and no result{self._stderr_tail()}")
+                    raise ClientError(
+                        f"{self.workload} exited with {code} and no result{self._stderr_tail()}"
+                    )
                 self._buffer += chunk
 
     def finish(self, timeout: float = 30.0) -> int:
@@ -116,6 +123,18 @@ class BenchContext:
     log_dir: Path
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     _topic_counter: int = 0
+    _admin: Any = None
+
+    def _admin_client(self) -> Any:
+        # One admin client for the run: creating one per topic would add a connection setup each time.
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
+
+            self._admin = AdminClient({"bootstrap.servers": self.direct_bootstrap, "log_level": 3})
+        return self._admin
+
+    def close(self) -> None:
+        self._admin = None  # librdkafka tears the client down when the last reference goes
 
     @property
     def direct_bootstrap(self) -> str:
@@ -123,19 +142,27 @@ class BenchContext:
 
     def new_topic(self, label: str, partitions: int = 1) -> str:
         """Create a fresh topic through the broker directly and wait until it exists."""
-        from confluent_kafka.admin import AdminClient, NewTopic
+        from confluent_kafka.admin import NewTopic
 
         self._topic_counter += 1
         name = f"bench-{self.run_id}-{self._topic_counter:04d}-{label}"
-        admin = AdminClient({"bootstrap.servers": self.direct_bootstrap, "log_level": 3})
-        futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=ADMIN_TIMEOUT_S)
+        futures = self._admin_client().create_topics(
+            [NewTopic(name, partitions, 1)], operation_timeout=ADMIN_TIMEOUT_S
+        )
         futures[name].result(ADMIN_TIMEOUT_S)
         return name
 
     def delete_topic(self, name: str) -> None:
         """Delete a topic (best effort: a failed delete costs broker memory, not correctness)."""
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.direct_bootstrap, "log_level": 3})
         with contextlib.suppress(Exception):
-            admin.delete_topics([name], operation_timeout=ADMIN_TIMEOUT_S)[name].result(ADMIN_TIMEOUT_S)
+            self._admin_client().delete_topics([name], operation_timeout=ADMIN_TIMEOUT_S)[name].result(
+                ADMIN_TIMEOUT_S
+            )
+
+    def probe(self, bootstrap: str, label: str) -> None:
+        """One acknowledged send through `bootstrap` on a throwaway topic (ClientError if it fails)."""
+        topic = self.new_topic(f"probe-{label}")
+        try:
+            run_client("probe", {"bootstrap": bootstrap, "topic": topic, "max_seconds": 15.0}, timeout=40.0)
+        finally:
+            self.delete_topic(topic)

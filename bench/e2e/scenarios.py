@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.e2e.harness import BenchContext, ClientProcess, run_client
+from bench.e2e.harness import BenchContext, ClientError, ClientProcess, run_client
 from bench.e2e.targets import DirectTarget, StreamgateTarget, Target, TargetUnavailable, tree_rss_kib
 
 # A client gets this long beyond its own bound to start, warm up and report.
@@ -48,6 +48,8 @@ class Scenario(ABC):
     title: str
     description: str
     metrics: tuple[MetricSpec, ...]
+    # Restart proxy targets before each measurement (memory deltas must not reuse an earlier round's heap).
+    fresh_target: bool = False
 
     def setup(self, ctx: BenchContext, targets: list[Target], params: dict[str, Any]) -> list[Target]:
         """Targets to alternate over, in order; may start scenario-specific targets."""
@@ -55,6 +57,12 @@ class Scenario(ABC):
 
     def teardown(self, ctx: BenchContext) -> None:
         """Stop what `setup` started."""
+
+    def begin_round(self, ctx: BenchContext, params: dict[str, Any]) -> None:
+        """Prepare what every target of one round shares (runs before the round's first target)."""
+
+    def end_round(self, ctx: BenchContext) -> None:
+        """Clean up what `begin_round` prepared (runs even when the round failed)."""
 
     @abstractmethod
     def measure(self, ctx: BenchContext, target: Target, params: dict[str, Any]) -> Measurement: ...
@@ -78,46 +86,80 @@ THROUGHPUT_METRICS = (
 class ProduceThroughput(Scenario):
     name = "produce_throughput"
     title = "Produce throughput"
-    description = ("One producer process sends `records` records of `record_size` bytes with batching on "
-                   "(linger.ms=5, batch.size=1,000,000, acks=all); time from the first send to the last ack.")
+    description = (
+        "One producer process sends `records` records of `record_size` bytes with batching on "
+        "(linger.ms=5, batch.size=1,000,000, acks=all); time from the first send to the last ack."
+    )
     metrics = THROUGHPUT_METRICS
 
     def measure(self, ctx: BenchContext, target: Target, params: dict[str, Any]) -> Measurement:
         topic = ctx.new_topic(self.name)
         try:
-            result = run_client("produce_throughput", {**params, "bootstrap": target.bootstrap, "topic": topic},
-                                timeout=float(params["max_seconds"]) + CLIENT_SLACK_S)
+            result = run_client(
+                "produce_throughput",
+                {**params, "bootstrap": target.bootstrap, "topic": topic},
+                timeout=float(params["max_seconds"]) + CLIENT_SLACK_S,
+            )
         finally:
             ctx.delete_topic(topic)
         # The producer's own delivery accounting is the check here: Tansu's high watermark is the last
         # batch's base offset + 1, not the record count, so it cannot confirm the total.
-        _require(bool(result["complete"]),
-                 f"sent {result['sent']} of {params['records']}, acked {result['records']}, "
-                 f"errors {result['errors']} ({result['first_error']})", result)
+        _require(
+            bool(result["complete"]),
+            f"sent {result['sent']} of {params['records']}, acked {result['records']}, "
+            f"errors {result['errors']} ({result['first_error']})",
+            result,
+        )
         return Measurement({"records_per_s": result["records_per_s"], "mb_per_s": result["mb_per_s"]}, result)
 
 
 class ConsumeThroughput(Scenario):
     name = "consume_throughput"
     title = "Consume throughput"
-    description = ("A topic is pre-filled with `records` records through the broker directly (not timed), then "
-                   "one consumer process reads them all from offset 0 through the target (assign, no group).")
+    description = (
+        "Once per round a topic is pre-filled with `records` records through the broker directly (not "
+        "timed); then, for each target, one consumer process reads them all from offset 0 through the "
+        "target (assign, no group, no commits), so every target reads the same bytes."
+    )
     metrics = THROUGHPUT_METRICS
 
+    def __init__(self) -> None:
+        self._topic: str | None = None
+        self._fill: dict[str, Any] = {}
+
+    def begin_round(self, ctx: BenchContext, params: dict[str, Any]) -> None:
+        self._topic = ctx.new_topic(self.name)
+        self._fill = run_client(
+            "produce_throughput",
+            {**params, "bootstrap": ctx.direct_bootstrap, "topic": self._topic, "warm_up": False},
+            timeout=float(params["max_seconds"]) + CLIENT_SLACK_S,
+        )
+        _require(
+            bool(self._fill["complete"]),
+            f"pre-fill acked {self._fill['records']} of {params['records']}",
+            self._fill,
+        )
+
+    def end_round(self, ctx: BenchContext) -> None:
+        if self._topic is not None:
+            ctx.delete_topic(self._topic)
+        self._topic = None
+        self._fill = {}
+
     def measure(self, ctx: BenchContext, target: Target, params: dict[str, Any]) -> Measurement:
-        topic = ctx.new_topic(self.name)
-        bound = float(params["max_seconds"]) + CLIENT_SLACK_S
-        try:
-            fill = run_client("produce_throughput", {**params, "bootstrap": ctx.direct_bootstrap, "topic": topic,
-                                                     "warm_up": False}, timeout=bound)
-            _require(bool(fill["complete"]), f"pre-fill acked {fill['records']} of {params['records']}", fill)
-            result = run_client("consume_throughput", {**params, "bootstrap": target.bootstrap, "topic": topic},
-                                timeout=bound)
-        finally:
-            ctx.delete_topic(topic)
-        result["prefill_records_per_s"] = fill["records_per_s"]
-        _require(result["records"] == int(params["records"]) and result["errors"] == 0,
-                 f"consumed {result['records']} of {params['records']} ({result['errors']} errors)", result)
+        if self._topic is None:
+            raise RuntimeError("consume_throughput measured without a pre-filled topic (begin_round not run)")
+        result = run_client(
+            "consume_throughput",
+            {**params, "bootstrap": target.bootstrap, "topic": self._topic},
+            timeout=float(params["max_seconds"]) + CLIENT_SLACK_S,
+        )
+        result["prefill_records_per_s"] = self._fill.get("records_per_s")
+        _require(
+            result["records"] == int(params["records"]) and result["errors"] == 0,
+            f"consumed {result['records']} of {params['records']} ({result['errors']} errors)",
+            result,
+        )
         return Measurement({"records_per_s": result["records_per_s"], "mb_per_s": result["mb_per_s"]}, result)
 
 
@@ -131,55 +173,75 @@ LATENCY_METRICS = (
 class ProduceLatency(Scenario):
     name = "produce_latency"
     title = "Produce latency at a fixed rate"
-    description = ("One producer process offers `rate` records/s (acks=all, linger.ms=0) on a deadline "
-                   "schedule; latency = ack time - scheduled send time (no coordinated omission), HDR histogram.")
+    description = (
+        "One producer process offers `rate` records/s (acks=all, linger.ms=0) on a deadline "
+        "schedule; latency = ack time - scheduled send time (no coordinated omission), HDR histogram."
+    )
     metrics = LATENCY_METRICS
 
     def measure(self, ctx: BenchContext, target: Target, params: dict[str, Any]) -> Measurement:
         topic = ctx.new_topic(self.name)
         bound = float(params["duration_s"]) + float(params["warmup_s"]) + CLIENT_SLACK_S
         try:
-            result = run_client("produce_latency", {**params, "bootstrap": target.bootstrap, "topic": topic,
-                                                    "max_seconds": bound}, timeout=bound + CLIENT_SLACK_S)
+            result = run_client(
+                "produce_latency",
+                {**params, "bootstrap": target.bootstrap, "topic": topic, "max_seconds": bound},
+                timeout=bound + CLIENT_SLACK_S,
+            )
         finally:
             ctx.delete_topic(topic)
-        _require(bool(result["complete"]) and result["errors"] == 0,
-                 f"sent {result['sent']}, acked {result['acked']}, errors {result['errors']}", result)
+        _require(
+            bool(result["complete"]) and result["errors"] == 0,
+            f"sent {result['sent']}, acked {result['acked']}, errors {result['errors']}",
+            result,
+        )
         return Measurement({m.name: result[m.name] for m in self.metrics}, result)
 
 
 class EndToEndLatency(Scenario):
     name = "e2e_latency"
     title = "End-to-end latency producer -> consumer"
-    description = ("One process runs a paced producer thread (`rate` records/s, due time in the payload) and a "
-                   "consumer; latency = arrival - scheduled send time. The consumer's fetch.wait.max.ms bounds "
-                   "how long the broker parks an empty fetch, which dominates this number on Tansu.")
+    description = (
+        "One process runs a paced producer thread (`rate` records/s, due time in the payload) and a "
+        "consumer; latency = arrival - scheduled send time. The consumer's fetch.wait.max.ms bounds "
+        "how long the broker parks an empty fetch, which dominates this number on Tansu."
+    )
     metrics = (MetricSpec("p50", "ms", False, "p50"), MetricSpec("p99", "ms", False, "p99"))
 
     def measure(self, ctx: BenchContext, target: Target, params: dict[str, Any]) -> Measurement:
         topic = ctx.new_topic(self.name)
         bound = float(params["duration_s"]) + float(params["warmup_s"]) + CLIENT_SLACK_S
         try:
-            result = run_client("e2e_latency", {**params, "bootstrap": target.bootstrap, "topic": topic,
-                                                "max_seconds": bound}, timeout=bound + CLIENT_SLACK_S)
+            result = run_client(
+                "e2e_latency",
+                {**params, "bootstrap": target.bootstrap, "topic": topic, "max_seconds": bound},
+                timeout=bound + CLIENT_SLACK_S,
+            )
         finally:
             ctx.delete_topic(topic)
-        _require(bool(result["complete"]) and result["producer_errors"] == 0 and result["consumer_errors"] == 0,
-                 f"produced {result['produced']}, received {result['received']}, first error "
-                 f"{result['first_error']}", result)
+        _require(
+            bool(result["complete"]) and result["producer_errors"] == 0 and result["consumer_errors"] == 0,
+            f"produced {result['produced']}, received {result['received']}, first error "
+            f"{result['first_error']}",
+            result,
+        )
         return Measurement({m.name: result[m.name] for m in self.metrics}, result)
 
 
 class ConnectionScaling(Scenario):
     name = "connection_scaling"
     title = "Connection scaling"
-    description = ("A holder process opens `connections` raw TCP connections that each complete ApiVersions v0 + "
-                   "Metadata v1 and then stay idle; the target's RSS delta (its own process tree) per connection "
-                   "is reported, then light produce traffic (`light_rate` records/s, acks=all) runs beside them.")
+    description = (
+        "A holder process opens `connections` raw TCP connections that each complete ApiVersions v0 + "
+        "Metadata v1 and then stay idle; the target's RSS delta (its own process tree, restarted fresh and "
+        "warmed by `warmup_connections` short-lived connections) per connection is reported, then light "
+        "produce traffic (`light_rate` records/s, acks=all) runs beside them."
+    )
     metrics = (
         MetricSpec("rss_kib_per_conn", "KiB", False, "RSS KiB/conn"),
         MetricSpec("light_p99", "ms", False, "light p99"),
     )
+    fresh_target = True
 
     def measure(self, ctx: BenchContext, target: Target, params: dict[str, Any]) -> Measurement:
         pids = target.root_pids()
@@ -189,16 +251,36 @@ class ConnectionScaling(Scenario):
         raw: dict[str, Any] = {"connections_requested": count}
         holder: ClientProcess | None = None
         try:
+            # A fresh process pays one-off costs (lazy imports, first buffers) on its first connections;
+            # a few short-lived ones first keep those out of the per-connection figure.
+            warm_up = int(params.get("warmup_connections", 20))
+            if warm_up:
+                run_client(
+                    "idle_connections",
+                    {"bootstrap": target.bootstrap, "count": warm_up, "max_seconds": params["max_seconds"]},
+                    timeout=float(params["max_seconds"]) + CLIENT_SLACK_S,
+                )
             raw["rss_before_kib"] = tree_rss_kib(pids)
-            holder = ClientProcess("idle_connections", {"bootstrap": target.bootstrap, "count": count,
-                                                        "max_seconds": params["max_seconds"]})
+            holder = ClientProcess(
+                "idle_connections",
+                {"bootstrap": target.bootstrap, "count": count, "max_seconds": params["max_seconds"]},
+            )
             opened = holder.read_result(float(params["max_seconds"]) + CLIENT_SLACK_S)
             raw.update(opened=opened["opened"], open_seconds=opened["seconds"], open_error=opened["error"])
             raw["rss_open_kib"] = tree_rss_kib(pids)
-            light = run_client("produce_latency", {
-                "bootstrap": target.bootstrap, "topic": topic, "rate": params["light_rate"],
-                "duration_s": params["light_duration_s"], "warmup_s": 0.5, "record_size": params["record_size"],
-                "max_seconds": light_bound}, timeout=light_bound + CLIENT_SLACK_S)
+            light = run_client(
+                "produce_latency",
+                {
+                    "bootstrap": target.bootstrap,
+                    "topic": topic,
+                    "rate": params["light_rate"],
+                    "duration_s": params["light_duration_s"],
+                    "warmup_s": float(params.get("light_warmup_s", 0.5)),
+                    "record_size": params["record_size"],
+                    "max_seconds": light_bound,
+                },
+                timeout=light_bound + CLIENT_SLACK_S,
+            )
             raw["rss_loaded_kib"] = tree_rss_kib(pids)
             raw["light"] = _without_histogram(light)
             raw["light_hdr"] = light["hdr"]
@@ -216,10 +298,12 @@ class ConnectionScaling(Scenario):
 class WorkerScaling(Scenario):
     name = "worker_scaling"
     title = "Worker scaling (Streamgate 1 vs 2 workers)"
-    description = ("`producers` producer processes (each on its own topic) run the produce-throughput workload "
-                   "at once; aggregate records/s = all records / (last finish - first start). Streamgate is "
-                   "started with 1 and with 2 workers; direct is the reference. SO_REUSEPORT spreads "
-                   "connections by hash, so two workers are not guaranteed an equal share.")
+    description = (
+        "`producers` producer processes (each on its own topic) run the produce-throughput workload "
+        "at once; aggregate records/s = all records / (last finish - first start). Streamgate is "
+        "started with 1 and with 2 workers; direct is the reference. SO_REUSEPORT spreads "
+        "connections by hash, so two workers are not guaranteed an equal share."
+    )
     metrics = THROUGHPUT_METRICS
 
     def __init__(self) -> None:
@@ -232,11 +316,14 @@ class WorkerScaling(Scenario):
             return []
         chosen: list[Target] = [t for t in targets if isinstance(t, DirectTarget)]
         for workers in (1, 2):
-            candidate = StreamgateTarget(f"streamgate-w{workers}", mode="passthrough", workers=workers,
-                                         log_dir=ctx.log_dir)
+            candidate = StreamgateTarget(
+                f"streamgate-w{workers}", mode="passthrough", workers=workers, log_dir=ctx.log_dir
+            )
             try:
                 candidate.start(ctx.broker)
-            except TargetUnavailable as exc:
+                ctx.probe(candidate.bootstrap, candidate.name)
+            except (TargetUnavailable, ClientError) as exc:
+                candidate.stop()
                 self.unavailable[candidate.name] = str(exc)
                 continue
             self._owned.append(candidate)
@@ -254,8 +341,13 @@ class WorkerScaling(Scenario):
         bound = float(params["max_seconds"]) + CLIENT_SLACK_S
         # Start together after every client has connected and warmed up (CLOCK_MONOTONIC is system-wide).
         start_at_ns = time.monotonic_ns() + int(float(params["start_delay_s"]) * 1e9)
-        clients = [ClientProcess("produce_throughput", {**params, "bootstrap": target.bootstrap, "topic": topic,
-                                                        "start_at_ns": start_at_ns}) for topic in topics]
+        clients = [
+            ClientProcess(
+                "produce_throughput",
+                {**params, "bootstrap": target.bootstrap, "topic": topic, "start_at_ns": start_at_ns},
+            )
+            for topic in topics
+        ]
         try:
             results = [client.read_result(bound) for client in clients]
         finally:
@@ -274,14 +366,26 @@ class WorkerScaling(Scenario):
 
 SCENARIOS: dict[str, type[Scenario]] = {
     cls.name: cls
-    for cls in (ProduceThroughput, ConsumeThroughput, ProduceLatency, EndToEndLatency, ConnectionScaling,
-                WorkerScaling)
+    # Connection scaling runs last: the proxies' upstream sockets it closes sit in TIME_WAIT for a minute,
+    # which would make reserving a free port block for a new gateway fail right after it.
+    for cls in (
+        ProduceThroughput,
+        ConsumeThroughput,
+        ProduceLatency,
+        EndToEndLatency,
+        WorkerScaling,
+        ConnectionScaling,
+    )
 }
 
 # Short names accepted by --scenarios.
 ALIASES = {
-    "produce": "produce_throughput", "consume": "consume_throughput", "latency": "produce_latency",
-    "e2e": "e2e_latency", "connections": "connection_scaling", "workers": "worker_scaling",
+    "produce": "produce_throughput",
+    "consume": "consume_throughput",
+    "latency": "produce_latency",
+    "e2e": "e2e_latency",
+    "connections": "connection_scaling",
+    "workers": "worker_scaling",
 }
 
 # Parameters per profile. Every scenario is bounded by a record count and by max_seconds.
@@ -292,35 +396,82 @@ PROFILES: dict[str, dict[str, Any]] = {
         "produce_throughput": {"records": 200, "record_size": 1024, "max_seconds": 10.0},
         "consume_throughput": {"records": 200, "record_size": 1024, "max_seconds": 10.0},
         "produce_latency": {"rate": 400, "duration_s": 0.4, "warmup_s": 0.1, "record_size": 1024},
-        "e2e_latency": {"rate": 200, "duration_s": 0.4, "warmup_s": 0.1, "record_size": 1024,
-                        "fetch_wait_max_ms": 10},
-        "connection_scaling": {"connections": 20, "light_rate": 100, "light_duration_s": 0.3,
-                               "record_size": 1024, "max_seconds": 10.0},
-        "worker_scaling": {"producers": 2, "records": 200, "record_size": 1024, "max_seconds": 10.0,
-                           "start_delay_s": 1.5},
+        "e2e_latency": {
+            "rate": 200,
+            "duration_s": 0.4,
+            "warmup_s": 0.1,
+            "record_size": 1024,
+            "fetch_wait_max_ms": 10,
+        },
+        "connection_scaling": {
+            "connections": 20,
+            "warmup_connections": 2,
+            "light_rate": 100,
+            "light_duration_s": 0.3,
+            "light_warmup_s": 0.1,
+            "record_size": 1024,
+            "max_seconds": 10.0,
+        },
+        "worker_scaling": {
+            "producers": 2,
+            "records": 200,
+            "record_size": 1024,
+            "max_seconds": 10.0,
+            "start_delay_s": 1.5,
+        },
     },
     "quick": {
         "rounds": 3,
         "produce_throughput": {"records": 60_000, "record_size": 1024, "max_seconds": 20.0},
         "consume_throughput": {"records": 60_000, "record_size": 1024, "max_seconds": 20.0},
-        "produce_latency": {"rate": 2000, "duration_s": 1.5, "warmup_s": 0.3, "record_size": 1024},
-        "e2e_latency": {"rate": 500, "duration_s": 1.5, "warmup_s": 0.3, "record_size": 1024,
-                        "fetch_wait_max_ms": 10},
-        "connection_scaling": {"connections": 1000, "light_rate": 200, "light_duration_s": 1.5,
-                               "record_size": 1024, "max_seconds": 30.0},
-        "worker_scaling": {"producers": 2, "records": 40_000, "record_size": 1024, "max_seconds": 20.0,
-                           "start_delay_s": 1.5},
+        "produce_latency": {"rate": 2000, "duration_s": 1.2, "warmup_s": 0.3, "record_size": 1024},
+        "e2e_latency": {
+            "rate": 500,
+            "duration_s": 1.2,
+            "warmup_s": 0.3,
+            "record_size": 1024,
+            "fetch_wait_max_ms": 10,
+        },
+        "connection_scaling": {
+            "connections": 1000,
+            "light_rate": 200,
+            "light_duration_s": 1.0,
+            "record_size": 1024,
+            "max_seconds": 30.0,
+        },
+        "worker_scaling": {
+            "producers": 2,
+            "records": 40_000,
+            "record_size": 1024,
+            "max_seconds": 20.0,
+            "start_delay_s": 1.5,
+        },
     },
     "full": {
         "rounds": 5,
         "produce_throughput": {"records": 300_000, "record_size": 1024, "max_seconds": 60.0},
         "consume_throughput": {"records": 300_000, "record_size": 1024, "max_seconds": 60.0},
         "produce_latency": {"rate": 2000, "duration_s": 10.0, "warmup_s": 1.0, "record_size": 1024},
-        "e2e_latency": {"rate": 500, "duration_s": 8.0, "warmup_s": 1.0, "record_size": 1024,
-                        "fetch_wait_max_ms": 10},
-        "connection_scaling": {"connections": 1000, "light_rate": 200, "light_duration_s": 5.0,
-                               "record_size": 1024, "max_seconds": 60.0},
-        "worker_scaling": {"producers": 2, "records": 150_000, "record_size": 1024, "max_seconds": 60.0,
-                           "start_delay_s": 1.5},
+        "e2e_latency": {
+            "rate": 500,
+            "duration_s": 8.0,
+            "warmup_s": 1.0,
+            "record_size": 1024,
+            "fetch_wait_max_ms": 10,
+        },
+        "connection_scaling": {
+            "connections": 1000,
+            "light_rate": 200,
+            "light_duration_s": 5.0,
+            "record_size": 1024,
+            "max_seconds": 60.0,
+        },
+        "worker_scaling": {
+            "producers": 2,
+            "records": 150_000,
+            "record_size": 1024,
+            "max_seconds": 60.0,
+            "start_delay_s": 1.5,
+        },
     },
 }

@@ -12,7 +12,7 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 
-from hdrh.histogram import HdrHistogram
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 # One minute in microseconds: anything slower is a failure of the run, not a latency worth a bucket.
 HIGHEST_TRACKABLE_US = 60_000_000
@@ -34,7 +34,7 @@ class LatencyRecorder:
         self.clamped = 0  # samples outside [1, highest] that were clamped rather than dropped
 
     def record_us(self, value_us: float) -> None:
-        value = int(round(value_us))
+        value = round(value_us)
         if value < 1 or value > HIGHEST_TRACKABLE_US:
             # Clamp instead of dropping: a lost sample would hide exactly the outliers p99.9 is for.
             self.clamped += 1

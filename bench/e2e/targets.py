@@ -68,6 +68,11 @@ class Target(ABC):
     def alive(self) -> bool:
         return all(Path(f"/proc/{pid}").exists() for pid in self.root_pids())
 
+    def restart(self, broker: ManagedProcess) -> None:
+        """A fresh process (memory measurements must not inherit a previous round's heap)."""
+        self.stop()
+        self.start(broker)
+
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind}
 
@@ -89,6 +94,9 @@ class DirectTarget(Target):
 
     def stop(self) -> None:
         self._broker = None  # the broker belongs to the run, not to this target
+
+    def restart(self, broker: ManagedProcess) -> None:
+        self.start(broker)  # restarting the shared broker would disturb every other target
 
     @property
     def bootstrap(self) -> str:
@@ -140,8 +148,14 @@ class StreamgateTarget(Target):
 
     kind = "streamgate"
 
-    def __init__(self, name: str = "streamgate", mode: str = "passthrough", workers: int = 1,
-                 log_dir: Path | None = None, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        name: str = "streamgate",
+        mode: str = "passthrough",
+        workers: int = 1,
+        log_dir: Path | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
         super().__init__(name)
         if mode not in MODE_CONFIGS:
             raise ValueError(f"unknown streamgate mode {mode!r}; known: {', '.join(sorted(MODE_CONFIGS))}")
@@ -161,21 +175,34 @@ class StreamgateTarget(Target):
             raise TargetUnavailable("the `streamgate` command is not installed in the venv")
         if not self.config_path.exists():
             raise TargetUnavailable(f"config for mode {self.mode!r} missing: {self.config_path}")
-        port = free_port(HOST)
+        try:
+            port = free_port(HOST)
+            node_port_base = free_port_block(NODE_PORT_BLOCK, HOST)
+        except ComponentError as exc:
+            raise TargetUnavailable(f"no ports for streamgate: {exc}") from exc
         env = dict(os.environ)
-        env.update({
-            "STREAMGATE__KAFKA__LISTEN": f"{HOST}:{port}",
-            "STREAMGATE__KAFKA__ADVERTISED_HOST": HOST,
-            "STREAMGATE__KAFKA__UPSTREAM__BOOTSTRAP": broker.address,
-            "STREAMGATE__KAFKA__NODE_PORT_BASE": str(free_port_block(NODE_PORT_BLOCK, HOST)),
-            "STREAMGATE_WORKERS": str(self.workers),
-        })
+        env.update(
+            {
+                "STREAMGATE__KAFKA__LISTEN": f"{HOST}:{port}",
+                "STREAMGATE__KAFKA__ADVERTISED_HOST": HOST,
+                "STREAMGATE__KAFKA__UPSTREAM__BOOTSTRAP": broker.address,
+                "STREAMGATE__KAFKA__NODE_PORT_BASE": str(node_port_base),
+                "STREAMGATE_WORKERS": str(self.workers),
+            }
+        )
         log_path = self._log_dir / f"{self.name}.log" if self._log_dir else None
         argv = [executable, "run", "--config", str(self.config_path)]
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
         try:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env, cwd=REPO_ROOT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=REPO_ROOT,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise TargetUnavailable(f"cannot start streamgate: {exc}") from exc
         finally:
@@ -204,8 +231,12 @@ class StreamgateTarget(Target):
         return [self._process.proc.pid] if self._process else []
 
     def describe(self) -> dict[str, object]:
-        return {"kind": self.kind, "mode": self.mode, "workers": self.workers,
-                "config": MODE_CONFIGS[self.mode]}
+        return {
+            "kind": self.kind,
+            "mode": self.mode,
+            "workers": self.workers,
+            "config": MODE_CONFIGS[self.mode],
+        }
 
 
 def _streamgate_executable() -> str | None:
@@ -224,6 +255,7 @@ def _stop_group(process: ManagedProcess) -> None:
 
 
 # --- process-tree memory -------------------------------------------------------------------------------
+
 
 def _parent_map() -> dict[int, int]:
     parents: dict[int, int] = {}
@@ -272,8 +304,12 @@ def tree_rss_kib(root_pids: Iterable[int]) -> int:
     return sum(rss_kib(pid) for pid in process_tree(root_pids))
 
 
-def build_targets(names: Iterable[str], modes: Iterable[str] = ("passthrough",), workers: int = 1,
-                  log_dir: Path | None = None) -> list[Target]:
+def build_targets(
+    names: Iterable[str],
+    modes: Iterable[str] = ("passthrough",),
+    workers: int = 1,
+    log_dir: Path | None = None,
+) -> list[Target]:
     """Targets in the order given; "streamgate" expands to one target per mode."""
     targets: list[Target] = []
     for name in names:

@@ -21,7 +21,9 @@ METADATA, FETCH, PRODUCE = 3, 1, 0
 def metadata_response() -> metadata.MetadataResponse:
     """3 brokers, 50 topics x 3 partitions, replication factor 3: a mid-sized cluster's full Metadata."""
     brokers = [
-        metadata.MetadataResponseBroker(node_id=i, host=f"broker-{i}.kafka.internal", port=9092, rack=f"rack-{i}")
+        metadata.MetadataResponseBroker(
+            node_id=i, host=f"broker-{i}.kafka.internal", port=9092, rack=f"rack-{i}"
+        )
         for i in range(3)
     ]
     topics = [
@@ -49,7 +51,11 @@ def fetch_response() -> fetch.FetchResponse:
     records = os.urandom(64 * 1024)
     partitions = [
         fetch.FetchResponsePartitionData(
-            partition_index=p, high_watermark=1000, last_stable_offset=1000, log_start_offset=0, records=records
+            partition_index=p,
+            high_watermark=1000,
+            last_stable_offset=1000,
+            log_start_offset=0,
+            records=records,
         )
         for p in range(4)
     ]
@@ -70,7 +76,9 @@ def produce_request() -> produce.ProduceRequest:
         topic_data=[
             produce.ProduceRequestTopicProduceData(
                 name="orders.events.000",
-                partition_data=[produce.ProduceRequestPartitionProduceData(index=p, records=records) for p in range(4)],
+                partition_data=[
+                    produce.ProduceRequestPartitionProduceData(index=p, records=records) for p in range(4)
+                ],
             )
         ],
     )

@@ -4,8 +4,9 @@ librdkafka's `produce()` only queues; delivery reports arrive through `flush()`/
 run on a single dedicated thread (an executor with one worker), so the event loop never blocks and the
 producer is only ever touched by one thread at a time. A batch is delivered when every message of it was
 acknowledged (`acks=all`); if any failed or `delivery_timeout` passed, the not yet delivered messages are
-purged from librdkafka's queue and the whole batch is retried later: at-least-once, duplicates possible after
-a failure. The idempotent producer (default) keeps per-partition order across librdkafka's own retries.
+purged from librdkafka's queue and the rest of the batch is retried later: at-least-once, duplicates possible
+after a failure. The idempotent producer (default) keeps per-partition order across librdkafka's own retries;
+after a fatal idempotence error (the broker lost the producer id) a new producer is created.
 
 Events are keyed `w<worker>`, so one worker's events stay in order on one partition. Extra librdkafka
 settings (`security.protocol`, `sasl.*`, `ssl.*`: the gateway's own credentials) come from `options` and are
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 from typing import Any
 
 from gateway.audit.sinks import AuditSink, SinkUnavailable
+
+log = logging.getLogger("streamgate.audit.kafka")
 
 
 class KafkaSink(AuditSink):
@@ -40,6 +44,7 @@ class KafkaSink(AuditSink):
             "message.timeout.ms": max(1, int(delivery_timeout * 1000)),
             "socket.timeout.ms": max(10, int(delivery_timeout * 1000)),
             "linger.ms": 5,
+            "logger": log,  # librdkafka's own log lines go through Python logging, not raw stderr
             **(options or {}),
         }
         self._producer: Any = None
@@ -83,13 +88,15 @@ class KafkaSink(AuditSink):
     def _produce_batch(self, batch: list[bytes]) -> None:
         failures: list[str] = []
         delivered = 0
+        fatal = False
 
         def on_delivery(err: Any, _msg: Any) -> None:
-            nonlocal delivered
+            nonlocal delivered, fatal
             if err is None:
                 delivered += 1
             else:
                 failures.append(err.name())
+                fatal = fatal or err.fatal()
 
         producer = self._producer
         for value in batch:
@@ -104,6 +111,10 @@ class KafkaSink(AuditSink):
             # Drop what is still queued so a retry does not race an old copy; in-flight copies may still land.
             producer.purge(in_queue=True, in_flight=False)
             producer.poll(0)
+            if fatal:
+                # An idempotent producer the broker no longer knows (e.g. a wiped cluster) cannot continue;
+                # the next attempt starts a new producer with a new producer id.
+                self._producer = None
             reason = failures[0] if failures else f"{remaining} not acknowledged"
             if reason == "_MSG_TIMED_OUT":
                 reason = "timed out"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,16 +31,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def free_port_block(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """Return a base port such that base..base+count-1 are all free (used for node_port_base ranges)."""
+    """Return a base port such that base..base+count-1 are all free (used for node_port_base ranges).
+
+    Bases are drawn below the kernel's ephemeral range (32768+) so that client connections made later by the
+    tests cannot take a port inside the block; SO_REUSEADDR matches how the gateway binds (TIME_WAIT is fine).
+    """
+    rng = random.Random()
     for _ in range(attempts):
-        base = free_port(host)
-        if base + count >= 65535:
-            continue
+        base = rng.randrange(20000, 32000 - count)
         socks = []
         try:
             for p in range(base, base + count):
                 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind((host, p))
             return base
         except OSError:

@@ -212,6 +212,8 @@ def _check_regex(name: str, pattern: str) -> None:
     where = f"custom_detectors.{name}.regex"
     if not pattern:
         raise MaskingConfigError(f"{where}: empty pattern")
+    if "\x00" in pattern:
+        raise MaskingConfigError(f"{where}: write a NUL byte as \\x00, not literally")
     if len(pattern) > MAX_CUSTOM_REGEX_LEN:
         raise MaskingConfigError(f"{where}: longer than {MAX_CUSTOM_REGEX_LEN} characters")
     import re2  # pyre2; imported here so that profiles without custom regexes never need it

@@ -14,6 +14,7 @@ message sets and trailing partial batches).
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from types import ModuleType
@@ -54,10 +55,10 @@ def _select() -> tuple[ModuleType, str, str | None]:
     if extensions_disabled():
         return reference, "reference", None
     try:
-        from gateway.native import _kafka
+        native = importlib.import_module("gateway.native._kafka")
     except ImportError as exc:  # not built, or built for another interpreter
         return reference, "reference", f"{type(exc).__name__}: {exc}"
-    return _kafka, "native", None
+    return native, "native", None
 
 
 _implementation, IMPLEMENTATION, NATIVE_LOAD_ERROR = _select()

@@ -12,18 +12,24 @@ from bench.e2e.scenarios import ConnectionScaling, ProduceLatency, ProduceThroug
 
 
 def _metrics(scenario: Scenario) -> list[dict[str, Any]]:
-    return [{"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better, "label": m.label}
-            for m in scenario.metrics]
+    return [
+        {"name": m.name, "unit": m.unit, "higher_is_better": m.higher_is_better, "label": m.label}
+        for m in scenario.metrics
+    ]
 
 
-def _round(round_number: int, target: str, metrics: dict[str, float] | None, error: str | None = None) -> dict:
+def _round(
+    round_number: int, target: str, metrics: dict[str, float] | None, error: str | None = None
+) -> dict:
     return {"round": round_number, "target": target, "metrics": metrics, "raw": {}, "error": error}
 
 
 def _result() -> dict[str, Any]:
     targets = ["direct", "streamgate", "peer"]
     produce = {
-        "metrics": _metrics(ProduceThroughput()), "targets": targets, "skipped": None,
+        "metrics": _metrics(ProduceThroughput()),
+        "targets": targets,
+        "skipped": None,
         "rounds": [
             _round(1, "direct", {"records_per_s": 100.0, "mb_per_s": 0.1}),
             _round(1, "streamgate", {"records_per_s": 90.0, "mb_per_s": 0.09}),
@@ -37,22 +43,34 @@ def _result() -> dict[str, Any]:
         ],
     }
     latency = {
-        "metrics": _metrics(ProduceLatency()), "targets": targets, "skipped": None,
+        "metrics": _metrics(ProduceLatency()),
+        "targets": targets,
+        "skipped": None,
         "rounds": [
             _round(r, t, {"p50": base, "p99": base * 2 + r * 0.1, "p99_9": base * 3})
-            for r in (1, 2, 3) for t, base in (("direct", 1.0), ("streamgate", 1.5), ("peer", 1.2))
+            for r in (1, 2, 3)
+            for t, base in (("direct", 1.0), ("streamgate", 1.5), ("peer", 1.2))
         ],
     }
     connections = {
-        "metrics": _metrics(ConnectionScaling()), "targets": ["direct", "streamgate"], "skipped": None,
-        "rounds": [_round(1, "direct", {"rss_kib_per_conn": 10.0, "light_p99": 2.0}),
-                   _round(1, "streamgate", {"rss_kib_per_conn": 5.0, "light_p99": 3.0})],
+        "metrics": _metrics(ConnectionScaling()),
+        "targets": ["direct", "streamgate"],
+        "skipped": None,
+        "rounds": [
+            _round(1, "direct", {"rss_kib_per_conn": 10.0, "light_p99": 2.0}),
+            _round(1, "streamgate", {"rss_kib_per_conn": 5.0, "light_p99": 3.0}),
+        ],
     }
-    return {"run": {"profile": "quick", "rounds": 3, "started_utc": "2024-01-01T00:00:00Z"},
-            "machine": {"cpu_model": "test cpu", "cpu_count": 2, "librdkafka": "2.x"},
-            "targets": {t: {"status": "ok"} for t in targets},
-            "scenarios": {"produce_throughput": produce, "produce_latency": latency,
-                          "connection_scaling": connections}}
+    return {
+        "run": {"profile": "quick", "rounds": 3, "started_utc": "2024-01-01T00:00:00Z"},
+        "machine": {"cpu_model": "test cpu", "cpu_count": 2, "librdkafka": "2.x"},
+        "targets": {t: {"status": "ok"} for t in targets},
+        "scenarios": {
+            "produce_throughput": produce,
+            "produce_latency": latency,
+            "connection_scaling": connections,
+        },
+    }
 
 
 def test_medians_skip_failed_rounds_and_ratios_divide_by_direct() -> None:

@@ -13,8 +13,17 @@ pytestmark = pytest.mark.integration
 
 
 def test_smoke_run_writes_result_json_and_chart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = run.main(["--smoke", "--targets", "peer", "--scenarios", "produce,latency,connections,workers",
-                     "--out", str(tmp_path)])
+    code = run.main(
+        [
+            "--smoke",
+            "--targets",
+            "peer",
+            "--scenarios",
+            "produce,consume,latency,connections,workers",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     files = sorted(tmp_path.iterdir())
     assert [f.suffix for f in files] == [".json", ".png"]
@@ -30,12 +39,13 @@ def test_smoke_run_writes_result_json_and_chart(tmp_path: Path, capsys: pytest.C
     assert all(t["status"] == "ok" for t in result["targets"].values())
 
     rounds = result["run"]["rounds"]
-    for name in ("produce_throughput", "produce_latency", "connection_scaling"):
+    for name in ("produce_throughput", "consume_throughput", "produce_latency", "connection_scaling"):
         scenario = result["scenarios"][name]
         assert scenario["targets"] == ["direct", "peer"]
         # alternation: A B A B ..., one measurement per target per round
         assert [(m["round"], m["target"]) for m in scenario["rounds"]] == [
-            (r, t) for r in range(1, rounds + 1) for t in ("direct", "peer")]
+            (r, t) for r in range(1, rounds + 1) for t in ("direct", "peer")
+        ]
         assert all(m["error"] is None for m in scenario["rounds"]), scenario["rounds"]
         names = [m["name"] for m in scenario["metrics"]]
         for target in ("direct", "peer"):

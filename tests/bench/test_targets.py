@@ -32,10 +32,12 @@ def test_unstarted_targets_have_no_bootstrap_and_no_pids() -> None:
 
 def test_process_tree_includes_grandchildren_and_sums_their_rss() -> None:
     # A child that starts a grandchild and reports its pid: the tree must include both.
-    script = ("import subprocess, sys, time\n"
-              "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
-              "print(g.pid, flush=True)\n"
-              "time.sleep(30)\n")
+    script = (
+        "import subprocess, sys, time\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "print(g.pid, flush=True)\n"
+        "time.sleep(30)\n"
+    )
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None

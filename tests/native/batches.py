@@ -85,9 +85,10 @@ def _compress(codec: int, data: bytes) -> bytes:
     if codec == COMPRESSION_GZIP:
         return gzip.compress(data)
     if codec == COMPRESSION_SNAPPY:
-        # xerial framing, as the Java producer writes it
+        # xerial framing, as the Java producer writes it; empty input still gets one (empty) block, as
+        # readers that sniff the framing (aiokafka) take a bare 16-byte header for raw snappy
         out = bytearray(_XERIAL_HEADER)
-        for start in range(0, len(data), _XERIAL_BLOCK):
+        for start in range(0, max(len(data), 1), _XERIAL_BLOCK):
             block = bytes(cramjam.snappy.compress_raw(data[start : start + _XERIAL_BLOCK]))
             out += struct.pack(">i", len(block)) + block
         return bytes(out)

@@ -21,7 +21,6 @@ import importlib
 import linecache
 import struct
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
 
@@ -67,13 +66,16 @@ VALID_VERSIONS: dict[int, tuple[int, int]] = REQUEST_VALID_VERSIONS
 RequestHeader = _headers.RequestHeader
 ResponseHeader = _headers.ResponseHeader
 
+# Bodies are returned as ``Any``: callers know from the api key which generated class they hold (see
+# ``request_class``/``response_class``) and read its attributes directly.
+
 API_VERSIONS_KEY = 18
 CONTROLLED_SHUTDOWN_KEY = 7
 
 Decoder = Callable[[Buffer, int], tuple[Any, int]]
-Encoder = Callable[[Any, bytearray], None]
+Encoder = Callable[[Any, list[bytes]], None]
 
-_GENERATED_DIR = str(Path(__file__).resolve().parent / "generated")
+_GENERATED_PACKAGE = f"{__package__}.generated."
 _HEADER_PREFIX = struct.Struct(">hh")
 _CORRELATION_ID = struct.Struct(">i")
 
@@ -111,7 +113,7 @@ def response_header_version(api_key: int, api_version: int) -> int:
     return 1 if flexible is not None and flexible[0] <= api_version <= flexible[1] else 0
 
 
-def decode_request_header(buf: Buffer, offset: int = 0) -> tuple[Any, int]:
+def decode_request_header(buf: Buffer, offset: int = 0) -> tuple[RequestHeader, int]:
     """Parse a request header; returns ``(RequestHeader, offset of the body)``.
 
     Raises ``CodecError`` for unknown API keys: the body layout (and whether the header has tagged
@@ -123,17 +125,19 @@ def decode_request_header(buf: Buffer, offset: int = 0) -> tuple[Any, int]:
     except struct.error as exc:
         raise CodecError(f"truncated request header: {exc}") from exc
     header_version = request_header_version(api_key, api_version)
-    return _decode(_headers.REQUEST_HEADER_DECODERS[header_version], buf, offset, "RequestHeader", header_version)
+    return _decode(
+        _headers.REQUEST_HEADER_DECODERS[header_version], buf, offset, "RequestHeader", header_version
+    )
 
 
-def encode_request_header(header: Any, header_version: int) -> bytes:
+def encode_request_header(header: RequestHeader, header_version: int) -> bytes:
     encoder = _headers.REQUEST_HEADER_ENCODERS.get(header_version)
     if encoder is None:
         raise CodecError(f"unknown request header version {header_version}")
     return _encode(encoder, header, "RequestHeader", header_version)
 
 
-def decode_response_header(buf: Buffer, offset: int, header_version: int) -> tuple[Any, int]:
+def decode_response_header(buf: Buffer, offset: int, header_version: int) -> tuple[ResponseHeader, int]:
     decoder = _headers.RESPONSE_HEADER_DECODERS.get(header_version)
     if decoder is None:
         raise CodecError(f"unknown response header version {header_version}")
@@ -250,9 +254,8 @@ def _lookup(cache: dict[int, dict[int, Any]], table: str, api_key: int, version:
     function = functions.get(version)
     if function is None:
         valid = (REQUEST_VALID_VERSIONS if suffix == "Request" else RESPONSE_VALID_VERSIONS)[api_key]
-        raise CodecError(
-            f"{_message_name(api_key, suffix)} v{version} is not supported (valid versions {valid[0]}-{valid[1]})"
-        )
+        name = _message_name(api_key, suffix)
+        raise CodecError(f"{name} v{version} is not supported (valid versions {valid[0]}-{valid[1]})")
     return function
 
 
@@ -264,12 +267,12 @@ def _decode(decoder: Decoder, buf: Buffer, offset: int, name: str, version: int)
 
 
 def _encode(encoder: Encoder, msg: Any, name: str, version: int) -> bytes:
-    out = bytearray()
+    out: list[bytes] = []
     try:
         encoder(msg, out)
     except _ENCODE_FAILURES as exc:
         raise _codec_error("encode", name, version, exc) from exc
-    return bytes(out)
+    return b"".join(out)
 
 
 def _codec_error(action: str, name: str, version: int, exc: BaseException) -> CodecError:
@@ -286,9 +289,9 @@ def _field_path(tb: TracebackType | None) -> str:
     """Field path of a failure, read from the ``# field:`` comments on the generated lines it went through."""
     parts: list[str] = []
     while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if filename.startswith(_GENERATED_DIR):
-            line = linecache.getline(filename, tb.tb_lineno)
+        frame = tb.tb_frame
+        if str(frame.f_globals.get("__name__", "")).startswith(_GENERATED_PACKAGE):
+            line = linecache.getline(frame.f_code.co_filename, tb.tb_lineno)
             marker = line.rpartition("# field: ")[2].strip()
             if marker:
                 parts.append(f"{{{marker}}}" if "," in marker else marker)

@@ -8,7 +8,7 @@ Rules this module keeps:
 - Readers take ``(buf, pos)`` and return ``(value, new_pos)``; they never read past ``len(buf)`` and raise
   ``CodecError`` (or let ``struct.error`` / ``IndexError`` escape, which ``codec.py`` converts) on truncated
   or impossible input. Lengths are checked against the bytes actually left before anything is allocated.
-- Writers append to a ``bytearray`` and return nothing.
+- Writers append ``bytes`` parts to a list (joined once by the caller) and return nothing.
 - Nothing here knows about a particular API; record batches are treated as opaque bytes.
 """
 
@@ -29,14 +29,15 @@ class FieldInfo(NamedTuple):
     """Compact description of one generated struct field, emitted per class as ``Class.FIELDS``.
 
     ``versions`` / ``nullable_versions`` / ``tagged_versions`` are inclusive ``(low, high)`` version ranges
-    (``high`` is ``VERSION_MAX`` for open ranges) or ``None`` when empty. ``type`` is the Kafka spec type of
-    the value or of the array element (``"int32"``, ``"string"``, ``"struct"``, ...).
+    (``high`` is ``VERSION_MAX`` for open ranges) or ``None`` when empty. ``kind`` is the Kafka spec type of
+    the value or of the array element (``"int32"``, ``"string"``, ...), ``"struct"`` for nested structs,
+    whose class is ``struct_class``. Defaults are those of a fresh instance (``Class().name``).
     """
 
     name: str
-    type: str
+    kind: str
     is_array: bool
-    struct: type | None
+    struct_class: type | None
     versions: tuple[int, int] | None
     nullable_versions: tuple[int, int] | None
     tag: int | None
@@ -296,8 +297,13 @@ def check_tagged_size(pos: int, end: int, tag: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- writers
+# Writers append bytes parts to a list that the caller joins once: large record blobs are then copied a
+# single time, into the final message.
 
 _SMALL_UVARINTS = tuple(bytes((i,)) for i in range(0x80))
+_NULL_INT16 = b"\xff\xff"
+_NULL_INT32 = b"\xff\xff\xff\xff"
+_ZERO = b"\x00"
 
 
 def uvarint_bytes(value: int) -> bytes:
@@ -313,140 +319,126 @@ def uvarint_bytes(value: int) -> bytes:
     return bytes(parts)
 
 
-def write_uvarint(out: bytearray, value: int) -> None:
-    if 0 <= value < 0x80:
-        out.append(value)
-    else:
-        out += uvarint_bytes(value)
+def write_uvarint(out: list[bytes], value: int) -> None:
+    out.append(_SMALL_UVARINTS[value] if 0 <= value < 0x80 else uvarint_bytes(value))
 
 
-def write_string(out: bytearray, value: str) -> None:
+def write_string(out: list[bytes], value: str | None) -> None:
+    # None is accepted and refused here: fields nullable in other versions are typed ``| None``.
     if value is None:
         raise null_error()
     data = value.encode()
     if len(data) > 0x7FFF:
         raise CodecError(f"string of {len(data)} bytes is longer than an int16 length allows")
-    out += _INT16.pack(len(data))
-    out += data
+    out.append(_INT16.pack(len(data)))
+    out.append(data)
 
 
-def write_nullable_string(out: bytearray, value: str | None) -> None:
+def write_nullable_string(out: list[bytes], value: str | None) -> None:
     if value is None:
-        out += b"\xff\xff"
+        out.append(_NULL_INT16)
     else:
         write_string(out, value)
 
 
-def write_compact_string(out: bytearray, value: str) -> None:
+def write_compact_string(out: list[bytes], value: str | None) -> None:
     if value is None:
         raise null_error()
     data = value.encode()
     length = len(data) + 1
-    if length < 0x80:
-        out.append(length)
-    else:
-        out += uvarint_bytes(length)
-    out += data
+    out.append(_SMALL_UVARINTS[length] if length < 0x80 else uvarint_bytes(length))
+    out.append(data)
 
 
-def write_compact_nullable_string(out: bytearray, value: str | None) -> None:
+def write_compact_nullable_string(out: list[bytes], value: str | None) -> None:
     if value is None:
-        out.append(0)
+        out.append(_ZERO)
     else:
         write_compact_string(out, value)
 
 
-def write_bytes(out: bytearray, value: bytes) -> None:
+def write_bytes(out: list[bytes], value: bytes | None) -> None:
     if value is None:
         raise null_error()
-    out += _INT32.pack(len(value))
-    out += value
+    out.append(_INT32.pack(len(value)))
+    out.append(value)
 
 
-def write_nullable_bytes(out: bytearray, value: bytes | None) -> None:
+def write_nullable_bytes(out: list[bytes], value: bytes | None) -> None:
     if value is None:
-        out += b"\xff\xff\xff\xff"
+        out.append(_NULL_INT32)
     else:
         write_bytes(out, value)
 
 
-def write_compact_bytes(out: bytearray, value: bytes) -> None:
+def write_compact_bytes(out: list[bytes], value: bytes | None) -> None:
     if value is None:
         raise null_error()
     length = len(value) + 1
-    if length < 0x80:
-        out.append(length)
-    else:
-        out += uvarint_bytes(length)
-    out += value
+    out.append(_SMALL_UVARINTS[length] if length < 0x80 else uvarint_bytes(length))
+    out.append(value)
 
 
-def write_compact_nullable_bytes(out: bytearray, value: bytes | None) -> None:
+def write_compact_nullable_bytes(out: list[bytes], value: bytes | None) -> None:
     if value is None:
-        out.append(0)
+        out.append(_ZERO)
     else:
         write_compact_bytes(out, value)
 
 
-def write_array_length(out: bytearray, items: list[Any] | None) -> None:
-    out += _INT32.pack(-1 if items is None else len(items))
+def write_array_length(out: list[bytes], items: list[Any] | None) -> None:
+    out.append(_NULL_INT32 if items is None else _INT32.pack(len(items)))
 
 
-def write_compact_array_length(out: bytearray, items: list[Any] | None) -> None:
+def write_compact_array_length(out: list[bytes], items: list[Any] | None) -> None:
     if items is None:
-        out.append(0)
+        out.append(_ZERO)
         return
     length = len(items) + 1
-    if length < 0x80:
-        out.append(length)
-    else:
-        out += uvarint_bytes(length)
+    out.append(_SMALL_UVARINTS[length] if length < 0x80 else uvarint_bytes(length))
 
 
-def write_fixed_array(out: bytearray, items: list[Any] | None, code: str) -> None:
+def write_fixed_array(out: list[bytes], items: list[Any] | None, code: str) -> None:
     if items is None:
-        out += b"\xff\xff\xff\xff"
+        out.append(_NULL_INT32)
         return
-    out += _INT32.pack(len(items))
-    out += _array_struct(code, len(items)).pack(*items)
+    out.append(_INT32.pack(len(items)))
+    out.append(_array_struct(code, len(items)).pack(*items))
 
 
-def write_compact_fixed_array(out: bytearray, items: list[Any] | None, code: str) -> None:
+def write_compact_fixed_array(out: list[bytes], items: list[Any] | None, code: str) -> None:
     if items is None:
-        out.append(0)
+        out.append(_ZERO)
         return
     length = len(items) + 1
-    if length < 0x80:
-        out.append(length)
-    else:
-        out += uvarint_bytes(length)
-    out += _array_struct(code, len(items)).pack(*items)
+    out.append(_SMALL_UVARINTS[length] if length < 0x80 else uvarint_bytes(length))
+    out.append(_array_struct(code, len(items)).pack(*items))
 
 
-def write_uuid(out: bytearray, value: UUID) -> None:
-    out += value.bytes
+def write_uuid(out: list[bytes], value: UUID) -> None:
+    out.append(value.bytes)
 
 
-def write_tagged_fields(out: bytearray, known: list[tuple[int, bytearray]], unknown: dict[int, bytes]) -> None:
+def write_tagged_fields(
+    out: list[bytes], known: list[tuple[int, list[bytes]]], unknown: dict[int, bytes]
+) -> None:
     """Tagged-field section: known fields (already encoded) and preserved unknown ones, ascending by tag."""
+    fields = [(tag, b"".join(parts)) for tag, parts in known]
     if unknown:
-        fields: list[tuple[int, bytes | bytearray]] = list(known)
         known_tags = {tag for tag, _ in known}
         for tag, data in unknown.items():
-            if tag in known_tags:
-                raise CodecError(f"unknown tagged field {tag} collides with a known tagged field")
             if not isinstance(tag, int) or tag < 0:
                 raise CodecError(f"invalid tag {tag!r} in unknown_tagged_fields")
-            fields.append((tag, data))
+            if tag in known_tags:
+                raise CodecError(f"unknown tagged field {tag} collides with a known tagged field")
+            fields.append((tag, bytes(data)))
         fields.sort(key=_tag_of)
-    else:
-        fields = list(known)
     write_uvarint(out, len(fields))
     for tag, data in fields:
         write_uvarint(out, tag)
         write_uvarint(out, len(data))
-        out += data
+        out.append(data)
 
 
-def _tag_of(item: tuple[int, bytes | bytearray]) -> int:
+def _tag_of(item: tuple[int, bytes]) -> int:
     return item[0]

@@ -77,25 +77,27 @@ def scalar_strategy(kind: str) -> st.SearchStrategy[Any]:
     raise AssertionError(f"no strategy for {kind}")
 
 
-def value_strategy(info: FieldInfo) -> st.SearchStrategy[Any]:
-    if info.type == "struct":
-        assert info.struct is not None
-        element = struct_strategy(info.struct)
+def value_strategy(info: FieldInfo, depth: int) -> st.SearchStrategy[Any]:
+    if info.kind == "struct":
+        assert info.struct_class is not None
+        element = struct_strategy(info.struct_class, depth + 1)
     else:
-        element = scalar_strategy(info.type)
-    # Small collections keep the whole sweep fast; nesting multiplies them.
-    value = st.lists(element, max_size=2 if info.type == "struct" else 3) if info.is_array else element
+        element = scalar_strategy(info.kind)
+    # Small collections keep the whole sweep fast: struct lists multiply with every level of nesting.
+    max_size = (2 if depth == 0 else 1) if info.kind == "struct" else 3
+    value = st.lists(element, max_size=max_size) if info.is_array else element
     return st.none() | value if info.nullable_versions is not None else value
 
 
 @functools.cache
-def struct_strategy(cls: type[msgspec.Struct]) -> st.SearchStrategy[Any]:
+def struct_strategy(cls: type[msgspec.Struct], depth: int = 0) -> st.SearchStrategy[Any]:
     """Version-independent instances of ``cls``: every field of every version gets a value (null where
     some version allows it) and unknown tagged fields use tags no version of ``cls`` knows."""
-    fields = {info.name: value_strategy(info) for info in cls.FIELDS}  # type: ignore[attr-defined]
+    fields = {info.name: value_strategy(info, depth) for info in cls.FIELDS}  # type: ignore[attr-defined]
     known_tags = {info.tag for info in cls.FIELDS if info.tag is not None}  # type: ignore[attr-defined]
     unknown_tag = st.integers(0, 300).filter(lambda tag: tag not in known_tags)
-    fields["unknown_tagged_fields"] = st.dictionaries(unknown_tag, st.binary(max_size=8), max_size=2)
+    unknown = st.dictionaries(unknown_tag, st.binary(max_size=8), min_size=1, max_size=2)
+    fields["unknown_tagged_fields"] = st.just({}) | unknown
     return st.fixed_dictionaries(fields).map(lambda kwargs: cls(**kwargs))
 
 
@@ -113,7 +115,7 @@ def encodable_at(obj: Any, version: int, flexible: bool) -> Any:
             continue
         if value is None and not in_range(version, info.nullable_versions):
             continue
-        if info.type == "struct" and value is not None:
+        if info.kind == "struct" and value is not None:
             if info.is_array:
                 value = [encodable_at(item, version, flexible) for item in value]
             else:
@@ -132,7 +134,7 @@ def normalise(obj: Any, version: int, flexible: bool) -> Any:
         if not in_range(version, info.versions):
             continue
         value = getattr(obj, info.name)
-        if info.type == "struct" and value is not None:
+        if info.kind == "struct" and value is not None:
             if info.is_array:
                 value = [normalise(item, version, flexible) for item in value]
             else:
@@ -175,7 +177,9 @@ def test_every_api_version_round_trips_and_rejects_truncation(api_key: int, kind
     """decode(encode(x)) == x normalised, for every valid version of every request and response."""
     if kind == "request":
         cls, flexible, valid = (
-            codec.request_class(api_key), REQUEST_FLEXIBLE_VERSIONS[api_key], REQUEST_VALID_VERSIONS[api_key]
+            codec.request_class(api_key),
+            REQUEST_FLEXIBLE_VERSIONS[api_key],
+            REQUEST_VALID_VERSIONS[api_key],
         )
         encode, decode = codec.encode_request, codec.decode_request
     else:
@@ -258,7 +262,7 @@ def test_header_versions_follow_flexible_versions_and_kafka_exceptions() -> None
     assert codec.response_header_version(METADATA, 8) == 0
     assert codec.response_header_version(METADATA, 9) == 1
     assert codec.request_header_version(API_VERSIONS, 3) == 2
-    assert all(codec.response_header_version(API_VERSIONS, v) == 0 for v in range(0, 5))
+    assert all(codec.response_header_version(API_VERSIONS, v) == 0 for v in range(5))
     assert codec.request_header_version(CONTROLLED_SHUTDOWN, 0) == 0
     assert codec.request_header_version(CONTROLLED_SHUTDOWN, 1) == 1
     # A version newer than we support still gets a header version, so the request can be answered.
@@ -301,16 +305,18 @@ def test_metadata_request_v1_known_bytes() -> None:
 
 
 def test_api_versions_response_v3_known_bytes() -> None:
-    wire = (
-        b"\x00\x00"  # error_code
-        + b"\x03"  # compact array: 2 entries
-        + b"\x00\x00" + b"\x00\x03" + b"\x00\x0b" + b"\x00"  # Produce 3..11, no tagged fields
-        + b"\x00\x12" + b"\x00\x00" + b"\x00\x04" + b"\x00"  # ApiVersions 0..4
-        + b"\x00\x00\x00\x64"  # throttle_time_ms = 100
-        + b"\x03"  # 3 tagged fields, ascending tags
-        + b"\x01\x08" + struct.pack(">q", 42)  # tag 1 FinalizedFeaturesEpoch
-        + b"\x03\x01\x01"  # tag 3 ZkMigrationReady = true
-        + b"\x09\x02\xbe\xef"  # tag 9: unknown to the spec, kept raw
+    wire = b"".join(
+        [
+            b"\x00\x00",  # error_code
+            b"\x03",  # api_keys: compact array of 2 entries
+            b"\x00\x00\x00\x03\x00\x0b\x00",  # Produce 3..11, empty tagged-field section
+            b"\x00\x12\x00\x00\x00\x04\x00",  # ApiVersions 0..4, empty tagged-field section
+            b"\x00\x00\x00\x64",  # throttle_time_ms = 100
+            b"\x03",  # 3 tagged fields, ascending tags
+            b"\x01\x08" + struct.pack(">q", 42),  # tag 1 FinalizedFeaturesEpoch
+            b"\x03\x01\x01",  # tag 3 ZkMigrationReady = true
+            b"\x09\x02\xbe\xef",  # tag 9: unknown to the spec, kept raw
+        ]
     )
     response, end = codec.decode_response(API_VERSIONS, 3, wire)
     assert end == len(wire)
@@ -330,7 +336,8 @@ def test_nullable_struct_uses_int8_presence_marker() -> None:
     without_cursor = codec.encode_request(75, 0, cls(topics=[], response_partition_limit=7, cursor=None))
     assert without_cursor == b"\x01" + b"\x00\x00\x00\x07" + b"\xff" + b"\x00"
     assert codec.decode_request(75, 0, without_cursor)[0].cursor is None
-    with_cursor_wire = b"\x01" + b"\x00\x00\x00\x07" + b"\x01" + b"\x02t" + b"\x00\x00\x00\x02" + b"\x00" + b"\x00"
+    # topics [], limit 7, cursor present (1) {topic_name "t", partition_index 2, no tags}, no tags
+    with_cursor_wire = b"\x01" + b"\x00\x00\x00\x07" + b"\x01\x02t\x00\x00\x00\x02\x00" + b"\x00"
     decoded, _ = codec.decode_request(75, 0, with_cursor_wire)
     assert (decoded.cursor.topic_name, decoded.cursor.partition_index) == ("t", 2)
     assert codec.encode_request(75, 0, decoded) == with_cursor_wire
@@ -349,7 +356,9 @@ def metadata_response() -> Any:
             module.MetadataResponseTopic(
                 name="orders",
                 topic_id=UUID(int=7),
-                partitions=[module.MetadataResponsePartition(partition_index=0, leader_id=1, replica_nodes=[1])],
+                partitions=[
+                    module.MetadataResponsePartition(partition_index=0, leader_id=1, replica_nodes=[1])
+                ],
             )
         ],
     )

@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class AddOffsetsToTxnRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AddOffsetsToTxnRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     transactional_id: str = ''
@@ -66,7 +66,7 @@ class AddOffsetsToTxnRequest(msgspec.Struct, gc=False):
 
 
 class AddOffsetsToTxnResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AddOffsetsToTxnResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -101,9 +101,9 @@ def decode_AddOffsetsToTxnRequest_v0(buf: Buffer, pos: int) -> tuple[AddOffsetsT
     return AddOffsetsToTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, group_id=group_id), pos
 
 
-def encode_AddOffsetsToTxnRequest_v0(m: AddOffsetsToTxnRequest, out: bytearray) -> None:
+def encode_AddOffsetsToTxnRequest_v0(m: AddOffsetsToTxnRequest, out: list[bytes]) -> None:
     write_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_qh.pack(m.producer_id, m.producer_epoch)  # field: producer_id, producer_epoch
+    out.append(_S_qh.pack(m.producer_id, m.producer_epoch))  # field: producer_id, producer_epoch
     write_string(out, m.group_id)  # field: group_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -120,14 +120,14 @@ def decode_AddOffsetsToTxnRequest_v3(buf: Buffer, pos: int) -> tuple[AddOffsetsT
     return AddOffsetsToTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, group_id=group_id), pos + 1
 
 
-def encode_AddOffsetsToTxnRequest_v3(m: AddOffsetsToTxnRequest, out: bytearray) -> None:
+def encode_AddOffsetsToTxnRequest_v3(m: AddOffsetsToTxnRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_qh.pack(m.producer_id, m.producer_epoch)  # field: producer_id, producer_epoch
+    out.append(_S_qh.pack(m.producer_id, m.producer_epoch))  # field: producer_id, producer_epoch
     write_compact_string(out, m.group_id)  # field: group_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddOffsetsToTxnResponse_v0(buf: Buffer, pos: int) -> tuple[AddOffsetsToTxnResponse, int]:
@@ -136,8 +136,8 @@ def decode_AddOffsetsToTxnResponse_v0(buf: Buffer, pos: int) -> tuple[AddOffsets
     return AddOffsetsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos
 
 
-def encode_AddOffsetsToTxnResponse_v0(m: AddOffsetsToTxnResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_AddOffsetsToTxnResponse_v0(m: AddOffsetsToTxnResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -151,14 +151,14 @@ def decode_AddOffsetsToTxnResponse_v3(buf: Buffer, pos: int) -> tuple[AddOffsets
     return AddOffsetsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 
-def encode_AddOffsetsToTxnResponse_v3(m: AddOffsetsToTxnResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_AddOffsetsToTxnResponse_v3(m: AddOffsetsToTxnResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_AddOffsetsToTxnRequest_v1 = decode_AddOffsetsToTxnRequest_v0
 encode_AddOffsetsToTxnRequest_v1 = encode_AddOffsetsToTxnRequest_v0
 decode_AddOffsetsToTxnRequest_v2 = decode_AddOffsetsToTxnRequest_v0

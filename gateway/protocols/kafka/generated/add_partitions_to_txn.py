@@ -76,7 +76,7 @@ class AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(msgspec.Struct, gc=
 
 
 class AddPartitionsToTxnRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AddPartitionsToTxnRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     transactions: list[AddPartitionsToTxnRequestAddPartitionsToTxnTransaction] = []
@@ -115,7 +115,7 @@ class AddPartitionsToTxnResponseAddPartitionsToTxnResult(msgspec.Struct, gc=Fals
 
 
 class AddPartitionsToTxnResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AddPartitionsToTxnResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -185,12 +185,12 @@ def decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(buf: Buffer, pos:
     return AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=name, partitions=partitions), pos
 
 
-def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(m: AddPartitionsToTxnRequestAddPartitionsToTxnTopic, out: bytearray) -> None:
+def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(m: AddPartitionsToTxnRequestAddPartitionsToTxnTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -206,16 +206,16 @@ def decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf: Buffer, pos:
     return AddPartitionsToTxnRequestAddPartitionsToTxnTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(m: AddPartitionsToTxnRequestAddPartitionsToTxnTopic, out: bytearray) -> None:
+def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(m: AddPartitionsToTxnRequestAddPartitionsToTxnTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnRequestAddPartitionsToTxnTransaction, int]:
@@ -226,30 +226,30 @@ def decode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(buf: Buffer
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AddPartitionsToTxnRequestAddPartitionsToTxnTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, verify_only=verify_only, topics=topics, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnRequestAddPartitionsToTxnTransaction(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, verify_only=verify_only, topics=topics), pos + 1
 
 
-def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(m: AddPartitionsToTxnRequestAddPartitionsToTxnTransaction, out: bytearray) -> None:
+def encode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(m: AddPartitionsToTxnRequestAddPartitionsToTxnTransaction, out: list[bytes]) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_qho.pack(m.producer_id, m.producer_epoch, m.verify_only)  # field: producer_id, producer_epoch, verify_only
-    _items = m.topics
-    if _items is None:
+    out.append(_S_qho.pack(m.producer_id, m.producer_epoch, m.verify_only))  # field: producer_id, producer_epoch, verify_only
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnRequest_v0(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnRequest, int]:
@@ -260,25 +260,25 @@ def decode_AddPartitionsToTxnRequest_v0(buf: Buffer, pos: int) -> tuple[AddParti
     if _count < 0:
         raise null_error()  # field: v3_and_below_topics
     else:
-        v3_and_below_topics = []
-        _append = v3_and_below_topics.append
+        v3_and_below_topics: list[AddPartitionsToTxnRequestAddPartitionsToTxnTopic] = []
+        _append_v3_and_below_topics = v3_and_below_topics.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(buf, pos)  # field: v3_and_below_topics
-            _append(_item)
+            _item_v3_and_below_topics, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(buf, pos)  # field: v3_and_below_topics
+            _append_v3_and_below_topics(_item_v3_and_below_topics)
     return AddPartitionsToTxnRequest(v3_and_below_transactional_id=v3_and_below_transactional_id, v3_and_below_producer_id=v3_and_below_producer_id, v3_and_below_producer_epoch=v3_and_below_producer_epoch, v3_and_below_topics=v3_and_below_topics), pos
 
 
-def encode_AddPartitionsToTxnRequest_v0(m: AddPartitionsToTxnRequest, out: bytearray) -> None:
+def encode_AddPartitionsToTxnRequest_v0(m: AddPartitionsToTxnRequest, out: list[bytes]) -> None:
     if m.transactions is None or len(m.transactions) != 0:  # field: transactions
         raise absent_error()  # field: transactions
     write_string(out, m.v3_and_below_transactional_id)  # field: v3_and_below_transactional_id
-    out += _S_qh.pack(m.v3_and_below_producer_id, m.v3_and_below_producer_epoch)  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
-    _items = m.v3_and_below_topics
-    if _items is None:
+    out.append(_S_qh.pack(m.v3_and_below_producer_id, m.v3_and_below_producer_epoch))  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
+    _items_v3_and_below_topics = m.v3_and_below_topics
+    if _items_v3_and_below_topics is None:
         raise null_error()  # field: v3_and_below_topics
-    write_array_length(out, _items)  # field: v3_and_below_topics
-    for _item in _items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(_item, out)  # field: v3_and_below_topics
+    write_array_length(out, _items_v3_and_below_topics)  # field: v3_and_below_topics
+    for _item_v3_and_below_topics in _items_v3_and_below_topics:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0(_item_v3_and_below_topics, out)  # field: v3_and_below_topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -291,32 +291,32 @@ def decode_AddPartitionsToTxnRequest_v3(buf: Buffer, pos: int) -> tuple[AddParti
     if _count < 0:
         raise null_error()  # field: v3_and_below_topics
     else:
-        v3_and_below_topics = []
-        _append = v3_and_below_topics.append
+        v3_and_below_topics: list[AddPartitionsToTxnRequestAddPartitionsToTxnTopic] = []
+        _append_v3_and_below_topics = v3_and_below_topics.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: v3_and_below_topics
-            _append(_item)
+            _item_v3_and_below_topics, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(buf, pos)  # field: v3_and_below_topics
+            _append_v3_and_below_topics(_item_v3_and_below_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddPartitionsToTxnRequest(v3_and_below_transactional_id=v3_and_below_transactional_id, v3_and_below_producer_id=v3_and_below_producer_id, v3_and_below_producer_epoch=v3_and_below_producer_epoch, v3_and_below_topics=v3_and_below_topics, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnRequest(v3_and_below_transactional_id=v3_and_below_transactional_id, v3_and_below_producer_id=v3_and_below_producer_id, v3_and_below_producer_epoch=v3_and_below_producer_epoch, v3_and_below_topics=v3_and_below_topics), pos + 1
 
 
-def encode_AddPartitionsToTxnRequest_v3(m: AddPartitionsToTxnRequest, out: bytearray) -> None:
+def encode_AddPartitionsToTxnRequest_v3(m: AddPartitionsToTxnRequest, out: list[bytes]) -> None:
     if m.transactions is None or len(m.transactions) != 0:  # field: transactions
         raise absent_error()  # field: transactions
     write_compact_string(out, m.v3_and_below_transactional_id)  # field: v3_and_below_transactional_id
-    out += _S_qh.pack(m.v3_and_below_producer_id, m.v3_and_below_producer_epoch)  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
-    _items = m.v3_and_below_topics
-    if _items is None:
+    out.append(_S_qh.pack(m.v3_and_below_producer_id, m.v3_and_below_producer_epoch))  # field: v3_and_below_producer_id, v3_and_below_producer_epoch
+    _items_v3_and_below_topics = m.v3_and_below_topics
+    if _items_v3_and_below_topics is None:
         raise null_error()  # field: v3_and_below_topics
-    write_compact_array_length(out, _items)  # field: v3_and_below_topics
-    for _item in _items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(_item, out)  # field: v3_and_below_topics
+    write_compact_array_length(out, _items_v3_and_below_topics)  # field: v3_and_below_topics
+    for _item_v3_and_below_topics in _items_v3_and_below_topics:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v3(_item_v3_and_below_topics, out)  # field: v3_and_below_topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnRequest_v4(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnRequest, int]:
@@ -324,18 +324,18 @@ def decode_AddPartitionsToTxnRequest_v4(buf: Buffer, pos: int) -> tuple[AddParti
     if _count < 0:
         raise null_error()  # field: transactions
     else:
-        transactions = []
-        _append = transactions.append
+        transactions: list[AddPartitionsToTxnRequestAddPartitionsToTxnTransaction] = []
+        _append_transactions = transactions.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(buf, pos)  # field: transactions
-            _append(_item)
+            _item_transactions, pos = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(buf, pos)  # field: transactions
+            _append_transactions(_item_transactions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddPartitionsToTxnRequest(transactions=transactions, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnRequest(transactions=transactions), pos + 1
 
 
-def encode_AddPartitionsToTxnRequest_v4(m: AddPartitionsToTxnRequest, out: bytearray) -> None:
+def encode_AddPartitionsToTxnRequest_v4(m: AddPartitionsToTxnRequest, out: list[bytes]) -> None:
     if m.v3_and_below_transactional_id != '':  # field: v3_and_below_transactional_id
         raise absent_error()  # field: v3_and_below_transactional_id
     if m.v3_and_below_producer_id != 0:  # field: v3_and_below_producer_id
@@ -344,16 +344,16 @@ def encode_AddPartitionsToTxnRequest_v4(m: AddPartitionsToTxnRequest, out: bytea
         raise absent_error()  # field: v3_and_below_producer_epoch
     if m.v3_and_below_topics is None or len(m.v3_and_below_topics) != 0:  # field: v3_and_below_topics
         raise absent_error()  # field: v3_and_below_topics
-    _items = m.transactions
-    if _items is None:
+    _items_transactions = m.transactions
+    if _items_transactions is None:
         raise null_error()  # field: transactions
-    write_compact_array_length(out, _items)  # field: transactions
-    for _item in _items:
-        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(_item, out)  # field: transactions
+    write_compact_array_length(out, _items_transactions)  # field: transactions
+    for _item_transactions in _items_transactions:
+        encode_AddPartitionsToTxnRequestAddPartitionsToTxnTransaction_v4(_item_transactions, out)  # field: transactions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult, int]:
@@ -362,8 +362,8 @@ def decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(buf: B
     return AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult(partition_index=partition_index, partition_error_code=partition_error_code), pos
 
 
-def encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(m: AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.partition_error_code)  # field: partition_index, partition_error_code
+def encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(m: AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.partition_error_code))  # field: partition_index, partition_error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -377,12 +377,12 @@ def decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(buf: B
     return AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult(partition_index=partition_index, partition_error_code=partition_error_code), pos + 1
 
 
-def encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(m: AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.partition_error_code)  # field: partition_index, partition_error_code
+def encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(m: AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.partition_error_code))  # field: partition_index, partition_error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, int]:
@@ -391,22 +391,22 @@ def decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(buf: Buffe
     if _count < 0:
         raise null_error()  # field: results_by_partition
     else:
-        results_by_partition = []
-        _append = results_by_partition.append
+        results_by_partition: list[AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult] = []
+        _append_results_by_partition = results_by_partition.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(buf, pos)  # field: results_by_partition
-            _append(_item)
+            _item_results_by_partition, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(buf, pos)  # field: results_by_partition
+            _append_results_by_partition(_item_results_by_partition)
     return AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult(name=name, results_by_partition=results_by_partition), pos
 
 
-def encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(m: AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, out: bytearray) -> None:
+def encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(m: AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.results_by_partition
-    if _items is None:
+    _items_results_by_partition = m.results_by_partition
+    if _items_results_by_partition is None:
         raise null_error()  # field: results_by_partition
-    write_array_length(out, _items)  # field: results_by_partition
-    for _item in _items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(_item, out)  # field: results_by_partition
+    write_array_length(out, _items_results_by_partition)  # field: results_by_partition
+    for _item_results_by_partition in _items_results_by_partition:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v0(_item_results_by_partition, out)  # field: results_by_partition
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -417,29 +417,29 @@ def decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf: Buffe
     if _count < 0:
         raise null_error()  # field: results_by_partition
     else:
-        results_by_partition = []
-        _append = results_by_partition.append
+        results_by_partition: list[AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult] = []
+        _append_results_by_partition = results_by_partition.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(buf, pos)  # field: results_by_partition
-            _append(_item)
+            _item_results_by_partition, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(buf, pos)  # field: results_by_partition
+            _append_results_by_partition(_item_results_by_partition)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult(name=name, results_by_partition=results_by_partition, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult(name=name, results_by_partition=results_by_partition), pos + 1
 
 
-def encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(m: AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, out: bytearray) -> None:
+def encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(m: AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.results_by_partition
-    if _items is None:
+    _items_results_by_partition = m.results_by_partition
+    if _items_results_by_partition is None:
         raise null_error()  # field: results_by_partition
-    write_compact_array_length(out, _items)  # field: results_by_partition
-    for _item in _items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(_item, out)  # field: results_by_partition
+    write_compact_array_length(out, _items_results_by_partition)  # field: results_by_partition
+    for _item_results_by_partition in _items_results_by_partition:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnPartitionResult_v3(_item_results_by_partition, out)  # field: results_by_partition
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponseAddPartitionsToTxnResult, int]:
@@ -448,29 +448,29 @@ def decode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(buf: Buffer, po
     if _count < 0:
         raise null_error()  # field: topic_results
     else:
-        topic_results = []
-        _append = topic_results.append
+        topic_results: list[AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult] = []
+        _append_topic_results = topic_results.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: topic_results
-            _append(_item)
+            _item_topic_results, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: topic_results
+            _append_topic_results(_item_topic_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddPartitionsToTxnResponseAddPartitionsToTxnResult(transactional_id=transactional_id, topic_results=topic_results, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponseAddPartitionsToTxnResult(transactional_id=transactional_id, topic_results=topic_results), pos + 1
 
 
-def encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(m: AddPartitionsToTxnResponseAddPartitionsToTxnResult, out: bytearray) -> None:
+def encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(m: AddPartitionsToTxnResponseAddPartitionsToTxnResult, out: list[bytes]) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
-    _items = m.topic_results
-    if _items is None:
+    _items_topic_results = m.topic_results
+    if _items_topic_results is None:
         raise null_error()  # field: topic_results
-    write_compact_array_length(out, _items)  # field: topic_results
-    for _item in _items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(_item, out)  # field: topic_results
+    write_compact_array_length(out, _items_topic_results)  # field: topic_results
+    for _item_topic_results in _items_topic_results:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(_item_topic_results, out)  # field: topic_results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnResponse_v0(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponse, int]:
@@ -480,24 +480,24 @@ def decode_AddPartitionsToTxnResponse_v0(buf: Buffer, pos: int) -> tuple[AddPart
     if _count < 0:
         raise null_error()  # field: results_by_topic_v3_and_below
     else:
-        results_by_topic_v3_and_below = []
-        _append = results_by_topic_v3_and_below.append
+        results_by_topic_v3_and_below: list[AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult] = []
+        _append_results_by_topic_v3_and_below = results_by_topic_v3_and_below.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(buf, pos)  # field: results_by_topic_v3_and_below
-            _append(_item)
+            _item_results_by_topic_v3_and_below, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(buf, pos)  # field: results_by_topic_v3_and_below
+            _append_results_by_topic_v3_and_below(_item_results_by_topic_v3_and_below)
     return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, results_by_topic_v3_and_below=results_by_topic_v3_and_below), pos
 
 
-def encode_AddPartitionsToTxnResponse_v0(m: AddPartitionsToTxnResponse, out: bytearray) -> None:
+def encode_AddPartitionsToTxnResponse_v0(m: AddPartitionsToTxnResponse, out: list[bytes]) -> None:
     if m.results_by_transaction is None or len(m.results_by_transaction) != 0:  # field: results_by_transaction
         raise absent_error()  # field: results_by_transaction
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results_by_topic_v3_and_below
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results_by_topic_v3_and_below = m.results_by_topic_v3_and_below
+    if _items_results_by_topic_v3_and_below is None:
         raise null_error()  # field: results_by_topic_v3_and_below
-    write_array_length(out, _items)  # field: results_by_topic_v3_and_below
-    for _item in _items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(_item, out)  # field: results_by_topic_v3_and_below
+    write_array_length(out, _items_results_by_topic_v3_and_below)  # field: results_by_topic_v3_and_below
+    for _item_results_by_topic_v3_and_below in _items_results_by_topic_v3_and_below:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v0(_item_results_by_topic_v3_and_below, out)  # field: results_by_topic_v3_and_below
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -509,31 +509,31 @@ def decode_AddPartitionsToTxnResponse_v3(buf: Buffer, pos: int) -> tuple[AddPart
     if _count < 0:
         raise null_error()  # field: results_by_topic_v3_and_below
     else:
-        results_by_topic_v3_and_below = []
-        _append = results_by_topic_v3_and_below.append
+        results_by_topic_v3_and_below: list[AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult] = []
+        _append_results_by_topic_v3_and_below = results_by_topic_v3_and_below.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: results_by_topic_v3_and_below
-            _append(_item)
+            _item_results_by_topic_v3_and_below, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(buf, pos)  # field: results_by_topic_v3_and_below
+            _append_results_by_topic_v3_and_below(_item_results_by_topic_v3_and_below)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, results_by_topic_v3_and_below=results_by_topic_v3_and_below, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, results_by_topic_v3_and_below=results_by_topic_v3_and_below), pos + 1
 
 
-def encode_AddPartitionsToTxnResponse_v3(m: AddPartitionsToTxnResponse, out: bytearray) -> None:
+def encode_AddPartitionsToTxnResponse_v3(m: AddPartitionsToTxnResponse, out: list[bytes]) -> None:
     if m.results_by_transaction is None or len(m.results_by_transaction) != 0:  # field: results_by_transaction
         raise absent_error()  # field: results_by_transaction
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results_by_topic_v3_and_below
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results_by_topic_v3_and_below = m.results_by_topic_v3_and_below
+    if _items_results_by_topic_v3_and_below is None:
         raise null_error()  # field: results_by_topic_v3_and_below
-    write_compact_array_length(out, _items)  # field: results_by_topic_v3_and_below
-    for _item in _items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(_item, out)  # field: results_by_topic_v3_and_below
+    write_compact_array_length(out, _items_results_by_topic_v3_and_below)  # field: results_by_topic_v3_and_below
+    for _item_results_by_topic_v3_and_below in _items_results_by_topic_v3_and_below:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnTopicResult_v3(_item_results_by_topic_v3_and_below, out)  # field: results_by_topic_v3_and_below
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddPartitionsToTxnResponse_v4(buf: Buffer, pos: int) -> tuple[AddPartitionsToTxnResponse, int]:
@@ -543,33 +543,33 @@ def decode_AddPartitionsToTxnResponse_v4(buf: Buffer, pos: int) -> tuple[AddPart
     if _count < 0:
         raise null_error()  # field: results_by_transaction
     else:
-        results_by_transaction = []
-        _append = results_by_transaction.append
+        results_by_transaction: list[AddPartitionsToTxnResponseAddPartitionsToTxnResult] = []
+        _append_results_by_transaction = results_by_transaction.append
         for _ in range(_count):
-            _item, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(buf, pos)  # field: results_by_transaction
-            _append(_item)
+            _item_results_by_transaction, pos = decode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(buf, pos)  # field: results_by_transaction
+            _append_results_by_transaction(_item_results_by_transaction)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results_by_transaction=results_by_transaction, unknown_tagged_fields=_unknown), pos
     return AddPartitionsToTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results_by_transaction=results_by_transaction), pos + 1
 
 
-def encode_AddPartitionsToTxnResponse_v4(m: AddPartitionsToTxnResponse, out: bytearray) -> None:
+def encode_AddPartitionsToTxnResponse_v4(m: AddPartitionsToTxnResponse, out: list[bytes]) -> None:
     if m.results_by_topic_v3_and_below is None or len(m.results_by_topic_v3_and_below) != 0:  # field: results_by_topic_v3_and_below
         raise absent_error()  # field: results_by_topic_v3_and_below
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.results_by_transaction
-    if _items is None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_results_by_transaction = m.results_by_transaction
+    if _items_results_by_transaction is None:
         raise null_error()  # field: results_by_transaction
-    write_compact_array_length(out, _items)  # field: results_by_transaction
-    for _item in _items:
-        encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(_item, out)  # field: results_by_transaction
+    write_compact_array_length(out, _items_results_by_transaction)  # field: results_by_transaction
+    for _item_results_by_transaction in _items_results_by_transaction:
+        encode_AddPartitionsToTxnResponseAddPartitionsToTxnResult_v4(_item_results_by_transaction, out)  # field: results_by_transaction
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v1 = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0
 encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v1 = encode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0
 decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v2 = decode_AddPartitionsToTxnRequestAddPartitionsToTxnTopic_v0

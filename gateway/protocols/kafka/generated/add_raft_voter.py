@@ -65,7 +65,7 @@ class AddRaftVoterRequestListener(msgspec.Struct, gc=False):
 
 
 class AddRaftVoterRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AddRaftVoterRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = ''
@@ -77,7 +77,7 @@ class AddRaftVoterRequest(msgspec.Struct, gc=False):
 
 
 class AddRaftVoterResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AddRaftVoterResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -125,14 +125,14 @@ def decode_AddRaftVoterRequestListener_v0(buf: Buffer, pos: int) -> tuple[AddRaf
     return AddRaftVoterRequestListener(name=name, host=host, port=port), pos + 1
 
 
-def encode_AddRaftVoterRequestListener_v0(m: AddRaftVoterRequestListener, out: bytearray) -> None:
+def encode_AddRaftVoterRequestListener_v0(m: AddRaftVoterRequestListener, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[AddRaftVoterRequest, int]:
@@ -144,30 +144,30 @@ def decode_AddRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[AddRaftVoterRe
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[AddRaftVoterRequestListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_AddRaftVoterRequestListener_v0(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_AddRaftVoterRequestListener_v0(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AddRaftVoterRequest(cluster_id=cluster_id, timeout_ms=timeout_ms, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners, unknown_tagged_fields=_unknown), pos
     return AddRaftVoterRequest(cluster_id=cluster_id, timeout_ms=timeout_ms, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners), pos + 1
 
 
-def encode_AddRaftVoterRequest_v0(m: AddRaftVoterRequest, out: bytearray) -> None:
+def encode_AddRaftVoterRequest_v0(m: AddRaftVoterRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_ii16s.pack(m.timeout_ms, m.voter_id, m.voter_directory_id.bytes)  # field: timeout_ms, voter_id, voter_directory_id
-    _items = m.listeners
-    if _items is None:
+    out.append(_S_ii16s.pack(m.timeout_ms, m.voter_id, m.voter_directory_id.bytes))  # field: timeout_ms, voter_id, voter_directory_id
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_AddRaftVoterRequestListener_v0(_item, out)  # field: listeners
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_AddRaftVoterRequestListener_v0(_item_listeners, out)  # field: listeners
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AddRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[AddRaftVoterResponse, int]:
@@ -180,15 +180,13 @@ def decode_AddRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[AddRaftVoterR
     return AddRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_AddRaftVoterResponse_v0(m: AddRaftVoterResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_AddRaftVoterResponse_v0(m: AddRaftVoterResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 80
 API_NAME = 'AddRaftVoter'

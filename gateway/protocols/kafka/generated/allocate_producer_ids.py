@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class AllocateProducerIdsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AllocateProducerIdsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     broker_id: int = 0
@@ -64,7 +64,7 @@ class AllocateProducerIdsRequest(msgspec.Struct, gc=False):
 
 
 class AllocateProducerIdsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AllocateProducerIdsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -102,12 +102,12 @@ def decode_AllocateProducerIdsRequest_v0(buf: Buffer, pos: int) -> tuple[Allocat
     return AllocateProducerIdsRequest(broker_id=broker_id, broker_epoch=broker_epoch), pos + 1
 
 
-def encode_AllocateProducerIdsRequest_v0(m: AllocateProducerIdsRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
+def encode_AllocateProducerIdsRequest_v0(m: AllocateProducerIdsRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AllocateProducerIdsResponse_v0(buf: Buffer, pos: int) -> tuple[AllocateProducerIdsResponse, int]:
@@ -119,14 +119,12 @@ def decode_AllocateProducerIdsResponse_v0(buf: Buffer, pos: int) -> tuple[Alloca
     return AllocateProducerIdsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id_start=producer_id_start, producer_id_len=producer_id_len), pos + 1
 
 
-def encode_AllocateProducerIdsResponse_v0(m: AllocateProducerIdsResponse, out: bytearray) -> None:
-    out += _S_ihqi.pack(m.throttle_time_ms, m.error_code, m.producer_id_start, m.producer_id_len)  # field: throttle_time_ms, error_code, producer_id_start, producer_id_len
+def encode_AllocateProducerIdsResponse_v0(m: AllocateProducerIdsResponse, out: list[bytes]) -> None:
+    out.append(_S_ihqi.pack(m.throttle_time_ms, m.error_code, m.producer_id_start, m.producer_id_len))  # field: throttle_time_ms, error_code, producer_id_start, producer_id_len
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 67
 API_NAME = 'AllocateProducerIds'

@@ -83,7 +83,7 @@ class AlterClientQuotasRequestEntryData(msgspec.Struct, gc=False):
 
 
 class AlterClientQuotasRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterClientQuotasRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     entries: list[AlterClientQuotasRequestEntryData] = []
@@ -111,7 +111,7 @@ class AlterClientQuotasResponseEntryData(msgspec.Struct, gc=False):
 
 
 class AlterClientQuotasResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterClientQuotasResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -171,7 +171,7 @@ def decode_AlterClientQuotasRequestEntityData_v0(buf: Buffer, pos: int) -> tuple
     return AlterClientQuotasRequestEntityData(entity_type=entity_type, entity_name=entity_name), pos
 
 
-def encode_AlterClientQuotasRequestEntityData_v0(m: AlterClientQuotasRequestEntityData, out: bytearray) -> None:
+def encode_AlterClientQuotasRequestEntityData_v0(m: AlterClientQuotasRequestEntityData, out: list[bytes]) -> None:
     write_string(out, m.entity_type)  # field: entity_type
     write_nullable_string(out, m.entity_name)  # field: entity_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -187,13 +187,13 @@ def decode_AlterClientQuotasRequestEntityData_v1(buf: Buffer, pos: int) -> tuple
     return AlterClientQuotasRequestEntityData(entity_type=entity_type, entity_name=entity_name), pos + 1
 
 
-def encode_AlterClientQuotasRequestEntityData_v1(m: AlterClientQuotasRequestEntityData, out: bytearray) -> None:
+def encode_AlterClientQuotasRequestEntityData_v1(m: AlterClientQuotasRequestEntityData, out: list[bytes]) -> None:
     write_compact_string(out, m.entity_type)  # field: entity_type
     write_compact_nullable_string(out, m.entity_name)  # field: entity_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterClientQuotasRequestOpData_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasRequestOpData, int]:
@@ -203,9 +203,9 @@ def decode_AlterClientQuotasRequestOpData_v0(buf: Buffer, pos: int) -> tuple[Alt
     return AlterClientQuotasRequestOpData(key=key, value=value, remove=remove), pos
 
 
-def encode_AlterClientQuotasRequestOpData_v0(m: AlterClientQuotasRequestOpData, out: bytearray) -> None:
+def encode_AlterClientQuotasRequestOpData_v0(m: AlterClientQuotasRequestOpData, out: list[bytes]) -> None:
     write_string(out, m.key)  # field: key
-    out += _S_do.pack(m.value, m.remove)  # field: value, remove
+    out.append(_S_do.pack(m.value, m.remove))  # field: value, remove
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -220,13 +220,13 @@ def decode_AlterClientQuotasRequestOpData_v1(buf: Buffer, pos: int) -> tuple[Alt
     return AlterClientQuotasRequestOpData(key=key, value=value, remove=remove), pos + 1
 
 
-def encode_AlterClientQuotasRequestOpData_v1(m: AlterClientQuotasRequestOpData, out: bytearray) -> None:
+def encode_AlterClientQuotasRequestOpData_v1(m: AlterClientQuotasRequestOpData, out: list[bytes]) -> None:
     write_compact_string(out, m.key)  # field: key
-    out += _S_do.pack(m.value, m.remove)  # field: value, remove
+    out.append(_S_do.pack(m.value, m.remove))  # field: value, remove
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterClientQuotasRequestEntryData_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasRequestEntryData, int]:
@@ -234,36 +234,36 @@ def decode_AlterClientQuotasRequestEntryData_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: entity
     else:
-        entity = []
-        _append = entity.append
+        entity: list[AlterClientQuotasRequestEntityData] = []
+        _append_entity = entity.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasRequestEntityData_v0(buf, pos)  # field: entity
-            _append(_item)
+            _item_entity, pos = decode_AlterClientQuotasRequestEntityData_v0(buf, pos)  # field: entity
+            _append_entity(_item_entity)
     _count, pos = read_array_length(buf, pos, 11)  # field: ops
     if _count < 0:
         raise null_error()  # field: ops
     else:
-        ops = []
-        _append = ops.append
+        ops: list[AlterClientQuotasRequestOpData] = []
+        _append_ops = ops.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasRequestOpData_v0(buf, pos)  # field: ops
-            _append(_item)
+            _item_ops, pos = decode_AlterClientQuotasRequestOpData_v0(buf, pos)  # field: ops
+            _append_ops(_item_ops)
     return AlterClientQuotasRequestEntryData(entity=entity, ops=ops), pos
 
 
-def encode_AlterClientQuotasRequestEntryData_v0(m: AlterClientQuotasRequestEntryData, out: bytearray) -> None:
-    _items = m.entity
-    if _items is None:
+def encode_AlterClientQuotasRequestEntryData_v0(m: AlterClientQuotasRequestEntryData, out: list[bytes]) -> None:
+    _items_entity = m.entity
+    if _items_entity is None:
         raise null_error()  # field: entity
-    write_array_length(out, _items)  # field: entity
-    for _item in _items:
-        encode_AlterClientQuotasRequestEntityData_v0(_item, out)  # field: entity
-    _items = m.ops
-    if _items is None:
+    write_array_length(out, _items_entity)  # field: entity
+    for _item_entity in _items_entity:
+        encode_AlterClientQuotasRequestEntityData_v0(_item_entity, out)  # field: entity
+    _items_ops = m.ops
+    if _items_ops is None:
         raise null_error()  # field: ops
-    write_array_length(out, _items)  # field: ops
-    for _item in _items:
-        encode_AlterClientQuotasRequestOpData_v0(_item, out)  # field: ops
+    write_array_length(out, _items_ops)  # field: ops
+    for _item_ops in _items_ops:
+        encode_AlterClientQuotasRequestOpData_v0(_item_ops, out)  # field: ops
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -273,43 +273,43 @@ def decode_AlterClientQuotasRequestEntryData_v1(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: entity
     else:
-        entity = []
-        _append = entity.append
+        entity: list[AlterClientQuotasRequestEntityData] = []
+        _append_entity = entity.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasRequestEntityData_v1(buf, pos)  # field: entity
-            _append(_item)
+            _item_entity, pos = decode_AlterClientQuotasRequestEntityData_v1(buf, pos)  # field: entity
+            _append_entity(_item_entity)
     _count, pos = read_compact_array_length(buf, pos, 11)  # field: ops
     if _count < 0:
         raise null_error()  # field: ops
     else:
-        ops = []
-        _append = ops.append
+        ops: list[AlterClientQuotasRequestOpData] = []
+        _append_ops = ops.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasRequestOpData_v1(buf, pos)  # field: ops
-            _append(_item)
+            _item_ops, pos = decode_AlterClientQuotasRequestOpData_v1(buf, pos)  # field: ops
+            _append_ops(_item_ops)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterClientQuotasRequestEntryData(entity=entity, ops=ops, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasRequestEntryData(entity=entity, ops=ops), pos + 1
 
 
-def encode_AlterClientQuotasRequestEntryData_v1(m: AlterClientQuotasRequestEntryData, out: bytearray) -> None:
-    _items = m.entity
-    if _items is None:
+def encode_AlterClientQuotasRequestEntryData_v1(m: AlterClientQuotasRequestEntryData, out: list[bytes]) -> None:
+    _items_entity = m.entity
+    if _items_entity is None:
         raise null_error()  # field: entity
-    write_compact_array_length(out, _items)  # field: entity
-    for _item in _items:
-        encode_AlterClientQuotasRequestEntityData_v1(_item, out)  # field: entity
-    _items = m.ops
-    if _items is None:
+    write_compact_array_length(out, _items_entity)  # field: entity
+    for _item_entity in _items_entity:
+        encode_AlterClientQuotasRequestEntityData_v1(_item_entity, out)  # field: entity
+    _items_ops = m.ops
+    if _items_ops is None:
         raise null_error()  # field: ops
-    write_compact_array_length(out, _items)  # field: ops
-    for _item in _items:
-        encode_AlterClientQuotasRequestOpData_v1(_item, out)  # field: ops
+    write_compact_array_length(out, _items_ops)  # field: ops
+    for _item_ops in _items_ops:
+        encode_AlterClientQuotasRequestOpData_v1(_item_ops, out)  # field: ops
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterClientQuotasRequest_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasRequest, int]:
@@ -317,24 +317,24 @@ def decode_AlterClientQuotasRequest_v0(buf: Buffer, pos: int) -> tuple[AlterClie
     if _count < 0:
         raise null_error()  # field: entries
     else:
-        entries = []
-        _append = entries.append
+        entries: list[AlterClientQuotasRequestEntryData] = []
+        _append_entries = entries.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasRequestEntryData_v0(buf, pos)  # field: entries
-            _append(_item)
+            _item_entries, pos = decode_AlterClientQuotasRequestEntryData_v0(buf, pos)  # field: entries
+            _append_entries(_item_entries)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     return AlterClientQuotasRequest(entries=entries, validate_only=validate_only), pos
 
 
-def encode_AlterClientQuotasRequest_v0(m: AlterClientQuotasRequest, out: bytearray) -> None:
-    _items = m.entries
-    if _items is None:
+def encode_AlterClientQuotasRequest_v0(m: AlterClientQuotasRequest, out: list[bytes]) -> None:
+    _items_entries = m.entries
+    if _items_entries is None:
         raise null_error()  # field: entries
-    write_array_length(out, _items)  # field: entries
-    for _item in _items:
-        encode_AlterClientQuotasRequestEntryData_v0(_item, out)  # field: entries
-    out += _S_o.pack(m.validate_only)  # field: validate_only
+    write_array_length(out, _items_entries)  # field: entries
+    for _item_entries in _items_entries:
+        encode_AlterClientQuotasRequestEntryData_v0(_item_entries, out)  # field: entries
+    out.append(_S_o.pack(m.validate_only))  # field: validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -344,11 +344,11 @@ def decode_AlterClientQuotasRequest_v1(buf: Buffer, pos: int) -> tuple[AlterClie
     if _count < 0:
         raise null_error()  # field: entries
     else:
-        entries = []
-        _append = entries.append
+        entries: list[AlterClientQuotasRequestEntryData] = []
+        _append_entries = entries.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasRequestEntryData_v1(buf, pos)  # field: entries
-            _append(_item)
+            _item_entries, pos = decode_AlterClientQuotasRequestEntryData_v1(buf, pos)  # field: entries
+            _append_entries(_item_entries)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -357,18 +357,18 @@ def decode_AlterClientQuotasRequest_v1(buf: Buffer, pos: int) -> tuple[AlterClie
     return AlterClientQuotasRequest(entries=entries, validate_only=validate_only), pos + 1
 
 
-def encode_AlterClientQuotasRequest_v1(m: AlterClientQuotasRequest, out: bytearray) -> None:
-    _items = m.entries
-    if _items is None:
+def encode_AlterClientQuotasRequest_v1(m: AlterClientQuotasRequest, out: list[bytes]) -> None:
+    _items_entries = m.entries
+    if _items_entries is None:
         raise null_error()  # field: entries
-    write_compact_array_length(out, _items)  # field: entries
-    for _item in _items:
-        encode_AlterClientQuotasRequestEntryData_v1(_item, out)  # field: entries
-    out += _S_o.pack(m.validate_only)  # field: validate_only
+    write_compact_array_length(out, _items_entries)  # field: entries
+    for _item_entries in _items_entries:
+        encode_AlterClientQuotasRequestEntryData_v1(_item_entries, out)  # field: entries
+    out.append(_S_o.pack(m.validate_only))  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterClientQuotasResponseEntityData_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasResponseEntityData, int]:
@@ -377,7 +377,7 @@ def decode_AlterClientQuotasResponseEntityData_v0(buf: Buffer, pos: int) -> tupl
     return AlterClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name), pos
 
 
-def encode_AlterClientQuotasResponseEntityData_v0(m: AlterClientQuotasResponseEntityData, out: bytearray) -> None:
+def encode_AlterClientQuotasResponseEntityData_v0(m: AlterClientQuotasResponseEntityData, out: list[bytes]) -> None:
     write_string(out, m.entity_type)  # field: entity_type
     write_nullable_string(out, m.entity_name)  # field: entity_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -393,13 +393,13 @@ def decode_AlterClientQuotasResponseEntityData_v1(buf: Buffer, pos: int) -> tupl
     return AlterClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name), pos + 1
 
 
-def encode_AlterClientQuotasResponseEntityData_v1(m: AlterClientQuotasResponseEntityData, out: bytearray) -> None:
+def encode_AlterClientQuotasResponseEntityData_v1(m: AlterClientQuotasResponseEntityData, out: list[bytes]) -> None:
     write_compact_string(out, m.entity_type)  # field: entity_type
     write_compact_nullable_string(out, m.entity_name)  # field: entity_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterClientQuotasResponseEntryData_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasResponseEntryData, int]:
@@ -410,23 +410,23 @@ def decode_AlterClientQuotasResponseEntryData_v0(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: entity
     else:
-        entity = []
-        _append = entity.append
+        entity: list[AlterClientQuotasResponseEntityData] = []
+        _append_entity = entity.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
-            _append(_item)
+            _item_entity, pos = decode_AlterClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
+            _append_entity(_item_entity)
     return AlterClientQuotasResponseEntryData(error_code=error_code, error_message=error_message, entity=entity), pos
 
 
-def encode_AlterClientQuotasResponseEntryData_v0(m: AlterClientQuotasResponseEntryData, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_AlterClientQuotasResponseEntryData_v0(m: AlterClientQuotasResponseEntryData, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.entity
-    if _items is None:
+    _items_entity = m.entity
+    if _items_entity is None:
         raise null_error()  # field: entity
-    write_array_length(out, _items)  # field: entity
-    for _item in _items:
-        encode_AlterClientQuotasResponseEntityData_v0(_item, out)  # field: entity
+    write_array_length(out, _items_entity)  # field: entity
+    for _item_entity in _items_entity:
+        encode_AlterClientQuotasResponseEntityData_v0(_item_entity, out)  # field: entity
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -439,30 +439,30 @@ def decode_AlterClientQuotasResponseEntryData_v1(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: entity
     else:
-        entity = []
-        _append = entity.append
+        entity: list[AlterClientQuotasResponseEntityData] = []
+        _append_entity = entity.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
-            _append(_item)
+            _item_entity, pos = decode_AlterClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
+            _append_entity(_item_entity)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterClientQuotasResponseEntryData(error_code=error_code, error_message=error_message, entity=entity, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasResponseEntryData(error_code=error_code, error_message=error_message, entity=entity), pos + 1
 
 
-def encode_AlterClientQuotasResponseEntryData_v1(m: AlterClientQuotasResponseEntryData, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_AlterClientQuotasResponseEntryData_v1(m: AlterClientQuotasResponseEntryData, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.entity
-    if _items is None:
+    _items_entity = m.entity
+    if _items_entity is None:
         raise null_error()  # field: entity
-    write_compact_array_length(out, _items)  # field: entity
-    for _item in _items:
-        encode_AlterClientQuotasResponseEntityData_v1(_item, out)  # field: entity
+    write_compact_array_length(out, _items_entity)  # field: entity
+    for _item_entity in _items_entity:
+        encode_AlterClientQuotasResponseEntityData_v1(_item_entity, out)  # field: entity
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterClientQuotasResponse_v0(buf: Buffer, pos: int) -> tuple[AlterClientQuotasResponse, int]:
@@ -472,22 +472,22 @@ def decode_AlterClientQuotasResponse_v0(buf: Buffer, pos: int) -> tuple[AlterCli
     if _count < 0:
         raise null_error()  # field: entries
     else:
-        entries = []
-        _append = entries.append
+        entries: list[AlterClientQuotasResponseEntryData] = []
+        _append_entries = entries.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
-            _append(_item)
+            _item_entries, pos = decode_AlterClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
+            _append_entries(_item_entries)
     return AlterClientQuotasResponse(throttle_time_ms=throttle_time_ms, entries=entries), pos
 
 
-def encode_AlterClientQuotasResponse_v0(m: AlterClientQuotasResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.entries
-    if _items is None:
+def encode_AlterClientQuotasResponse_v0(m: AlterClientQuotasResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_entries = m.entries
+    if _items_entries is None:
         raise null_error()  # field: entries
-    write_array_length(out, _items)  # field: entries
-    for _item in _items:
-        encode_AlterClientQuotasResponseEntryData_v0(_item, out)  # field: entries
+    write_array_length(out, _items_entries)  # field: entries
+    for _item_entries in _items_entries:
+        encode_AlterClientQuotasResponseEntryData_v0(_item_entries, out)  # field: entries
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -499,31 +499,29 @@ def decode_AlterClientQuotasResponse_v1(buf: Buffer, pos: int) -> tuple[AlterCli
     if _count < 0:
         raise null_error()  # field: entries
     else:
-        entries = []
-        _append = entries.append
+        entries: list[AlterClientQuotasResponseEntryData] = []
+        _append_entries = entries.append
         for _ in range(_count):
-            _item, pos = decode_AlterClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
-            _append(_item)
+            _item_entries, pos = decode_AlterClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
+            _append_entries(_item_entries)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterClientQuotasResponse(throttle_time_ms=throttle_time_ms, entries=entries, unknown_tagged_fields=_unknown), pos
     return AlterClientQuotasResponse(throttle_time_ms=throttle_time_ms, entries=entries), pos + 1
 
 
-def encode_AlterClientQuotasResponse_v1(m: AlterClientQuotasResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.entries
-    if _items is None:
+def encode_AlterClientQuotasResponse_v1(m: AlterClientQuotasResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_entries = m.entries
+    if _items_entries is None:
         raise null_error()  # field: entries
-    write_compact_array_length(out, _items)  # field: entries
-    for _item in _items:
-        encode_AlterClientQuotasResponseEntryData_v1(_item, out)  # field: entries
+    write_compact_array_length(out, _items_entries)  # field: entries
+    for _item_entries in _items_entries:
+        encode_AlterClientQuotasResponseEntryData_v1(_item_entries, out)  # field: entries
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 49
 API_NAME = 'AlterClientQuotas'

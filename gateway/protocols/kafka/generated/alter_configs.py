@@ -74,7 +74,7 @@ class AlterConfigsRequestAlterConfigsResource(msgspec.Struct, gc=False):
 
 
 class AlterConfigsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterConfigsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     resources: list[AlterConfigsRequestAlterConfigsResource] = []
@@ -94,7 +94,7 @@ class AlterConfigsResponseAlterConfigsResourceResponse(msgspec.Struct, gc=False)
 
 
 class AlterConfigsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterConfigsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -145,7 +145,7 @@ def decode_AlterConfigsRequestAlterableConfig_v0(buf: Buffer, pos: int) -> tuple
     return AlterConfigsRequestAlterableConfig(name=name, value=value), pos
 
 
-def encode_AlterConfigsRequestAlterableConfig_v0(m: AlterConfigsRequestAlterableConfig, out: bytearray) -> None:
+def encode_AlterConfigsRequestAlterableConfig_v0(m: AlterConfigsRequestAlterableConfig, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -161,13 +161,13 @@ def decode_AlterConfigsRequestAlterableConfig_v2(buf: Buffer, pos: int) -> tuple
     return AlterConfigsRequestAlterableConfig(name=name, value=value), pos + 1
 
 
-def encode_AlterConfigsRequestAlterableConfig_v2(m: AlterConfigsRequestAlterableConfig, out: bytearray) -> None:
+def encode_AlterConfigsRequestAlterableConfig_v2(m: AlterConfigsRequestAlterableConfig, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_nullable_string(out, m.value)  # field: value
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterConfigsRequestAlterConfigsResource_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsRequestAlterConfigsResource, int]:
@@ -178,23 +178,23 @@ def decode_AlterConfigsRequestAlterConfigsResource_v0(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[AlterConfigsRequestAlterableConfig] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_AlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_AlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     return AlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
-def encode_AlterConfigsRequestAlterConfigsResource_v0(m: AlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_AlterConfigsRequestAlterConfigsResource_v0(m: AlterConfigsRequestAlterConfigsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_AlterConfigsRequestAlterableConfig_v0(_item, out)  # field: configs
+    write_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_AlterConfigsRequestAlterableConfig_v0(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -207,30 +207,30 @@ def decode_AlterConfigsRequestAlterConfigsResource_v2(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[AlterConfigsRequestAlterableConfig] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_AlterConfigsRequestAlterableConfig_v2(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_AlterConfigsRequestAlterableConfig_v2(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=_unknown), pos
     return AlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos + 1
 
 
-def encode_AlterConfigsRequestAlterConfigsResource_v2(m: AlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_AlterConfigsRequestAlterConfigsResource_v2(m: AlterConfigsRequestAlterConfigsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_AlterConfigsRequestAlterableConfig_v2(_item, out)  # field: configs
+    write_compact_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_AlterConfigsRequestAlterableConfig_v2(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsRequest, int]:
@@ -238,24 +238,24 @@ def decode_AlterConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsRe
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[AlterConfigsRequestAlterConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_AlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_AlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     return AlterConfigsRequest(resources=resources, validate_only=validate_only), pos
 
 
-def encode_AlterConfigsRequest_v0(m: AlterConfigsRequest, out: bytearray) -> None:
-    _items = m.resources
-    if _items is None:
+def encode_AlterConfigsRequest_v0(m: AlterConfigsRequest, out: list[bytes]) -> None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_AlterConfigsRequestAlterConfigsResource_v0(_item, out)  # field: resources
-    out += _S_o.pack(m.validate_only)  # field: validate_only
+    write_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_AlterConfigsRequestAlterConfigsResource_v0(_item_resources, out)  # field: resources
+    out.append(_S_o.pack(m.validate_only))  # field: validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -265,11 +265,11 @@ def decode_AlterConfigsRequest_v2(buf: Buffer, pos: int) -> tuple[AlterConfigsRe
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[AlterConfigsRequestAlterConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_AlterConfigsRequestAlterConfigsResource_v2(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_AlterConfigsRequestAlterConfigsResource_v2(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -278,18 +278,18 @@ def decode_AlterConfigsRequest_v2(buf: Buffer, pos: int) -> tuple[AlterConfigsRe
     return AlterConfigsRequest(resources=resources, validate_only=validate_only), pos + 1
 
 
-def encode_AlterConfigsRequest_v2(m: AlterConfigsRequest, out: bytearray) -> None:
-    _items = m.resources
-    if _items is None:
+def encode_AlterConfigsRequest_v2(m: AlterConfigsRequest, out: list[bytes]) -> None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_AlterConfigsRequestAlterConfigsResource_v2(_item, out)  # field: resources
-    out += _S_o.pack(m.validate_only)  # field: validate_only
+    write_compact_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_AlterConfigsRequestAlterConfigsResource_v2(_item_resources, out)  # field: resources
+    out.append(_S_o.pack(m.validate_only))  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterConfigsResponseAlterConfigsResourceResponse_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsResponseAlterConfigsResourceResponse, int]:
@@ -302,10 +302,10 @@ def decode_AlterConfigsResponseAlterConfigsResourceResponse_v0(buf: Buffer, pos:
     return AlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name), pos
 
 
-def encode_AlterConfigsResponseAlterConfigsResourceResponse_v0(m: AlterConfigsResponseAlterConfigsResourceResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_AlterConfigsResponseAlterConfigsResourceResponse_v0(m: AlterConfigsResponseAlterConfigsResourceResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -324,15 +324,15 @@ def decode_AlterConfigsResponseAlterConfigsResourceResponse_v2(buf: Buffer, pos:
     return AlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name), pos + 1
 
 
-def encode_AlterConfigsResponseAlterConfigsResourceResponse_v2(m: AlterConfigsResponseAlterConfigsResourceResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_AlterConfigsResponseAlterConfigsResourceResponse_v2(m: AlterConfigsResponseAlterConfigsResourceResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsResponse, int]:
@@ -342,22 +342,22 @@ def decode_AlterConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterConfigsR
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[AlterConfigsResponseAlterConfigsResourceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return AlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
-def encode_AlterConfigsResponse_v0(m: AlterConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_AlterConfigsResponse_v0(m: AlterConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_AlterConfigsResponseAlterConfigsResourceResponse_v0(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_AlterConfigsResponseAlterConfigsResourceResponse_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -369,31 +369,31 @@ def decode_AlterConfigsResponse_v2(buf: Buffer, pos: int) -> tuple[AlterConfigsR
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[AlterConfigsResponseAlterConfigsResourceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v2(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_AlterConfigsResponseAlterConfigsResourceResponse_v2(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return AlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
-def encode_AlterConfigsResponse_v2(m: AlterConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_AlterConfigsResponse_v2(m: AlterConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_AlterConfigsResponseAlterConfigsResourceResponse_v2(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_AlterConfigsResponseAlterConfigsResourceResponse_v2(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_AlterConfigsRequestAlterableConfig_v1 = decode_AlterConfigsRequestAlterableConfig_v0
 encode_AlterConfigsRequestAlterableConfig_v1 = encode_AlterConfigsRequestAlterableConfig_v0
 decode_AlterConfigsRequestAlterConfigsResource_v1 = decode_AlterConfigsRequestAlterConfigsResource_v0

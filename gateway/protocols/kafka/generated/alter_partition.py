@@ -87,7 +87,7 @@ class AlterPartitionRequestTopicData(msgspec.Struct, gc=False):
 
 
 class AlterPartitionRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterPartitionRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     broker_id: int = 0
@@ -121,7 +121,7 @@ class AlterPartitionResponseTopicData(msgspec.Struct, gc=False):
 
 
 class AlterPartitionResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterPartitionResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -199,12 +199,12 @@ def decode_AlterPartitionRequestBrokerState_v3(buf: Buffer, pos: int) -> tuple[A
     return AlterPartitionRequestBrokerState(broker_id=broker_id, broker_epoch=broker_epoch), pos + 1
 
 
-def encode_AlterPartitionRequestBrokerState_v3(m: AlterPartitionRequestBrokerState, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
+def encode_AlterPartitionRequestBrokerState_v3(m: AlterPartitionRequestBrokerState, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
@@ -221,21 +221,21 @@ def decode_AlterPartitionRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple
     return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, partition_epoch=partition_epoch), pos + 1
 
 
-def encode_AlterPartitionRequestPartitionData_v0(m: AlterPartitionRequestPartitionData, out: bytearray) -> None:
+def encode_AlterPartitionRequestPartitionData_v0(m: AlterPartitionRequestPartitionData, out: list[bytes]) -> None:
     if m.new_isr_with_epochs is None or len(m.new_isr_with_epochs) != 0:  # field: new_isr_with_epochs
         raise absent_error()  # field: new_isr_with_epochs
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
-    out += _S_ii.pack(m.partition_index, m.leader_epoch)  # field: partition_index, leader_epoch
-    _items = m.new_isr
-    if _items is None:
+    out.append(_S_ii.pack(m.partition_index, m.leader_epoch))  # field: partition_index, leader_epoch
+    _items_new_isr = m.new_isr
+    if _items_new_isr is None:
         raise null_error()  # field: new_isr
-    write_compact_fixed_array(out, _items, 'i')  # field: new_isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
+    write_compact_fixed_array(out, _items_new_isr, 'i')  # field: new_isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
@@ -252,19 +252,19 @@ def decode_AlterPartitionRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple
     return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr=new_isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch), pos + 1
 
 
-def encode_AlterPartitionRequestPartitionData_v1(m: AlterPartitionRequestPartitionData, out: bytearray) -> None:
+def encode_AlterPartitionRequestPartitionData_v1(m: AlterPartitionRequestPartitionData, out: list[bytes]) -> None:
     if m.new_isr_with_epochs is None or len(m.new_isr_with_epochs) != 0:  # field: new_isr_with_epochs
         raise absent_error()  # field: new_isr_with_epochs
-    out += _S_ii.pack(m.partition_index, m.leader_epoch)  # field: partition_index, leader_epoch
-    _items = m.new_isr
-    if _items is None:
+    out.append(_S_ii.pack(m.partition_index, m.leader_epoch))  # field: partition_index, leader_epoch
+    _items_new_isr = m.new_isr
+    if _items_new_isr is None:
         raise null_error()  # field: new_isr
-    write_compact_fixed_array(out, _items, 'i')  # field: new_isr
-    out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
+    write_compact_fixed_array(out, _items_new_isr, 'i')  # field: new_isr
+    out.append(_S_bi.pack(m.leader_recovery_state, m.partition_epoch))  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequestPartitionData_v3(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestPartitionData, int]:
@@ -274,11 +274,11 @@ def decode_AlterPartitionRequestPartitionData_v3(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: new_isr_with_epochs
     else:
-        new_isr_with_epochs = []
-        _append = new_isr_with_epochs.append
+        new_isr_with_epochs: list[AlterPartitionRequestBrokerState] = []
+        _append_new_isr_with_epochs = new_isr_with_epochs.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestBrokerState_v3(buf, pos)  # field: new_isr_with_epochs
-            _append(_item)
+            _item_new_isr_with_epochs, pos = decode_AlterPartitionRequestBrokerState_v3(buf, pos)  # field: new_isr_with_epochs
+            _append_new_isr_with_epochs(_item_new_isr_with_epochs)
     leader_recovery_state, partition_epoch = _S_bi.unpack_from(buf, pos)  # field: leader_recovery_state, partition_epoch
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
@@ -287,21 +287,21 @@ def decode_AlterPartitionRequestPartitionData_v3(buf: Buffer, pos: int) -> tuple
     return AlterPartitionRequestPartitionData(partition_index=partition_index, leader_epoch=leader_epoch, new_isr_with_epochs=new_isr_with_epochs, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch), pos + 1
 
 
-def encode_AlterPartitionRequestPartitionData_v3(m: AlterPartitionRequestPartitionData, out: bytearray) -> None:
+def encode_AlterPartitionRequestPartitionData_v3(m: AlterPartitionRequestPartitionData, out: list[bytes]) -> None:
     if m.new_isr is None or len(m.new_isr) != 0:  # field: new_isr
         raise absent_error()  # field: new_isr
-    out += _S_ii.pack(m.partition_index, m.leader_epoch)  # field: partition_index, leader_epoch
-    _items = m.new_isr_with_epochs
-    if _items is None:
+    out.append(_S_ii.pack(m.partition_index, m.leader_epoch))  # field: partition_index, leader_epoch
+    _items_new_isr_with_epochs = m.new_isr_with_epochs
+    if _items_new_isr_with_epochs is None:
         raise null_error()  # field: new_isr_with_epochs
-    write_compact_array_length(out, _items)  # field: new_isr_with_epochs
-    for _item in _items:
-        encode_AlterPartitionRequestBrokerState_v3(_item, out)  # field: new_isr_with_epochs
-    out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
+    write_compact_array_length(out, _items_new_isr_with_epochs)  # field: new_isr_with_epochs
+    for _item_new_isr_with_epochs in _items_new_isr_with_epochs:
+        encode_AlterPartitionRequestBrokerState_v3(_item_new_isr_with_epochs, out)  # field: new_isr_with_epochs
+    out.append(_S_bi.pack(m.leader_recovery_state, m.partition_epoch))  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestTopicData, int]:
@@ -310,29 +310,29 @@ def decode_AlterPartitionRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[Alt
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionRequestTopicData_v0(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
+def encode_AlterPartitionRequestTopicData_v0(m: AlterPartitionRequestTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestTopicData, int]:
@@ -341,29 +341,29 @@ def decode_AlterPartitionRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[Alt
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionRequestTopicData_v1(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
+def encode_AlterPartitionRequestTopicData_v1(m: AlterPartitionRequestTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionRequestPartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionRequestPartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequestTopicData_v2(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestTopicData, int]:
@@ -374,29 +374,29 @@ def decode_AlterPartitionRequestTopicData_v2(buf: Buffer, pos: int) -> tuple[Alt
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionRequestTopicData_v2(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_AlterPartitionRequestTopicData_v2(m: AlterPartitionRequestTopicData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionRequestPartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionRequestPartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequestTopicData_v3(buf: Buffer, pos: int) -> tuple[AlterPartitionRequestTopicData, int]:
@@ -407,29 +407,29 @@ def decode_AlterPartitionRequestTopicData_v3(buf: Buffer, pos: int) -> tuple[Alt
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestPartitionData_v3(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionRequestPartitionData_v3(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequestTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionRequestTopicData_v3(m: AlterPartitionRequestTopicData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_AlterPartitionRequestTopicData_v3(m: AlterPartitionRequestTopicData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionRequestPartitionData_v3(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionRequestPartitionData_v3(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequest_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
@@ -439,29 +439,29 @@ def decode_AlterPartitionRequest_v0(buf: Buffer, pos: int) -> tuple[AlterPartiti
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionRequestTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
-def encode_AlterPartitionRequest_v0(m: AlterPartitionRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionRequest_v0(m: AlterPartitionRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionRequestTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionRequestTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequest_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
@@ -471,29 +471,29 @@ def decode_AlterPartitionRequest_v1(buf: Buffer, pos: int) -> tuple[AlterPartiti
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionRequestTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
-def encode_AlterPartitionRequest_v1(m: AlterPartitionRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionRequest_v1(m: AlterPartitionRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionRequestTopicData_v1(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionRequestTopicData_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequest_v2(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
@@ -503,29 +503,29 @@ def decode_AlterPartitionRequest_v2(buf: Buffer, pos: int) -> tuple[AlterPartiti
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestTopicData_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionRequestTopicData_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
-def encode_AlterPartitionRequest_v2(m: AlterPartitionRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionRequest_v2(m: AlterPartitionRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionRequestTopicData_v2(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionRequestTopicData_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionRequest_v3(buf: Buffer, pos: int) -> tuple[AlterPartitionRequest, int]:
@@ -535,29 +535,29 @@ def decode_AlterPartitionRequest_v3(buf: Buffer, pos: int) -> tuple[AlterPartiti
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionRequestTopicData_v3(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionRequestTopicData_v3(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionRequest(broker_id=broker_id, broker_epoch=broker_epoch, topics=topics), pos + 1
 
 
-def encode_AlterPartitionRequest_v3(m: AlterPartitionRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionRequest_v3(m: AlterPartitionRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionRequestTopicData_v3(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionRequestTopicData_v3(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionResponsePartitionData, int]:
@@ -574,17 +574,17 @@ def decode_AlterPartitionResponsePartitionData_v0(buf: Buffer, pos: int) -> tupl
     return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch), pos + 1
 
 
-def encode_AlterPartitionResponsePartitionData_v0(m: AlterPartitionResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
-    _items = m.isr
-    if _items is None:
+def encode_AlterPartitionResponsePartitionData_v0(m: AlterPartitionResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch))  # field: partition_index, error_code, leader_id, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_compact_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
+    write_compact_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponsePartitionData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionResponsePartitionData, int]:
@@ -601,17 +601,17 @@ def decode_AlterPartitionResponsePartitionData_v1(buf: Buffer, pos: int) -> tupl
     return AlterPartitionResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, isr=isr, leader_recovery_state=leader_recovery_state, partition_epoch=partition_epoch), pos + 1
 
 
-def encode_AlterPartitionResponsePartitionData_v1(m: AlterPartitionResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
-    _items = m.isr
-    if _items is None:
+def encode_AlterPartitionResponsePartitionData_v1(m: AlterPartitionResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch))  # field: partition_index, error_code, leader_id, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_compact_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_bi.pack(m.leader_recovery_state, m.partition_epoch)  # field: leader_recovery_state, partition_epoch
+    write_compact_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_bi.pack(m.leader_recovery_state, m.partition_epoch))  # field: leader_recovery_state, partition_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionResponseTopicData, int]:
@@ -620,29 +620,29 @@ def decode_AlterPartitionResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[Al
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionResponseTopicData_v0(m: AlterPartitionResponseTopicData, out: bytearray) -> None:
+def encode_AlterPartitionResponseTopicData_v0(m: AlterPartitionResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionResponsePartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionResponseTopicData, int]:
@@ -651,29 +651,29 @@ def decode_AlterPartitionResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[Al
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionResponseTopicData_v1(m: AlterPartitionResponseTopicData, out: bytearray) -> None:
+def encode_AlterPartitionResponseTopicData_v1(m: AlterPartitionResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionResponsePartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionResponsePartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponseTopicData_v2(buf: Buffer, pos: int) -> tuple[AlterPartitionResponseTopicData, int]:
@@ -684,29 +684,29 @@ def decode_AlterPartitionResponseTopicData_v2(buf: Buffer, pos: int) -> tuple[Al
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionResponseTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponseTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionResponseTopicData_v2(m: AlterPartitionResponseTopicData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_AlterPartitionResponseTopicData_v2(m: AlterPartitionResponseTopicData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionResponsePartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionResponsePartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponse_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionResponse, int]:
@@ -716,29 +716,29 @@ def decode_AlterPartitionResponse_v0(buf: Buffer, pos: int) -> tuple[AlterPartit
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
-def encode_AlterPartitionResponse_v0(m: AlterPartitionResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionResponse_v0(m: AlterPartitionResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionResponseTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionResponseTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponse_v1(buf: Buffer, pos: int) -> tuple[AlterPartitionResponse, int]:
@@ -748,29 +748,29 @@ def decode_AlterPartitionResponse_v1(buf: Buffer, pos: int) -> tuple[AlterPartit
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionResponseTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionResponseTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
-def encode_AlterPartitionResponse_v1(m: AlterPartitionResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionResponse_v1(m: AlterPartitionResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionResponseTopicData_v1(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionResponseTopicData_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionResponse_v2(buf: Buffer, pos: int) -> tuple[AlterPartitionResponse, int]:
@@ -780,31 +780,31 @@ def decode_AlterPartitionResponse_v2(buf: Buffer, pos: int) -> tuple[AlterPartit
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionResponseTopicData_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionResponseTopicData_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
-def encode_AlterPartitionResponse_v2(m: AlterPartitionResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionResponse_v2(m: AlterPartitionResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionResponseTopicData_v2(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionResponseTopicData_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_AlterPartitionRequestPartitionData_v2 = decode_AlterPartitionRequestPartitionData_v1
 encode_AlterPartitionRequestPartitionData_v2 = encode_AlterPartitionRequestPartitionData_v1
 decode_AlterPartitionResponsePartitionData_v2 = decode_AlterPartitionResponsePartitionData_v1

@@ -73,7 +73,7 @@ class AlterPartitionReassignmentsRequestReassignableTopic(msgspec.Struct, gc=Fal
 
 
 class AlterPartitionReassignmentsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterPartitionReassignmentsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     timeout_ms: int = 60000
@@ -101,7 +101,7 @@ class AlterPartitionReassignmentsResponseReassignableTopicResponse(msgspec.Struc
 
 
 class AlterPartitionReassignmentsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterPartitionReassignmentsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -161,14 +161,14 @@ def decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf: Buffe
     return AlterPartitionReassignmentsRequestReassignablePartition(partition_index=partition_index, replicas=replicas), pos + 1
 
 
-def encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(m: AlterPartitionReassignmentsRequestReassignablePartition, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
-    _items = m.replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: replicas
+def encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(m: AlterPartitionReassignmentsRequestReassignablePartition, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
+    _items_replicas = m.replicas
+    write_compact_fixed_array(out, _items_replicas, 'i')  # field: replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionReassignmentsRequestReassignableTopic_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsRequestReassignableTopic, int]:
@@ -177,29 +177,29 @@ def decode_AlterPartitionReassignmentsRequestReassignableTopic_v0(buf: Buffer, p
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionReassignmentsRequestReassignablePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionReassignmentsRequestReassignablePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionReassignmentsRequestReassignableTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsRequestReassignableTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(m: AlterPartitionReassignmentsRequestReassignableTopic, out: bytearray) -> None:
+def encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(m: AlterPartitionReassignmentsRequestReassignableTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionReassignmentsRequestReassignablePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionReassignmentsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsRequest, int]:
@@ -209,29 +209,29 @@ def decode_AlterPartitionReassignmentsRequest_v0(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterPartitionReassignmentsRequestReassignableTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionReassignmentsRequestReassignableTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterPartitionReassignmentsRequestReassignableTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics), pos + 1
 
 
-def encode_AlterPartitionReassignmentsRequest_v0(m: AlterPartitionReassignmentsRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    _items = m.topics
-    if _items is None:
+def encode_AlterPartitionReassignmentsRequest_v0(m: AlterPartitionReassignmentsRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterPartitionReassignmentsRequestReassignableTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsResponseReassignablePartitionResponse, int]:
@@ -244,13 +244,13 @@ def decode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(b
     return AlterPartitionReassignmentsResponseReassignablePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(m: AlterPartitionReassignmentsResponseReassignablePartitionResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(m: AlterPartitionReassignmentsResponseReassignablePartitionResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsResponseReassignableTopicResponse, int]:
@@ -259,29 +259,29 @@ def decode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(buf: 
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterPartitionReassignmentsResponseReassignablePartitionResponse] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionReassignmentsResponseReassignableTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsResponseReassignableTopicResponse(name=name, partitions=partitions), pos + 1
 
 
-def encode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(m: AlterPartitionReassignmentsResponseReassignableTopicResponse, out: bytearray) -> None:
+def encode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(m: AlterPartitionReassignmentsResponseReassignableTopicResponse, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterPartitionReassignmentsResponseReassignablePartitionResponse_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterPartitionReassignmentsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterPartitionReassignmentsResponse, int]:
@@ -292,32 +292,30 @@ def decode_AlterPartitionReassignmentsResponse_v0(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[AlterPartitionReassignmentsResponseReassignableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, unknown_tagged_fields=_unknown), pos
     return AlterPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses), pos + 1
 
 
-def encode_AlterPartitionReassignmentsResponse_v0(m: AlterPartitionReassignmentsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_AlterPartitionReassignmentsResponse_v0(m: AlterPartitionReassignmentsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_AlterPartitionReassignmentsResponseReassignableTopicResponse_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 45
 API_NAME = 'AlterPartitionReassignments'

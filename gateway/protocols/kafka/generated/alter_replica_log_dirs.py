@@ -73,7 +73,7 @@ class AlterReplicaLogDirsRequestAlterReplicaLogDir(msgspec.Struct, gc=False):
 
 
 class AlterReplicaLogDirsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterReplicaLogDirsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     dirs: list[AlterReplicaLogDirsRequestAlterReplicaLogDir] = []
@@ -99,7 +99,7 @@ class AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(msgspec.Struct, g
 
 
 class AlterReplicaLogDirsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterReplicaLogDirsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -151,12 +151,12 @@ def decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(buf: Buffer, pos
     return AlterReplicaLogDirsRequestAlterReplicaLogDirTopic(name=name, partitions=partitions), pos
 
 
-def encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(m: AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, out: bytearray) -> None:
+def encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(m: AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -172,16 +172,16 @@ def decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(buf: Buffer, pos
     return AlterReplicaLogDirsRequestAlterReplicaLogDirTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(m: AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, out: bytearray) -> None:
+def encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(m: AlterReplicaLogDirsRequestAlterReplicaLogDirTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequestAlterReplicaLogDir, int]:
@@ -190,22 +190,22 @@ def decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterReplicaLogDirsRequestAlterReplicaLogDirTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return AlterReplicaLogDirsRequestAlterReplicaLogDir(path=path, topics=topics), pos
 
 
-def encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(m: AlterReplicaLogDirsRequestAlterReplicaLogDir, out: bytearray) -> None:
+def encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(m: AlterReplicaLogDirsRequestAlterReplicaLogDir, out: list[bytes]) -> None:
     write_string(out, m.path)  # field: path
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -216,29 +216,29 @@ def decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AlterReplicaLogDirsRequestAlterReplicaLogDirTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterReplicaLogDirsRequestAlterReplicaLogDir(path=path, topics=topics, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsRequestAlterReplicaLogDir(path=path, topics=topics), pos + 1
 
 
-def encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(m: AlterReplicaLogDirsRequestAlterReplicaLogDir, out: bytearray) -> None:
+def encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(m: AlterReplicaLogDirsRequestAlterReplicaLogDir, out: list[bytes]) -> None:
     write_compact_string(out, m.path)  # field: path
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterReplicaLogDirsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsRequest, int]:
@@ -246,21 +246,21 @@ def decode_AlterReplicaLogDirsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterRe
     if _count < 0:
         raise null_error()  # field: dirs
     else:
-        dirs = []
-        _append = dirs.append
+        dirs: list[AlterReplicaLogDirsRequestAlterReplicaLogDir] = []
+        _append_dirs = dirs.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(buf, pos)  # field: dirs
-            _append(_item)
+            _item_dirs, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(buf, pos)  # field: dirs
+            _append_dirs(_item_dirs)
     return AlterReplicaLogDirsRequest(dirs=dirs), pos
 
 
-def encode_AlterReplicaLogDirsRequest_v0(m: AlterReplicaLogDirsRequest, out: bytearray) -> None:
-    _items = m.dirs
-    if _items is None:
+def encode_AlterReplicaLogDirsRequest_v0(m: AlterReplicaLogDirsRequest, out: list[bytes]) -> None:
+    _items_dirs = m.dirs
+    if _items_dirs is None:
         raise null_error()  # field: dirs
-    write_array_length(out, _items)  # field: dirs
-    for _item in _items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(_item, out)  # field: dirs
+    write_array_length(out, _items_dirs)  # field: dirs
+    for _item_dirs in _items_dirs:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0(_item_dirs, out)  # field: dirs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -270,28 +270,28 @@ def decode_AlterReplicaLogDirsRequest_v2(buf: Buffer, pos: int) -> tuple[AlterRe
     if _count < 0:
         raise null_error()  # field: dirs
     else:
-        dirs = []
-        _append = dirs.append
+        dirs: list[AlterReplicaLogDirsRequestAlterReplicaLogDir] = []
+        _append_dirs = dirs.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(buf, pos)  # field: dirs
-            _append(_item)
+            _item_dirs, pos = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(buf, pos)  # field: dirs
+            _append_dirs(_item_dirs)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterReplicaLogDirsRequest(dirs=dirs, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsRequest(dirs=dirs), pos + 1
 
 
-def encode_AlterReplicaLogDirsRequest_v2(m: AlterReplicaLogDirsRequest, out: bytearray) -> None:
-    _items = m.dirs
-    if _items is None:
+def encode_AlterReplicaLogDirsRequest_v2(m: AlterReplicaLogDirsRequest, out: list[bytes]) -> None:
+    _items_dirs = m.dirs
+    if _items_dirs is None:
         raise null_error()  # field: dirs
-    write_compact_array_length(out, _items)  # field: dirs
-    for _item in _items:
-        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(_item, out)  # field: dirs
+    write_compact_array_length(out, _items_dirs)  # field: dirs
+    for _item_dirs in _items_dirs:
+        encode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v2(_item_dirs, out)  # field: dirs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult, int]:
@@ -300,8 +300,8 @@ def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(buf: 
     return AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult(partition_index=partition_index, error_code=error_code), pos
 
 
-def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(m: AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(m: AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -315,12 +315,12 @@ def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(buf: 
     return AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult(partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(m: AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(m: AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, int]:
@@ -329,22 +329,22 @@ def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(buf: Buff
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(topic_name=topic_name, partitions=partitions), pos
 
 
-def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(m: AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, out: bytearray) -> None:
+def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(m: AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -355,29 +355,29 @@ def decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(buf: Buff
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(m: AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, out: bytearray) -> None:
+def encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(m: AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirPartitionResult_v2(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterReplicaLogDirsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterReplicaLogDirsResponse, int]:
@@ -387,22 +387,22 @@ def decode_AlterReplicaLogDirsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterR
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     return AlterReplicaLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_AlterReplicaLogDirsResponse_v0(m: AlterReplicaLogDirsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_AlterReplicaLogDirsResponse_v0(m: AlterReplicaLogDirsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -414,31 +414,31 @@ def decode_AlterReplicaLogDirsResponse_v2(buf: Buffer, pos: int) -> tuple[AlterR
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterReplicaLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return AlterReplicaLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
-def encode_AlterReplicaLogDirsResponse_v2(m: AlterReplicaLogDirsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_AlterReplicaLogDirsResponse_v2(m: AlterReplicaLogDirsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_AlterReplicaLogDirsResponseAlterReplicaLogDirTopicResult_v2(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v1 = decode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0
 encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v1 = encode_AlterReplicaLogDirsRequestAlterReplicaLogDirTopic_v0
 decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v1 = decode_AlterReplicaLogDirsRequestAlterReplicaLogDir_v0

@@ -76,7 +76,7 @@ class AlterUserScramCredentialsRequestScramCredentialUpsertion(msgspec.Struct, g
 
 
 class AlterUserScramCredentialsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterUserScramCredentialsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     deletions: list[AlterUserScramCredentialsRequestScramCredentialDeletion] = []
@@ -95,7 +95,7 @@ class AlterUserScramCredentialsResponseAlterUserScramCredentialsResult(msgspec.S
 
 
 class AlterUserScramCredentialsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AlterUserScramCredentialsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -151,13 +151,13 @@ def decode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(buf: Buffe
     return AlterUserScramCredentialsRequestScramCredentialDeletion(name=name, mechanism=mechanism), pos + 1
 
 
-def encode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(m: AlterUserScramCredentialsRequestScramCredentialDeletion, out: bytearray) -> None:
+def encode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(m: AlterUserScramCredentialsRequestScramCredentialDeletion, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_b.pack(m.mechanism)  # field: mechanism
+    out.append(_S_b.pack(m.mechanism))  # field: mechanism
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(buf: Buffer, pos: int) -> tuple[AlterUserScramCredentialsRequestScramCredentialUpsertion, int]:
@@ -172,15 +172,15 @@ def decode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(buf: Buff
     return AlterUserScramCredentialsRequestScramCredentialUpsertion(name=name, mechanism=mechanism, iterations=iterations, salt=salt, salted_password=salted_password), pos + 1
 
 
-def encode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(m: AlterUserScramCredentialsRequestScramCredentialUpsertion, out: bytearray) -> None:
+def encode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(m: AlterUserScramCredentialsRequestScramCredentialUpsertion, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_bi.pack(m.mechanism, m.iterations)  # field: mechanism, iterations
+    out.append(_S_bi.pack(m.mechanism, m.iterations))  # field: mechanism, iterations
     write_compact_bytes(out, m.salt)  # field: salt
     write_compact_bytes(out, m.salted_password)  # field: salted_password
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterUserScramCredentialsRequest_v0(buf: Buffer, pos: int) -> tuple[AlterUserScramCredentialsRequest, int]:
@@ -188,43 +188,43 @@ def decode_AlterUserScramCredentialsRequest_v0(buf: Buffer, pos: int) -> tuple[A
     if _count < 0:
         raise null_error()  # field: deletions
     else:
-        deletions = []
-        _append = deletions.append
+        deletions: list[AlterUserScramCredentialsRequestScramCredentialDeletion] = []
+        _append_deletions = deletions.append
         for _ in range(_count):
-            _item, pos = decode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(buf, pos)  # field: deletions
-            _append(_item)
+            _item_deletions, pos = decode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(buf, pos)  # field: deletions
+            _append_deletions(_item_deletions)
     _count, pos = read_compact_array_length(buf, pos, 9)  # field: upsertions
     if _count < 0:
         raise null_error()  # field: upsertions
     else:
-        upsertions = []
-        _append = upsertions.append
+        upsertions: list[AlterUserScramCredentialsRequestScramCredentialUpsertion] = []
+        _append_upsertions = upsertions.append
         for _ in range(_count):
-            _item, pos = decode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(buf, pos)  # field: upsertions
-            _append(_item)
+            _item_upsertions, pos = decode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(buf, pos)  # field: upsertions
+            _append_upsertions(_item_upsertions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterUserScramCredentialsRequest(deletions=deletions, upsertions=upsertions, unknown_tagged_fields=_unknown), pos
     return AlterUserScramCredentialsRequest(deletions=deletions, upsertions=upsertions), pos + 1
 
 
-def encode_AlterUserScramCredentialsRequest_v0(m: AlterUserScramCredentialsRequest, out: bytearray) -> None:
-    _items = m.deletions
-    if _items is None:
+def encode_AlterUserScramCredentialsRequest_v0(m: AlterUserScramCredentialsRequest, out: list[bytes]) -> None:
+    _items_deletions = m.deletions
+    if _items_deletions is None:
         raise null_error()  # field: deletions
-    write_compact_array_length(out, _items)  # field: deletions
-    for _item in _items:
-        encode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(_item, out)  # field: deletions
-    _items = m.upsertions
-    if _items is None:
+    write_compact_array_length(out, _items_deletions)  # field: deletions
+    for _item_deletions in _items_deletions:
+        encode_AlterUserScramCredentialsRequestScramCredentialDeletion_v0(_item_deletions, out)  # field: deletions
+    _items_upsertions = m.upsertions
+    if _items_upsertions is None:
         raise null_error()  # field: upsertions
-    write_compact_array_length(out, _items)  # field: upsertions
-    for _item in _items:
-        encode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(_item, out)  # field: upsertions
+    write_compact_array_length(out, _items_upsertions)  # field: upsertions
+    for _item_upsertions in _items_upsertions:
+        encode_AlterUserScramCredentialsRequestScramCredentialUpsertion_v0(_item_upsertions, out)  # field: upsertions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(buf: Buffer, pos: int) -> tuple[AlterUserScramCredentialsResponseAlterUserScramCredentialsResult, int]:
@@ -238,14 +238,14 @@ def decode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(b
     return AlterUserScramCredentialsResponseAlterUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(m: AlterUserScramCredentialsResponseAlterUserScramCredentialsResult, out: bytearray) -> None:
+def encode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(m: AlterUserScramCredentialsResponseAlterUserScramCredentialsResult, out: list[bytes]) -> None:
     write_compact_string(out, m.user)  # field: user
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AlterUserScramCredentialsResponse_v0(buf: Buffer, pos: int) -> tuple[AlterUserScramCredentialsResponse, int]:
@@ -255,31 +255,29 @@ def decode_AlterUserScramCredentialsResponse_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[AlterUserScramCredentialsResponseAlterUserScramCredentialsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AlterUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return AlterUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
-def encode_AlterUserScramCredentialsResponse_v0(m: AlterUserScramCredentialsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_AlterUserScramCredentialsResponse_v0(m: AlterUserScramCredentialsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_AlterUserScramCredentialsResponseAlterUserScramCredentialsResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 51
 API_NAME = 'AlterUserScramCredentials'

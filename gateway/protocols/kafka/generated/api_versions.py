@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ApiVersionsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ApiVersionsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     client_software_name: str = ''
@@ -94,7 +94,7 @@ class ApiVersionsResponseFinalizedFeatureKey(msgspec.Struct, gc=False):
 
 
 class ApiVersionsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ApiVersionsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -155,7 +155,7 @@ def decode_ApiVersionsRequest_v0(buf: Buffer, pos: int) -> tuple[ApiVersionsRequ
     return ApiVersionsRequest(), pos
 
 
-def encode_ApiVersionsRequest_v0(m: ApiVersionsRequest, out: bytearray) -> None:
+def encode_ApiVersionsRequest_v0(m: ApiVersionsRequest, out: list[bytes]) -> None:
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -169,13 +169,13 @@ def decode_ApiVersionsRequest_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsRequ
     return ApiVersionsRequest(client_software_name=client_software_name, client_software_version=client_software_version), pos + 1
 
 
-def encode_ApiVersionsRequest_v3(m: ApiVersionsRequest, out: bytearray) -> None:
+def encode_ApiVersionsRequest_v3(m: ApiVersionsRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.client_software_name)  # field: client_software_name
     write_compact_string(out, m.client_software_version)  # field: client_software_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ApiVersionsResponseApiVersion_v0(buf: Buffer, pos: int) -> tuple[ApiVersionsResponseApiVersion, int]:
@@ -184,8 +184,8 @@ def decode_ApiVersionsResponseApiVersion_v0(buf: Buffer, pos: int) -> tuple[ApiV
     return ApiVersionsResponseApiVersion(api_key=api_key, min_version=min_version, max_version=max_version), pos
 
 
-def encode_ApiVersionsResponseApiVersion_v0(m: ApiVersionsResponseApiVersion, out: bytearray) -> None:
-    out += _S_hhh.pack(m.api_key, m.min_version, m.max_version)  # field: api_key, min_version, max_version
+def encode_ApiVersionsResponseApiVersion_v0(m: ApiVersionsResponseApiVersion, out: list[bytes]) -> None:
+    out.append(_S_hhh.pack(m.api_key, m.min_version, m.max_version))  # field: api_key, min_version, max_version
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -199,12 +199,12 @@ def decode_ApiVersionsResponseApiVersion_v3(buf: Buffer, pos: int) -> tuple[ApiV
     return ApiVersionsResponseApiVersion(api_key=api_key, min_version=min_version, max_version=max_version), pos + 1
 
 
-def encode_ApiVersionsResponseApiVersion_v3(m: ApiVersionsResponseApiVersion, out: bytearray) -> None:
-    out += _S_hhh.pack(m.api_key, m.min_version, m.max_version)  # field: api_key, min_version, max_version
+def encode_ApiVersionsResponseApiVersion_v3(m: ApiVersionsResponseApiVersion, out: list[bytes]) -> None:
+    out.append(_S_hhh.pack(m.api_key, m.min_version, m.max_version))  # field: api_key, min_version, max_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ApiVersionsResponseSupportedFeatureKey_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsResponseSupportedFeatureKey, int]:
@@ -217,13 +217,13 @@ def decode_ApiVersionsResponseSupportedFeatureKey_v3(buf: Buffer, pos: int) -> t
     return ApiVersionsResponseSupportedFeatureKey(name=name, min_version=min_version, max_version=max_version), pos + 1
 
 
-def encode_ApiVersionsResponseSupportedFeatureKey_v3(m: ApiVersionsResponseSupportedFeatureKey, out: bytearray) -> None:
+def encode_ApiVersionsResponseSupportedFeatureKey_v3(m: ApiVersionsResponseSupportedFeatureKey, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_hh.pack(m.min_version, m.max_version)  # field: min_version, max_version
+    out.append(_S_hh.pack(m.min_version, m.max_version))  # field: min_version, max_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ApiVersionsResponseFinalizedFeatureKey_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsResponseFinalizedFeatureKey, int]:
@@ -236,13 +236,13 @@ def decode_ApiVersionsResponseFinalizedFeatureKey_v3(buf: Buffer, pos: int) -> t
     return ApiVersionsResponseFinalizedFeatureKey(name=name, max_version_level=max_version_level, min_version_level=min_version_level), pos + 1
 
 
-def encode_ApiVersionsResponseFinalizedFeatureKey_v3(m: ApiVersionsResponseFinalizedFeatureKey, out: bytearray) -> None:
+def encode_ApiVersionsResponseFinalizedFeatureKey_v3(m: ApiVersionsResponseFinalizedFeatureKey, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_hh.pack(m.max_version_level, m.min_version_level)  # field: max_version_level, min_version_level
+    out.append(_S_hh.pack(m.max_version_level, m.min_version_level))  # field: max_version_level, min_version_level
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ApiVersionsResponse_v0(buf: Buffer, pos: int) -> tuple[ApiVersionsResponse, int]:
@@ -252,22 +252,22 @@ def decode_ApiVersionsResponse_v0(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
     if _count < 0:
         raise null_error()  # field: api_keys
     else:
-        api_keys = []
-        _append = api_keys.append
+        api_keys: list[ApiVersionsResponseApiVersion] = []
+        _append_api_keys = api_keys.append
         for _ in range(_count):
-            _item, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
-            _append(_item)
+            _item_api_keys, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
+            _append_api_keys(_item_api_keys)
     return ApiVersionsResponse(error_code=error_code, api_keys=api_keys), pos
 
 
-def encode_ApiVersionsResponse_v0(m: ApiVersionsResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.api_keys
-    if _items is None:
+def encode_ApiVersionsResponse_v0(m: ApiVersionsResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_api_keys = m.api_keys
+    if _items_api_keys is None:
         raise null_error()  # field: api_keys
-    write_array_length(out, _items)  # field: api_keys
-    for _item in _items:
-        encode_ApiVersionsResponseApiVersion_v0(_item, out)  # field: api_keys
+    write_array_length(out, _items_api_keys)  # field: api_keys
+    for _item_api_keys in _items_api_keys:
+        encode_ApiVersionsResponseApiVersion_v0(_item_api_keys, out)  # field: api_keys
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -279,25 +279,25 @@ def decode_ApiVersionsResponse_v1(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
     if _count < 0:
         raise null_error()  # field: api_keys
     else:
-        api_keys = []
-        _append = api_keys.append
+        api_keys: list[ApiVersionsResponseApiVersion] = []
+        _append_api_keys = api_keys.append
         for _ in range(_count):
-            _item, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
-            _append(_item)
+            _item_api_keys, pos = decode_ApiVersionsResponseApiVersion_v0(buf, pos)  # field: api_keys
+            _append_api_keys(_item_api_keys)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ApiVersionsResponse(error_code=error_code, api_keys=api_keys, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_ApiVersionsResponse_v1(m: ApiVersionsResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.api_keys
-    if _items is None:
+def encode_ApiVersionsResponse_v1(m: ApiVersionsResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_api_keys = m.api_keys
+    if _items_api_keys is None:
         raise null_error()  # field: api_keys
-    write_array_length(out, _items)  # field: api_keys
-    for _item in _items:
-        encode_ApiVersionsResponseApiVersion_v0(_item, out)  # field: api_keys
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_array_length(out, _items_api_keys)  # field: api_keys
+    for _item_api_keys in _items_api_keys:
+        encode_ApiVersionsResponseApiVersion_v0(_item_api_keys, out)  # field: api_keys
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -309,18 +309,18 @@ def decode_ApiVersionsResponse_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
     if _count < 0:
         raise null_error()  # field: api_keys
     else:
-        api_keys = []
-        _append = api_keys.append
+        api_keys: list[ApiVersionsResponseApiVersion] = []
+        _append_api_keys = api_keys.append
         for _ in range(_count):
-            _item, pos = decode_ApiVersionsResponseApiVersion_v3(buf, pos)  # field: api_keys
-            _append(_item)
+            _item_api_keys, pos = decode_ApiVersionsResponseApiVersion_v3(buf, pos)  # field: api_keys
+            _append_api_keys(_item_api_keys)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        supported_features = []
-        finalized_features_epoch = -1
-        finalized_features = []
-        zk_migration_ready = False
+        supported_features: list[ApiVersionsResponseSupportedFeatureKey] = []
+        finalized_features_epoch: int = -1
+        finalized_features: list[ApiVersionsResponseFinalizedFeatureKey] = []
+        zk_migration_ready: bool = False
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -331,10 +331,10 @@ def decode_ApiVersionsResponse_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
                     raise null_error()  # field: supported_features
                 else:
                     supported_features = []
-                    _append = supported_features.append
+                    _append_supported_features = supported_features.append
                     for _ in range(_count):
-                        _item, pos = decode_ApiVersionsResponseSupportedFeatureKey_v3(buf, pos)  # field: supported_features
-                        _append(_item)
+                        _item_supported_features, pos = decode_ApiVersionsResponseSupportedFeatureKey_v3(buf, pos)  # field: supported_features
+                        _append_supported_features(_item_supported_features)
                 check_tagged_size(pos, _end, _tag)  # field: supported_features
             elif _tag == 1:
                 (finalized_features_epoch,) = _S_q.unpack_from(buf, pos)  # field: finalized_features_epoch
@@ -346,10 +346,10 @@ def decode_ApiVersionsResponse_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
                     raise null_error()  # field: finalized_features
                 else:
                     finalized_features = []
-                    _append = finalized_features.append
+                    _append_finalized_features = finalized_features.append
                     for _ in range(_count):
-                        _item, pos = decode_ApiVersionsResponseFinalizedFeatureKey_v3(buf, pos)  # field: finalized_features
-                        _append(_item)
+                        _item_finalized_features, pos = decode_ApiVersionsResponseFinalizedFeatureKey_v3(buf, pos)  # field: finalized_features
+                        _append_finalized_features(_item_finalized_features)
                 check_tagged_size(pos, _end, _tag)  # field: finalized_features
             elif _tag == 3:
                 (zk_migration_ready,) = _S_o.unpack_from(buf, pos)  # field: zk_migration_ready
@@ -362,52 +362,52 @@ def decode_ApiVersionsResponse_v3(buf: Buffer, pos: int) -> tuple[ApiVersionsRes
     return ApiVersionsResponse(error_code=error_code, api_keys=api_keys, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_ApiVersionsResponse_v3(m: ApiVersionsResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.api_keys
-    if _items is None:
+def encode_ApiVersionsResponse_v3(m: ApiVersionsResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_api_keys = m.api_keys
+    if _items_api_keys is None:
         raise null_error()  # field: api_keys
-    write_compact_array_length(out, _items)  # field: api_keys
-    for _item in _items:
-        encode_ApiVersionsResponseApiVersion_v3(_item, out)  # field: api_keys
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.supported_features
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    write_compact_array_length(out, _items_api_keys)  # field: api_keys
+    for _item_api_keys in _items_api_keys:
+        encode_ApiVersionsResponseApiVersion_v3(_item_api_keys, out)  # field: api_keys
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_supported_features = m.supported_features
+    if _value_supported_features is None or len(_value_supported_features) != 0:
+        _buffer: list[bytes] = []
+        _items_supported_features = _value_supported_features
+        if _items_supported_features is None:
             raise null_error()  # field: supported_features
-        write_compact_array_length(_buffer, _items)  # field: supported_features
-        for _item in _items:
-            encode_ApiVersionsResponseSupportedFeatureKey_v3(_item, _buffer)  # field: supported_features
+        write_compact_array_length(_buffer, _items_supported_features)  # field: supported_features
+        for _item_supported_features in _items_supported_features:
+            encode_ApiVersionsResponseSupportedFeatureKey_v3(_item_supported_features, _buffer)  # field: supported_features
         _tagged.append((0, _buffer))
-    _value = m.finalized_features_epoch
-    if _value != -1:
-        _buffer = bytearray()
-        _buffer += _S_q.pack(_value)  # field: finalized_features_epoch
+    _value_finalized_features_epoch = m.finalized_features_epoch
+    if _value_finalized_features_epoch != -1:
+        _buffer = []
+        _buffer.append(_S_q.pack(_value_finalized_features_epoch))  # field: finalized_features_epoch
         _tagged.append((1, _buffer))
-    _value = m.finalized_features
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    _value_finalized_features = m.finalized_features
+    if _value_finalized_features is None or len(_value_finalized_features) != 0:
+        _buffer = []
+        _items_finalized_features = _value_finalized_features
+        if _items_finalized_features is None:
             raise null_error()  # field: finalized_features
-        write_compact_array_length(_buffer, _items)  # field: finalized_features
-        for _item in _items:
-            encode_ApiVersionsResponseFinalizedFeatureKey_v3(_item, _buffer)  # field: finalized_features
+        write_compact_array_length(_buffer, _items_finalized_features)  # field: finalized_features
+        for _item_finalized_features in _items_finalized_features:
+            encode_ApiVersionsResponseFinalizedFeatureKey_v3(_item_finalized_features, _buffer)  # field: finalized_features
         _tagged.append((2, _buffer))
-    _value = m.zk_migration_ready
-    if _value != False:
-        _buffer = bytearray()
-        _buffer += _S_o.pack(_value)  # field: zk_migration_ready
+    _value_zk_migration_ready = m.zk_migration_ready
+    if _value_zk_migration_ready != False:
+        _buffer = []
+        _buffer.append(_S_o.pack(_value_zk_migration_ready))  # field: zk_migration_ready
         _tagged.append((3, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ApiVersionsRequest_v1 = decode_ApiVersionsRequest_v0
 encode_ApiVersionsRequest_v1 = encode_ApiVersionsRequest_v0
 decode_ApiVersionsRequest_v2 = decode_ApiVersionsRequest_v0

@@ -81,7 +81,7 @@ class AssignReplicasToDirsRequestDirectoryData(msgspec.Struct, gc=False):
 
 
 class AssignReplicasToDirsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AssignReplicasToDirsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     broker_id: int = 0
@@ -118,7 +118,7 @@ class AssignReplicasToDirsResponseDirectoryData(msgspec.Struct, gc=False):
 
 
 class AssignReplicasToDirsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka AssignReplicasToDirsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -186,12 +186,12 @@ def decode_AssignReplicasToDirsRequestPartitionData_v0(buf: Buffer, pos: int) ->
     return AssignReplicasToDirsRequestPartitionData(partition_index=partition_index), pos + 1
 
 
-def encode_AssignReplicasToDirsRequestPartitionData_v0(m: AssignReplicasToDirsRequestPartitionData, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+def encode_AssignReplicasToDirsRequestPartitionData_v0(m: AssignReplicasToDirsRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AssignReplicasToDirsRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsRequestTopicData, int]:
@@ -202,29 +202,29 @@ def decode_AssignReplicasToDirsRequestTopicData_v0(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AssignReplicasToDirsRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AssignReplicasToDirsRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AssignReplicasToDirsRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AssignReplicasToDirsRequestTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsRequestTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_AssignReplicasToDirsRequestTopicData_v0(m: AssignReplicasToDirsRequestTopicData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_AssignReplicasToDirsRequestTopicData_v0(m: AssignReplicasToDirsRequestTopicData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AssignReplicasToDirsRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AssignReplicasToDirsRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AssignReplicasToDirsRequestDirectoryData_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsRequestDirectoryData, int]:
@@ -235,29 +235,29 @@ def decode_AssignReplicasToDirsRequestDirectoryData_v0(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AssignReplicasToDirsRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AssignReplicasToDirsRequestTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AssignReplicasToDirsRequestTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AssignReplicasToDirsRequestDirectoryData(id=id, topics=topics, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsRequestDirectoryData(id=id, topics=topics), pos + 1
 
 
-def encode_AssignReplicasToDirsRequestDirectoryData_v0(m: AssignReplicasToDirsRequestDirectoryData, out: bytearray) -> None:
-    out += _S_16s.pack(m.id.bytes)  # field: id
-    _items = m.topics
-    if _items is None:
+def encode_AssignReplicasToDirsRequestDirectoryData_v0(m: AssignReplicasToDirsRequestDirectoryData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.id.bytes))  # field: id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AssignReplicasToDirsRequestTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AssignReplicasToDirsRequestTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AssignReplicasToDirsRequest_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsRequest, int]:
@@ -267,29 +267,29 @@ def decode_AssignReplicasToDirsRequest_v0(buf: Buffer, pos: int) -> tuple[Assign
     if _count < 0:
         raise null_error()  # field: directories
     else:
-        directories = []
-        _append = directories.append
+        directories: list[AssignReplicasToDirsRequestDirectoryData] = []
+        _append_directories = directories.append
         for _ in range(_count):
-            _item, pos = decode_AssignReplicasToDirsRequestDirectoryData_v0(buf, pos)  # field: directories
-            _append(_item)
+            _item_directories, pos = decode_AssignReplicasToDirsRequestDirectoryData_v0(buf, pos)  # field: directories
+            _append_directories(_item_directories)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AssignReplicasToDirsRequest(broker_id=broker_id, broker_epoch=broker_epoch, directories=directories, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsRequest(broker_id=broker_id, broker_epoch=broker_epoch, directories=directories), pos + 1
 
 
-def encode_AssignReplicasToDirsRequest_v0(m: AssignReplicasToDirsRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
-    _items = m.directories
-    if _items is None:
+def encode_AssignReplicasToDirsRequest_v0(m: AssignReplicasToDirsRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
+    _items_directories = m.directories
+    if _items_directories is None:
         raise null_error()  # field: directories
-    write_compact_array_length(out, _items)  # field: directories
-    for _item in _items:
-        encode_AssignReplicasToDirsRequestDirectoryData_v0(_item, out)  # field: directories
+    write_compact_array_length(out, _items_directories)  # field: directories
+    for _item_directories in _items_directories:
+        encode_AssignReplicasToDirsRequestDirectoryData_v0(_item_directories, out)  # field: directories
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AssignReplicasToDirsResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsResponsePartitionData, int]:
@@ -301,12 +301,12 @@ def decode_AssignReplicasToDirsResponsePartitionData_v0(buf: Buffer, pos: int) -
     return AssignReplicasToDirsResponsePartitionData(partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_AssignReplicasToDirsResponsePartitionData_v0(m: AssignReplicasToDirsResponsePartitionData, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_AssignReplicasToDirsResponsePartitionData_v0(m: AssignReplicasToDirsResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AssignReplicasToDirsResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsResponseTopicData, int]:
@@ -317,29 +317,29 @@ def decode_AssignReplicasToDirsResponseTopicData_v0(buf: Buffer, pos: int) -> tu
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[AssignReplicasToDirsResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_AssignReplicasToDirsResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_AssignReplicasToDirsResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AssignReplicasToDirsResponseTopicData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsResponseTopicData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_AssignReplicasToDirsResponseTopicData_v0(m: AssignReplicasToDirsResponseTopicData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_AssignReplicasToDirsResponseTopicData_v0(m: AssignReplicasToDirsResponseTopicData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_AssignReplicasToDirsResponsePartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_AssignReplicasToDirsResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AssignReplicasToDirsResponseDirectoryData_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsResponseDirectoryData, int]:
@@ -350,29 +350,29 @@ def decode_AssignReplicasToDirsResponseDirectoryData_v0(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[AssignReplicasToDirsResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_AssignReplicasToDirsResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_AssignReplicasToDirsResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AssignReplicasToDirsResponseDirectoryData(id=id, topics=topics, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsResponseDirectoryData(id=id, topics=topics), pos + 1
 
 
-def encode_AssignReplicasToDirsResponseDirectoryData_v0(m: AssignReplicasToDirsResponseDirectoryData, out: bytearray) -> None:
-    out += _S_16s.pack(m.id.bytes)  # field: id
-    _items = m.topics
-    if _items is None:
+def encode_AssignReplicasToDirsResponseDirectoryData_v0(m: AssignReplicasToDirsResponseDirectoryData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.id.bytes))  # field: id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_AssignReplicasToDirsResponseTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_AssignReplicasToDirsResponseTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_AssignReplicasToDirsResponse_v0(buf: Buffer, pos: int) -> tuple[AssignReplicasToDirsResponse, int]:
@@ -382,31 +382,29 @@ def decode_AssignReplicasToDirsResponse_v0(buf: Buffer, pos: int) -> tuple[Assig
     if _count < 0:
         raise null_error()  # field: directories
     else:
-        directories = []
-        _append = directories.append
+        directories: list[AssignReplicasToDirsResponseDirectoryData] = []
+        _append_directories = directories.append
         for _ in range(_count):
-            _item, pos = decode_AssignReplicasToDirsResponseDirectoryData_v0(buf, pos)  # field: directories
-            _append(_item)
+            _item_directories, pos = decode_AssignReplicasToDirsResponseDirectoryData_v0(buf, pos)  # field: directories
+            _append_directories(_item_directories)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return AssignReplicasToDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, directories=directories, unknown_tagged_fields=_unknown), pos
     return AssignReplicasToDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, directories=directories), pos + 1
 
 
-def encode_AssignReplicasToDirsResponse_v0(m: AssignReplicasToDirsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.directories
-    if _items is None:
+def encode_AssignReplicasToDirsResponse_v0(m: AssignReplicasToDirsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_directories = m.directories
+    if _items_directories is None:
         raise null_error()  # field: directories
-    write_compact_array_length(out, _items)  # field: directories
-    for _item in _items:
-        encode_AssignReplicasToDirsResponseDirectoryData_v0(_item, out)  # field: directories
+    write_compact_array_length(out, _items_directories)  # field: directories
+    for _item_directories in _items_directories:
+        encode_AssignReplicasToDirsResponseDirectoryData_v0(_item_directories, out)  # field: directories
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 73
 API_NAME = 'AssignReplicasToDirs'

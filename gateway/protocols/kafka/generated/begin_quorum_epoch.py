@@ -85,7 +85,7 @@ class BeginQuorumEpochRequestLeaderEndpoint(msgspec.Struct, gc=False):
 
 
 class BeginQuorumEpochRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka BeginQuorumEpochRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = None
@@ -126,7 +126,7 @@ class BeginQuorumEpochResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class BeginQuorumEpochResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka BeginQuorumEpochResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -201,8 +201,8 @@ def decode_BeginQuorumEpochRequestPartitionData_v0(buf: Buffer, pos: int) -> tup
     return BeginQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch), pos
 
 
-def encode_BeginQuorumEpochRequestPartitionData_v0(m: BeginQuorumEpochRequestPartitionData, out: bytearray) -> None:
-    out += _S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch)  # field: partition_index, leader_id, leader_epoch
+def encode_BeginQuorumEpochRequestPartitionData_v0(m: BeginQuorumEpochRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch))  # field: partition_index, leader_id, leader_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -217,12 +217,12 @@ def decode_BeginQuorumEpochRequestPartitionData_v1(buf: Buffer, pos: int) -> tup
     return BeginQuorumEpochRequestPartitionData(partition_index=partition_index, voter_directory_id=voter_directory_id, leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_BeginQuorumEpochRequestPartitionData_v1(m: BeginQuorumEpochRequestPartitionData, out: bytearray) -> None:
-    out += _S_i16sii.pack(m.partition_index, m.voter_directory_id.bytes, m.leader_id, m.leader_epoch)  # field: partition_index, voter_directory_id, leader_id, leader_epoch
+def encode_BeginQuorumEpochRequestPartitionData_v1(m: BeginQuorumEpochRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_i16sii.pack(m.partition_index, m.voter_directory_id.bytes, m.leader_id, m.leader_epoch))  # field: partition_index, voter_directory_id, leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BeginQuorumEpochRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochRequestTopicData, int]:
@@ -231,22 +231,22 @@ def decode_BeginQuorumEpochRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[B
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[BeginQuorumEpochRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_BeginQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return BeginQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
-def encode_BeginQuorumEpochRequestTopicData_v0(m: BeginQuorumEpochRequestTopicData, out: bytearray) -> None:
+def encode_BeginQuorumEpochRequestTopicData_v0(m: BeginQuorumEpochRequestTopicData, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_BeginQuorumEpochRequestPartitionData_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_BeginQuorumEpochRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -257,29 +257,29 @@ def decode_BeginQuorumEpochRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[B
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[BeginQuorumEpochRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_BeginQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return BeginQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_BeginQuorumEpochRequestTopicData_v1(m: BeginQuorumEpochRequestTopicData, out: bytearray) -> None:
+def encode_BeginQuorumEpochRequestTopicData_v1(m: BeginQuorumEpochRequestTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_BeginQuorumEpochRequestPartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_BeginQuorumEpochRequestPartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BeginQuorumEpochRequestLeaderEndpoint_v1(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochRequestLeaderEndpoint, int]:
@@ -293,14 +293,14 @@ def decode_BeginQuorumEpochRequestLeaderEndpoint_v1(buf: Buffer, pos: int) -> tu
     return BeginQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port), pos + 1
 
 
-def encode_BeginQuorumEpochRequestLeaderEndpoint_v1(m: BeginQuorumEpochRequestLeaderEndpoint, out: bytearray) -> None:
+def encode_BeginQuorumEpochRequestLeaderEndpoint_v1(m: BeginQuorumEpochRequestLeaderEndpoint, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BeginQuorumEpochRequest_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochRequest, int]:
@@ -309,22 +309,22 @@ def decode_BeginQuorumEpochRequest_v0(buf: Buffer, pos: int) -> tuple[BeginQuoru
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[BeginQuorumEpochRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_BeginQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return BeginQuorumEpochRequest(cluster_id=cluster_id, topics=topics), pos
 
 
-def encode_BeginQuorumEpochRequest_v0(m: BeginQuorumEpochRequest, out: bytearray) -> None:
+def encode_BeginQuorumEpochRequest_v0(m: BeginQuorumEpochRequest, out: list[bytes]) -> None:
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_BeginQuorumEpochRequestTopicData_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_BeginQuorumEpochRequestTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -337,45 +337,45 @@ def decode_BeginQuorumEpochRequest_v1(buf: Buffer, pos: int) -> tuple[BeginQuoru
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[BeginQuorumEpochRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_BeginQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 5)  # field: leader_endpoints
     if _count < 0:
         raise null_error()  # field: leader_endpoints
     else:
-        leader_endpoints = []
-        _append = leader_endpoints.append
+        leader_endpoints: list[BeginQuorumEpochRequestLeaderEndpoint] = []
+        _append_leader_endpoints = leader_endpoints.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
-            _append(_item)
+            _item_leader_endpoints, pos = decode_BeginQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
+            _append_leader_endpoints(_item_leader_endpoints)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return BeginQuorumEpochRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, leader_endpoints=leader_endpoints, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, leader_endpoints=leader_endpoints), pos + 1
 
 
-def encode_BeginQuorumEpochRequest_v1(m: BeginQuorumEpochRequest, out: bytearray) -> None:
+def encode_BeginQuorumEpochRequest_v1(m: BeginQuorumEpochRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.voter_id)  # field: voter_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.voter_id))  # field: voter_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_BeginQuorumEpochRequestTopicData_v1(_item, out)  # field: topics
-    _items = m.leader_endpoints
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_BeginQuorumEpochRequestTopicData_v1(_item_topics, out)  # field: topics
+    _items_leader_endpoints = m.leader_endpoints
+    if _items_leader_endpoints is None:
         raise null_error()  # field: leader_endpoints
-    write_compact_array_length(out, _items)  # field: leader_endpoints
-    for _item in _items:
-        encode_BeginQuorumEpochRequestLeaderEndpoint_v1(_item, out)  # field: leader_endpoints
+    write_compact_array_length(out, _items_leader_endpoints)  # field: leader_endpoints
+    for _item_leader_endpoints in _items_leader_endpoints:
+        encode_BeginQuorumEpochRequestLeaderEndpoint_v1(_item_leader_endpoints, out)  # field: leader_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BeginQuorumEpochResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponsePartitionData, int]:
@@ -384,8 +384,8 @@ def decode_BeginQuorumEpochResponsePartitionData_v0(buf: Buffer, pos: int) -> tu
     return BeginQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch), pos
 
 
-def encode_BeginQuorumEpochResponsePartitionData_v0(m: BeginQuorumEpochResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
+def encode_BeginQuorumEpochResponsePartitionData_v0(m: BeginQuorumEpochResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch))  # field: partition_index, error_code, leader_id, leader_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -399,12 +399,12 @@ def decode_BeginQuorumEpochResponsePartitionData_v1(buf: Buffer, pos: int) -> tu
     return BeginQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_BeginQuorumEpochResponsePartitionData_v1(m: BeginQuorumEpochResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
+def encode_BeginQuorumEpochResponsePartitionData_v1(m: BeginQuorumEpochResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch))  # field: partition_index, error_code, leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BeginQuorumEpochResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponseTopicData, int]:
@@ -413,22 +413,22 @@ def decode_BeginQuorumEpochResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[BeginQuorumEpochResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_BeginQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return BeginQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
-def encode_BeginQuorumEpochResponseTopicData_v0(m: BeginQuorumEpochResponseTopicData, out: bytearray) -> None:
+def encode_BeginQuorumEpochResponseTopicData_v0(m: BeginQuorumEpochResponseTopicData, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_BeginQuorumEpochResponsePartitionData_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_BeginQuorumEpochResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -439,29 +439,29 @@ def decode_BeginQuorumEpochResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[BeginQuorumEpochResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_BeginQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return BeginQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return BeginQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_BeginQuorumEpochResponseTopicData_v1(m: BeginQuorumEpochResponseTopicData, out: bytearray) -> None:
+def encode_BeginQuorumEpochResponseTopicData_v1(m: BeginQuorumEpochResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_BeginQuorumEpochResponsePartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_BeginQuorumEpochResponsePartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BeginQuorumEpochResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponseNodeEndpoint, int]:
@@ -476,14 +476,14 @@ def decode_BeginQuorumEpochResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tup
     return BeginQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
-def encode_BeginQuorumEpochResponseNodeEndpoint_v1(m: BeginQuorumEpochResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_BeginQuorumEpochResponseNodeEndpoint_v1(m: BeginQuorumEpochResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BeginQuorumEpochResponse_v0(buf: Buffer, pos: int) -> tuple[BeginQuorumEpochResponse, int]:
@@ -493,24 +493,24 @@ def decode_BeginQuorumEpochResponse_v0(buf: Buffer, pos: int) -> tuple[BeginQuor
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[BeginQuorumEpochResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_BeginQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return BeginQuorumEpochResponse(error_code=error_code, topics=topics), pos
 
 
-def encode_BeginQuorumEpochResponse_v0(m: BeginQuorumEpochResponse, out: bytearray) -> None:
+def encode_BeginQuorumEpochResponse_v0(m: BeginQuorumEpochResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_BeginQuorumEpochResponseTopicData_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_BeginQuorumEpochResponseTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -522,13 +522,13 @@ def decode_BeginQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[BeginQuor
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[BeginQuorumEpochResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_BeginQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_BeginQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
-        node_endpoints = []
+        node_endpoints: list[BeginQuorumEpochResponseNodeEndpoint] = []
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -539,10 +539,10 @@ def decode_BeginQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[BeginQuor
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    _append = node_endpoints.append
+                    _append_node_endpoints = node_endpoints.append
                     for _ in range(_count):
-                        _item, pos = decode_BeginQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        _append(_item)
+                        _item_node_endpoints, pos = decode_BeginQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append_node_endpoints(_item_node_endpoints)
                 check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
                 _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
@@ -551,31 +551,29 @@ def decode_BeginQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[BeginQuor
     return BeginQuorumEpochResponse(error_code=error_code, topics=topics), pos + 1
 
 
-def encode_BeginQuorumEpochResponse_v1(m: BeginQuorumEpochResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+def encode_BeginQuorumEpochResponse_v1(m: BeginQuorumEpochResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_BeginQuorumEpochResponseTopicData_v1(_item, out)  # field: topics
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.node_endpoints
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_BeginQuorumEpochResponseTopicData_v1(_item_topics, out)  # field: topics
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_node_endpoints = m.node_endpoints
+    if _value_node_endpoints is None or len(_value_node_endpoints) != 0:
+        _buffer: list[bytes] = []
+        _items_node_endpoints = _value_node_endpoints
+        if _items_node_endpoints is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(_buffer, _items)  # field: node_endpoints
-        for _item in _items:
-            encode_BeginQuorumEpochResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        write_compact_array_length(_buffer, _items_node_endpoints)  # field: node_endpoints
+        for _item_node_endpoints in _items_node_endpoints:
+            encode_BeginQuorumEpochResponseNodeEndpoint_v1(_item_node_endpoints, _buffer)  # field: node_endpoints
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 53
 API_NAME = 'BeginQuorumEpoch'

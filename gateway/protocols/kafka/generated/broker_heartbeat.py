@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class BrokerHeartbeatRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka BrokerHeartbeatRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     broker_id: int = 0
@@ -68,7 +68,7 @@ class BrokerHeartbeatRequest(msgspec.Struct, gc=False):
 
 
 class BrokerHeartbeatResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka BrokerHeartbeatResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -112,21 +112,21 @@ def decode_BrokerHeartbeatRequest_v0(buf: Buffer, pos: int) -> tuple[BrokerHeart
     return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down), pos + 1
 
 
-def encode_BrokerHeartbeatRequest_v0(m: BrokerHeartbeatRequest, out: bytearray) -> None:
+def encode_BrokerHeartbeatRequest_v0(m: BrokerHeartbeatRequest, out: list[bytes]) -> None:
     if m.offline_log_dirs is None or len(m.offline_log_dirs) != 0:  # field: offline_log_dirs
         raise absent_error()  # field: offline_log_dirs
-    out += _S_iqqoo.pack(m.broker_id, m.broker_epoch, m.current_metadata_offset, m.want_fence, m.want_shut_down)  # field: broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down
+    out.append(_S_iqqoo.pack(m.broker_id, m.broker_epoch, m.current_metadata_offset, m.want_fence, m.want_shut_down))  # field: broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerHeartbeatRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerHeartbeatRequest, int]:
     broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down = _S_iqqoo.unpack_from(buf, pos)  # field: broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down
     pos += 22
     if buf[pos]:  # field: unknown_tagged_fields
-        offline_log_dirs = []
+        offline_log_dirs: list[UUID] = []
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -137,10 +137,10 @@ def decode_BrokerHeartbeatRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerHeart
                     raise null_error()  # field: offline_log_dirs
                 else:
                     offline_log_dirs = []
-                    _append = offline_log_dirs.append
+                    _append_offline_log_dirs = offline_log_dirs.append
                     for _ in range(_count):
-                        _item, pos = read_uuid(buf, pos)  # field: offline_log_dirs
-                        _append(_item)
+                        _item_offline_log_dirs, pos = read_uuid(buf, pos)  # field: offline_log_dirs
+                        _append_offline_log_dirs(_item_offline_log_dirs)
                 check_tagged_size(pos, _end, _tag)  # field: offline_log_dirs
             else:
                 _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
@@ -149,23 +149,23 @@ def decode_BrokerHeartbeatRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerHeart
     return BrokerHeartbeatRequest(broker_id=broker_id, broker_epoch=broker_epoch, current_metadata_offset=current_metadata_offset, want_fence=want_fence, want_shut_down=want_shut_down), pos + 1
 
 
-def encode_BrokerHeartbeatRequest_v1(m: BrokerHeartbeatRequest, out: bytearray) -> None:
-    out += _S_iqqoo.pack(m.broker_id, m.broker_epoch, m.current_metadata_offset, m.want_fence, m.want_shut_down)  # field: broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.offline_log_dirs
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+def encode_BrokerHeartbeatRequest_v1(m: BrokerHeartbeatRequest, out: list[bytes]) -> None:
+    out.append(_S_iqqoo.pack(m.broker_id, m.broker_epoch, m.current_metadata_offset, m.want_fence, m.want_shut_down))  # field: broker_id, broker_epoch, current_metadata_offset, want_fence, want_shut_down
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_offline_log_dirs = m.offline_log_dirs
+    if _value_offline_log_dirs is None or len(_value_offline_log_dirs) != 0:
+        _buffer: list[bytes] = []
+        _items_offline_log_dirs = _value_offline_log_dirs
+        if _items_offline_log_dirs is None:
             raise null_error()  # field: offline_log_dirs
-        write_compact_array_length(_buffer, _items)  # field: offline_log_dirs
-        for _item in _items:
-            write_uuid(_buffer, _item)  # field: offline_log_dirs
+        write_compact_array_length(_buffer, _items_offline_log_dirs)  # field: offline_log_dirs
+        for _item_offline_log_dirs in _items_offline_log_dirs:
+            write_uuid(_buffer, _item_offline_log_dirs)  # field: offline_log_dirs
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[BrokerHeartbeatResponse, int]:
@@ -177,14 +177,14 @@ def decode_BrokerHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[BrokerHear
     return BrokerHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, is_caught_up=is_caught_up, is_fenced=is_fenced, should_shut_down=should_shut_down), pos + 1
 
 
-def encode_BrokerHeartbeatResponse_v0(m: BrokerHeartbeatResponse, out: bytearray) -> None:
-    out += _S_ihooo.pack(m.throttle_time_ms, m.error_code, m.is_caught_up, m.is_fenced, m.should_shut_down)  # field: throttle_time_ms, error_code, is_caught_up, is_fenced, should_shut_down
+def encode_BrokerHeartbeatResponse_v0(m: BrokerHeartbeatResponse, out: list[bytes]) -> None:
+    out.append(_S_ihooo.pack(m.throttle_time_ms, m.error_code, m.is_caught_up, m.is_fenced, m.should_shut_down))  # field: throttle_time_ms, error_code, is_caught_up, is_fenced, should_shut_down
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_BrokerHeartbeatResponse_v1 = decode_BrokerHeartbeatResponse_v0
 encode_BrokerHeartbeatResponse_v1 = encode_BrokerHeartbeatResponse_v0
 

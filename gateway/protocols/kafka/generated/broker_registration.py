@@ -76,7 +76,7 @@ class BrokerRegistrationRequestFeature(msgspec.Struct, gc=False):
 
 
 class BrokerRegistrationRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka BrokerRegistrationRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     broker_id: int = 0
@@ -92,7 +92,7 @@ class BrokerRegistrationRequest(msgspec.Struct, gc=False):
 
 
 class BrokerRegistrationResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka BrokerRegistrationResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -155,14 +155,14 @@ def decode_BrokerRegistrationRequestListener_v0(buf: Buffer, pos: int) -> tuple[
     return BrokerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol), pos + 1
 
 
-def encode_BrokerRegistrationRequestListener_v0(m: BrokerRegistrationRequestListener, out: bytearray) -> None:
+def encode_BrokerRegistrationRequestListener_v0(m: BrokerRegistrationRequestListener, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_Hh.pack(m.port, m.security_protocol)  # field: port, security_protocol
+    out.append(_S_Hh.pack(m.port, m.security_protocol))  # field: port, security_protocol
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerRegistrationRequestFeature_v0(buf: Buffer, pos: int) -> tuple[BrokerRegistrationRequestFeature, int]:
@@ -175,13 +175,13 @@ def decode_BrokerRegistrationRequestFeature_v0(buf: Buffer, pos: int) -> tuple[B
     return BrokerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
-def encode_BrokerRegistrationRequestFeature_v0(m: BrokerRegistrationRequestFeature, out: bytearray) -> None:
+def encode_BrokerRegistrationRequestFeature_v0(m: BrokerRegistrationRequestFeature, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_hh.pack(m.min_supported_version, m.max_supported_version)  # field: min_supported_version, max_supported_version
+    out.append(_S_hh.pack(m.min_supported_version, m.max_supported_version))  # field: min_supported_version, max_supported_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerRegistrationRequest_v0(buf: Buffer, pos: int) -> tuple[BrokerRegistrationRequest, int]:
@@ -195,20 +195,20 @@ def decode_BrokerRegistrationRequest_v0(buf: Buffer, pos: int) -> tuple[BrokerRe
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[BrokerRegistrationRequestListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
     if _count < 0:
         raise null_error()  # field: features
     else:
-        features = []
-        _append = features.append
+        features: list[BrokerRegistrationRequestFeature] = []
+        _append_features = features.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            _append(_item)
+            _item_features, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append_features(_item_features)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
@@ -216,29 +216,29 @@ def decode_BrokerRegistrationRequest_v0(buf: Buffer, pos: int) -> tuple[BrokerRe
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack), pos + 1
 
 
-def encode_BrokerRegistrationRequest_v0(m: BrokerRegistrationRequest, out: bytearray) -> None:
+def encode_BrokerRegistrationRequest_v0(m: BrokerRegistrationRequest, out: list[bytes]) -> None:
     if m.is_migrating_zk_broker != False:  # field: is_migrating_zk_broker
         raise absent_error()  # field: is_migrating_zk_broker
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    _items = m.listeners
-    if _items is None:
+    out.append(_S_16s.pack(m.incarnation_id.bytes))  # field: incarnation_id
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
-    _items = m.features
-    if _items is None:
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_BrokerRegistrationRequestListener_v0(_item_listeners, out)  # field: listeners
+    _items_features = m.features
+    if _items_features is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, _items)  # field: features
-    for _item in _items:
-        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
+    write_compact_array_length(out, _items_features)  # field: features
+    for _item_features in _items_features:
+        encode_BrokerRegistrationRequestFeature_v0(_item_features, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerRegistrationRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerRegistrationRequest, int]:
@@ -252,20 +252,20 @@ def decode_BrokerRegistrationRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerRe
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[BrokerRegistrationRequestListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
     if _count < 0:
         raise null_error()  # field: features
     else:
-        features = []
-        _append = features.append
+        features: list[BrokerRegistrationRequestFeature] = []
+        _append_features = features.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            _append(_item)
+            _item_features, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append_features(_item_features)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     is_migrating_zk_broker, = _S_o.unpack_from(buf, pos)  # field: is_migrating_zk_broker
     pos += 1
@@ -275,28 +275,28 @@ def decode_BrokerRegistrationRequest_v1(buf: Buffer, pos: int) -> tuple[BrokerRe
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker), pos + 1
 
 
-def encode_BrokerRegistrationRequest_v1(m: BrokerRegistrationRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_BrokerRegistrationRequest_v1(m: BrokerRegistrationRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    _items = m.listeners
-    if _items is None:
+    out.append(_S_16s.pack(m.incarnation_id.bytes))  # field: incarnation_id
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
-    _items = m.features
-    if _items is None:
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_BrokerRegistrationRequestListener_v0(_item_listeners, out)  # field: listeners
+    _items_features = m.features
+    if _items_features is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, _items)  # field: features
-    for _item in _items:
-        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
+    write_compact_array_length(out, _items_features)  # field: features
+    for _item_features in _items_features:
+        encode_BrokerRegistrationRequestFeature_v0(_item_features, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
-    out += _S_o.pack(m.is_migrating_zk_broker)  # field: is_migrating_zk_broker
+    out.append(_S_o.pack(m.is_migrating_zk_broker))  # field: is_migrating_zk_broker
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerRegistrationRequest_v2(buf: Buffer, pos: int) -> tuple[BrokerRegistrationRequest, int]:
@@ -310,20 +310,20 @@ def decode_BrokerRegistrationRequest_v2(buf: Buffer, pos: int) -> tuple[BrokerRe
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[BrokerRegistrationRequestListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
     if _count < 0:
         raise null_error()  # field: features
     else:
-        features = []
-        _append = features.append
+        features: list[BrokerRegistrationRequestFeature] = []
+        _append_features = features.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            _append(_item)
+            _item_features, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append_features(_item_features)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     is_migrating_zk_broker, = _S_o.unpack_from(buf, pos)  # field: is_migrating_zk_broker
     pos += 1
@@ -331,45 +331,45 @@ def decode_BrokerRegistrationRequest_v2(buf: Buffer, pos: int) -> tuple[BrokerRe
     if _count < 0:
         raise null_error()  # field: log_dirs
     else:
-        log_dirs = []
-        _append = log_dirs.append
+        log_dirs: list[UUID] = []
+        _append_log_dirs = log_dirs.append
         for _ in range(_count):
-            _item, pos = read_uuid(buf, pos)  # field: log_dirs
-            _append(_item)
+            _item_log_dirs, pos = read_uuid(buf, pos)  # field: log_dirs
+            _append_log_dirs(_item_log_dirs)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs, unknown_tagged_fields=_unknown), pos
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs), pos + 1
 
 
-def encode_BrokerRegistrationRequest_v2(m: BrokerRegistrationRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_BrokerRegistrationRequest_v2(m: BrokerRegistrationRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    _items = m.listeners
-    if _items is None:
+    out.append(_S_16s.pack(m.incarnation_id.bytes))  # field: incarnation_id
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
-    _items = m.features
-    if _items is None:
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_BrokerRegistrationRequestListener_v0(_item_listeners, out)  # field: listeners
+    _items_features = m.features
+    if _items_features is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, _items)  # field: features
-    for _item in _items:
-        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
+    write_compact_array_length(out, _items_features)  # field: features
+    for _item_features in _items_features:
+        encode_BrokerRegistrationRequestFeature_v0(_item_features, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
-    out += _S_o.pack(m.is_migrating_zk_broker)  # field: is_migrating_zk_broker
-    _items = m.log_dirs
-    if _items is None:
+    out.append(_S_o.pack(m.is_migrating_zk_broker))  # field: is_migrating_zk_broker
+    _items_log_dirs = m.log_dirs
+    if _items_log_dirs is None:
         raise null_error()  # field: log_dirs
-    write_compact_array_length(out, _items)  # field: log_dirs
-    for _item in _items:
-        write_uuid(out, _item)  # field: log_dirs
+    write_compact_array_length(out, _items_log_dirs)  # field: log_dirs
+    for _item_log_dirs in _items_log_dirs:
+        write_uuid(out, _item_log_dirs)  # field: log_dirs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerRegistrationRequest_v3(buf: Buffer, pos: int) -> tuple[BrokerRegistrationRequest, int]:
@@ -383,20 +383,20 @@ def decode_BrokerRegistrationRequest_v3(buf: Buffer, pos: int) -> tuple[BrokerRe
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[BrokerRegistrationRequestListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_BrokerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
     if _count < 0:
         raise null_error()  # field: features
     else:
-        features = []
-        _append = features.append
+        features: list[BrokerRegistrationRequestFeature] = []
+        _append_features = features.append
         for _ in range(_count):
-            _item, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            _append(_item)
+            _item_features, pos = decode_BrokerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append_features(_item_features)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     is_migrating_zk_broker, = _S_o.unpack_from(buf, pos)  # field: is_migrating_zk_broker
     pos += 1
@@ -404,11 +404,11 @@ def decode_BrokerRegistrationRequest_v3(buf: Buffer, pos: int) -> tuple[BrokerRe
     if _count < 0:
         raise null_error()  # field: log_dirs
     else:
-        log_dirs = []
-        _append = log_dirs.append
+        log_dirs: list[UUID] = []
+        _append_log_dirs = log_dirs.append
         for _ in range(_count):
-            _item, pos = read_uuid(buf, pos)  # field: log_dirs
-            _append(_item)
+            _item_log_dirs, pos = read_uuid(buf, pos)  # field: log_dirs
+            _append_log_dirs(_item_log_dirs)
     previous_broker_epoch, = _S_q.unpack_from(buf, pos)  # field: previous_broker_epoch
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
@@ -417,35 +417,35 @@ def decode_BrokerRegistrationRequest_v3(buf: Buffer, pos: int) -> tuple[BrokerRe
     return BrokerRegistrationRequest(broker_id=broker_id, cluster_id=cluster_id, incarnation_id=incarnation_id, listeners=listeners, features=features, rack=rack, is_migrating_zk_broker=is_migrating_zk_broker, log_dirs=log_dirs, previous_broker_epoch=previous_broker_epoch), pos + 1
 
 
-def encode_BrokerRegistrationRequest_v3(m: BrokerRegistrationRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_BrokerRegistrationRequest_v3(m: BrokerRegistrationRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     write_compact_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_16s.pack(m.incarnation_id.bytes)  # field: incarnation_id
-    _items = m.listeners
-    if _items is None:
+    out.append(_S_16s.pack(m.incarnation_id.bytes))  # field: incarnation_id
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_BrokerRegistrationRequestListener_v0(_item, out)  # field: listeners
-    _items = m.features
-    if _items is None:
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_BrokerRegistrationRequestListener_v0(_item_listeners, out)  # field: listeners
+    _items_features = m.features
+    if _items_features is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, _items)  # field: features
-    for _item in _items:
-        encode_BrokerRegistrationRequestFeature_v0(_item, out)  # field: features
+    write_compact_array_length(out, _items_features)  # field: features
+    for _item_features in _items_features:
+        encode_BrokerRegistrationRequestFeature_v0(_item_features, out)  # field: features
     write_compact_nullable_string(out, m.rack)  # field: rack
-    out += _S_o.pack(m.is_migrating_zk_broker)  # field: is_migrating_zk_broker
-    _items = m.log_dirs
-    if _items is None:
+    out.append(_S_o.pack(m.is_migrating_zk_broker))  # field: is_migrating_zk_broker
+    _items_log_dirs = m.log_dirs
+    if _items_log_dirs is None:
         raise null_error()  # field: log_dirs
-    write_compact_array_length(out, _items)  # field: log_dirs
-    for _item in _items:
-        write_uuid(out, _item)  # field: log_dirs
-    out += _S_q.pack(m.previous_broker_epoch)  # field: previous_broker_epoch
+    write_compact_array_length(out, _items_log_dirs)  # field: log_dirs
+    for _item_log_dirs in _items_log_dirs:
+        write_uuid(out, _item_log_dirs)  # field: log_dirs
+    out.append(_S_q.pack(m.previous_broker_epoch))  # field: previous_broker_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_BrokerRegistrationResponse_v0(buf: Buffer, pos: int) -> tuple[BrokerRegistrationResponse, int]:
@@ -457,14 +457,14 @@ def decode_BrokerRegistrationResponse_v0(buf: Buffer, pos: int) -> tuple[BrokerR
     return BrokerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, broker_epoch=broker_epoch), pos + 1
 
 
-def encode_BrokerRegistrationResponse_v0(m: BrokerRegistrationResponse, out: bytearray) -> None:
-    out += _S_ihq.pack(m.throttle_time_ms, m.error_code, m.broker_epoch)  # field: throttle_time_ms, error_code, broker_epoch
+def encode_BrokerRegistrationResponse_v0(m: BrokerRegistrationResponse, out: list[bytes]) -> None:
+    out.append(_S_ihq.pack(m.throttle_time_ms, m.error_code, m.broker_epoch))  # field: throttle_time_ms, error_code, broker_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_BrokerRegistrationRequestListener_v1 = decode_BrokerRegistrationRequestListener_v0
 encode_BrokerRegistrationRequestListener_v1 = encode_BrokerRegistrationRequestListener_v0
 decode_BrokerRegistrationRequestListener_v2 = decode_BrokerRegistrationRequestListener_v0

@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ConsumerGroupDescribeRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ConsumerGroupDescribeRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_ids: list[str] = []
@@ -115,7 +115,7 @@ class ConsumerGroupDescribeResponseDescribedGroup(msgspec.Struct, gc=False):
 
 
 class ConsumerGroupDescribeResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ConsumerGroupDescribeResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -185,11 +185,11 @@ def decode_ConsumerGroupDescribeRequest_v0(buf: Buffer, pos: int) -> tuple[Consu
     if _count < 0:
         raise null_error()  # field: group_ids
     else:
-        group_ids = []
-        _append = group_ids.append
+        group_ids: list[str] = []
+        _append_group_ids = group_ids.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: group_ids
-            _append(_item)
+            _item_group_ids, pos = read_compact_string(buf, pos)  # field: group_ids
+            _append_group_ids(_item_group_ids)
     include_authorized_operations, = _S_o.unpack_from(buf, pos)  # field: include_authorized_operations
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -198,18 +198,18 @@ def decode_ConsumerGroupDescribeRequest_v0(buf: Buffer, pos: int) -> tuple[Consu
     return ConsumerGroupDescribeRequest(group_ids=group_ids, include_authorized_operations=include_authorized_operations), pos + 1
 
 
-def encode_ConsumerGroupDescribeRequest_v0(m: ConsumerGroupDescribeRequest, out: bytearray) -> None:
-    _items = m.group_ids
-    if _items is None:
+def encode_ConsumerGroupDescribeRequest_v0(m: ConsumerGroupDescribeRequest, out: list[bytes]) -> None:
+    _items_group_ids = m.group_ids
+    if _items_group_ids is None:
         raise null_error()  # field: group_ids
-    write_compact_array_length(out, _items)  # field: group_ids
-    for _item in _items:
-        write_compact_string(out, _item)  # field: group_ids
-    out += _S_o.pack(m.include_authorized_operations)  # field: include_authorized_operations
+    write_compact_array_length(out, _items_group_ids)  # field: group_ids
+    for _item_group_ids in _items_group_ids:
+        write_compact_string(out, _item_group_ids)  # field: group_ids
+    out.append(_S_o.pack(m.include_authorized_operations))  # field: include_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupDescribeResponseTopicPartitions_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupDescribeResponseTopicPartitions, int]:
@@ -226,17 +226,17 @@ def decode_ConsumerGroupDescribeResponseTopicPartitions_v0(buf: Buffer, pos: int
     return ConsumerGroupDescribeResponseTopicPartitions(topic_id=topic_id, topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_ConsumerGroupDescribeResponseTopicPartitions_v0(m: ConsumerGroupDescribeResponseTopicPartitions, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
+def encode_ConsumerGroupDescribeResponseTopicPartitions_v0(m: ConsumerGroupDescribeResponseTopicPartitions, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupDescribeResponseAssignment_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupDescribeResponseAssignment, int]:
@@ -244,28 +244,28 @@ def decode_ConsumerGroupDescribeResponseAssignment_v0(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: topic_partitions
     else:
-        topic_partitions = []
-        _append = topic_partitions.append
+        topic_partitions: list[ConsumerGroupDescribeResponseTopicPartitions] = []
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerGroupDescribeResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ConsumerGroupDescribeResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ConsumerGroupDescribeResponseAssignment(topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupDescribeResponseAssignment(topic_partitions=topic_partitions), pos + 1
 
 
-def encode_ConsumerGroupDescribeResponseAssignment_v0(m: ConsumerGroupDescribeResponseAssignment, out: bytearray) -> None:
-    _items = m.topic_partitions
-    if _items is None:
+def encode_ConsumerGroupDescribeResponseAssignment_v0(m: ConsumerGroupDescribeResponseAssignment, out: list[bytes]) -> None:
+    _items_topic_partitions = m.topic_partitions
+    if _items_topic_partitions is None:
         raise null_error()  # field: topic_partitions
-    write_compact_array_length(out, _items)  # field: topic_partitions
-    for _item in _items:
-        encode_ConsumerGroupDescribeResponseTopicPartitions_v0(_item, out)  # field: topic_partitions
+    write_compact_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    for _item_topic_partitions in _items_topic_partitions:
+        encode_ConsumerGroupDescribeResponseTopicPartitions_v0(_item_topic_partitions, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupDescribeResponseMember_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupDescribeResponseMember, int]:
@@ -280,11 +280,11 @@ def decode_ConsumerGroupDescribeResponseMember_v0(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: subscribed_topic_names
     else:
-        subscribed_topic_names = []
-        _append = subscribed_topic_names.append
+        subscribed_topic_names: list[str] = []
+        _append_subscribed_topic_names = subscribed_topic_names.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
-            _append(_item)
+            _item_subscribed_topic_names, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
+            _append_subscribed_topic_names(_item_subscribed_topic_names)
     subscribed_topic_regex, pos = read_compact_nullable_string(buf, pos)  # field: subscribed_topic_regex
     assignment, pos = decode_ConsumerGroupDescribeResponseAssignment_v0(buf, pos)  # field: assignment
     target_assignment, pos = decode_ConsumerGroupDescribeResponseAssignment_v0(buf, pos)  # field: target_assignment
@@ -294,26 +294,26 @@ def decode_ConsumerGroupDescribeResponseMember_v0(buf: Buffer, pos: int) -> tupl
     return ConsumerGroupDescribeResponseMember(member_id=member_id, instance_id=instance_id, rack_id=rack_id, member_epoch=member_epoch, client_id=client_id, client_host=client_host, subscribed_topic_names=subscribed_topic_names, subscribed_topic_regex=subscribed_topic_regex, assignment=assignment, target_assignment=target_assignment), pos + 1
 
 
-def encode_ConsumerGroupDescribeResponseMember_v0(m: ConsumerGroupDescribeResponseMember, out: bytearray) -> None:
+def encode_ConsumerGroupDescribeResponseMember_v0(m: ConsumerGroupDescribeResponseMember, out: list[bytes]) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.instance_id)  # field: instance_id
     write_compact_nullable_string(out, m.rack_id)  # field: rack_id
-    out += _S_i.pack(m.member_epoch)  # field: member_epoch
+    out.append(_S_i.pack(m.member_epoch))  # field: member_epoch
     write_compact_string(out, m.client_id)  # field: client_id
     write_compact_string(out, m.client_host)  # field: client_host
-    _items = m.subscribed_topic_names
-    if _items is None:
+    _items_subscribed_topic_names = m.subscribed_topic_names
+    if _items_subscribed_topic_names is None:
         raise null_error()  # field: subscribed_topic_names
-    write_compact_array_length(out, _items)  # field: subscribed_topic_names
-    for _item in _items:
-        write_compact_string(out, _item)  # field: subscribed_topic_names
+    write_compact_array_length(out, _items_subscribed_topic_names)  # field: subscribed_topic_names
+    for _item_subscribed_topic_names in _items_subscribed_topic_names:
+        write_compact_string(out, _item_subscribed_topic_names)  # field: subscribed_topic_names
     write_compact_nullable_string(out, m.subscribed_topic_regex)  # field: subscribed_topic_regex
     encode_ConsumerGroupDescribeResponseAssignment_v0(m.assignment, out)  # field: assignment
     encode_ConsumerGroupDescribeResponseAssignment_v0(m.target_assignment, out)  # field: target_assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupDescribeResponseDescribedGroup_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupDescribeResponseDescribedGroup, int]:
@@ -329,11 +329,11 @@ def decode_ConsumerGroupDescribeResponseDescribedGroup_v0(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[ConsumerGroupDescribeResponseMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerGroupDescribeResponseMember_v0(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_ConsumerGroupDescribeResponseMember_v0(buf, pos)  # field: members
+            _append_members(_item_members)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -342,24 +342,24 @@ def decode_ConsumerGroupDescribeResponseDescribedGroup_v0(buf: Buffer, pos: int)
     return ConsumerGroupDescribeResponseDescribedGroup(error_code=error_code, error_message=error_message, group_id=group_id, group_state=group_state, group_epoch=group_epoch, assignment_epoch=assignment_epoch, assignor_name=assignor_name, members=members, authorized_operations=authorized_operations), pos + 1
 
 
-def encode_ConsumerGroupDescribeResponseDescribedGroup_v0(m: ConsumerGroupDescribeResponseDescribedGroup, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_ConsumerGroupDescribeResponseDescribedGroup_v0(m: ConsumerGroupDescribeResponseDescribedGroup, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.group_state)  # field: group_state
-    out += _S_ii.pack(m.group_epoch, m.assignment_epoch)  # field: group_epoch, assignment_epoch
+    out.append(_S_ii.pack(m.group_epoch, m.assignment_epoch))  # field: group_epoch, assignment_epoch
     write_compact_string(out, m.assignor_name)  # field: assignor_name
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_ConsumerGroupDescribeResponseMember_v0(_item, out)  # field: members
-    out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_ConsumerGroupDescribeResponseMember_v0(_item_members, out)  # field: members
+    out.append(_S_i.pack(m.authorized_operations))  # field: authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupDescribeResponse_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupDescribeResponse, int]:
@@ -369,31 +369,29 @@ def decode_ConsumerGroupDescribeResponse_v0(buf: Buffer, pos: int) -> tuple[Cons
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[ConsumerGroupDescribeResponseDescribedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerGroupDescribeResponseDescribedGroup_v0(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_ConsumerGroupDescribeResponseDescribedGroup_v0(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ConsumerGroupDescribeResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupDescribeResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos + 1
 
 
-def encode_ConsumerGroupDescribeResponse_v0(m: ConsumerGroupDescribeResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.groups
-    if _items is None:
+def encode_ConsumerGroupDescribeResponse_v0(m: ConsumerGroupDescribeResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_ConsumerGroupDescribeResponseDescribedGroup_v0(_item, out)  # field: groups
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_ConsumerGroupDescribeResponseDescribedGroup_v0(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 69
 API_NAME = 'ConsumerGroupDescribe'

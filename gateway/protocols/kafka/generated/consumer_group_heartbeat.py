@@ -64,7 +64,7 @@ class ConsumerGroupHeartbeatRequestTopicPartitions(msgspec.Struct, gc=False):
 
 
 class ConsumerGroupHeartbeatRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ConsumerGroupHeartbeatRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -98,7 +98,7 @@ class ConsumerGroupHeartbeatResponseAssignment(msgspec.Struct, gc=False):
 
 
 class ConsumerGroupHeartbeatResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ConsumerGroupHeartbeatResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -170,16 +170,16 @@ def decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf: Buffer, pos: int
     return ConsumerGroupHeartbeatRequestTopicPartitions(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(m: ConsumerGroupHeartbeatRequestTopicPartitions, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(m: ConsumerGroupHeartbeatRequestTopicPartitions, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupHeartbeatRequest_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupHeartbeatRequest, int]:
@@ -193,53 +193,53 @@ def decode_ConsumerGroupHeartbeatRequest_v0(buf: Buffer, pos: int) -> tuple[Cons
     pos += 4
     _count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
     if _count < 0:
-        subscribed_topic_names = None
+        subscribed_topic_names: list[str] | None = None
     else:
         subscribed_topic_names = []
-        _append = subscribed_topic_names.append
+        _append_subscribed_topic_names = subscribed_topic_names.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
-            _append(_item)
+            _item_subscribed_topic_names, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
+            _append_subscribed_topic_names(_item_subscribed_topic_names)
     server_assignor, pos = read_compact_nullable_string(buf, pos)  # field: server_assignor
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
     if _count < 0:
-        topic_partitions = None
+        topic_partitions: list[ConsumerGroupHeartbeatRequestTopicPartitions] | None = None
     else:
         topic_partitions = []
-        _append = topic_partitions.append
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, server_assignor=server_assignor, topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, server_assignor=server_assignor, topic_partitions=topic_partitions), pos + 1
 
 
-def encode_ConsumerGroupHeartbeatRequest_v0(m: ConsumerGroupHeartbeatRequest, out: bytearray) -> None:
+def encode_ConsumerGroupHeartbeatRequest_v0(m: ConsumerGroupHeartbeatRequest, out: list[bytes]) -> None:
     if m.subscribed_topic_regex is not None:  # field: subscribed_topic_regex
         raise absent_error()  # field: subscribed_topic_regex
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.member_id)  # field: member_id
-    out += _S_i.pack(m.member_epoch)  # field: member_epoch
+    out.append(_S_i.pack(m.member_epoch))  # field: member_epoch
     write_compact_nullable_string(out, m.instance_id)  # field: instance_id
     write_compact_nullable_string(out, m.rack_id)  # field: rack_id
-    out += _S_i.pack(m.rebalance_timeout_ms)  # field: rebalance_timeout_ms
-    _items = m.subscribed_topic_names
-    write_compact_array_length(out, _items)  # field: subscribed_topic_names
-    if _items is not None:
-        for _item in _items:
-            write_compact_string(out, _item)  # field: subscribed_topic_names
+    out.append(_S_i.pack(m.rebalance_timeout_ms))  # field: rebalance_timeout_ms
+    _items_subscribed_topic_names = m.subscribed_topic_names
+    write_compact_array_length(out, _items_subscribed_topic_names)  # field: subscribed_topic_names
+    if _items_subscribed_topic_names is not None:
+        for _item_subscribed_topic_names in _items_subscribed_topic_names:
+            write_compact_string(out, _item_subscribed_topic_names)  # field: subscribed_topic_names
     write_compact_nullable_string(out, m.server_assignor)  # field: server_assignor
-    _items = m.topic_partitions
-    write_compact_array_length(out, _items)  # field: topic_partitions
-    if _items is not None:
-        for _item in _items:
-            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
+    _items_topic_partitions = m.topic_partitions
+    write_compact_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    if _items_topic_partitions is not None:
+        for _item_topic_partitions in _items_topic_partitions:
+            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(_item_topic_partitions, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupHeartbeatRequest_v1(buf: Buffer, pos: int) -> tuple[ConsumerGroupHeartbeatRequest, int]:
@@ -253,53 +253,53 @@ def decode_ConsumerGroupHeartbeatRequest_v1(buf: Buffer, pos: int) -> tuple[Cons
     pos += 4
     _count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
     if _count < 0:
-        subscribed_topic_names = None
+        subscribed_topic_names: list[str] | None = None
     else:
         subscribed_topic_names = []
-        _append = subscribed_topic_names.append
+        _append_subscribed_topic_names = subscribed_topic_names.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
-            _append(_item)
+            _item_subscribed_topic_names, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
+            _append_subscribed_topic_names(_item_subscribed_topic_names)
     subscribed_topic_regex, pos = read_compact_nullable_string(buf, pos)  # field: subscribed_topic_regex
     server_assignor, pos = read_compact_nullable_string(buf, pos)  # field: server_assignor
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: topic_partitions
     if _count < 0:
-        topic_partitions = None
+        topic_partitions: list[ConsumerGroupHeartbeatRequestTopicPartitions] | None = None
     else:
         topic_partitions = []
-        _append = topic_partitions.append
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, subscribed_topic_regex=subscribed_topic_regex, server_assignor=server_assignor, topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, instance_id=instance_id, rack_id=rack_id, rebalance_timeout_ms=rebalance_timeout_ms, subscribed_topic_names=subscribed_topic_names, subscribed_topic_regex=subscribed_topic_regex, server_assignor=server_assignor, topic_partitions=topic_partitions), pos + 1
 
 
-def encode_ConsumerGroupHeartbeatRequest_v1(m: ConsumerGroupHeartbeatRequest, out: bytearray) -> None:
+def encode_ConsumerGroupHeartbeatRequest_v1(m: ConsumerGroupHeartbeatRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.member_id)  # field: member_id
-    out += _S_i.pack(m.member_epoch)  # field: member_epoch
+    out.append(_S_i.pack(m.member_epoch))  # field: member_epoch
     write_compact_nullable_string(out, m.instance_id)  # field: instance_id
     write_compact_nullable_string(out, m.rack_id)  # field: rack_id
-    out += _S_i.pack(m.rebalance_timeout_ms)  # field: rebalance_timeout_ms
-    _items = m.subscribed_topic_names
-    write_compact_array_length(out, _items)  # field: subscribed_topic_names
-    if _items is not None:
-        for _item in _items:
-            write_compact_string(out, _item)  # field: subscribed_topic_names
+    out.append(_S_i.pack(m.rebalance_timeout_ms))  # field: rebalance_timeout_ms
+    _items_subscribed_topic_names = m.subscribed_topic_names
+    write_compact_array_length(out, _items_subscribed_topic_names)  # field: subscribed_topic_names
+    if _items_subscribed_topic_names is not None:
+        for _item_subscribed_topic_names in _items_subscribed_topic_names:
+            write_compact_string(out, _item_subscribed_topic_names)  # field: subscribed_topic_names
     write_compact_nullable_string(out, m.subscribed_topic_regex)  # field: subscribed_topic_regex
     write_compact_nullable_string(out, m.server_assignor)  # field: server_assignor
-    _items = m.topic_partitions
-    write_compact_array_length(out, _items)  # field: topic_partitions
-    if _items is not None:
-        for _item in _items:
-            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
+    _items_topic_partitions = m.topic_partitions
+    write_compact_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    if _items_topic_partitions is not None:
+        for _item_topic_partitions in _items_topic_partitions:
+            encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0(_item_topic_partitions, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupHeartbeatResponseTopicPartitions, int]:
@@ -315,16 +315,16 @@ def decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(buf: Buffer, pos: in
     return ConsumerGroupHeartbeatResponseTopicPartitions(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(m: ConsumerGroupHeartbeatResponseTopicPartitions, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(m: ConsumerGroupHeartbeatResponseTopicPartitions, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupHeartbeatResponseAssignment_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupHeartbeatResponseAssignment, int]:
@@ -332,28 +332,28 @@ def decode_ConsumerGroupHeartbeatResponseAssignment_v0(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: topic_partitions
     else:
-        topic_partitions = []
-        _append = topic_partitions.append
+        topic_partitions: list[ConsumerGroupHeartbeatResponseTopicPartitions] = []
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ConsumerGroupHeartbeatResponseAssignment(topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ConsumerGroupHeartbeatResponseAssignment(topic_partitions=topic_partitions), pos + 1
 
 
-def encode_ConsumerGroupHeartbeatResponseAssignment_v0(m: ConsumerGroupHeartbeatResponseAssignment, out: bytearray) -> None:
-    _items = m.topic_partitions
-    if _items is None:
+def encode_ConsumerGroupHeartbeatResponseAssignment_v0(m: ConsumerGroupHeartbeatResponseAssignment, out: list[bytes]) -> None:
+    _items_topic_partitions = m.topic_partitions
+    if _items_topic_partitions is None:
         raise null_error()  # field: topic_partitions
-    write_compact_array_length(out, _items)  # field: topic_partitions
-    for _item in _items:
-        encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(_item, out)  # field: topic_partitions
+    write_compact_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    for _item_topic_partitions in _items_topic_partitions:
+        encode_ConsumerGroupHeartbeatResponseTopicPartitions_v0(_item_topic_partitions, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ConsumerGroupHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[ConsumerGroupHeartbeatResponse, int]:
@@ -366,7 +366,7 @@ def decode_ConsumerGroupHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[Con
     _present = buf[pos]  # field: assignment
     pos += 1
     if _present >= 0x80:
-        assignment = None
+        assignment: ConsumerGroupHeartbeatResponseAssignment | None = None
     else:
         assignment, pos = decode_ConsumerGroupHeartbeatResponseAssignment_v0(buf, pos)  # field: assignment
     if buf[pos]:  # field: unknown_tagged_fields
@@ -375,23 +375,23 @@ def decode_ConsumerGroupHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[Con
     return ConsumerGroupHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, member_id=member_id, member_epoch=member_epoch, heartbeat_interval_ms=heartbeat_interval_ms, assignment=assignment), pos + 1
 
 
-def encode_ConsumerGroupHeartbeatResponse_v0(m: ConsumerGroupHeartbeatResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_ConsumerGroupHeartbeatResponse_v0(m: ConsumerGroupHeartbeatResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     write_compact_nullable_string(out, m.member_id)  # field: member_id
-    out += _S_ii.pack(m.member_epoch, m.heartbeat_interval_ms)  # field: member_epoch, heartbeat_interval_ms
-    _child = m.assignment
-    if _child is None:
-        out.append(0xFF)
+    out.append(_S_ii.pack(m.member_epoch, m.heartbeat_interval_ms))  # field: member_epoch, heartbeat_interval_ms
+    _child_assignment = m.assignment
+    if _child_assignment is None:
+        out.append(b"\xff")
     else:
-        out.append(1)
-        encode_ConsumerGroupHeartbeatResponseAssignment_v0(_child, out)  # field: assignment
+        out.append(b"\x01")
+        encode_ConsumerGroupHeartbeatResponseAssignment_v0(_child_assignment, out)  # field: assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ConsumerGroupHeartbeatRequestTopicPartitions_v1 = decode_ConsumerGroupHeartbeatRequestTopicPartitions_v0
 encode_ConsumerGroupHeartbeatRequestTopicPartitions_v1 = encode_ConsumerGroupHeartbeatRequestTopicPartitions_v0
 decode_ConsumerGroupHeartbeatResponseTopicPartitions_v1 = decode_ConsumerGroupHeartbeatResponseTopicPartitions_v0

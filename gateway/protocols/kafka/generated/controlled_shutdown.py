@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ControlledShutdownRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ControlledShutdownRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     broker_id: int = 0
@@ -73,7 +73,7 @@ class ControlledShutdownResponseRemainingPartition(msgspec.Struct, gc=False):
 
 
 class ControlledShutdownResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ControlledShutdownResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -110,8 +110,8 @@ def decode_ControlledShutdownRequest_v0(buf: Buffer, pos: int) -> tuple[Controll
     return ControlledShutdownRequest(broker_id=broker_id), pos
 
 
-def encode_ControlledShutdownRequest_v0(m: ControlledShutdownRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_ControlledShutdownRequest_v0(m: ControlledShutdownRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -122,8 +122,8 @@ def decode_ControlledShutdownRequest_v2(buf: Buffer, pos: int) -> tuple[Controll
     return ControlledShutdownRequest(broker_id=broker_id, broker_epoch=broker_epoch), pos
 
 
-def encode_ControlledShutdownRequest_v2(m: ControlledShutdownRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
+def encode_ControlledShutdownRequest_v2(m: ControlledShutdownRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -137,12 +137,12 @@ def decode_ControlledShutdownRequest_v3(buf: Buffer, pos: int) -> tuple[Controll
     return ControlledShutdownRequest(broker_id=broker_id, broker_epoch=broker_epoch), pos + 1
 
 
-def encode_ControlledShutdownRequest_v3(m: ControlledShutdownRequest, out: bytearray) -> None:
-    out += _S_iq.pack(m.broker_id, m.broker_epoch)  # field: broker_id, broker_epoch
+def encode_ControlledShutdownRequest_v3(m: ControlledShutdownRequest, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.broker_id, m.broker_epoch))  # field: broker_id, broker_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ControlledShutdownResponseRemainingPartition_v0(buf: Buffer, pos: int) -> tuple[ControlledShutdownResponseRemainingPartition, int]:
@@ -152,9 +152,9 @@ def decode_ControlledShutdownResponseRemainingPartition_v0(buf: Buffer, pos: int
     return ControlledShutdownResponseRemainingPartition(topic_name=topic_name, partition_index=partition_index), pos
 
 
-def encode_ControlledShutdownResponseRemainingPartition_v0(m: ControlledShutdownResponseRemainingPartition, out: bytearray) -> None:
+def encode_ControlledShutdownResponseRemainingPartition_v0(m: ControlledShutdownResponseRemainingPartition, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -169,13 +169,13 @@ def decode_ControlledShutdownResponseRemainingPartition_v3(buf: Buffer, pos: int
     return ControlledShutdownResponseRemainingPartition(topic_name=topic_name, partition_index=partition_index), pos + 1
 
 
-def encode_ControlledShutdownResponseRemainingPartition_v3(m: ControlledShutdownResponseRemainingPartition, out: bytearray) -> None:
+def encode_ControlledShutdownResponseRemainingPartition_v3(m: ControlledShutdownResponseRemainingPartition, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ControlledShutdownResponse_v0(buf: Buffer, pos: int) -> tuple[ControlledShutdownResponse, int]:
@@ -185,22 +185,22 @@ def decode_ControlledShutdownResponse_v0(buf: Buffer, pos: int) -> tuple[Control
     if _count < 0:
         raise null_error()  # field: remaining_partitions
     else:
-        remaining_partitions = []
-        _append = remaining_partitions.append
+        remaining_partitions: list[ControlledShutdownResponseRemainingPartition] = []
+        _append_remaining_partitions = remaining_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ControlledShutdownResponseRemainingPartition_v0(buf, pos)  # field: remaining_partitions
-            _append(_item)
+            _item_remaining_partitions, pos = decode_ControlledShutdownResponseRemainingPartition_v0(buf, pos)  # field: remaining_partitions
+            _append_remaining_partitions(_item_remaining_partitions)
     return ControlledShutdownResponse(error_code=error_code, remaining_partitions=remaining_partitions), pos
 
 
-def encode_ControlledShutdownResponse_v0(m: ControlledShutdownResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.remaining_partitions
-    if _items is None:
+def encode_ControlledShutdownResponse_v0(m: ControlledShutdownResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_remaining_partitions = m.remaining_partitions
+    if _items_remaining_partitions is None:
         raise null_error()  # field: remaining_partitions
-    write_array_length(out, _items)  # field: remaining_partitions
-    for _item in _items:
-        encode_ControlledShutdownResponseRemainingPartition_v0(_item, out)  # field: remaining_partitions
+    write_array_length(out, _items_remaining_partitions)  # field: remaining_partitions
+    for _item_remaining_partitions in _items_remaining_partitions:
+        encode_ControlledShutdownResponseRemainingPartition_v0(_item_remaining_partitions, out)  # field: remaining_partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -212,31 +212,31 @@ def decode_ControlledShutdownResponse_v3(buf: Buffer, pos: int) -> tuple[Control
     if _count < 0:
         raise null_error()  # field: remaining_partitions
     else:
-        remaining_partitions = []
-        _append = remaining_partitions.append
+        remaining_partitions: list[ControlledShutdownResponseRemainingPartition] = []
+        _append_remaining_partitions = remaining_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ControlledShutdownResponseRemainingPartition_v3(buf, pos)  # field: remaining_partitions
-            _append(_item)
+            _item_remaining_partitions, pos = decode_ControlledShutdownResponseRemainingPartition_v3(buf, pos)  # field: remaining_partitions
+            _append_remaining_partitions(_item_remaining_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ControlledShutdownResponse(error_code=error_code, remaining_partitions=remaining_partitions, unknown_tagged_fields=_unknown), pos
     return ControlledShutdownResponse(error_code=error_code, remaining_partitions=remaining_partitions), pos + 1
 
 
-def encode_ControlledShutdownResponse_v3(m: ControlledShutdownResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.remaining_partitions
-    if _items is None:
+def encode_ControlledShutdownResponse_v3(m: ControlledShutdownResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_remaining_partitions = m.remaining_partitions
+    if _items_remaining_partitions is None:
         raise null_error()  # field: remaining_partitions
-    write_compact_array_length(out, _items)  # field: remaining_partitions
-    for _item in _items:
-        encode_ControlledShutdownResponseRemainingPartition_v3(_item, out)  # field: remaining_partitions
+    write_compact_array_length(out, _items_remaining_partitions)  # field: remaining_partitions
+    for _item_remaining_partitions in _items_remaining_partitions:
+        encode_ControlledShutdownResponseRemainingPartition_v3(_item_remaining_partitions, out)  # field: remaining_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ControlledShutdownRequest_v1 = decode_ControlledShutdownRequest_v0
 encode_ControlledShutdownRequest_v1 = encode_ControlledShutdownRequest_v0
 decode_ControlledShutdownResponseRemainingPartition_v1 = decode_ControlledShutdownResponseRemainingPartition_v0

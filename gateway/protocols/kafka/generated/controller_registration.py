@@ -76,7 +76,7 @@ class ControllerRegistrationRequestFeature(msgspec.Struct, gc=False):
 
 
 class ControllerRegistrationRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ControllerRegistrationRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     controller_id: int = 0
@@ -88,7 +88,7 @@ class ControllerRegistrationRequest(msgspec.Struct, gc=False):
 
 
 class ControllerRegistrationResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ControllerRegistrationResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -144,14 +144,14 @@ def decode_ControllerRegistrationRequestListener_v0(buf: Buffer, pos: int) -> tu
     return ControllerRegistrationRequestListener(name=name, host=host, port=port, security_protocol=security_protocol), pos + 1
 
 
-def encode_ControllerRegistrationRequestListener_v0(m: ControllerRegistrationRequestListener, out: bytearray) -> None:
+def encode_ControllerRegistrationRequestListener_v0(m: ControllerRegistrationRequestListener, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_Hh.pack(m.port, m.security_protocol)  # field: port, security_protocol
+    out.append(_S_Hh.pack(m.port, m.security_protocol))  # field: port, security_protocol
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ControllerRegistrationRequestFeature_v0(buf: Buffer, pos: int) -> tuple[ControllerRegistrationRequestFeature, int]:
@@ -164,13 +164,13 @@ def decode_ControllerRegistrationRequestFeature_v0(buf: Buffer, pos: int) -> tup
     return ControllerRegistrationRequestFeature(name=name, min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
-def encode_ControllerRegistrationRequestFeature_v0(m: ControllerRegistrationRequestFeature, out: bytearray) -> None:
+def encode_ControllerRegistrationRequestFeature_v0(m: ControllerRegistrationRequestFeature, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_hh.pack(m.min_supported_version, m.max_supported_version)  # field: min_supported_version, max_supported_version
+    out.append(_S_hh.pack(m.min_supported_version, m.max_supported_version))  # field: min_supported_version, max_supported_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ControllerRegistrationRequest_v0(buf: Buffer, pos: int) -> tuple[ControllerRegistrationRequest, int]:
@@ -181,44 +181,44 @@ def decode_ControllerRegistrationRequest_v0(buf: Buffer, pos: int) -> tuple[Cont
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[ControllerRegistrationRequestListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_ControllerRegistrationRequestListener_v0(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_ControllerRegistrationRequestListener_v0(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: features
     if _count < 0:
         raise null_error()  # field: features
     else:
-        features = []
-        _append = features.append
+        features: list[ControllerRegistrationRequestFeature] = []
+        _append_features = features.append
         for _ in range(_count):
-            _item, pos = decode_ControllerRegistrationRequestFeature_v0(buf, pos)  # field: features
-            _append(_item)
+            _item_features, pos = decode_ControllerRegistrationRequestFeature_v0(buf, pos)  # field: features
+            _append_features(_item_features)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ControllerRegistrationRequest(controller_id=controller_id, incarnation_id=incarnation_id, zk_migration_ready=zk_migration_ready, listeners=listeners, features=features, unknown_tagged_fields=_unknown), pos
     return ControllerRegistrationRequest(controller_id=controller_id, incarnation_id=incarnation_id, zk_migration_ready=zk_migration_ready, listeners=listeners, features=features), pos + 1
 
 
-def encode_ControllerRegistrationRequest_v0(m: ControllerRegistrationRequest, out: bytearray) -> None:
-    out += _S_i16so.pack(m.controller_id, m.incarnation_id.bytes, m.zk_migration_ready)  # field: controller_id, incarnation_id, zk_migration_ready
-    _items = m.listeners
-    if _items is None:
+def encode_ControllerRegistrationRequest_v0(m: ControllerRegistrationRequest, out: list[bytes]) -> None:
+    out.append(_S_i16so.pack(m.controller_id, m.incarnation_id.bytes, m.zk_migration_ready))  # field: controller_id, incarnation_id, zk_migration_ready
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_ControllerRegistrationRequestListener_v0(_item, out)  # field: listeners
-    _items = m.features
-    if _items is None:
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_ControllerRegistrationRequestListener_v0(_item_listeners, out)  # field: listeners
+    _items_features = m.features
+    if _items_features is None:
         raise null_error()  # field: features
-    write_compact_array_length(out, _items)  # field: features
-    for _item in _items:
-        encode_ControllerRegistrationRequestFeature_v0(_item, out)  # field: features
+    write_compact_array_length(out, _items_features)  # field: features
+    for _item_features in _items_features:
+        encode_ControllerRegistrationRequestFeature_v0(_item_features, out)  # field: features
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ControllerRegistrationResponse_v0(buf: Buffer, pos: int) -> tuple[ControllerRegistrationResponse, int]:
@@ -231,15 +231,13 @@ def decode_ControllerRegistrationResponse_v0(buf: Buffer, pos: int) -> tuple[Con
     return ControllerRegistrationResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_ControllerRegistrationResponse_v0(m: ControllerRegistrationResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_ControllerRegistrationResponse_v0(m: ControllerRegistrationResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 70
 API_NAME = 'ControllerRegistration'

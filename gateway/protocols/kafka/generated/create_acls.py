@@ -69,7 +69,7 @@ class CreateAclsRequestAclCreation(msgspec.Struct, gc=False):
 
 
 class CreateAclsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreateAclsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     creations: list[CreateAclsRequestAclCreation] = []
@@ -86,7 +86,7 @@ class CreateAclsResponseAclCreationResult(msgspec.Struct, gc=False):
 
 
 class CreateAclsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreateAclsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -138,14 +138,14 @@ def decode_CreateAclsRequestAclCreation_v0(buf: Buffer, pos: int) -> tuple[Creat
     return CreateAclsRequestAclCreation(resource_type=resource_type, resource_name=resource_name, principal=principal, host=host, operation=operation, permission_type=permission_type), pos
 
 
-def encode_CreateAclsRequestAclCreation_v0(m: CreateAclsRequestAclCreation, out: bytearray) -> None:
+def encode_CreateAclsRequestAclCreation_v0(m: CreateAclsRequestAclCreation, out: list[bytes]) -> None:
     if m.resource_pattern_type != 3:  # field: resource_pattern_type
         raise absent_error()  # field: resource_pattern_type
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
     write_string(out, m.principal)  # field: principal
     write_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -163,13 +163,13 @@ def decode_CreateAclsRequestAclCreation_v1(buf: Buffer, pos: int) -> tuple[Creat
     return CreateAclsRequestAclCreation(resource_type=resource_type, resource_name=resource_name, resource_pattern_type=resource_pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type), pos
 
 
-def encode_CreateAclsRequestAclCreation_v1(m: CreateAclsRequestAclCreation, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_CreateAclsRequestAclCreation_v1(m: CreateAclsRequestAclCreation, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    out += _S_b.pack(m.resource_pattern_type)  # field: resource_pattern_type
+    out.append(_S_b.pack(m.resource_pattern_type))  # field: resource_pattern_type
     write_string(out, m.principal)  # field: principal
     write_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -190,17 +190,17 @@ def decode_CreateAclsRequestAclCreation_v2(buf: Buffer, pos: int) -> tuple[Creat
     return CreateAclsRequestAclCreation(resource_type=resource_type, resource_name=resource_name, resource_pattern_type=resource_pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type), pos + 1
 
 
-def encode_CreateAclsRequestAclCreation_v2(m: CreateAclsRequestAclCreation, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_CreateAclsRequestAclCreation_v2(m: CreateAclsRequestAclCreation, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    out += _S_b.pack(m.resource_pattern_type)  # field: resource_pattern_type
+    out.append(_S_b.pack(m.resource_pattern_type))  # field: resource_pattern_type
     write_compact_string(out, m.principal)  # field: principal
     write_compact_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateAclsRequest_v0(buf: Buffer, pos: int) -> tuple[CreateAclsRequest, int]:
@@ -208,21 +208,21 @@ def decode_CreateAclsRequest_v0(buf: Buffer, pos: int) -> tuple[CreateAclsReques
     if _count < 0:
         raise null_error()  # field: creations
     else:
-        creations = []
-        _append = creations.append
+        creations: list[CreateAclsRequestAclCreation] = []
+        _append_creations = creations.append
         for _ in range(_count):
-            _item, pos = decode_CreateAclsRequestAclCreation_v0(buf, pos)  # field: creations
-            _append(_item)
+            _item_creations, pos = decode_CreateAclsRequestAclCreation_v0(buf, pos)  # field: creations
+            _append_creations(_item_creations)
     return CreateAclsRequest(creations=creations), pos
 
 
-def encode_CreateAclsRequest_v0(m: CreateAclsRequest, out: bytearray) -> None:
-    _items = m.creations
-    if _items is None:
+def encode_CreateAclsRequest_v0(m: CreateAclsRequest, out: list[bytes]) -> None:
+    _items_creations = m.creations
+    if _items_creations is None:
         raise null_error()  # field: creations
-    write_array_length(out, _items)  # field: creations
-    for _item in _items:
-        encode_CreateAclsRequestAclCreation_v0(_item, out)  # field: creations
+    write_array_length(out, _items_creations)  # field: creations
+    for _item_creations in _items_creations:
+        encode_CreateAclsRequestAclCreation_v0(_item_creations, out)  # field: creations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -232,21 +232,21 @@ def decode_CreateAclsRequest_v1(buf: Buffer, pos: int) -> tuple[CreateAclsReques
     if _count < 0:
         raise null_error()  # field: creations
     else:
-        creations = []
-        _append = creations.append
+        creations: list[CreateAclsRequestAclCreation] = []
+        _append_creations = creations.append
         for _ in range(_count):
-            _item, pos = decode_CreateAclsRequestAclCreation_v1(buf, pos)  # field: creations
-            _append(_item)
+            _item_creations, pos = decode_CreateAclsRequestAclCreation_v1(buf, pos)  # field: creations
+            _append_creations(_item_creations)
     return CreateAclsRequest(creations=creations), pos
 
 
-def encode_CreateAclsRequest_v1(m: CreateAclsRequest, out: bytearray) -> None:
-    _items = m.creations
-    if _items is None:
+def encode_CreateAclsRequest_v1(m: CreateAclsRequest, out: list[bytes]) -> None:
+    _items_creations = m.creations
+    if _items_creations is None:
         raise null_error()  # field: creations
-    write_array_length(out, _items)  # field: creations
-    for _item in _items:
-        encode_CreateAclsRequestAclCreation_v1(_item, out)  # field: creations
+    write_array_length(out, _items_creations)  # field: creations
+    for _item_creations in _items_creations:
+        encode_CreateAclsRequestAclCreation_v1(_item_creations, out)  # field: creations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -256,28 +256,28 @@ def decode_CreateAclsRequest_v2(buf: Buffer, pos: int) -> tuple[CreateAclsReques
     if _count < 0:
         raise null_error()  # field: creations
     else:
-        creations = []
-        _append = creations.append
+        creations: list[CreateAclsRequestAclCreation] = []
+        _append_creations = creations.append
         for _ in range(_count):
-            _item, pos = decode_CreateAclsRequestAclCreation_v2(buf, pos)  # field: creations
-            _append(_item)
+            _item_creations, pos = decode_CreateAclsRequestAclCreation_v2(buf, pos)  # field: creations
+            _append_creations(_item_creations)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreateAclsRequest(creations=creations, unknown_tagged_fields=_unknown), pos
     return CreateAclsRequest(creations=creations), pos + 1
 
 
-def encode_CreateAclsRequest_v2(m: CreateAclsRequest, out: bytearray) -> None:
-    _items = m.creations
-    if _items is None:
+def encode_CreateAclsRequest_v2(m: CreateAclsRequest, out: list[bytes]) -> None:
+    _items_creations = m.creations
+    if _items_creations is None:
         raise null_error()  # field: creations
-    write_compact_array_length(out, _items)  # field: creations
-    for _item in _items:
-        encode_CreateAclsRequestAclCreation_v2(_item, out)  # field: creations
+    write_compact_array_length(out, _items_creations)  # field: creations
+    for _item_creations in _items_creations:
+        encode_CreateAclsRequestAclCreation_v2(_item_creations, out)  # field: creations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateAclsResponseAclCreationResult_v0(buf: Buffer, pos: int) -> tuple[CreateAclsResponseAclCreationResult, int]:
@@ -287,8 +287,8 @@ def decode_CreateAclsResponseAclCreationResult_v0(buf: Buffer, pos: int) -> tupl
     return CreateAclsResponseAclCreationResult(error_code=error_code, error_message=error_message), pos
 
 
-def encode_CreateAclsResponseAclCreationResult_v0(m: CreateAclsResponseAclCreationResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_CreateAclsResponseAclCreationResult_v0(m: CreateAclsResponseAclCreationResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -304,13 +304,13 @@ def decode_CreateAclsResponseAclCreationResult_v2(buf: Buffer, pos: int) -> tupl
     return CreateAclsResponseAclCreationResult(error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_CreateAclsResponseAclCreationResult_v2(m: CreateAclsResponseAclCreationResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_CreateAclsResponseAclCreationResult_v2(m: CreateAclsResponseAclCreationResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateAclsResponse_v0(buf: Buffer, pos: int) -> tuple[CreateAclsResponse, int]:
@@ -320,22 +320,22 @@ def decode_CreateAclsResponse_v0(buf: Buffer, pos: int) -> tuple[CreateAclsRespo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[CreateAclsResponseAclCreationResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_CreateAclsResponseAclCreationResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_CreateAclsResponseAclCreationResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     return CreateAclsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_CreateAclsResponse_v0(m: CreateAclsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_CreateAclsResponse_v0(m: CreateAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_CreateAclsResponseAclCreationResult_v0(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_CreateAclsResponseAclCreationResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -347,31 +347,31 @@ def decode_CreateAclsResponse_v2(buf: Buffer, pos: int) -> tuple[CreateAclsRespo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[CreateAclsResponseAclCreationResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_CreateAclsResponseAclCreationResult_v2(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_CreateAclsResponseAclCreationResult_v2(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreateAclsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return CreateAclsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
-def encode_CreateAclsResponse_v2(m: CreateAclsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_CreateAclsResponse_v2(m: CreateAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_CreateAclsResponseAclCreationResult_v2(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_CreateAclsResponseAclCreationResult_v2(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_CreateAclsRequestAclCreation_v3 = decode_CreateAclsRequestAclCreation_v2
 encode_CreateAclsRequestAclCreation_v3 = encode_CreateAclsRequestAclCreation_v2
 decode_CreateAclsRequest_v3 = decode_CreateAclsRequest_v2

@@ -64,7 +64,7 @@ class CreateDelegationTokenRequestCreatableRenewers(msgspec.Struct, gc=False):
 
 
 class CreateDelegationTokenRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreateDelegationTokenRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     owner_principal_type: str | None = ''
@@ -75,7 +75,7 @@ class CreateDelegationTokenRequest(msgspec.Struct, gc=False):
 
 
 class CreateDelegationTokenResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreateDelegationTokenResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -133,7 +133,7 @@ def decode_CreateDelegationTokenRequestCreatableRenewers_v0(buf: Buffer, pos: in
     return CreateDelegationTokenRequestCreatableRenewers(principal_type=principal_type, principal_name=principal_name), pos
 
 
-def encode_CreateDelegationTokenRequestCreatableRenewers_v0(m: CreateDelegationTokenRequestCreatableRenewers, out: bytearray) -> None:
+def encode_CreateDelegationTokenRequestCreatableRenewers_v0(m: CreateDelegationTokenRequestCreatableRenewers, out: list[bytes]) -> None:
     write_string(out, m.principal_type)  # field: principal_type
     write_string(out, m.principal_name)  # field: principal_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -149,13 +149,13 @@ def decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf: Buffer, pos: in
     return CreateDelegationTokenRequestCreatableRenewers(principal_type=principal_type, principal_name=principal_name), pos + 1
 
 
-def encode_CreateDelegationTokenRequestCreatableRenewers_v2(m: CreateDelegationTokenRequestCreatableRenewers, out: bytearray) -> None:
+def encode_CreateDelegationTokenRequestCreatableRenewers_v2(m: CreateDelegationTokenRequestCreatableRenewers, out: list[bytes]) -> None:
     write_compact_string(out, m.principal_type)  # field: principal_type
     write_compact_string(out, m.principal_name)  # field: principal_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateDelegationTokenRequest_v0(buf: Buffer, pos: int) -> tuple[CreateDelegationTokenRequest, int]:
@@ -163,28 +163,28 @@ def decode_CreateDelegationTokenRequest_v0(buf: Buffer, pos: int) -> tuple[Creat
     if _count < 0:
         raise null_error()  # field: renewers
     else:
-        renewers = []
-        _append = renewers.append
+        renewers: list[CreateDelegationTokenRequestCreatableRenewers] = []
+        _append_renewers = renewers.append
         for _ in range(_count):
-            _item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v0(buf, pos)  # field: renewers
-            _append(_item)
+            _item_renewers, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v0(buf, pos)  # field: renewers
+            _append_renewers(_item_renewers)
     max_lifetime_ms, = _S_q.unpack_from(buf, pos)  # field: max_lifetime_ms
     pos += 8
     return CreateDelegationTokenRequest(renewers=renewers, max_lifetime_ms=max_lifetime_ms), pos
 
 
-def encode_CreateDelegationTokenRequest_v0(m: CreateDelegationTokenRequest, out: bytearray) -> None:
+def encode_CreateDelegationTokenRequest_v0(m: CreateDelegationTokenRequest, out: list[bytes]) -> None:
     if m.owner_principal_type != '':  # field: owner_principal_type
         raise absent_error()  # field: owner_principal_type
     if m.owner_principal_name != '':  # field: owner_principal_name
         raise absent_error()  # field: owner_principal_name
-    _items = m.renewers
-    if _items is None:
+    _items_renewers = m.renewers
+    if _items_renewers is None:
         raise null_error()  # field: renewers
-    write_array_length(out, _items)  # field: renewers
-    for _item in _items:
-        encode_CreateDelegationTokenRequestCreatableRenewers_v0(_item, out)  # field: renewers
-    out += _S_q.pack(m.max_lifetime_ms)  # field: max_lifetime_ms
+    write_array_length(out, _items_renewers)  # field: renewers
+    for _item_renewers in _items_renewers:
+        encode_CreateDelegationTokenRequestCreatableRenewers_v0(_item_renewers, out)  # field: renewers
+    out.append(_S_q.pack(m.max_lifetime_ms))  # field: max_lifetime_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -194,11 +194,11 @@ def decode_CreateDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[Creat
     if _count < 0:
         raise null_error()  # field: renewers
     else:
-        renewers = []
-        _append = renewers.append
+        renewers: list[CreateDelegationTokenRequestCreatableRenewers] = []
+        _append_renewers = renewers.append
         for _ in range(_count):
-            _item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
-            _append(_item)
+            _item_renewers, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
+            _append_renewers(_item_renewers)
     max_lifetime_ms, = _S_q.unpack_from(buf, pos)  # field: max_lifetime_ms
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
@@ -207,22 +207,22 @@ def decode_CreateDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[Creat
     return CreateDelegationTokenRequest(renewers=renewers, max_lifetime_ms=max_lifetime_ms), pos + 1
 
 
-def encode_CreateDelegationTokenRequest_v2(m: CreateDelegationTokenRequest, out: bytearray) -> None:
+def encode_CreateDelegationTokenRequest_v2(m: CreateDelegationTokenRequest, out: list[bytes]) -> None:
     if m.owner_principal_type != '':  # field: owner_principal_type
         raise absent_error()  # field: owner_principal_type
     if m.owner_principal_name != '':  # field: owner_principal_name
         raise absent_error()  # field: owner_principal_name
-    _items = m.renewers
-    if _items is None:
+    _items_renewers = m.renewers
+    if _items_renewers is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, _items)  # field: renewers
-    for _item in _items:
-        encode_CreateDelegationTokenRequestCreatableRenewers_v2(_item, out)  # field: renewers
-    out += _S_q.pack(m.max_lifetime_ms)  # field: max_lifetime_ms
+    write_compact_array_length(out, _items_renewers)  # field: renewers
+    for _item_renewers in _items_renewers:
+        encode_CreateDelegationTokenRequestCreatableRenewers_v2(_item_renewers, out)  # field: renewers
+    out.append(_S_q.pack(m.max_lifetime_ms))  # field: max_lifetime_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateDelegationTokenRequest_v3(buf: Buffer, pos: int) -> tuple[CreateDelegationTokenRequest, int]:
@@ -232,11 +232,11 @@ def decode_CreateDelegationTokenRequest_v3(buf: Buffer, pos: int) -> tuple[Creat
     if _count < 0:
         raise null_error()  # field: renewers
     else:
-        renewers = []
-        _append = renewers.append
+        renewers: list[CreateDelegationTokenRequestCreatableRenewers] = []
+        _append_renewers = renewers.append
         for _ in range(_count):
-            _item, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
-            _append(_item)
+            _item_renewers, pos = decode_CreateDelegationTokenRequestCreatableRenewers_v2(buf, pos)  # field: renewers
+            _append_renewers(_item_renewers)
     max_lifetime_ms, = _S_q.unpack_from(buf, pos)  # field: max_lifetime_ms
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
@@ -245,20 +245,20 @@ def decode_CreateDelegationTokenRequest_v3(buf: Buffer, pos: int) -> tuple[Creat
     return CreateDelegationTokenRequest(owner_principal_type=owner_principal_type, owner_principal_name=owner_principal_name, renewers=renewers, max_lifetime_ms=max_lifetime_ms), pos + 1
 
 
-def encode_CreateDelegationTokenRequest_v3(m: CreateDelegationTokenRequest, out: bytearray) -> None:
+def encode_CreateDelegationTokenRequest_v3(m: CreateDelegationTokenRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.owner_principal_type)  # field: owner_principal_type
     write_compact_nullable_string(out, m.owner_principal_name)  # field: owner_principal_name
-    _items = m.renewers
-    if _items is None:
+    _items_renewers = m.renewers
+    if _items_renewers is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, _items)  # field: renewers
-    for _item in _items:
-        encode_CreateDelegationTokenRequestCreatableRenewers_v2(_item, out)  # field: renewers
-    out += _S_q.pack(m.max_lifetime_ms)  # field: max_lifetime_ms
+    write_compact_array_length(out, _items_renewers)  # field: renewers
+    for _item_renewers in _items_renewers:
+        encode_CreateDelegationTokenRequestCreatableRenewers_v2(_item_renewers, out)  # field: renewers
+    out.append(_S_q.pack(m.max_lifetime_ms))  # field: max_lifetime_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[CreateDelegationTokenResponse, int]:
@@ -275,18 +275,18 @@ def decode_CreateDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[Crea
     return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_CreateDelegationTokenResponse_v0(m: CreateDelegationTokenResponse, out: bytearray) -> None:
+def encode_CreateDelegationTokenResponse_v0(m: CreateDelegationTokenResponse, out: list[bytes]) -> None:
     if m.token_requester_principal_type != '':  # field: token_requester_principal_type
         raise absent_error()  # field: token_requester_principal_type
     if m.token_requester_principal_name != '':  # field: token_requester_principal_name
         raise absent_error()  # field: token_requester_principal_name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.principal_type)  # field: principal_type
     write_string(out, m.principal_name)  # field: principal_name
-    out += _S_qqq.pack(m.issue_timestamp_ms, m.expiry_timestamp_ms, m.max_timestamp_ms)  # field: issue_timestamp_ms, expiry_timestamp_ms, max_timestamp_ms
+    out.append(_S_qqq.pack(m.issue_timestamp_ms, m.expiry_timestamp_ms, m.max_timestamp_ms))  # field: issue_timestamp_ms, expiry_timestamp_ms, max_timestamp_ms
     write_string(out, m.token_id)  # field: token_id
     write_bytes(out, m.hmac)  # field: hmac
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -308,22 +308,22 @@ def decode_CreateDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[Crea
     return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_CreateDelegationTokenResponse_v2(m: CreateDelegationTokenResponse, out: bytearray) -> None:
+def encode_CreateDelegationTokenResponse_v2(m: CreateDelegationTokenResponse, out: list[bytes]) -> None:
     if m.token_requester_principal_type != '':  # field: token_requester_principal_type
         raise absent_error()  # field: token_requester_principal_type
     if m.token_requester_principal_name != '':  # field: token_requester_principal_name
         raise absent_error()  # field: token_requester_principal_name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.principal_type)  # field: principal_type
     write_compact_string(out, m.principal_name)  # field: principal_name
-    out += _S_qqq.pack(m.issue_timestamp_ms, m.expiry_timestamp_ms, m.max_timestamp_ms)  # field: issue_timestamp_ms, expiry_timestamp_ms, max_timestamp_ms
+    out.append(_S_qqq.pack(m.issue_timestamp_ms, m.expiry_timestamp_ms, m.max_timestamp_ms))  # field: issue_timestamp_ms, expiry_timestamp_ms, max_timestamp_ms
     write_compact_string(out, m.token_id)  # field: token_id
     write_compact_bytes(out, m.hmac)  # field: hmac
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateDelegationTokenResponse_v3(buf: Buffer, pos: int) -> tuple[CreateDelegationTokenResponse, int]:
@@ -345,22 +345,22 @@ def decode_CreateDelegationTokenResponse_v3(buf: Buffer, pos: int) -> tuple[Crea
     return CreateDelegationTokenResponse(error_code=error_code, principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp_ms=issue_timestamp_ms, expiry_timestamp_ms=expiry_timestamp_ms, max_timestamp_ms=max_timestamp_ms, token_id=token_id, hmac=hmac, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_CreateDelegationTokenResponse_v3(m: CreateDelegationTokenResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_CreateDelegationTokenResponse_v3(m: CreateDelegationTokenResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.principal_type)  # field: principal_type
     write_compact_string(out, m.principal_name)  # field: principal_name
     write_compact_string(out, m.token_requester_principal_type)  # field: token_requester_principal_type
     write_compact_string(out, m.token_requester_principal_name)  # field: token_requester_principal_name
-    out += _S_qqq.pack(m.issue_timestamp_ms, m.expiry_timestamp_ms, m.max_timestamp_ms)  # field: issue_timestamp_ms, expiry_timestamp_ms, max_timestamp_ms
+    out.append(_S_qqq.pack(m.issue_timestamp_ms, m.expiry_timestamp_ms, m.max_timestamp_ms))  # field: issue_timestamp_ms, expiry_timestamp_ms, max_timestamp_ms
     write_compact_string(out, m.token_id)  # field: token_id
     write_compact_bytes(out, m.hmac)  # field: hmac
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_CreateDelegationTokenRequestCreatableRenewers_v1 = decode_CreateDelegationTokenRequestCreatableRenewers_v0
 encode_CreateDelegationTokenRequestCreatableRenewers_v1 = encode_CreateDelegationTokenRequestCreatableRenewers_v0
 decode_CreateDelegationTokenRequestCreatableRenewers_v3 = decode_CreateDelegationTokenRequestCreatableRenewers_v2

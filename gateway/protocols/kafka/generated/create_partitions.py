@@ -73,7 +73,7 @@ class CreatePartitionsRequestCreatePartitionsTopic(msgspec.Struct, gc=False):
 
 
 class CreatePartitionsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreatePartitionsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[CreatePartitionsRequestCreatePartitionsTopic] = []
@@ -93,7 +93,7 @@ class CreatePartitionsResponseCreatePartitionsTopicResult(msgspec.Struct, gc=Fal
 
 
 class CreatePartitionsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreatePartitionsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -143,11 +143,11 @@ def decode_CreatePartitionsRequestCreatePartitionsAssignment_v0(buf: Buffer, pos
     return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids), pos
 
 
-def encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(m: CreatePartitionsRequestCreatePartitionsAssignment, out: bytearray) -> None:
-    _items = m.broker_ids
-    if _items is None:
+def encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(m: CreatePartitionsRequestCreatePartitionsAssignment, out: list[bytes]) -> None:
+    _items_broker_ids = m.broker_ids
+    if _items_broker_ids is None:
         raise null_error()  # field: broker_ids
-    write_fixed_array(out, _items, 'i')  # field: broker_ids
+    write_fixed_array(out, _items_broker_ids, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -162,15 +162,15 @@ def decode_CreatePartitionsRequestCreatePartitionsAssignment_v2(buf: Buffer, pos
     return CreatePartitionsRequestCreatePartitionsAssignment(broker_ids=broker_ids), pos + 1
 
 
-def encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(m: CreatePartitionsRequestCreatePartitionsAssignment, out: bytearray) -> None:
-    _items = m.broker_ids
-    if _items is None:
+def encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(m: CreatePartitionsRequestCreatePartitionsAssignment, out: list[bytes]) -> None:
+    _items_broker_ids = m.broker_ids
+    if _items_broker_ids is None:
         raise null_error()  # field: broker_ids
-    write_compact_fixed_array(out, _items, 'i')  # field: broker_ids
+    write_compact_fixed_array(out, _items_broker_ids, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreatePartitionsRequestCreatePartitionsTopic_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequestCreatePartitionsTopic, int]:
@@ -179,24 +179,24 @@ def decode_CreatePartitionsRequestCreatePartitionsTopic_v0(buf: Buffer, pos: int
     pos += 4
     _count, pos = read_array_length(buf, pos, 4)  # field: assignments
     if _count < 0:
-        assignments = None
+        assignments: list[CreatePartitionsRequestCreatePartitionsAssignment] | None = None
     else:
         assignments = []
-        _append = assignments.append
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v0(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v0(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     return CreatePartitionsRequestCreatePartitionsTopic(name=name, count=count, assignments=assignments), pos
 
 
-def encode_CreatePartitionsRequestCreatePartitionsTopic_v0(m: CreatePartitionsRequestCreatePartitionsTopic, out: bytearray) -> None:
+def encode_CreatePartitionsRequestCreatePartitionsTopic_v0(m: CreatePartitionsRequestCreatePartitionsTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    out += _S_i.pack(m.count)  # field: count
-    _items = m.assignments
-    write_array_length(out, _items)  # field: assignments
-    if _items is not None:
-        for _item in _items:
-            encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(_item, out)  # field: assignments
+    out.append(_S_i.pack(m.count))  # field: count
+    _items_assignments = m.assignments
+    write_array_length(out, _items_assignments)  # field: assignments
+    if _items_assignments is not None:
+        for _item_assignments in _items_assignments:
+            encode_CreatePartitionsRequestCreatePartitionsAssignment_v0(_item_assignments, out)  # field: assignments
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -207,31 +207,31 @@ def decode_CreatePartitionsRequestCreatePartitionsTopic_v2(buf: Buffer, pos: int
     pos += 4
     _count, pos = read_compact_array_length(buf, pos, 2)  # field: assignments
     if _count < 0:
-        assignments = None
+        assignments: list[CreatePartitionsRequestCreatePartitionsAssignment] | None = None
     else:
         assignments = []
-        _append = assignments.append
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v2(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_CreatePartitionsRequestCreatePartitionsAssignment_v2(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreatePartitionsRequestCreatePartitionsTopic(name=name, count=count, assignments=assignments, unknown_tagged_fields=_unknown), pos
     return CreatePartitionsRequestCreatePartitionsTopic(name=name, count=count, assignments=assignments), pos + 1
 
 
-def encode_CreatePartitionsRequestCreatePartitionsTopic_v2(m: CreatePartitionsRequestCreatePartitionsTopic, out: bytearray) -> None:
+def encode_CreatePartitionsRequestCreatePartitionsTopic_v2(m: CreatePartitionsRequestCreatePartitionsTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_i.pack(m.count)  # field: count
-    _items = m.assignments
-    write_compact_array_length(out, _items)  # field: assignments
-    if _items is not None:
-        for _item in _items:
-            encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(_item, out)  # field: assignments
+    out.append(_S_i.pack(m.count))  # field: count
+    _items_assignments = m.assignments
+    write_compact_array_length(out, _items_assignments)  # field: assignments
+    if _items_assignments is not None:
+        for _item_assignments in _items_assignments:
+            encode_CreatePartitionsRequestCreatePartitionsAssignment_v2(_item_assignments, out)  # field: assignments
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreatePartitionsRequest_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsRequest, int]:
@@ -239,24 +239,24 @@ def decode_CreatePartitionsRequest_v0(buf: Buffer, pos: int) -> tuple[CreatePart
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreatePartitionsRequestCreatePartitionsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     return CreatePartitionsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos
 
 
-def encode_CreatePartitionsRequest_v0(m: CreatePartitionsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_CreatePartitionsRequest_v0(m: CreatePartitionsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreatePartitionsRequestCreatePartitionsTopic_v0(_item, out)  # field: topics
-    out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreatePartitionsRequestCreatePartitionsTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_io.pack(m.timeout_ms, m.validate_only))  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -266,11 +266,11 @@ def decode_CreatePartitionsRequest_v2(buf: Buffer, pos: int) -> tuple[CreatePart
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreatePartitionsRequestCreatePartitionsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreatePartitionsRequestCreatePartitionsTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
@@ -279,18 +279,18 @@ def decode_CreatePartitionsRequest_v2(buf: Buffer, pos: int) -> tuple[CreatePart
     return CreatePartitionsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos + 1
 
 
-def encode_CreatePartitionsRequest_v2(m: CreatePartitionsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_CreatePartitionsRequest_v2(m: CreatePartitionsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreatePartitionsRequestCreatePartitionsTopic_v2(_item, out)  # field: topics
-    out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreatePartitionsRequestCreatePartitionsTopic_v2(_item_topics, out)  # field: topics
+    out.append(_S_io.pack(m.timeout_ms, m.validate_only))  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsResponseCreatePartitionsTopicResult, int]:
@@ -301,9 +301,9 @@ def decode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(buf: Buffer, p
     return CreatePartitionsResponseCreatePartitionsTopicResult(name=name, error_code=error_code, error_message=error_message), pos
 
 
-def encode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(m: CreatePartitionsResponseCreatePartitionsTopicResult, out: bytearray) -> None:
+def encode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(m: CreatePartitionsResponseCreatePartitionsTopicResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -320,14 +320,14 @@ def decode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(buf: Buffer, p
     return CreatePartitionsResponseCreatePartitionsTopicResult(name=name, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(m: CreatePartitionsResponseCreatePartitionsTopicResult, out: bytearray) -> None:
+def encode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(m: CreatePartitionsResponseCreatePartitionsTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreatePartitionsResponse_v0(buf: Buffer, pos: int) -> tuple[CreatePartitionsResponse, int]:
@@ -337,22 +337,22 @@ def decode_CreatePartitionsResponse_v0(buf: Buffer, pos: int) -> tuple[CreatePar
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[CreatePartitionsResponseCreatePartitionsTopicResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     return CreatePartitionsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_CreatePartitionsResponse_v0(m: CreatePartitionsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_CreatePartitionsResponse_v0(m: CreatePartitionsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -364,31 +364,31 @@ def decode_CreatePartitionsResponse_v2(buf: Buffer, pos: int) -> tuple[CreatePar
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[CreatePartitionsResponseCreatePartitionsTopicResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreatePartitionsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return CreatePartitionsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
-def encode_CreatePartitionsResponse_v2(m: CreatePartitionsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_CreatePartitionsResponse_v2(m: CreatePartitionsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_CreatePartitionsResponseCreatePartitionsTopicResult_v2(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_CreatePartitionsRequestCreatePartitionsAssignment_v1 = decode_CreatePartitionsRequestCreatePartitionsAssignment_v0
 encode_CreatePartitionsRequestCreatePartitionsAssignment_v1 = encode_CreatePartitionsRequestCreatePartitionsAssignment_v0
 decode_CreatePartitionsRequestCreatePartitionsAssignment_v3 = decode_CreatePartitionsRequestCreatePartitionsAssignment_v2

@@ -85,7 +85,7 @@ class CreateTopicsRequestCreatableTopic(msgspec.Struct, gc=False):
 
 
 class CreateTopicsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreateTopicsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[CreateTopicsRequestCreatableTopic] = []
@@ -122,7 +122,7 @@ class CreateTopicsResponseCreatableTopicResult(msgspec.Struct, gc=False):
 
 
 class CreateTopicsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka CreateTopicsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -198,12 +198,12 @@ def decode_CreateTopicsRequestCreatableReplicaAssignment_v0(buf: Buffer, pos: in
     return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids), pos
 
 
-def encode_CreateTopicsRequestCreatableReplicaAssignment_v0(m: CreateTopicsRequestCreatableReplicaAssignment, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
-    _items = m.broker_ids
-    if _items is None:
+def encode_CreateTopicsRequestCreatableReplicaAssignment_v0(m: CreateTopicsRequestCreatableReplicaAssignment, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
+    _items_broker_ids = m.broker_ids
+    if _items_broker_ids is None:
         raise null_error()  # field: broker_ids
-    write_fixed_array(out, _items, 'i')  # field: broker_ids
+    write_fixed_array(out, _items_broker_ids, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -220,16 +220,16 @@ def decode_CreateTopicsRequestCreatableReplicaAssignment_v5(buf: Buffer, pos: in
     return CreateTopicsRequestCreatableReplicaAssignment(partition_index=partition_index, broker_ids=broker_ids), pos + 1
 
 
-def encode_CreateTopicsRequestCreatableReplicaAssignment_v5(m: CreateTopicsRequestCreatableReplicaAssignment, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
-    _items = m.broker_ids
-    if _items is None:
+def encode_CreateTopicsRequestCreatableReplicaAssignment_v5(m: CreateTopicsRequestCreatableReplicaAssignment, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
+    _items_broker_ids = m.broker_ids
+    if _items_broker_ids is None:
         raise null_error()  # field: broker_ids
-    write_compact_fixed_array(out, _items, 'i')  # field: broker_ids
+    write_compact_fixed_array(out, _items_broker_ids, 'i')  # field: broker_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsRequestCreatableTopicConfig_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRequestCreatableTopicConfig, int]:
@@ -238,7 +238,7 @@ def decode_CreateTopicsRequestCreatableTopicConfig_v0(buf: Buffer, pos: int) -> 
     return CreateTopicsRequestCreatableTopicConfig(name=name, value=value), pos
 
 
-def encode_CreateTopicsRequestCreatableTopicConfig_v0(m: CreateTopicsRequestCreatableTopicConfig, out: bytearray) -> None:
+def encode_CreateTopicsRequestCreatableTopicConfig_v0(m: CreateTopicsRequestCreatableTopicConfig, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -254,13 +254,13 @@ def decode_CreateTopicsRequestCreatableTopicConfig_v5(buf: Buffer, pos: int) -> 
     return CreateTopicsRequestCreatableTopicConfig(name=name, value=value), pos + 1
 
 
-def encode_CreateTopicsRequestCreatableTopicConfig_v5(m: CreateTopicsRequestCreatableTopicConfig, out: bytearray) -> None:
+def encode_CreateTopicsRequestCreatableTopicConfig_v5(m: CreateTopicsRequestCreatableTopicConfig, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_nullable_string(out, m.value)  # field: value
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsRequestCreatableTopic_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRequestCreatableTopic, int]:
@@ -271,38 +271,38 @@ def decode_CreateTopicsRequestCreatableTopic_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: assignments
     else:
-        assignments = []
-        _append = assignments.append
+        assignments: list[CreateTopicsRequestCreatableReplicaAssignment] = []
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v0(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v0(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     _count, pos = read_array_length(buf, pos, 4)  # field: configs
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[CreateTopicsRequestCreatableTopicConfig] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsRequestCreatableTopicConfig_v0(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_CreateTopicsRequestCreatableTopicConfig_v0(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     return CreateTopicsRequestCreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor, assignments=assignments, configs=configs), pos
 
 
-def encode_CreateTopicsRequestCreatableTopic_v0(m: CreateTopicsRequestCreatableTopic, out: bytearray) -> None:
+def encode_CreateTopicsRequestCreatableTopic_v0(m: CreateTopicsRequestCreatableTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    _items = m.assignments
-    if _items is None:
+    out.append(_S_ih.pack(m.num_partitions, m.replication_factor))  # field: num_partitions, replication_factor
+    _items_assignments = m.assignments
+    if _items_assignments is None:
         raise null_error()  # field: assignments
-    write_array_length(out, _items)  # field: assignments
-    for _item in _items:
-        encode_CreateTopicsRequestCreatableReplicaAssignment_v0(_item, out)  # field: assignments
-    _items = m.configs
-    if _items is None:
+    write_array_length(out, _items_assignments)  # field: assignments
+    for _item_assignments in _items_assignments:
+        encode_CreateTopicsRequestCreatableReplicaAssignment_v0(_item_assignments, out)  # field: assignments
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_CreateTopicsRequestCreatableTopicConfig_v0(_item, out)  # field: configs
+    write_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_CreateTopicsRequestCreatableTopicConfig_v0(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -315,45 +315,45 @@ def decode_CreateTopicsRequestCreatableTopic_v5(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: assignments
     else:
-        assignments = []
-        _append = assignments.append
+        assignments: list[CreateTopicsRequestCreatableReplicaAssignment] = []
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v5(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_CreateTopicsRequestCreatableReplicaAssignment_v5(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: configs
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[CreateTopicsRequestCreatableTopicConfig] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsRequestCreatableTopicConfig_v5(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_CreateTopicsRequestCreatableTopicConfig_v5(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreateTopicsRequestCreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor, assignments=assignments, configs=configs, unknown_tagged_fields=_unknown), pos
     return CreateTopicsRequestCreatableTopic(name=name, num_partitions=num_partitions, replication_factor=replication_factor, assignments=assignments, configs=configs), pos + 1
 
 
-def encode_CreateTopicsRequestCreatableTopic_v5(m: CreateTopicsRequestCreatableTopic, out: bytearray) -> None:
+def encode_CreateTopicsRequestCreatableTopic_v5(m: CreateTopicsRequestCreatableTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    _items = m.assignments
-    if _items is None:
+    out.append(_S_ih.pack(m.num_partitions, m.replication_factor))  # field: num_partitions, replication_factor
+    _items_assignments = m.assignments
+    if _items_assignments is None:
         raise null_error()  # field: assignments
-    write_compact_array_length(out, _items)  # field: assignments
-    for _item in _items:
-        encode_CreateTopicsRequestCreatableReplicaAssignment_v5(_item, out)  # field: assignments
-    _items = m.configs
-    if _items is None:
+    write_compact_array_length(out, _items_assignments)  # field: assignments
+    for _item_assignments in _items_assignments:
+        encode_CreateTopicsRequestCreatableReplicaAssignment_v5(_item_assignments, out)  # field: assignments
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_CreateTopicsRequestCreatableTopicConfig_v5(_item, out)  # field: configs
+    write_compact_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_CreateTopicsRequestCreatableTopicConfig_v5(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRequest, int]:
@@ -361,26 +361,26 @@ def decode_CreateTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsRequestCreatableTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms), pos
 
 
-def encode_CreateTopicsRequest_v0(m: CreateTopicsRequest, out: bytearray) -> None:
+def encode_CreateTopicsRequest_v0(m: CreateTopicsRequest, out: list[bytes]) -> None:
     if m.validate_only != False:  # field: validate_only
         raise absent_error()  # field: validate_only
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsRequestCreatableTopic_v0(_item, out)  # field: topics
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsRequestCreatableTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -390,24 +390,24 @@ def decode_CreateTopicsRequest_v1(buf: Buffer, pos: int) -> tuple[CreateTopicsRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsRequestCreatableTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsRequestCreatableTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos
 
 
-def encode_CreateTopicsRequest_v1(m: CreateTopicsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_CreateTopicsRequest_v1(m: CreateTopicsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsRequestCreatableTopic_v0(_item, out)  # field: topics
-    out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsRequestCreatableTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_io.pack(m.timeout_ms, m.validate_only))  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -417,11 +417,11 @@ def decode_CreateTopicsRequest_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsRequestCreatableTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsRequestCreatableTopic_v5(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsRequestCreatableTopic_v5(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, validate_only = _S_io.unpack_from(buf, pos)  # field: timeout_ms, validate_only
     pos += 5
     if buf[pos]:  # field: unknown_tagged_fields
@@ -430,18 +430,18 @@ def decode_CreateTopicsRequest_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsRe
     return CreateTopicsRequest(topics=topics, timeout_ms=timeout_ms, validate_only=validate_only), pos + 1
 
 
-def encode_CreateTopicsRequest_v5(m: CreateTopicsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_CreateTopicsRequest_v5(m: CreateTopicsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsRequestCreatableTopic_v5(_item, out)  # field: topics
-    out += _S_io.pack(m.timeout_ms, m.validate_only)  # field: timeout_ms, validate_only
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsRequestCreatableTopic_v5(_item_topics, out)  # field: topics
+    out.append(_S_io.pack(m.timeout_ms, m.validate_only))  # field: timeout_ms, validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsResponseCreatableTopicConfigs, int]:
@@ -455,14 +455,14 @@ def decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf: Buffer, pos: int) -
     return CreateTopicsResponseCreatableTopicConfigs(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive), pos + 1
 
 
-def encode_CreateTopicsResponseCreatableTopicConfigs_v5(m: CreateTopicsResponseCreatableTopicConfigs, out: bytearray) -> None:
+def encode_CreateTopicsResponseCreatableTopicConfigs_v5(m: CreateTopicsResponseCreatableTopicConfigs, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_nullable_string(out, m.value)  # field: value
-    out += _S_obo.pack(m.read_only, m.config_source, m.is_sensitive)  # field: read_only, config_source, is_sensitive
+    out.append(_S_obo.pack(m.read_only, m.config_source, m.is_sensitive))  # field: read_only, config_source, is_sensitive
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsResponseCreatableTopicResult_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsResponseCreatableTopicResult, int]:
@@ -472,9 +472,9 @@ def decode_CreateTopicsResponseCreatableTopicResult_v0(buf: Buffer, pos: int) ->
     return CreateTopicsResponseCreatableTopicResult(name=name, error_code=error_code), pos
 
 
-def encode_CreateTopicsResponseCreatableTopicResult_v0(m: CreateTopicsResponseCreatableTopicResult, out: bytearray) -> None:
+def encode_CreateTopicsResponseCreatableTopicResult_v0(m: CreateTopicsResponseCreatableTopicResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -487,9 +487,9 @@ def decode_CreateTopicsResponseCreatableTopicResult_v1(buf: Buffer, pos: int) ->
     return CreateTopicsResponseCreatableTopicResult(name=name, error_code=error_code, error_message=error_message), pos
 
 
-def encode_CreateTopicsResponseCreatableTopicResult_v1(m: CreateTopicsResponseCreatableTopicResult, out: bytearray) -> None:
+def encode_CreateTopicsResponseCreatableTopicResult_v1(m: CreateTopicsResponseCreatableTopicResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -504,15 +504,15 @@ def decode_CreateTopicsResponseCreatableTopicResult_v5(buf: Buffer, pos: int) ->
     pos += 6
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: configs
     if _count < 0:
-        configs = None
+        configs: list[CreateTopicsResponseCreatableTopicConfigs] | None = None
     else:
         configs = []
-        _append = configs.append
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     if buf[pos]:  # field: unknown_tagged_fields
-        topic_config_error_code = 0
+        topic_config_error_code: int = 0
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -528,26 +528,26 @@ def decode_CreateTopicsResponseCreatableTopicResult_v5(buf: Buffer, pos: int) ->
     return CreateTopicsResponseCreatableTopicResult(name=name, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs), pos + 1
 
 
-def encode_CreateTopicsResponseCreatableTopicResult_v5(m: CreateTopicsResponseCreatableTopicResult, out: bytearray) -> None:
+def encode_CreateTopicsResponseCreatableTopicResult_v5(m: CreateTopicsResponseCreatableTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    _items = m.configs
-    write_compact_array_length(out, _items)  # field: configs
-    if _items is not None:
-        for _item in _items:
-            encode_CreateTopicsResponseCreatableTopicConfigs_v5(_item, out)  # field: configs
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.topic_config_error_code
-    if _value != 0:
-        _buffer = bytearray()
-        _buffer += _S_h.pack(_value)  # field: topic_config_error_code
+    out.append(_S_ih.pack(m.num_partitions, m.replication_factor))  # field: num_partitions, replication_factor
+    _items_configs = m.configs
+    write_compact_array_length(out, _items_configs)  # field: configs
+    if _items_configs is not None:
+        for _item_configs in _items_configs:
+            encode_CreateTopicsResponseCreatableTopicConfigs_v5(_item_configs, out)  # field: configs
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_topic_config_error_code = m.topic_config_error_code
+    if _value_topic_config_error_code != 0:
+        _buffer: list[bytes] = []
+        _buffer.append(_S_h.pack(_value_topic_config_error_code))  # field: topic_config_error_code
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsResponseCreatableTopicResult_v7(buf: Buffer, pos: int) -> tuple[CreateTopicsResponseCreatableTopicResult, int]:
@@ -560,15 +560,15 @@ def decode_CreateTopicsResponseCreatableTopicResult_v7(buf: Buffer, pos: int) ->
     pos += 6
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: configs
     if _count < 0:
-        configs = None
+        configs: list[CreateTopicsResponseCreatableTopicConfigs] | None = None
     else:
         configs = []
-        _append = configs.append
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_CreateTopicsResponseCreatableTopicConfigs_v5(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     if buf[pos]:  # field: unknown_tagged_fields
-        topic_config_error_code = 0
+        topic_config_error_code: int = 0
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -584,26 +584,26 @@ def decode_CreateTopicsResponseCreatableTopicResult_v7(buf: Buffer, pos: int) ->
     return CreateTopicsResponseCreatableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message, num_partitions=num_partitions, replication_factor=replication_factor, configs=configs), pos + 1
 
 
-def encode_CreateTopicsResponseCreatableTopicResult_v7(m: CreateTopicsResponseCreatableTopicResult, out: bytearray) -> None:
+def encode_CreateTopicsResponseCreatableTopicResult_v7(m: CreateTopicsResponseCreatableTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_16sh.pack(m.topic_id.bytes, m.error_code)  # field: topic_id, error_code
+    out.append(_S_16sh.pack(m.topic_id.bytes, m.error_code))  # field: topic_id, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_ih.pack(m.num_partitions, m.replication_factor)  # field: num_partitions, replication_factor
-    _items = m.configs
-    write_compact_array_length(out, _items)  # field: configs
-    if _items is not None:
-        for _item in _items:
-            encode_CreateTopicsResponseCreatableTopicConfigs_v5(_item, out)  # field: configs
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.topic_config_error_code
-    if _value != 0:
-        _buffer = bytearray()
-        _buffer += _S_h.pack(_value)  # field: topic_config_error_code
+    out.append(_S_ih.pack(m.num_partitions, m.replication_factor))  # field: num_partitions, replication_factor
+    _items_configs = m.configs
+    write_compact_array_length(out, _items_configs)  # field: configs
+    if _items_configs is not None:
+        for _item_configs in _items_configs:
+            encode_CreateTopicsResponseCreatableTopicConfigs_v5(_item_configs, out)  # field: configs
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_topic_config_error_code = m.topic_config_error_code
+    if _value_topic_config_error_code != 0:
+        _buffer: list[bytes] = []
+        _buffer.append(_S_h.pack(_value_topic_config_error_code))  # field: topic_config_error_code
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsResponse_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsResponse, int]:
@@ -611,21 +611,21 @@ def decode_CreateTopicsResponse_v0(buf: Buffer, pos: int) -> tuple[CreateTopicsR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsResponseCreatableTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsResponseCreatableTopicResult_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return CreateTopicsResponse(topics=topics), pos
 
 
-def encode_CreateTopicsResponse_v0(m: CreateTopicsResponse, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_CreateTopicsResponse_v0(m: CreateTopicsResponse, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsResponseCreatableTopicResult_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsResponseCreatableTopicResult_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -635,21 +635,21 @@ def decode_CreateTopicsResponse_v1(buf: Buffer, pos: int) -> tuple[CreateTopicsR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsResponseCreatableTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return CreateTopicsResponse(topics=topics), pos
 
 
-def encode_CreateTopicsResponse_v1(m: CreateTopicsResponse, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_CreateTopicsResponse_v1(m: CreateTopicsResponse, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsResponseCreatableTopicResult_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsResponseCreatableTopicResult_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -661,22 +661,22 @@ def decode_CreateTopicsResponse_v2(buf: Buffer, pos: int) -> tuple[CreateTopicsR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsResponseCreatableTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsResponseCreatableTopicResult_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_CreateTopicsResponse_v2(m: CreateTopicsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_CreateTopicsResponse_v2(m: CreateTopicsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsResponseCreatableTopicResult_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsResponseCreatableTopicResult_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -688,29 +688,29 @@ def decode_CreateTopicsResponse_v5(buf: Buffer, pos: int) -> tuple[CreateTopicsR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsResponseCreatableTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v5(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsResponseCreatableTopicResult_v5(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_CreateTopicsResponse_v5(m: CreateTopicsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_CreateTopicsResponse_v5(m: CreateTopicsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsResponseCreatableTopicResult_v5(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsResponseCreatableTopicResult_v5(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_CreateTopicsResponse_v7(buf: Buffer, pos: int) -> tuple[CreateTopicsResponse, int]:
@@ -720,31 +720,31 @@ def decode_CreateTopicsResponse_v7(buf: Buffer, pos: int) -> tuple[CreateTopicsR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[CreateTopicsResponseCreatableTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_CreateTopicsResponseCreatableTopicResult_v7(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_CreateTopicsResponseCreatableTopicResult_v7(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return CreateTopicsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_CreateTopicsResponse_v7(m: CreateTopicsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_CreateTopicsResponse_v7(m: CreateTopicsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_CreateTopicsResponseCreatableTopicResult_v7(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_CreateTopicsResponseCreatableTopicResult_v7(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_CreateTopicsRequestCreatableReplicaAssignment_v1 = decode_CreateTopicsRequestCreatableReplicaAssignment_v0
 encode_CreateTopicsRequestCreatableReplicaAssignment_v1 = encode_CreateTopicsRequestCreatableReplicaAssignment_v0
 decode_CreateTopicsRequestCreatableReplicaAssignment_v2 = decode_CreateTopicsRequestCreatableReplicaAssignment_v0

@@ -64,7 +64,7 @@ class ConsumerProtocolAssignmentTopicPartition(msgspec.Struct, gc=False):
 
 
 class ConsumerProtocolAssignment(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ConsumerProtocolAssignment data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     assigned_partitions: list[ConsumerProtocolAssignmentTopicPartition] = []
@@ -82,7 +82,7 @@ class ConsumerProtocolSubscriptionTopicPartition(msgspec.Struct, gc=False):
 
 
 class ConsumerProtocolSubscription(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ConsumerProtocolSubscription data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[str] = []
@@ -94,7 +94,7 @@ class ConsumerProtocolSubscription(msgspec.Struct, gc=False):
 
 
 class DefaultPrincipalData(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DefaultPrincipalData data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     type: str = ''
@@ -104,7 +104,7 @@ class DefaultPrincipalData(msgspec.Struct, gc=False):
 
 
 class KRaftVersionRecord(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka KRaftVersionRecord data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     version: int = 0
@@ -122,7 +122,7 @@ class LeaderChangeMessageVoter(msgspec.Struct, gc=False):
 
 
 class LeaderChangeMessage(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka LeaderChangeMessage data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     version: int = 0
@@ -133,7 +133,7 @@ class LeaderChangeMessage(msgspec.Struct, gc=False):
 
 
 class SnapshotFooterRecord(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SnapshotFooterRecord data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     version: int = 0
@@ -141,7 +141,7 @@ class SnapshotFooterRecord(msgspec.Struct, gc=False):
 
 
 class SnapshotHeaderRecord(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SnapshotHeaderRecord data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     version: int = 0
@@ -180,7 +180,7 @@ class VotersRecordVoter(msgspec.Struct, gc=False):
 
 
 class VotersRecord(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka VotersRecord data (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     version: int = 0
@@ -289,12 +289,12 @@ def decode_ConsumerProtocolAssignmentTopicPartition_v0(buf: Buffer, pos: int) ->
     return ConsumerProtocolAssignmentTopicPartition(topic=topic, partitions=partitions), pos
 
 
-def encode_ConsumerProtocolAssignmentTopicPartition_v0(m: ConsumerProtocolAssignmentTopicPartition, out: bytearray) -> None:
+def encode_ConsumerProtocolAssignmentTopicPartition_v0(m: ConsumerProtocolAssignmentTopicPartition, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -304,22 +304,22 @@ def decode_ConsumerProtocolAssignment_v0(buf: Buffer, pos: int) -> tuple[Consume
     if _count < 0:
         raise null_error()  # field: assigned_partitions
     else:
-        assigned_partitions = []
-        _append = assigned_partitions.append
+        assigned_partitions: list[ConsumerProtocolAssignmentTopicPartition] = []
+        _append_assigned_partitions = assigned_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerProtocolAssignmentTopicPartition_v0(buf, pos)  # field: assigned_partitions
-            _append(_item)
+            _item_assigned_partitions, pos = decode_ConsumerProtocolAssignmentTopicPartition_v0(buf, pos)  # field: assigned_partitions
+            _append_assigned_partitions(_item_assigned_partitions)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
     return ConsumerProtocolAssignment(assigned_partitions=assigned_partitions, user_data=user_data), pos
 
 
-def encode_ConsumerProtocolAssignment_v0(m: ConsumerProtocolAssignment, out: bytearray) -> None:
-    _items = m.assigned_partitions
-    if _items is None:
+def encode_ConsumerProtocolAssignment_v0(m: ConsumerProtocolAssignment, out: list[bytes]) -> None:
+    _items_assigned_partitions = m.assigned_partitions
+    if _items_assigned_partitions is None:
         raise null_error()  # field: assigned_partitions
-    write_array_length(out, _items)  # field: assigned_partitions
-    for _item in _items:
-        encode_ConsumerProtocolAssignmentTopicPartition_v0(_item, out)  # field: assigned_partitions
+    write_array_length(out, _items_assigned_partitions)  # field: assigned_partitions
+    for _item_assigned_partitions in _items_assigned_partitions:
+        encode_ConsumerProtocolAssignmentTopicPartition_v0(_item_assigned_partitions, out)  # field: assigned_partitions
     write_nullable_bytes(out, m.user_data)  # field: user_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -333,12 +333,12 @@ def decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf: Buffer, pos: int) 
     return ConsumerProtocolSubscriptionTopicPartition(topic=topic, partitions=partitions), pos
 
 
-def encode_ConsumerProtocolSubscriptionTopicPartition_v1(m: ConsumerProtocolSubscriptionTopicPartition, out: bytearray) -> None:
+def encode_ConsumerProtocolSubscriptionTopicPartition_v1(m: ConsumerProtocolSubscriptionTopicPartition, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -348,22 +348,22 @@ def decode_ConsumerProtocolSubscription_v0(buf: Buffer, pos: int) -> tuple[Consu
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[str] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = read_string(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
     return ConsumerProtocolSubscription(topics=topics, user_data=user_data), pos
 
 
-def encode_ConsumerProtocolSubscription_v0(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_ConsumerProtocolSubscription_v0(m: ConsumerProtocolSubscription, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        write_string(out, _item)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        write_string(out, _item_topics)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -374,38 +374,38 @@ def decode_ConsumerProtocolSubscription_v1(buf: Buffer, pos: int) -> tuple[Consu
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[str] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = read_string(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
     _count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
     if _count < 0:
         raise null_error()  # field: owned_partitions
     else:
-        owned_partitions = []
-        _append = owned_partitions.append
+        owned_partitions: list[ConsumerProtocolSubscriptionTopicPartition] = []
+        _append_owned_partitions = owned_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
-            _append(_item)
+            _item_owned_partitions, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
+            _append_owned_partitions(_item_owned_partitions)
     return ConsumerProtocolSubscription(topics=topics, user_data=user_data, owned_partitions=owned_partitions), pos
 
 
-def encode_ConsumerProtocolSubscription_v1(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_ConsumerProtocolSubscription_v1(m: ConsumerProtocolSubscription, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        write_string(out, _item)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        write_string(out, _item_topics)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
-    _items = m.owned_partitions
-    if _items is None:
+    _items_owned_partitions = m.owned_partitions
+    if _items_owned_partitions is None:
         raise null_error()  # field: owned_partitions
-    write_array_length(out, _items)  # field: owned_partitions
-    for _item in _items:
-        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item, out)  # field: owned_partitions
+    write_array_length(out, _items_owned_partitions)  # field: owned_partitions
+    for _item_owned_partitions in _items_owned_partitions:
+        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item_owned_partitions, out)  # field: owned_partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -415,41 +415,41 @@ def decode_ConsumerProtocolSubscription_v2(buf: Buffer, pos: int) -> tuple[Consu
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[str] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = read_string(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
     _count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
     if _count < 0:
         raise null_error()  # field: owned_partitions
     else:
-        owned_partitions = []
-        _append = owned_partitions.append
+        owned_partitions: list[ConsumerProtocolSubscriptionTopicPartition] = []
+        _append_owned_partitions = owned_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
-            _append(_item)
+            _item_owned_partitions, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
+            _append_owned_partitions(_item_owned_partitions)
     generation_id, = _S_i.unpack_from(buf, pos)  # field: generation_id
     pos += 4
     return ConsumerProtocolSubscription(topics=topics, user_data=user_data, owned_partitions=owned_partitions, generation_id=generation_id), pos
 
 
-def encode_ConsumerProtocolSubscription_v2(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_ConsumerProtocolSubscription_v2(m: ConsumerProtocolSubscription, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        write_string(out, _item)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        write_string(out, _item_topics)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
-    _items = m.owned_partitions
-    if _items is None:
+    _items_owned_partitions = m.owned_partitions
+    if _items_owned_partitions is None:
         raise null_error()  # field: owned_partitions
-    write_array_length(out, _items)  # field: owned_partitions
-    for _item in _items:
-        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item, out)  # field: owned_partitions
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    write_array_length(out, _items_owned_partitions)  # field: owned_partitions
+    for _item_owned_partitions in _items_owned_partitions:
+        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item_owned_partitions, out)  # field: owned_partitions
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -459,42 +459,42 @@ def decode_ConsumerProtocolSubscription_v3(buf: Buffer, pos: int) -> tuple[Consu
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[str] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = read_string(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     user_data, pos = read_nullable_bytes(buf, pos)  # field: user_data
     _count, pos = read_array_length(buf, pos, 6)  # field: owned_partitions
     if _count < 0:
         raise null_error()  # field: owned_partitions
     else:
-        owned_partitions = []
-        _append = owned_partitions.append
+        owned_partitions: list[ConsumerProtocolSubscriptionTopicPartition] = []
+        _append_owned_partitions = owned_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
-            _append(_item)
+            _item_owned_partitions, pos = decode_ConsumerProtocolSubscriptionTopicPartition_v1(buf, pos)  # field: owned_partitions
+            _append_owned_partitions(_item_owned_partitions)
     generation_id, = _S_i.unpack_from(buf, pos)  # field: generation_id
     pos += 4
     rack_id, pos = read_nullable_string(buf, pos)  # field: rack_id
     return ConsumerProtocolSubscription(topics=topics, user_data=user_data, owned_partitions=owned_partitions, generation_id=generation_id, rack_id=rack_id), pos
 
 
-def encode_ConsumerProtocolSubscription_v3(m: ConsumerProtocolSubscription, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_ConsumerProtocolSubscription_v3(m: ConsumerProtocolSubscription, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        write_string(out, _item)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        write_string(out, _item_topics)  # field: topics
     write_nullable_bytes(out, m.user_data)  # field: user_data
-    _items = m.owned_partitions
-    if _items is None:
+    _items_owned_partitions = m.owned_partitions
+    if _items_owned_partitions is None:
         raise null_error()  # field: owned_partitions
-    write_array_length(out, _items)  # field: owned_partitions
-    for _item in _items:
-        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item, out)  # field: owned_partitions
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    write_array_length(out, _items_owned_partitions)  # field: owned_partitions
+    for _item_owned_partitions in _items_owned_partitions:
+        encode_ConsumerProtocolSubscriptionTopicPartition_v1(_item_owned_partitions, out)  # field: owned_partitions
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_nullable_string(out, m.rack_id)  # field: rack_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -511,14 +511,14 @@ def decode_DefaultPrincipalData_v0(buf: Buffer, pos: int) -> tuple[DefaultPrinci
     return DefaultPrincipalData(type=type, name=name, token_authenticated=token_authenticated), pos + 1
 
 
-def encode_DefaultPrincipalData_v0(m: DefaultPrincipalData, out: bytearray) -> None:
+def encode_DefaultPrincipalData_v0(m: DefaultPrincipalData, out: list[bytes]) -> None:
     write_compact_string(out, m.type)  # field: type
     write_compact_string(out, m.name)  # field: name
-    out += _S_o.pack(m.token_authenticated)  # field: token_authenticated
+    out.append(_S_o.pack(m.token_authenticated))  # field: token_authenticated
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_KRaftVersionRecord_v0(buf: Buffer, pos: int) -> tuple[KRaftVersionRecord, int]:
@@ -530,12 +530,12 @@ def decode_KRaftVersionRecord_v0(buf: Buffer, pos: int) -> tuple[KRaftVersionRec
     return KRaftVersionRecord(version=version, kraft_version=kraft_version), pos + 1
 
 
-def encode_KRaftVersionRecord_v0(m: KRaftVersionRecord, out: bytearray) -> None:
-    out += _S_hh.pack(m.version, m.kraft_version)  # field: version, kraft_version
+def encode_KRaftVersionRecord_v0(m: KRaftVersionRecord, out: list[bytes]) -> None:
+    out.append(_S_hh.pack(m.version, m.kraft_version))  # field: version, kraft_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderChangeMessageVoter_v0(buf: Buffer, pos: int) -> tuple[LeaderChangeMessageVoter, int]:
@@ -547,14 +547,14 @@ def decode_LeaderChangeMessageVoter_v0(buf: Buffer, pos: int) -> tuple[LeaderCha
     return LeaderChangeMessageVoter(voter_id=voter_id), pos + 1
 
 
-def encode_LeaderChangeMessageVoter_v0(m: LeaderChangeMessageVoter, out: bytearray) -> None:
+def encode_LeaderChangeMessageVoter_v0(m: LeaderChangeMessageVoter, out: list[bytes]) -> None:
     if m.voter_directory_id != ZERO_UUID:  # field: voter_directory_id
         raise absent_error()  # field: voter_directory_id
-    out += _S_i.pack(m.voter_id)  # field: voter_id
+    out.append(_S_i.pack(m.voter_id))  # field: voter_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderChangeMessageVoter_v1(buf: Buffer, pos: int) -> tuple[LeaderChangeMessageVoter, int]:
@@ -567,12 +567,12 @@ def decode_LeaderChangeMessageVoter_v1(buf: Buffer, pos: int) -> tuple[LeaderCha
     return LeaderChangeMessageVoter(voter_id=voter_id, voter_directory_id=voter_directory_id), pos + 1
 
 
-def encode_LeaderChangeMessageVoter_v1(m: LeaderChangeMessageVoter, out: bytearray) -> None:
-    out += _S_i16s.pack(m.voter_id, m.voter_directory_id.bytes)  # field: voter_id, voter_directory_id
+def encode_LeaderChangeMessageVoter_v1(m: LeaderChangeMessageVoter, out: list[bytes]) -> None:
+    out.append(_S_i16s.pack(m.voter_id, m.voter_directory_id.bytes))  # field: voter_id, voter_directory_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderChangeMessage_v0(buf: Buffer, pos: int) -> tuple[LeaderChangeMessage, int]:
@@ -582,44 +582,44 @@ def decode_LeaderChangeMessage_v0(buf: Buffer, pos: int) -> tuple[LeaderChangeMe
     if _count < 0:
         raise null_error()  # field: voters
     else:
-        voters = []
-        _append = voters.append
+        voters: list[LeaderChangeMessageVoter] = []
+        _append_voters = voters.append
         for _ in range(_count):
-            _item, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: voters
-            _append(_item)
+            _item_voters, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: voters
+            _append_voters(_item_voters)
     _count, pos = read_compact_array_length(buf, pos, 5)  # field: granting_voters
     if _count < 0:
         raise null_error()  # field: granting_voters
     else:
-        granting_voters = []
-        _append = granting_voters.append
+        granting_voters: list[LeaderChangeMessageVoter] = []
+        _append_granting_voters = granting_voters.append
         for _ in range(_count):
-            _item, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: granting_voters
-            _append(_item)
+            _item_granting_voters, pos = decode_LeaderChangeMessageVoter_v0(buf, pos)  # field: granting_voters
+            _append_granting_voters(_item_granting_voters)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters, unknown_tagged_fields=_unknown), pos
     return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters), pos + 1
 
 
-def encode_LeaderChangeMessage_v0(m: LeaderChangeMessage, out: bytearray) -> None:
-    out += _S_hi.pack(m.version, m.leader_id)  # field: version, leader_id
-    _items = m.voters
-    if _items is None:
+def encode_LeaderChangeMessage_v0(m: LeaderChangeMessage, out: list[bytes]) -> None:
+    out.append(_S_hi.pack(m.version, m.leader_id))  # field: version, leader_id
+    _items_voters = m.voters
+    if _items_voters is None:
         raise null_error()  # field: voters
-    write_compact_array_length(out, _items)  # field: voters
-    for _item in _items:
-        encode_LeaderChangeMessageVoter_v0(_item, out)  # field: voters
-    _items = m.granting_voters
-    if _items is None:
+    write_compact_array_length(out, _items_voters)  # field: voters
+    for _item_voters in _items_voters:
+        encode_LeaderChangeMessageVoter_v0(_item_voters, out)  # field: voters
+    _items_granting_voters = m.granting_voters
+    if _items_granting_voters is None:
         raise null_error()  # field: granting_voters
-    write_compact_array_length(out, _items)  # field: granting_voters
-    for _item in _items:
-        encode_LeaderChangeMessageVoter_v0(_item, out)  # field: granting_voters
+    write_compact_array_length(out, _items_granting_voters)  # field: granting_voters
+    for _item_granting_voters in _items_granting_voters:
+        encode_LeaderChangeMessageVoter_v0(_item_granting_voters, out)  # field: granting_voters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderChangeMessage_v1(buf: Buffer, pos: int) -> tuple[LeaderChangeMessage, int]:
@@ -629,44 +629,44 @@ def decode_LeaderChangeMessage_v1(buf: Buffer, pos: int) -> tuple[LeaderChangeMe
     if _count < 0:
         raise null_error()  # field: voters
     else:
-        voters = []
-        _append = voters.append
+        voters: list[LeaderChangeMessageVoter] = []
+        _append_voters = voters.append
         for _ in range(_count):
-            _item, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: voters
-            _append(_item)
+            _item_voters, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: voters
+            _append_voters(_item_voters)
     _count, pos = read_compact_array_length(buf, pos, 21)  # field: granting_voters
     if _count < 0:
         raise null_error()  # field: granting_voters
     else:
-        granting_voters = []
-        _append = granting_voters.append
+        granting_voters: list[LeaderChangeMessageVoter] = []
+        _append_granting_voters = granting_voters.append
         for _ in range(_count):
-            _item, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: granting_voters
-            _append(_item)
+            _item_granting_voters, pos = decode_LeaderChangeMessageVoter_v1(buf, pos)  # field: granting_voters
+            _append_granting_voters(_item_granting_voters)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters, unknown_tagged_fields=_unknown), pos
     return LeaderChangeMessage(version=version, leader_id=leader_id, voters=voters, granting_voters=granting_voters), pos + 1
 
 
-def encode_LeaderChangeMessage_v1(m: LeaderChangeMessage, out: bytearray) -> None:
-    out += _S_hi.pack(m.version, m.leader_id)  # field: version, leader_id
-    _items = m.voters
-    if _items is None:
+def encode_LeaderChangeMessage_v1(m: LeaderChangeMessage, out: list[bytes]) -> None:
+    out.append(_S_hi.pack(m.version, m.leader_id))  # field: version, leader_id
+    _items_voters = m.voters
+    if _items_voters is None:
         raise null_error()  # field: voters
-    write_compact_array_length(out, _items)  # field: voters
-    for _item in _items:
-        encode_LeaderChangeMessageVoter_v1(_item, out)  # field: voters
-    _items = m.granting_voters
-    if _items is None:
+    write_compact_array_length(out, _items_voters)  # field: voters
+    for _item_voters in _items_voters:
+        encode_LeaderChangeMessageVoter_v1(_item_voters, out)  # field: voters
+    _items_granting_voters = m.granting_voters
+    if _items_granting_voters is None:
         raise null_error()  # field: granting_voters
-    write_compact_array_length(out, _items)  # field: granting_voters
-    for _item in _items:
-        encode_LeaderChangeMessageVoter_v1(_item, out)  # field: granting_voters
+    write_compact_array_length(out, _items_granting_voters)  # field: granting_voters
+    for _item_granting_voters in _items_granting_voters:
+        encode_LeaderChangeMessageVoter_v1(_item_granting_voters, out)  # field: granting_voters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_SnapshotFooterRecord_v0(buf: Buffer, pos: int) -> tuple[SnapshotFooterRecord, int]:
@@ -678,12 +678,12 @@ def decode_SnapshotFooterRecord_v0(buf: Buffer, pos: int) -> tuple[SnapshotFoote
     return SnapshotFooterRecord(version=version), pos + 1
 
 
-def encode_SnapshotFooterRecord_v0(m: SnapshotFooterRecord, out: bytearray) -> None:
-    out += _S_h.pack(m.version)  # field: version
+def encode_SnapshotFooterRecord_v0(m: SnapshotFooterRecord, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.version))  # field: version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_SnapshotHeaderRecord_v0(buf: Buffer, pos: int) -> tuple[SnapshotHeaderRecord, int]:
@@ -695,12 +695,12 @@ def decode_SnapshotHeaderRecord_v0(buf: Buffer, pos: int) -> tuple[SnapshotHeade
     return SnapshotHeaderRecord(version=version, last_contained_log_timestamp=last_contained_log_timestamp), pos + 1
 
 
-def encode_SnapshotHeaderRecord_v0(m: SnapshotHeaderRecord, out: bytearray) -> None:
-    out += _S_hq.pack(m.version, m.last_contained_log_timestamp)  # field: version, last_contained_log_timestamp
+def encode_SnapshotHeaderRecord_v0(m: SnapshotHeaderRecord, out: list[bytes]) -> None:
+    out.append(_S_hq.pack(m.version, m.last_contained_log_timestamp))  # field: version, last_contained_log_timestamp
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VotersRecordEndpoint_v0(buf: Buffer, pos: int) -> tuple[VotersRecordEndpoint, int]:
@@ -714,14 +714,14 @@ def decode_VotersRecordEndpoint_v0(buf: Buffer, pos: int) -> tuple[VotersRecordE
     return VotersRecordEndpoint(name=name, host=host, port=port), pos + 1
 
 
-def encode_VotersRecordEndpoint_v0(m: VotersRecordEndpoint, out: bytearray) -> None:
+def encode_VotersRecordEndpoint_v0(m: VotersRecordEndpoint, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VotersRecordKRaftVersionFeature_v0(buf: Buffer, pos: int) -> tuple[VotersRecordKRaftVersionFeature, int]:
@@ -733,12 +733,12 @@ def decode_VotersRecordKRaftVersionFeature_v0(buf: Buffer, pos: int) -> tuple[Vo
     return VotersRecordKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
-def encode_VotersRecordKRaftVersionFeature_v0(m: VotersRecordKRaftVersionFeature, out: bytearray) -> None:
-    out += _S_hh.pack(m.min_supported_version, m.max_supported_version)  # field: min_supported_version, max_supported_version
+def encode_VotersRecordKRaftVersionFeature_v0(m: VotersRecordKRaftVersionFeature, out: list[bytes]) -> None:
+    out.append(_S_hh.pack(m.min_supported_version, m.max_supported_version))  # field: min_supported_version, max_supported_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VotersRecordVoter_v0(buf: Buffer, pos: int) -> tuple[VotersRecordVoter, int]:
@@ -749,11 +749,11 @@ def decode_VotersRecordVoter_v0(buf: Buffer, pos: int) -> tuple[VotersRecordVote
     if _count < 0:
         raise null_error()  # field: endpoints
     else:
-        endpoints = []
-        _append = endpoints.append
+        endpoints: list[VotersRecordEndpoint] = []
+        _append_endpoints = endpoints.append
         for _ in range(_count):
-            _item, pos = decode_VotersRecordEndpoint_v0(buf, pos)  # field: endpoints
-            _append(_item)
+            _item_endpoints, pos = decode_VotersRecordEndpoint_v0(buf, pos)  # field: endpoints
+            _append_endpoints(_item_endpoints)
     kraft_version_feature, pos = decode_VotersRecordKRaftVersionFeature_v0(buf, pos)  # field: kraft_version_feature
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
@@ -761,19 +761,19 @@ def decode_VotersRecordVoter_v0(buf: Buffer, pos: int) -> tuple[VotersRecordVote
     return VotersRecordVoter(voter_id=voter_id, voter_directory_id=voter_directory_id, endpoints=endpoints, kraft_version_feature=kraft_version_feature), pos + 1
 
 
-def encode_VotersRecordVoter_v0(m: VotersRecordVoter, out: bytearray) -> None:
-    out += _S_i16s.pack(m.voter_id, m.voter_directory_id.bytes)  # field: voter_id, voter_directory_id
-    _items = m.endpoints
-    if _items is None:
+def encode_VotersRecordVoter_v0(m: VotersRecordVoter, out: list[bytes]) -> None:
+    out.append(_S_i16s.pack(m.voter_id, m.voter_directory_id.bytes))  # field: voter_id, voter_directory_id
+    _items_endpoints = m.endpoints
+    if _items_endpoints is None:
         raise null_error()  # field: endpoints
-    write_compact_array_length(out, _items)  # field: endpoints
-    for _item in _items:
-        encode_VotersRecordEndpoint_v0(_item, out)  # field: endpoints
+    write_compact_array_length(out, _items_endpoints)  # field: endpoints
+    for _item_endpoints in _items_endpoints:
+        encode_VotersRecordEndpoint_v0(_item_endpoints, out)  # field: endpoints
     encode_VotersRecordKRaftVersionFeature_v0(m.kraft_version_feature, out)  # field: kraft_version_feature
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VotersRecord_v0(buf: Buffer, pos: int) -> tuple[VotersRecord, int]:
@@ -783,31 +783,31 @@ def decode_VotersRecord_v0(buf: Buffer, pos: int) -> tuple[VotersRecord, int]:
     if _count < 0:
         raise null_error()  # field: voters
     else:
-        voters = []
-        _append = voters.append
+        voters: list[VotersRecordVoter] = []
+        _append_voters = voters.append
         for _ in range(_count):
-            _item, pos = decode_VotersRecordVoter_v0(buf, pos)  # field: voters
-            _append(_item)
+            _item_voters, pos = decode_VotersRecordVoter_v0(buf, pos)  # field: voters
+            _append_voters(_item_voters)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return VotersRecord(version=version, voters=voters, unknown_tagged_fields=_unknown), pos
     return VotersRecord(version=version, voters=voters), pos + 1
 
 
-def encode_VotersRecord_v0(m: VotersRecord, out: bytearray) -> None:
-    out += _S_h.pack(m.version)  # field: version
-    _items = m.voters
-    if _items is None:
+def encode_VotersRecord_v0(m: VotersRecord, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.version))  # field: version
+    _items_voters = m.voters
+    if _items_voters is None:
         raise null_error()  # field: voters
-    write_compact_array_length(out, _items)  # field: voters
-    for _item in _items:
-        encode_VotersRecordVoter_v0(_item, out)  # field: voters
+    write_compact_array_length(out, _items_voters)  # field: voters
+    for _item_voters in _items_voters:
+        encode_VotersRecordVoter_v0(_item_voters, out)  # field: voters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ConsumerProtocolAssignmentTopicPartition_v1 = decode_ConsumerProtocolAssignmentTopicPartition_v0
 encode_ConsumerProtocolAssignmentTopicPartition_v1 = encode_ConsumerProtocolAssignmentTopicPartition_v0
 decode_ConsumerProtocolAssignmentTopicPartition_v2 = decode_ConsumerProtocolAssignmentTopicPartition_v0

@@ -69,7 +69,7 @@ class DeleteAclsRequestDeleteAclsFilter(msgspec.Struct, gc=False):
 
 
 class DeleteAclsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteAclsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     filters: list[DeleteAclsRequestDeleteAclsFilter] = []
@@ -103,7 +103,7 @@ class DeleteAclsResponseDeleteAclsFilterResult(msgspec.Struct, gc=False):
 
 
 class DeleteAclsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteAclsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -168,14 +168,14 @@ def decode_DeleteAclsRequestDeleteAclsFilter_v0(buf: Buffer, pos: int) -> tuple[
     return DeleteAclsRequestDeleteAclsFilter(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos
 
 
-def encode_DeleteAclsRequestDeleteAclsFilter_v0(m: DeleteAclsRequestDeleteAclsFilter, out: bytearray) -> None:
+def encode_DeleteAclsRequestDeleteAclsFilter_v0(m: DeleteAclsRequestDeleteAclsFilter, out: list[bytes]) -> None:
     if m.pattern_type_filter != 3:  # field: pattern_type_filter
         raise absent_error()  # field: pattern_type_filter
-    out += _S_b.pack(m.resource_type_filter)  # field: resource_type_filter
+    out.append(_S_b.pack(m.resource_type_filter))  # field: resource_type_filter
     write_nullable_string(out, m.resource_name_filter)  # field: resource_name_filter
     write_nullable_string(out, m.principal_filter)  # field: principal_filter
     write_nullable_string(out, m.host_filter)  # field: host_filter
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -193,13 +193,13 @@ def decode_DeleteAclsRequestDeleteAclsFilter_v1(buf: Buffer, pos: int) -> tuple[
     return DeleteAclsRequestDeleteAclsFilter(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos
 
 
-def encode_DeleteAclsRequestDeleteAclsFilter_v1(m: DeleteAclsRequestDeleteAclsFilter, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type_filter)  # field: resource_type_filter
+def encode_DeleteAclsRequestDeleteAclsFilter_v1(m: DeleteAclsRequestDeleteAclsFilter, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type_filter))  # field: resource_type_filter
     write_nullable_string(out, m.resource_name_filter)  # field: resource_name_filter
-    out += _S_b.pack(m.pattern_type_filter)  # field: pattern_type_filter
+    out.append(_S_b.pack(m.pattern_type_filter))  # field: pattern_type_filter
     write_nullable_string(out, m.principal_filter)  # field: principal_filter
     write_nullable_string(out, m.host_filter)  # field: host_filter
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -220,17 +220,17 @@ def decode_DeleteAclsRequestDeleteAclsFilter_v2(buf: Buffer, pos: int) -> tuple[
     return DeleteAclsRequestDeleteAclsFilter(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos + 1
 
 
-def encode_DeleteAclsRequestDeleteAclsFilter_v2(m: DeleteAclsRequestDeleteAclsFilter, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type_filter)  # field: resource_type_filter
+def encode_DeleteAclsRequestDeleteAclsFilter_v2(m: DeleteAclsRequestDeleteAclsFilter, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type_filter))  # field: resource_type_filter
     write_compact_nullable_string(out, m.resource_name_filter)  # field: resource_name_filter
-    out += _S_b.pack(m.pattern_type_filter)  # field: pattern_type_filter
+    out.append(_S_b.pack(m.pattern_type_filter))  # field: pattern_type_filter
     write_compact_nullable_string(out, m.principal_filter)  # field: principal_filter
     write_compact_nullable_string(out, m.host_filter)  # field: host_filter
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteAclsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsRequest, int]:
@@ -238,21 +238,21 @@ def decode_DeleteAclsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsReques
     if _count < 0:
         raise null_error()  # field: filters
     else:
-        filters = []
-        _append = filters.append
+        filters: list[DeleteAclsRequestDeleteAclsFilter] = []
+        _append_filters = filters.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v0(buf, pos)  # field: filters
-            _append(_item)
+            _item_filters, pos = decode_DeleteAclsRequestDeleteAclsFilter_v0(buf, pos)  # field: filters
+            _append_filters(_item_filters)
     return DeleteAclsRequest(filters=filters), pos
 
 
-def encode_DeleteAclsRequest_v0(m: DeleteAclsRequest, out: bytearray) -> None:
-    _items = m.filters
-    if _items is None:
+def encode_DeleteAclsRequest_v0(m: DeleteAclsRequest, out: list[bytes]) -> None:
+    _items_filters = m.filters
+    if _items_filters is None:
         raise null_error()  # field: filters
-    write_array_length(out, _items)  # field: filters
-    for _item in _items:
-        encode_DeleteAclsRequestDeleteAclsFilter_v0(_item, out)  # field: filters
+    write_array_length(out, _items_filters)  # field: filters
+    for _item_filters in _items_filters:
+        encode_DeleteAclsRequestDeleteAclsFilter_v0(_item_filters, out)  # field: filters
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -262,21 +262,21 @@ def decode_DeleteAclsRequest_v1(buf: Buffer, pos: int) -> tuple[DeleteAclsReques
     if _count < 0:
         raise null_error()  # field: filters
     else:
-        filters = []
-        _append = filters.append
+        filters: list[DeleteAclsRequestDeleteAclsFilter] = []
+        _append_filters = filters.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v1(buf, pos)  # field: filters
-            _append(_item)
+            _item_filters, pos = decode_DeleteAclsRequestDeleteAclsFilter_v1(buf, pos)  # field: filters
+            _append_filters(_item_filters)
     return DeleteAclsRequest(filters=filters), pos
 
 
-def encode_DeleteAclsRequest_v1(m: DeleteAclsRequest, out: bytearray) -> None:
-    _items = m.filters
-    if _items is None:
+def encode_DeleteAclsRequest_v1(m: DeleteAclsRequest, out: list[bytes]) -> None:
+    _items_filters = m.filters
+    if _items_filters is None:
         raise null_error()  # field: filters
-    write_array_length(out, _items)  # field: filters
-    for _item in _items:
-        encode_DeleteAclsRequestDeleteAclsFilter_v1(_item, out)  # field: filters
+    write_array_length(out, _items_filters)  # field: filters
+    for _item_filters in _items_filters:
+        encode_DeleteAclsRequestDeleteAclsFilter_v1(_item_filters, out)  # field: filters
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -286,28 +286,28 @@ def decode_DeleteAclsRequest_v2(buf: Buffer, pos: int) -> tuple[DeleteAclsReques
     if _count < 0:
         raise null_error()  # field: filters
     else:
-        filters = []
-        _append = filters.append
+        filters: list[DeleteAclsRequestDeleteAclsFilter] = []
+        _append_filters = filters.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsRequestDeleteAclsFilter_v2(buf, pos)  # field: filters
-            _append(_item)
+            _item_filters, pos = decode_DeleteAclsRequestDeleteAclsFilter_v2(buf, pos)  # field: filters
+            _append_filters(_item_filters)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteAclsRequest(filters=filters, unknown_tagged_fields=_unknown), pos
     return DeleteAclsRequest(filters=filters), pos + 1
 
 
-def encode_DeleteAclsRequest_v2(m: DeleteAclsRequest, out: bytearray) -> None:
-    _items = m.filters
-    if _items is None:
+def encode_DeleteAclsRequest_v2(m: DeleteAclsRequest, out: list[bytes]) -> None:
+    _items_filters = m.filters
+    if _items_filters is None:
         raise null_error()  # field: filters
-    write_compact_array_length(out, _items)  # field: filters
-    for _item in _items:
-        encode_DeleteAclsRequestDeleteAclsFilter_v2(_item, out)  # field: filters
+    write_compact_array_length(out, _items_filters)  # field: filters
+    for _item_filters in _items_filters:
+        encode_DeleteAclsRequestDeleteAclsFilter_v2(_item_filters, out)  # field: filters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsResponseDeleteAclsMatchingAcl, int]:
@@ -324,16 +324,16 @@ def decode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(buf: Buffer, pos: int) -> 
     return DeleteAclsResponseDeleteAclsMatchingAcl(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, principal=principal, host=host, operation=operation, permission_type=permission_type), pos
 
 
-def encode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(m: DeleteAclsResponseDeleteAclsMatchingAcl, out: bytearray) -> None:
+def encode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(m: DeleteAclsResponseDeleteAclsMatchingAcl, out: list[bytes]) -> None:
     if m.pattern_type != 3:  # field: pattern_type
         raise absent_error()  # field: pattern_type
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
     write_string(out, m.principal)  # field: principal
     write_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -354,15 +354,15 @@ def decode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(buf: Buffer, pos: int) -> 
     return DeleteAclsResponseDeleteAclsMatchingAcl(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type), pos
 
 
-def encode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(m: DeleteAclsResponseDeleteAclsMatchingAcl, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(m: DeleteAclsResponseDeleteAclsMatchingAcl, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    out += _S_b.pack(m.pattern_type)  # field: pattern_type
+    out.append(_S_b.pack(m.pattern_type))  # field: pattern_type
     write_string(out, m.principal)  # field: principal
     write_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -386,19 +386,19 @@ def decode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(buf: Buffer, pos: int) -> 
     return DeleteAclsResponseDeleteAclsMatchingAcl(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, principal=principal, host=host, operation=operation, permission_type=permission_type), pos + 1
 
 
-def encode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(m: DeleteAclsResponseDeleteAclsMatchingAcl, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(m: DeleteAclsResponseDeleteAclsMatchingAcl, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    out += _S_b.pack(m.pattern_type)  # field: pattern_type
+    out.append(_S_b.pack(m.pattern_type))  # field: pattern_type
     write_compact_string(out, m.principal)  # field: principal
     write_compact_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteAclsResponseDeleteAclsFilterResult_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsResponseDeleteAclsFilterResult, int]:
@@ -409,23 +409,23 @@ def decode_DeleteAclsResponseDeleteAclsFilterResult_v0(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: matching_acls
     else:
-        matching_acls = []
-        _append = matching_acls.append
+        matching_acls: list[DeleteAclsResponseDeleteAclsMatchingAcl] = []
+        _append_matching_acls = matching_acls.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(buf, pos)  # field: matching_acls
-            _append(_item)
+            _item_matching_acls, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(buf, pos)  # field: matching_acls
+            _append_matching_acls(_item_matching_acls)
     return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls), pos
 
 
-def encode_DeleteAclsResponseDeleteAclsFilterResult_v0(m: DeleteAclsResponseDeleteAclsFilterResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DeleteAclsResponseDeleteAclsFilterResult_v0(m: DeleteAclsResponseDeleteAclsFilterResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.matching_acls
-    if _items is None:
+    _items_matching_acls = m.matching_acls
+    if _items_matching_acls is None:
         raise null_error()  # field: matching_acls
-    write_array_length(out, _items)  # field: matching_acls
-    for _item in _items:
-        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(_item, out)  # field: matching_acls
+    write_array_length(out, _items_matching_acls)  # field: matching_acls
+    for _item_matching_acls in _items_matching_acls:
+        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v0(_item_matching_acls, out)  # field: matching_acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -438,23 +438,23 @@ def decode_DeleteAclsResponseDeleteAclsFilterResult_v1(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: matching_acls
     else:
-        matching_acls = []
-        _append = matching_acls.append
+        matching_acls: list[DeleteAclsResponseDeleteAclsMatchingAcl] = []
+        _append_matching_acls = matching_acls.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(buf, pos)  # field: matching_acls
-            _append(_item)
+            _item_matching_acls, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(buf, pos)  # field: matching_acls
+            _append_matching_acls(_item_matching_acls)
     return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls), pos
 
 
-def encode_DeleteAclsResponseDeleteAclsFilterResult_v1(m: DeleteAclsResponseDeleteAclsFilterResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DeleteAclsResponseDeleteAclsFilterResult_v1(m: DeleteAclsResponseDeleteAclsFilterResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.matching_acls
-    if _items is None:
+    _items_matching_acls = m.matching_acls
+    if _items_matching_acls is None:
         raise null_error()  # field: matching_acls
-    write_array_length(out, _items)  # field: matching_acls
-    for _item in _items:
-        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(_item, out)  # field: matching_acls
+    write_array_length(out, _items_matching_acls)  # field: matching_acls
+    for _item_matching_acls in _items_matching_acls:
+        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v1(_item_matching_acls, out)  # field: matching_acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -467,30 +467,30 @@ def decode_DeleteAclsResponseDeleteAclsFilterResult_v2(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: matching_acls
     else:
-        matching_acls = []
-        _append = matching_acls.append
+        matching_acls: list[DeleteAclsResponseDeleteAclsMatchingAcl] = []
+        _append_matching_acls = matching_acls.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(buf, pos)  # field: matching_acls
-            _append(_item)
+            _item_matching_acls, pos = decode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(buf, pos)  # field: matching_acls
+            _append_matching_acls(_item_matching_acls)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls, unknown_tagged_fields=_unknown), pos
     return DeleteAclsResponseDeleteAclsFilterResult(error_code=error_code, error_message=error_message, matching_acls=matching_acls), pos + 1
 
 
-def encode_DeleteAclsResponseDeleteAclsFilterResult_v2(m: DeleteAclsResponseDeleteAclsFilterResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DeleteAclsResponseDeleteAclsFilterResult_v2(m: DeleteAclsResponseDeleteAclsFilterResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.matching_acls
-    if _items is None:
+    _items_matching_acls = m.matching_acls
+    if _items_matching_acls is None:
         raise null_error()  # field: matching_acls
-    write_compact_array_length(out, _items)  # field: matching_acls
-    for _item in _items:
-        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(_item, out)  # field: matching_acls
+    write_compact_array_length(out, _items_matching_acls)  # field: matching_acls
+    for _item_matching_acls in _items_matching_acls:
+        encode_DeleteAclsResponseDeleteAclsMatchingAcl_v2(_item_matching_acls, out)  # field: matching_acls
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteAclsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsResponse, int]:
@@ -500,22 +500,22 @@ def decode_DeleteAclsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteAclsRespo
     if _count < 0:
         raise null_error()  # field: filter_results
     else:
-        filter_results = []
-        _append = filter_results.append
+        filter_results: list[DeleteAclsResponseDeleteAclsFilterResult] = []
+        _append_filter_results = filter_results.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v0(buf, pos)  # field: filter_results
-            _append(_item)
+            _item_filter_results, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v0(buf, pos)  # field: filter_results
+            _append_filter_results(_item_filter_results)
     return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results), pos
 
 
-def encode_DeleteAclsResponse_v0(m: DeleteAclsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.filter_results
-    if _items is None:
+def encode_DeleteAclsResponse_v0(m: DeleteAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_filter_results = m.filter_results
+    if _items_filter_results is None:
         raise null_error()  # field: filter_results
-    write_array_length(out, _items)  # field: filter_results
-    for _item in _items:
-        encode_DeleteAclsResponseDeleteAclsFilterResult_v0(_item, out)  # field: filter_results
+    write_array_length(out, _items_filter_results)  # field: filter_results
+    for _item_filter_results in _items_filter_results:
+        encode_DeleteAclsResponseDeleteAclsFilterResult_v0(_item_filter_results, out)  # field: filter_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -527,22 +527,22 @@ def decode_DeleteAclsResponse_v1(buf: Buffer, pos: int) -> tuple[DeleteAclsRespo
     if _count < 0:
         raise null_error()  # field: filter_results
     else:
-        filter_results = []
-        _append = filter_results.append
+        filter_results: list[DeleteAclsResponseDeleteAclsFilterResult] = []
+        _append_filter_results = filter_results.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v1(buf, pos)  # field: filter_results
-            _append(_item)
+            _item_filter_results, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v1(buf, pos)  # field: filter_results
+            _append_filter_results(_item_filter_results)
     return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results), pos
 
 
-def encode_DeleteAclsResponse_v1(m: DeleteAclsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.filter_results
-    if _items is None:
+def encode_DeleteAclsResponse_v1(m: DeleteAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_filter_results = m.filter_results
+    if _items_filter_results is None:
         raise null_error()  # field: filter_results
-    write_array_length(out, _items)  # field: filter_results
-    for _item in _items:
-        encode_DeleteAclsResponseDeleteAclsFilterResult_v1(_item, out)  # field: filter_results
+    write_array_length(out, _items_filter_results)  # field: filter_results
+    for _item_filter_results in _items_filter_results:
+        encode_DeleteAclsResponseDeleteAclsFilterResult_v1(_item_filter_results, out)  # field: filter_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -554,31 +554,31 @@ def decode_DeleteAclsResponse_v2(buf: Buffer, pos: int) -> tuple[DeleteAclsRespo
     if _count < 0:
         raise null_error()  # field: filter_results
     else:
-        filter_results = []
-        _append = filter_results.append
+        filter_results: list[DeleteAclsResponseDeleteAclsFilterResult] = []
+        _append_filter_results = filter_results.append
         for _ in range(_count):
-            _item, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v2(buf, pos)  # field: filter_results
-            _append(_item)
+            _item_filter_results, pos = decode_DeleteAclsResponseDeleteAclsFilterResult_v2(buf, pos)  # field: filter_results
+            _append_filter_results(_item_filter_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results, unknown_tagged_fields=_unknown), pos
     return DeleteAclsResponse(throttle_time_ms=throttle_time_ms, filter_results=filter_results), pos + 1
 
 
-def encode_DeleteAclsResponse_v2(m: DeleteAclsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.filter_results
-    if _items is None:
+def encode_DeleteAclsResponse_v2(m: DeleteAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_filter_results = m.filter_results
+    if _items_filter_results is None:
         raise null_error()  # field: filter_results
-    write_compact_array_length(out, _items)  # field: filter_results
-    for _item in _items:
-        encode_DeleteAclsResponseDeleteAclsFilterResult_v2(_item, out)  # field: filter_results
+    write_compact_array_length(out, _items_filter_results)  # field: filter_results
+    for _item_filter_results in _items_filter_results:
+        encode_DeleteAclsResponseDeleteAclsFilterResult_v2(_item_filter_results, out)  # field: filter_results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DeleteAclsRequestDeleteAclsFilter_v3 = decode_DeleteAclsRequestDeleteAclsFilter_v2
 encode_DeleteAclsRequestDeleteAclsFilter_v3 = encode_DeleteAclsRequestDeleteAclsFilter_v2
 decode_DeleteAclsRequest_v3 = decode_DeleteAclsRequest_v2

@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class DeleteGroupsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteGroupsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     groups_names: list[str] = []
@@ -72,7 +72,7 @@ class DeleteGroupsResponseDeletableGroupResult(msgspec.Struct, gc=False):
 
 
 class DeleteGroupsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteGroupsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -106,21 +106,21 @@ def decode_DeleteGroupsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteGroupsRe
     if _count < 0:
         raise null_error()  # field: groups_names
     else:
-        groups_names = []
-        _append = groups_names.append
+        groups_names: list[str] = []
+        _append_groups_names = groups_names.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: groups_names
-            _append(_item)
+            _item_groups_names, pos = read_string(buf, pos)  # field: groups_names
+            _append_groups_names(_item_groups_names)
     return DeleteGroupsRequest(groups_names=groups_names), pos
 
 
-def encode_DeleteGroupsRequest_v0(m: DeleteGroupsRequest, out: bytearray) -> None:
-    _items = m.groups_names
-    if _items is None:
+def encode_DeleteGroupsRequest_v0(m: DeleteGroupsRequest, out: list[bytes]) -> None:
+    _items_groups_names = m.groups_names
+    if _items_groups_names is None:
         raise null_error()  # field: groups_names
-    write_array_length(out, _items)  # field: groups_names
-    for _item in _items:
-        write_string(out, _item)  # field: groups_names
+    write_array_length(out, _items_groups_names)  # field: groups_names
+    for _item_groups_names in _items_groups_names:
+        write_string(out, _item_groups_names)  # field: groups_names
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -130,28 +130,28 @@ def decode_DeleteGroupsRequest_v2(buf: Buffer, pos: int) -> tuple[DeleteGroupsRe
     if _count < 0:
         raise null_error()  # field: groups_names
     else:
-        groups_names = []
-        _append = groups_names.append
+        groups_names: list[str] = []
+        _append_groups_names = groups_names.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: groups_names
-            _append(_item)
+            _item_groups_names, pos = read_compact_string(buf, pos)  # field: groups_names
+            _append_groups_names(_item_groups_names)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteGroupsRequest(groups_names=groups_names, unknown_tagged_fields=_unknown), pos
     return DeleteGroupsRequest(groups_names=groups_names), pos + 1
 
 
-def encode_DeleteGroupsRequest_v2(m: DeleteGroupsRequest, out: bytearray) -> None:
-    _items = m.groups_names
-    if _items is None:
+def encode_DeleteGroupsRequest_v2(m: DeleteGroupsRequest, out: list[bytes]) -> None:
+    _items_groups_names = m.groups_names
+    if _items_groups_names is None:
         raise null_error()  # field: groups_names
-    write_compact_array_length(out, _items)  # field: groups_names
-    for _item in _items:
-        write_compact_string(out, _item)  # field: groups_names
+    write_compact_array_length(out, _items_groups_names)  # field: groups_names
+    for _item_groups_names in _items_groups_names:
+        write_compact_string(out, _item_groups_names)  # field: groups_names
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteGroupsResponseDeletableGroupResult_v0(buf: Buffer, pos: int) -> tuple[DeleteGroupsResponseDeletableGroupResult, int]:
@@ -161,9 +161,9 @@ def decode_DeleteGroupsResponseDeletableGroupResult_v0(buf: Buffer, pos: int) ->
     return DeleteGroupsResponseDeletableGroupResult(group_id=group_id, error_code=error_code), pos
 
 
-def encode_DeleteGroupsResponseDeletableGroupResult_v0(m: DeleteGroupsResponseDeletableGroupResult, out: bytearray) -> None:
+def encode_DeleteGroupsResponseDeletableGroupResult_v0(m: DeleteGroupsResponseDeletableGroupResult, out: list[bytes]) -> None:
     write_string(out, m.group_id)  # field: group_id
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -178,13 +178,13 @@ def decode_DeleteGroupsResponseDeletableGroupResult_v2(buf: Buffer, pos: int) ->
     return DeleteGroupsResponseDeletableGroupResult(group_id=group_id, error_code=error_code), pos + 1
 
 
-def encode_DeleteGroupsResponseDeletableGroupResult_v2(m: DeleteGroupsResponseDeletableGroupResult, out: bytearray) -> None:
+def encode_DeleteGroupsResponseDeletableGroupResult_v2(m: DeleteGroupsResponseDeletableGroupResult, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteGroupsResponse, int]:
@@ -194,22 +194,22 @@ def decode_DeleteGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteGroupsR
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DeleteGroupsResponseDeletableGroupResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DeleteGroupsResponseDeletableGroupResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DeleteGroupsResponseDeletableGroupResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     return DeleteGroupsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_DeleteGroupsResponse_v0(m: DeleteGroupsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DeleteGroupsResponse_v0(m: DeleteGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DeleteGroupsResponseDeletableGroupResult_v0(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DeleteGroupsResponseDeletableGroupResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -221,31 +221,31 @@ def decode_DeleteGroupsResponse_v2(buf: Buffer, pos: int) -> tuple[DeleteGroupsR
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DeleteGroupsResponseDeletableGroupResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DeleteGroupsResponseDeletableGroupResult_v2(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DeleteGroupsResponseDeletableGroupResult_v2(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteGroupsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return DeleteGroupsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
-def encode_DeleteGroupsResponse_v2(m: DeleteGroupsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DeleteGroupsResponse_v2(m: DeleteGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DeleteGroupsResponseDeletableGroupResult_v2(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DeleteGroupsResponseDeletableGroupResult_v2(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DeleteGroupsRequest_v1 = decode_DeleteGroupsRequest_v0
 encode_DeleteGroupsRequest_v1 = encode_DeleteGroupsRequest_v0
 decode_DeleteGroupsResponseDeletableGroupResult_v1 = decode_DeleteGroupsResponseDeletableGroupResult_v0

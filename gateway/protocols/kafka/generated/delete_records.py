@@ -73,7 +73,7 @@ class DeleteRecordsRequestDeleteRecordsTopic(msgspec.Struct, gc=False):
 
 
 class DeleteRecordsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteRecordsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[DeleteRecordsRequestDeleteRecordsTopic] = []
@@ -101,7 +101,7 @@ class DeleteRecordsResponseDeleteRecordsTopicResult(msgspec.Struct, gc=False):
 
 
 class DeleteRecordsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteRecordsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -154,8 +154,8 @@ def decode_DeleteRecordsRequestDeleteRecordsPartition_v0(buf: Buffer, pos: int) 
     return DeleteRecordsRequestDeleteRecordsPartition(partition_index=partition_index, offset=offset), pos
 
 
-def encode_DeleteRecordsRequestDeleteRecordsPartition_v0(m: DeleteRecordsRequestDeleteRecordsPartition, out: bytearray) -> None:
-    out += _S_iq.pack(m.partition_index, m.offset)  # field: partition_index, offset
+def encode_DeleteRecordsRequestDeleteRecordsPartition_v0(m: DeleteRecordsRequestDeleteRecordsPartition, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.partition_index, m.offset))  # field: partition_index, offset
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -169,12 +169,12 @@ def decode_DeleteRecordsRequestDeleteRecordsPartition_v2(buf: Buffer, pos: int) 
     return DeleteRecordsRequestDeleteRecordsPartition(partition_index=partition_index, offset=offset), pos + 1
 
 
-def encode_DeleteRecordsRequestDeleteRecordsPartition_v2(m: DeleteRecordsRequestDeleteRecordsPartition, out: bytearray) -> None:
-    out += _S_iq.pack(m.partition_index, m.offset)  # field: partition_index, offset
+def encode_DeleteRecordsRequestDeleteRecordsPartition_v2(m: DeleteRecordsRequestDeleteRecordsPartition, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.partition_index, m.offset))  # field: partition_index, offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteRecordsRequestDeleteRecordsTopic_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsRequestDeleteRecordsTopic, int]:
@@ -183,22 +183,22 @@ def decode_DeleteRecordsRequestDeleteRecordsTopic_v0(buf: Buffer, pos: int) -> t
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DeleteRecordsRequestDeleteRecordsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return DeleteRecordsRequestDeleteRecordsTopic(name=name, partitions=partitions), pos
 
 
-def encode_DeleteRecordsRequestDeleteRecordsTopic_v0(m: DeleteRecordsRequestDeleteRecordsTopic, out: bytearray) -> None:
+def encode_DeleteRecordsRequestDeleteRecordsTopic_v0(m: DeleteRecordsRequestDeleteRecordsTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DeleteRecordsRequestDeleteRecordsPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DeleteRecordsRequestDeleteRecordsPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -209,29 +209,29 @@ def decode_DeleteRecordsRequestDeleteRecordsTopic_v2(buf: Buffer, pos: int) -> t
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DeleteRecordsRequestDeleteRecordsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v2(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DeleteRecordsRequestDeleteRecordsPartition_v2(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteRecordsRequestDeleteRecordsTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsRequestDeleteRecordsTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_DeleteRecordsRequestDeleteRecordsTopic_v2(m: DeleteRecordsRequestDeleteRecordsTopic, out: bytearray) -> None:
+def encode_DeleteRecordsRequestDeleteRecordsTopic_v2(m: DeleteRecordsRequestDeleteRecordsTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DeleteRecordsRequestDeleteRecordsPartition_v2(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DeleteRecordsRequestDeleteRecordsPartition_v2(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteRecordsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsRequest, int]:
@@ -239,24 +239,24 @@ def decode_DeleteRecordsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteRecords
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DeleteRecordsRequestDeleteRecordsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return DeleteRecordsRequest(topics=topics, timeout_ms=timeout_ms), pos
 
 
-def encode_DeleteRecordsRequest_v0(m: DeleteRecordsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_DeleteRecordsRequest_v0(m: DeleteRecordsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DeleteRecordsRequestDeleteRecordsTopic_v0(_item, out)  # field: topics
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DeleteRecordsRequestDeleteRecordsTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -266,11 +266,11 @@ def decode_DeleteRecordsRequest_v2(buf: Buffer, pos: int) -> tuple[DeleteRecords
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DeleteRecordsRequestDeleteRecordsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DeleteRecordsRequestDeleteRecordsTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -279,18 +279,18 @@ def decode_DeleteRecordsRequest_v2(buf: Buffer, pos: int) -> tuple[DeleteRecords
     return DeleteRecordsRequest(topics=topics, timeout_ms=timeout_ms), pos + 1
 
 
-def encode_DeleteRecordsRequest_v2(m: DeleteRecordsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_DeleteRecordsRequest_v2(m: DeleteRecordsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DeleteRecordsRequestDeleteRecordsTopic_v2(_item, out)  # field: topics
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DeleteRecordsRequestDeleteRecordsTopic_v2(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsResponseDeleteRecordsPartitionResult, int]:
@@ -299,8 +299,8 @@ def decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(buf: Buffer, pos
     return DeleteRecordsResponseDeleteRecordsPartitionResult(partition_index=partition_index, low_watermark=low_watermark, error_code=error_code), pos
 
 
-def encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(m: DeleteRecordsResponseDeleteRecordsPartitionResult, out: bytearray) -> None:
-    out += _S_iqh.pack(m.partition_index, m.low_watermark, m.error_code)  # field: partition_index, low_watermark, error_code
+def encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(m: DeleteRecordsResponseDeleteRecordsPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_iqh.pack(m.partition_index, m.low_watermark, m.error_code))  # field: partition_index, low_watermark, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -314,12 +314,12 @@ def decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(buf: Buffer, pos
     return DeleteRecordsResponseDeleteRecordsPartitionResult(partition_index=partition_index, low_watermark=low_watermark, error_code=error_code), pos + 1
 
 
-def encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(m: DeleteRecordsResponseDeleteRecordsPartitionResult, out: bytearray) -> None:
-    out += _S_iqh.pack(m.partition_index, m.low_watermark, m.error_code)  # field: partition_index, low_watermark, error_code
+def encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(m: DeleteRecordsResponseDeleteRecordsPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_iqh.pack(m.partition_index, m.low_watermark, m.error_code))  # field: partition_index, low_watermark, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsResponseDeleteRecordsTopicResult, int]:
@@ -328,22 +328,22 @@ def decode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(buf: Buffer, pos: in
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DeleteRecordsResponseDeleteRecordsPartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return DeleteRecordsResponseDeleteRecordsTopicResult(name=name, partitions=partitions), pos
 
 
-def encode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(m: DeleteRecordsResponseDeleteRecordsTopicResult, out: bytearray) -> None:
+def encode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(m: DeleteRecordsResponseDeleteRecordsTopicResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -354,29 +354,29 @@ def decode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(buf: Buffer, pos: in
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DeleteRecordsResponseDeleteRecordsPartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteRecordsResponseDeleteRecordsTopicResult(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsResponseDeleteRecordsTopicResult(name=name, partitions=partitions), pos + 1
 
 
-def encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(m: DeleteRecordsResponseDeleteRecordsTopicResult, out: bytearray) -> None:
+def encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(m: DeleteRecordsResponseDeleteRecordsTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DeleteRecordsResponseDeleteRecordsPartitionResult_v2(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteRecordsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteRecordsResponse, int]:
@@ -386,22 +386,22 @@ def decode_DeleteRecordsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteRecord
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DeleteRecordsResponseDeleteRecordsTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return DeleteRecordsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_DeleteRecordsResponse_v0(m: DeleteRecordsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_DeleteRecordsResponse_v0(m: DeleteRecordsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -413,31 +413,31 @@ def decode_DeleteRecordsResponse_v2(buf: Buffer, pos: int) -> tuple[DeleteRecord
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DeleteRecordsResponseDeleteRecordsTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteRecordsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return DeleteRecordsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_DeleteRecordsResponse_v2(m: DeleteRecordsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_DeleteRecordsResponse_v2(m: DeleteRecordsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DeleteRecordsResponseDeleteRecordsTopicResult_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DeleteRecordsRequestDeleteRecordsPartition_v1 = decode_DeleteRecordsRequestDeleteRecordsPartition_v0
 encode_DeleteRecordsRequestDeleteRecordsPartition_v1 = encode_DeleteRecordsRequestDeleteRecordsPartition_v0
 decode_DeleteRecordsRequestDeleteRecordsTopic_v1 = decode_DeleteRecordsRequestDeleteRecordsTopic_v0

@@ -72,7 +72,7 @@ class DeleteShareGroupStateRequestDeleteStateData(msgspec.Struct, gc=False):
 
 
 class DeleteShareGroupStateRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteShareGroupStateRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -100,7 +100,7 @@ class DeleteShareGroupStateResponseDeleteStateResult(msgspec.Struct, gc=False):
 
 
 class DeleteShareGroupStateResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteShareGroupStateResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     results: list[DeleteShareGroupStateResponseDeleteStateResult] = []
@@ -153,12 +153,12 @@ def decode_DeleteShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: int) -
     return DeleteShareGroupStateRequestPartitionData(partition=partition), pos + 1
 
 
-def encode_DeleteShareGroupStateRequestPartitionData_v0(m: DeleteShareGroupStateRequestPartitionData, out: bytearray) -> None:
-    out += _S_i.pack(m.partition)  # field: partition
+def encode_DeleteShareGroupStateRequestPartitionData_v0(m: DeleteShareGroupStateRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition))  # field: partition
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteShareGroupStateRequestDeleteStateData_v0(buf: Buffer, pos: int) -> tuple[DeleteShareGroupStateRequestDeleteStateData, int]:
@@ -169,29 +169,29 @@ def decode_DeleteShareGroupStateRequestDeleteStateData_v0(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DeleteShareGroupStateRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DeleteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DeleteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteShareGroupStateRequestDeleteStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateRequestDeleteStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_DeleteShareGroupStateRequestDeleteStateData_v0(m: DeleteShareGroupStateRequestDeleteStateData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_DeleteShareGroupStateRequestDeleteStateData_v0(m: DeleteShareGroupStateRequestDeleteStateData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DeleteShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DeleteShareGroupStateRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteShareGroupStateRequest, int]:
@@ -200,29 +200,29 @@ def decode_DeleteShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[Delet
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DeleteShareGroupStateRequestDeleteStateData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DeleteShareGroupStateRequestDeleteStateData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DeleteShareGroupStateRequestDeleteStateData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
-def encode_DeleteShareGroupStateRequest_v0(m: DeleteShareGroupStateRequest, out: bytearray) -> None:
+def encode_DeleteShareGroupStateRequest_v0(m: DeleteShareGroupStateRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DeleteShareGroupStateRequestDeleteStateData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DeleteShareGroupStateRequestDeleteStateData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int) -> tuple[DeleteShareGroupStateResponsePartitionResult, int]:
@@ -235,13 +235,13 @@ def decode_DeleteShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int
     return DeleteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_DeleteShareGroupStateResponsePartitionResult_v0(m: DeleteShareGroupStateResponsePartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition, m.error_code)  # field: partition, error_code
+def encode_DeleteShareGroupStateResponsePartitionResult_v0(m: DeleteShareGroupStateResponsePartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition, m.error_code))  # field: partition, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteShareGroupStateResponseDeleteStateResult_v0(buf: Buffer, pos: int) -> tuple[DeleteShareGroupStateResponseDeleteStateResult, int]:
@@ -252,29 +252,29 @@ def decode_DeleteShareGroupStateResponseDeleteStateResult_v0(buf: Buffer, pos: i
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DeleteShareGroupStateResponsePartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DeleteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DeleteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteShareGroupStateResponseDeleteStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateResponseDeleteStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_DeleteShareGroupStateResponseDeleteStateResult_v0(m: DeleteShareGroupStateResponseDeleteStateResult, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_DeleteShareGroupStateResponseDeleteStateResult_v0(m: DeleteShareGroupStateResponseDeleteStateResult, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DeleteShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DeleteShareGroupStateResponsePartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteShareGroupStateResponse, int]:
@@ -282,30 +282,28 @@ def decode_DeleteShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[Dele
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DeleteShareGroupStateResponseDeleteStateResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DeleteShareGroupStateResponseDeleteStateResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DeleteShareGroupStateResponseDeleteStateResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return DeleteShareGroupStateResponse(results=results), pos + 1
 
 
-def encode_DeleteShareGroupStateResponse_v0(m: DeleteShareGroupStateResponse, out: bytearray) -> None:
-    _items = m.results
-    if _items is None:
+def encode_DeleteShareGroupStateResponse_v0(m: DeleteShareGroupStateResponse, out: list[bytes]) -> None:
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DeleteShareGroupStateResponseDeleteStateResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DeleteShareGroupStateResponseDeleteStateResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 86
 API_NAME = 'DeleteShareGroupState'

@@ -64,7 +64,7 @@ class DeleteTopicsRequestDeleteTopicState(msgspec.Struct, gc=False):
 
 
 class DeleteTopicsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteTopicsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[DeleteTopicsRequestDeleteTopicState] = []
@@ -85,7 +85,7 @@ class DeleteTopicsResponseDeletableTopicResult(msgspec.Struct, gc=False):
 
 
 class DeleteTopicsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DeleteTopicsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -136,13 +136,13 @@ def decode_DeleteTopicsRequestDeleteTopicState_v6(buf: Buffer, pos: int) -> tupl
     return DeleteTopicsRequestDeleteTopicState(name=name, topic_id=topic_id), pos + 1
 
 
-def encode_DeleteTopicsRequestDeleteTopicState_v6(m: DeleteTopicsRequestDeleteTopicState, out: bytearray) -> None:
+def encode_DeleteTopicsRequestDeleteTopicState_v6(m: DeleteTopicsRequestDeleteTopicState, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.name)  # field: name
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsRequest, int]:
@@ -150,26 +150,26 @@ def decode_DeleteTopicsRequest_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsRe
     if _count < 0:
         raise null_error()  # field: topic_names
     else:
-        topic_names = []
-        _append = topic_names.append
+        topic_names: list[str] = []
+        _append_topic_names = topic_names.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: topic_names
-            _append(_item)
+            _item_topic_names, pos = read_string(buf, pos)  # field: topic_names
+            _append_topic_names(_item_topic_names)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return DeleteTopicsRequest(topic_names=topic_names, timeout_ms=timeout_ms), pos
 
 
-def encode_DeleteTopicsRequest_v0(m: DeleteTopicsRequest, out: bytearray) -> None:
+def encode_DeleteTopicsRequest_v0(m: DeleteTopicsRequest, out: list[bytes]) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    _items = m.topic_names
-    if _items is None:
+    _items_topic_names = m.topic_names
+    if _items_topic_names is None:
         raise null_error()  # field: topic_names
-    write_array_length(out, _items)  # field: topic_names
-    for _item in _items:
-        write_string(out, _item)  # field: topic_names
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    write_array_length(out, _items_topic_names)  # field: topic_names
+    for _item_topic_names in _items_topic_names:
+        write_string(out, _item_topic_names)  # field: topic_names
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -179,11 +179,11 @@ def decode_DeleteTopicsRequest_v4(buf: Buffer, pos: int) -> tuple[DeleteTopicsRe
     if _count < 0:
         raise null_error()  # field: topic_names
     else:
-        topic_names = []
-        _append = topic_names.append
+        topic_names: list[str] = []
+        _append_topic_names = topic_names.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: topic_names
-            _append(_item)
+            _item_topic_names, pos = read_compact_string(buf, pos)  # field: topic_names
+            _append_topic_names(_item_topic_names)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -192,20 +192,20 @@ def decode_DeleteTopicsRequest_v4(buf: Buffer, pos: int) -> tuple[DeleteTopicsRe
     return DeleteTopicsRequest(topic_names=topic_names, timeout_ms=timeout_ms), pos + 1
 
 
-def encode_DeleteTopicsRequest_v4(m: DeleteTopicsRequest, out: bytearray) -> None:
+def encode_DeleteTopicsRequest_v4(m: DeleteTopicsRequest, out: list[bytes]) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    _items = m.topic_names
-    if _items is None:
+    _items_topic_names = m.topic_names
+    if _items_topic_names is None:
         raise null_error()  # field: topic_names
-    write_compact_array_length(out, _items)  # field: topic_names
-    for _item in _items:
-        write_compact_string(out, _item)  # field: topic_names
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    write_compact_array_length(out, _items_topic_names)  # field: topic_names
+    for _item_topic_names in _items_topic_names:
+        write_compact_string(out, _item_topic_names)  # field: topic_names
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsRequest_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsRequest, int]:
@@ -213,11 +213,11 @@ def decode_DeleteTopicsRequest_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DeleteTopicsRequestDeleteTopicState] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DeleteTopicsRequestDeleteTopicState_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DeleteTopicsRequestDeleteTopicState_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -226,18 +226,18 @@ def decode_DeleteTopicsRequest_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsRe
     return DeleteTopicsRequest(topics=topics, timeout_ms=timeout_ms), pos + 1
 
 
-def encode_DeleteTopicsRequest_v6(m: DeleteTopicsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_DeleteTopicsRequest_v6(m: DeleteTopicsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DeleteTopicsRequestDeleteTopicState_v6(_item, out)  # field: topics
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DeleteTopicsRequestDeleteTopicState_v6(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsResponseDeletableTopicResult_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponseDeletableTopicResult, int]:
@@ -247,9 +247,9 @@ def decode_DeleteTopicsResponseDeletableTopicResult_v0(buf: Buffer, pos: int) ->
     return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code), pos
 
 
-def encode_DeleteTopicsResponseDeletableTopicResult_v0(m: DeleteTopicsResponseDeletableTopicResult, out: bytearray) -> None:
+def encode_DeleteTopicsResponseDeletableTopicResult_v0(m: DeleteTopicsResponseDeletableTopicResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -264,13 +264,13 @@ def decode_DeleteTopicsResponseDeletableTopicResult_v4(buf: Buffer, pos: int) ->
     return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code), pos + 1
 
 
-def encode_DeleteTopicsResponseDeletableTopicResult_v4(m: DeleteTopicsResponseDeletableTopicResult, out: bytearray) -> None:
+def encode_DeleteTopicsResponseDeletableTopicResult_v4(m: DeleteTopicsResponseDeletableTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsResponseDeletableTopicResult_v5(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponseDeletableTopicResult, int]:
@@ -284,14 +284,14 @@ def decode_DeleteTopicsResponseDeletableTopicResult_v5(buf: Buffer, pos: int) ->
     return DeleteTopicsResponseDeletableTopicResult(name=name, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_DeleteTopicsResponseDeletableTopicResult_v5(m: DeleteTopicsResponseDeletableTopicResult, out: bytearray) -> None:
+def encode_DeleteTopicsResponseDeletableTopicResult_v5(m: DeleteTopicsResponseDeletableTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsResponseDeletableTopicResult_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponseDeletableTopicResult, int]:
@@ -306,14 +306,14 @@ def decode_DeleteTopicsResponseDeletableTopicResult_v6(buf: Buffer, pos: int) ->
     return DeleteTopicsResponseDeletableTopicResult(name=name, topic_id=topic_id, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_DeleteTopicsResponseDeletableTopicResult_v6(m: DeleteTopicsResponseDeletableTopicResult, out: bytearray) -> None:
+def encode_DeleteTopicsResponseDeletableTopicResult_v6(m: DeleteTopicsResponseDeletableTopicResult, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.name)  # field: name
-    out += _S_16sh.pack(m.topic_id.bytes, m.error_code)  # field: topic_id, error_code
+    out.append(_S_16sh.pack(m.topic_id.bytes, m.error_code))  # field: topic_id, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
@@ -321,21 +321,21 @@ def decode_DeleteTopicsResponse_v0(buf: Buffer, pos: int) -> tuple[DeleteTopicsR
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[DeleteTopicsResponseDeletableTopicResult] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return DeleteTopicsResponse(responses=responses), pos
 
 
-def encode_DeleteTopicsResponse_v0(m: DeleteTopicsResponse, out: bytearray) -> None:
-    _items = m.responses
-    if _items is None:
+def encode_DeleteTopicsResponse_v0(m: DeleteTopicsResponse, out: list[bytes]) -> None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v0(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_DeleteTopicsResponseDeletableTopicResult_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -347,22 +347,22 @@ def decode_DeleteTopicsResponse_v1(buf: Buffer, pos: int) -> tuple[DeleteTopicsR
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[DeleteTopicsResponseDeletableTopicResult] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_DeleteTopicsResponseDeletableTopicResult_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
-def encode_DeleteTopicsResponse_v1(m: DeleteTopicsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_DeleteTopicsResponse_v1(m: DeleteTopicsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v0(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_DeleteTopicsResponseDeletableTopicResult_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -374,29 +374,29 @@ def decode_DeleteTopicsResponse_v4(buf: Buffer, pos: int) -> tuple[DeleteTopicsR
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[DeleteTopicsResponseDeletableTopicResult] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v4(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_DeleteTopicsResponseDeletableTopicResult_v4(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
-def encode_DeleteTopicsResponse_v4(m: DeleteTopicsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_DeleteTopicsResponse_v4(m: DeleteTopicsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v4(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_DeleteTopicsResponseDeletableTopicResult_v4(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsResponse_v5(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
@@ -406,29 +406,29 @@ def decode_DeleteTopicsResponse_v5(buf: Buffer, pos: int) -> tuple[DeleteTopicsR
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[DeleteTopicsResponseDeletableTopicResult] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v5(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_DeleteTopicsResponseDeletableTopicResult_v5(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
-def encode_DeleteTopicsResponse_v5(m: DeleteTopicsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_DeleteTopicsResponse_v5(m: DeleteTopicsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v5(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_DeleteTopicsResponseDeletableTopicResult_v5(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DeleteTopicsResponse_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsResponse, int]:
@@ -438,31 +438,31 @@ def decode_DeleteTopicsResponse_v6(buf: Buffer, pos: int) -> tuple[DeleteTopicsR
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[DeleteTopicsResponseDeletableTopicResult] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_DeleteTopicsResponseDeletableTopicResult_v6(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_DeleteTopicsResponseDeletableTopicResult_v6(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return DeleteTopicsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
-def encode_DeleteTopicsResponse_v6(m: DeleteTopicsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_DeleteTopicsResponse_v6(m: DeleteTopicsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_DeleteTopicsResponseDeletableTopicResult_v6(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_DeleteTopicsResponseDeletableTopicResult_v6(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DeleteTopicsRequest_v1 = decode_DeleteTopicsRequest_v0
 encode_DeleteTopicsRequest_v1 = encode_DeleteTopicsRequest_v0
 decode_DeleteTopicsRequest_v2 = decode_DeleteTopicsRequest_v0

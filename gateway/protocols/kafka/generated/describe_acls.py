@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class DescribeAclsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeAclsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     resource_type_filter: int = 0
@@ -91,7 +91,7 @@ class DescribeAclsResponseDescribeAclsResource(msgspec.Struct, gc=False):
 
 
 class DescribeAclsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeAclsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -151,14 +151,14 @@ def decode_DescribeAclsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeAclsRe
     return DescribeAclsRequest(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos
 
 
-def encode_DescribeAclsRequest_v0(m: DescribeAclsRequest, out: bytearray) -> None:
+def encode_DescribeAclsRequest_v0(m: DescribeAclsRequest, out: list[bytes]) -> None:
     if m.pattern_type_filter != 3:  # field: pattern_type_filter
         raise absent_error()  # field: pattern_type_filter
-    out += _S_b.pack(m.resource_type_filter)  # field: resource_type_filter
+    out.append(_S_b.pack(m.resource_type_filter))  # field: resource_type_filter
     write_nullable_string(out, m.resource_name_filter)  # field: resource_name_filter
     write_nullable_string(out, m.principal_filter)  # field: principal_filter
     write_nullable_string(out, m.host_filter)  # field: host_filter
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -176,13 +176,13 @@ def decode_DescribeAclsRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeAclsRe
     return DescribeAclsRequest(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos
 
 
-def encode_DescribeAclsRequest_v1(m: DescribeAclsRequest, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type_filter)  # field: resource_type_filter
+def encode_DescribeAclsRequest_v1(m: DescribeAclsRequest, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type_filter))  # field: resource_type_filter
     write_nullable_string(out, m.resource_name_filter)  # field: resource_name_filter
-    out += _S_b.pack(m.pattern_type_filter)  # field: pattern_type_filter
+    out.append(_S_b.pack(m.pattern_type_filter))  # field: pattern_type_filter
     write_nullable_string(out, m.principal_filter)  # field: principal_filter
     write_nullable_string(out, m.host_filter)  # field: host_filter
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -203,17 +203,17 @@ def decode_DescribeAclsRequest_v2(buf: Buffer, pos: int) -> tuple[DescribeAclsRe
     return DescribeAclsRequest(resource_type_filter=resource_type_filter, resource_name_filter=resource_name_filter, pattern_type_filter=pattern_type_filter, principal_filter=principal_filter, host_filter=host_filter, operation=operation, permission_type=permission_type), pos + 1
 
 
-def encode_DescribeAclsRequest_v2(m: DescribeAclsRequest, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type_filter)  # field: resource_type_filter
+def encode_DescribeAclsRequest_v2(m: DescribeAclsRequest, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type_filter))  # field: resource_type_filter
     write_compact_nullable_string(out, m.resource_name_filter)  # field: resource_name_filter
-    out += _S_b.pack(m.pattern_type_filter)  # field: pattern_type_filter
+    out.append(_S_b.pack(m.pattern_type_filter))  # field: pattern_type_filter
     write_compact_nullable_string(out, m.principal_filter)  # field: principal_filter
     write_compact_nullable_string(out, m.host_filter)  # field: host_filter
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeAclsResponseAclDescription_v0(buf: Buffer, pos: int) -> tuple[DescribeAclsResponseAclDescription, int]:
@@ -224,10 +224,10 @@ def decode_DescribeAclsResponseAclDescription_v0(buf: Buffer, pos: int) -> tuple
     return DescribeAclsResponseAclDescription(principal=principal, host=host, operation=operation, permission_type=permission_type), pos
 
 
-def encode_DescribeAclsResponseAclDescription_v0(m: DescribeAclsResponseAclDescription, out: bytearray) -> None:
+def encode_DescribeAclsResponseAclDescription_v0(m: DescribeAclsResponseAclDescription, out: list[bytes]) -> None:
     write_string(out, m.principal)  # field: principal
     write_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -243,14 +243,14 @@ def decode_DescribeAclsResponseAclDescription_v2(buf: Buffer, pos: int) -> tuple
     return DescribeAclsResponseAclDescription(principal=principal, host=host, operation=operation, permission_type=permission_type), pos + 1
 
 
-def encode_DescribeAclsResponseAclDescription_v2(m: DescribeAclsResponseAclDescription, out: bytearray) -> None:
+def encode_DescribeAclsResponseAclDescription_v2(m: DescribeAclsResponseAclDescription, out: list[bytes]) -> None:
     write_compact_string(out, m.principal)  # field: principal
     write_compact_string(out, m.host)  # field: host
-    out += _S_bb.pack(m.operation, m.permission_type)  # field: operation, permission_type
+    out.append(_S_bb.pack(m.operation, m.permission_type))  # field: operation, permission_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeAclsResponseDescribeAclsResource_v0(buf: Buffer, pos: int) -> tuple[DescribeAclsResponseDescribeAclsResource, int]:
@@ -261,25 +261,25 @@ def decode_DescribeAclsResponseDescribeAclsResource_v0(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: acls
     else:
-        acls = []
-        _append = acls.append
+        acls: list[DescribeAclsResponseAclDescription] = []
+        _append_acls = acls.append
         for _ in range(_count):
-            _item, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
-            _append(_item)
+            _item_acls, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
+            _append_acls(_item_acls)
     return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, acls=acls), pos
 
 
-def encode_DescribeAclsResponseDescribeAclsResource_v0(m: DescribeAclsResponseDescribeAclsResource, out: bytearray) -> None:
+def encode_DescribeAclsResponseDescribeAclsResource_v0(m: DescribeAclsResponseDescribeAclsResource, out: list[bytes]) -> None:
     if m.pattern_type != 3:  # field: pattern_type
         raise absent_error()  # field: pattern_type
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    _items = m.acls
-    if _items is None:
+    _items_acls = m.acls
+    if _items_acls is None:
         raise null_error()  # field: acls
-    write_array_length(out, _items)  # field: acls
-    for _item in _items:
-        encode_DescribeAclsResponseAclDescription_v0(_item, out)  # field: acls
+    write_array_length(out, _items_acls)  # field: acls
+    for _item_acls in _items_acls:
+        encode_DescribeAclsResponseAclDescription_v0(_item_acls, out)  # field: acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -294,24 +294,24 @@ def decode_DescribeAclsResponseDescribeAclsResource_v1(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: acls
     else:
-        acls = []
-        _append = acls.append
+        acls: list[DescribeAclsResponseAclDescription] = []
+        _append_acls = acls.append
         for _ in range(_count):
-            _item, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
-            _append(_item)
+            _item_acls, pos = decode_DescribeAclsResponseAclDescription_v0(buf, pos)  # field: acls
+            _append_acls(_item_acls)
     return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, acls=acls), pos
 
 
-def encode_DescribeAclsResponseDescribeAclsResource_v1(m: DescribeAclsResponseDescribeAclsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_DescribeAclsResponseDescribeAclsResource_v1(m: DescribeAclsResponseDescribeAclsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    out += _S_b.pack(m.pattern_type)  # field: pattern_type
-    _items = m.acls
-    if _items is None:
+    out.append(_S_b.pack(m.pattern_type))  # field: pattern_type
+    _items_acls = m.acls
+    if _items_acls is None:
         raise null_error()  # field: acls
-    write_array_length(out, _items)  # field: acls
-    for _item in _items:
-        encode_DescribeAclsResponseAclDescription_v0(_item, out)  # field: acls
+    write_array_length(out, _items_acls)  # field: acls
+    for _item_acls in _items_acls:
+        encode_DescribeAclsResponseAclDescription_v0(_item_acls, out)  # field: acls
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -326,31 +326,31 @@ def decode_DescribeAclsResponseDescribeAclsResource_v2(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: acls
     else:
-        acls = []
-        _append = acls.append
+        acls: list[DescribeAclsResponseAclDescription] = []
+        _append_acls = acls.append
         for _ in range(_count):
-            _item, pos = decode_DescribeAclsResponseAclDescription_v2(buf, pos)  # field: acls
-            _append(_item)
+            _item_acls, pos = decode_DescribeAclsResponseAclDescription_v2(buf, pos)  # field: acls
+            _append_acls(_item_acls)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, acls=acls, unknown_tagged_fields=_unknown), pos
     return DescribeAclsResponseDescribeAclsResource(resource_type=resource_type, resource_name=resource_name, pattern_type=pattern_type, acls=acls), pos + 1
 
 
-def encode_DescribeAclsResponseDescribeAclsResource_v2(m: DescribeAclsResponseDescribeAclsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_DescribeAclsResponseDescribeAclsResource_v2(m: DescribeAclsResponseDescribeAclsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    out += _S_b.pack(m.pattern_type)  # field: pattern_type
-    _items = m.acls
-    if _items is None:
+    out.append(_S_b.pack(m.pattern_type))  # field: pattern_type
+    _items_acls = m.acls
+    if _items_acls is None:
         raise null_error()  # field: acls
-    write_compact_array_length(out, _items)  # field: acls
-    for _item in _items:
-        encode_DescribeAclsResponseAclDescription_v2(_item, out)  # field: acls
+    write_compact_array_length(out, _items_acls)  # field: acls
+    for _item_acls in _items_acls:
+        encode_DescribeAclsResponseAclDescription_v2(_item_acls, out)  # field: acls
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeAclsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeAclsResponse, int]:
@@ -361,23 +361,23 @@ def decode_DescribeAclsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeAclsR
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[DescribeAclsResponseDescribeAclsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_DescribeAclsResponseDescribeAclsResource_v0(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_DescribeAclsResponseDescribeAclsResource_v0(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources), pos
 
 
-def encode_DescribeAclsResponse_v0(m: DescribeAclsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_DescribeAclsResponse_v0(m: DescribeAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.resources
-    if _items is None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_DescribeAclsResponseDescribeAclsResource_v0(_item, out)  # field: resources
+    write_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_DescribeAclsResponseDescribeAclsResource_v0(_item_resources, out)  # field: resources
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -390,23 +390,23 @@ def decode_DescribeAclsResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeAclsR
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[DescribeAclsResponseDescribeAclsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_DescribeAclsResponseDescribeAclsResource_v1(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_DescribeAclsResponseDescribeAclsResource_v1(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources), pos
 
 
-def encode_DescribeAclsResponse_v1(m: DescribeAclsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_DescribeAclsResponse_v1(m: DescribeAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.resources
-    if _items is None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_DescribeAclsResponseDescribeAclsResource_v1(_item, out)  # field: resources
+    write_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_DescribeAclsResponseDescribeAclsResource_v1(_item_resources, out)  # field: resources
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -419,32 +419,32 @@ def decode_DescribeAclsResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeAclsR
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[DescribeAclsResponseDescribeAclsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_DescribeAclsResponseDescribeAclsResource_v2(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_DescribeAclsResponseDescribeAclsResource_v2(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources, unknown_tagged_fields=_unknown), pos
     return DescribeAclsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, resources=resources), pos + 1
 
 
-def encode_DescribeAclsResponse_v2(m: DescribeAclsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_DescribeAclsResponse_v2(m: DescribeAclsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.resources
-    if _items is None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_DescribeAclsResponseDescribeAclsResource_v2(_item, out)  # field: resources
+    write_compact_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_DescribeAclsResponseDescribeAclsResource_v2(_item_resources, out)  # field: resources
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DescribeAclsRequest_v3 = decode_DescribeAclsRequest_v2
 encode_DescribeAclsRequest_v3 = encode_DescribeAclsRequest_v2
 decode_DescribeAclsResponseAclDescription_v1 = decode_DescribeAclsResponseAclDescription_v0

@@ -65,7 +65,7 @@ class DescribeClientQuotasRequestComponentData(msgspec.Struct, gc=False):
 
 
 class DescribeClientQuotasRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeClientQuotasRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     components: list[DescribeClientQuotasRequestComponentData] = []
@@ -101,7 +101,7 @@ class DescribeClientQuotasResponseEntryData(msgspec.Struct, gc=False):
 
 
 class DescribeClientQuotasResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeClientQuotasResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -161,9 +161,9 @@ def decode_DescribeClientQuotasRequestComponentData_v0(buf: Buffer, pos: int) ->
     return DescribeClientQuotasRequestComponentData(entity_type=entity_type, match_type=match_type, match=match), pos
 
 
-def encode_DescribeClientQuotasRequestComponentData_v0(m: DescribeClientQuotasRequestComponentData, out: bytearray) -> None:
+def encode_DescribeClientQuotasRequestComponentData_v0(m: DescribeClientQuotasRequestComponentData, out: list[bytes]) -> None:
     write_string(out, m.entity_type)  # field: entity_type
-    out += _S_b.pack(m.match_type)  # field: match_type
+    out.append(_S_b.pack(m.match_type))  # field: match_type
     write_nullable_string(out, m.match)  # field: match
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -180,14 +180,14 @@ def decode_DescribeClientQuotasRequestComponentData_v1(buf: Buffer, pos: int) ->
     return DescribeClientQuotasRequestComponentData(entity_type=entity_type, match_type=match_type, match=match), pos + 1
 
 
-def encode_DescribeClientQuotasRequestComponentData_v1(m: DescribeClientQuotasRequestComponentData, out: bytearray) -> None:
+def encode_DescribeClientQuotasRequestComponentData_v1(m: DescribeClientQuotasRequestComponentData, out: list[bytes]) -> None:
     write_compact_string(out, m.entity_type)  # field: entity_type
-    out += _S_b.pack(m.match_type)  # field: match_type
+    out.append(_S_b.pack(m.match_type))  # field: match_type
     write_compact_nullable_string(out, m.match)  # field: match
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClientQuotasRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasRequest, int]:
@@ -195,24 +195,24 @@ def decode_DescribeClientQuotasRequest_v0(buf: Buffer, pos: int) -> tuple[Descri
     if _count < 0:
         raise null_error()  # field: components
     else:
-        components = []
-        _append = components.append
+        components: list[DescribeClientQuotasRequestComponentData] = []
+        _append_components = components.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasRequestComponentData_v0(buf, pos)  # field: components
-            _append(_item)
+            _item_components, pos = decode_DescribeClientQuotasRequestComponentData_v0(buf, pos)  # field: components
+            _append_components(_item_components)
     strict, = _S_o.unpack_from(buf, pos)  # field: strict
     pos += 1
     return DescribeClientQuotasRequest(components=components, strict=strict), pos
 
 
-def encode_DescribeClientQuotasRequest_v0(m: DescribeClientQuotasRequest, out: bytearray) -> None:
-    _items = m.components
-    if _items is None:
+def encode_DescribeClientQuotasRequest_v0(m: DescribeClientQuotasRequest, out: list[bytes]) -> None:
+    _items_components = m.components
+    if _items_components is None:
         raise null_error()  # field: components
-    write_array_length(out, _items)  # field: components
-    for _item in _items:
-        encode_DescribeClientQuotasRequestComponentData_v0(_item, out)  # field: components
-    out += _S_o.pack(m.strict)  # field: strict
+    write_array_length(out, _items_components)  # field: components
+    for _item_components in _items_components:
+        encode_DescribeClientQuotasRequestComponentData_v0(_item_components, out)  # field: components
+    out.append(_S_o.pack(m.strict))  # field: strict
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -222,11 +222,11 @@ def decode_DescribeClientQuotasRequest_v1(buf: Buffer, pos: int) -> tuple[Descri
     if _count < 0:
         raise null_error()  # field: components
     else:
-        components = []
-        _append = components.append
+        components: list[DescribeClientQuotasRequestComponentData] = []
+        _append_components = components.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasRequestComponentData_v1(buf, pos)  # field: components
-            _append(_item)
+            _item_components, pos = decode_DescribeClientQuotasRequestComponentData_v1(buf, pos)  # field: components
+            _append_components(_item_components)
     strict, = _S_o.unpack_from(buf, pos)  # field: strict
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -235,18 +235,18 @@ def decode_DescribeClientQuotasRequest_v1(buf: Buffer, pos: int) -> tuple[Descri
     return DescribeClientQuotasRequest(components=components, strict=strict), pos + 1
 
 
-def encode_DescribeClientQuotasRequest_v1(m: DescribeClientQuotasRequest, out: bytearray) -> None:
-    _items = m.components
-    if _items is None:
+def encode_DescribeClientQuotasRequest_v1(m: DescribeClientQuotasRequest, out: list[bytes]) -> None:
+    _items_components = m.components
+    if _items_components is None:
         raise null_error()  # field: components
-    write_compact_array_length(out, _items)  # field: components
-    for _item in _items:
-        encode_DescribeClientQuotasRequestComponentData_v1(_item, out)  # field: components
-    out += _S_o.pack(m.strict)  # field: strict
+    write_compact_array_length(out, _items_components)  # field: components
+    for _item_components in _items_components:
+        encode_DescribeClientQuotasRequestComponentData_v1(_item_components, out)  # field: components
+    out.append(_S_o.pack(m.strict))  # field: strict
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClientQuotasResponseEntityData_v0(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasResponseEntityData, int]:
@@ -255,7 +255,7 @@ def decode_DescribeClientQuotasResponseEntityData_v0(buf: Buffer, pos: int) -> t
     return DescribeClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name), pos
 
 
-def encode_DescribeClientQuotasResponseEntityData_v0(m: DescribeClientQuotasResponseEntityData, out: bytearray) -> None:
+def encode_DescribeClientQuotasResponseEntityData_v0(m: DescribeClientQuotasResponseEntityData, out: list[bytes]) -> None:
     write_string(out, m.entity_type)  # field: entity_type
     write_nullable_string(out, m.entity_name)  # field: entity_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -271,13 +271,13 @@ def decode_DescribeClientQuotasResponseEntityData_v1(buf: Buffer, pos: int) -> t
     return DescribeClientQuotasResponseEntityData(entity_type=entity_type, entity_name=entity_name), pos + 1
 
 
-def encode_DescribeClientQuotasResponseEntityData_v1(m: DescribeClientQuotasResponseEntityData, out: bytearray) -> None:
+def encode_DescribeClientQuotasResponseEntityData_v1(m: DescribeClientQuotasResponseEntityData, out: list[bytes]) -> None:
     write_compact_string(out, m.entity_type)  # field: entity_type
     write_compact_nullable_string(out, m.entity_name)  # field: entity_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClientQuotasResponseValueData_v0(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasResponseValueData, int]:
@@ -287,9 +287,9 @@ def decode_DescribeClientQuotasResponseValueData_v0(buf: Buffer, pos: int) -> tu
     return DescribeClientQuotasResponseValueData(key=key, value=value), pos
 
 
-def encode_DescribeClientQuotasResponseValueData_v0(m: DescribeClientQuotasResponseValueData, out: bytearray) -> None:
+def encode_DescribeClientQuotasResponseValueData_v0(m: DescribeClientQuotasResponseValueData, out: list[bytes]) -> None:
     write_string(out, m.key)  # field: key
-    out += _S_d.pack(m.value)  # field: value
+    out.append(_S_d.pack(m.value))  # field: value
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -304,13 +304,13 @@ def decode_DescribeClientQuotasResponseValueData_v1(buf: Buffer, pos: int) -> tu
     return DescribeClientQuotasResponseValueData(key=key, value=value), pos + 1
 
 
-def encode_DescribeClientQuotasResponseValueData_v1(m: DescribeClientQuotasResponseValueData, out: bytearray) -> None:
+def encode_DescribeClientQuotasResponseValueData_v1(m: DescribeClientQuotasResponseValueData, out: list[bytes]) -> None:
     write_compact_string(out, m.key)  # field: key
-    out += _S_d.pack(m.value)  # field: value
+    out.append(_S_d.pack(m.value))  # field: value
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClientQuotasResponseEntryData_v0(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasResponseEntryData, int]:
@@ -318,36 +318,36 @@ def decode_DescribeClientQuotasResponseEntryData_v0(buf: Buffer, pos: int) -> tu
     if _count < 0:
         raise null_error()  # field: entity
     else:
-        entity = []
-        _append = entity.append
+        entity: list[DescribeClientQuotasResponseEntityData] = []
+        _append_entity = entity.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
-            _append(_item)
+            _item_entity, pos = decode_DescribeClientQuotasResponseEntityData_v0(buf, pos)  # field: entity
+            _append_entity(_item_entity)
     _count, pos = read_array_length(buf, pos, 10)  # field: values
     if _count < 0:
         raise null_error()  # field: values
     else:
-        values = []
-        _append = values.append
+        values: list[DescribeClientQuotasResponseValueData] = []
+        _append_values = values.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasResponseValueData_v0(buf, pos)  # field: values
-            _append(_item)
+            _item_values, pos = decode_DescribeClientQuotasResponseValueData_v0(buf, pos)  # field: values
+            _append_values(_item_values)
     return DescribeClientQuotasResponseEntryData(entity=entity, values=values), pos
 
 
-def encode_DescribeClientQuotasResponseEntryData_v0(m: DescribeClientQuotasResponseEntryData, out: bytearray) -> None:
-    _items = m.entity
-    if _items is None:
+def encode_DescribeClientQuotasResponseEntryData_v0(m: DescribeClientQuotasResponseEntryData, out: list[bytes]) -> None:
+    _items_entity = m.entity
+    if _items_entity is None:
         raise null_error()  # field: entity
-    write_array_length(out, _items)  # field: entity
-    for _item in _items:
-        encode_DescribeClientQuotasResponseEntityData_v0(_item, out)  # field: entity
-    _items = m.values
-    if _items is None:
+    write_array_length(out, _items_entity)  # field: entity
+    for _item_entity in _items_entity:
+        encode_DescribeClientQuotasResponseEntityData_v0(_item_entity, out)  # field: entity
+    _items_values = m.values
+    if _items_values is None:
         raise null_error()  # field: values
-    write_array_length(out, _items)  # field: values
-    for _item in _items:
-        encode_DescribeClientQuotasResponseValueData_v0(_item, out)  # field: values
+    write_array_length(out, _items_values)  # field: values
+    for _item_values in _items_values:
+        encode_DescribeClientQuotasResponseValueData_v0(_item_values, out)  # field: values
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -357,43 +357,43 @@ def decode_DescribeClientQuotasResponseEntryData_v1(buf: Buffer, pos: int) -> tu
     if _count < 0:
         raise null_error()  # field: entity
     else:
-        entity = []
-        _append = entity.append
+        entity: list[DescribeClientQuotasResponseEntityData] = []
+        _append_entity = entity.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
-            _append(_item)
+            _item_entity, pos = decode_DescribeClientQuotasResponseEntityData_v1(buf, pos)  # field: entity
+            _append_entity(_item_entity)
     _count, pos = read_compact_array_length(buf, pos, 10)  # field: values
     if _count < 0:
         raise null_error()  # field: values
     else:
-        values = []
-        _append = values.append
+        values: list[DescribeClientQuotasResponseValueData] = []
+        _append_values = values.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasResponseValueData_v1(buf, pos)  # field: values
-            _append(_item)
+            _item_values, pos = decode_DescribeClientQuotasResponseValueData_v1(buf, pos)  # field: values
+            _append_values(_item_values)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeClientQuotasResponseEntryData(entity=entity, values=values, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasResponseEntryData(entity=entity, values=values), pos + 1
 
 
-def encode_DescribeClientQuotasResponseEntryData_v1(m: DescribeClientQuotasResponseEntryData, out: bytearray) -> None:
-    _items = m.entity
-    if _items is None:
+def encode_DescribeClientQuotasResponseEntryData_v1(m: DescribeClientQuotasResponseEntryData, out: list[bytes]) -> None:
+    _items_entity = m.entity
+    if _items_entity is None:
         raise null_error()  # field: entity
-    write_compact_array_length(out, _items)  # field: entity
-    for _item in _items:
-        encode_DescribeClientQuotasResponseEntityData_v1(_item, out)  # field: entity
-    _items = m.values
-    if _items is None:
+    write_compact_array_length(out, _items_entity)  # field: entity
+    for _item_entity in _items_entity:
+        encode_DescribeClientQuotasResponseEntityData_v1(_item_entity, out)  # field: entity
+    _items_values = m.values
+    if _items_values is None:
         raise null_error()  # field: values
-    write_compact_array_length(out, _items)  # field: values
-    for _item in _items:
-        encode_DescribeClientQuotasResponseValueData_v1(_item, out)  # field: values
+    write_compact_array_length(out, _items_values)  # field: values
+    for _item_values in _items_values:
+        encode_DescribeClientQuotasResponseValueData_v1(_item_values, out)  # field: values
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClientQuotasResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeClientQuotasResponse, int]:
@@ -402,24 +402,24 @@ def decode_DescribeClientQuotasResponse_v0(buf: Buffer, pos: int) -> tuple[Descr
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
     _count, pos = read_array_length(buf, pos, 8)  # field: entries
     if _count < 0:
-        entries = None
+        entries: list[DescribeClientQuotasResponseEntryData] | None = None
     else:
         entries = []
-        _append = entries.append
+        _append_entries = entries.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
-            _append(_item)
+            _item_entries, pos = decode_DescribeClientQuotasResponseEntryData_v0(buf, pos)  # field: entries
+            _append_entries(_item_entries)
     return DescribeClientQuotasResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, entries=entries), pos
 
 
-def encode_DescribeClientQuotasResponse_v0(m: DescribeClientQuotasResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_DescribeClientQuotasResponse_v0(m: DescribeClientQuotasResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.entries
-    write_array_length(out, _items)  # field: entries
-    if _items is not None:
-        for _item in _items:
-            encode_DescribeClientQuotasResponseEntryData_v0(_item, out)  # field: entries
+    _items_entries = m.entries
+    write_array_length(out, _items_entries)  # field: entries
+    if _items_entries is not None:
+        for _item_entries in _items_entries:
+            encode_DescribeClientQuotasResponseEntryData_v0(_item_entries, out)  # field: entries
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -430,33 +430,31 @@ def decode_DescribeClientQuotasResponse_v1(buf: Buffer, pos: int) -> tuple[Descr
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: entries
     if _count < 0:
-        entries = None
+        entries: list[DescribeClientQuotasResponseEntryData] | None = None
     else:
         entries = []
-        _append = entries.append
+        _append_entries = entries.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
-            _append(_item)
+            _item_entries, pos = decode_DescribeClientQuotasResponseEntryData_v1(buf, pos)  # field: entries
+            _append_entries(_item_entries)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeClientQuotasResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, entries=entries, unknown_tagged_fields=_unknown), pos
     return DescribeClientQuotasResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, entries=entries), pos + 1
 
 
-def encode_DescribeClientQuotasResponse_v1(m: DescribeClientQuotasResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_DescribeClientQuotasResponse_v1(m: DescribeClientQuotasResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.entries
-    write_compact_array_length(out, _items)  # field: entries
-    if _items is not None:
-        for _item in _items:
-            encode_DescribeClientQuotasResponseEntryData_v1(_item, out)  # field: entries
+    _items_entries = m.entries
+    write_compact_array_length(out, _items_entries)  # field: entries
+    if _items_entries is not None:
+        for _item_entries in _items_entries:
+            encode_DescribeClientQuotasResponseEntryData_v1(_item_entries, out)  # field: entries
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 48
 API_NAME = 'DescribeClientQuotas'

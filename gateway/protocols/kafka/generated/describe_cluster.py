@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class DescribeClusterRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeClusterRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     include_cluster_authorized_operations: bool = False
@@ -75,7 +75,7 @@ class DescribeClusterResponseDescribeClusterBroker(msgspec.Struct, gc=False):
 
 
 class DescribeClusterResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeClusterResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -131,14 +131,14 @@ def decode_DescribeClusterRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeClu
     return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations), pos + 1
 
 
-def encode_DescribeClusterRequest_v0(m: DescribeClusterRequest, out: bytearray) -> None:
+def encode_DescribeClusterRequest_v0(m: DescribeClusterRequest, out: list[bytes]) -> None:
     if m.endpoint_type != 1:  # field: endpoint_type
         raise absent_error()  # field: endpoint_type
-    out += _S_o.pack(m.include_cluster_authorized_operations)  # field: include_cluster_authorized_operations
+    out.append(_S_o.pack(m.include_cluster_authorized_operations))  # field: include_cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClusterRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeClusterRequest, int]:
@@ -150,12 +150,12 @@ def decode_DescribeClusterRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeClu
     return DescribeClusterRequest(include_cluster_authorized_operations=include_cluster_authorized_operations, endpoint_type=endpoint_type), pos + 1
 
 
-def encode_DescribeClusterRequest_v1(m: DescribeClusterRequest, out: bytearray) -> None:
-    out += _S_ob.pack(m.include_cluster_authorized_operations, m.endpoint_type)  # field: include_cluster_authorized_operations, endpoint_type
+def encode_DescribeClusterRequest_v1(m: DescribeClusterRequest, out: list[bytes]) -> None:
+    out.append(_S_ob.pack(m.include_cluster_authorized_operations, m.endpoint_type))  # field: include_cluster_authorized_operations, endpoint_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClusterResponseDescribeClusterBroker_v0(buf: Buffer, pos: int) -> tuple[DescribeClusterResponseDescribeClusterBroker, int]:
@@ -171,15 +171,15 @@ def decode_DescribeClusterResponseDescribeClusterBroker_v0(buf: Buffer, pos: int
     return DescribeClusterResponseDescribeClusterBroker(broker_id=broker_id, host=host, port=port, rack=rack), pos + 1
 
 
-def encode_DescribeClusterResponseDescribeClusterBroker_v0(m: DescribeClusterResponseDescribeClusterBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_DescribeClusterResponseDescribeClusterBroker_v0(m: DescribeClusterResponseDescribeClusterBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClusterResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeClusterResponse, int]:
@@ -193,11 +193,11 @@ def decode_DescribeClusterResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeCl
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[DescribeClusterResponseDescribeClusterBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -206,24 +206,24 @@ def decode_DescribeClusterResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeCl
     return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
-def encode_DescribeClusterResponse_v0(m: DescribeClusterResponse, out: bytearray) -> None:
+def encode_DescribeClusterResponse_v0(m: DescribeClusterResponse, out: list[bytes]) -> None:
     if m.endpoint_type != 1:  # field: endpoint_type
         raise absent_error()  # field: endpoint_type
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     write_compact_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.brokers
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_DescribeClusterResponseDescribeClusterBroker_v0(_item, out)  # field: brokers
-    out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
+    write_compact_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_DescribeClusterResponseDescribeClusterBroker_v0(_item_brokers, out)  # field: brokers
+    out.append(_S_i.pack(m.cluster_authorized_operations))  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeClusterResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeClusterResponse, int]:
@@ -239,11 +239,11 @@ def decode_DescribeClusterResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeCl
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[DescribeClusterResponseDescribeClusterBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_DescribeClusterResponseDescribeClusterBroker_v0(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -252,25 +252,25 @@ def decode_DescribeClusterResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeCl
     return DescribeClusterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, endpoint_type=endpoint_type, cluster_id=cluster_id, controller_id=controller_id, brokers=brokers, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
-def encode_DescribeClusterResponse_v1(m: DescribeClusterResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_DescribeClusterResponse_v1(m: DescribeClusterResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.endpoint_type)  # field: endpoint_type
+    out.append(_S_b.pack(m.endpoint_type))  # field: endpoint_type
     write_compact_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.brokers
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_DescribeClusterResponseDescribeClusterBroker_v0(_item, out)  # field: brokers
-    out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
+    write_compact_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_DescribeClusterResponseDescribeClusterBroker_v0(_item_brokers, out)  # field: brokers
+    out.append(_S_i.pack(m.cluster_authorized_operations))  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DescribeClusterResponseDescribeClusterBroker_v1 = decode_DescribeClusterResponseDescribeClusterBroker_v0
 encode_DescribeClusterResponseDescribeClusterBroker_v1 = encode_DescribeClusterResponseDescribeClusterBroker_v0
 

@@ -65,7 +65,7 @@ class DescribeConfigsRequestDescribeConfigsResource(msgspec.Struct, gc=False):
 
 
 class DescribeConfigsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeConfigsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     resources: list[DescribeConfigsRequestDescribeConfigsResource] = []
@@ -113,7 +113,7 @@ class DescribeConfigsResponseDescribeConfigsResult(msgspec.Struct, gc=False):
 
 
 class DescribeConfigsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeConfigsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -182,24 +182,24 @@ def decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf: Buffer, pos: in
     resource_name, pos = read_string(buf, pos)  # field: resource_name
     _count, pos = read_array_length(buf, pos, 2)  # field: configuration_keys
     if _count < 0:
-        configuration_keys = None
+        configuration_keys: list[str] | None = None
     else:
         configuration_keys = []
-        _append = configuration_keys.append
+        _append_configuration_keys = configuration_keys.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: configuration_keys
-            _append(_item)
+            _item_configuration_keys, pos = read_string(buf, pos)  # field: configuration_keys
+            _append_configuration_keys(_item_configuration_keys)
     return DescribeConfigsRequestDescribeConfigsResource(resource_type=resource_type, resource_name=resource_name, configuration_keys=configuration_keys), pos
 
 
-def encode_DescribeConfigsRequestDescribeConfigsResource_v0(m: DescribeConfigsRequestDescribeConfigsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_DescribeConfigsRequestDescribeConfigsResource_v0(m: DescribeConfigsRequestDescribeConfigsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    _items = m.configuration_keys
-    write_array_length(out, _items)  # field: configuration_keys
-    if _items is not None:
-        for _item in _items:
-            write_string(out, _item)  # field: configuration_keys
+    _items_configuration_keys = m.configuration_keys
+    write_array_length(out, _items_configuration_keys)  # field: configuration_keys
+    if _items_configuration_keys is not None:
+        for _item_configuration_keys in _items_configuration_keys:
+            write_string(out, _item_configuration_keys)  # field: configuration_keys
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -210,31 +210,31 @@ def decode_DescribeConfigsRequestDescribeConfigsResource_v4(buf: Buffer, pos: in
     resource_name, pos = read_compact_string(buf, pos)  # field: resource_name
     _count, pos = read_compact_array_length(buf, pos, 1)  # field: configuration_keys
     if _count < 0:
-        configuration_keys = None
+        configuration_keys: list[str] | None = None
     else:
         configuration_keys = []
-        _append = configuration_keys.append
+        _append_configuration_keys = configuration_keys.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: configuration_keys
-            _append(_item)
+            _item_configuration_keys, pos = read_compact_string(buf, pos)  # field: configuration_keys
+            _append_configuration_keys(_item_configuration_keys)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeConfigsRequestDescribeConfigsResource(resource_type=resource_type, resource_name=resource_name, configuration_keys=configuration_keys, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsRequestDescribeConfigsResource(resource_type=resource_type, resource_name=resource_name, configuration_keys=configuration_keys), pos + 1
 
 
-def encode_DescribeConfigsRequestDescribeConfigsResource_v4(m: DescribeConfigsRequestDescribeConfigsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_DescribeConfigsRequestDescribeConfigsResource_v4(m: DescribeConfigsRequestDescribeConfigsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    _items = m.configuration_keys
-    write_compact_array_length(out, _items)  # field: configuration_keys
-    if _items is not None:
-        for _item in _items:
-            write_compact_string(out, _item)  # field: configuration_keys
+    _items_configuration_keys = m.configuration_keys
+    write_compact_array_length(out, _items_configuration_keys)  # field: configuration_keys
+    if _items_configuration_keys is not None:
+        for _item_configuration_keys in _items_configuration_keys:
+            write_compact_string(out, _item_configuration_keys)  # field: configuration_keys
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeConfigsRequest, int]:
@@ -242,25 +242,25 @@ def decode_DescribeConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeCon
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[DescribeConfigsRequestDescribeConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     return DescribeConfigsRequest(resources=resources), pos
 
 
-def encode_DescribeConfigsRequest_v0(m: DescribeConfigsRequest, out: bytearray) -> None:
+def encode_DescribeConfigsRequest_v0(m: DescribeConfigsRequest, out: list[bytes]) -> None:
     if m.include_synonyms != False:  # field: include_synonyms
         raise absent_error()  # field: include_synonyms
     if m.include_documentation != False:  # field: include_documentation
         raise absent_error()  # field: include_documentation
-    _items = m.resources
-    if _items is None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item, out)  # field: resources
+    write_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item_resources, out)  # field: resources
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -270,26 +270,26 @@ def decode_DescribeConfigsRequest_v1(buf: Buffer, pos: int) -> tuple[DescribeCon
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[DescribeConfigsRequestDescribeConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     include_synonyms, = _S_o.unpack_from(buf, pos)  # field: include_synonyms
     pos += 1
     return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms), pos
 
 
-def encode_DescribeConfigsRequest_v1(m: DescribeConfigsRequest, out: bytearray) -> None:
+def encode_DescribeConfigsRequest_v1(m: DescribeConfigsRequest, out: list[bytes]) -> None:
     if m.include_documentation != False:  # field: include_documentation
         raise absent_error()  # field: include_documentation
-    _items = m.resources
-    if _items is None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item, out)  # field: resources
-    out += _S_o.pack(m.include_synonyms)  # field: include_synonyms
+    write_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item_resources, out)  # field: resources
+    out.append(_S_o.pack(m.include_synonyms))  # field: include_synonyms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -299,24 +299,24 @@ def decode_DescribeConfigsRequest_v3(buf: Buffer, pos: int) -> tuple[DescribeCon
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[DescribeConfigsRequestDescribeConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v0(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     include_synonyms, include_documentation = _S_oo.unpack_from(buf, pos)  # field: include_synonyms, include_documentation
     pos += 2
     return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms, include_documentation=include_documentation), pos
 
 
-def encode_DescribeConfigsRequest_v3(m: DescribeConfigsRequest, out: bytearray) -> None:
-    _items = m.resources
-    if _items is None:
+def encode_DescribeConfigsRequest_v3(m: DescribeConfigsRequest, out: list[bytes]) -> None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item, out)  # field: resources
-    out += _S_oo.pack(m.include_synonyms, m.include_documentation)  # field: include_synonyms, include_documentation
+    write_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v0(_item_resources, out)  # field: resources
+    out.append(_S_oo.pack(m.include_synonyms, m.include_documentation))  # field: include_synonyms, include_documentation
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -326,11 +326,11 @@ def decode_DescribeConfigsRequest_v4(buf: Buffer, pos: int) -> tuple[DescribeCon
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[DescribeConfigsRequestDescribeConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v4(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_DescribeConfigsRequestDescribeConfigsResource_v4(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     include_synonyms, include_documentation = _S_oo.unpack_from(buf, pos)  # field: include_synonyms, include_documentation
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
@@ -339,18 +339,18 @@ def decode_DescribeConfigsRequest_v4(buf: Buffer, pos: int) -> tuple[DescribeCon
     return DescribeConfigsRequest(resources=resources, include_synonyms=include_synonyms, include_documentation=include_documentation), pos + 1
 
 
-def encode_DescribeConfigsRequest_v4(m: DescribeConfigsRequest, out: bytearray) -> None:
-    _items = m.resources
-    if _items is None:
+def encode_DescribeConfigsRequest_v4(m: DescribeConfigsRequest, out: list[bytes]) -> None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_DescribeConfigsRequestDescribeConfigsResource_v4(_item, out)  # field: resources
-    out += _S_oo.pack(m.include_synonyms, m.include_documentation)  # field: include_synonyms, include_documentation
+    write_compact_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_DescribeConfigsRequestDescribeConfigsResource_v4(_item_resources, out)  # field: resources
+    out.append(_S_oo.pack(m.include_synonyms, m.include_documentation))  # field: include_synonyms, include_documentation
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponseDescribeConfigsSynonym, int]:
@@ -361,10 +361,10 @@ def decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf: Buffer, pos: in
     return DescribeConfigsResponseDescribeConfigsSynonym(name=name, value=value, source=source), pos
 
 
-def encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(m: DescribeConfigsResponseDescribeConfigsSynonym, out: bytearray) -> None:
+def encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(m: DescribeConfigsResponseDescribeConfigsSynonym, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
-    out += _S_b.pack(m.source)  # field: source
+    out.append(_S_b.pack(m.source))  # field: source
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -380,14 +380,14 @@ def decode_DescribeConfigsResponseDescribeConfigsSynonym_v4(buf: Buffer, pos: in
     return DescribeConfigsResponseDescribeConfigsSynonym(name=name, value=value, source=source), pos + 1
 
 
-def encode_DescribeConfigsResponseDescribeConfigsSynonym_v4(m: DescribeConfigsResponseDescribeConfigsSynonym, out: bytearray) -> None:
+def encode_DescribeConfigsResponseDescribeConfigsSynonym_v4(m: DescribeConfigsResponseDescribeConfigsSynonym, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_nullable_string(out, m.value)  # field: value
-    out += _S_b.pack(m.source)  # field: source
+    out.append(_S_b.pack(m.source))  # field: source
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponseDescribeConfigsResourceResult, int]:
@@ -398,10 +398,10 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(buf: Buffer, 
     return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, is_default=is_default, is_sensitive=is_sensitive), pos
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: bytearray) -> None:
+def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
-    out += _S_ooo.pack(m.read_only, m.is_default, m.is_sensitive)  # field: read_only, is_default, is_sensitive
+    out.append(_S_ooo.pack(m.read_only, m.is_default, m.is_sensitive))  # field: read_only, is_default, is_sensitive
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -415,26 +415,26 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(buf: Buffer, 
     if _count < 0:
         raise null_error()  # field: synonyms
     else:
-        synonyms = []
-        _append = synonyms.append
+        synonyms: list[DescribeConfigsResponseDescribeConfigsSynonym] = []
+        _append_synonyms = synonyms.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
-            _append(_item)
+            _item_synonyms, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
+            _append_synonyms(_item_synonyms)
     return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, synonyms=synonyms), pos
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: bytearray) -> None:
+def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: list[bytes]) -> None:
     if m.is_default != False:  # field: is_default
         raise absent_error()  # field: is_default
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
-    out += _S_obo.pack(m.read_only, m.config_source, m.is_sensitive)  # field: read_only, config_source, is_sensitive
-    _items = m.synonyms
-    if _items is None:
+    out.append(_S_obo.pack(m.read_only, m.config_source, m.is_sensitive))  # field: read_only, config_source, is_sensitive
+    _items_synonyms = m.synonyms
+    if _items_synonyms is None:
         raise null_error()  # field: synonyms
-    write_array_length(out, _items)  # field: synonyms
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(_item, out)  # field: synonyms
+    write_array_length(out, _items_synonyms)  # field: synonyms
+    for _item_synonyms in _items_synonyms:
+        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(_item_synonyms, out)  # field: synonyms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -448,30 +448,30 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(buf: Buffer, 
     if _count < 0:
         raise null_error()  # field: synonyms
     else:
-        synonyms = []
-        _append = synonyms.append
+        synonyms: list[DescribeConfigsResponseDescribeConfigsSynonym] = []
+        _append_synonyms = synonyms.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
-            _append(_item)
+            _item_synonyms, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v1(buf, pos)  # field: synonyms
+            _append_synonyms(_item_synonyms)
     config_type, = _S_b.unpack_from(buf, pos)  # field: config_type
     pos += 1
     documentation, pos = read_nullable_string(buf, pos)  # field: documentation
     return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, synonyms=synonyms, config_type=config_type, documentation=documentation), pos
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: bytearray) -> None:
+def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: list[bytes]) -> None:
     if m.is_default != False:  # field: is_default
         raise absent_error()  # field: is_default
     write_string(out, m.name)  # field: name
     write_nullable_string(out, m.value)  # field: value
-    out += _S_obo.pack(m.read_only, m.config_source, m.is_sensitive)  # field: read_only, config_source, is_sensitive
-    _items = m.synonyms
-    if _items is None:
+    out.append(_S_obo.pack(m.read_only, m.config_source, m.is_sensitive))  # field: read_only, config_source, is_sensitive
+    _items_synonyms = m.synonyms
+    if _items_synonyms is None:
         raise null_error()  # field: synonyms
-    write_array_length(out, _items)  # field: synonyms
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(_item, out)  # field: synonyms
-    out += _S_b.pack(m.config_type)  # field: config_type
+    write_array_length(out, _items_synonyms)  # field: synonyms
+    for _item_synonyms in _items_synonyms:
+        encode_DescribeConfigsResponseDescribeConfigsSynonym_v1(_item_synonyms, out)  # field: synonyms
+    out.append(_S_b.pack(m.config_type))  # field: config_type
     write_nullable_string(out, m.documentation)  # field: documentation
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -486,11 +486,11 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(buf: Buffer, 
     if _count < 0:
         raise null_error()  # field: synonyms
     else:
-        synonyms = []
-        _append = synonyms.append
+        synonyms: list[DescribeConfigsResponseDescribeConfigsSynonym] = []
+        _append_synonyms = synonyms.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v4(buf, pos)  # field: synonyms
-            _append(_item)
+            _item_synonyms, pos = decode_DescribeConfigsResponseDescribeConfigsSynonym_v4(buf, pos)  # field: synonyms
+            _append_synonyms(_item_synonyms)
     config_type, = _S_b.unpack_from(buf, pos)  # field: config_type
     pos += 1
     documentation, pos = read_compact_nullable_string(buf, pos)  # field: documentation
@@ -500,24 +500,24 @@ def decode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(buf: Buffer, 
     return DescribeConfigsResponseDescribeConfigsResourceResult(name=name, value=value, read_only=read_only, config_source=config_source, is_sensitive=is_sensitive, synonyms=synonyms, config_type=config_type, documentation=documentation), pos + 1
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: bytearray) -> None:
+def encode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(m: DescribeConfigsResponseDescribeConfigsResourceResult, out: list[bytes]) -> None:
     if m.is_default != False:  # field: is_default
         raise absent_error()  # field: is_default
     write_compact_string(out, m.name)  # field: name
     write_compact_nullable_string(out, m.value)  # field: value
-    out += _S_obo.pack(m.read_only, m.config_source, m.is_sensitive)  # field: read_only, config_source, is_sensitive
-    _items = m.synonyms
-    if _items is None:
+    out.append(_S_obo.pack(m.read_only, m.config_source, m.is_sensitive))  # field: read_only, config_source, is_sensitive
+    _items_synonyms = m.synonyms
+    if _items_synonyms is None:
         raise null_error()  # field: synonyms
-    write_compact_array_length(out, _items)  # field: synonyms
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsSynonym_v4(_item, out)  # field: synonyms
-    out += _S_b.pack(m.config_type)  # field: config_type
+    write_compact_array_length(out, _items_synonyms)  # field: synonyms
+    for _item_synonyms in _items_synonyms:
+        encode_DescribeConfigsResponseDescribeConfigsSynonym_v4(_item_synonyms, out)  # field: synonyms
+    out.append(_S_b.pack(m.config_type))  # field: config_type
     write_compact_nullable_string(out, m.documentation)  # field: documentation
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeConfigsResponseDescribeConfigsResult_v0(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponseDescribeConfigsResult, int]:
@@ -531,25 +531,25 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v0(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[DescribeConfigsResponseDescribeConfigsResourceResult] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResult_v0(m: DescribeConfigsResponseDescribeConfigsResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeConfigsResponseDescribeConfigsResult_v0(m: DescribeConfigsResponseDescribeConfigsResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(_item, out)  # field: configs
+    write_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v0(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -565,25 +565,25 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v1(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[DescribeConfigsResponseDescribeConfigsResourceResult] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResult_v1(m: DescribeConfigsResponseDescribeConfigsResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeConfigsResponseDescribeConfigsResult_v1(m: DescribeConfigsResponseDescribeConfigsResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(_item, out)  # field: configs
+    write_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v1(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -599,25 +599,25 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v3(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[DescribeConfigsResponseDescribeConfigsResourceResult] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResult_v3(m: DescribeConfigsResponseDescribeConfigsResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeConfigsResponseDescribeConfigsResult_v3(m: DescribeConfigsResponseDescribeConfigsResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(_item, out)  # field: configs
+    write_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v3(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -633,32 +633,32 @@ def decode_DescribeConfigsResponseDescribeConfigsResult_v4(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[DescribeConfigsResponseDescribeConfigsResourceResult] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsResponseDescribeConfigsResult(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name, configs=configs), pos + 1
 
 
-def encode_DescribeConfigsResponseDescribeConfigsResult_v4(m: DescribeConfigsResponseDescribeConfigsResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeConfigsResponseDescribeConfigsResult_v4(m: DescribeConfigsResponseDescribeConfigsResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(_item, out)  # field: configs
+    write_compact_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_DescribeConfigsResponseDescribeConfigsResourceResult_v4(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeConfigsResponse, int]:
@@ -668,22 +668,22 @@ def decode_DescribeConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeCo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeConfigsResponseDescribeConfigsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_DescribeConfigsResponse_v0(m: DescribeConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DescribeConfigsResponse_v0(m: DescribeConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v0(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -695,22 +695,22 @@ def decode_DescribeConfigsResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeCo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeConfigsResponseDescribeConfigsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v1(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v1(buf, pos)  # field: results
+            _append_results(_item_results)
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_DescribeConfigsResponse_v1(m: DescribeConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DescribeConfigsResponse_v1(m: DescribeConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v1(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v1(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -722,22 +722,22 @@ def decode_DescribeConfigsResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeCo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeConfigsResponseDescribeConfigsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v3(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v3(buf, pos)  # field: results
+            _append_results(_item_results)
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_DescribeConfigsResponse_v3(m: DescribeConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DescribeConfigsResponse_v3(m: DescribeConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v3(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v3(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -749,31 +749,31 @@ def decode_DescribeConfigsResponse_v4(buf: Buffer, pos: int) -> tuple[DescribeCo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeConfigsResponseDescribeConfigsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v4(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeConfigsResponseDescribeConfigsResult_v4(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeConfigsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
-def encode_DescribeConfigsResponse_v4(m: DescribeConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DescribeConfigsResponse_v4(m: DescribeConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeConfigsResponseDescribeConfigsResult_v4(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeConfigsResponseDescribeConfigsResult_v4(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DescribeConfigsRequestDescribeConfigsResource_v1 = decode_DescribeConfigsRequestDescribeConfigsResource_v0
 encode_DescribeConfigsRequestDescribeConfigsResource_v1 = encode_DescribeConfigsRequestDescribeConfigsResource_v0
 decode_DescribeConfigsRequestDescribeConfigsResource_v2 = decode_DescribeConfigsRequestDescribeConfigsResource_v0

@@ -64,7 +64,7 @@ class DescribeDelegationTokenRequestDescribeDelegationTokenOwner(msgspec.Struct,
 
 
 class DescribeDelegationTokenRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeDelegationTokenRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     owners: list[DescribeDelegationTokenRequestDescribeDelegationTokenOwner] | None = []
@@ -98,7 +98,7 @@ class DescribeDelegationTokenResponseDescribedDelegationToken(msgspec.Struct, gc
 
 
 class DescribeDelegationTokenResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeDelegationTokenResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -154,7 +154,7 @@ def decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(buf: Bu
     return DescribeDelegationTokenRequestDescribeDelegationTokenOwner(principal_type=principal_type, principal_name=principal_name), pos
 
 
-def encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(m: DescribeDelegationTokenRequestDescribeDelegationTokenOwner, out: bytearray) -> None:
+def encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(m: DescribeDelegationTokenRequestDescribeDelegationTokenOwner, out: list[bytes]) -> None:
     write_string(out, m.principal_type)  # field: principal_type
     write_string(out, m.principal_name)  # field: principal_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -170,34 +170,34 @@ def decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(buf: Bu
     return DescribeDelegationTokenRequestDescribeDelegationTokenOwner(principal_type=principal_type, principal_name=principal_name), pos + 1
 
 
-def encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(m: DescribeDelegationTokenRequestDescribeDelegationTokenOwner, out: bytearray) -> None:
+def encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(m: DescribeDelegationTokenRequestDescribeDelegationTokenOwner, out: list[bytes]) -> None:
     write_compact_string(out, m.principal_type)  # field: principal_type
     write_compact_string(out, m.principal_name)  # field: principal_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeDelegationTokenRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenRequest, int]:
     _count, pos = read_array_length(buf, pos, 4)  # field: owners
     if _count < 0:
-        owners = None
+        owners: list[DescribeDelegationTokenRequestDescribeDelegationTokenOwner] | None = None
     else:
         owners = []
-        _append = owners.append
+        _append_owners = owners.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(buf, pos)  # field: owners
-            _append(_item)
+            _item_owners, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(buf, pos)  # field: owners
+            _append_owners(_item_owners)
     return DescribeDelegationTokenRequest(owners=owners), pos
 
 
-def encode_DescribeDelegationTokenRequest_v0(m: DescribeDelegationTokenRequest, out: bytearray) -> None:
-    _items = m.owners
-    write_array_length(out, _items)  # field: owners
-    if _items is not None:
-        for _item in _items:
-            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(_item, out)  # field: owners
+def encode_DescribeDelegationTokenRequest_v0(m: DescribeDelegationTokenRequest, out: list[bytes]) -> None:
+    _items_owners = m.owners
+    write_array_length(out, _items_owners)  # field: owners
+    if _items_owners is not None:
+        for _item_owners in _items_owners:
+            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0(_item_owners, out)  # field: owners
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -205,29 +205,29 @@ def encode_DescribeDelegationTokenRequest_v0(m: DescribeDelegationTokenRequest, 
 def decode_DescribeDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenRequest, int]:
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: owners
     if _count < 0:
-        owners = None
+        owners: list[DescribeDelegationTokenRequestDescribeDelegationTokenOwner] | None = None
     else:
         owners = []
-        _append = owners.append
+        _append_owners = owners.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(buf, pos)  # field: owners
-            _append(_item)
+            _item_owners, pos = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(buf, pos)  # field: owners
+            _append_owners(_item_owners)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeDelegationTokenRequest(owners=owners, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenRequest(owners=owners), pos + 1
 
 
-def encode_DescribeDelegationTokenRequest_v2(m: DescribeDelegationTokenRequest, out: bytearray) -> None:
-    _items = m.owners
-    write_compact_array_length(out, _items)  # field: owners
-    if _items is not None:
-        for _item in _items:
-            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(_item, out)  # field: owners
+def encode_DescribeDelegationTokenRequest_v2(m: DescribeDelegationTokenRequest, out: list[bytes]) -> None:
+    _items_owners = m.owners
+    write_compact_array_length(out, _items_owners)  # field: owners
+    if _items_owners is not None:
+        for _item_owners in _items_owners:
+            encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2(_item_owners, out)  # field: owners
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponseDescribedDelegationTokenRenewer, int]:
@@ -236,7 +236,7 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(buf
     return DescribeDelegationTokenResponseDescribedDelegationTokenRenewer(principal_type=principal_type, principal_name=principal_name), pos
 
 
-def encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(m: DescribeDelegationTokenResponseDescribedDelegationTokenRenewer, out: bytearray) -> None:
+def encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(m: DescribeDelegationTokenResponseDescribedDelegationTokenRenewer, out: list[bytes]) -> None:
     write_string(out, m.principal_type)  # field: principal_type
     write_string(out, m.principal_name)  # field: principal_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -252,13 +252,13 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf
     return DescribeDelegationTokenResponseDescribedDelegationTokenRenewer(principal_type=principal_type, principal_name=principal_name), pos + 1
 
 
-def encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(m: DescribeDelegationTokenResponseDescribedDelegationTokenRenewer, out: bytearray) -> None:
+def encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(m: DescribeDelegationTokenResponseDescribedDelegationTokenRenewer, out: list[bytes]) -> None:
     write_compact_string(out, m.principal_type)  # field: principal_type
     write_compact_string(out, m.principal_name)  # field: principal_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponseDescribedDelegationToken, int]:
@@ -272,30 +272,30 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(buf: Buffe
     if _count < 0:
         raise null_error()  # field: renewers
     else:
-        renewers = []
-        _append = renewers.append
+        renewers: list[DescribeDelegationTokenResponseDescribedDelegationTokenRenewer] = []
+        _append_renewers = renewers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(buf, pos)  # field: renewers
-            _append(_item)
+            _item_renewers, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(buf, pos)  # field: renewers
+            _append_renewers(_item_renewers)
     return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers), pos
 
 
-def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(m: DescribeDelegationTokenResponseDescribedDelegationToken, out: bytearray) -> None:
+def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(m: DescribeDelegationTokenResponseDescribedDelegationToken, out: list[bytes]) -> None:
     if m.token_requester_principal_type != '':  # field: token_requester_principal_type
         raise absent_error()  # field: token_requester_principal_type
     if m.token_requester_principal_name != '':  # field: token_requester_principal_name
         raise absent_error()  # field: token_requester_principal_name
     write_string(out, m.principal_type)  # field: principal_type
     write_string(out, m.principal_name)  # field: principal_name
-    out += _S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp)  # field: issue_timestamp, expiry_timestamp, max_timestamp
+    out.append(_S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp))  # field: issue_timestamp, expiry_timestamp, max_timestamp
     write_string(out, m.token_id)  # field: token_id
     write_bytes(out, m.hmac)  # field: hmac
-    _items = m.renewers
-    if _items is None:
+    _items_renewers = m.renewers
+    if _items_renewers is None:
         raise null_error()  # field: renewers
-    write_array_length(out, _items)  # field: renewers
-    for _item in _items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(_item, out)  # field: renewers
+    write_array_length(out, _items_renewers)  # field: renewers
+    for _item_renewers in _items_renewers:
+        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v0(_item_renewers, out)  # field: renewers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -311,37 +311,37 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(buf: Buffe
     if _count < 0:
         raise null_error()  # field: renewers
     else:
-        renewers = []
-        _append = renewers.append
+        renewers: list[DescribeDelegationTokenResponseDescribedDelegationTokenRenewer] = []
+        _append_renewers = renewers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
-            _append(_item)
+            _item_renewers, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
+            _append_renewers(_item_renewers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers), pos + 1
 
 
-def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(m: DescribeDelegationTokenResponseDescribedDelegationToken, out: bytearray) -> None:
+def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(m: DescribeDelegationTokenResponseDescribedDelegationToken, out: list[bytes]) -> None:
     if m.token_requester_principal_type != '':  # field: token_requester_principal_type
         raise absent_error()  # field: token_requester_principal_type
     if m.token_requester_principal_name != '':  # field: token_requester_principal_name
         raise absent_error()  # field: token_requester_principal_name
     write_compact_string(out, m.principal_type)  # field: principal_type
     write_compact_string(out, m.principal_name)  # field: principal_name
-    out += _S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp)  # field: issue_timestamp, expiry_timestamp, max_timestamp
+    out.append(_S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp))  # field: issue_timestamp, expiry_timestamp, max_timestamp
     write_compact_string(out, m.token_id)  # field: token_id
     write_compact_bytes(out, m.hmac)  # field: hmac
-    _items = m.renewers
-    if _items is None:
+    _items_renewers = m.renewers
+    if _items_renewers is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, _items)  # field: renewers
-    for _item in _items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(_item, out)  # field: renewers
+    write_compact_array_length(out, _items_renewers)  # field: renewers
+    for _item_renewers in _items_renewers:
+        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(_item_renewers, out)  # field: renewers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponseDescribedDelegationToken, int]:
@@ -357,35 +357,35 @@ def decode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(buf: Buffe
     if _count < 0:
         raise null_error()  # field: renewers
     else:
-        renewers = []
-        _append = renewers.append
+        renewers: list[DescribeDelegationTokenResponseDescribedDelegationTokenRenewer] = []
+        _append_renewers = renewers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
-            _append(_item)
+            _item_renewers, pos = decode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(buf, pos)  # field: renewers
+            _append_renewers(_item_renewers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers, unknown_tagged_fields=_unknown), pos
     return DescribeDelegationTokenResponseDescribedDelegationToken(principal_type=principal_type, principal_name=principal_name, token_requester_principal_type=token_requester_principal_type, token_requester_principal_name=token_requester_principal_name, issue_timestamp=issue_timestamp, expiry_timestamp=expiry_timestamp, max_timestamp=max_timestamp, token_id=token_id, hmac=hmac, renewers=renewers), pos + 1
 
 
-def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(m: DescribeDelegationTokenResponseDescribedDelegationToken, out: bytearray) -> None:
+def encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(m: DescribeDelegationTokenResponseDescribedDelegationToken, out: list[bytes]) -> None:
     write_compact_string(out, m.principal_type)  # field: principal_type
     write_compact_string(out, m.principal_name)  # field: principal_name
     write_compact_string(out, m.token_requester_principal_type)  # field: token_requester_principal_type
     write_compact_string(out, m.token_requester_principal_name)  # field: token_requester_principal_name
-    out += _S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp)  # field: issue_timestamp, expiry_timestamp, max_timestamp
+    out.append(_S_qqq.pack(m.issue_timestamp, m.expiry_timestamp, m.max_timestamp))  # field: issue_timestamp, expiry_timestamp, max_timestamp
     write_compact_string(out, m.token_id)  # field: token_id
     write_compact_bytes(out, m.hmac)  # field: hmac
-    _items = m.renewers
-    if _items is None:
+    _items_renewers = m.renewers
+    if _items_renewers is None:
         raise null_error()  # field: renewers
-    write_compact_array_length(out, _items)  # field: renewers
-    for _item in _items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(_item, out)  # field: renewers
+    write_compact_array_length(out, _items_renewers)  # field: renewers
+    for _item_renewers in _items_renewers:
+        encode_DescribeDelegationTokenResponseDescribedDelegationTokenRenewer_v2(_item_renewers, out)  # field: renewers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponse, int]:
@@ -395,25 +395,25 @@ def decode_DescribeDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[De
     if _count < 0:
         raise null_error()  # field: tokens
     else:
-        tokens = []
-        _append = tokens.append
+        tokens: list[DescribeDelegationTokenResponseDescribedDelegationToken] = []
+        _append_tokens = tokens.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(buf, pos)  # field: tokens
-            _append(_item)
+            _item_tokens, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(buf, pos)  # field: tokens
+            _append_tokens(_item_tokens)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_DescribeDelegationTokenResponse_v0(m: DescribeDelegationTokenResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.tokens
-    if _items is None:
+def encode_DescribeDelegationTokenResponse_v0(m: DescribeDelegationTokenResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_tokens = m.tokens
+    if _items_tokens is None:
         raise null_error()  # field: tokens
-    write_array_length(out, _items)  # field: tokens
-    for _item in _items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(_item, out)  # field: tokens
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_array_length(out, _items_tokens)  # field: tokens
+    for _item_tokens in _items_tokens:
+        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v0(_item_tokens, out)  # field: tokens
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -425,11 +425,11 @@ def decode_DescribeDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[De
     if _count < 0:
         raise null_error()  # field: tokens
     else:
-        tokens = []
-        _append = tokens.append
+        tokens: list[DescribeDelegationTokenResponseDescribedDelegationToken] = []
+        _append_tokens = tokens.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(buf, pos)  # field: tokens
-            _append(_item)
+            _item_tokens, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(buf, pos)  # field: tokens
+            _append_tokens(_item_tokens)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -438,19 +438,19 @@ def decode_DescribeDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[De
     return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_DescribeDelegationTokenResponse_v2(m: DescribeDelegationTokenResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.tokens
-    if _items is None:
+def encode_DescribeDelegationTokenResponse_v2(m: DescribeDelegationTokenResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_tokens = m.tokens
+    if _items_tokens is None:
         raise null_error()  # field: tokens
-    write_compact_array_length(out, _items)  # field: tokens
-    for _item in _items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(_item, out)  # field: tokens
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_compact_array_length(out, _items_tokens)  # field: tokens
+    for _item_tokens in _items_tokens:
+        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v2(_item_tokens, out)  # field: tokens
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeDelegationTokenResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeDelegationTokenResponse, int]:
@@ -460,11 +460,11 @@ def decode_DescribeDelegationTokenResponse_v3(buf: Buffer, pos: int) -> tuple[De
     if _count < 0:
         raise null_error()  # field: tokens
     else:
-        tokens = []
-        _append = tokens.append
+        tokens: list[DescribeDelegationTokenResponseDescribedDelegationToken] = []
+        _append_tokens = tokens.append
         for _ in range(_count):
-            _item, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(buf, pos)  # field: tokens
-            _append(_item)
+            _item_tokens, pos = decode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(buf, pos)  # field: tokens
+            _append_tokens(_item_tokens)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -473,21 +473,21 @@ def decode_DescribeDelegationTokenResponse_v3(buf: Buffer, pos: int) -> tuple[De
     return DescribeDelegationTokenResponse(error_code=error_code, tokens=tokens, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_DescribeDelegationTokenResponse_v3(m: DescribeDelegationTokenResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.tokens
-    if _items is None:
+def encode_DescribeDelegationTokenResponse_v3(m: DescribeDelegationTokenResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_tokens = m.tokens
+    if _items_tokens is None:
         raise null_error()  # field: tokens
-    write_compact_array_length(out, _items)  # field: tokens
-    for _item in _items:
-        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(_item, out)  # field: tokens
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_compact_array_length(out, _items_tokens)  # field: tokens
+    for _item_tokens in _items_tokens:
+        encode_DescribeDelegationTokenResponseDescribedDelegationToken_v3(_item_tokens, out)  # field: tokens
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v1 = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0
 encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v1 = encode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v0
 decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v3 = decode_DescribeDelegationTokenRequestDescribeDelegationTokenOwner_v2

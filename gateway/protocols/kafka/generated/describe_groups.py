@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class DescribeGroupsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeGroupsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     groups: list[str] = []
@@ -91,7 +91,7 @@ class DescribeGroupsResponseDescribedGroup(msgspec.Struct, gc=False):
 
 
 class DescribeGroupsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeGroupsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -141,23 +141,23 @@ def decode_DescribeGroupsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeGrou
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[str] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = read_string(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     return DescribeGroupsRequest(groups=groups), pos
 
 
-def encode_DescribeGroupsRequest_v0(m: DescribeGroupsRequest, out: bytearray) -> None:
+def encode_DescribeGroupsRequest_v0(m: DescribeGroupsRequest, out: list[bytes]) -> None:
     if m.include_authorized_operations != False:  # field: include_authorized_operations
         raise absent_error()  # field: include_authorized_operations
-    _items = m.groups
-    if _items is None:
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        write_string(out, _item)  # field: groups
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        write_string(out, _item_groups)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -167,24 +167,24 @@ def decode_DescribeGroupsRequest_v3(buf: Buffer, pos: int) -> tuple[DescribeGrou
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[str] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = read_string(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     include_authorized_operations, = _S_o.unpack_from(buf, pos)  # field: include_authorized_operations
     pos += 1
     return DescribeGroupsRequest(groups=groups, include_authorized_operations=include_authorized_operations), pos
 
 
-def encode_DescribeGroupsRequest_v3(m: DescribeGroupsRequest, out: bytearray) -> None:
-    _items = m.groups
-    if _items is None:
+def encode_DescribeGroupsRequest_v3(m: DescribeGroupsRequest, out: list[bytes]) -> None:
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        write_string(out, _item)  # field: groups
-    out += _S_o.pack(m.include_authorized_operations)  # field: include_authorized_operations
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        write_string(out, _item_groups)  # field: groups
+    out.append(_S_o.pack(m.include_authorized_operations))  # field: include_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -194,11 +194,11 @@ def decode_DescribeGroupsRequest_v5(buf: Buffer, pos: int) -> tuple[DescribeGrou
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[str] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = read_compact_string(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     include_authorized_operations, = _S_o.unpack_from(buf, pos)  # field: include_authorized_operations
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -207,18 +207,18 @@ def decode_DescribeGroupsRequest_v5(buf: Buffer, pos: int) -> tuple[DescribeGrou
     return DescribeGroupsRequest(groups=groups, include_authorized_operations=include_authorized_operations), pos + 1
 
 
-def encode_DescribeGroupsRequest_v5(m: DescribeGroupsRequest, out: bytearray) -> None:
-    _items = m.groups
-    if _items is None:
+def encode_DescribeGroupsRequest_v5(m: DescribeGroupsRequest, out: list[bytes]) -> None:
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        write_compact_string(out, _item)  # field: groups
-    out += _S_o.pack(m.include_authorized_operations)  # field: include_authorized_operations
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        write_compact_string(out, _item_groups)  # field: groups
+    out.append(_S_o.pack(m.include_authorized_operations))  # field: include_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeGroupsResponseDescribedGroupMember_v0(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponseDescribedGroupMember, int]:
@@ -230,7 +230,7 @@ def decode_DescribeGroupsResponseDescribedGroupMember_v0(buf: Buffer, pos: int) 
     return DescribeGroupsResponseDescribedGroupMember(member_id=member_id, client_id=client_id, client_host=client_host, member_metadata=member_metadata, member_assignment=member_assignment), pos
 
 
-def encode_DescribeGroupsResponseDescribedGroupMember_v0(m: DescribeGroupsResponseDescribedGroupMember, out: bytearray) -> None:
+def encode_DescribeGroupsResponseDescribedGroupMember_v0(m: DescribeGroupsResponseDescribedGroupMember, out: list[bytes]) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_string(out, m.client_id)  # field: client_id
     write_string(out, m.client_host)  # field: client_host
@@ -250,7 +250,7 @@ def decode_DescribeGroupsResponseDescribedGroupMember_v4(buf: Buffer, pos: int) 
     return DescribeGroupsResponseDescribedGroupMember(member_id=member_id, group_instance_id=group_instance_id, client_id=client_id, client_host=client_host, member_metadata=member_metadata, member_assignment=member_assignment), pos
 
 
-def encode_DescribeGroupsResponseDescribedGroupMember_v4(m: DescribeGroupsResponseDescribedGroupMember, out: bytearray) -> None:
+def encode_DescribeGroupsResponseDescribedGroupMember_v4(m: DescribeGroupsResponseDescribedGroupMember, out: list[bytes]) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_string(out, m.client_id)  # field: client_id
@@ -274,7 +274,7 @@ def decode_DescribeGroupsResponseDescribedGroupMember_v5(buf: Buffer, pos: int) 
     return DescribeGroupsResponseDescribedGroupMember(member_id=member_id, group_instance_id=group_instance_id, client_id=client_id, client_host=client_host, member_metadata=member_metadata, member_assignment=member_assignment), pos + 1
 
 
-def encode_DescribeGroupsResponseDescribedGroupMember_v5(m: DescribeGroupsResponseDescribedGroupMember, out: bytearray) -> None:
+def encode_DescribeGroupsResponseDescribedGroupMember_v5(m: DescribeGroupsResponseDescribedGroupMember, out: list[bytes]) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_string(out, m.client_id)  # field: client_id
@@ -284,7 +284,7 @@ def encode_DescribeGroupsResponseDescribedGroupMember_v5(m: DescribeGroupsRespon
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeGroupsResponseDescribedGroup_v0(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponseDescribedGroup, int]:
@@ -298,28 +298,28 @@ def decode_DescribeGroupsResponseDescribedGroup_v0(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[DescribeGroupsResponseDescribedGroupMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
+            _append_members(_item_members)
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members), pos
 
 
-def encode_DescribeGroupsResponseDescribedGroup_v0(m: DescribeGroupsResponseDescribedGroup, out: bytearray) -> None:
+def encode_DescribeGroupsResponseDescribedGroup_v0(m: DescribeGroupsResponseDescribedGroup, out: list[bytes]) -> None:
     if m.authorized_operations != -2147483648:  # field: authorized_operations
         raise absent_error()  # field: authorized_operations
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.group_id)  # field: group_id
     write_string(out, m.group_state)  # field: group_state
     write_string(out, m.protocol_type)  # field: protocol_type
     write_string(out, m.protocol_data)  # field: protocol_data
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v0(_item, out)  # field: members
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_DescribeGroupsResponseDescribedGroupMember_v0(_item_members, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -335,29 +335,29 @@ def decode_DescribeGroupsResponseDescribedGroup_v3(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[DescribeGroupsResponseDescribedGroupMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_DescribeGroupsResponseDescribedGroupMember_v0(buf, pos)  # field: members
+            _append_members(_item_members)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations), pos
 
 
-def encode_DescribeGroupsResponseDescribedGroup_v3(m: DescribeGroupsResponseDescribedGroup, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeGroupsResponseDescribedGroup_v3(m: DescribeGroupsResponseDescribedGroup, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.group_id)  # field: group_id
     write_string(out, m.group_state)  # field: group_state
     write_string(out, m.protocol_type)  # field: protocol_type
     write_string(out, m.protocol_data)  # field: protocol_data
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v0(_item, out)  # field: members
-    out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_DescribeGroupsResponseDescribedGroupMember_v0(_item_members, out)  # field: members
+    out.append(_S_i.pack(m.authorized_operations))  # field: authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -373,29 +373,29 @@ def decode_DescribeGroupsResponseDescribedGroup_v4(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[DescribeGroupsResponseDescribedGroupMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v4(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_DescribeGroupsResponseDescribedGroupMember_v4(buf, pos)  # field: members
+            _append_members(_item_members)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations), pos
 
 
-def encode_DescribeGroupsResponseDescribedGroup_v4(m: DescribeGroupsResponseDescribedGroup, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeGroupsResponseDescribedGroup_v4(m: DescribeGroupsResponseDescribedGroup, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.group_id)  # field: group_id
     write_string(out, m.group_state)  # field: group_state
     write_string(out, m.protocol_type)  # field: protocol_type
     write_string(out, m.protocol_data)  # field: protocol_data
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v4(_item, out)  # field: members
-    out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_DescribeGroupsResponseDescribedGroupMember_v4(_item_members, out)  # field: members
+    out.append(_S_i.pack(m.authorized_operations))  # field: authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -411,11 +411,11 @@ def decode_DescribeGroupsResponseDescribedGroup_v5(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[DescribeGroupsResponseDescribedGroupMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroupMember_v5(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_DescribeGroupsResponseDescribedGroupMember_v5(buf, pos)  # field: members
+            _append_members(_item_members)
     authorized_operations, = _S_i.unpack_from(buf, pos)  # field: authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -424,23 +424,23 @@ def decode_DescribeGroupsResponseDescribedGroup_v5(buf: Buffer, pos: int) -> tup
     return DescribeGroupsResponseDescribedGroup(error_code=error_code, group_id=group_id, group_state=group_state, protocol_type=protocol_type, protocol_data=protocol_data, members=members, authorized_operations=authorized_operations), pos + 1
 
 
-def encode_DescribeGroupsResponseDescribedGroup_v5(m: DescribeGroupsResponseDescribedGroup, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeGroupsResponseDescribedGroup_v5(m: DescribeGroupsResponseDescribedGroup, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.group_state)  # field: group_state
     write_compact_string(out, m.protocol_type)  # field: protocol_type
     write_compact_string(out, m.protocol_data)  # field: protocol_data
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroupMember_v5(_item, out)  # field: members
-    out += _S_i.pack(m.authorized_operations)  # field: authorized_operations
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_DescribeGroupsResponseDescribedGroupMember_v5(_item_members, out)  # field: members
+    out.append(_S_i.pack(m.authorized_operations))  # field: authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeGroupsResponse, int]:
@@ -448,21 +448,21 @@ def decode_DescribeGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeGro
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[DescribeGroupsResponseDescribedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     return DescribeGroupsResponse(groups=groups), pos
 
 
-def encode_DescribeGroupsResponse_v0(m: DescribeGroupsResponse, out: bytearray) -> None:
-    _items = m.groups
-    if _items is None:
+def encode_DescribeGroupsResponse_v0(m: DescribeGroupsResponse, out: list[bytes]) -> None:
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroup_v0(_item, out)  # field: groups
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_DescribeGroupsResponseDescribedGroup_v0(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -474,22 +474,22 @@ def decode_DescribeGroupsResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeGro
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[DescribeGroupsResponseDescribedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_DescribeGroupsResponseDescribedGroup_v0(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos
 
 
-def encode_DescribeGroupsResponse_v1(m: DescribeGroupsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.groups
-    if _items is None:
+def encode_DescribeGroupsResponse_v1(m: DescribeGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroup_v0(_item, out)  # field: groups
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_DescribeGroupsResponseDescribedGroup_v0(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -501,22 +501,22 @@ def decode_DescribeGroupsResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeGro
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[DescribeGroupsResponseDescribedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v3(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_DescribeGroupsResponseDescribedGroup_v3(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos
 
 
-def encode_DescribeGroupsResponse_v3(m: DescribeGroupsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.groups
-    if _items is None:
+def encode_DescribeGroupsResponse_v3(m: DescribeGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroup_v3(_item, out)  # field: groups
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_DescribeGroupsResponseDescribedGroup_v3(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -528,22 +528,22 @@ def decode_DescribeGroupsResponse_v4(buf: Buffer, pos: int) -> tuple[DescribeGro
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[DescribeGroupsResponseDescribedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v4(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_DescribeGroupsResponseDescribedGroup_v4(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos
 
 
-def encode_DescribeGroupsResponse_v4(m: DescribeGroupsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.groups
-    if _items is None:
+def encode_DescribeGroupsResponse_v4(m: DescribeGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroup_v4(_item, out)  # field: groups
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_DescribeGroupsResponseDescribedGroup_v4(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -555,31 +555,31 @@ def decode_DescribeGroupsResponse_v5(buf: Buffer, pos: int) -> tuple[DescribeGro
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[DescribeGroupsResponseDescribedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_DescribeGroupsResponseDescribedGroup_v5(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_DescribeGroupsResponseDescribedGroup_v5(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=_unknown), pos
     return DescribeGroupsResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos + 1
 
 
-def encode_DescribeGroupsResponse_v5(m: DescribeGroupsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.groups
-    if _items is None:
+def encode_DescribeGroupsResponse_v5(m: DescribeGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_DescribeGroupsResponseDescribedGroup_v5(_item, out)  # field: groups
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_DescribeGroupsResponseDescribedGroup_v5(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DescribeGroupsRequest_v1 = decode_DescribeGroupsRequest_v0
 encode_DescribeGroupsRequest_v1 = encode_DescribeGroupsRequest_v0
 decode_DescribeGroupsRequest_v2 = decode_DescribeGroupsRequest_v0

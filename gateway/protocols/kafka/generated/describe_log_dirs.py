@@ -64,7 +64,7 @@ class DescribeLogDirsRequestDescribableLogDirTopic(msgspec.Struct, gc=False):
 
 
 class DescribeLogDirsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeLogDirsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[DescribeLogDirsRequestDescribableLogDirTopic] | None = []
@@ -104,7 +104,7 @@ class DescribeLogDirsResponseDescribeLogDirsResult(msgspec.Struct, gc=False):
 
 
 class DescribeLogDirsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeLogDirsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -166,12 +166,12 @@ def decode_DescribeLogDirsRequestDescribableLogDirTopic_v0(buf: Buffer, pos: int
     return DescribeLogDirsRequestDescribableLogDirTopic(topic=topic, partitions=partitions), pos
 
 
-def encode_DescribeLogDirsRequestDescribableLogDirTopic_v0(m: DescribeLogDirsRequestDescribableLogDirTopic, out: bytearray) -> None:
+def encode_DescribeLogDirsRequestDescribableLogDirTopic_v0(m: DescribeLogDirsRequestDescribableLogDirTopic, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -187,37 +187,37 @@ def decode_DescribeLogDirsRequestDescribableLogDirTopic_v2(buf: Buffer, pos: int
     return DescribeLogDirsRequestDescribableLogDirTopic(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(m: DescribeLogDirsRequestDescribableLogDirTopic, out: bytearray) -> None:
+def encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(m: DescribeLogDirsRequestDescribableLogDirTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsRequest, int]:
     _count, pos = read_array_length(buf, pos, 6)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[DescribeLogDirsRequestDescribableLogDirTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return DescribeLogDirsRequest(topics=topics), pos
 
 
-def encode_DescribeLogDirsRequest_v0(m: DescribeLogDirsRequest, out: bytearray) -> None:
-    _items = m.topics
-    write_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_DescribeLogDirsRequestDescribableLogDirTopic_v0(_item, out)  # field: topics
+def encode_DescribeLogDirsRequest_v0(m: DescribeLogDirsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    write_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_DescribeLogDirsRequestDescribableLogDirTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -225,29 +225,29 @@ def encode_DescribeLogDirsRequest_v0(m: DescribeLogDirsRequest, out: bytearray) 
 def decode_DescribeLogDirsRequest_v2(buf: Buffer, pos: int) -> tuple[DescribeLogDirsRequest, int]:
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[DescribeLogDirsRequestDescribableLogDirTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeLogDirsRequestDescribableLogDirTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeLogDirsRequest(topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsRequest(topics=topics), pos + 1
 
 
-def encode_DescribeLogDirsRequest_v2(m: DescribeLogDirsRequest, out: bytearray) -> None:
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(_item, out)  # field: topics
+def encode_DescribeLogDirsRequest_v2(m: DescribeLogDirsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_DescribeLogDirsRequestDescribableLogDirTopic_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponseDescribeLogDirsPartition, int]:
@@ -256,8 +256,8 @@ def decode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(buf: Buffer, pos: 
     return DescribeLogDirsResponseDescribeLogDirsPartition(partition_index=partition_index, partition_size=partition_size, offset_lag=offset_lag, is_future_key=is_future_key), pos
 
 
-def encode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(m: DescribeLogDirsResponseDescribeLogDirsPartition, out: bytearray) -> None:
-    out += _S_iqqo.pack(m.partition_index, m.partition_size, m.offset_lag, m.is_future_key)  # field: partition_index, partition_size, offset_lag, is_future_key
+def encode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(m: DescribeLogDirsResponseDescribeLogDirsPartition, out: list[bytes]) -> None:
+    out.append(_S_iqqo.pack(m.partition_index, m.partition_size, m.offset_lag, m.is_future_key))  # field: partition_index, partition_size, offset_lag, is_future_key
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -271,12 +271,12 @@ def decode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(buf: Buffer, pos: 
     return DescribeLogDirsResponseDescribeLogDirsPartition(partition_index=partition_index, partition_size=partition_size, offset_lag=offset_lag, is_future_key=is_future_key), pos + 1
 
 
-def encode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(m: DescribeLogDirsResponseDescribeLogDirsPartition, out: bytearray) -> None:
-    out += _S_iqqo.pack(m.partition_index, m.partition_size, m.offset_lag, m.is_future_key)  # field: partition_index, partition_size, offset_lag, is_future_key
+def encode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(m: DescribeLogDirsResponseDescribeLogDirsPartition, out: list[bytes]) -> None:
+    out.append(_S_iqqo.pack(m.partition_index, m.partition_size, m.offset_lag, m.is_future_key))  # field: partition_index, partition_size, offset_lag, is_future_key
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponseDescribeLogDirsTopic, int]:
@@ -285,22 +285,22 @@ def decode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeLogDirsResponseDescribeLogDirsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions), pos
 
 
-def encode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(m: DescribeLogDirsResponseDescribeLogDirsTopic, out: bytearray) -> None:
+def encode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(m: DescribeLogDirsResponseDescribeLogDirsTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -311,29 +311,29 @@ def decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeLogDirsResponseDescribeLogDirsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponseDescribeLogDirsTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(m: DescribeLogDirsResponseDescribeLogDirsTopic, out: bytearray) -> None:
+def encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(m: DescribeLogDirsResponseDescribeLogDirsTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeLogDirsResponseDescribeLogDirsPartition_v2(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsResponseDescribeLogDirsResult_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponseDescribeLogDirsResult, int]:
@@ -344,23 +344,23 @@ def decode_DescribeLogDirsResponseDescribeLogDirsResult_v0(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeLogDirsResponseDescribeLogDirsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics), pos
 
 
-def encode_DescribeLogDirsResponseDescribeLogDirsResult_v0(m: DescribeLogDirsResponseDescribeLogDirsResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeLogDirsResponseDescribeLogDirsResult_v0(m: DescribeLogDirsResponseDescribeLogDirsResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.log_dir)  # field: log_dir
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -373,30 +373,30 @@ def decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeLogDirsResponseDescribeLogDirsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics), pos + 1
 
 
-def encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(m: DescribeLogDirsResponseDescribeLogDirsResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(m: DescribeLogDirsResponseDescribeLogDirsResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.log_dir)  # field: log_dir
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponseDescribeLogDirsResult, int]:
@@ -407,11 +407,11 @@ def decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeLogDirsResponseDescribeLogDirsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     total_bytes, usable_bytes = _S_qq.unpack_from(buf, pos)  # field: total_bytes, usable_bytes
     pos += 16
     if buf[pos]:  # field: unknown_tagged_fields
@@ -420,20 +420,20 @@ def decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf: Buffer, pos: int
     return DescribeLogDirsResponseDescribeLogDirsResult(error_code=error_code, log_dir=log_dir, topics=topics, total_bytes=total_bytes, usable_bytes=usable_bytes), pos + 1
 
 
-def encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(m: DescribeLogDirsResponseDescribeLogDirsResult, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(m: DescribeLogDirsResponseDescribeLogDirsResult, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.log_dir)  # field: log_dir
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(_item, out)  # field: topics
-    out += _S_qq.pack(m.total_bytes, m.usable_bytes)  # field: total_bytes, usable_bytes
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeLogDirsResponseDescribeLogDirsTopic_v2(_item_topics, out)  # field: topics
+    out.append(_S_qq.pack(m.total_bytes, m.usable_bytes))  # field: total_bytes, usable_bytes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponse, int]:
@@ -443,22 +443,22 @@ def decode_DescribeLogDirsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeLo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeLogDirsResponseDescribeLogDirsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos
 
 
-def encode_DescribeLogDirsResponse_v0(m: DescribeLogDirsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DescribeLogDirsResponse_v0(m: DescribeLogDirsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v0(_item, out)  # field: results
+    write_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -470,29 +470,29 @@ def decode_DescribeLogDirsResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeLo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeLogDirsResponseDescribeLogDirsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, results=results), pos + 1
 
 
-def encode_DescribeLogDirsResponse_v2(m: DescribeLogDirsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.results
-    if _items is None:
+def encode_DescribeLogDirsResponse_v2(m: DescribeLogDirsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponse, int]:
@@ -502,29 +502,29 @@ def decode_DescribeLogDirsResponse_v3(buf: Buffer, pos: int) -> tuple[DescribeLo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeLogDirsResponseDescribeLogDirsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v2(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results), pos + 1
 
 
-def encode_DescribeLogDirsResponse_v3(m: DescribeLogDirsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.results
-    if _items is None:
+def encode_DescribeLogDirsResponse_v3(m: DescribeLogDirsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v2(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeLogDirsResponse_v4(buf: Buffer, pos: int) -> tuple[DescribeLogDirsResponse, int]:
@@ -534,31 +534,31 @@ def decode_DescribeLogDirsResponse_v4(buf: Buffer, pos: int) -> tuple[DescribeLo
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeLogDirsResponseDescribeLogDirsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeLogDirsResponseDescribeLogDirsResult_v4(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeLogDirsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, results=results), pos + 1
 
 
-def encode_DescribeLogDirsResponse_v4(m: DescribeLogDirsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.results
-    if _items is None:
+def encode_DescribeLogDirsResponse_v4(m: DescribeLogDirsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeLogDirsResponseDescribeLogDirsResult_v4(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DescribeLogDirsRequestDescribableLogDirTopic_v1 = decode_DescribeLogDirsRequestDescribableLogDirTopic_v0
 encode_DescribeLogDirsRequestDescribableLogDirTopic_v1 = encode_DescribeLogDirsRequestDescribableLogDirTopic_v0
 decode_DescribeLogDirsRequestDescribableLogDirTopic_v3 = decode_DescribeLogDirsRequestDescribableLogDirTopic_v2

@@ -64,7 +64,7 @@ class DescribeProducersRequestTopicRequest(msgspec.Struct, gc=False):
 
 
 class DescribeProducersRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeProducersRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[DescribeProducersRequestTopicRequest] = []
@@ -105,7 +105,7 @@ class DescribeProducersResponseTopicResponse(msgspec.Struct, gc=False):
 
 
 class DescribeProducersResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeProducersResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -167,16 +167,16 @@ def decode_DescribeProducersRequestTopicRequest_v0(buf: Buffer, pos: int) -> tup
     return DescribeProducersRequestTopicRequest(name=name, partition_indexes=partition_indexes), pos + 1
 
 
-def encode_DescribeProducersRequestTopicRequest_v0(m: DescribeProducersRequestTopicRequest, out: bytearray) -> None:
+def encode_DescribeProducersRequestTopicRequest_v0(m: DescribeProducersRequestTopicRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeProducersRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersRequest, int]:
@@ -184,28 +184,28 @@ def decode_DescribeProducersRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeP
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeProducersRequestTopicRequest] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeProducersRequestTopicRequest_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeProducersRequestTopicRequest_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeProducersRequest(topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeProducersRequest(topics=topics), pos + 1
 
 
-def encode_DescribeProducersRequest_v0(m: DescribeProducersRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_DescribeProducersRequest_v0(m: DescribeProducersRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeProducersRequestTopicRequest_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeProducersRequestTopicRequest_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeProducersResponseProducerState_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersResponseProducerState, int]:
@@ -217,12 +217,12 @@ def decode_DescribeProducersResponseProducerState_v0(buf: Buffer, pos: int) -> t
     return DescribeProducersResponseProducerState(producer_id=producer_id, producer_epoch=producer_epoch, last_sequence=last_sequence, last_timestamp=last_timestamp, coordinator_epoch=coordinator_epoch, current_txn_start_offset=current_txn_start_offset), pos + 1
 
 
-def encode_DescribeProducersResponseProducerState_v0(m: DescribeProducersResponseProducerState, out: bytearray) -> None:
-    out += _S_qiiqiq.pack(m.producer_id, m.producer_epoch, m.last_sequence, m.last_timestamp, m.coordinator_epoch, m.current_txn_start_offset)  # field: producer_id, producer_epoch, last_sequence, last_timestamp, coordinator_epoch, current_txn_start_offset
+def encode_DescribeProducersResponseProducerState_v0(m: DescribeProducersResponseProducerState, out: list[bytes]) -> None:
+    out.append(_S_qiiqiq.pack(m.producer_id, m.producer_epoch, m.last_sequence, m.last_timestamp, m.coordinator_epoch, m.current_txn_start_offset))  # field: producer_id, producer_epoch, last_sequence, last_timestamp, coordinator_epoch, current_txn_start_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeProducersResponsePartitionResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersResponsePartitionResponse, int]:
@@ -233,30 +233,30 @@ def decode_DescribeProducersResponsePartitionResponse_v0(buf: Buffer, pos: int) 
     if _count < 0:
         raise null_error()  # field: active_producers
     else:
-        active_producers = []
-        _append = active_producers.append
+        active_producers: list[DescribeProducersResponseProducerState] = []
+        _append_active_producers = active_producers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeProducersResponseProducerState_v0(buf, pos)  # field: active_producers
-            _append(_item)
+            _item_active_producers, pos = decode_DescribeProducersResponseProducerState_v0(buf, pos)  # field: active_producers
+            _append_active_producers(_item_active_producers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeProducersResponsePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message, active_producers=active_producers, unknown_tagged_fields=_unknown), pos
     return DescribeProducersResponsePartitionResponse(partition_index=partition_index, error_code=error_code, error_message=error_message, active_producers=active_producers), pos + 1
 
 
-def encode_DescribeProducersResponsePartitionResponse_v0(m: DescribeProducersResponsePartitionResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_DescribeProducersResponsePartitionResponse_v0(m: DescribeProducersResponsePartitionResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.active_producers
-    if _items is None:
+    _items_active_producers = m.active_producers
+    if _items_active_producers is None:
         raise null_error()  # field: active_producers
-    write_compact_array_length(out, _items)  # field: active_producers
-    for _item in _items:
-        encode_DescribeProducersResponseProducerState_v0(_item, out)  # field: active_producers
+    write_compact_array_length(out, _items_active_producers)  # field: active_producers
+    for _item_active_producers in _items_active_producers:
+        encode_DescribeProducersResponseProducerState_v0(_item_active_producers, out)  # field: active_producers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeProducersResponseTopicResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersResponseTopicResponse, int]:
@@ -265,29 +265,29 @@ def decode_DescribeProducersResponseTopicResponse_v0(buf: Buffer, pos: int) -> t
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeProducersResponsePartitionResponse] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeProducersResponsePartitionResponse_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeProducersResponsePartitionResponse_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeProducersResponseTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeProducersResponseTopicResponse(name=name, partitions=partitions), pos + 1
 
 
-def encode_DescribeProducersResponseTopicResponse_v0(m: DescribeProducersResponseTopicResponse, out: bytearray) -> None:
+def encode_DescribeProducersResponseTopicResponse_v0(m: DescribeProducersResponseTopicResponse, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeProducersResponsePartitionResponse_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeProducersResponsePartitionResponse_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeProducersResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeProducersResponse, int]:
@@ -297,31 +297,29 @@ def decode_DescribeProducersResponse_v0(buf: Buffer, pos: int) -> tuple[Describe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeProducersResponseTopicResponse] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeProducersResponseTopicResponse_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeProducersResponseTopicResponse_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeProducersResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeProducersResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_DescribeProducersResponse_v0(m: DescribeProducersResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_DescribeProducersResponse_v0(m: DescribeProducersResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeProducersResponseTopicResponse_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeProducersResponseTopicResponse_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 61
 API_NAME = 'DescribeProducers'

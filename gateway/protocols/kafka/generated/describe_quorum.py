@@ -72,7 +72,7 @@ class DescribeQuorumRequestTopicData(msgspec.Struct, gc=False):
 
 
 class DescribeQuorumRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeQuorumRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[DescribeQuorumRequestTopicData] = []
@@ -135,7 +135,7 @@ class DescribeQuorumResponseNode(msgspec.Struct, gc=False):
 
 
 class DescribeQuorumResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeQuorumResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -223,12 +223,12 @@ def decode_DescribeQuorumRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple
     return DescribeQuorumRequestPartitionData(partition_index=partition_index), pos + 1
 
 
-def encode_DescribeQuorumRequestPartitionData_v0(m: DescribeQuorumRequestPartitionData, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+def encode_DescribeQuorumRequestPartitionData_v0(m: DescribeQuorumRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumRequestTopicData, int]:
@@ -237,29 +237,29 @@ def decode_DescribeQuorumRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[Des
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeQuorumRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeQuorumRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_DescribeQuorumRequestTopicData_v0(m: DescribeQuorumRequestTopicData, out: bytearray) -> None:
+def encode_DescribeQuorumRequestTopicData_v0(m: DescribeQuorumRequestTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeQuorumRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeQuorumRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumRequest, int]:
@@ -267,28 +267,28 @@ def decode_DescribeQuorumRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeQuor
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeQuorumRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumRequestTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeQuorumRequestTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumRequest(topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumRequest(topics=topics), pos + 1
 
 
-def encode_DescribeQuorumRequest_v0(m: DescribeQuorumRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_DescribeQuorumRequest_v0(m: DescribeQuorumRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeQuorumRequestTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeQuorumRequestTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseReplicaState_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseReplicaState, int]:
@@ -300,14 +300,14 @@ def decode_DescribeQuorumResponseReplicaState_v0(buf: Buffer, pos: int) -> tuple
     return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset), pos + 1
 
 
-def encode_DescribeQuorumResponseReplicaState_v0(m: DescribeQuorumResponseReplicaState, out: bytearray) -> None:
+def encode_DescribeQuorumResponseReplicaState_v0(m: DescribeQuorumResponseReplicaState, out: list[bytes]) -> None:
     if m.replica_directory_id != ZERO_UUID:  # field: replica_directory_id
         raise absent_error()  # field: replica_directory_id
-    out += _S_iq.pack(m.replica_id, m.log_end_offset)  # field: replica_id, log_end_offset
+    out.append(_S_iq.pack(m.replica_id, m.log_end_offset))  # field: replica_id, log_end_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseReplicaState_v1(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseReplicaState, int]:
@@ -319,14 +319,14 @@ def decode_DescribeQuorumResponseReplicaState_v1(buf: Buffer, pos: int) -> tuple
     return DescribeQuorumResponseReplicaState(replica_id=replica_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp), pos + 1
 
 
-def encode_DescribeQuorumResponseReplicaState_v1(m: DescribeQuorumResponseReplicaState, out: bytearray) -> None:
+def encode_DescribeQuorumResponseReplicaState_v1(m: DescribeQuorumResponseReplicaState, out: list[bytes]) -> None:
     if m.replica_directory_id != ZERO_UUID:  # field: replica_directory_id
         raise absent_error()  # field: replica_directory_id
-    out += _S_iqqq.pack(m.replica_id, m.log_end_offset, m.last_fetch_timestamp, m.last_caught_up_timestamp)  # field: replica_id, log_end_offset, last_fetch_timestamp, last_caught_up_timestamp
+    out.append(_S_iqqq.pack(m.replica_id, m.log_end_offset, m.last_fetch_timestamp, m.last_caught_up_timestamp))  # field: replica_id, log_end_offset, last_fetch_timestamp, last_caught_up_timestamp
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseReplicaState_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseReplicaState, int]:
@@ -339,12 +339,12 @@ def decode_DescribeQuorumResponseReplicaState_v2(buf: Buffer, pos: int) -> tuple
     return DescribeQuorumResponseReplicaState(replica_id=replica_id, replica_directory_id=replica_directory_id, log_end_offset=log_end_offset, last_fetch_timestamp=last_fetch_timestamp, last_caught_up_timestamp=last_caught_up_timestamp), pos + 1
 
 
-def encode_DescribeQuorumResponseReplicaState_v2(m: DescribeQuorumResponseReplicaState, out: bytearray) -> None:
-    out += _S_i16sqqq.pack(m.replica_id, m.replica_directory_id.bytes, m.log_end_offset, m.last_fetch_timestamp, m.last_caught_up_timestamp)  # field: replica_id, replica_directory_id, log_end_offset, last_fetch_timestamp, last_caught_up_timestamp
+def encode_DescribeQuorumResponseReplicaState_v2(m: DescribeQuorumResponseReplicaState, out: list[bytes]) -> None:
+    out.append(_S_i16sqqq.pack(m.replica_id, m.replica_directory_id.bytes, m.log_end_offset, m.last_fetch_timestamp, m.last_caught_up_timestamp))  # field: replica_id, replica_directory_id, log_end_offset, last_fetch_timestamp, last_caught_up_timestamp
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponsePartitionData, int]:
@@ -354,44 +354,44 @@ def decode_DescribeQuorumResponsePartitionData_v0(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: current_voters
     else:
-        current_voters = []
-        _append = current_voters.append
+        current_voters: list[DescribeQuorumResponseReplicaState] = []
+        _append_current_voters = current_voters.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: current_voters
-            _append(_item)
+            _item_current_voters, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: current_voters
+            _append_current_voters(_item_current_voters)
     _count, pos = read_compact_array_length(buf, pos, 13)  # field: observers
     if _count < 0:
         raise null_error()  # field: observers
     else:
-        observers = []
-        _append = observers.append
+        observers: list[DescribeQuorumResponseReplicaState] = []
+        _append_observers = observers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: observers
-            _append(_item)
+            _item_observers, pos = decode_DescribeQuorumResponseReplicaState_v0(buf, pos)  # field: observers
+            _append_observers(_item_observers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers), pos + 1
 
 
-def encode_DescribeQuorumResponsePartitionData_v0(m: DescribeQuorumResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihiiq.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.high_watermark)  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
-    _items = m.current_voters
-    if _items is None:
+def encode_DescribeQuorumResponsePartitionData_v0(m: DescribeQuorumResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihiiq.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.high_watermark))  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
+    _items_current_voters = m.current_voters
+    if _items_current_voters is None:
         raise null_error()  # field: current_voters
-    write_compact_array_length(out, _items)  # field: current_voters
-    for _item in _items:
-        encode_DescribeQuorumResponseReplicaState_v0(_item, out)  # field: current_voters
-    _items = m.observers
-    if _items is None:
+    write_compact_array_length(out, _items_current_voters)  # field: current_voters
+    for _item_current_voters in _items_current_voters:
+        encode_DescribeQuorumResponseReplicaState_v0(_item_current_voters, out)  # field: current_voters
+    _items_observers = m.observers
+    if _items_observers is None:
         raise null_error()  # field: observers
-    write_compact_array_length(out, _items)  # field: observers
-    for _item in _items:
-        encode_DescribeQuorumResponseReplicaState_v0(_item, out)  # field: observers
+    write_compact_array_length(out, _items_observers)  # field: observers
+    for _item_observers in _items_observers:
+        encode_DescribeQuorumResponseReplicaState_v0(_item_observers, out)  # field: observers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponsePartitionData_v1(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponsePartitionData, int]:
@@ -401,44 +401,44 @@ def decode_DescribeQuorumResponsePartitionData_v1(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: current_voters
     else:
-        current_voters = []
-        _append = current_voters.append
+        current_voters: list[DescribeQuorumResponseReplicaState] = []
+        _append_current_voters = current_voters.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: current_voters
-            _append(_item)
+            _item_current_voters, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: current_voters
+            _append_current_voters(_item_current_voters)
     _count, pos = read_compact_array_length(buf, pos, 29)  # field: observers
     if _count < 0:
         raise null_error()  # field: observers
     else:
-        observers = []
-        _append = observers.append
+        observers: list[DescribeQuorumResponseReplicaState] = []
+        _append_observers = observers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: observers
-            _append(_item)
+            _item_observers, pos = decode_DescribeQuorumResponseReplicaState_v1(buf, pos)  # field: observers
+            _append_observers(_item_observers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers), pos + 1
 
 
-def encode_DescribeQuorumResponsePartitionData_v1(m: DescribeQuorumResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihiiq.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.high_watermark)  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
-    _items = m.current_voters
-    if _items is None:
+def encode_DescribeQuorumResponsePartitionData_v1(m: DescribeQuorumResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihiiq.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.high_watermark))  # field: partition_index, error_code, leader_id, leader_epoch, high_watermark
+    _items_current_voters = m.current_voters
+    if _items_current_voters is None:
         raise null_error()  # field: current_voters
-    write_compact_array_length(out, _items)  # field: current_voters
-    for _item in _items:
-        encode_DescribeQuorumResponseReplicaState_v1(_item, out)  # field: current_voters
-    _items = m.observers
-    if _items is None:
+    write_compact_array_length(out, _items_current_voters)  # field: current_voters
+    for _item_current_voters in _items_current_voters:
+        encode_DescribeQuorumResponseReplicaState_v1(_item_current_voters, out)  # field: current_voters
+    _items_observers = m.observers
+    if _items_observers is None:
         raise null_error()  # field: observers
-    write_compact_array_length(out, _items)  # field: observers
-    for _item in _items:
-        encode_DescribeQuorumResponseReplicaState_v1(_item, out)  # field: observers
+    write_compact_array_length(out, _items_observers)  # field: observers
+    for _item_observers in _items_observers:
+        encode_DescribeQuorumResponseReplicaState_v1(_item_observers, out)  # field: observers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponsePartitionData_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponsePartitionData, int]:
@@ -451,46 +451,46 @@ def decode_DescribeQuorumResponsePartitionData_v2(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: current_voters
     else:
-        current_voters = []
-        _append = current_voters.append
+        current_voters: list[DescribeQuorumResponseReplicaState] = []
+        _append_current_voters = current_voters.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: current_voters
-            _append(_item)
+            _item_current_voters, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: current_voters
+            _append_current_voters(_item_current_voters)
     _count, pos = read_compact_array_length(buf, pos, 45)  # field: observers
     if _count < 0:
         raise null_error()  # field: observers
     else:
-        observers = []
-        _append = observers.append
+        observers: list[DescribeQuorumResponseReplicaState] = []
+        _append_observers = observers.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: observers
-            _append(_item)
+            _item_observers, pos = decode_DescribeQuorumResponseReplicaState_v2(buf, pos)  # field: observers
+            _append_observers(_item_observers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, leader_id=leader_id, leader_epoch=leader_epoch, high_watermark=high_watermark, current_voters=current_voters, observers=observers), pos + 1
 
 
-def encode_DescribeQuorumResponsePartitionData_v2(m: DescribeQuorumResponsePartitionData, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_DescribeQuorumResponsePartitionData_v2(m: DescribeQuorumResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_iiq.pack(m.leader_id, m.leader_epoch, m.high_watermark)  # field: leader_id, leader_epoch, high_watermark
-    _items = m.current_voters
-    if _items is None:
+    out.append(_S_iiq.pack(m.leader_id, m.leader_epoch, m.high_watermark))  # field: leader_id, leader_epoch, high_watermark
+    _items_current_voters = m.current_voters
+    if _items_current_voters is None:
         raise null_error()  # field: current_voters
-    write_compact_array_length(out, _items)  # field: current_voters
-    for _item in _items:
-        encode_DescribeQuorumResponseReplicaState_v2(_item, out)  # field: current_voters
-    _items = m.observers
-    if _items is None:
+    write_compact_array_length(out, _items_current_voters)  # field: current_voters
+    for _item_current_voters in _items_current_voters:
+        encode_DescribeQuorumResponseReplicaState_v2(_item_current_voters, out)  # field: current_voters
+    _items_observers = m.observers
+    if _items_observers is None:
         raise null_error()  # field: observers
-    write_compact_array_length(out, _items)  # field: observers
-    for _item in _items:
-        encode_DescribeQuorumResponseReplicaState_v2(_item, out)  # field: observers
+    write_compact_array_length(out, _items_observers)  # field: observers
+    for _item_observers in _items_observers:
+        encode_DescribeQuorumResponseReplicaState_v2(_item_observers, out)  # field: observers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseTopicData, int]:
@@ -499,29 +499,29 @@ def decode_DescribeQuorumResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[De
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeQuorumResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeQuorumResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_DescribeQuorumResponseTopicData_v0(m: DescribeQuorumResponseTopicData, out: bytearray) -> None:
+def encode_DescribeQuorumResponseTopicData_v0(m: DescribeQuorumResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeQuorumResponsePartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeQuorumResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseTopicData, int]:
@@ -530,29 +530,29 @@ def decode_DescribeQuorumResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[De
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeQuorumResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponsePartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeQuorumResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_DescribeQuorumResponseTopicData_v1(m: DescribeQuorumResponseTopicData, out: bytearray) -> None:
+def encode_DescribeQuorumResponseTopicData_v1(m: DescribeQuorumResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeQuorumResponsePartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeQuorumResponsePartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseTopicData_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseTopicData, int]:
@@ -561,29 +561,29 @@ def decode_DescribeQuorumResponseTopicData_v2(buf: Buffer, pos: int) -> tuple[De
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeQuorumResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponsePartitionData_v2(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeQuorumResponsePartitionData_v2(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_DescribeQuorumResponseTopicData_v2(m: DescribeQuorumResponseTopicData, out: bytearray) -> None:
+def encode_DescribeQuorumResponseTopicData_v2(m: DescribeQuorumResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeQuorumResponsePartitionData_v2(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeQuorumResponsePartitionData_v2(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseListener_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseListener, int]:
@@ -597,14 +597,14 @@ def decode_DescribeQuorumResponseListener_v2(buf: Buffer, pos: int) -> tuple[Des
     return DescribeQuorumResponseListener(name=name, host=host, port=port), pos + 1
 
 
-def encode_DescribeQuorumResponseListener_v2(m: DescribeQuorumResponseListener, out: bytearray) -> None:
+def encode_DescribeQuorumResponseListener_v2(m: DescribeQuorumResponseListener, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponseNode_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponseNode, int]:
@@ -614,29 +614,29 @@ def decode_DescribeQuorumResponseNode_v2(buf: Buffer, pos: int) -> tuple[Describ
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[DescribeQuorumResponseListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseListener_v2(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_DescribeQuorumResponseListener_v2(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponseNode(node_id=node_id, listeners=listeners, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponseNode(node_id=node_id, listeners=listeners), pos + 1
 
 
-def encode_DescribeQuorumResponseNode_v2(m: DescribeQuorumResponseNode, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
-    _items = m.listeners
-    if _items is None:
+def encode_DescribeQuorumResponseNode_v2(m: DescribeQuorumResponseNode, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_DescribeQuorumResponseListener_v2(_item, out)  # field: listeners
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_DescribeQuorumResponseListener_v2(_item_listeners, out)  # field: listeners
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponse, int]:
@@ -646,31 +646,31 @@ def decode_DescribeQuorumResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeQuo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeQuorumResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeQuorumResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponse(error_code=error_code, topics=topics), pos + 1
 
 
-def encode_DescribeQuorumResponse_v0(m: DescribeQuorumResponse, out: bytearray) -> None:
+def encode_DescribeQuorumResponse_v0(m: DescribeQuorumResponse, out: list[bytes]) -> None:
     if m.nodes is None or len(m.nodes) != 0:  # field: nodes
         raise absent_error()  # field: nodes
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeQuorumResponseTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeQuorumResponseTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponse, int]:
@@ -680,31 +680,31 @@ def decode_DescribeQuorumResponse_v1(buf: Buffer, pos: int) -> tuple[DescribeQuo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeQuorumResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeQuorumResponseTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponse(error_code=error_code, topics=topics), pos + 1
 
 
-def encode_DescribeQuorumResponse_v1(m: DescribeQuorumResponse, out: bytearray) -> None:
+def encode_DescribeQuorumResponse_v1(m: DescribeQuorumResponse, out: list[bytes]) -> None:
     if m.nodes is None or len(m.nodes) != 0:  # field: nodes
         raise absent_error()  # field: nodes
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeQuorumResponseTopicData_v1(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeQuorumResponseTopicData_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeQuorumResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeQuorumResponse, int]:
@@ -715,47 +715,47 @@ def decode_DescribeQuorumResponse_v2(buf: Buffer, pos: int) -> tuple[DescribeQuo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeQuorumResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseTopicData_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeQuorumResponseTopicData_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 6)  # field: nodes
     if _count < 0:
         raise null_error()  # field: nodes
     else:
-        nodes = []
-        _append = nodes.append
+        nodes: list[DescribeQuorumResponseNode] = []
+        _append_nodes = nodes.append
         for _ in range(_count):
-            _item, pos = decode_DescribeQuorumResponseNode_v2(buf, pos)  # field: nodes
-            _append(_item)
+            _item_nodes, pos = decode_DescribeQuorumResponseNode_v2(buf, pos)  # field: nodes
+            _append_nodes(_item_nodes)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeQuorumResponse(error_code=error_code, error_message=error_message, topics=topics, nodes=nodes, unknown_tagged_fields=_unknown), pos
     return DescribeQuorumResponse(error_code=error_code, error_message=error_message, topics=topics, nodes=nodes), pos + 1
 
 
-def encode_DescribeQuorumResponse_v2(m: DescribeQuorumResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeQuorumResponse_v2(m: DescribeQuorumResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeQuorumResponseTopicData_v2(_item, out)  # field: topics
-    _items = m.nodes
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeQuorumResponseTopicData_v2(_item_topics, out)  # field: topics
+    _items_nodes = m.nodes
+    if _items_nodes is None:
         raise null_error()  # field: nodes
-    write_compact_array_length(out, _items)  # field: nodes
-    for _item in _items:
-        encode_DescribeQuorumResponseNode_v2(_item, out)  # field: nodes
+    write_compact_array_length(out, _items_nodes)  # field: nodes
+    for _item_nodes in _items_nodes:
+        encode_DescribeQuorumResponseNode_v2(_item_nodes, out)  # field: nodes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_DescribeQuorumRequestPartitionData_v1 = decode_DescribeQuorumRequestPartitionData_v0
 encode_DescribeQuorumRequestPartitionData_v1 = encode_DescribeQuorumRequestPartitionData_v0
 decode_DescribeQuorumRequestPartitionData_v2 = decode_DescribeQuorumRequestPartitionData_v0

@@ -72,7 +72,7 @@ class DescribeTopicPartitionsRequestCursor(msgspec.Struct, gc=False):
 
 
 class DescribeTopicPartitionsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeTopicPartitionsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[DescribeTopicPartitionsRequestTopicRequest] = []
@@ -120,7 +120,7 @@ class DescribeTopicPartitionsResponseCursor(msgspec.Struct, gc=False):
 
 
 class DescribeTopicPartitionsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeTopicPartitionsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -193,12 +193,12 @@ def decode_DescribeTopicPartitionsRequestTopicRequest_v0(buf: Buffer, pos: int) 
     return DescribeTopicPartitionsRequestTopicRequest(name=name), pos + 1
 
 
-def encode_DescribeTopicPartitionsRequestTopicRequest_v0(m: DescribeTopicPartitionsRequestTopicRequest, out: bytearray) -> None:
+def encode_DescribeTopicPartitionsRequestTopicRequest_v0(m: DescribeTopicPartitionsRequestTopicRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTopicPartitionsRequestCursor_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsRequestCursor, int]:
@@ -211,13 +211,13 @@ def decode_DescribeTopicPartitionsRequestCursor_v0(buf: Buffer, pos: int) -> tup
     return DescribeTopicPartitionsRequestCursor(topic_name=topic_name, partition_index=partition_index), pos + 1
 
 
-def encode_DescribeTopicPartitionsRequestCursor_v0(m: DescribeTopicPartitionsRequestCursor, out: bytearray) -> None:
+def encode_DescribeTopicPartitionsRequestCursor_v0(m: DescribeTopicPartitionsRequestCursor, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTopicPartitionsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsRequest, int]:
@@ -225,17 +225,17 @@ def decode_DescribeTopicPartitionsRequest_v0(buf: Buffer, pos: int) -> tuple[Des
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeTopicPartitionsRequestTopicRequest] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeTopicPartitionsRequestTopicRequest_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeTopicPartitionsRequestTopicRequest_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     response_partition_limit, = _S_i.unpack_from(buf, pos)  # field: response_partition_limit
     pos += 4
     _present = buf[pos]  # field: cursor
     pos += 1
     if _present >= 0x80:
-        cursor = None
+        cursor: DescribeTopicPartitionsRequestCursor | None = None
     else:
         cursor, pos = decode_DescribeTopicPartitionsRequestCursor_v0(buf, pos)  # field: cursor
     if buf[pos]:  # field: unknown_tagged_fields
@@ -244,24 +244,24 @@ def decode_DescribeTopicPartitionsRequest_v0(buf: Buffer, pos: int) -> tuple[Des
     return DescribeTopicPartitionsRequest(topics=topics, response_partition_limit=response_partition_limit, cursor=cursor), pos + 1
 
 
-def encode_DescribeTopicPartitionsRequest_v0(m: DescribeTopicPartitionsRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_DescribeTopicPartitionsRequest_v0(m: DescribeTopicPartitionsRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeTopicPartitionsRequestTopicRequest_v0(_item, out)  # field: topics
-    out += _S_i.pack(m.response_partition_limit)  # field: response_partition_limit
-    _child = m.cursor
-    if _child is None:
-        out.append(0xFF)
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeTopicPartitionsRequestTopicRequest_v0(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.response_partition_limit))  # field: response_partition_limit
+    _child_cursor = m.cursor
+    if _child_cursor is None:
+        out.append(b"\xff")
     else:
-        out.append(1)
-        encode_DescribeTopicPartitionsRequestCursor_v0(_child, out)  # field: cursor
+        out.append(b"\x01")
+        encode_DescribeTopicPartitionsRequestCursor_v0(_child_cursor, out)  # field: cursor
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTopicPartitionsResponsePartition_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsResponsePartition, int]:
@@ -284,28 +284,28 @@ def decode_DescribeTopicPartitionsResponsePartition_v0(buf: Buffer, pos: int) ->
     return DescribeTopicPartitionsResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, eligible_leader_replicas=eligible_leader_replicas, last_known_elr=last_known_elr, offline_replicas=offline_replicas), pos + 1
 
 
-def encode_DescribeTopicPartitionsResponsePartition_v0(m: DescribeTopicPartitionsResponsePartition, out: bytearray) -> None:
-    out += _S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch)  # field: error_code, partition_index, leader_id, leader_epoch
-    _items = m.replica_nodes
-    if _items is None:
+def encode_DescribeTopicPartitionsResponsePartition_v0(m: DescribeTopicPartitionsResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch))  # field: error_code, partition_index, leader_id, leader_epoch
+    _items_replica_nodes = m.replica_nodes
+    if _items_replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    write_compact_fixed_array(out, _items, 'i')  # field: replica_nodes
-    _items = m.isr_nodes
-    if _items is None:
+    write_compact_fixed_array(out, _items_replica_nodes, 'i')  # field: replica_nodes
+    _items_isr_nodes = m.isr_nodes
+    if _items_isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    write_compact_fixed_array(out, _items, 'i')  # field: isr_nodes
-    _items = m.eligible_leader_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: eligible_leader_replicas
-    _items = m.last_known_elr
-    write_compact_fixed_array(out, _items, 'i')  # field: last_known_elr
-    _items = m.offline_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_isr_nodes, 'i')  # field: isr_nodes
+    _items_eligible_leader_replicas = m.eligible_leader_replicas
+    write_compact_fixed_array(out, _items_eligible_leader_replicas, 'i')  # field: eligible_leader_replicas
+    _items_last_known_elr = m.last_known_elr
+    write_compact_fixed_array(out, _items_last_known_elr, 'i')  # field: last_known_elr
+    _items_offline_replicas = m.offline_replicas
+    if _items_offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_compact_fixed_array(out, _items_offline_replicas, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTopicPartitionsResponseTopic_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsResponseTopic, int]:
@@ -319,11 +319,11 @@ def decode_DescribeTopicPartitionsResponseTopic_v0(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[DescribeTopicPartitionsResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_DescribeTopicPartitionsResponsePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_DescribeTopicPartitionsResponsePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -332,21 +332,21 @@ def decode_DescribeTopicPartitionsResponseTopic_v0(buf: Buffer, pos: int) -> tup
     return DescribeTopicPartitionsResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
-def encode_DescribeTopicPartitionsResponseTopic_v0(m: DescribeTopicPartitionsResponseTopic, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeTopicPartitionsResponseTopic_v0(m: DescribeTopicPartitionsResponseTopic, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.name)  # field: name
-    out += _S_16so.pack(m.topic_id.bytes, m.is_internal)  # field: topic_id, is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_16so.pack(m.topic_id.bytes, m.is_internal))  # field: topic_id, is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_DescribeTopicPartitionsResponsePartition_v0(_item, out)  # field: partitions
-    out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_DescribeTopicPartitionsResponsePartition_v0(_item_partitions, out)  # field: partitions
+    out.append(_S_i.pack(m.topic_authorized_operations))  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTopicPartitionsResponseCursor_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsResponseCursor, int]:
@@ -359,13 +359,13 @@ def decode_DescribeTopicPartitionsResponseCursor_v0(buf: Buffer, pos: int) -> tu
     return DescribeTopicPartitionsResponseCursor(topic_name=topic_name, partition_index=partition_index), pos + 1
 
 
-def encode_DescribeTopicPartitionsResponseCursor_v0(m: DescribeTopicPartitionsResponseCursor, out: bytearray) -> None:
+def encode_DescribeTopicPartitionsResponseCursor_v0(m: DescribeTopicPartitionsResponseCursor, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTopicPartitionsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeTopicPartitionsResponse, int]:
@@ -375,15 +375,15 @@ def decode_DescribeTopicPartitionsResponse_v0(buf: Buffer, pos: int) -> tuple[De
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeTopicPartitionsResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeTopicPartitionsResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeTopicPartitionsResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _present = buf[pos]  # field: next_cursor
     pos += 1
     if _present >= 0x80:
-        next_cursor = None
+        next_cursor: DescribeTopicPartitionsResponseCursor | None = None
     else:
         next_cursor, pos = decode_DescribeTopicPartitionsResponseCursor_v0(buf, pos)  # field: next_cursor
     if buf[pos]:  # field: unknown_tagged_fields
@@ -392,26 +392,24 @@ def decode_DescribeTopicPartitionsResponse_v0(buf: Buffer, pos: int) -> tuple[De
     return DescribeTopicPartitionsResponse(throttle_time_ms=throttle_time_ms, topics=topics, next_cursor=next_cursor), pos + 1
 
 
-def encode_DescribeTopicPartitionsResponse_v0(m: DescribeTopicPartitionsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_DescribeTopicPartitionsResponse_v0(m: DescribeTopicPartitionsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeTopicPartitionsResponseTopic_v0(_item, out)  # field: topics
-    _child = m.next_cursor
-    if _child is None:
-        out.append(0xFF)
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeTopicPartitionsResponseTopic_v0(_item_topics, out)  # field: topics
+    _child_next_cursor = m.next_cursor
+    if _child_next_cursor is None:
+        out.append(b"\xff")
     else:
-        out.append(1)
-        encode_DescribeTopicPartitionsResponseCursor_v0(_child, out)  # field: next_cursor
+        out.append(b"\x01")
+        encode_DescribeTopicPartitionsResponseCursor_v0(_child_next_cursor, out)  # field: next_cursor
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 75
 API_NAME = 'DescribeTopicPartitions'

@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class DescribeTransactionsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeTransactionsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     transactional_ids: list[str] = []
@@ -87,7 +87,7 @@ class DescribeTransactionsResponseTransactionState(msgspec.Struct, gc=False):
 
 
 class DescribeTransactionsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeTransactionsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -133,28 +133,28 @@ def decode_DescribeTransactionsRequest_v0(buf: Buffer, pos: int) -> tuple[Descri
     if _count < 0:
         raise null_error()  # field: transactional_ids
     else:
-        transactional_ids = []
-        _append = transactional_ids.append
+        transactional_ids: list[str] = []
+        _append_transactional_ids = transactional_ids.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: transactional_ids
-            _append(_item)
+            _item_transactional_ids, pos = read_compact_string(buf, pos)  # field: transactional_ids
+            _append_transactional_ids(_item_transactional_ids)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeTransactionsRequest(transactional_ids=transactional_ids, unknown_tagged_fields=_unknown), pos
     return DescribeTransactionsRequest(transactional_ids=transactional_ids), pos + 1
 
 
-def encode_DescribeTransactionsRequest_v0(m: DescribeTransactionsRequest, out: bytearray) -> None:
-    _items = m.transactional_ids
-    if _items is None:
+def encode_DescribeTransactionsRequest_v0(m: DescribeTransactionsRequest, out: list[bytes]) -> None:
+    _items_transactional_ids = m.transactional_ids
+    if _items_transactional_ids is None:
         raise null_error()  # field: transactional_ids
-    write_compact_array_length(out, _items)  # field: transactional_ids
-    for _item in _items:
-        write_compact_string(out, _item)  # field: transactional_ids
+    write_compact_array_length(out, _items_transactional_ids)  # field: transactional_ids
+    for _item_transactional_ids in _items_transactional_ids:
+        write_compact_string(out, _item_transactional_ids)  # field: transactional_ids
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTransactionsResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[DescribeTransactionsResponseTopicData, int]:
@@ -168,16 +168,16 @@ def decode_DescribeTransactionsResponseTopicData_v0(buf: Buffer, pos: int) -> tu
     return DescribeTransactionsResponseTopicData(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_DescribeTransactionsResponseTopicData_v0(m: DescribeTransactionsResponseTopicData, out: bytearray) -> None:
+def encode_DescribeTransactionsResponseTopicData_v0(m: DescribeTransactionsResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTransactionsResponseTransactionState_v0(buf: Buffer, pos: int) -> tuple[DescribeTransactionsResponseTransactionState, int]:
@@ -191,32 +191,32 @@ def decode_DescribeTransactionsResponseTransactionState_v0(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[DescribeTransactionsResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_DescribeTransactionsResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_DescribeTransactionsResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeTransactionsResponseTransactionState(error_code=error_code, transactional_id=transactional_id, transaction_state=transaction_state, transaction_timeout_ms=transaction_timeout_ms, transaction_start_time_ms=transaction_start_time_ms, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return DescribeTransactionsResponseTransactionState(error_code=error_code, transactional_id=transactional_id, transaction_state=transaction_state, transaction_timeout_ms=transaction_timeout_ms, transaction_start_time_ms=transaction_start_time_ms, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics), pos + 1
 
 
-def encode_DescribeTransactionsResponseTransactionState_v0(m: DescribeTransactionsResponseTransactionState, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_DescribeTransactionsResponseTransactionState_v0(m: DescribeTransactionsResponseTransactionState, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.transactional_id)  # field: transactional_id
     write_compact_string(out, m.transaction_state)  # field: transaction_state
-    out += _S_iqqh.pack(m.transaction_timeout_ms, m.transaction_start_time_ms, m.producer_id, m.producer_epoch)  # field: transaction_timeout_ms, transaction_start_time_ms, producer_id, producer_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iqqh.pack(m.transaction_timeout_ms, m.transaction_start_time_ms, m.producer_id, m.producer_epoch))  # field: transaction_timeout_ms, transaction_start_time_ms, producer_id, producer_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_DescribeTransactionsResponseTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_DescribeTransactionsResponseTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeTransactionsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeTransactionsResponse, int]:
@@ -226,31 +226,29 @@ def decode_DescribeTransactionsResponse_v0(buf: Buffer, pos: int) -> tuple[Descr
     if _count < 0:
         raise null_error()  # field: transaction_states
     else:
-        transaction_states = []
-        _append = transaction_states.append
+        transaction_states: list[DescribeTransactionsResponseTransactionState] = []
+        _append_transaction_states = transaction_states.append
         for _ in range(_count):
-            _item, pos = decode_DescribeTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
-            _append(_item)
+            _item_transaction_states, pos = decode_DescribeTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
+            _append_transaction_states(_item_transaction_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeTransactionsResponse(throttle_time_ms=throttle_time_ms, transaction_states=transaction_states, unknown_tagged_fields=_unknown), pos
     return DescribeTransactionsResponse(throttle_time_ms=throttle_time_ms, transaction_states=transaction_states), pos + 1
 
 
-def encode_DescribeTransactionsResponse_v0(m: DescribeTransactionsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.transaction_states
-    if _items is None:
+def encode_DescribeTransactionsResponse_v0(m: DescribeTransactionsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_transaction_states = m.transaction_states
+    if _items_transaction_states is None:
         raise null_error()  # field: transaction_states
-    write_compact_array_length(out, _items)  # field: transaction_states
-    for _item in _items:
-        encode_DescribeTransactionsResponseTransactionState_v0(_item, out)  # field: transaction_states
+    write_compact_array_length(out, _items_transaction_states)  # field: transaction_states
+    for _item_transaction_states in _items_transaction_states:
+        encode_DescribeTransactionsResponseTransactionState_v0(_item_transaction_states, out)  # field: transaction_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 65
 API_NAME = 'DescribeTransactions'

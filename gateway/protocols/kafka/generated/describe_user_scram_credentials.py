@@ -63,7 +63,7 @@ class DescribeUserScramCredentialsRequestUserName(msgspec.Struct, gc=False):
 
 
 class DescribeUserScramCredentialsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeUserScramCredentialsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     users: list[DescribeUserScramCredentialsRequestUserName] | None = []
@@ -91,7 +91,7 @@ class DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(msg
 
 
 class DescribeUserScramCredentialsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka DescribeUserScramCredentialsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -144,40 +144,40 @@ def decode_DescribeUserScramCredentialsRequestUserName_v0(buf: Buffer, pos: int)
     return DescribeUserScramCredentialsRequestUserName(name=name), pos + 1
 
 
-def encode_DescribeUserScramCredentialsRequestUserName_v0(m: DescribeUserScramCredentialsRequestUserName, out: bytearray) -> None:
+def encode_DescribeUserScramCredentialsRequestUserName_v0(m: DescribeUserScramCredentialsRequestUserName, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeUserScramCredentialsRequest_v0(buf: Buffer, pos: int) -> tuple[DescribeUserScramCredentialsRequest, int]:
     _count, pos = read_compact_array_length(buf, pos, 2)  # field: users
     if _count < 0:
-        users = None
+        users: list[DescribeUserScramCredentialsRequestUserName] | None = None
     else:
         users = []
-        _append = users.append
+        _append_users = users.append
         for _ in range(_count):
-            _item, pos = decode_DescribeUserScramCredentialsRequestUserName_v0(buf, pos)  # field: users
-            _append(_item)
+            _item_users, pos = decode_DescribeUserScramCredentialsRequestUserName_v0(buf, pos)  # field: users
+            _append_users(_item_users)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeUserScramCredentialsRequest(users=users, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsRequest(users=users), pos + 1
 
 
-def encode_DescribeUserScramCredentialsRequest_v0(m: DescribeUserScramCredentialsRequest, out: bytearray) -> None:
-    _items = m.users
-    write_compact_array_length(out, _items)  # field: users
-    if _items is not None:
-        for _item in _items:
-            encode_DescribeUserScramCredentialsRequestUserName_v0(_item, out)  # field: users
+def encode_DescribeUserScramCredentialsRequest_v0(m: DescribeUserScramCredentialsRequest, out: list[bytes]) -> None:
+    _items_users = m.users
+    write_compact_array_length(out, _items_users)  # field: users
+    if _items_users is not None:
+        for _item_users in _items_users:
+            encode_DescribeUserScramCredentialsRequestUserName_v0(_item_users, out)  # field: users
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeUserScramCredentialsResponseCredentialInfo_v0(buf: Buffer, pos: int) -> tuple[DescribeUserScramCredentialsResponseCredentialInfo, int]:
@@ -189,12 +189,12 @@ def decode_DescribeUserScramCredentialsResponseCredentialInfo_v0(buf: Buffer, po
     return DescribeUserScramCredentialsResponseCredentialInfo(mechanism=mechanism, iterations=iterations), pos + 1
 
 
-def encode_DescribeUserScramCredentialsResponseCredentialInfo_v0(m: DescribeUserScramCredentialsResponseCredentialInfo, out: bytearray) -> None:
-    out += _S_bi.pack(m.mechanism, m.iterations)  # field: mechanism, iterations
+def encode_DescribeUserScramCredentialsResponseCredentialInfo_v0(m: DescribeUserScramCredentialsResponseCredentialInfo, out: list[bytes]) -> None:
+    out.append(_S_bi.pack(m.mechanism, m.iterations))  # field: mechanism, iterations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(buf: Buffer, pos: int) -> tuple[DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult, int]:
@@ -206,31 +206,31 @@ def decode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResul
     if _count < 0:
         raise null_error()  # field: credential_infos
     else:
-        credential_infos = []
-        _append = credential_infos.append
+        credential_infos: list[DescribeUserScramCredentialsResponseCredentialInfo] = []
+        _append_credential_infos = credential_infos.append
         for _ in range(_count):
-            _item, pos = decode_DescribeUserScramCredentialsResponseCredentialInfo_v0(buf, pos)  # field: credential_infos
-            _append(_item)
+            _item_credential_infos, pos = decode_DescribeUserScramCredentialsResponseCredentialInfo_v0(buf, pos)  # field: credential_infos
+            _append_credential_infos(_item_credential_infos)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message, credential_infos=credential_infos, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult(user=user, error_code=error_code, error_message=error_message, credential_infos=credential_infos), pos + 1
 
 
-def encode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(m: DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult, out: bytearray) -> None:
+def encode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(m: DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult, out: list[bytes]) -> None:
     write_compact_string(out, m.user)  # field: user
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.credential_infos
-    if _items is None:
+    _items_credential_infos = m.credential_infos
+    if _items_credential_infos is None:
         raise null_error()  # field: credential_infos
-    write_compact_array_length(out, _items)  # field: credential_infos
-    for _item in _items:
-        encode_DescribeUserScramCredentialsResponseCredentialInfo_v0(_item, out)  # field: credential_infos
+    write_compact_array_length(out, _items_credential_infos)  # field: credential_infos
+    for _item_credential_infos in _items_credential_infos:
+        encode_DescribeUserScramCredentialsResponseCredentialInfo_v0(_item_credential_infos, out)  # field: credential_infos
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_DescribeUserScramCredentialsResponse_v0(buf: Buffer, pos: int) -> tuple[DescribeUserScramCredentialsResponse, int]:
@@ -241,32 +241,30 @@ def decode_DescribeUserScramCredentialsResponse_v0(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return DescribeUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results, unknown_tagged_fields=_unknown), pos
     return DescribeUserScramCredentialsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results), pos + 1
 
 
-def encode_DescribeUserScramCredentialsResponse_v0(m: DescribeUserScramCredentialsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_DescribeUserScramCredentialsResponse_v0(m: DescribeUserScramCredentialsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.results
-    if _items is None:
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_DescribeUserScramCredentialsResponseDescribeUserScramCredentialsResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 50
 API_NAME = 'DescribeUserScramCredentials'

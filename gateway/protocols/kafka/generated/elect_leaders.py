@@ -64,7 +64,7 @@ class ElectLeadersRequestTopicPartitions(msgspec.Struct, gc=False):
 
 
 class ElectLeadersRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ElectLeadersRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     election_type: int = 0
@@ -93,7 +93,7 @@ class ElectLeadersResponseReplicaElectionResult(msgspec.Struct, gc=False):
 
 
 class ElectLeadersResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ElectLeadersResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -146,12 +146,12 @@ def decode_ElectLeadersRequestTopicPartitions_v0(buf: Buffer, pos: int) -> tuple
     return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions), pos
 
 
-def encode_ElectLeadersRequestTopicPartitions_v0(m: ElectLeadersRequestTopicPartitions, out: bytearray) -> None:
+def encode_ElectLeadersRequestTopicPartitions_v0(m: ElectLeadersRequestTopicPartitions, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -167,42 +167,42 @@ def decode_ElectLeadersRequestTopicPartitions_v2(buf: Buffer, pos: int) -> tuple
     return ElectLeadersRequestTopicPartitions(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_ElectLeadersRequestTopicPartitions_v2(m: ElectLeadersRequestTopicPartitions, out: bytearray) -> None:
+def encode_ElectLeadersRequestTopicPartitions_v2(m: ElectLeadersRequestTopicPartitions, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ElectLeadersRequest_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersRequest, int]:
     _count, pos = read_array_length(buf, pos, 6)  # field: topic_partitions
     if _count < 0:
-        topic_partitions = None
+        topic_partitions: list[ElectLeadersRequestTopicPartitions] | None = None
     else:
         topic_partitions = []
-        _append = topic_partitions.append
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return ElectLeadersRequest(topic_partitions=topic_partitions, timeout_ms=timeout_ms), pos
 
 
-def encode_ElectLeadersRequest_v0(m: ElectLeadersRequest, out: bytearray) -> None:
+def encode_ElectLeadersRequest_v0(m: ElectLeadersRequest, out: list[bytes]) -> None:
     if m.election_type != 0:  # field: election_type
         raise absent_error()  # field: election_type
-    _items = m.topic_partitions
-    write_array_length(out, _items)  # field: topic_partitions
-    if _items is not None:
-        for _item in _items:
-            encode_ElectLeadersRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    _items_topic_partitions = m.topic_partitions
+    write_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    if _items_topic_partitions is not None:
+        for _item_topic_partitions in _items_topic_partitions:
+            encode_ElectLeadersRequestTopicPartitions_v0(_item_topic_partitions, out)  # field: topic_partitions
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -212,26 +212,26 @@ def decode_ElectLeadersRequest_v1(buf: Buffer, pos: int) -> tuple[ElectLeadersRe
     pos += 1
     _count, pos = read_array_length(buf, pos, 6)  # field: topic_partitions
     if _count < 0:
-        topic_partitions = None
+        topic_partitions: list[ElectLeadersRequestTopicPartitions] | None = None
     else:
         topic_partitions = []
-        _append = topic_partitions.append
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ElectLeadersRequestTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     return ElectLeadersRequest(election_type=election_type, topic_partitions=topic_partitions, timeout_ms=timeout_ms), pos
 
 
-def encode_ElectLeadersRequest_v1(m: ElectLeadersRequest, out: bytearray) -> None:
-    out += _S_b.pack(m.election_type)  # field: election_type
-    _items = m.topic_partitions
-    write_array_length(out, _items)  # field: topic_partitions
-    if _items is not None:
-        for _item in _items:
-            encode_ElectLeadersRequestTopicPartitions_v0(_item, out)  # field: topic_partitions
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+def encode_ElectLeadersRequest_v1(m: ElectLeadersRequest, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.election_type))  # field: election_type
+    _items_topic_partitions = m.topic_partitions
+    write_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    if _items_topic_partitions is not None:
+        for _item_topic_partitions in _items_topic_partitions:
+            encode_ElectLeadersRequestTopicPartitions_v0(_item_topic_partitions, out)  # field: topic_partitions
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -241,13 +241,13 @@ def decode_ElectLeadersRequest_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersRe
     pos += 1
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: topic_partitions
     if _count < 0:
-        topic_partitions = None
+        topic_partitions: list[ElectLeadersRequestTopicPartitions] | None = None
     else:
         topic_partitions = []
-        _append = topic_partitions.append
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersRequestTopicPartitions_v2(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ElectLeadersRequestTopicPartitions_v2(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -256,18 +256,18 @@ def decode_ElectLeadersRequest_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersRe
     return ElectLeadersRequest(election_type=election_type, topic_partitions=topic_partitions, timeout_ms=timeout_ms), pos + 1
 
 
-def encode_ElectLeadersRequest_v2(m: ElectLeadersRequest, out: bytearray) -> None:
-    out += _S_b.pack(m.election_type)  # field: election_type
-    _items = m.topic_partitions
-    write_compact_array_length(out, _items)  # field: topic_partitions
-    if _items is not None:
-        for _item in _items:
-            encode_ElectLeadersRequestTopicPartitions_v2(_item, out)  # field: topic_partitions
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+def encode_ElectLeadersRequest_v2(m: ElectLeadersRequest, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.election_type))  # field: election_type
+    _items_topic_partitions = m.topic_partitions
+    write_compact_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    if _items_topic_partitions is not None:
+        for _item_topic_partitions in _items_topic_partitions:
+            encode_ElectLeadersRequestTopicPartitions_v2(_item_topic_partitions, out)  # field: topic_partitions
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ElectLeadersResponsePartitionResult_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersResponsePartitionResult, int]:
@@ -277,8 +277,8 @@ def decode_ElectLeadersResponsePartitionResult_v0(buf: Buffer, pos: int) -> tupl
     return ElectLeadersResponsePartitionResult(partition_id=partition_id, error_code=error_code, error_message=error_message), pos
 
 
-def encode_ElectLeadersResponsePartitionResult_v0(m: ElectLeadersResponsePartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_id, m.error_code)  # field: partition_id, error_code
+def encode_ElectLeadersResponsePartitionResult_v0(m: ElectLeadersResponsePartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_id, m.error_code))  # field: partition_id, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -294,13 +294,13 @@ def decode_ElectLeadersResponsePartitionResult_v2(buf: Buffer, pos: int) -> tupl
     return ElectLeadersResponsePartitionResult(partition_id=partition_id, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_ElectLeadersResponsePartitionResult_v2(m: ElectLeadersResponsePartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_id, m.error_code)  # field: partition_id, error_code
+def encode_ElectLeadersResponsePartitionResult_v2(m: ElectLeadersResponsePartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_id, m.error_code))  # field: partition_id, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ElectLeadersResponseReplicaElectionResult_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersResponseReplicaElectionResult, int]:
@@ -309,22 +309,22 @@ def decode_ElectLeadersResponseReplicaElectionResult_v0(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partition_result
     else:
-        partition_result = []
-        _append = partition_result.append
+        partition_result: list[ElectLeadersResponsePartitionResult] = []
+        _append_partition_result = partition_result.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersResponsePartitionResult_v0(buf, pos)  # field: partition_result
-            _append(_item)
+            _item_partition_result, pos = decode_ElectLeadersResponsePartitionResult_v0(buf, pos)  # field: partition_result
+            _append_partition_result(_item_partition_result)
     return ElectLeadersResponseReplicaElectionResult(topic=topic, partition_result=partition_result), pos
 
 
-def encode_ElectLeadersResponseReplicaElectionResult_v0(m: ElectLeadersResponseReplicaElectionResult, out: bytearray) -> None:
+def encode_ElectLeadersResponseReplicaElectionResult_v0(m: ElectLeadersResponseReplicaElectionResult, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partition_result
-    if _items is None:
+    _items_partition_result = m.partition_result
+    if _items_partition_result is None:
         raise null_error()  # field: partition_result
-    write_array_length(out, _items)  # field: partition_result
-    for _item in _items:
-        encode_ElectLeadersResponsePartitionResult_v0(_item, out)  # field: partition_result
+    write_array_length(out, _items_partition_result)  # field: partition_result
+    for _item_partition_result in _items_partition_result:
+        encode_ElectLeadersResponsePartitionResult_v0(_item_partition_result, out)  # field: partition_result
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -335,29 +335,29 @@ def decode_ElectLeadersResponseReplicaElectionResult_v2(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partition_result
     else:
-        partition_result = []
-        _append = partition_result.append
+        partition_result: list[ElectLeadersResponsePartitionResult] = []
+        _append_partition_result = partition_result.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersResponsePartitionResult_v2(buf, pos)  # field: partition_result
-            _append(_item)
+            _item_partition_result, pos = decode_ElectLeadersResponsePartitionResult_v2(buf, pos)  # field: partition_result
+            _append_partition_result(_item_partition_result)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ElectLeadersResponseReplicaElectionResult(topic=topic, partition_result=partition_result, unknown_tagged_fields=_unknown), pos
     return ElectLeadersResponseReplicaElectionResult(topic=topic, partition_result=partition_result), pos + 1
 
 
-def encode_ElectLeadersResponseReplicaElectionResult_v2(m: ElectLeadersResponseReplicaElectionResult, out: bytearray) -> None:
+def encode_ElectLeadersResponseReplicaElectionResult_v2(m: ElectLeadersResponseReplicaElectionResult, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partition_result
-    if _items is None:
+    _items_partition_result = m.partition_result
+    if _items_partition_result is None:
         raise null_error()  # field: partition_result
-    write_compact_array_length(out, _items)  # field: partition_result
-    for _item in _items:
-        encode_ElectLeadersResponsePartitionResult_v2(_item, out)  # field: partition_result
+    write_compact_array_length(out, _items_partition_result)  # field: partition_result
+    for _item_partition_result in _items_partition_result:
+        encode_ElectLeadersResponsePartitionResult_v2(_item_partition_result, out)  # field: partition_result
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ElectLeadersResponse_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersResponse, int]:
@@ -367,24 +367,24 @@ def decode_ElectLeadersResponse_v0(buf: Buffer, pos: int) -> tuple[ElectLeadersR
     if _count < 0:
         raise null_error()  # field: replica_election_results
     else:
-        replica_election_results = []
-        _append = replica_election_results.append
+        replica_election_results: list[ElectLeadersResponseReplicaElectionResult] = []
+        _append_replica_election_results = replica_election_results.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
-            _append(_item)
+            _item_replica_election_results, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
+            _append_replica_election_results(_item_replica_election_results)
     return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, replica_election_results=replica_election_results), pos
 
 
-def encode_ElectLeadersResponse_v0(m: ElectLeadersResponse, out: bytearray) -> None:
+def encode_ElectLeadersResponse_v0(m: ElectLeadersResponse, out: list[bytes]) -> None:
     if m.error_code != 0:  # field: error_code
         raise absent_error()  # field: error_code
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.replica_election_results
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_replica_election_results = m.replica_election_results
+    if _items_replica_election_results is None:
         raise null_error()  # field: replica_election_results
-    write_array_length(out, _items)  # field: replica_election_results
-    for _item in _items:
-        encode_ElectLeadersResponseReplicaElectionResult_v0(_item, out)  # field: replica_election_results
+    write_array_length(out, _items_replica_election_results)  # field: replica_election_results
+    for _item_replica_election_results in _items_replica_election_results:
+        encode_ElectLeadersResponseReplicaElectionResult_v0(_item_replica_election_results, out)  # field: replica_election_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -396,22 +396,22 @@ def decode_ElectLeadersResponse_v1(buf: Buffer, pos: int) -> tuple[ElectLeadersR
     if _count < 0:
         raise null_error()  # field: replica_election_results
     else:
-        replica_election_results = []
-        _append = replica_election_results.append
+        replica_election_results: list[ElectLeadersResponseReplicaElectionResult] = []
+        _append_replica_election_results = replica_election_results.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
-            _append(_item)
+            _item_replica_election_results, pos = decode_ElectLeadersResponseReplicaElectionResult_v0(buf, pos)  # field: replica_election_results
+            _append_replica_election_results(_item_replica_election_results)
     return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, replica_election_results=replica_election_results), pos
 
 
-def encode_ElectLeadersResponse_v1(m: ElectLeadersResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.replica_election_results
-    if _items is None:
+def encode_ElectLeadersResponse_v1(m: ElectLeadersResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_replica_election_results = m.replica_election_results
+    if _items_replica_election_results is None:
         raise null_error()  # field: replica_election_results
-    write_array_length(out, _items)  # field: replica_election_results
-    for _item in _items:
-        encode_ElectLeadersResponseReplicaElectionResult_v0(_item, out)  # field: replica_election_results
+    write_array_length(out, _items_replica_election_results)  # field: replica_election_results
+    for _item_replica_election_results in _items_replica_election_results:
+        encode_ElectLeadersResponseReplicaElectionResult_v0(_item_replica_election_results, out)  # field: replica_election_results
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -423,31 +423,31 @@ def decode_ElectLeadersResponse_v2(buf: Buffer, pos: int) -> tuple[ElectLeadersR
     if _count < 0:
         raise null_error()  # field: replica_election_results
     else:
-        replica_election_results = []
-        _append = replica_election_results.append
+        replica_election_results: list[ElectLeadersResponseReplicaElectionResult] = []
+        _append_replica_election_results = replica_election_results.append
         for _ in range(_count):
-            _item, pos = decode_ElectLeadersResponseReplicaElectionResult_v2(buf, pos)  # field: replica_election_results
-            _append(_item)
+            _item_replica_election_results, pos = decode_ElectLeadersResponseReplicaElectionResult_v2(buf, pos)  # field: replica_election_results
+            _append_replica_election_results(_item_replica_election_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, replica_election_results=replica_election_results, unknown_tagged_fields=_unknown), pos
     return ElectLeadersResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, replica_election_results=replica_election_results), pos + 1
 
 
-def encode_ElectLeadersResponse_v2(m: ElectLeadersResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.replica_election_results
-    if _items is None:
+def encode_ElectLeadersResponse_v2(m: ElectLeadersResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_replica_election_results = m.replica_election_results
+    if _items_replica_election_results is None:
         raise null_error()  # field: replica_election_results
-    write_compact_array_length(out, _items)  # field: replica_election_results
-    for _item in _items:
-        encode_ElectLeadersResponseReplicaElectionResult_v2(_item, out)  # field: replica_election_results
+    write_compact_array_length(out, _items_replica_election_results)  # field: replica_election_results
+    for _item_replica_election_results in _items_replica_election_results:
+        encode_ElectLeadersResponseReplicaElectionResult_v2(_item_replica_election_results, out)  # field: replica_election_results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ElectLeadersRequestTopicPartitions_v1 = decode_ElectLeadersRequestTopicPartitions_v0
 encode_ElectLeadersRequestTopicPartitions_v1 = encode_ElectLeadersRequestTopicPartitions_v0
 decode_ElectLeadersResponsePartitionResult_v1 = decode_ElectLeadersResponsePartitionResult_v0

@@ -95,7 +95,7 @@ class EndQuorumEpochRequestLeaderEndpoint(msgspec.Struct, gc=False):
 
 
 class EndQuorumEpochRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka EndQuorumEpochRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = None
@@ -135,7 +135,7 @@ class EndQuorumEpochResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class EndQuorumEpochResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka EndQuorumEpochResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -219,12 +219,12 @@ def decode_EndQuorumEpochRequestReplicaInfo_v1(buf: Buffer, pos: int) -> tuple[E
     return EndQuorumEpochRequestReplicaInfo(candidate_id=candidate_id, candidate_directory_id=candidate_directory_id), pos + 1
 
 
-def encode_EndQuorumEpochRequestReplicaInfo_v1(m: EndQuorumEpochRequestReplicaInfo, out: bytearray) -> None:
-    out += _S_i16s.pack(m.candidate_id, m.candidate_directory_id.bytes)  # field: candidate_id, candidate_directory_id
+def encode_EndQuorumEpochRequestReplicaInfo_v1(m: EndQuorumEpochRequestReplicaInfo, out: list[bytes]) -> None:
+    out.append(_S_i16s.pack(m.candidate_id, m.candidate_directory_id.bytes))  # field: candidate_id, candidate_directory_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestPartitionData, int]:
@@ -236,12 +236,12 @@ def decode_EndQuorumEpochRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple
     return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_successors=preferred_successors), pos
 
 
-def encode_EndQuorumEpochRequestPartitionData_v0(m: EndQuorumEpochRequestPartitionData, out: bytearray) -> None:
-    out += _S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch)  # field: partition_index, leader_id, leader_epoch
-    _items = m.preferred_successors
-    if _items is None:
+def encode_EndQuorumEpochRequestPartitionData_v0(m: EndQuorumEpochRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch))  # field: partition_index, leader_id, leader_epoch
+    _items_preferred_successors = m.preferred_successors
+    if _items_preferred_successors is None:
         raise null_error()  # field: preferred_successors
-    write_fixed_array(out, _items, 'i')  # field: preferred_successors
+    write_fixed_array(out, _items_preferred_successors, 'i')  # field: preferred_successors
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -253,29 +253,29 @@ def decode_EndQuorumEpochRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: preferred_candidates
     else:
-        preferred_candidates = []
-        _append = preferred_candidates.append
+        preferred_candidates: list[EndQuorumEpochRequestReplicaInfo] = []
+        _append_preferred_candidates = preferred_candidates.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochRequestReplicaInfo_v1(buf, pos)  # field: preferred_candidates
-            _append(_item)
+            _item_preferred_candidates, pos = decode_EndQuorumEpochRequestReplicaInfo_v1(buf, pos)  # field: preferred_candidates
+            _append_preferred_candidates(_item_preferred_candidates)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_candidates=preferred_candidates, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequestPartitionData(partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, preferred_candidates=preferred_candidates), pos + 1
 
 
-def encode_EndQuorumEpochRequestPartitionData_v1(m: EndQuorumEpochRequestPartitionData, out: bytearray) -> None:
-    out += _S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch)  # field: partition_index, leader_id, leader_epoch
-    _items = m.preferred_candidates
-    if _items is None:
+def encode_EndQuorumEpochRequestPartitionData_v1(m: EndQuorumEpochRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_iii.pack(m.partition_index, m.leader_id, m.leader_epoch))  # field: partition_index, leader_id, leader_epoch
+    _items_preferred_candidates = m.preferred_candidates
+    if _items_preferred_candidates is None:
         raise null_error()  # field: preferred_candidates
-    write_compact_array_length(out, _items)  # field: preferred_candidates
-    for _item in _items:
-        encode_EndQuorumEpochRequestReplicaInfo_v1(_item, out)  # field: preferred_candidates
+    write_compact_array_length(out, _items_preferred_candidates)  # field: preferred_candidates
+    for _item_preferred_candidates in _items_preferred_candidates:
+        encode_EndQuorumEpochRequestReplicaInfo_v1(_item_preferred_candidates, out)  # field: preferred_candidates
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestTopicData, int]:
@@ -284,22 +284,22 @@ def decode_EndQuorumEpochRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[End
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[EndQuorumEpochRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_EndQuorumEpochRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return EndQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
-def encode_EndQuorumEpochRequestTopicData_v0(m: EndQuorumEpochRequestTopicData, out: bytearray) -> None:
+def encode_EndQuorumEpochRequestTopicData_v0(m: EndQuorumEpochRequestTopicData, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_EndQuorumEpochRequestPartitionData_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_EndQuorumEpochRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -310,29 +310,29 @@ def decode_EndQuorumEpochRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[End
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[EndQuorumEpochRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_EndQuorumEpochRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return EndQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_EndQuorumEpochRequestTopicData_v1(m: EndQuorumEpochRequestTopicData, out: bytearray) -> None:
+def encode_EndQuorumEpochRequestTopicData_v1(m: EndQuorumEpochRequestTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_EndQuorumEpochRequestPartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_EndQuorumEpochRequestPartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochRequestLeaderEndpoint_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequestLeaderEndpoint, int]:
@@ -346,14 +346,14 @@ def decode_EndQuorumEpochRequestLeaderEndpoint_v1(buf: Buffer, pos: int) -> tupl
     return EndQuorumEpochRequestLeaderEndpoint(name=name, host=host, port=port), pos + 1
 
 
-def encode_EndQuorumEpochRequestLeaderEndpoint_v1(m: EndQuorumEpochRequestLeaderEndpoint, out: bytearray) -> None:
+def encode_EndQuorumEpochRequestLeaderEndpoint_v1(m: EndQuorumEpochRequestLeaderEndpoint, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochRequest_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochRequest, int]:
@@ -362,22 +362,22 @@ def decode_EndQuorumEpochRequest_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[EndQuorumEpochRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_EndQuorumEpochRequestTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return EndQuorumEpochRequest(cluster_id=cluster_id, topics=topics), pos
 
 
-def encode_EndQuorumEpochRequest_v0(m: EndQuorumEpochRequest, out: bytearray) -> None:
+def encode_EndQuorumEpochRequest_v0(m: EndQuorumEpochRequest, out: list[bytes]) -> None:
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_EndQuorumEpochRequestTopicData_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_EndQuorumEpochRequestTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -388,44 +388,44 @@ def decode_EndQuorumEpochRequest_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[EndQuorumEpochRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_EndQuorumEpochRequestTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 5)  # field: leader_endpoints
     if _count < 0:
         raise null_error()  # field: leader_endpoints
     else:
-        leader_endpoints = []
-        _append = leader_endpoints.append
+        leader_endpoints: list[EndQuorumEpochRequestLeaderEndpoint] = []
+        _append_leader_endpoints = leader_endpoints.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
-            _append(_item)
+            _item_leader_endpoints, pos = decode_EndQuorumEpochRequestLeaderEndpoint_v1(buf, pos)  # field: leader_endpoints
+            _append_leader_endpoints(_item_leader_endpoints)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return EndQuorumEpochRequest(cluster_id=cluster_id, topics=topics, leader_endpoints=leader_endpoints, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochRequest(cluster_id=cluster_id, topics=topics, leader_endpoints=leader_endpoints), pos + 1
 
 
-def encode_EndQuorumEpochRequest_v1(m: EndQuorumEpochRequest, out: bytearray) -> None:
+def encode_EndQuorumEpochRequest_v1(m: EndQuorumEpochRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_EndQuorumEpochRequestTopicData_v1(_item, out)  # field: topics
-    _items = m.leader_endpoints
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_EndQuorumEpochRequestTopicData_v1(_item_topics, out)  # field: topics
+    _items_leader_endpoints = m.leader_endpoints
+    if _items_leader_endpoints is None:
         raise null_error()  # field: leader_endpoints
-    write_compact_array_length(out, _items)  # field: leader_endpoints
-    for _item in _items:
-        encode_EndQuorumEpochRequestLeaderEndpoint_v1(_item, out)  # field: leader_endpoints
+    write_compact_array_length(out, _items_leader_endpoints)  # field: leader_endpoints
+    for _item_leader_endpoints in _items_leader_endpoints:
+        encode_EndQuorumEpochRequestLeaderEndpoint_v1(_item_leader_endpoints, out)  # field: leader_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponsePartitionData, int]:
@@ -434,8 +434,8 @@ def decode_EndQuorumEpochResponsePartitionData_v0(buf: Buffer, pos: int) -> tupl
     return EndQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch), pos
 
 
-def encode_EndQuorumEpochResponsePartitionData_v0(m: EndQuorumEpochResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
+def encode_EndQuorumEpochResponsePartitionData_v0(m: EndQuorumEpochResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch))  # field: partition_index, error_code, leader_id, leader_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -449,12 +449,12 @@ def decode_EndQuorumEpochResponsePartitionData_v1(buf: Buffer, pos: int) -> tupl
     return EndQuorumEpochResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_EndQuorumEpochResponsePartitionData_v1(m: EndQuorumEpochResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch)  # field: partition_index, error_code, leader_id, leader_epoch
+def encode_EndQuorumEpochResponsePartitionData_v1(m: EndQuorumEpochResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihii.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch))  # field: partition_index, error_code, leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponseTopicData, int]:
@@ -463,22 +463,22 @@ def decode_EndQuorumEpochResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[En
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[EndQuorumEpochResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_EndQuorumEpochResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return EndQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos
 
 
-def encode_EndQuorumEpochResponseTopicData_v0(m: EndQuorumEpochResponseTopicData, out: bytearray) -> None:
+def encode_EndQuorumEpochResponseTopicData_v0(m: EndQuorumEpochResponseTopicData, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_EndQuorumEpochResponsePartitionData_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_EndQuorumEpochResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -489,29 +489,29 @@ def decode_EndQuorumEpochResponseTopicData_v1(buf: Buffer, pos: int) -> tuple[En
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[EndQuorumEpochResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_EndQuorumEpochResponsePartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return EndQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return EndQuorumEpochResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_EndQuorumEpochResponseTopicData_v1(m: EndQuorumEpochResponseTopicData, out: bytearray) -> None:
+def encode_EndQuorumEpochResponseTopicData_v1(m: EndQuorumEpochResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_EndQuorumEpochResponsePartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_EndQuorumEpochResponsePartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponseNodeEndpoint, int]:
@@ -526,14 +526,14 @@ def decode_EndQuorumEpochResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple
     return EndQuorumEpochResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
-def encode_EndQuorumEpochResponseNodeEndpoint_v1(m: EndQuorumEpochResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_EndQuorumEpochResponseNodeEndpoint_v1(m: EndQuorumEpochResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndQuorumEpochResponse_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEpochResponse, int]:
@@ -543,24 +543,24 @@ def decode_EndQuorumEpochResponse_v0(buf: Buffer, pos: int) -> tuple[EndQuorumEp
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[EndQuorumEpochResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_EndQuorumEpochResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return EndQuorumEpochResponse(error_code=error_code, topics=topics), pos
 
 
-def encode_EndQuorumEpochResponse_v0(m: EndQuorumEpochResponse, out: bytearray) -> None:
+def encode_EndQuorumEpochResponse_v0(m: EndQuorumEpochResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_EndQuorumEpochResponseTopicData_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_EndQuorumEpochResponseTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -572,13 +572,13 @@ def decode_EndQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEp
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[EndQuorumEpochResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_EndQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_EndQuorumEpochResponseTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
-        node_endpoints = []
+        node_endpoints: list[EndQuorumEpochResponseNodeEndpoint] = []
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -589,10 +589,10 @@ def decode_EndQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEp
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    _append = node_endpoints.append
+                    _append_node_endpoints = node_endpoints.append
                     for _ in range(_count):
-                        _item, pos = decode_EndQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        _append(_item)
+                        _item_node_endpoints, pos = decode_EndQuorumEpochResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append_node_endpoints(_item_node_endpoints)
                 check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
                 _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
@@ -601,31 +601,29 @@ def decode_EndQuorumEpochResponse_v1(buf: Buffer, pos: int) -> tuple[EndQuorumEp
     return EndQuorumEpochResponse(error_code=error_code, topics=topics), pos + 1
 
 
-def encode_EndQuorumEpochResponse_v1(m: EndQuorumEpochResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+def encode_EndQuorumEpochResponse_v1(m: EndQuorumEpochResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_EndQuorumEpochResponseTopicData_v1(_item, out)  # field: topics
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.node_endpoints
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_EndQuorumEpochResponseTopicData_v1(_item_topics, out)  # field: topics
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_node_endpoints = m.node_endpoints
+    if _value_node_endpoints is None or len(_value_node_endpoints) != 0:
+        _buffer: list[bytes] = []
+        _items_node_endpoints = _value_node_endpoints
+        if _items_node_endpoints is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(_buffer, _items)  # field: node_endpoints
-        for _item in _items:
-            encode_EndQuorumEpochResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        write_compact_array_length(_buffer, _items_node_endpoints)  # field: node_endpoints
+        for _item_node_endpoints in _items_node_endpoints:
+            encode_EndQuorumEpochResponseNodeEndpoint_v1(_item_node_endpoints, _buffer)  # field: node_endpoints
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 54
 API_NAME = 'EndQuorumEpoch'

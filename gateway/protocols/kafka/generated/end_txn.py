@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class EndTxnRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka EndTxnRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     transactional_id: str = ''
@@ -66,7 +66,7 @@ class EndTxnRequest(msgspec.Struct, gc=False):
 
 
 class EndTxnResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka EndTxnResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -105,9 +105,9 @@ def decode_EndTxnRequest_v0(buf: Buffer, pos: int) -> tuple[EndTxnRequest, int]:
     return EndTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, committed=committed), pos
 
 
-def encode_EndTxnRequest_v0(m: EndTxnRequest, out: bytearray) -> None:
+def encode_EndTxnRequest_v0(m: EndTxnRequest, out: list[bytes]) -> None:
     write_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_qho.pack(m.producer_id, m.producer_epoch, m.committed)  # field: producer_id, producer_epoch, committed
+    out.append(_S_qho.pack(m.producer_id, m.producer_epoch, m.committed))  # field: producer_id, producer_epoch, committed
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -122,13 +122,13 @@ def decode_EndTxnRequest_v3(buf: Buffer, pos: int) -> tuple[EndTxnRequest, int]:
     return EndTxnRequest(transactional_id=transactional_id, producer_id=producer_id, producer_epoch=producer_epoch, committed=committed), pos + 1
 
 
-def encode_EndTxnRequest_v3(m: EndTxnRequest, out: bytearray) -> None:
+def encode_EndTxnRequest_v3(m: EndTxnRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_qho.pack(m.producer_id, m.producer_epoch, m.committed)  # field: producer_id, producer_epoch, committed
+    out.append(_S_qho.pack(m.producer_id, m.producer_epoch, m.committed))  # field: producer_id, producer_epoch, committed
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndTxnResponse_v0(buf: Buffer, pos: int) -> tuple[EndTxnResponse, int]:
@@ -137,8 +137,8 @@ def decode_EndTxnResponse_v0(buf: Buffer, pos: int) -> tuple[EndTxnResponse, int
     return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos
 
 
-def encode_EndTxnResponse_v0(m: EndTxnResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_EndTxnResponse_v0(m: EndTxnResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -152,12 +152,12 @@ def decode_EndTxnResponse_v3(buf: Buffer, pos: int) -> tuple[EndTxnResponse, int
     return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 
-def encode_EndTxnResponse_v3(m: EndTxnResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_EndTxnResponse_v3(m: EndTxnResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EndTxnResponse_v5(buf: Buffer, pos: int) -> tuple[EndTxnResponse, int]:
@@ -169,14 +169,14 @@ def decode_EndTxnResponse_v5(buf: Buffer, pos: int) -> tuple[EndTxnResponse, int
     return EndTxnResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch), pos + 1
 
 
-def encode_EndTxnResponse_v5(m: EndTxnResponse, out: bytearray) -> None:
-    out += _S_ihqh.pack(m.throttle_time_ms, m.error_code, m.producer_id, m.producer_epoch)  # field: throttle_time_ms, error_code, producer_id, producer_epoch
+def encode_EndTxnResponse_v5(m: EndTxnResponse, out: list[bytes]) -> None:
+    out.append(_S_ihqh.pack(m.throttle_time_ms, m.error_code, m.producer_id, m.producer_epoch))  # field: throttle_time_ms, error_code, producer_id, producer_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_EndTxnRequest_v1 = decode_EndTxnRequest_v0
 encode_EndTxnRequest_v1 = encode_EndTxnRequest_v0
 decode_EndTxnRequest_v2 = decode_EndTxnRequest_v0

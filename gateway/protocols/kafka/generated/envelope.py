@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class EnvelopeRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka EnvelopeRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     request_data: bytes = b''
@@ -65,7 +65,7 @@ class EnvelopeRequest(msgspec.Struct, gc=False):
 
 
 class EnvelopeResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka EnvelopeResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     response_data: bytes | None = None
@@ -100,14 +100,14 @@ def decode_EnvelopeRequest_v0(buf: Buffer, pos: int) -> tuple[EnvelopeRequest, i
     return EnvelopeRequest(request_data=request_data, request_principal=request_principal, client_host_address=client_host_address), pos + 1
 
 
-def encode_EnvelopeRequest_v0(m: EnvelopeRequest, out: bytearray) -> None:
+def encode_EnvelopeRequest_v0(m: EnvelopeRequest, out: list[bytes]) -> None:
     write_compact_bytes(out, m.request_data)  # field: request_data
     write_compact_nullable_bytes(out, m.request_principal)  # field: request_principal
     write_compact_bytes(out, m.client_host_address)  # field: client_host_address
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_EnvelopeResponse_v0(buf: Buffer, pos: int) -> tuple[EnvelopeResponse, int]:
@@ -120,15 +120,13 @@ def decode_EnvelopeResponse_v0(buf: Buffer, pos: int) -> tuple[EnvelopeResponse,
     return EnvelopeResponse(response_data=response_data, error_code=error_code), pos + 1
 
 
-def encode_EnvelopeResponse_v0(m: EnvelopeResponse, out: bytearray) -> None:
+def encode_EnvelopeResponse_v0(m: EnvelopeResponse, out: list[bytes]) -> None:
     write_compact_nullable_bytes(out, m.response_data)  # field: response_data
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 58
 API_NAME = 'Envelope'

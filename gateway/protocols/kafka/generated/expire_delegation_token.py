@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ExpireDelegationTokenRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ExpireDelegationTokenRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     hmac: bytes = b''
@@ -64,7 +64,7 @@ class ExpireDelegationTokenRequest(msgspec.Struct, gc=False):
 
 
 class ExpireDelegationTokenResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ExpireDelegationTokenResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -98,9 +98,9 @@ def decode_ExpireDelegationTokenRequest_v0(buf: Buffer, pos: int) -> tuple[Expir
     return ExpireDelegationTokenRequest(hmac=hmac, expiry_time_period_ms=expiry_time_period_ms), pos
 
 
-def encode_ExpireDelegationTokenRequest_v0(m: ExpireDelegationTokenRequest, out: bytearray) -> None:
+def encode_ExpireDelegationTokenRequest_v0(m: ExpireDelegationTokenRequest, out: list[bytes]) -> None:
     write_bytes(out, m.hmac)  # field: hmac
-    out += _S_q.pack(m.expiry_time_period_ms)  # field: expiry_time_period_ms
+    out.append(_S_q.pack(m.expiry_time_period_ms))  # field: expiry_time_period_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -115,13 +115,13 @@ def decode_ExpireDelegationTokenRequest_v2(buf: Buffer, pos: int) -> tuple[Expir
     return ExpireDelegationTokenRequest(hmac=hmac, expiry_time_period_ms=expiry_time_period_ms), pos + 1
 
 
-def encode_ExpireDelegationTokenRequest_v2(m: ExpireDelegationTokenRequest, out: bytearray) -> None:
+def encode_ExpireDelegationTokenRequest_v2(m: ExpireDelegationTokenRequest, out: list[bytes]) -> None:
     write_compact_bytes(out, m.hmac)  # field: hmac
-    out += _S_q.pack(m.expiry_time_period_ms)  # field: expiry_time_period_ms
+    out.append(_S_q.pack(m.expiry_time_period_ms))  # field: expiry_time_period_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ExpireDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[ExpireDelegationTokenResponse, int]:
@@ -130,8 +130,8 @@ def decode_ExpireDelegationTokenResponse_v0(buf: Buffer, pos: int) -> tuple[Expi
     return ExpireDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_ExpireDelegationTokenResponse_v0(m: ExpireDelegationTokenResponse, out: bytearray) -> None:
-    out += _S_hqi.pack(m.error_code, m.expiry_timestamp_ms, m.throttle_time_ms)  # field: error_code, expiry_timestamp_ms, throttle_time_ms
+def encode_ExpireDelegationTokenResponse_v0(m: ExpireDelegationTokenResponse, out: list[bytes]) -> None:
+    out.append(_S_hqi.pack(m.error_code, m.expiry_timestamp_ms, m.throttle_time_ms))  # field: error_code, expiry_timestamp_ms, throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -145,14 +145,14 @@ def decode_ExpireDelegationTokenResponse_v2(buf: Buffer, pos: int) -> tuple[Expi
     return ExpireDelegationTokenResponse(error_code=error_code, expiry_timestamp_ms=expiry_timestamp_ms, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_ExpireDelegationTokenResponse_v2(m: ExpireDelegationTokenResponse, out: bytearray) -> None:
-    out += _S_hqi.pack(m.error_code, m.expiry_timestamp_ms, m.throttle_time_ms)  # field: error_code, expiry_timestamp_ms, throttle_time_ms
+def encode_ExpireDelegationTokenResponse_v2(m: ExpireDelegationTokenResponse, out: list[bytes]) -> None:
+    out.append(_S_hqi.pack(m.error_code, m.expiry_timestamp_ms, m.throttle_time_ms))  # field: error_code, expiry_timestamp_ms, throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ExpireDelegationTokenRequest_v1 = decode_ExpireDelegationTokenRequest_v0
 encode_ExpireDelegationTokenRequest_v1 = encode_ExpireDelegationTokenRequest_v0
 decode_ExpireDelegationTokenResponse_v1 = decode_ExpireDelegationTokenResponse_v0

@@ -98,7 +98,7 @@ class FetchRequestForgottenTopic(msgspec.Struct, gc=False):
 
 
 class FetchRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka FetchRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = None
@@ -192,7 +192,7 @@ class FetchResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class FetchResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka FetchResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -338,12 +338,12 @@ def decode_FetchRequestReplicaState_v15(buf: Buffer, pos: int) -> tuple[FetchReq
     return FetchRequestReplicaState(replica_id=replica_id, replica_epoch=replica_epoch), pos + 1
 
 
-def encode_FetchRequestReplicaState_v15(m: FetchRequestReplicaState, out: bytearray) -> None:
-    out += _S_iq.pack(m.replica_id, m.replica_epoch)  # field: replica_id, replica_epoch
+def encode_FetchRequestReplicaState_v15(m: FetchRequestReplicaState, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.replica_id, m.replica_epoch))  # field: replica_id, replica_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequestFetchPartition_v0(buf: Buffer, pos: int) -> tuple[FetchRequestFetchPartition, int]:
@@ -352,10 +352,10 @@ def decode_FetchRequestFetchPartition_v0(buf: Buffer, pos: int) -> tuple[FetchRe
     return FetchRequestFetchPartition(partition=partition, fetch_offset=fetch_offset, partition_max_bytes=partition_max_bytes), pos
 
 
-def encode_FetchRequestFetchPartition_v0(m: FetchRequestFetchPartition, out: bytearray) -> None:
+def encode_FetchRequestFetchPartition_v0(m: FetchRequestFetchPartition, out: list[bytes]) -> None:
     if m.last_fetched_epoch != -1:  # field: last_fetched_epoch
         raise absent_error()  # field: last_fetched_epoch
-    out += _S_iqi.pack(m.partition, m.fetch_offset, m.partition_max_bytes)  # field: partition, fetch_offset, partition_max_bytes
+    out.append(_S_iqi.pack(m.partition, m.fetch_offset, m.partition_max_bytes))  # field: partition, fetch_offset, partition_max_bytes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -366,10 +366,10 @@ def decode_FetchRequestFetchPartition_v5(buf: Buffer, pos: int) -> tuple[FetchRe
     return FetchRequestFetchPartition(partition=partition, fetch_offset=fetch_offset, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes), pos
 
 
-def encode_FetchRequestFetchPartition_v5(m: FetchRequestFetchPartition, out: bytearray) -> None:
+def encode_FetchRequestFetchPartition_v5(m: FetchRequestFetchPartition, out: list[bytes]) -> None:
     if m.last_fetched_epoch != -1:  # field: last_fetched_epoch
         raise absent_error()  # field: last_fetched_epoch
-    out += _S_iqqi.pack(m.partition, m.fetch_offset, m.log_start_offset, m.partition_max_bytes)  # field: partition, fetch_offset, log_start_offset, partition_max_bytes
+    out.append(_S_iqqi.pack(m.partition, m.fetch_offset, m.log_start_offset, m.partition_max_bytes))  # field: partition, fetch_offset, log_start_offset, partition_max_bytes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -380,10 +380,10 @@ def decode_FetchRequestFetchPartition_v9(buf: Buffer, pos: int) -> tuple[FetchRe
     return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes), pos
 
 
-def encode_FetchRequestFetchPartition_v9(m: FetchRequestFetchPartition, out: bytearray) -> None:
+def encode_FetchRequestFetchPartition_v9(m: FetchRequestFetchPartition, out: list[bytes]) -> None:
     if m.last_fetched_epoch != -1:  # field: last_fetched_epoch
         raise absent_error()  # field: last_fetched_epoch
-    out += _S_iiqqi.pack(m.partition, m.current_leader_epoch, m.fetch_offset, m.log_start_offset, m.partition_max_bytes)  # field: partition, current_leader_epoch, fetch_offset, log_start_offset, partition_max_bytes
+    out.append(_S_iiqqi.pack(m.partition, m.current_leader_epoch, m.fetch_offset, m.log_start_offset, m.partition_max_bytes))  # field: partition, current_leader_epoch, fetch_offset, log_start_offset, partition_max_bytes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -397,19 +397,19 @@ def decode_FetchRequestFetchPartition_v12(buf: Buffer, pos: int) -> tuple[FetchR
     return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes), pos + 1
 
 
-def encode_FetchRequestFetchPartition_v12(m: FetchRequestFetchPartition, out: bytearray) -> None:
-    out += _S_iiqiqi.pack(m.partition, m.current_leader_epoch, m.fetch_offset, m.last_fetched_epoch, m.log_start_offset, m.partition_max_bytes)  # field: partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
+def encode_FetchRequestFetchPartition_v12(m: FetchRequestFetchPartition, out: list[bytes]) -> None:
+    out.append(_S_iiqiqi.pack(m.partition, m.current_leader_epoch, m.fetch_offset, m.last_fetched_epoch, m.log_start_offset, m.partition_max_bytes))  # field: partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequestFetchPartition_v17(buf: Buffer, pos: int) -> tuple[FetchRequestFetchPartition, int]:
     partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes = _S_iiqiqi.unpack_from(buf, pos)  # field: partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
     pos += 32
     if buf[pos]:  # field: unknown_tagged_fields
-        replica_directory_id = ZERO_UUID
+        replica_directory_id: UUID = ZERO_UUID
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -424,18 +424,18 @@ def decode_FetchRequestFetchPartition_v17(buf: Buffer, pos: int) -> tuple[FetchR
     return FetchRequestFetchPartition(partition=partition, current_leader_epoch=current_leader_epoch, fetch_offset=fetch_offset, last_fetched_epoch=last_fetched_epoch, log_start_offset=log_start_offset, partition_max_bytes=partition_max_bytes), pos + 1
 
 
-def encode_FetchRequestFetchPartition_v17(m: FetchRequestFetchPartition, out: bytearray) -> None:
-    out += _S_iiqiqi.pack(m.partition, m.current_leader_epoch, m.fetch_offset, m.last_fetched_epoch, m.log_start_offset, m.partition_max_bytes)  # field: partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.replica_directory_id
-    if _value != ZERO_UUID:
-        _buffer = bytearray()
-        _buffer += _value.bytes  # field: replica_directory_id
+def encode_FetchRequestFetchPartition_v17(m: FetchRequestFetchPartition, out: list[bytes]) -> None:
+    out.append(_S_iiqiqi.pack(m.partition, m.current_leader_epoch, m.fetch_offset, m.last_fetched_epoch, m.log_start_offset, m.partition_max_bytes))  # field: partition, current_leader_epoch, fetch_offset, last_fetched_epoch, log_start_offset, partition_max_bytes
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_replica_directory_id = m.replica_directory_id
+    if _value_replica_directory_id != ZERO_UUID:
+        _buffer: list[bytes] = []
+        _buffer.append(_value_replica_directory_id.bytes)  # field: replica_directory_id
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequestFetchTopic_v0(buf: Buffer, pos: int) -> tuple[FetchRequestFetchTopic, int]:
@@ -444,22 +444,22 @@ def decode_FetchRequestFetchTopic_v0(buf: Buffer, pos: int) -> tuple[FetchReques
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchRequestFetchPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchRequestFetchPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchRequestFetchTopic_v0(m: FetchRequestFetchTopic, out: bytearray) -> None:
+def encode_FetchRequestFetchTopic_v0(m: FetchRequestFetchTopic, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchRequestFetchPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchRequestFetchPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -470,22 +470,22 @@ def decode_FetchRequestFetchTopic_v5(buf: Buffer, pos: int) -> tuple[FetchReques
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchRequestFetchPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchPartition_v5(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchRequestFetchPartition_v5(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchRequestFetchTopic_v5(m: FetchRequestFetchTopic, out: bytearray) -> None:
+def encode_FetchRequestFetchTopic_v5(m: FetchRequestFetchTopic, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchRequestFetchPartition_v5(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchRequestFetchPartition_v5(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -496,22 +496,22 @@ def decode_FetchRequestFetchTopic_v9(buf: Buffer, pos: int) -> tuple[FetchReques
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchRequestFetchPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchPartition_v9(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchRequestFetchPartition_v9(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchRequestFetchTopic_v9(m: FetchRequestFetchTopic, out: bytearray) -> None:
+def encode_FetchRequestFetchTopic_v9(m: FetchRequestFetchTopic, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchRequestFetchPartition_v9(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchRequestFetchPartition_v9(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -522,29 +522,29 @@ def decode_FetchRequestFetchTopic_v12(buf: Buffer, pos: int) -> tuple[FetchReque
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchRequestFetchPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchRequestFetchTopic(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchTopic(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_FetchRequestFetchTopic_v12(m: FetchRequestFetchTopic, out: bytearray) -> None:
+def encode_FetchRequestFetchTopic_v12(m: FetchRequestFetchTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchRequestFetchPartition_v12(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchRequestFetchPartition_v12(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequestFetchTopic_v13(buf: Buffer, pos: int) -> tuple[FetchRequestFetchTopic, int]:
@@ -555,29 +555,29 @@ def decode_FetchRequestFetchTopic_v13(buf: Buffer, pos: int) -> tuple[FetchReque
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchRequestFetchPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchRequestFetchPartition_v12(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_FetchRequestFetchTopic_v13(m: FetchRequestFetchTopic, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_FetchRequestFetchTopic_v13(m: FetchRequestFetchTopic, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchRequestFetchPartition_v12(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchRequestFetchPartition_v12(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequestFetchTopic_v17(buf: Buffer, pos: int) -> tuple[FetchRequestFetchTopic, int]:
@@ -588,29 +588,29 @@ def decode_FetchRequestFetchTopic_v17(buf: Buffer, pos: int) -> tuple[FetchReque
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchRequestFetchPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchPartition_v17(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchRequestFetchPartition_v17(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchRequestFetchTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_FetchRequestFetchTopic_v17(m: FetchRequestFetchTopic, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_FetchRequestFetchTopic_v17(m: FetchRequestFetchTopic, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchRequestFetchPartition_v17(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchRequestFetchPartition_v17(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequestForgottenTopic_v7(buf: Buffer, pos: int) -> tuple[FetchRequestForgottenTopic, int]:
@@ -621,12 +621,12 @@ def decode_FetchRequestForgottenTopic_v7(buf: Buffer, pos: int) -> tuple[FetchRe
     return FetchRequestForgottenTopic(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchRequestForgottenTopic_v7(m: FetchRequestForgottenTopic, out: bytearray) -> None:
+def encode_FetchRequestForgottenTopic_v7(m: FetchRequestForgottenTopic, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_fixed_array(out, _items, 'i')  # field: partitions
+    write_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -642,16 +642,16 @@ def decode_FetchRequestForgottenTopic_v12(buf: Buffer, pos: int) -> tuple[FetchR
     return FetchRequestForgottenTopic(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_FetchRequestForgottenTopic_v12(m: FetchRequestForgottenTopic, out: bytearray) -> None:
+def encode_FetchRequestForgottenTopic_v12(m: FetchRequestForgottenTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequestForgottenTopic_v13(buf: Buffer, pos: int) -> tuple[FetchRequestForgottenTopic, int]:
@@ -667,16 +667,16 @@ def decode_FetchRequestForgottenTopic_v13(buf: Buffer, pos: int) -> tuple[FetchR
     return FetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_FetchRequestForgottenTopic_v13(m: FetchRequestForgottenTopic, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_FetchRequestForgottenTopic_v13(m: FetchRequestForgottenTopic, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequest_v0(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
@@ -686,26 +686,26 @@ def decode_FetchRequest_v0(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, topics=topics), pos
 
 
-def encode_FetchRequest_v0(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v0(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
-    out += _S_iii.pack(m.replica_id, m.max_wait_ms, m.min_bytes)  # field: replica_id, max_wait_ms, min_bytes
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iii.pack(m.replica_id, m.max_wait_ms, m.min_bytes))  # field: replica_id, max_wait_ms, min_bytes
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -717,26 +717,26 @@ def decode_FetchRequest_v3(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, topics=topics), pos
 
 
-def encode_FetchRequest_v3(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v3(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
-    out += _S_iiii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes)  # field: replica_id, max_wait_ms, min_bytes, max_bytes
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes))  # field: replica_id, max_wait_ms, min_bytes, max_bytes
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -748,26 +748,26 @@ def decode_FetchRequest_v4(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, topics=topics), pos
 
 
-def encode_FetchRequest_v4(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v4(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
-    out += _S_iiiib.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiiib.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level))  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -779,26 +779,26 @@ def decode_FetchRequest_v5(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, topics=topics), pos
 
 
-def encode_FetchRequest_v5(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v5(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
     if m.forgotten_topics_data is None or len(m.forgotten_topics_data) != 0:  # field: forgotten_topics_data
         raise absent_error()  # field: forgotten_topics_data
-    out += _S_iiiib.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiiib.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level))  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v5(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v5(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -810,39 +810,39 @@ def decode_FetchRequest_v7(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v5(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[FetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data), pos
 
 
-def encode_FetchRequest_v7(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v7(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
-    out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch))  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v5(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v5(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_FetchRequestForgottenTopic_v7(_item, out)  # field: forgotten_topics_data
+    write_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_FetchRequestForgottenTopic_v7(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -854,39 +854,39 @@ def decode_FetchRequest_v9(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[FetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data), pos
 
 
-def encode_FetchRequest_v9(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v9(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
-    out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch))  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v9(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v9(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_FetchRequestForgottenTopic_v7(_item, out)  # field: forgotten_topics_data
+    write_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_FetchRequestForgottenTopic_v7(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -898,40 +898,40 @@ def decode_FetchRequest_v11(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v9(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_array_length(buf, pos, 6)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[FetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_FetchRequestForgottenTopic_v7(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     rack_id, pos = read_string(buf, pos)  # field: rack_id
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos
 
 
-def encode_FetchRequest_v11(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v11(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
-    out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch))  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v9(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v9(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_FetchRequestForgottenTopic_v7(_item, out)  # field: forgotten_topics_data
+    write_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_FetchRequestForgottenTopic_v7(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     write_string(out, m.rack_id)  # field: rack_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -944,23 +944,23 @@ def decode_FetchRequest_v12(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v12(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v12(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[FetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestForgottenTopic_v12(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_FetchRequestForgottenTopic_v12(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
-        cluster_id = None
+        cluster_id: str | None = None
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -975,33 +975,33 @@ def decode_FetchRequest_v12(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
-def encode_FetchRequest_v12(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v12(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
-    out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch))  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v12(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v12(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_FetchRequestForgottenTopic_v12(_item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_FetchRequestForgottenTopic_v12(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.cluster_id
-    if _value is not None:
-        _buffer = bytearray()
-        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_cluster_id = m.cluster_id
+    if _value_cluster_id is not None:
+        _buffer: list[bytes] = []
+        write_compact_nullable_string(_buffer, _value_cluster_id)  # field: cluster_id
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequest_v13(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
@@ -1011,23 +1011,23 @@ def decode_FetchRequest_v13(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[FetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
-        cluster_id = None
+        cluster_id: str | None = None
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -1042,33 +1042,33 @@ def decode_FetchRequest_v13(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     return FetchRequest(replica_id=replica_id, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
-def encode_FetchRequest_v13(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v13(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_state != _DEFAULT_FetchRequestReplicaState:  # field: replica_state
         raise absent_error()  # field: replica_state
-    out += _S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiiibii.pack(m.replica_id, m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch))  # field: replica_id, max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v13(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v13(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_FetchRequestForgottenTopic_v13(_item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_FetchRequestForgottenTopic_v13(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.cluster_id
-    if _value is not None:
-        _buffer = bytearray()
-        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_cluster_id = m.cluster_id
+    if _value_cluster_id is not None:
+        _buffer: list[bytes] = []
+        write_compact_nullable_string(_buffer, _value_cluster_id)  # field: cluster_id
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequest_v15(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
@@ -1078,24 +1078,24 @@ def decode_FetchRequest_v15(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v13(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[FetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
-        cluster_id = None
-        replica_state = FetchRequestReplicaState()
+        cluster_id: str | None = None
+        replica_state: FetchRequestReplicaState = FetchRequestReplicaState()
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -1113,38 +1113,38 @@ def decode_FetchRequest_v15(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
-def encode_FetchRequest_v15(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v15(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_id != -1:  # field: replica_id
         raise absent_error()  # field: replica_id
-    out += _S_iiibii.pack(m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiibii.pack(m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch))  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v13(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v13(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_FetchRequestForgottenTopic_v13(_item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_FetchRequestForgottenTopic_v13(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.cluster_id
-    if _value is not None:
-        _buffer = bytearray()
-        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_cluster_id = m.cluster_id
+    if _value_cluster_id is not None:
+        _buffer: list[bytes] = []
+        write_compact_nullable_string(_buffer, _value_cluster_id)  # field: cluster_id
         _tagged.append((0, _buffer))
-    _value = m.replica_state
-    if _value != _DEFAULT_FetchRequestReplicaState:
-        _buffer = bytearray()
-        encode_FetchRequestReplicaState_v15(_value, _buffer)  # field: replica_state
+    _value_replica_state = m.replica_state
+    if _value_replica_state != _DEFAULT_FetchRequestReplicaState:
+        _buffer = []
+        encode_FetchRequestReplicaState_v15(_value_replica_state, _buffer)  # field: replica_state
         _tagged.append((1, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchRequest_v17(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
@@ -1154,24 +1154,24 @@ def decode_FetchRequest_v17(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestFetchTopic_v17(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchRequestFetchTopic_v17(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[FetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_FetchRequestForgottenTopic_v13(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     rack_id, pos = read_compact_string(buf, pos)  # field: rack_id
     if buf[pos]:  # field: unknown_tagged_fields
-        cluster_id = None
-        replica_state = FetchRequestReplicaState()
+        cluster_id: str | None = None
+        replica_state: FetchRequestReplicaState = FetchRequestReplicaState()
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -1189,38 +1189,38 @@ def decode_FetchRequest_v17(buf: Buffer, pos: int) -> tuple[FetchRequest, int]:
     return FetchRequest(max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, isolation_level=isolation_level, session_id=session_id, session_epoch=session_epoch, topics=topics, forgotten_topics_data=forgotten_topics_data, rack_id=rack_id), pos + 1
 
 
-def encode_FetchRequest_v17(m: FetchRequest, out: bytearray) -> None:
+def encode_FetchRequest_v17(m: FetchRequest, out: list[bytes]) -> None:
     if m.replica_id != -1:  # field: replica_id
         raise absent_error()  # field: replica_id
-    out += _S_iiibii.pack(m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch)  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiibii.pack(m.max_wait_ms, m.min_bytes, m.max_bytes, m.isolation_level, m.session_id, m.session_epoch))  # field: max_wait_ms, min_bytes, max_bytes, isolation_level, session_id, session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchRequestFetchTopic_v17(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchRequestFetchTopic_v17(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_FetchRequestForgottenTopic_v13(_item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_FetchRequestForgottenTopic_v13(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     write_compact_string(out, m.rack_id)  # field: rack_id
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.cluster_id
-    if _value is not None:
-        _buffer = bytearray()
-        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_cluster_id = m.cluster_id
+    if _value_cluster_id is not None:
+        _buffer: list[bytes] = []
+        write_compact_nullable_string(_buffer, _value_cluster_id)  # field: cluster_id
         _tagged.append((0, _buffer))
-    _value = m.replica_state
-    if _value != _DEFAULT_FetchRequestReplicaState:
-        _buffer = bytearray()
-        encode_FetchRequestReplicaState_v15(_value, _buffer)  # field: replica_state
+    _value_replica_state = m.replica_state
+    if _value_replica_state != _DEFAULT_FetchRequestReplicaState:
+        _buffer = []
+        encode_FetchRequestReplicaState_v15(_value_replica_state, _buffer)  # field: replica_state
         _tagged.append((1, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponseEpochEndOffset_v12(buf: Buffer, pos: int) -> tuple[FetchResponseEpochEndOffset, int]:
@@ -1232,12 +1232,12 @@ def decode_FetchResponseEpochEndOffset_v12(buf: Buffer, pos: int) -> tuple[Fetch
     return FetchResponseEpochEndOffset(epoch=epoch, end_offset=end_offset), pos + 1
 
 
-def encode_FetchResponseEpochEndOffset_v12(m: FetchResponseEpochEndOffset, out: bytearray) -> None:
-    out += _S_iq.pack(m.epoch, m.end_offset)  # field: epoch, end_offset
+def encode_FetchResponseEpochEndOffset_v12(m: FetchResponseEpochEndOffset, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.epoch, m.end_offset))  # field: epoch, end_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponseLeaderIdAndEpoch_v12(buf: Buffer, pos: int) -> tuple[FetchResponseLeaderIdAndEpoch, int]:
@@ -1249,12 +1249,12 @@ def decode_FetchResponseLeaderIdAndEpoch_v12(buf: Buffer, pos: int) -> tuple[Fet
     return FetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_FetchResponseLeaderIdAndEpoch_v12(m: FetchResponseLeaderIdAndEpoch, out: bytearray) -> None:
-    out += _S_ii.pack(m.leader_id, m.leader_epoch)  # field: leader_id, leader_epoch
+def encode_FetchResponseLeaderIdAndEpoch_v12(m: FetchResponseLeaderIdAndEpoch, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.leader_id, m.leader_epoch))  # field: leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponseSnapshotId_v12(buf: Buffer, pos: int) -> tuple[FetchResponseSnapshotId, int]:
@@ -1266,12 +1266,12 @@ def decode_FetchResponseSnapshotId_v12(buf: Buffer, pos: int) -> tuple[FetchResp
     return FetchResponseSnapshotId(end_offset=end_offset, epoch=epoch), pos + 1
 
 
-def encode_FetchResponseSnapshotId_v12(m: FetchResponseSnapshotId, out: bytearray) -> None:
-    out += _S_qi.pack(m.end_offset, m.epoch)  # field: end_offset, epoch
+def encode_FetchResponseSnapshotId_v12(m: FetchResponseSnapshotId, out: list[bytes]) -> None:
+    out.append(_S_qi.pack(m.end_offset, m.epoch))  # field: end_offset, epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponseAbortedTransaction_v4(buf: Buffer, pos: int) -> tuple[FetchResponseAbortedTransaction, int]:
@@ -1280,8 +1280,8 @@ def decode_FetchResponseAbortedTransaction_v4(buf: Buffer, pos: int) -> tuple[Fe
     return FetchResponseAbortedTransaction(producer_id=producer_id, first_offset=first_offset), pos
 
 
-def encode_FetchResponseAbortedTransaction_v4(m: FetchResponseAbortedTransaction, out: bytearray) -> None:
-    out += _S_qq.pack(m.producer_id, m.first_offset)  # field: producer_id, first_offset
+def encode_FetchResponseAbortedTransaction_v4(m: FetchResponseAbortedTransaction, out: list[bytes]) -> None:
+    out.append(_S_qq.pack(m.producer_id, m.first_offset))  # field: producer_id, first_offset
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1295,12 +1295,12 @@ def decode_FetchResponseAbortedTransaction_v12(buf: Buffer, pos: int) -> tuple[F
     return FetchResponseAbortedTransaction(producer_id=producer_id, first_offset=first_offset), pos + 1
 
 
-def encode_FetchResponseAbortedTransaction_v12(m: FetchResponseAbortedTransaction, out: bytearray) -> None:
-    out += _S_qq.pack(m.producer_id, m.first_offset)  # field: producer_id, first_offset
+def encode_FetchResponseAbortedTransaction_v12(m: FetchResponseAbortedTransaction, out: list[bytes]) -> None:
+    out.append(_S_qq.pack(m.producer_id, m.first_offset))  # field: producer_id, first_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[FetchResponsePartitionData, int]:
@@ -1310,7 +1310,7 @@ def decode_FetchResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[FetchRe
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, records=records), pos
 
 
-def encode_FetchResponsePartitionData_v0(m: FetchResponsePartitionData, out: bytearray) -> None:
+def encode_FetchResponsePartitionData_v0(m: FetchResponsePartitionData, out: list[bytes]) -> None:
     if m.diverging_epoch != _DEFAULT_FetchResponseEpochEndOffset:  # field: diverging_epoch
         raise absent_error()  # field: diverging_epoch
     if m.current_leader != _DEFAULT_FetchResponseLeaderIdAndEpoch:  # field: current_leader
@@ -1319,7 +1319,7 @@ def encode_FetchResponsePartitionData_v0(m: FetchResponsePartitionData, out: byt
         raise absent_error()  # field: snapshot_id
     if m.preferred_read_replica != -1:  # field: preferred_read_replica
         raise absent_error()  # field: preferred_read_replica
-    out += _S_ihq.pack(m.partition_index, m.error_code, m.high_watermark)  # field: partition_index, error_code, high_watermark
+    out.append(_S_ihq.pack(m.partition_index, m.error_code, m.high_watermark))  # field: partition_index, error_code, high_watermark
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -1330,18 +1330,18 @@ def decode_FetchResponsePartitionData_v4(buf: Buffer, pos: int) -> tuple[FetchRe
     pos += 22
     _count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
     if _count < 0:
-        aborted_transactions = None
+        aborted_transactions: list[FetchResponseAbortedTransaction] | None = None
     else:
         aborted_transactions = []
-        _append = aborted_transactions.append
+        _append_aborted_transactions = aborted_transactions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
-            _append(_item)
+            _item_aborted_transactions, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
+            _append_aborted_transactions(_item_aborted_transactions)
     records, pos = read_nullable_bytes(buf, pos)  # field: records
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, aborted_transactions=aborted_transactions, records=records), pos
 
 
-def encode_FetchResponsePartitionData_v4(m: FetchResponsePartitionData, out: bytearray) -> None:
+def encode_FetchResponsePartitionData_v4(m: FetchResponsePartitionData, out: list[bytes]) -> None:
     if m.diverging_epoch != _DEFAULT_FetchResponseEpochEndOffset:  # field: diverging_epoch
         raise absent_error()  # field: diverging_epoch
     if m.current_leader != _DEFAULT_FetchResponseLeaderIdAndEpoch:  # field: current_leader
@@ -1350,12 +1350,12 @@ def encode_FetchResponsePartitionData_v4(m: FetchResponsePartitionData, out: byt
         raise absent_error()  # field: snapshot_id
     if m.preferred_read_replica != -1:  # field: preferred_read_replica
         raise absent_error()  # field: preferred_read_replica
-    out += _S_ihqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset
-    _items = m.aborted_transactions
-    write_array_length(out, _items)  # field: aborted_transactions
-    if _items is not None:
-        for _item in _items:
-            encode_FetchResponseAbortedTransaction_v4(_item, out)  # field: aborted_transactions
+    out.append(_S_ihqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset))  # field: partition_index, error_code, high_watermark, last_stable_offset
+    _items_aborted_transactions = m.aborted_transactions
+    write_array_length(out, _items_aborted_transactions)  # field: aborted_transactions
+    if _items_aborted_transactions is not None:
+        for _item_aborted_transactions in _items_aborted_transactions:
+            encode_FetchResponseAbortedTransaction_v4(_item_aborted_transactions, out)  # field: aborted_transactions
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -1366,18 +1366,18 @@ def decode_FetchResponsePartitionData_v5(buf: Buffer, pos: int) -> tuple[FetchRe
     pos += 30
     _count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
     if _count < 0:
-        aborted_transactions = None
+        aborted_transactions: list[FetchResponseAbortedTransaction] | None = None
     else:
         aborted_transactions = []
-        _append = aborted_transactions.append
+        _append_aborted_transactions = aborted_transactions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
-            _append(_item)
+            _item_aborted_transactions, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
+            _append_aborted_transactions(_item_aborted_transactions)
     records, pos = read_nullable_bytes(buf, pos)  # field: records
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, log_start_offset=log_start_offset, aborted_transactions=aborted_transactions, records=records), pos
 
 
-def encode_FetchResponsePartitionData_v5(m: FetchResponsePartitionData, out: bytearray) -> None:
+def encode_FetchResponsePartitionData_v5(m: FetchResponsePartitionData, out: list[bytes]) -> None:
     if m.diverging_epoch != _DEFAULT_FetchResponseEpochEndOffset:  # field: diverging_epoch
         raise absent_error()  # field: diverging_epoch
     if m.current_leader != _DEFAULT_FetchResponseLeaderIdAndEpoch:  # field: current_leader
@@ -1386,12 +1386,12 @@ def encode_FetchResponsePartitionData_v5(m: FetchResponsePartitionData, out: byt
         raise absent_error()  # field: snapshot_id
     if m.preferred_read_replica != -1:  # field: preferred_read_replica
         raise absent_error()  # field: preferred_read_replica
-    out += _S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
-    _items = m.aborted_transactions
-    write_array_length(out, _items)  # field: aborted_transactions
-    if _items is not None:
-        for _item in _items:
-            encode_FetchResponseAbortedTransaction_v4(_item, out)  # field: aborted_transactions
+    out.append(_S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset))  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
+    _items_aborted_transactions = m.aborted_transactions
+    write_array_length(out, _items_aborted_transactions)  # field: aborted_transactions
+    if _items_aborted_transactions is not None:
+        for _item_aborted_transactions in _items_aborted_transactions:
+            encode_FetchResponseAbortedTransaction_v4(_item_aborted_transactions, out)  # field: aborted_transactions
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -1402,33 +1402,33 @@ def decode_FetchResponsePartitionData_v11(buf: Buffer, pos: int) -> tuple[FetchR
     pos += 30
     _count, pos = read_array_length(buf, pos, 16)  # field: aborted_transactions
     if _count < 0:
-        aborted_transactions = None
+        aborted_transactions: list[FetchResponseAbortedTransaction] | None = None
     else:
         aborted_transactions = []
-        _append = aborted_transactions.append
+        _append_aborted_transactions = aborted_transactions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
-            _append(_item)
+            _item_aborted_transactions, pos = decode_FetchResponseAbortedTransaction_v4(buf, pos)  # field: aborted_transactions
+            _append_aborted_transactions(_item_aborted_transactions)
     preferred_read_replica, = _S_i.unpack_from(buf, pos)  # field: preferred_read_replica
     pos += 4
     records, pos = read_nullable_bytes(buf, pos)  # field: records
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, log_start_offset=log_start_offset, aborted_transactions=aborted_transactions, preferred_read_replica=preferred_read_replica, records=records), pos
 
 
-def encode_FetchResponsePartitionData_v11(m: FetchResponsePartitionData, out: bytearray) -> None:
+def encode_FetchResponsePartitionData_v11(m: FetchResponsePartitionData, out: list[bytes]) -> None:
     if m.diverging_epoch != _DEFAULT_FetchResponseEpochEndOffset:  # field: diverging_epoch
         raise absent_error()  # field: diverging_epoch
     if m.current_leader != _DEFAULT_FetchResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
     if m.snapshot_id != _DEFAULT_FetchResponseSnapshotId:  # field: snapshot_id
         raise absent_error()  # field: snapshot_id
-    out += _S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
-    _items = m.aborted_transactions
-    write_array_length(out, _items)  # field: aborted_transactions
-    if _items is not None:
-        for _item in _items:
-            encode_FetchResponseAbortedTransaction_v4(_item, out)  # field: aborted_transactions
-    out += _S_i.pack(m.preferred_read_replica)  # field: preferred_read_replica
+    out.append(_S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset))  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
+    _items_aborted_transactions = m.aborted_transactions
+    write_array_length(out, _items_aborted_transactions)  # field: aborted_transactions
+    if _items_aborted_transactions is not None:
+        for _item_aborted_transactions in _items_aborted_transactions:
+            encode_FetchResponseAbortedTransaction_v4(_item_aborted_transactions, out)  # field: aborted_transactions
+    out.append(_S_i.pack(m.preferred_read_replica))  # field: preferred_read_replica
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -1439,20 +1439,20 @@ def decode_FetchResponsePartitionData_v12(buf: Buffer, pos: int) -> tuple[FetchR
     pos += 30
     _count, pos = read_compact_array_length(buf, pos, 17)  # field: aborted_transactions
     if _count < 0:
-        aborted_transactions = None
+        aborted_transactions: list[FetchResponseAbortedTransaction] | None = None
     else:
         aborted_transactions = []
-        _append = aborted_transactions.append
+        _append_aborted_transactions = aborted_transactions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseAbortedTransaction_v12(buf, pos)  # field: aborted_transactions
-            _append(_item)
+            _item_aborted_transactions, pos = decode_FetchResponseAbortedTransaction_v12(buf, pos)  # field: aborted_transactions
+            _append_aborted_transactions(_item_aborted_transactions)
     preferred_read_replica, = _S_i.unpack_from(buf, pos)  # field: preferred_read_replica
     pos += 4
     records, pos = read_compact_nullable_bytes(buf, pos)  # field: records
     if buf[pos]:  # field: unknown_tagged_fields
-        diverging_epoch = FetchResponseEpochEndOffset()
-        current_leader = FetchResponseLeaderIdAndEpoch()
-        snapshot_id = FetchResponseSnapshotId()
+        diverging_epoch: FetchResponseEpochEndOffset = FetchResponseEpochEndOffset()
+        current_leader: FetchResponseLeaderIdAndEpoch = FetchResponseLeaderIdAndEpoch()
+        snapshot_id: FetchResponseSnapshotId = FetchResponseSnapshotId()
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -1473,35 +1473,35 @@ def decode_FetchResponsePartitionData_v12(buf: Buffer, pos: int) -> tuple[FetchR
     return FetchResponsePartitionData(partition_index=partition_index, error_code=error_code, high_watermark=high_watermark, last_stable_offset=last_stable_offset, log_start_offset=log_start_offset, aborted_transactions=aborted_transactions, preferred_read_replica=preferred_read_replica, records=records), pos + 1
 
 
-def encode_FetchResponsePartitionData_v12(m: FetchResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset)  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
-    _items = m.aborted_transactions
-    write_compact_array_length(out, _items)  # field: aborted_transactions
-    if _items is not None:
-        for _item in _items:
-            encode_FetchResponseAbortedTransaction_v12(_item, out)  # field: aborted_transactions
-    out += _S_i.pack(m.preferred_read_replica)  # field: preferred_read_replica
+def encode_FetchResponsePartitionData_v12(m: FetchResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihqqq.pack(m.partition_index, m.error_code, m.high_watermark, m.last_stable_offset, m.log_start_offset))  # field: partition_index, error_code, high_watermark, last_stable_offset, log_start_offset
+    _items_aborted_transactions = m.aborted_transactions
+    write_compact_array_length(out, _items_aborted_transactions)  # field: aborted_transactions
+    if _items_aborted_transactions is not None:
+        for _item_aborted_transactions in _items_aborted_transactions:
+            encode_FetchResponseAbortedTransaction_v12(_item_aborted_transactions, out)  # field: aborted_transactions
+    out.append(_S_i.pack(m.preferred_read_replica))  # field: preferred_read_replica
     write_compact_nullable_bytes(out, m.records)  # field: records
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.diverging_epoch
-    if _value != _DEFAULT_FetchResponseEpochEndOffset:
-        _buffer = bytearray()
-        encode_FetchResponseEpochEndOffset_v12(_value, _buffer)  # field: diverging_epoch
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_diverging_epoch = m.diverging_epoch
+    if _value_diverging_epoch != _DEFAULT_FetchResponseEpochEndOffset:
+        _buffer: list[bytes] = []
+        encode_FetchResponseEpochEndOffset_v12(_value_diverging_epoch, _buffer)  # field: diverging_epoch
         _tagged.append((0, _buffer))
-    _value = m.current_leader
-    if _value != _DEFAULT_FetchResponseLeaderIdAndEpoch:
-        _buffer = bytearray()
-        encode_FetchResponseLeaderIdAndEpoch_v12(_value, _buffer)  # field: current_leader
+    _value_current_leader = m.current_leader
+    if _value_current_leader != _DEFAULT_FetchResponseLeaderIdAndEpoch:
+        _buffer = []
+        encode_FetchResponseLeaderIdAndEpoch_v12(_value_current_leader, _buffer)  # field: current_leader
         _tagged.append((1, _buffer))
-    _value = m.snapshot_id
-    if _value != _DEFAULT_FetchResponseSnapshotId:
-        _buffer = bytearray()
-        encode_FetchResponseSnapshotId_v12(_value, _buffer)  # field: snapshot_id
+    _value_snapshot_id = m.snapshot_id
+    if _value_snapshot_id != _DEFAULT_FetchResponseSnapshotId:
+        _buffer = []
+        encode_FetchResponseSnapshotId_v12(_value_snapshot_id, _buffer)  # field: snapshot_id
         _tagged.append((2, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponseFetchableTopicResponse_v0(buf: Buffer, pos: int) -> tuple[FetchResponseFetchableTopicResponse, int]:
@@ -1510,22 +1510,22 @@ def decode_FetchResponseFetchableTopicResponse_v0(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchResponseFetchableTopicResponse_v0(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
+def encode_FetchResponseFetchableTopicResponse_v0(m: FetchResponseFetchableTopicResponse, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchResponsePartitionData_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1536,22 +1536,22 @@ def decode_FetchResponseFetchableTopicResponse_v4(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponsePartitionData_v4(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchResponsePartitionData_v4(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchResponseFetchableTopicResponse_v4(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
+def encode_FetchResponseFetchableTopicResponse_v4(m: FetchResponseFetchableTopicResponse, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchResponsePartitionData_v4(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchResponsePartitionData_v4(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1562,22 +1562,22 @@ def decode_FetchResponseFetchableTopicResponse_v5(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponsePartitionData_v5(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchResponsePartitionData_v5(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchResponseFetchableTopicResponse_v5(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
+def encode_FetchResponseFetchableTopicResponse_v5(m: FetchResponseFetchableTopicResponse, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchResponsePartitionData_v5(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchResponsePartitionData_v5(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1588,22 +1588,22 @@ def decode_FetchResponseFetchableTopicResponse_v11(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponsePartitionData_v11(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchResponsePartitionData_v11(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos
 
 
-def encode_FetchResponseFetchableTopicResponse_v11(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
+def encode_FetchResponseFetchableTopicResponse_v11(m: FetchResponseFetchableTopicResponse, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchResponsePartitionData_v11(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchResponsePartitionData_v11(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1614,29 +1614,29 @@ def decode_FetchResponseFetchableTopicResponse_v12(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchResponseFetchableTopicResponse(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_FetchResponseFetchableTopicResponse_v12(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
+def encode_FetchResponseFetchableTopicResponse_v12(m: FetchResponseFetchableTopicResponse, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchResponsePartitionData_v12(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchResponsePartitionData_v12(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponseFetchableTopicResponse_v13(buf: Buffer, pos: int) -> tuple[FetchResponseFetchableTopicResponse, int]:
@@ -1647,29 +1647,29 @@ def decode_FetchResponseFetchableTopicResponse_v13(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchResponsePartitionData_v12(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchResponseFetchableTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchResponseFetchableTopicResponse(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_FetchResponseFetchableTopicResponse_v13(m: FetchResponseFetchableTopicResponse, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_FetchResponseFetchableTopicResponse_v13(m: FetchResponseFetchableTopicResponse, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchResponsePartitionData_v12(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchResponsePartitionData_v12(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponseNodeEndpoint_v16(buf: Buffer, pos: int) -> tuple[FetchResponseNodeEndpoint, int]:
@@ -1685,15 +1685,15 @@ def decode_FetchResponseNodeEndpoint_v16(buf: Buffer, pos: int) -> tuple[FetchRe
     return FetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
-def encode_FetchResponseNodeEndpoint_v16(m: FetchResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_FetchResponseNodeEndpoint_v16(m: FetchResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponse_v0(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
@@ -1701,25 +1701,25 @@ def decode_FetchResponse_v0(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return FetchResponse(responses=responses), pos
 
 
-def encode_FetchResponse_v0(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v0(m: FetchResponse, out: list[bytes]) -> None:
     if m.session_id != 0:  # field: session_id
         raise absent_error()  # field: session_id
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v0(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1731,26 +1731,26 @@ def decode_FetchResponse_v1(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return FetchResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
-def encode_FetchResponse_v1(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v1(m: FetchResponse, out: list[bytes]) -> None:
     if m.session_id != 0:  # field: session_id
         raise absent_error()  # field: session_id
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v0(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1762,26 +1762,26 @@ def decode_FetchResponse_v4(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v4(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v4(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return FetchResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
-def encode_FetchResponse_v4(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v4(m: FetchResponse, out: list[bytes]) -> None:
     if m.session_id != 0:  # field: session_id
         raise absent_error()  # field: session_id
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v4(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v4(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1793,26 +1793,26 @@ def decode_FetchResponse_v5(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return FetchResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
-def encode_FetchResponse_v5(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v5(m: FetchResponse, out: list[bytes]) -> None:
     if m.session_id != 0:  # field: session_id
         raise absent_error()  # field: session_id
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v5(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v5(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1824,24 +1824,24 @@ def decode_FetchResponse_v7(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v5(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos
 
 
-def encode_FetchResponse_v7(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v7(m: FetchResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    _items = m.responses
-    if _items is None:
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id))  # field: throttle_time_ms, error_code, session_id
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v5(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v5(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1853,24 +1853,24 @@ def decode_FetchResponse_v11(buf: Buffer, pos: int) -> tuple[FetchResponse, int]
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v11(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v11(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos
 
 
-def encode_FetchResponse_v11(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v11(m: FetchResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    _items = m.responses
-    if _items is None:
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id))  # field: throttle_time_ms, error_code, session_id
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v11(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v11(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1882,31 +1882,31 @@ def decode_FetchResponse_v12(buf: Buffer, pos: int) -> tuple[FetchResponse, int]
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v12(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v12(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, unknown_tagged_fields=_unknown), pos
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos + 1
 
 
-def encode_FetchResponse_v12(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v12(m: FetchResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    _items = m.responses
-    if _items is None:
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id))  # field: throttle_time_ms, error_code, session_id
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v12(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v12(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponse_v13(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
@@ -1916,31 +1916,31 @@ def decode_FetchResponse_v13(buf: Buffer, pos: int) -> tuple[FetchResponse, int]
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses, unknown_tagged_fields=_unknown), pos
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos + 1
 
 
-def encode_FetchResponse_v13(m: FetchResponse, out: bytearray) -> None:
+def encode_FetchResponse_v13(m: FetchResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    _items = m.responses
-    if _items is None:
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id))  # field: throttle_time_ms, error_code, session_id
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v13(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v13(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchResponse_v16(buf: Buffer, pos: int) -> tuple[FetchResponse, int]:
@@ -1950,13 +1950,13 @@ def decode_FetchResponse_v16(buf: Buffer, pos: int) -> tuple[FetchResponse, int]
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[FetchResponseFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_FetchResponseFetchableTopicResponse_v13(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
-        node_endpoints = []
+        node_endpoints: list[FetchResponseNodeEndpoint] = []
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -1967,10 +1967,10 @@ def decode_FetchResponse_v16(buf: Buffer, pos: int) -> tuple[FetchResponse, int]
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    _append = node_endpoints.append
+                    _append_node_endpoints = node_endpoints.append
                     for _ in range(_count):
-                        _item, pos = decode_FetchResponseNodeEndpoint_v16(buf, pos)  # field: node_endpoints
-                        _append(_item)
+                        _item_node_endpoints, pos = decode_FetchResponseNodeEndpoint_v16(buf, pos)  # field: node_endpoints
+                        _append_node_endpoints(_item_node_endpoints)
                 check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
                 _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
@@ -1979,31 +1979,31 @@ def decode_FetchResponse_v16(buf: Buffer, pos: int) -> tuple[FetchResponse, int]
     return FetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, session_id=session_id, responses=responses), pos + 1
 
 
-def encode_FetchResponse_v16(m: FetchResponse, out: bytearray) -> None:
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id)  # field: throttle_time_ms, error_code, session_id
-    _items = m.responses
-    if _items is None:
+def encode_FetchResponse_v16(m: FetchResponse, out: list[bytes]) -> None:
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.session_id))  # field: throttle_time_ms, error_code, session_id
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_FetchResponseFetchableTopicResponse_v13(_item, out)  # field: responses
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.node_endpoints
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_FetchResponseFetchableTopicResponse_v13(_item_responses, out)  # field: responses
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_node_endpoints = m.node_endpoints
+    if _value_node_endpoints is None or len(_value_node_endpoints) != 0:
+        _buffer: list[bytes] = []
+        _items_node_endpoints = _value_node_endpoints
+        if _items_node_endpoints is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(_buffer, _items)  # field: node_endpoints
-        for _item in _items:
-            encode_FetchResponseNodeEndpoint_v16(_item, _buffer)  # field: node_endpoints
+        write_compact_array_length(_buffer, _items_node_endpoints)  # field: node_endpoints
+        for _item_node_endpoints in _items_node_endpoints:
+            encode_FetchResponseNodeEndpoint_v16(_item_node_endpoints, _buffer)  # field: node_endpoints
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_FetchRequestReplicaState_v16 = decode_FetchRequestReplicaState_v15
 encode_FetchRequestReplicaState_v16 = encode_FetchRequestReplicaState_v15
 decode_FetchRequestReplicaState_v17 = decode_FetchRequestReplicaState_v15

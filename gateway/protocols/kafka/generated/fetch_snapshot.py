@@ -85,7 +85,7 @@ class FetchSnapshotRequestTopicSnapshot(msgspec.Struct, gc=False):
 
 
 class FetchSnapshotRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka FetchSnapshotRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = None
@@ -147,7 +147,7 @@ class FetchSnapshotResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class FetchSnapshotResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka FetchSnapshotResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -245,12 +245,12 @@ def decode_FetchSnapshotRequestSnapshotId_v0(buf: Buffer, pos: int) -> tuple[Fet
     return FetchSnapshotRequestSnapshotId(end_offset=end_offset, epoch=epoch), pos + 1
 
 
-def encode_FetchSnapshotRequestSnapshotId_v0(m: FetchSnapshotRequestSnapshotId, out: bytearray) -> None:
-    out += _S_qi.pack(m.end_offset, m.epoch)  # field: end_offset, epoch
+def encode_FetchSnapshotRequestSnapshotId_v0(m: FetchSnapshotRequestSnapshotId, out: list[bytes]) -> None:
+    out.append(_S_qi.pack(m.end_offset, m.epoch))  # field: end_offset, epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotRequestPartitionSnapshot_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequestPartitionSnapshot, int]:
@@ -265,14 +265,14 @@ def decode_FetchSnapshotRequestPartitionSnapshot_v0(buf: Buffer, pos: int) -> tu
     return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position), pos + 1
 
 
-def encode_FetchSnapshotRequestPartitionSnapshot_v0(m: FetchSnapshotRequestPartitionSnapshot, out: bytearray) -> None:
-    out += _S_ii.pack(m.partition, m.current_leader_epoch)  # field: partition, current_leader_epoch
+def encode_FetchSnapshotRequestPartitionSnapshot_v0(m: FetchSnapshotRequestPartitionSnapshot, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.partition, m.current_leader_epoch))  # field: partition, current_leader_epoch
     encode_FetchSnapshotRequestSnapshotId_v0(m.snapshot_id, out)  # field: snapshot_id
-    out += _S_q.pack(m.position)  # field: position
+    out.append(_S_q.pack(m.position))  # field: position
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotRequestPartitionSnapshot_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequestPartitionSnapshot, int]:
@@ -282,7 +282,7 @@ def decode_FetchSnapshotRequestPartitionSnapshot_v1(buf: Buffer, pos: int) -> tu
     position, = _S_q.unpack_from(buf, pos)  # field: position
     pos += 8
     if buf[pos]:  # field: unknown_tagged_fields
-        replica_directory_id = ZERO_UUID
+        replica_directory_id: UUID = ZERO_UUID
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -297,20 +297,20 @@ def decode_FetchSnapshotRequestPartitionSnapshot_v1(buf: Buffer, pos: int) -> tu
     return FetchSnapshotRequestPartitionSnapshot(partition=partition, current_leader_epoch=current_leader_epoch, snapshot_id=snapshot_id, position=position), pos + 1
 
 
-def encode_FetchSnapshotRequestPartitionSnapshot_v1(m: FetchSnapshotRequestPartitionSnapshot, out: bytearray) -> None:
-    out += _S_ii.pack(m.partition, m.current_leader_epoch)  # field: partition, current_leader_epoch
+def encode_FetchSnapshotRequestPartitionSnapshot_v1(m: FetchSnapshotRequestPartitionSnapshot, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.partition, m.current_leader_epoch))  # field: partition, current_leader_epoch
     encode_FetchSnapshotRequestSnapshotId_v0(m.snapshot_id, out)  # field: snapshot_id
-    out += _S_q.pack(m.position)  # field: position
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.replica_directory_id
-    if _value != ZERO_UUID:
-        _buffer = bytearray()
-        _buffer += _value.bytes  # field: replica_directory_id
+    out.append(_S_q.pack(m.position))  # field: position
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_replica_directory_id = m.replica_directory_id
+    if _value_replica_directory_id != ZERO_UUID:
+        _buffer: list[bytes] = []
+        _buffer.append(_value_replica_directory_id.bytes)  # field: replica_directory_id
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotRequestTopicSnapshot_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequestTopicSnapshot, int]:
@@ -319,29 +319,29 @@ def decode_FetchSnapshotRequestTopicSnapshot_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchSnapshotRequestPartitionSnapshot] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchSnapshotRequestPartitionSnapshot_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchSnapshotRequestPartitionSnapshot_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions), pos + 1
 
 
-def encode_FetchSnapshotRequestTopicSnapshot_v0(m: FetchSnapshotRequestTopicSnapshot, out: bytearray) -> None:
+def encode_FetchSnapshotRequestTopicSnapshot_v0(m: FetchSnapshotRequestTopicSnapshot, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchSnapshotRequestPartitionSnapshot_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchSnapshotRequestPartitionSnapshot_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotRequestTopicSnapshot_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequestTopicSnapshot, int]:
@@ -350,29 +350,29 @@ def decode_FetchSnapshotRequestTopicSnapshot_v1(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchSnapshotRequestPartitionSnapshot] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchSnapshotRequestPartitionSnapshot_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchSnapshotRequestPartitionSnapshot_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotRequestTopicSnapshot(name=name, partitions=partitions), pos + 1
 
 
-def encode_FetchSnapshotRequestTopicSnapshot_v1(m: FetchSnapshotRequestTopicSnapshot, out: bytearray) -> None:
+def encode_FetchSnapshotRequestTopicSnapshot_v1(m: FetchSnapshotRequestTopicSnapshot, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchSnapshotRequestPartitionSnapshot_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchSnapshotRequestPartitionSnapshot_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotRequest_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequest, int]:
@@ -382,13 +382,13 @@ def decode_FetchSnapshotRequest_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshot
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchSnapshotRequestTopicSnapshot] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchSnapshotRequestTopicSnapshot_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchSnapshotRequestTopicSnapshot_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
-        cluster_id = None
+        cluster_id: str | None = None
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -403,24 +403,24 @@ def decode_FetchSnapshotRequest_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshot
     return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics), pos + 1
 
 
-def encode_FetchSnapshotRequest_v0(m: FetchSnapshotRequest, out: bytearray) -> None:
-    out += _S_ii.pack(m.replica_id, m.max_bytes)  # field: replica_id, max_bytes
-    _items = m.topics
-    if _items is None:
+def encode_FetchSnapshotRequest_v0(m: FetchSnapshotRequest, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.replica_id, m.max_bytes))  # field: replica_id, max_bytes
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchSnapshotRequestTopicSnapshot_v0(_item, out)  # field: topics
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.cluster_id
-    if _value is not None:
-        _buffer = bytearray()
-        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchSnapshotRequestTopicSnapshot_v0(_item_topics, out)  # field: topics
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_cluster_id = m.cluster_id
+    if _value_cluster_id is not None:
+        _buffer: list[bytes] = []
+        write_compact_nullable_string(_buffer, _value_cluster_id)  # field: cluster_id
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotRequest_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotRequest, int]:
@@ -430,13 +430,13 @@ def decode_FetchSnapshotRequest_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshot
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchSnapshotRequestTopicSnapshot] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchSnapshotRequestTopicSnapshot_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchSnapshotRequestTopicSnapshot_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
-        cluster_id = None
+        cluster_id: str | None = None
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -451,24 +451,24 @@ def decode_FetchSnapshotRequest_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshot
     return FetchSnapshotRequest(replica_id=replica_id, max_bytes=max_bytes, topics=topics), pos + 1
 
 
-def encode_FetchSnapshotRequest_v1(m: FetchSnapshotRequest, out: bytearray) -> None:
-    out += _S_ii.pack(m.replica_id, m.max_bytes)  # field: replica_id, max_bytes
-    _items = m.topics
-    if _items is None:
+def encode_FetchSnapshotRequest_v1(m: FetchSnapshotRequest, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.replica_id, m.max_bytes))  # field: replica_id, max_bytes
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchSnapshotRequestTopicSnapshot_v1(_item, out)  # field: topics
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.cluster_id
-    if _value is not None:
-        _buffer = bytearray()
-        write_compact_nullable_string(_buffer, _value)  # field: cluster_id
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchSnapshotRequestTopicSnapshot_v1(_item_topics, out)  # field: topics
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_cluster_id = m.cluster_id
+    if _value_cluster_id is not None:
+        _buffer: list[bytes] = []
+        write_compact_nullable_string(_buffer, _value_cluster_id)  # field: cluster_id
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotResponseSnapshotId_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponseSnapshotId, int]:
@@ -480,12 +480,12 @@ def decode_FetchSnapshotResponseSnapshotId_v0(buf: Buffer, pos: int) -> tuple[Fe
     return FetchSnapshotResponseSnapshotId(end_offset=end_offset, epoch=epoch), pos + 1
 
 
-def encode_FetchSnapshotResponseSnapshotId_v0(m: FetchSnapshotResponseSnapshotId, out: bytearray) -> None:
-    out += _S_qi.pack(m.end_offset, m.epoch)  # field: end_offset, epoch
+def encode_FetchSnapshotResponseSnapshotId_v0(m: FetchSnapshotResponseSnapshotId, out: list[bytes]) -> None:
+    out.append(_S_qi.pack(m.end_offset, m.epoch))  # field: end_offset, epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponseLeaderIdAndEpoch, int]:
@@ -497,12 +497,12 @@ def decode_FetchSnapshotResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) -> tu
     return FetchSnapshotResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_FetchSnapshotResponseLeaderIdAndEpoch_v0(m: FetchSnapshotResponseLeaderIdAndEpoch, out: bytearray) -> None:
-    out += _S_ii.pack(m.leader_id, m.leader_epoch)  # field: leader_id, leader_epoch
+def encode_FetchSnapshotResponseLeaderIdAndEpoch_v0(m: FetchSnapshotResponseLeaderIdAndEpoch, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.leader_id, m.leader_epoch))  # field: leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotResponsePartitionSnapshot_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponsePartitionSnapshot, int]:
@@ -513,7 +513,7 @@ def decode_FetchSnapshotResponsePartitionSnapshot_v0(buf: Buffer, pos: int) -> t
     pos += 16
     unaligned_records, pos = read_compact_bytes(buf, pos)  # field: unaligned_records
     if buf[pos]:  # field: unknown_tagged_fields
-        current_leader = FetchSnapshotResponseLeaderIdAndEpoch()
+        current_leader: FetchSnapshotResponseLeaderIdAndEpoch = FetchSnapshotResponseLeaderIdAndEpoch()
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -528,21 +528,21 @@ def decode_FetchSnapshotResponsePartitionSnapshot_v0(buf: Buffer, pos: int) -> t
     return FetchSnapshotResponsePartitionSnapshot(index=index, error_code=error_code, snapshot_id=snapshot_id, size=size, position=position, unaligned_records=unaligned_records), pos + 1
 
 
-def encode_FetchSnapshotResponsePartitionSnapshot_v0(m: FetchSnapshotResponsePartitionSnapshot, out: bytearray) -> None:
-    out += _S_ih.pack(m.index, m.error_code)  # field: index, error_code
+def encode_FetchSnapshotResponsePartitionSnapshot_v0(m: FetchSnapshotResponsePartitionSnapshot, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.index, m.error_code))  # field: index, error_code
     encode_FetchSnapshotResponseSnapshotId_v0(m.snapshot_id, out)  # field: snapshot_id
-    out += _S_qq.pack(m.size, m.position)  # field: size, position
+    out.append(_S_qq.pack(m.size, m.position))  # field: size, position
     write_compact_bytes(out, m.unaligned_records)  # field: unaligned_records
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.current_leader
-    if _value != _DEFAULT_FetchSnapshotResponseLeaderIdAndEpoch:
-        _buffer = bytearray()
-        encode_FetchSnapshotResponseLeaderIdAndEpoch_v0(_value, _buffer)  # field: current_leader
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_current_leader = m.current_leader
+    if _value_current_leader != _DEFAULT_FetchSnapshotResponseLeaderIdAndEpoch:
+        _buffer: list[bytes] = []
+        encode_FetchSnapshotResponseLeaderIdAndEpoch_v0(_value_current_leader, _buffer)  # field: current_leader
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotResponseTopicSnapshot_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponseTopicSnapshot, int]:
@@ -551,29 +551,29 @@ def decode_FetchSnapshotResponseTopicSnapshot_v0(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[FetchSnapshotResponsePartitionSnapshot] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_FetchSnapshotResponsePartitionSnapshot_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_FetchSnapshotResponsePartitionSnapshot_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchSnapshotResponseTopicSnapshot(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponseTopicSnapshot(name=name, partitions=partitions), pos + 1
 
 
-def encode_FetchSnapshotResponseTopicSnapshot_v0(m: FetchSnapshotResponseTopicSnapshot, out: bytearray) -> None:
+def encode_FetchSnapshotResponseTopicSnapshot_v0(m: FetchSnapshotResponseTopicSnapshot, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_FetchSnapshotResponsePartitionSnapshot_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_FetchSnapshotResponsePartitionSnapshot_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponseNodeEndpoint, int]:
@@ -588,14 +588,14 @@ def decode_FetchSnapshotResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[
     return FetchSnapshotResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
-def encode_FetchSnapshotResponseNodeEndpoint_v1(m: FetchSnapshotResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_FetchSnapshotResponseNodeEndpoint_v1(m: FetchSnapshotResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotResponse_v0(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponse, int]:
@@ -605,31 +605,31 @@ def decode_FetchSnapshotResponse_v0(buf: Buffer, pos: int) -> tuple[FetchSnapsho
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchSnapshotResponseTopicSnapshot] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
-def encode_FetchSnapshotResponse_v0(m: FetchSnapshotResponse, out: bytearray) -> None:
+def encode_FetchSnapshotResponse_v0(m: FetchSnapshotResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.topics
-    if _items is None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchSnapshotResponseTopicSnapshot_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchSnapshotResponseTopicSnapshot_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FetchSnapshotResponse_v1(buf: Buffer, pos: int) -> tuple[FetchSnapshotResponse, int]:
@@ -639,13 +639,13 @@ def decode_FetchSnapshotResponse_v1(buf: Buffer, pos: int) -> tuple[FetchSnapsho
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[FetchSnapshotResponseTopicSnapshot] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_FetchSnapshotResponseTopicSnapshot_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
-        node_endpoints = []
+        node_endpoints: list[FetchSnapshotResponseNodeEndpoint] = []
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -656,10 +656,10 @@ def decode_FetchSnapshotResponse_v1(buf: Buffer, pos: int) -> tuple[FetchSnapsho
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    _append = node_endpoints.append
+                    _append_node_endpoints = node_endpoints.append
                     for _ in range(_count):
-                        _item, pos = decode_FetchSnapshotResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        _append(_item)
+                        _item_node_endpoints, pos = decode_FetchSnapshotResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append_node_endpoints(_item_node_endpoints)
                 check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
                 _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
@@ -668,31 +668,31 @@ def decode_FetchSnapshotResponse_v1(buf: Buffer, pos: int) -> tuple[FetchSnapsho
     return FetchSnapshotResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, topics=topics), pos + 1
 
 
-def encode_FetchSnapshotResponse_v1(m: FetchSnapshotResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.topics
-    if _items is None:
+def encode_FetchSnapshotResponse_v1(m: FetchSnapshotResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_FetchSnapshotResponseTopicSnapshot_v0(_item, out)  # field: topics
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.node_endpoints
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_FetchSnapshotResponseTopicSnapshot_v0(_item_topics, out)  # field: topics
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_node_endpoints = m.node_endpoints
+    if _value_node_endpoints is None or len(_value_node_endpoints) != 0:
+        _buffer: list[bytes] = []
+        _items_node_endpoints = _value_node_endpoints
+        if _items_node_endpoints is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(_buffer, _items)  # field: node_endpoints
-        for _item in _items:
-            encode_FetchSnapshotResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        write_compact_array_length(_buffer, _items_node_endpoints)  # field: node_endpoints
+        for _item_node_endpoints in _items_node_endpoints:
+            encode_FetchSnapshotResponseNodeEndpoint_v1(_item_node_endpoints, _buffer)  # field: node_endpoints
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_FetchSnapshotRequestSnapshotId_v1 = decode_FetchSnapshotRequestSnapshotId_v0
 encode_FetchSnapshotRequestSnapshotId_v1 = encode_FetchSnapshotRequestSnapshotId_v0
 decode_FetchSnapshotResponseSnapshotId_v1 = decode_FetchSnapshotResponseSnapshotId_v0

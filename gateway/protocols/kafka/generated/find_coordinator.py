@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class FindCoordinatorRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka FindCoordinatorRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     key: str = ''
@@ -78,7 +78,7 @@ class FindCoordinatorResponseCoordinator(msgspec.Struct, gc=False):
 
 
 class FindCoordinatorResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka FindCoordinatorResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -130,7 +130,7 @@ def decode_FindCoordinatorRequest_v0(buf: Buffer, pos: int) -> tuple[FindCoordin
     return FindCoordinatorRequest(key=key), pos
 
 
-def encode_FindCoordinatorRequest_v0(m: FindCoordinatorRequest, out: bytearray) -> None:
+def encode_FindCoordinatorRequest_v0(m: FindCoordinatorRequest, out: list[bytes]) -> None:
     if m.key_type != 0:  # field: key_type
         raise absent_error()  # field: key_type
     if m.coordinator_keys is None or len(m.coordinator_keys) != 0:  # field: coordinator_keys
@@ -147,11 +147,11 @@ def decode_FindCoordinatorRequest_v1(buf: Buffer, pos: int) -> tuple[FindCoordin
     return FindCoordinatorRequest(key=key, key_type=key_type), pos
 
 
-def encode_FindCoordinatorRequest_v1(m: FindCoordinatorRequest, out: bytearray) -> None:
+def encode_FindCoordinatorRequest_v1(m: FindCoordinatorRequest, out: list[bytes]) -> None:
     if m.coordinator_keys is None or len(m.coordinator_keys) != 0:  # field: coordinator_keys
         raise absent_error()  # field: coordinator_keys
     write_string(out, m.key)  # field: key
-    out += _S_b.pack(m.key_type)  # field: key_type
+    out.append(_S_b.pack(m.key_type))  # field: key_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -166,15 +166,15 @@ def decode_FindCoordinatorRequest_v3(buf: Buffer, pos: int) -> tuple[FindCoordin
     return FindCoordinatorRequest(key=key, key_type=key_type), pos + 1
 
 
-def encode_FindCoordinatorRequest_v3(m: FindCoordinatorRequest, out: bytearray) -> None:
+def encode_FindCoordinatorRequest_v3(m: FindCoordinatorRequest, out: list[bytes]) -> None:
     if m.coordinator_keys is None or len(m.coordinator_keys) != 0:  # field: coordinator_keys
         raise absent_error()  # field: coordinator_keys
     write_compact_string(out, m.key)  # field: key
-    out += _S_b.pack(m.key_type)  # field: key_type
+    out.append(_S_b.pack(m.key_type))  # field: key_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FindCoordinatorRequest_v4(buf: Buffer, pos: int) -> tuple[FindCoordinatorRequest, int]:
@@ -184,31 +184,31 @@ def decode_FindCoordinatorRequest_v4(buf: Buffer, pos: int) -> tuple[FindCoordin
     if _count < 0:
         raise null_error()  # field: coordinator_keys
     else:
-        coordinator_keys = []
-        _append = coordinator_keys.append
+        coordinator_keys: list[str] = []
+        _append_coordinator_keys = coordinator_keys.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: coordinator_keys
-            _append(_item)
+            _item_coordinator_keys, pos = read_compact_string(buf, pos)  # field: coordinator_keys
+            _append_coordinator_keys(_item_coordinator_keys)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FindCoordinatorRequest(key_type=key_type, coordinator_keys=coordinator_keys, unknown_tagged_fields=_unknown), pos
     return FindCoordinatorRequest(key_type=key_type, coordinator_keys=coordinator_keys), pos + 1
 
 
-def encode_FindCoordinatorRequest_v4(m: FindCoordinatorRequest, out: bytearray) -> None:
+def encode_FindCoordinatorRequest_v4(m: FindCoordinatorRequest, out: list[bytes]) -> None:
     if m.key != '':  # field: key
         raise absent_error()  # field: key
-    out += _S_b.pack(m.key_type)  # field: key_type
-    _items = m.coordinator_keys
-    if _items is None:
+    out.append(_S_b.pack(m.key_type))  # field: key_type
+    _items_coordinator_keys = m.coordinator_keys
+    if _items_coordinator_keys is None:
         raise null_error()  # field: coordinator_keys
-    write_compact_array_length(out, _items)  # field: coordinator_keys
-    for _item in _items:
-        write_compact_string(out, _item)  # field: coordinator_keys
+    write_compact_array_length(out, _items_coordinator_keys)  # field: coordinator_keys
+    for _item_coordinator_keys in _items_coordinator_keys:
+        write_compact_string(out, _item_coordinator_keys)  # field: coordinator_keys
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FindCoordinatorResponseCoordinator_v4(buf: Buffer, pos: int) -> tuple[FindCoordinatorResponseCoordinator, int]:
@@ -225,16 +225,16 @@ def decode_FindCoordinatorResponseCoordinator_v4(buf: Buffer, pos: int) -> tuple
     return FindCoordinatorResponseCoordinator(key=key, node_id=node_id, host=host, port=port, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_FindCoordinatorResponseCoordinator_v4(m: FindCoordinatorResponseCoordinator, out: bytearray) -> None:
+def encode_FindCoordinatorResponseCoordinator_v4(m: FindCoordinatorResponseCoordinator, out: list[bytes]) -> None:
     write_compact_string(out, m.key)  # field: key
-    out += _S_i.pack(m.node_id)  # field: node_id
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_ih.pack(m.port, m.error_code)  # field: port, error_code
+    out.append(_S_ih.pack(m.port, m.error_code))  # field: port, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FindCoordinatorResponse_v0(buf: Buffer, pos: int) -> tuple[FindCoordinatorResponse, int]:
@@ -246,12 +246,12 @@ def decode_FindCoordinatorResponse_v0(buf: Buffer, pos: int) -> tuple[FindCoordi
     return FindCoordinatorResponse(error_code=error_code, node_id=node_id, host=host, port=port), pos
 
 
-def encode_FindCoordinatorResponse_v0(m: FindCoordinatorResponse, out: bytearray) -> None:
+def encode_FindCoordinatorResponse_v0(m: FindCoordinatorResponse, out: list[bytes]) -> None:
     if m.coordinators is None or len(m.coordinators) != 0:  # field: coordinators
         raise absent_error()  # field: coordinators
-    out += _S_hi.pack(m.error_code, m.node_id)  # field: error_code, node_id
+    out.append(_S_hi.pack(m.error_code, m.node_id))  # field: error_code, node_id
     write_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -268,14 +268,14 @@ def decode_FindCoordinatorResponse_v1(buf: Buffer, pos: int) -> tuple[FindCoordi
     return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, node_id=node_id, host=host, port=port), pos
 
 
-def encode_FindCoordinatorResponse_v1(m: FindCoordinatorResponse, out: bytearray) -> None:
+def encode_FindCoordinatorResponse_v1(m: FindCoordinatorResponse, out: list[bytes]) -> None:
     if m.coordinators is None or len(m.coordinators) != 0:  # field: coordinators
         raise absent_error()  # field: coordinators
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_i.pack(m.node_id)  # field: node_id
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -295,18 +295,18 @@ def decode_FindCoordinatorResponse_v3(buf: Buffer, pos: int) -> tuple[FindCoordi
     return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, node_id=node_id, host=host, port=port), pos + 1
 
 
-def encode_FindCoordinatorResponse_v3(m: FindCoordinatorResponse, out: bytearray) -> None:
+def encode_FindCoordinatorResponse_v3(m: FindCoordinatorResponse, out: list[bytes]) -> None:
     if m.coordinators is None or len(m.coordinators) != 0:  # field: coordinators
         raise absent_error()  # field: coordinators
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_i.pack(m.node_id)  # field: node_id
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_FindCoordinatorResponse_v4(buf: Buffer, pos: int) -> tuple[FindCoordinatorResponse, int]:
@@ -316,18 +316,18 @@ def decode_FindCoordinatorResponse_v4(buf: Buffer, pos: int) -> tuple[FindCoordi
     if _count < 0:
         raise null_error()  # field: coordinators
     else:
-        coordinators = []
-        _append = coordinators.append
+        coordinators: list[FindCoordinatorResponseCoordinator] = []
+        _append_coordinators = coordinators.append
         for _ in range(_count):
-            _item, pos = decode_FindCoordinatorResponseCoordinator_v4(buf, pos)  # field: coordinators
-            _append(_item)
+            _item_coordinators, pos = decode_FindCoordinatorResponseCoordinator_v4(buf, pos)  # field: coordinators
+            _append_coordinators(_item_coordinators)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, coordinators=coordinators, unknown_tagged_fields=_unknown), pos
     return FindCoordinatorResponse(throttle_time_ms=throttle_time_ms, coordinators=coordinators), pos + 1
 
 
-def encode_FindCoordinatorResponse_v4(m: FindCoordinatorResponse, out: bytearray) -> None:
+def encode_FindCoordinatorResponse_v4(m: FindCoordinatorResponse, out: list[bytes]) -> None:
     if m.error_code != 0:  # field: error_code
         raise absent_error()  # field: error_code
     if m.node_id != 0:  # field: node_id
@@ -336,19 +336,19 @@ def encode_FindCoordinatorResponse_v4(m: FindCoordinatorResponse, out: bytearray
         raise absent_error()  # field: host
     if m.port != 0:  # field: port
         raise absent_error()  # field: port
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.coordinators
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_coordinators = m.coordinators
+    if _items_coordinators is None:
         raise null_error()  # field: coordinators
-    write_compact_array_length(out, _items)  # field: coordinators
-    for _item in _items:
-        encode_FindCoordinatorResponseCoordinator_v4(_item, out)  # field: coordinators
+    write_compact_array_length(out, _items_coordinators)  # field: coordinators
+    for _item_coordinators in _items_coordinators:
+        encode_FindCoordinatorResponseCoordinator_v4(_item_coordinators, out)  # field: coordinators
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_FindCoordinatorRequest_v2 = decode_FindCoordinatorRequest_v1
 encode_FindCoordinatorRequest_v2 = encode_FindCoordinatorRequest_v1
 decode_FindCoordinatorRequest_v5 = decode_FindCoordinatorRequest_v4

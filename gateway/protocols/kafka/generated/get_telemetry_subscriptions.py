@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class GetTelemetrySubscriptionsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka GetTelemetrySubscriptionsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     client_instance_id: UUID = ZERO_UUID
@@ -63,7 +63,7 @@ class GetTelemetrySubscriptionsRequest(msgspec.Struct, gc=False):
 
 
 class GetTelemetrySubscriptionsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka GetTelemetrySubscriptionsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -112,12 +112,12 @@ def decode_GetTelemetrySubscriptionsRequest_v0(buf: Buffer, pos: int) -> tuple[G
     return GetTelemetrySubscriptionsRequest(client_instance_id=client_instance_id), pos + 1
 
 
-def encode_GetTelemetrySubscriptionsRequest_v0(m: GetTelemetrySubscriptionsRequest, out: bytearray) -> None:
-    out += _S_16s.pack(m.client_instance_id.bytes)  # field: client_instance_id
+def encode_GetTelemetrySubscriptionsRequest_v0(m: GetTelemetrySubscriptionsRequest, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.client_instance_id.bytes))  # field: client_instance_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_GetTelemetrySubscriptionsResponse_v0(buf: Buffer, pos: int) -> tuple[GetTelemetrySubscriptionsResponse, int]:
@@ -133,36 +133,34 @@ def decode_GetTelemetrySubscriptionsResponse_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: requested_metrics
     else:
-        requested_metrics = []
-        _append = requested_metrics.append
+        requested_metrics: list[str] = []
+        _append_requested_metrics = requested_metrics.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: requested_metrics
-            _append(_item)
+            _item_requested_metrics, pos = read_compact_string(buf, pos)  # field: requested_metrics
+            _append_requested_metrics(_item_requested_metrics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return GetTelemetrySubscriptionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_instance_id=client_instance_id, subscription_id=subscription_id, accepted_compression_types=accepted_compression_types, push_interval_ms=push_interval_ms, telemetry_max_bytes=telemetry_max_bytes, delta_temporality=delta_temporality, requested_metrics=requested_metrics, unknown_tagged_fields=_unknown), pos
     return GetTelemetrySubscriptionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_instance_id=client_instance_id, subscription_id=subscription_id, accepted_compression_types=accepted_compression_types, push_interval_ms=push_interval_ms, telemetry_max_bytes=telemetry_max_bytes, delta_temporality=delta_temporality, requested_metrics=requested_metrics), pos + 1
 
 
-def encode_GetTelemetrySubscriptionsResponse_v0(m: GetTelemetrySubscriptionsResponse, out: bytearray) -> None:
-    out += _S_ih16si.pack(m.throttle_time_ms, m.error_code, m.client_instance_id.bytes, m.subscription_id)  # field: throttle_time_ms, error_code, client_instance_id, subscription_id
-    _items = m.accepted_compression_types
-    if _items is None:
+def encode_GetTelemetrySubscriptionsResponse_v0(m: GetTelemetrySubscriptionsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih16si.pack(m.throttle_time_ms, m.error_code, m.client_instance_id.bytes, m.subscription_id))  # field: throttle_time_ms, error_code, client_instance_id, subscription_id
+    _items_accepted_compression_types = m.accepted_compression_types
+    if _items_accepted_compression_types is None:
         raise null_error()  # field: accepted_compression_types
-    write_compact_fixed_array(out, _items, 'b')  # field: accepted_compression_types
-    out += _S_iio.pack(m.push_interval_ms, m.telemetry_max_bytes, m.delta_temporality)  # field: push_interval_ms, telemetry_max_bytes, delta_temporality
-    _items = m.requested_metrics
-    if _items is None:
+    write_compact_fixed_array(out, _items_accepted_compression_types, 'b')  # field: accepted_compression_types
+    out.append(_S_iio.pack(m.push_interval_ms, m.telemetry_max_bytes, m.delta_temporality))  # field: push_interval_ms, telemetry_max_bytes, delta_temporality
+    _items_requested_metrics = m.requested_metrics
+    if _items_requested_metrics is None:
         raise null_error()  # field: requested_metrics
-    write_compact_array_length(out, _items)  # field: requested_metrics
-    for _item in _items:
-        write_compact_string(out, _item)  # field: requested_metrics
+    write_compact_array_length(out, _items_requested_metrics)  # field: requested_metrics
+    for _item_requested_metrics in _items_requested_metrics:
+        write_compact_string(out, _item_requested_metrics)  # field: requested_metrics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 71
 API_NAME = 'GetTelemetrySubscriptions'

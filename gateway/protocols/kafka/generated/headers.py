@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class RequestHeader(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka RequestHeader header (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     request_api_key: int = 0
@@ -66,7 +66,7 @@ class RequestHeader(msgspec.Struct, gc=False):
 
 
 class ResponseHeader(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ResponseHeader header (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     correlation_id: int = 0
@@ -97,8 +97,8 @@ def decode_RequestHeader_v0(buf: Buffer, pos: int) -> tuple[RequestHeader, int]:
     return RequestHeader(request_api_key=request_api_key, request_api_version=request_api_version, correlation_id=correlation_id), pos
 
 
-def encode_RequestHeader_v0(m: RequestHeader, out: bytearray) -> None:
-    out += _S_hhi.pack(m.request_api_key, m.request_api_version, m.correlation_id)  # field: request_api_key, request_api_version, correlation_id
+def encode_RequestHeader_v0(m: RequestHeader, out: list[bytes]) -> None:
+    out.append(_S_hhi.pack(m.request_api_key, m.request_api_version, m.correlation_id))  # field: request_api_key, request_api_version, correlation_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -110,8 +110,8 @@ def decode_RequestHeader_v1(buf: Buffer, pos: int) -> tuple[RequestHeader, int]:
     return RequestHeader(request_api_key=request_api_key, request_api_version=request_api_version, correlation_id=correlation_id, client_id=client_id), pos
 
 
-def encode_RequestHeader_v1(m: RequestHeader, out: bytearray) -> None:
-    out += _S_hhi.pack(m.request_api_key, m.request_api_version, m.correlation_id)  # field: request_api_key, request_api_version, correlation_id
+def encode_RequestHeader_v1(m: RequestHeader, out: list[bytes]) -> None:
+    out.append(_S_hhi.pack(m.request_api_key, m.request_api_version, m.correlation_id))  # field: request_api_key, request_api_version, correlation_id
     write_nullable_string(out, m.client_id)  # field: client_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -127,13 +127,13 @@ def decode_RequestHeader_v2(buf: Buffer, pos: int) -> tuple[RequestHeader, int]:
     return RequestHeader(request_api_key=request_api_key, request_api_version=request_api_version, correlation_id=correlation_id, client_id=client_id), pos + 1
 
 
-def encode_RequestHeader_v2(m: RequestHeader, out: bytearray) -> None:
-    out += _S_hhi.pack(m.request_api_key, m.request_api_version, m.correlation_id)  # field: request_api_key, request_api_version, correlation_id
+def encode_RequestHeader_v2(m: RequestHeader, out: list[bytes]) -> None:
+    out.append(_S_hhi.pack(m.request_api_key, m.request_api_version, m.correlation_id))  # field: request_api_key, request_api_version, correlation_id
     write_nullable_string(out, m.client_id)  # field: client_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ResponseHeader_v0(buf: Buffer, pos: int) -> tuple[ResponseHeader, int]:
@@ -142,8 +142,8 @@ def decode_ResponseHeader_v0(buf: Buffer, pos: int) -> tuple[ResponseHeader, int
     return ResponseHeader(correlation_id=correlation_id), pos
 
 
-def encode_ResponseHeader_v0(m: ResponseHeader, out: bytearray) -> None:
-    out += _S_i.pack(m.correlation_id)  # field: correlation_id
+def encode_ResponseHeader_v0(m: ResponseHeader, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.correlation_id))  # field: correlation_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -157,14 +157,12 @@ def decode_ResponseHeader_v1(buf: Buffer, pos: int) -> tuple[ResponseHeader, int
     return ResponseHeader(correlation_id=correlation_id), pos + 1
 
 
-def encode_ResponseHeader_v1(m: ResponseHeader, out: bytearray) -> None:
-    out += _S_i.pack(m.correlation_id)  # field: correlation_id
+def encode_ResponseHeader_v1(m: ResponseHeader, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.correlation_id))  # field: correlation_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 REQUEST_HEADER_VALID_VERSIONS = (0, 2)
 REQUEST_HEADER_DECODERS = {0: decode_RequestHeader_v0, 1: decode_RequestHeader_v1, 2: decode_RequestHeader_v2}

@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class HeartbeatRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka HeartbeatRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -66,7 +66,7 @@ class HeartbeatRequest(msgspec.Struct, gc=False):
 
 
 class HeartbeatResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka HeartbeatResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -102,11 +102,11 @@ def decode_HeartbeatRequest_v0(buf: Buffer, pos: int) -> tuple[HeartbeatRequest,
     return HeartbeatRequest(group_id=group_id, generation_id=generation_id, member_id=member_id), pos
 
 
-def encode_HeartbeatRequest_v0(m: HeartbeatRequest, out: bytearray) -> None:
+def encode_HeartbeatRequest_v0(m: HeartbeatRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_string(out, m.member_id)  # field: member_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -121,9 +121,9 @@ def decode_HeartbeatRequest_v3(buf: Buffer, pos: int) -> tuple[HeartbeatRequest,
     return HeartbeatRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id), pos
 
 
-def encode_HeartbeatRequest_v3(m: HeartbeatRequest, out: bytearray) -> None:
+def encode_HeartbeatRequest_v3(m: HeartbeatRequest, out: list[bytes]) -> None:
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -142,15 +142,15 @@ def decode_HeartbeatRequest_v4(buf: Buffer, pos: int) -> tuple[HeartbeatRequest,
     return HeartbeatRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id), pos + 1
 
 
-def encode_HeartbeatRequest_v4(m: HeartbeatRequest, out: bytearray) -> None:
+def encode_HeartbeatRequest_v4(m: HeartbeatRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_HeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[HeartbeatResponse, int]:
@@ -159,8 +159,8 @@ def decode_HeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[HeartbeatRespons
     return HeartbeatResponse(error_code=error_code), pos
 
 
-def encode_HeartbeatResponse_v0(m: HeartbeatResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_HeartbeatResponse_v0(m: HeartbeatResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -171,8 +171,8 @@ def decode_HeartbeatResponse_v1(buf: Buffer, pos: int) -> tuple[HeartbeatRespons
     return HeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos
 
 
-def encode_HeartbeatResponse_v1(m: HeartbeatResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_HeartbeatResponse_v1(m: HeartbeatResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -186,14 +186,14 @@ def decode_HeartbeatResponse_v4(buf: Buffer, pos: int) -> tuple[HeartbeatRespons
     return HeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 
-def encode_HeartbeatResponse_v4(m: HeartbeatResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_HeartbeatResponse_v4(m: HeartbeatResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_HeartbeatRequest_v1 = decode_HeartbeatRequest_v0
 encode_HeartbeatRequest_v1 = encode_HeartbeatRequest_v0
 decode_HeartbeatRequest_v2 = decode_HeartbeatRequest_v0

@@ -75,7 +75,7 @@ class IncrementalAlterConfigsRequestAlterConfigsResource(msgspec.Struct, gc=Fals
 
 
 class IncrementalAlterConfigsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka IncrementalAlterConfigsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     resources: list[IncrementalAlterConfigsRequestAlterConfigsResource] = []
@@ -95,7 +95,7 @@ class IncrementalAlterConfigsResponseAlterConfigsResourceResponse(msgspec.Struct
 
 
 class IncrementalAlterConfigsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka IncrementalAlterConfigsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -149,9 +149,9 @@ def decode_IncrementalAlterConfigsRequestAlterableConfig_v0(buf: Buffer, pos: in
     return IncrementalAlterConfigsRequestAlterableConfig(name=name, config_operation=config_operation, value=value), pos
 
 
-def encode_IncrementalAlterConfigsRequestAlterableConfig_v0(m: IncrementalAlterConfigsRequestAlterableConfig, out: bytearray) -> None:
+def encode_IncrementalAlterConfigsRequestAlterableConfig_v0(m: IncrementalAlterConfigsRequestAlterableConfig, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    out += _S_b.pack(m.config_operation)  # field: config_operation
+    out.append(_S_b.pack(m.config_operation))  # field: config_operation
     write_nullable_string(out, m.value)  # field: value
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -168,14 +168,14 @@ def decode_IncrementalAlterConfigsRequestAlterableConfig_v1(buf: Buffer, pos: in
     return IncrementalAlterConfigsRequestAlterableConfig(name=name, config_operation=config_operation, value=value), pos + 1
 
 
-def encode_IncrementalAlterConfigsRequestAlterableConfig_v1(m: IncrementalAlterConfigsRequestAlterableConfig, out: bytearray) -> None:
+def encode_IncrementalAlterConfigsRequestAlterableConfig_v1(m: IncrementalAlterConfigsRequestAlterableConfig, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    out += _S_b.pack(m.config_operation)  # field: config_operation
+    out.append(_S_b.pack(m.config_operation))  # field: config_operation
     write_compact_nullable_string(out, m.value)  # field: value
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsRequestAlterConfigsResource, int]:
@@ -186,23 +186,23 @@ def decode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(buf: Buffer, po
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[IncrementalAlterConfigsRequestAlterableConfig] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v0(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     return IncrementalAlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos
 
 
-def encode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(m: IncrementalAlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(m: IncrementalAlterConfigsRequestAlterConfigsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_IncrementalAlterConfigsRequestAlterableConfig_v0(_item, out)  # field: configs
+    write_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_IncrementalAlterConfigsRequestAlterableConfig_v0(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -215,30 +215,30 @@ def decode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(buf: Buffer, po
     if _count < 0:
         raise null_error()  # field: configs
     else:
-        configs = []
-        _append = configs.append
+        configs: list[IncrementalAlterConfigsRequestAlterableConfig] = []
+        _append_configs = configs.append
         for _ in range(_count):
-            _item, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v1(buf, pos)  # field: configs
-            _append(_item)
+            _item_configs, pos = decode_IncrementalAlterConfigsRequestAlterableConfig_v1(buf, pos)  # field: configs
+            _append_configs(_item_configs)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return IncrementalAlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs, unknown_tagged_fields=_unknown), pos
     return IncrementalAlterConfigsRequestAlterConfigsResource(resource_type=resource_type, resource_name=resource_name, configs=configs), pos + 1
 
 
-def encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(m: IncrementalAlterConfigsRequestAlterConfigsResource, out: bytearray) -> None:
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+def encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(m: IncrementalAlterConfigsRequestAlterConfigsResource, out: list[bytes]) -> None:
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
-    _items = m.configs
-    if _items is None:
+    _items_configs = m.configs
+    if _items_configs is None:
         raise null_error()  # field: configs
-    write_compact_array_length(out, _items)  # field: configs
-    for _item in _items:
-        encode_IncrementalAlterConfigsRequestAlterableConfig_v1(_item, out)  # field: configs
+    write_compact_array_length(out, _items_configs)  # field: configs
+    for _item_configs in _items_configs:
+        encode_IncrementalAlterConfigsRequestAlterableConfig_v1(_item_configs, out)  # field: configs
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_IncrementalAlterConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsRequest, int]:
@@ -246,24 +246,24 @@ def decode_IncrementalAlterConfigsRequest_v0(buf: Buffer, pos: int) -> tuple[Inc
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[IncrementalAlterConfigsRequestAlterConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     return IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only), pos
 
 
-def encode_IncrementalAlterConfigsRequest_v0(m: IncrementalAlterConfigsRequest, out: bytearray) -> None:
-    _items = m.resources
-    if _items is None:
+def encode_IncrementalAlterConfigsRequest_v0(m: IncrementalAlterConfigsRequest, out: list[bytes]) -> None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(_item, out)  # field: resources
-    out += _S_o.pack(m.validate_only)  # field: validate_only
+    write_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v0(_item_resources, out)  # field: resources
+    out.append(_S_o.pack(m.validate_only))  # field: validate_only
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -273,11 +273,11 @@ def decode_IncrementalAlterConfigsRequest_v1(buf: Buffer, pos: int) -> tuple[Inc
     if _count < 0:
         raise null_error()  # field: resources
     else:
-        resources = []
-        _append = resources.append
+        resources: list[IncrementalAlterConfigsRequestAlterConfigsResource] = []
+        _append_resources = resources.append
         for _ in range(_count):
-            _item, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(buf, pos)  # field: resources
-            _append(_item)
+            _item_resources, pos = decode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(buf, pos)  # field: resources
+            _append_resources(_item_resources)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -286,18 +286,18 @@ def decode_IncrementalAlterConfigsRequest_v1(buf: Buffer, pos: int) -> tuple[Inc
     return IncrementalAlterConfigsRequest(resources=resources, validate_only=validate_only), pos + 1
 
 
-def encode_IncrementalAlterConfigsRequest_v1(m: IncrementalAlterConfigsRequest, out: bytearray) -> None:
-    _items = m.resources
-    if _items is None:
+def encode_IncrementalAlterConfigsRequest_v1(m: IncrementalAlterConfigsRequest, out: list[bytes]) -> None:
+    _items_resources = m.resources
+    if _items_resources is None:
         raise null_error()  # field: resources
-    write_compact_array_length(out, _items)  # field: resources
-    for _item in _items:
-        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(_item, out)  # field: resources
-    out += _S_o.pack(m.validate_only)  # field: validate_only
+    write_compact_array_length(out, _items_resources)  # field: resources
+    for _item_resources in _items_resources:
+        encode_IncrementalAlterConfigsRequestAlterConfigsResource_v1(_item_resources, out)  # field: resources
+    out.append(_S_o.pack(m.validate_only))  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsResponseAlterConfigsResourceResponse, int]:
@@ -310,10 +310,10 @@ def decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(buf: B
     return IncrementalAlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name), pos
 
 
-def encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(m: IncrementalAlterConfigsResponseAlterConfigsResourceResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(m: IncrementalAlterConfigsResponseAlterConfigsResourceResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_string(out, m.resource_name)  # field: resource_name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -332,15 +332,15 @@ def decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(buf: B
     return IncrementalAlterConfigsResponseAlterConfigsResourceResponse(error_code=error_code, error_message=error_message, resource_type=resource_type, resource_name=resource_name), pos + 1
 
 
-def encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(m: IncrementalAlterConfigsResponseAlterConfigsResourceResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(m: IncrementalAlterConfigsResponseAlterConfigsResourceResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_b.pack(m.resource_type)  # field: resource_type
+    out.append(_S_b.pack(m.resource_type))  # field: resource_type
     write_compact_string(out, m.resource_name)  # field: resource_name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_IncrementalAlterConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[IncrementalAlterConfigsResponse, int]:
@@ -350,22 +350,22 @@ def decode_IncrementalAlterConfigsResponse_v0(buf: Buffer, pos: int) -> tuple[In
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[IncrementalAlterConfigsResponseAlterConfigsResourceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return IncrementalAlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos
 
 
-def encode_IncrementalAlterConfigsResponse_v0(m: IncrementalAlterConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_IncrementalAlterConfigsResponse_v0(m: IncrementalAlterConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -377,31 +377,29 @@ def decode_IncrementalAlterConfigsResponse_v1(buf: Buffer, pos: int) -> tuple[In
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[IncrementalAlterConfigsResponseAlterConfigsResourceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return IncrementalAlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses, unknown_tagged_fields=_unknown), pos
     return IncrementalAlterConfigsResponse(throttle_time_ms=throttle_time_ms, responses=responses), pos + 1
 
 
-def encode_IncrementalAlterConfigsResponse_v1(m: IncrementalAlterConfigsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.responses
-    if _items is None:
+def encode_IncrementalAlterConfigsResponse_v1(m: IncrementalAlterConfigsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(_item, out)  # field: responses
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_IncrementalAlterConfigsResponseAlterConfigsResourceResponse_v1(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 44
 API_NAME = 'IncrementalAlterConfigs'

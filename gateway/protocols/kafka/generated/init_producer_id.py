@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class InitProducerIdRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka InitProducerIdRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     transactional_id: str | None = ''
@@ -66,7 +66,7 @@ class InitProducerIdRequest(msgspec.Struct, gc=False):
 
 
 class InitProducerIdResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka InitProducerIdResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -105,13 +105,13 @@ def decode_InitProducerIdRequest_v0(buf: Buffer, pos: int) -> tuple[InitProducer
     return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms), pos
 
 
-def encode_InitProducerIdRequest_v0(m: InitProducerIdRequest, out: bytearray) -> None:
+def encode_InitProducerIdRequest_v0(m: InitProducerIdRequest, out: list[bytes]) -> None:
     if m.producer_id != -1:  # field: producer_id
         raise absent_error()  # field: producer_id
     if m.producer_epoch != -1:  # field: producer_epoch
         raise absent_error()  # field: producer_epoch
     write_nullable_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_i.pack(m.transaction_timeout_ms)  # field: transaction_timeout_ms
+    out.append(_S_i.pack(m.transaction_timeout_ms))  # field: transaction_timeout_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -126,17 +126,17 @@ def decode_InitProducerIdRequest_v2(buf: Buffer, pos: int) -> tuple[InitProducer
     return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms), pos + 1
 
 
-def encode_InitProducerIdRequest_v2(m: InitProducerIdRequest, out: bytearray) -> None:
+def encode_InitProducerIdRequest_v2(m: InitProducerIdRequest, out: list[bytes]) -> None:
     if m.producer_id != -1:  # field: producer_id
         raise absent_error()  # field: producer_id
     if m.producer_epoch != -1:  # field: producer_epoch
         raise absent_error()  # field: producer_epoch
     write_compact_nullable_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_i.pack(m.transaction_timeout_ms)  # field: transaction_timeout_ms
+    out.append(_S_i.pack(m.transaction_timeout_ms))  # field: transaction_timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_InitProducerIdRequest_v3(buf: Buffer, pos: int) -> tuple[InitProducerIdRequest, int]:
@@ -149,13 +149,13 @@ def decode_InitProducerIdRequest_v3(buf: Buffer, pos: int) -> tuple[InitProducer
     return InitProducerIdRequest(transactional_id=transactional_id, transaction_timeout_ms=transaction_timeout_ms, producer_id=producer_id, producer_epoch=producer_epoch), pos + 1
 
 
-def encode_InitProducerIdRequest_v3(m: InitProducerIdRequest, out: bytearray) -> None:
+def encode_InitProducerIdRequest_v3(m: InitProducerIdRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_iqh.pack(m.transaction_timeout_ms, m.producer_id, m.producer_epoch)  # field: transaction_timeout_ms, producer_id, producer_epoch
+    out.append(_S_iqh.pack(m.transaction_timeout_ms, m.producer_id, m.producer_epoch))  # field: transaction_timeout_ms, producer_id, producer_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_InitProducerIdResponse_v0(buf: Buffer, pos: int) -> tuple[InitProducerIdResponse, int]:
@@ -164,8 +164,8 @@ def decode_InitProducerIdResponse_v0(buf: Buffer, pos: int) -> tuple[InitProduce
     return InitProducerIdResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch), pos
 
 
-def encode_InitProducerIdResponse_v0(m: InitProducerIdResponse, out: bytearray) -> None:
-    out += _S_ihqh.pack(m.throttle_time_ms, m.error_code, m.producer_id, m.producer_epoch)  # field: throttle_time_ms, error_code, producer_id, producer_epoch
+def encode_InitProducerIdResponse_v0(m: InitProducerIdResponse, out: list[bytes]) -> None:
+    out.append(_S_ihqh.pack(m.throttle_time_ms, m.error_code, m.producer_id, m.producer_epoch))  # field: throttle_time_ms, error_code, producer_id, producer_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -179,14 +179,14 @@ def decode_InitProducerIdResponse_v2(buf: Buffer, pos: int) -> tuple[InitProduce
     return InitProducerIdResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, producer_id=producer_id, producer_epoch=producer_epoch), pos + 1
 
 
-def encode_InitProducerIdResponse_v2(m: InitProducerIdResponse, out: bytearray) -> None:
-    out += _S_ihqh.pack(m.throttle_time_ms, m.error_code, m.producer_id, m.producer_epoch)  # field: throttle_time_ms, error_code, producer_id, producer_epoch
+def encode_InitProducerIdResponse_v2(m: InitProducerIdResponse, out: list[bytes]) -> None:
+    out.append(_S_ihqh.pack(m.throttle_time_ms, m.error_code, m.producer_id, m.producer_epoch))  # field: throttle_time_ms, error_code, producer_id, producer_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_InitProducerIdRequest_v1 = decode_InitProducerIdRequest_v0
 encode_InitProducerIdRequest_v1 = encode_InitProducerIdRequest_v0
 decode_InitProducerIdRequest_v4 = decode_InitProducerIdRequest_v3

@@ -74,7 +74,7 @@ class InitializeShareGroupStateRequestInitializeStateData(msgspec.Struct, gc=Fal
 
 
 class InitializeShareGroupStateRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka InitializeShareGroupStateRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -102,7 +102,7 @@ class InitializeShareGroupStateResponseInitializeStateResult(msgspec.Struct, gc=
 
 
 class InitializeShareGroupStateResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka InitializeShareGroupStateResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     results: list[InitializeShareGroupStateResponseInitializeStateResult] = []
@@ -157,12 +157,12 @@ def decode_InitializeShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: in
     return InitializeShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, start_offset=start_offset), pos + 1
 
 
-def encode_InitializeShareGroupStateRequestPartitionData_v0(m: InitializeShareGroupStateRequestPartitionData, out: bytearray) -> None:
-    out += _S_iiq.pack(m.partition, m.state_epoch, m.start_offset)  # field: partition, state_epoch, start_offset
+def encode_InitializeShareGroupStateRequestPartitionData_v0(m: InitializeShareGroupStateRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_iiq.pack(m.partition, m.state_epoch, m.start_offset))  # field: partition, state_epoch, start_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_InitializeShareGroupStateRequestInitializeStateData_v0(buf: Buffer, pos: int) -> tuple[InitializeShareGroupStateRequestInitializeStateData, int]:
@@ -173,29 +173,29 @@ def decode_InitializeShareGroupStateRequestInitializeStateData_v0(buf: Buffer, p
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[InitializeShareGroupStateRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_InitializeShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_InitializeShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return InitializeShareGroupStateRequestInitializeStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateRequestInitializeStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_InitializeShareGroupStateRequestInitializeStateData_v0(m: InitializeShareGroupStateRequestInitializeStateData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_InitializeShareGroupStateRequestInitializeStateData_v0(m: InitializeShareGroupStateRequestInitializeStateData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_InitializeShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_InitializeShareGroupStateRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_InitializeShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[InitializeShareGroupStateRequest, int]:
@@ -204,29 +204,29 @@ def decode_InitializeShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[I
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[InitializeShareGroupStateRequestInitializeStateData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_InitializeShareGroupStateRequestInitializeStateData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_InitializeShareGroupStateRequestInitializeStateData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return InitializeShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
-def encode_InitializeShareGroupStateRequest_v0(m: InitializeShareGroupStateRequest, out: bytearray) -> None:
+def encode_InitializeShareGroupStateRequest_v0(m: InitializeShareGroupStateRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_InitializeShareGroupStateRequestInitializeStateData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_InitializeShareGroupStateRequestInitializeStateData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_InitializeShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int) -> tuple[InitializeShareGroupStateResponsePartitionResult, int]:
@@ -239,13 +239,13 @@ def decode_InitializeShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos:
     return InitializeShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_InitializeShareGroupStateResponsePartitionResult_v0(m: InitializeShareGroupStateResponsePartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition, m.error_code)  # field: partition, error_code
+def encode_InitializeShareGroupStateResponsePartitionResult_v0(m: InitializeShareGroupStateResponsePartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition, m.error_code))  # field: partition, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_InitializeShareGroupStateResponseInitializeStateResult_v0(buf: Buffer, pos: int) -> tuple[InitializeShareGroupStateResponseInitializeStateResult, int]:
@@ -256,29 +256,29 @@ def decode_InitializeShareGroupStateResponseInitializeStateResult_v0(buf: Buffer
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[InitializeShareGroupStateResponsePartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_InitializeShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_InitializeShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return InitializeShareGroupStateResponseInitializeStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateResponseInitializeStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_InitializeShareGroupStateResponseInitializeStateResult_v0(m: InitializeShareGroupStateResponseInitializeStateResult, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_InitializeShareGroupStateResponseInitializeStateResult_v0(m: InitializeShareGroupStateResponseInitializeStateResult, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_InitializeShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_InitializeShareGroupStateResponsePartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_InitializeShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[InitializeShareGroupStateResponse, int]:
@@ -286,30 +286,28 @@ def decode_InitializeShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[InitializeShareGroupStateResponseInitializeStateResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_InitializeShareGroupStateResponseInitializeStateResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_InitializeShareGroupStateResponseInitializeStateResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return InitializeShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return InitializeShareGroupStateResponse(results=results), pos + 1
 
 
-def encode_InitializeShareGroupStateResponse_v0(m: InitializeShareGroupStateResponse, out: bytearray) -> None:
-    _items = m.results
-    if _items is None:
+def encode_InitializeShareGroupStateResponse_v0(m: InitializeShareGroupStateResponse, out: list[bytes]) -> None:
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_InitializeShareGroupStateResponseInitializeStateResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_InitializeShareGroupStateResponseInitializeStateResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 83
 API_NAME = 'InitializeShareGroupState'

@@ -64,7 +64,7 @@ class JoinGroupRequestProtocol(msgspec.Struct, gc=False):
 
 
 class JoinGroupRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka JoinGroupRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -89,7 +89,7 @@ class JoinGroupResponseMember(msgspec.Struct, gc=False):
 
 
 class JoinGroupResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka JoinGroupResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -154,7 +154,7 @@ def decode_JoinGroupRequestProtocol_v0(buf: Buffer, pos: int) -> tuple[JoinGroup
     return JoinGroupRequestProtocol(name=name, metadata=metadata), pos
 
 
-def encode_JoinGroupRequestProtocol_v0(m: JoinGroupRequestProtocol, out: bytearray) -> None:
+def encode_JoinGroupRequestProtocol_v0(m: JoinGroupRequestProtocol, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
     write_bytes(out, m.metadata)  # field: metadata
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -170,13 +170,13 @@ def decode_JoinGroupRequestProtocol_v6(buf: Buffer, pos: int) -> tuple[JoinGroup
     return JoinGroupRequestProtocol(name=name, metadata=metadata), pos + 1
 
 
-def encode_JoinGroupRequestProtocol_v6(m: JoinGroupRequestProtocol, out: bytearray) -> None:
+def encode_JoinGroupRequestProtocol_v6(m: JoinGroupRequestProtocol, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_bytes(out, m.metadata)  # field: metadata
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_JoinGroupRequest_v0(buf: Buffer, pos: int) -> tuple[JoinGroupRequest, int]:
@@ -189,27 +189,27 @@ def decode_JoinGroupRequest_v0(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     if _count < 0:
         raise null_error()  # field: protocols
     else:
-        protocols = []
-        _append = protocols.append
+        protocols: list[JoinGroupRequestProtocol] = []
+        _append_protocols = protocols.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
-            _append(_item)
+            _item_protocols, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
+            _append_protocols(_item_protocols)
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, member_id=member_id, protocol_type=protocol_type, protocols=protocols), pos
 
 
-def encode_JoinGroupRequest_v0(m: JoinGroupRequest, out: bytearray) -> None:
+def encode_JoinGroupRequest_v0(m: JoinGroupRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.session_timeout_ms)  # field: session_timeout_ms
+    out.append(_S_i.pack(m.session_timeout_ms))  # field: session_timeout_ms
     write_string(out, m.member_id)  # field: member_id
     write_string(out, m.protocol_type)  # field: protocol_type
-    _items = m.protocols
-    if _items is None:
+    _items_protocols = m.protocols
+    if _items_protocols is None:
         raise null_error()  # field: protocols
-    write_array_length(out, _items)  # field: protocols
-    for _item in _items:
-        encode_JoinGroupRequestProtocol_v0(_item, out)  # field: protocols
+    write_array_length(out, _items_protocols)  # field: protocols
+    for _item_protocols in _items_protocols:
+        encode_JoinGroupRequestProtocol_v0(_item_protocols, out)  # field: protocols
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -224,27 +224,27 @@ def decode_JoinGroupRequest_v1(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     if _count < 0:
         raise null_error()  # field: protocols
     else:
-        protocols = []
-        _append = protocols.append
+        protocols: list[JoinGroupRequestProtocol] = []
+        _append_protocols = protocols.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
-            _append(_item)
+            _item_protocols, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
+            _append_protocols(_item_protocols)
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, protocol_type=protocol_type, protocols=protocols), pos
 
 
-def encode_JoinGroupRequest_v1(m: JoinGroupRequest, out: bytearray) -> None:
+def encode_JoinGroupRequest_v1(m: JoinGroupRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms)  # field: session_timeout_ms, rebalance_timeout_ms
+    out.append(_S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms))  # field: session_timeout_ms, rebalance_timeout_ms
     write_string(out, m.member_id)  # field: member_id
     write_string(out, m.protocol_type)  # field: protocol_type
-    _items = m.protocols
-    if _items is None:
+    _items_protocols = m.protocols
+    if _items_protocols is None:
         raise null_error()  # field: protocols
-    write_array_length(out, _items)  # field: protocols
-    for _item in _items:
-        encode_JoinGroupRequestProtocol_v0(_item, out)  # field: protocols
+    write_array_length(out, _items_protocols)  # field: protocols
+    for _item_protocols in _items_protocols:
+        encode_JoinGroupRequestProtocol_v0(_item_protocols, out)  # field: protocols
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -260,26 +260,26 @@ def decode_JoinGroupRequest_v5(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     if _count < 0:
         raise null_error()  # field: protocols
     else:
-        protocols = []
-        _append = protocols.append
+        protocols: list[JoinGroupRequestProtocol] = []
+        _append_protocols = protocols.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
-            _append(_item)
+            _item_protocols, pos = decode_JoinGroupRequestProtocol_v0(buf, pos)  # field: protocols
+            _append_protocols(_item_protocols)
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols), pos
 
 
-def encode_JoinGroupRequest_v5(m: JoinGroupRequest, out: bytearray) -> None:
+def encode_JoinGroupRequest_v5(m: JoinGroupRequest, out: list[bytes]) -> None:
     write_string(out, m.group_id)  # field: group_id
-    out += _S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms)  # field: session_timeout_ms, rebalance_timeout_ms
+    out.append(_S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms))  # field: session_timeout_ms, rebalance_timeout_ms
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_string(out, m.protocol_type)  # field: protocol_type
-    _items = m.protocols
-    if _items is None:
+    _items_protocols = m.protocols
+    if _items_protocols is None:
         raise null_error()  # field: protocols
-    write_array_length(out, _items)  # field: protocols
-    for _item in _items:
-        encode_JoinGroupRequestProtocol_v0(_item, out)  # field: protocols
+    write_array_length(out, _items_protocols)  # field: protocols
+    for _item_protocols in _items_protocols:
+        encode_JoinGroupRequestProtocol_v0(_item_protocols, out)  # field: protocols
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -295,33 +295,33 @@ def decode_JoinGroupRequest_v6(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     if _count < 0:
         raise null_error()  # field: protocols
     else:
-        protocols = []
-        _append = protocols.append
+        protocols: list[JoinGroupRequestProtocol] = []
+        _append_protocols = protocols.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
-            _append(_item)
+            _item_protocols, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
+            _append_protocols(_item_protocols)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols, unknown_tagged_fields=_unknown), pos
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols), pos + 1
 
 
-def encode_JoinGroupRequest_v6(m: JoinGroupRequest, out: bytearray) -> None:
+def encode_JoinGroupRequest_v6(m: JoinGroupRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms)  # field: session_timeout_ms, rebalance_timeout_ms
+    out.append(_S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms))  # field: session_timeout_ms, rebalance_timeout_ms
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_string(out, m.protocol_type)  # field: protocol_type
-    _items = m.protocols
-    if _items is None:
+    _items_protocols = m.protocols
+    if _items_protocols is None:
         raise null_error()  # field: protocols
-    write_compact_array_length(out, _items)  # field: protocols
-    for _item in _items:
-        encode_JoinGroupRequestProtocol_v6(_item, out)  # field: protocols
+    write_compact_array_length(out, _items_protocols)  # field: protocols
+    for _item_protocols in _items_protocols:
+        encode_JoinGroupRequestProtocol_v6(_item_protocols, out)  # field: protocols
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_JoinGroupRequest_v8(buf: Buffer, pos: int) -> tuple[JoinGroupRequest, int]:
@@ -335,11 +335,11 @@ def decode_JoinGroupRequest_v8(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     if _count < 0:
         raise null_error()  # field: protocols
     else:
-        protocols = []
-        _append = protocols.append
+        protocols: list[JoinGroupRequestProtocol] = []
+        _append_protocols = protocols.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
-            _append(_item)
+            _item_protocols, pos = decode_JoinGroupRequestProtocol_v6(buf, pos)  # field: protocols
+            _append_protocols(_item_protocols)
     reason, pos = read_compact_nullable_string(buf, pos)  # field: reason
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
@@ -347,23 +347,23 @@ def decode_JoinGroupRequest_v8(buf: Buffer, pos: int) -> tuple[JoinGroupRequest,
     return JoinGroupRequest(group_id=group_id, session_timeout_ms=session_timeout_ms, rebalance_timeout_ms=rebalance_timeout_ms, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocols=protocols, reason=reason), pos + 1
 
 
-def encode_JoinGroupRequest_v8(m: JoinGroupRequest, out: bytearray) -> None:
+def encode_JoinGroupRequest_v8(m: JoinGroupRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms)  # field: session_timeout_ms, rebalance_timeout_ms
+    out.append(_S_ii.pack(m.session_timeout_ms, m.rebalance_timeout_ms))  # field: session_timeout_ms, rebalance_timeout_ms
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_string(out, m.protocol_type)  # field: protocol_type
-    _items = m.protocols
-    if _items is None:
+    _items_protocols = m.protocols
+    if _items_protocols is None:
         raise null_error()  # field: protocols
-    write_compact_array_length(out, _items)  # field: protocols
-    for _item in _items:
-        encode_JoinGroupRequestProtocol_v6(_item, out)  # field: protocols
+    write_compact_array_length(out, _items_protocols)  # field: protocols
+    for _item_protocols in _items_protocols:
+        encode_JoinGroupRequestProtocol_v6(_item_protocols, out)  # field: protocols
     write_compact_nullable_string(out, m.reason)  # field: reason
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_JoinGroupResponseMember_v0(buf: Buffer, pos: int) -> tuple[JoinGroupResponseMember, int]:
@@ -372,7 +372,7 @@ def decode_JoinGroupResponseMember_v0(buf: Buffer, pos: int) -> tuple[JoinGroupR
     return JoinGroupResponseMember(member_id=member_id, metadata=metadata), pos
 
 
-def encode_JoinGroupResponseMember_v0(m: JoinGroupResponseMember, out: bytearray) -> None:
+def encode_JoinGroupResponseMember_v0(m: JoinGroupResponseMember, out: list[bytes]) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_bytes(out, m.metadata)  # field: metadata
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -386,7 +386,7 @@ def decode_JoinGroupResponseMember_v5(buf: Buffer, pos: int) -> tuple[JoinGroupR
     return JoinGroupResponseMember(member_id=member_id, group_instance_id=group_instance_id, metadata=metadata), pos
 
 
-def encode_JoinGroupResponseMember_v5(m: JoinGroupResponseMember, out: bytearray) -> None:
+def encode_JoinGroupResponseMember_v5(m: JoinGroupResponseMember, out: list[bytes]) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_bytes(out, m.metadata)  # field: metadata
@@ -404,14 +404,14 @@ def decode_JoinGroupResponseMember_v6(buf: Buffer, pos: int) -> tuple[JoinGroupR
     return JoinGroupResponseMember(member_id=member_id, group_instance_id=group_instance_id, metadata=metadata), pos + 1
 
 
-def encode_JoinGroupResponseMember_v6(m: JoinGroupResponseMember, out: bytearray) -> None:
+def encode_JoinGroupResponseMember_v6(m: JoinGroupResponseMember, out: list[bytes]) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_bytes(out, m.metadata)  # field: metadata
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_JoinGroupResponse_v0(buf: Buffer, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -424,27 +424,27 @@ def decode_JoinGroupResponse_v0(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[JoinGroupResponseMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
+            _append_members(_item_members)
     return JoinGroupResponse(error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos
 
 
-def encode_JoinGroupResponse_v0(m: JoinGroupResponse, out: bytearray) -> None:
+def encode_JoinGroupResponse_v0(m: JoinGroupResponse, out: list[bytes]) -> None:
     if m.skip_assignment != False:  # field: skip_assignment
         raise absent_error()  # field: skip_assignment
-    out += _S_hi.pack(m.error_code, m.generation_id)  # field: error_code, generation_id
+    out.append(_S_hi.pack(m.error_code, m.generation_id))  # field: error_code, generation_id
     write_string(out, m.protocol_name)  # field: protocol_name
     write_string(out, m.leader)  # field: leader
     write_string(out, m.member_id)  # field: member_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_JoinGroupResponseMember_v0(_item, out)  # field: members
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_JoinGroupResponseMember_v0(_item_members, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -459,27 +459,27 @@ def decode_JoinGroupResponse_v2(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[JoinGroupResponseMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_JoinGroupResponseMember_v0(buf, pos)  # field: members
+            _append_members(_item_members)
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos
 
 
-def encode_JoinGroupResponse_v2(m: JoinGroupResponse, out: bytearray) -> None:
+def encode_JoinGroupResponse_v2(m: JoinGroupResponse, out: list[bytes]) -> None:
     if m.skip_assignment != False:  # field: skip_assignment
         raise absent_error()  # field: skip_assignment
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id)  # field: throttle_time_ms, error_code, generation_id
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id))  # field: throttle_time_ms, error_code, generation_id
     write_string(out, m.protocol_name)  # field: protocol_name
     write_string(out, m.leader)  # field: leader
     write_string(out, m.member_id)  # field: member_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_JoinGroupResponseMember_v0(_item, out)  # field: members
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_JoinGroupResponseMember_v0(_item_members, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -494,27 +494,27 @@ def decode_JoinGroupResponse_v5(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[JoinGroupResponseMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupResponseMember_v5(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_JoinGroupResponseMember_v5(buf, pos)  # field: members
+            _append_members(_item_members)
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos
 
 
-def encode_JoinGroupResponse_v5(m: JoinGroupResponse, out: bytearray) -> None:
+def encode_JoinGroupResponse_v5(m: JoinGroupResponse, out: list[bytes]) -> None:
     if m.skip_assignment != False:  # field: skip_assignment
         raise absent_error()  # field: skip_assignment
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id)  # field: throttle_time_ms, error_code, generation_id
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id))  # field: throttle_time_ms, error_code, generation_id
     write_string(out, m.protocol_name)  # field: protocol_name
     write_string(out, m.leader)  # field: leader
     write_string(out, m.member_id)  # field: member_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_JoinGroupResponseMember_v5(_item, out)  # field: members
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_JoinGroupResponseMember_v5(_item_members, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -529,34 +529,34 @@ def decode_JoinGroupResponse_v6(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[JoinGroupResponseMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
+            _append_members(_item_members)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members, unknown_tagged_fields=_unknown), pos
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos + 1
 
 
-def encode_JoinGroupResponse_v6(m: JoinGroupResponse, out: bytearray) -> None:
+def encode_JoinGroupResponse_v6(m: JoinGroupResponse, out: list[bytes]) -> None:
     if m.skip_assignment != False:  # field: skip_assignment
         raise absent_error()  # field: skip_assignment
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id)  # field: throttle_time_ms, error_code, generation_id
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id))  # field: throttle_time_ms, error_code, generation_id
     write_compact_string(out, m.protocol_name)  # field: protocol_name
     write_compact_string(out, m.leader)  # field: leader
     write_compact_string(out, m.member_id)  # field: member_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_JoinGroupResponseMember_v6(_item, out)  # field: members
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_JoinGroupResponseMember_v6(_item_members, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_JoinGroupResponse_v7(buf: Buffer, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -570,35 +570,35 @@ def decode_JoinGroupResponse_v7(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[JoinGroupResponseMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
+            _append_members(_item_members)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members, unknown_tagged_fields=_unknown), pos
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, member_id=member_id, members=members), pos + 1
 
 
-def encode_JoinGroupResponse_v7(m: JoinGroupResponse, out: bytearray) -> None:
+def encode_JoinGroupResponse_v7(m: JoinGroupResponse, out: list[bytes]) -> None:
     if m.skip_assignment != False:  # field: skip_assignment
         raise absent_error()  # field: skip_assignment
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id)  # field: throttle_time_ms, error_code, generation_id
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id))  # field: throttle_time_ms, error_code, generation_id
     write_compact_nullable_string(out, m.protocol_type)  # field: protocol_type
     write_compact_nullable_string(out, m.protocol_name)  # field: protocol_name
     write_compact_string(out, m.leader)  # field: leader
     write_compact_string(out, m.member_id)  # field: member_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_JoinGroupResponseMember_v6(_item, out)  # field: members
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_JoinGroupResponseMember_v6(_item_members, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_JoinGroupResponse_v9(buf: Buffer, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -614,36 +614,36 @@ def decode_JoinGroupResponse_v9(buf: Buffer, pos: int) -> tuple[JoinGroupRespons
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[JoinGroupResponseMember] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_JoinGroupResponseMember_v6(buf, pos)  # field: members
+            _append_members(_item_members)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, skip_assignment=skip_assignment, member_id=member_id, members=members, unknown_tagged_fields=_unknown), pos
     return JoinGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, generation_id=generation_id, protocol_type=protocol_type, protocol_name=protocol_name, leader=leader, skip_assignment=skip_assignment, member_id=member_id, members=members), pos + 1
 
 
-def encode_JoinGroupResponse_v9(m: JoinGroupResponse, out: bytearray) -> None:
-    out += _S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id)  # field: throttle_time_ms, error_code, generation_id
+def encode_JoinGroupResponse_v9(m: JoinGroupResponse, out: list[bytes]) -> None:
+    out.append(_S_ihi.pack(m.throttle_time_ms, m.error_code, m.generation_id))  # field: throttle_time_ms, error_code, generation_id
     write_compact_nullable_string(out, m.protocol_type)  # field: protocol_type
     write_compact_nullable_string(out, m.protocol_name)  # field: protocol_name
     write_compact_string(out, m.leader)  # field: leader
-    out += _S_o.pack(m.skip_assignment)  # field: skip_assignment
+    out.append(_S_o.pack(m.skip_assignment))  # field: skip_assignment
     write_compact_string(out, m.member_id)  # field: member_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_JoinGroupResponseMember_v6(_item, out)  # field: members
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_JoinGroupResponseMember_v6(_item_members, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_JoinGroupRequestProtocol_v1 = decode_JoinGroupRequestProtocol_v0
 encode_JoinGroupRequestProtocol_v1 = encode_JoinGroupRequestProtocol_v0
 decode_JoinGroupRequestProtocol_v2 = decode_JoinGroupRequestProtocol_v0

@@ -94,7 +94,7 @@ class LeaderAndIsrRequestLeaderAndIsrLiveLeader(msgspec.Struct, gc=False):
 
 
 class LeaderAndIsrRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka LeaderAndIsrRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     controller_id: int = 0
@@ -128,7 +128,7 @@ class LeaderAndIsrResponseLeaderAndIsrTopicError(msgspec.Struct, gc=False):
 
 
 class LeaderAndIsrResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka LeaderAndIsrResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -223,20 +223,20 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(buf: Buffer, pos: in
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas), pos
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: list[bytes]) -> None:
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    _items = m.replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
+    write_fixed_array(out, _items_replicas, 'i')  # field: replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -258,21 +258,21 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(buf: Buffer, pos: in
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, is_new=is_new), pos
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: list[bytes]) -> None:
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    _items = m.replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
-    out += _S_o.pack(m.is_new)  # field: is_new
+    write_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    out.append(_S_o.pack(m.is_new))  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -293,20 +293,20 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(buf: Buffer, pos: in
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, is_new=is_new), pos
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: list[bytes]) -> None:
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    _items = m.replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
-    out += _S_o.pack(m.is_new)  # field: is_new
+    write_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    out.append(_S_o.pack(m.is_new))  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -333,28 +333,28 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(buf: Buffer, pos: in
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new), pos
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: list[bytes]) -> None:
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    _items = m.replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
-    _items = m.adding_replicas
-    if _items is None:
+    write_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    _items_adding_replicas = m.adding_replicas
+    if _items_adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    write_fixed_array(out, _items, 'i')  # field: adding_replicas
-    _items = m.removing_replicas
-    if _items is None:
+    write_fixed_array(out, _items_adding_replicas, 'i')  # field: adding_replicas
+    _items_removing_replicas = m.removing_replicas
+    if _items_removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    write_fixed_array(out, _items, 'i')  # field: removing_replicas
-    out += _S_o.pack(m.is_new)  # field: is_new
+    write_fixed_array(out, _items_removing_replicas, 'i')  # field: removing_replicas
+    out.append(_S_o.pack(m.is_new))  # field: is_new
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -384,32 +384,32 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf: Buffer, pos: in
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new), pos + 1
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: list[bytes]) -> None:
     if m.leader_recovery_state != 0:  # field: leader_recovery_state
         raise absent_error()  # field: leader_recovery_state
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_compact_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    _items = m.replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: replicas
-    _items = m.adding_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    _items_adding_replicas = m.adding_replicas
+    if _items_adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: adding_replicas
-    _items = m.removing_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_adding_replicas, 'i')  # field: adding_replicas
+    _items_removing_replicas = m.removing_replicas
+    if _items_removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: removing_replicas
-    out += _S_o.pack(m.is_new)  # field: is_new
+    write_compact_fixed_array(out, _items_removing_replicas, 'i')  # field: removing_replicas
+    out.append(_S_o.pack(m.is_new))  # field: is_new
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrPartitionState, int]:
@@ -437,30 +437,30 @@ def decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf: Buffer, pos: in
     return LeaderAndIsrRequestLeaderAndIsrPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, partition_epoch=partition_epoch, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas, is_new=is_new, leader_recovery_state=leader_recovery_state), pos + 1
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: bytearray) -> None:
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+def encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(m: LeaderAndIsrRequestLeaderAndIsrPartitionState, out: list[bytes]) -> None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_compact_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.partition_epoch)  # field: partition_epoch
-    _items = m.replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.partition_epoch))  # field: partition_epoch
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: replicas
-    _items = m.adding_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    _items_adding_replicas = m.adding_replicas
+    if _items_adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: adding_replicas
-    _items = m.removing_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_adding_replicas, 'i')  # field: adding_replicas
+    _items_removing_replicas = m.removing_replicas
+    if _items_removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: removing_replicas
-    out += _S_ob.pack(m.is_new, m.leader_recovery_state)  # field: is_new, leader_recovery_state
+    write_compact_fixed_array(out, _items_removing_replicas, 'i')  # field: removing_replicas
+    out.append(_S_ob.pack(m.is_new, m.leader_recovery_state))  # field: is_new, leader_recovery_state
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrTopicState, int]:
@@ -469,22 +469,22 @@ def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[LeaderAndIsrRequestLeaderAndIsrPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states), pos
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partition_states
-    if _items is None:
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(_item, out)  # field: partition_states
+    write_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v2(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -495,22 +495,22 @@ def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[LeaderAndIsrRequestLeaderAndIsrPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states), pos
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partition_states
-    if _items is None:
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(_item, out)  # field: partition_states
+    write_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v3(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -521,29 +521,29 @@ def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[LeaderAndIsrRequestLeaderAndIsrPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, partition_states=partition_states), pos + 1
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partition_states
-    if _items is None:
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(_item, out)  # field: partition_states
+    write_compact_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrTopicState, int]:
@@ -555,30 +555,30 @@ def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[LeaderAndIsrRequestLeaderAndIsrPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states), pos + 1
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partition_states
-    if _items is None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(_item, out)  # field: partition_states
+    write_compact_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrTopicState, int]:
@@ -590,30 +590,30 @@ def decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[LeaderAndIsrRequestLeaderAndIsrPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequestLeaderAndIsrTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states), pos + 1
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: bytearray) -> None:
+def encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(m: LeaderAndIsrRequestLeaderAndIsrTopicState, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partition_states
-    if _items is None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(_item, out)  # field: partition_states
+    write_compact_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequestLeaderAndIsrLiveLeader, int]:
@@ -625,10 +625,10 @@ def decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf: Buffer, pos: int) -
     return LeaderAndIsrRequestLeaderAndIsrLiveLeader(broker_id=broker_id, host_name=host_name, port=port), pos
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(m: LeaderAndIsrRequestLeaderAndIsrLiveLeader, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(m: LeaderAndIsrRequestLeaderAndIsrLiveLeader, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     write_string(out, m.host_name)  # field: host_name
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -645,14 +645,14 @@ def decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf: Buffer, pos: int) -
     return LeaderAndIsrRequestLeaderAndIsrLiveLeader(broker_id=broker_id, host_name=host_name, port=port), pos + 1
 
 
-def encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(m: LeaderAndIsrRequestLeaderAndIsrLiveLeader, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(m: LeaderAndIsrRequestLeaderAndIsrLiveLeader, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     write_compact_string(out, m.host_name)  # field: host_name
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequest_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -662,43 +662,43 @@ def decode_LeaderAndIsrRequest_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
-        ungrouped_partition_states = []
-        _append = ungrouped_partition_states.append
+        ungrouped_partition_states: list[LeaderAndIsrRequestLeaderAndIsrPartitionState] = []
+        _append_ungrouped_partition_states = ungrouped_partition_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            _append(_item)
+            _item_ungrouped_partition_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append_ungrouped_partition_states(_item_ungrouped_partition_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_leaders=live_leaders), pos
 
 
-def encode_LeaderAndIsrRequest_v0(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v0(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    _items = m.ungrouped_partition_states
-    if _items is None:
+    out.append(_S_ii.pack(m.controller_id, m.controller_epoch))  # field: controller_id, controller_epoch
+    _items_ungrouped_partition_states = m.ungrouped_partition_states
+    if _items_ungrouped_partition_states is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, _items)  # field: ungrouped_partition_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(_item, out)  # field: ungrouped_partition_states
-    _items = m.live_leaders
-    if _items is None:
+    write_array_length(out, _items_ungrouped_partition_states)  # field: ungrouped_partition_states
+    for _item_ungrouped_partition_states in _items_ungrouped_partition_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v0(_item_ungrouped_partition_states, out)  # field: ungrouped_partition_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
+    write_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -710,43 +710,43 @@ def decode_LeaderAndIsrRequest_v1(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
-        ungrouped_partition_states = []
-        _append = ungrouped_partition_states.append
+        ungrouped_partition_states: list[LeaderAndIsrRequestLeaderAndIsrPartitionState] = []
+        _append_ungrouped_partition_states = ungrouped_partition_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(buf, pos)  # field: ungrouped_partition_states
-            _append(_item)
+            _item_ungrouped_partition_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(buf, pos)  # field: ungrouped_partition_states
+            _append_ungrouped_partition_states(_item_ungrouped_partition_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_leaders=live_leaders), pos
 
 
-def encode_LeaderAndIsrRequest_v1(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v1(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    _items = m.ungrouped_partition_states
-    if _items is None:
+    out.append(_S_ii.pack(m.controller_id, m.controller_epoch))  # field: controller_id, controller_epoch
+    _items_ungrouped_partition_states = m.ungrouped_partition_states
+    if _items_ungrouped_partition_states is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, _items)  # field: ungrouped_partition_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(_item, out)  # field: ungrouped_partition_states
-    _items = m.live_leaders
-    if _items is None:
+    write_array_length(out, _items_ungrouped_partition_states)  # field: ungrouped_partition_states
+    for _item_ungrouped_partition_states in _items_ungrouped_partition_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v1(_item_ungrouped_partition_states, out)  # field: ungrouped_partition_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
+    write_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -758,43 +758,43 @@ def decode_LeaderAndIsrRequest_v2(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[LeaderAndIsrRequestLeaderAndIsrTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders), pos
 
 
-def encode_LeaderAndIsrRequest_v2(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v2(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch))  # field: controller_id, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(_item, out)  # field: topic_states
-    _items = m.live_leaders
-    if _items is None:
+    write_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v2(_item_topic_states, out)  # field: topic_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
+    write_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -806,43 +806,43 @@ def decode_LeaderAndIsrRequest_v3(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[LeaderAndIsrRequestLeaderAndIsrTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders), pos
 
 
-def encode_LeaderAndIsrRequest_v3(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v3(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch))  # field: controller_id, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(_item, out)  # field: topic_states
-    _items = m.live_leaders
-    if _items is None:
+    write_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v3(_item_topic_states, out)  # field: topic_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item, out)  # field: live_leaders
+    write_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v0(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -854,50 +854,50 @@ def decode_LeaderAndIsrRequest_v4(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[LeaderAndIsrRequestLeaderAndIsrTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
-def encode_LeaderAndIsrRequest_v4(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v4(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch))  # field: controller_id, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(_item, out)  # field: topic_states
-    _items = m.live_leaders
-    if _items is None:
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v4(_item_topic_states, out)  # field: topic_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
+    write_compact_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequest_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -907,48 +907,48 @@ def decode_LeaderAndIsrRequest_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[LeaderAndIsrRequestLeaderAndIsrTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
-def encode_LeaderAndIsrRequest_v5(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v5(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiqb.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.type)  # field: controller_id, controller_epoch, broker_epoch, type
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiqb.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.type))  # field: controller_id, controller_epoch, broker_epoch, type
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(_item, out)  # field: topic_states
-    _items = m.live_leaders
-    if _items is None:
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v5(_item_topic_states, out)  # field: topic_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
+    write_compact_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequest_v6(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -958,48 +958,48 @@ def decode_LeaderAndIsrRequest_v6(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[LeaderAndIsrRequestLeaderAndIsrTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
-def encode_LeaderAndIsrRequest_v6(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v6(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiqb.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.type)  # field: controller_id, controller_epoch, broker_epoch, type
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiqb.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.type))  # field: controller_id, controller_epoch, broker_epoch, type
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(_item, out)  # field: topic_states
-    _items = m.live_leaders
-    if _items is None:
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(_item_topic_states, out)  # field: topic_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
+    write_compact_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrRequest_v7(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -1009,46 +1009,46 @@ def decode_LeaderAndIsrRequest_v7(buf: Buffer, pos: int) -> tuple[LeaderAndIsrRe
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[LeaderAndIsrRequestLeaderAndIsrTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_compact_array_length(buf, pos, 10)  # field: live_leaders
     if _count < 0:
         raise null_error()  # field: live_leaders
     else:
-        live_leaders = []
-        _append = live_leaders.append
+        live_leaders: list[LeaderAndIsrRequestLeaderAndIsrLiveLeader] = []
+        _append_live_leaders = live_leaders.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
-            _append(_item)
+            _item_live_leaders, pos = decode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(buf, pos)  # field: live_leaders
+            _append_live_leaders(_item_live_leaders)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, type=type, topic_states=topic_states, live_leaders=live_leaders), pos + 1
 
 
-def encode_LeaderAndIsrRequest_v7(m: LeaderAndIsrRequest, out: bytearray) -> None:
+def encode_LeaderAndIsrRequest_v7(m: LeaderAndIsrRequest, out: list[bytes]) -> None:
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_ioiqb.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch, m.type)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch, type
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_ioiqb.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch, m.type))  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch, type
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(_item, out)  # field: topic_states
-    _items = m.live_leaders
-    if _items is None:
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_LeaderAndIsrRequestLeaderAndIsrTopicState_v6(_item_topic_states, out)  # field: topic_states
+    _items_live_leaders = m.live_leaders
+    if _items_live_leaders is None:
         raise null_error()  # field: live_leaders
-    write_compact_array_length(out, _items)  # field: live_leaders
-    for _item in _items:
-        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item, out)  # field: live_leaders
+    write_compact_array_length(out, _items_live_leaders)  # field: live_leaders
+    for _item_live_leaders in _items_live_leaders:
+        encode_LeaderAndIsrRequestLeaderAndIsrLiveLeader_v4(_item_live_leaders, out)  # field: live_leaders
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponseLeaderAndIsrPartitionError, int]:
@@ -1058,9 +1058,9 @@ def decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(buf: Buffer, pos: i
     return LeaderAndIsrResponseLeaderAndIsrPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code), pos
 
 
-def encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(m: LeaderAndIsrResponseLeaderAndIsrPartitionError, out: bytearray) -> None:
+def encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(m: LeaderAndIsrResponseLeaderAndIsrPartitionError, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1075,13 +1075,13 @@ def decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(buf: Buffer, pos: i
     return LeaderAndIsrResponseLeaderAndIsrPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(m: LeaderAndIsrResponseLeaderAndIsrPartitionError, out: bytearray) -> None:
+def encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(m: LeaderAndIsrResponseLeaderAndIsrPartitionError, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponseLeaderAndIsrPartitionError, int]:
@@ -1093,12 +1093,12 @@ def decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(buf: Buffer, pos: i
     return LeaderAndIsrResponseLeaderAndIsrPartitionError(partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(m: LeaderAndIsrResponseLeaderAndIsrPartitionError, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(m: LeaderAndIsrResponseLeaderAndIsrPartitionError, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponseLeaderAndIsrTopicError, int]:
@@ -1109,29 +1109,29 @@ def decode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(buf: Buffer, pos: int) 
     if _count < 0:
         raise null_error()  # field: partition_errors
     else:
-        partition_errors = []
-        _append = partition_errors.append
+        partition_errors: list[LeaderAndIsrResponseLeaderAndIsrPartitionError] = []
+        _append_partition_errors = partition_errors.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(buf, pos)  # field: partition_errors
-            _append(_item)
+            _item_partition_errors, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(buf, pos)  # field: partition_errors
+            _append_partition_errors(_item_partition_errors)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrResponseLeaderAndIsrTopicError(topic_id=topic_id, partition_errors=partition_errors, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponseLeaderAndIsrTopicError(topic_id=topic_id, partition_errors=partition_errors), pos + 1
 
 
-def encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(m: LeaderAndIsrResponseLeaderAndIsrTopicError, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partition_errors
-    if _items is None:
+def encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(m: LeaderAndIsrResponseLeaderAndIsrTopicError, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partition_errors = m.partition_errors
+    if _items_partition_errors is None:
         raise null_error()  # field: partition_errors
-    write_compact_array_length(out, _items)  # field: partition_errors
-    for _item in _items:
-        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(_item, out)  # field: partition_errors
+    write_compact_array_length(out, _items_partition_errors)  # field: partition_errors
+    for _item_partition_errors in _items_partition_errors:
+        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v5(_item_partition_errors, out)  # field: partition_errors
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrResponse_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponse, int]:
@@ -1141,24 +1141,24 @@ def decode_LeaderAndIsrResponse_v0(buf: Buffer, pos: int) -> tuple[LeaderAndIsrR
     if _count < 0:
         raise null_error()  # field: partition_errors
     else:
-        partition_errors = []
-        _append = partition_errors.append
+        partition_errors: list[LeaderAndIsrResponseLeaderAndIsrPartitionError] = []
+        _append_partition_errors = partition_errors.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(buf, pos)  # field: partition_errors
-            _append(_item)
+            _item_partition_errors, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(buf, pos)  # field: partition_errors
+            _append_partition_errors(_item_partition_errors)
     return LeaderAndIsrResponse(error_code=error_code, partition_errors=partition_errors), pos
 
 
-def encode_LeaderAndIsrResponse_v0(m: LeaderAndIsrResponse, out: bytearray) -> None:
+def encode_LeaderAndIsrResponse_v0(m: LeaderAndIsrResponse, out: list[bytes]) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.partition_errors
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_partition_errors = m.partition_errors
+    if _items_partition_errors is None:
         raise null_error()  # field: partition_errors
-    write_array_length(out, _items)  # field: partition_errors
-    for _item in _items:
-        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(_item, out)  # field: partition_errors
+    write_array_length(out, _items_partition_errors)  # field: partition_errors
+    for _item_partition_errors in _items_partition_errors:
+        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v0(_item_partition_errors, out)  # field: partition_errors
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1170,31 +1170,31 @@ def decode_LeaderAndIsrResponse_v4(buf: Buffer, pos: int) -> tuple[LeaderAndIsrR
     if _count < 0:
         raise null_error()  # field: partition_errors
     else:
-        partition_errors = []
-        _append = partition_errors.append
+        partition_errors: list[LeaderAndIsrResponseLeaderAndIsrPartitionError] = []
+        _append_partition_errors = partition_errors.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(buf, pos)  # field: partition_errors
-            _append(_item)
+            _item_partition_errors, pos = decode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(buf, pos)  # field: partition_errors
+            _append_partition_errors(_item_partition_errors)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrResponse(error_code=error_code, partition_errors=partition_errors, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponse(error_code=error_code, partition_errors=partition_errors), pos + 1
 
 
-def encode_LeaderAndIsrResponse_v4(m: LeaderAndIsrResponse, out: bytearray) -> None:
+def encode_LeaderAndIsrResponse_v4(m: LeaderAndIsrResponse, out: list[bytes]) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.partition_errors
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_partition_errors = m.partition_errors
+    if _items_partition_errors is None:
         raise null_error()  # field: partition_errors
-    write_compact_array_length(out, _items)  # field: partition_errors
-    for _item in _items:
-        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(_item, out)  # field: partition_errors
+    write_compact_array_length(out, _items_partition_errors)  # field: partition_errors
+    for _item_partition_errors in _items_partition_errors:
+        encode_LeaderAndIsrResponseLeaderAndIsrPartitionError_v4(_item_partition_errors, out)  # field: partition_errors
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaderAndIsrResponse_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrResponse, int]:
@@ -1204,33 +1204,33 @@ def decode_LeaderAndIsrResponse_v5(buf: Buffer, pos: int) -> tuple[LeaderAndIsrR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[LeaderAndIsrResponseLeaderAndIsrTopicError] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaderAndIsrResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return LeaderAndIsrResponse(error_code=error_code, topics=topics), pos + 1
 
 
-def encode_LeaderAndIsrResponse_v5(m: LeaderAndIsrResponse, out: bytearray) -> None:
+def encode_LeaderAndIsrResponse_v5(m: LeaderAndIsrResponse, out: list[bytes]) -> None:
     if m.partition_errors is None or len(m.partition_errors) != 0:  # field: partition_errors
         raise absent_error()  # field: partition_errors
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_LeaderAndIsrResponseLeaderAndIsrTopicError_v5(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v5 = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4
 encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v5 = encode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v4
 decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v7 = decode_LeaderAndIsrRequestLeaderAndIsrPartitionState_v6

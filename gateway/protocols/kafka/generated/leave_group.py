@@ -65,7 +65,7 @@ class LeaveGroupRequestMemberIdentity(msgspec.Struct, gc=False):
 
 
 class LeaveGroupRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka LeaveGroupRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -85,7 +85,7 @@ class LeaveGroupResponseMemberResponse(msgspec.Struct, gc=False):
 
 
 class LeaveGroupResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka LeaveGroupResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -131,7 +131,7 @@ def decode_LeaveGroupRequestMemberIdentity_v3(buf: Buffer, pos: int) -> tuple[Le
     return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id), pos
 
 
-def encode_LeaveGroupRequestMemberIdentity_v3(m: LeaveGroupRequestMemberIdentity, out: bytearray) -> None:
+def encode_LeaveGroupRequestMemberIdentity_v3(m: LeaveGroupRequestMemberIdentity, out: list[bytes]) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -147,13 +147,13 @@ def decode_LeaveGroupRequestMemberIdentity_v4(buf: Buffer, pos: int) -> tuple[Le
     return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id), pos + 1
 
 
-def encode_LeaveGroupRequestMemberIdentity_v4(m: LeaveGroupRequestMemberIdentity, out: bytearray) -> None:
+def encode_LeaveGroupRequestMemberIdentity_v4(m: LeaveGroupRequestMemberIdentity, out: list[bytes]) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaveGroupRequestMemberIdentity_v5(buf: Buffer, pos: int) -> tuple[LeaveGroupRequestMemberIdentity, int]:
@@ -166,14 +166,14 @@ def decode_LeaveGroupRequestMemberIdentity_v5(buf: Buffer, pos: int) -> tuple[Le
     return LeaveGroupRequestMemberIdentity(member_id=member_id, group_instance_id=group_instance_id, reason=reason), pos + 1
 
 
-def encode_LeaveGroupRequestMemberIdentity_v5(m: LeaveGroupRequestMemberIdentity, out: bytearray) -> None:
+def encode_LeaveGroupRequestMemberIdentity_v5(m: LeaveGroupRequestMemberIdentity, out: list[bytes]) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_nullable_string(out, m.reason)  # field: reason
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaveGroupRequest_v0(buf: Buffer, pos: int) -> tuple[LeaveGroupRequest, int]:
@@ -182,7 +182,7 @@ def decode_LeaveGroupRequest_v0(buf: Buffer, pos: int) -> tuple[LeaveGroupReques
     return LeaveGroupRequest(group_id=group_id, member_id=member_id), pos
 
 
-def encode_LeaveGroupRequest_v0(m: LeaveGroupRequest, out: bytearray) -> None:
+def encode_LeaveGroupRequest_v0(m: LeaveGroupRequest, out: list[bytes]) -> None:
     if m.members is None or len(m.members) != 0:  # field: members
         raise absent_error()  # field: members
     write_string(out, m.group_id)  # field: group_id
@@ -197,24 +197,24 @@ def decode_LeaveGroupRequest_v3(buf: Buffer, pos: int) -> tuple[LeaveGroupReques
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[LeaveGroupRequestMemberIdentity] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_LeaveGroupRequestMemberIdentity_v3(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_LeaveGroupRequestMemberIdentity_v3(buf, pos)  # field: members
+            _append_members(_item_members)
     return LeaveGroupRequest(group_id=group_id, members=members), pos
 
 
-def encode_LeaveGroupRequest_v3(m: LeaveGroupRequest, out: bytearray) -> None:
+def encode_LeaveGroupRequest_v3(m: LeaveGroupRequest, out: list[bytes]) -> None:
     if m.member_id != '':  # field: member_id
         raise absent_error()  # field: member_id
     write_string(out, m.group_id)  # field: group_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_LeaveGroupRequestMemberIdentity_v3(_item, out)  # field: members
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_LeaveGroupRequestMemberIdentity_v3(_item_members, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -225,31 +225,31 @@ def decode_LeaveGroupRequest_v4(buf: Buffer, pos: int) -> tuple[LeaveGroupReques
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[LeaveGroupRequestMemberIdentity] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_LeaveGroupRequestMemberIdentity_v4(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_LeaveGroupRequestMemberIdentity_v4(buf, pos)  # field: members
+            _append_members(_item_members)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaveGroupRequest(group_id=group_id, members=members, unknown_tagged_fields=_unknown), pos
     return LeaveGroupRequest(group_id=group_id, members=members), pos + 1
 
 
-def encode_LeaveGroupRequest_v4(m: LeaveGroupRequest, out: bytearray) -> None:
+def encode_LeaveGroupRequest_v4(m: LeaveGroupRequest, out: list[bytes]) -> None:
     if m.member_id != '':  # field: member_id
         raise absent_error()  # field: member_id
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_LeaveGroupRequestMemberIdentity_v4(_item, out)  # field: members
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_LeaveGroupRequestMemberIdentity_v4(_item_members, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaveGroupRequest_v5(buf: Buffer, pos: int) -> tuple[LeaveGroupRequest, int]:
@@ -258,31 +258,31 @@ def decode_LeaveGroupRequest_v5(buf: Buffer, pos: int) -> tuple[LeaveGroupReques
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[LeaveGroupRequestMemberIdentity] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_LeaveGroupRequestMemberIdentity_v5(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_LeaveGroupRequestMemberIdentity_v5(buf, pos)  # field: members
+            _append_members(_item_members)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaveGroupRequest(group_id=group_id, members=members, unknown_tagged_fields=_unknown), pos
     return LeaveGroupRequest(group_id=group_id, members=members), pos + 1
 
 
-def encode_LeaveGroupRequest_v5(m: LeaveGroupRequest, out: bytearray) -> None:
+def encode_LeaveGroupRequest_v5(m: LeaveGroupRequest, out: list[bytes]) -> None:
     if m.member_id != '':  # field: member_id
         raise absent_error()  # field: member_id
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.members
-    if _items is None:
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_LeaveGroupRequestMemberIdentity_v5(_item, out)  # field: members
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_LeaveGroupRequestMemberIdentity_v5(_item_members, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaveGroupResponseMemberResponse_v3(buf: Buffer, pos: int) -> tuple[LeaveGroupResponseMemberResponse, int]:
@@ -293,10 +293,10 @@ def decode_LeaveGroupResponseMemberResponse_v3(buf: Buffer, pos: int) -> tuple[L
     return LeaveGroupResponseMemberResponse(member_id=member_id, group_instance_id=group_instance_id, error_code=error_code), pos
 
 
-def encode_LeaveGroupResponseMemberResponse_v3(m: LeaveGroupResponseMemberResponse, out: bytearray) -> None:
+def encode_LeaveGroupResponseMemberResponse_v3(m: LeaveGroupResponseMemberResponse, out: list[bytes]) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -312,14 +312,14 @@ def decode_LeaveGroupResponseMemberResponse_v4(buf: Buffer, pos: int) -> tuple[L
     return LeaveGroupResponseMemberResponse(member_id=member_id, group_instance_id=group_instance_id, error_code=error_code), pos + 1
 
 
-def encode_LeaveGroupResponseMemberResponse_v4(m: LeaveGroupResponseMemberResponse, out: bytearray) -> None:
+def encode_LeaveGroupResponseMemberResponse_v4(m: LeaveGroupResponseMemberResponse, out: list[bytes]) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_LeaveGroupResponse_v0(buf: Buffer, pos: int) -> tuple[LeaveGroupResponse, int]:
@@ -328,10 +328,10 @@ def decode_LeaveGroupResponse_v0(buf: Buffer, pos: int) -> tuple[LeaveGroupRespo
     return LeaveGroupResponse(error_code=error_code), pos
 
 
-def encode_LeaveGroupResponse_v0(m: LeaveGroupResponse, out: bytearray) -> None:
+def encode_LeaveGroupResponse_v0(m: LeaveGroupResponse, out: list[bytes]) -> None:
     if m.members is None or len(m.members) != 0:  # field: members
         raise absent_error()  # field: members
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -342,10 +342,10 @@ def decode_LeaveGroupResponse_v1(buf: Buffer, pos: int) -> tuple[LeaveGroupRespo
     return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos
 
 
-def encode_LeaveGroupResponse_v1(m: LeaveGroupResponse, out: bytearray) -> None:
+def encode_LeaveGroupResponse_v1(m: LeaveGroupResponse, out: list[bytes]) -> None:
     if m.members is None or len(m.members) != 0:  # field: members
         raise absent_error()  # field: members
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -357,22 +357,22 @@ def decode_LeaveGroupResponse_v3(buf: Buffer, pos: int) -> tuple[LeaveGroupRespo
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[LeaveGroupResponseMemberResponse] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_LeaveGroupResponseMemberResponse_v3(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_LeaveGroupResponseMemberResponse_v3(buf, pos)  # field: members
+            _append_members(_item_members)
     return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, members=members), pos
 
 
-def encode_LeaveGroupResponse_v3(m: LeaveGroupResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.members
-    if _items is None:
+def encode_LeaveGroupResponse_v3(m: LeaveGroupResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_LeaveGroupResponseMemberResponse_v3(_item, out)  # field: members
+    write_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_LeaveGroupResponseMemberResponse_v3(_item_members, out)  # field: members
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -384,31 +384,31 @@ def decode_LeaveGroupResponse_v4(buf: Buffer, pos: int) -> tuple[LeaveGroupRespo
     if _count < 0:
         raise null_error()  # field: members
     else:
-        members = []
-        _append = members.append
+        members: list[LeaveGroupResponseMemberResponse] = []
+        _append_members = members.append
         for _ in range(_count):
-            _item, pos = decode_LeaveGroupResponseMemberResponse_v4(buf, pos)  # field: members
-            _append(_item)
+            _item_members, pos = decode_LeaveGroupResponseMemberResponse_v4(buf, pos)  # field: members
+            _append_members(_item_members)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, members=members, unknown_tagged_fields=_unknown), pos
     return LeaveGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, members=members), pos + 1
 
 
-def encode_LeaveGroupResponse_v4(m: LeaveGroupResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.members
-    if _items is None:
+def encode_LeaveGroupResponse_v4(m: LeaveGroupResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_members = m.members
+    if _items_members is None:
         raise null_error()  # field: members
-    write_compact_array_length(out, _items)  # field: members
-    for _item in _items:
-        encode_LeaveGroupResponseMemberResponse_v4(_item, out)  # field: members
+    write_compact_array_length(out, _items_members)  # field: members
+    for _item_members in _items_members:
+        encode_LeaveGroupResponseMemberResponse_v4(_item_members, out)  # field: members
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_LeaveGroupRequest_v1 = decode_LeaveGroupRequest_v0
 encode_LeaveGroupRequest_v1 = encode_LeaveGroupRequest_v0
 decode_LeaveGroupRequest_v2 = decode_LeaveGroupRequest_v0

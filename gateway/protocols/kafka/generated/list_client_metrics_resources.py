@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ListClientMetricsResourcesRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListClientMetricsResourcesRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     unknown_tagged_fields: dict[int, bytes] = {}
@@ -70,7 +70,7 @@ class ListClientMetricsResourcesResponseClientMetricsResource(msgspec.Struct, gc
 
 
 class ListClientMetricsResourcesResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListClientMetricsResourcesResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -105,11 +105,11 @@ def decode_ListClientMetricsResourcesRequest_v0(buf: Buffer, pos: int) -> tuple[
     return ListClientMetricsResourcesRequest(), pos + 1
 
 
-def encode_ListClientMetricsResourcesRequest_v0(m: ListClientMetricsResourcesRequest, out: bytearray) -> None:
+def encode_ListClientMetricsResourcesRequest_v0(m: ListClientMetricsResourcesRequest, out: list[bytes]) -> None:
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListClientMetricsResourcesResponseClientMetricsResource_v0(buf: Buffer, pos: int) -> tuple[ListClientMetricsResourcesResponseClientMetricsResource, int]:
@@ -120,12 +120,12 @@ def decode_ListClientMetricsResourcesResponseClientMetricsResource_v0(buf: Buffe
     return ListClientMetricsResourcesResponseClientMetricsResource(name=name), pos + 1
 
 
-def encode_ListClientMetricsResourcesResponseClientMetricsResource_v0(m: ListClientMetricsResourcesResponseClientMetricsResource, out: bytearray) -> None:
+def encode_ListClientMetricsResourcesResponseClientMetricsResource_v0(m: ListClientMetricsResourcesResponseClientMetricsResource, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListClientMetricsResourcesResponse_v0(buf: Buffer, pos: int) -> tuple[ListClientMetricsResourcesResponse, int]:
@@ -135,31 +135,29 @@ def decode_ListClientMetricsResourcesResponse_v0(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: client_metrics_resources
     else:
-        client_metrics_resources = []
-        _append = client_metrics_resources.append
+        client_metrics_resources: list[ListClientMetricsResourcesResponseClientMetricsResource] = []
+        _append_client_metrics_resources = client_metrics_resources.append
         for _ in range(_count):
-            _item, pos = decode_ListClientMetricsResourcesResponseClientMetricsResource_v0(buf, pos)  # field: client_metrics_resources
-            _append(_item)
+            _item_client_metrics_resources, pos = decode_ListClientMetricsResourcesResponseClientMetricsResource_v0(buf, pos)  # field: client_metrics_resources
+            _append_client_metrics_resources(_item_client_metrics_resources)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListClientMetricsResourcesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_metrics_resources=client_metrics_resources, unknown_tagged_fields=_unknown), pos
     return ListClientMetricsResourcesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, client_metrics_resources=client_metrics_resources), pos + 1
 
 
-def encode_ListClientMetricsResourcesResponse_v0(m: ListClientMetricsResourcesResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.client_metrics_resources
-    if _items is None:
+def encode_ListClientMetricsResourcesResponse_v0(m: ListClientMetricsResourcesResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_client_metrics_resources = m.client_metrics_resources
+    if _items_client_metrics_resources is None:
         raise null_error()  # field: client_metrics_resources
-    write_compact_array_length(out, _items)  # field: client_metrics_resources
-    for _item in _items:
-        encode_ListClientMetricsResourcesResponseClientMetricsResource_v0(_item, out)  # field: client_metrics_resources
+    write_compact_array_length(out, _items_client_metrics_resources)  # field: client_metrics_resources
+    for _item_client_metrics_resources in _items_client_metrics_resources:
+        encode_ListClientMetricsResourcesResponseClientMetricsResource_v0(_item_client_metrics_resources, out)  # field: client_metrics_resources
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 74
 API_NAME = 'ListClientMetricsResources'

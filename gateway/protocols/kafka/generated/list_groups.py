@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ListGroupsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListGroupsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     states_filter: list[str] = []
@@ -75,7 +75,7 @@ class ListGroupsResponseListedGroup(msgspec.Struct, gc=False):
 
 
 class ListGroupsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListGroupsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -113,7 +113,7 @@ def decode_ListGroupsRequest_v0(buf: Buffer, pos: int) -> tuple[ListGroupsReques
     return ListGroupsRequest(), pos
 
 
-def encode_ListGroupsRequest_v0(m: ListGroupsRequest, out: bytearray) -> None:
+def encode_ListGroupsRequest_v0(m: ListGroupsRequest, out: list[bytes]) -> None:
     if m.states_filter is None or len(m.states_filter) != 0:  # field: states_filter
         raise absent_error()  # field: states_filter
     if m.types_filter is None or len(m.types_filter) != 0:  # field: types_filter
@@ -129,7 +129,7 @@ def decode_ListGroupsRequest_v3(buf: Buffer, pos: int) -> tuple[ListGroupsReques
     return ListGroupsRequest(), pos + 1
 
 
-def encode_ListGroupsRequest_v3(m: ListGroupsRequest, out: bytearray) -> None:
+def encode_ListGroupsRequest_v3(m: ListGroupsRequest, out: list[bytes]) -> None:
     if m.states_filter is None or len(m.states_filter) != 0:  # field: states_filter
         raise absent_error()  # field: states_filter
     if m.types_filter is None or len(m.types_filter) != 0:  # field: types_filter
@@ -137,7 +137,7 @@ def encode_ListGroupsRequest_v3(m: ListGroupsRequest, out: bytearray) -> None:
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsRequest_v4(buf: Buffer, pos: int) -> tuple[ListGroupsRequest, int]:
@@ -145,30 +145,30 @@ def decode_ListGroupsRequest_v4(buf: Buffer, pos: int) -> tuple[ListGroupsReques
     if _count < 0:
         raise null_error()  # field: states_filter
     else:
-        states_filter = []
-        _append = states_filter.append
+        states_filter: list[str] = []
+        _append_states_filter = states_filter.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: states_filter
-            _append(_item)
+            _item_states_filter, pos = read_compact_string(buf, pos)  # field: states_filter
+            _append_states_filter(_item_states_filter)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListGroupsRequest(states_filter=states_filter, unknown_tagged_fields=_unknown), pos
     return ListGroupsRequest(states_filter=states_filter), pos + 1
 
 
-def encode_ListGroupsRequest_v4(m: ListGroupsRequest, out: bytearray) -> None:
+def encode_ListGroupsRequest_v4(m: ListGroupsRequest, out: list[bytes]) -> None:
     if m.types_filter is None or len(m.types_filter) != 0:  # field: types_filter
         raise absent_error()  # field: types_filter
-    _items = m.states_filter
-    if _items is None:
+    _items_states_filter = m.states_filter
+    if _items_states_filter is None:
         raise null_error()  # field: states_filter
-    write_compact_array_length(out, _items)  # field: states_filter
-    for _item in _items:
-        write_compact_string(out, _item)  # field: states_filter
+    write_compact_array_length(out, _items_states_filter)  # field: states_filter
+    for _item_states_filter in _items_states_filter:
+        write_compact_string(out, _item_states_filter)  # field: states_filter
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsRequest_v5(buf: Buffer, pos: int) -> tuple[ListGroupsRequest, int]:
@@ -176,43 +176,43 @@ def decode_ListGroupsRequest_v5(buf: Buffer, pos: int) -> tuple[ListGroupsReques
     if _count < 0:
         raise null_error()  # field: states_filter
     else:
-        states_filter = []
-        _append = states_filter.append
+        states_filter: list[str] = []
+        _append_states_filter = states_filter.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: states_filter
-            _append(_item)
+            _item_states_filter, pos = read_compact_string(buf, pos)  # field: states_filter
+            _append_states_filter(_item_states_filter)
     _count, pos = read_compact_array_length(buf, pos, 1)  # field: types_filter
     if _count < 0:
         raise null_error()  # field: types_filter
     else:
-        types_filter = []
-        _append = types_filter.append
+        types_filter: list[str] = []
+        _append_types_filter = types_filter.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: types_filter
-            _append(_item)
+            _item_types_filter, pos = read_compact_string(buf, pos)  # field: types_filter
+            _append_types_filter(_item_types_filter)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListGroupsRequest(states_filter=states_filter, types_filter=types_filter, unknown_tagged_fields=_unknown), pos
     return ListGroupsRequest(states_filter=states_filter, types_filter=types_filter), pos + 1
 
 
-def encode_ListGroupsRequest_v5(m: ListGroupsRequest, out: bytearray) -> None:
-    _items = m.states_filter
-    if _items is None:
+def encode_ListGroupsRequest_v5(m: ListGroupsRequest, out: list[bytes]) -> None:
+    _items_states_filter = m.states_filter
+    if _items_states_filter is None:
         raise null_error()  # field: states_filter
-    write_compact_array_length(out, _items)  # field: states_filter
-    for _item in _items:
-        write_compact_string(out, _item)  # field: states_filter
-    _items = m.types_filter
-    if _items is None:
+    write_compact_array_length(out, _items_states_filter)  # field: states_filter
+    for _item_states_filter in _items_states_filter:
+        write_compact_string(out, _item_states_filter)  # field: states_filter
+    _items_types_filter = m.types_filter
+    if _items_types_filter is None:
         raise null_error()  # field: types_filter
-    write_compact_array_length(out, _items)  # field: types_filter
-    for _item in _items:
-        write_compact_string(out, _item)  # field: types_filter
+    write_compact_array_length(out, _items_types_filter)  # field: types_filter
+    for _item_types_filter in _items_types_filter:
+        write_compact_string(out, _item_types_filter)  # field: types_filter
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsResponseListedGroup_v0(buf: Buffer, pos: int) -> tuple[ListGroupsResponseListedGroup, int]:
@@ -221,7 +221,7 @@ def decode_ListGroupsResponseListedGroup_v0(buf: Buffer, pos: int) -> tuple[List
     return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type), pos
 
 
-def encode_ListGroupsResponseListedGroup_v0(m: ListGroupsResponseListedGroup, out: bytearray) -> None:
+def encode_ListGroupsResponseListedGroup_v0(m: ListGroupsResponseListedGroup, out: list[bytes]) -> None:
     write_string(out, m.group_id)  # field: group_id
     write_string(out, m.protocol_type)  # field: protocol_type
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -237,13 +237,13 @@ def decode_ListGroupsResponseListedGroup_v3(buf: Buffer, pos: int) -> tuple[List
     return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type), pos + 1
 
 
-def encode_ListGroupsResponseListedGroup_v3(m: ListGroupsResponseListedGroup, out: bytearray) -> None:
+def encode_ListGroupsResponseListedGroup_v3(m: ListGroupsResponseListedGroup, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.protocol_type)  # field: protocol_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsResponseListedGroup_v4(buf: Buffer, pos: int) -> tuple[ListGroupsResponseListedGroup, int]:
@@ -256,14 +256,14 @@ def decode_ListGroupsResponseListedGroup_v4(buf: Buffer, pos: int) -> tuple[List
     return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state), pos + 1
 
 
-def encode_ListGroupsResponseListedGroup_v4(m: ListGroupsResponseListedGroup, out: bytearray) -> None:
+def encode_ListGroupsResponseListedGroup_v4(m: ListGroupsResponseListedGroup, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.protocol_type)  # field: protocol_type
     write_compact_string(out, m.group_state)  # field: group_state
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsResponseListedGroup_v5(buf: Buffer, pos: int) -> tuple[ListGroupsResponseListedGroup, int]:
@@ -277,7 +277,7 @@ def decode_ListGroupsResponseListedGroup_v5(buf: Buffer, pos: int) -> tuple[List
     return ListGroupsResponseListedGroup(group_id=group_id, protocol_type=protocol_type, group_state=group_state, group_type=group_type), pos + 1
 
 
-def encode_ListGroupsResponseListedGroup_v5(m: ListGroupsResponseListedGroup, out: bytearray) -> None:
+def encode_ListGroupsResponseListedGroup_v5(m: ListGroupsResponseListedGroup, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.protocol_type)  # field: protocol_type
     write_compact_string(out, m.group_state)  # field: group_state
@@ -285,7 +285,7 @@ def encode_ListGroupsResponseListedGroup_v5(m: ListGroupsResponseListedGroup, ou
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
@@ -295,22 +295,22 @@ def decode_ListGroupsResponse_v0(buf: Buffer, pos: int) -> tuple[ListGroupsRespo
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[ListGroupsResponseListedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     return ListGroupsResponse(error_code=error_code, groups=groups), pos
 
 
-def encode_ListGroupsResponse_v0(m: ListGroupsResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.groups
-    if _items is None:
+def encode_ListGroupsResponse_v0(m: ListGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_ListGroupsResponseListedGroup_v0(_item, out)  # field: groups
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_ListGroupsResponseListedGroup_v0(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -322,22 +322,22 @@ def decode_ListGroupsResponse_v1(buf: Buffer, pos: int) -> tuple[ListGroupsRespo
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[ListGroupsResponseListedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_ListGroupsResponseListedGroup_v0(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos
 
 
-def encode_ListGroupsResponse_v1(m: ListGroupsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.groups
-    if _items is None:
+def encode_ListGroupsResponse_v1(m: ListGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_ListGroupsResponseListedGroup_v0(_item, out)  # field: groups
+    write_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_ListGroupsResponseListedGroup_v0(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -349,29 +349,29 @@ def decode_ListGroupsResponse_v3(buf: Buffer, pos: int) -> tuple[ListGroupsRespo
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[ListGroupsResponseListedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_ListGroupsResponseListedGroup_v3(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_ListGroupsResponseListedGroup_v3(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos + 1
 
 
-def encode_ListGroupsResponse_v3(m: ListGroupsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.groups
-    if _items is None:
+def encode_ListGroupsResponse_v3(m: ListGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_ListGroupsResponseListedGroup_v3(_item, out)  # field: groups
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_ListGroupsResponseListedGroup_v3(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsResponse_v4(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
@@ -381,29 +381,29 @@ def decode_ListGroupsResponse_v4(buf: Buffer, pos: int) -> tuple[ListGroupsRespo
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[ListGroupsResponseListedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_ListGroupsResponseListedGroup_v4(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_ListGroupsResponseListedGroup_v4(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos + 1
 
 
-def encode_ListGroupsResponse_v4(m: ListGroupsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.groups
-    if _items is None:
+def encode_ListGroupsResponse_v4(m: ListGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_ListGroupsResponseListedGroup_v4(_item, out)  # field: groups
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_ListGroupsResponseListedGroup_v4(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListGroupsResponse_v5(buf: Buffer, pos: int) -> tuple[ListGroupsResponse, int]:
@@ -413,31 +413,31 @@ def decode_ListGroupsResponse_v5(buf: Buffer, pos: int) -> tuple[ListGroupsRespo
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[ListGroupsResponseListedGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_ListGroupsResponseListedGroup_v5(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_ListGroupsResponseListedGroup_v5(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups, unknown_tagged_fields=_unknown), pos
     return ListGroupsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, groups=groups), pos + 1
 
 
-def encode_ListGroupsResponse_v5(m: ListGroupsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.groups
-    if _items is None:
+def encode_ListGroupsResponse_v5(m: ListGroupsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_ListGroupsResponseListedGroup_v5(_item, out)  # field: groups
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_ListGroupsResponseListedGroup_v5(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ListGroupsRequest_v1 = decode_ListGroupsRequest_v0
 encode_ListGroupsRequest_v1 = encode_ListGroupsRequest_v0
 decode_ListGroupsRequest_v2 = decode_ListGroupsRequest_v0

@@ -75,7 +75,7 @@ class ListOffsetsRequestListOffsetsTopic(msgspec.Struct, gc=False):
 
 
 class ListOffsetsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListOffsetsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     replica_id: int = 0
@@ -108,7 +108,7 @@ class ListOffsetsResponseListOffsetsTopicResponse(msgspec.Struct, gc=False):
 
 
 class ListOffsetsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListOffsetsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -173,8 +173,8 @@ def decode_ListOffsetsRequestListOffsetsPartition_v0(buf: Buffer, pos: int) -> t
     return ListOffsetsRequestListOffsetsPartition(partition_index=partition_index, timestamp=timestamp, max_num_offsets=max_num_offsets), pos
 
 
-def encode_ListOffsetsRequestListOffsetsPartition_v0(m: ListOffsetsRequestListOffsetsPartition, out: bytearray) -> None:
-    out += _S_iqi.pack(m.partition_index, m.timestamp, m.max_num_offsets)  # field: partition_index, timestamp, max_num_offsets
+def encode_ListOffsetsRequestListOffsetsPartition_v0(m: ListOffsetsRequestListOffsetsPartition, out: list[bytes]) -> None:
+    out.append(_S_iqi.pack(m.partition_index, m.timestamp, m.max_num_offsets))  # field: partition_index, timestamp, max_num_offsets
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -185,10 +185,10 @@ def decode_ListOffsetsRequestListOffsetsPartition_v1(buf: Buffer, pos: int) -> t
     return ListOffsetsRequestListOffsetsPartition(partition_index=partition_index, timestamp=timestamp), pos
 
 
-def encode_ListOffsetsRequestListOffsetsPartition_v1(m: ListOffsetsRequestListOffsetsPartition, out: bytearray) -> None:
+def encode_ListOffsetsRequestListOffsetsPartition_v1(m: ListOffsetsRequestListOffsetsPartition, out: list[bytes]) -> None:
     if m.max_num_offsets != 1:  # field: max_num_offsets
         raise absent_error()  # field: max_num_offsets
-    out += _S_iq.pack(m.partition_index, m.timestamp)  # field: partition_index, timestamp
+    out.append(_S_iq.pack(m.partition_index, m.timestamp))  # field: partition_index, timestamp
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -199,10 +199,10 @@ def decode_ListOffsetsRequestListOffsetsPartition_v4(buf: Buffer, pos: int) -> t
     return ListOffsetsRequestListOffsetsPartition(partition_index=partition_index, current_leader_epoch=current_leader_epoch, timestamp=timestamp), pos
 
 
-def encode_ListOffsetsRequestListOffsetsPartition_v4(m: ListOffsetsRequestListOffsetsPartition, out: bytearray) -> None:
+def encode_ListOffsetsRequestListOffsetsPartition_v4(m: ListOffsetsRequestListOffsetsPartition, out: list[bytes]) -> None:
     if m.max_num_offsets != 1:  # field: max_num_offsets
         raise absent_error()  # field: max_num_offsets
-    out += _S_iiq.pack(m.partition_index, m.current_leader_epoch, m.timestamp)  # field: partition_index, current_leader_epoch, timestamp
+    out.append(_S_iiq.pack(m.partition_index, m.current_leader_epoch, m.timestamp))  # field: partition_index, current_leader_epoch, timestamp
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -216,14 +216,14 @@ def decode_ListOffsetsRequestListOffsetsPartition_v6(buf: Buffer, pos: int) -> t
     return ListOffsetsRequestListOffsetsPartition(partition_index=partition_index, current_leader_epoch=current_leader_epoch, timestamp=timestamp), pos + 1
 
 
-def encode_ListOffsetsRequestListOffsetsPartition_v6(m: ListOffsetsRequestListOffsetsPartition, out: bytearray) -> None:
+def encode_ListOffsetsRequestListOffsetsPartition_v6(m: ListOffsetsRequestListOffsetsPartition, out: list[bytes]) -> None:
     if m.max_num_offsets != 1:  # field: max_num_offsets
         raise absent_error()  # field: max_num_offsets
-    out += _S_iiq.pack(m.partition_index, m.current_leader_epoch, m.timestamp)  # field: partition_index, current_leader_epoch, timestamp
+    out.append(_S_iiq.pack(m.partition_index, m.current_leader_epoch, m.timestamp))  # field: partition_index, current_leader_epoch, timestamp
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListOffsetsRequestListOffsetsTopic_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsRequestListOffsetsTopic, int]:
@@ -232,22 +232,22 @@ def decode_ListOffsetsRequestListOffsetsTopic_v0(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsRequestListOffsetsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsRequestListOffsetsPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos
 
 
-def encode_ListOffsetsRequestListOffsetsTopic_v0(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
+def encode_ListOffsetsRequestListOffsetsTopic_v0(m: ListOffsetsRequestListOffsetsTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsRequestListOffsetsPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -258,22 +258,22 @@ def decode_ListOffsetsRequestListOffsetsTopic_v1(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsRequestListOffsetsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsRequestListOffsetsPartition_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos
 
 
-def encode_ListOffsetsRequestListOffsetsTopic_v1(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
+def encode_ListOffsetsRequestListOffsetsTopic_v1(m: ListOffsetsRequestListOffsetsTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsPartition_v1(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsRequestListOffsetsPartition_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -284,22 +284,22 @@ def decode_ListOffsetsRequestListOffsetsTopic_v4(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsRequestListOffsetsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v4(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsRequestListOffsetsPartition_v4(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos
 
 
-def encode_ListOffsetsRequestListOffsetsTopic_v4(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
+def encode_ListOffsetsRequestListOffsetsTopic_v4(m: ListOffsetsRequestListOffsetsTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsPartition_v4(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsRequestListOffsetsPartition_v4(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -310,29 +310,29 @@ def decode_ListOffsetsRequestListOffsetsTopic_v6(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsRequestListOffsetsPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsPartition_v6(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsRequestListOffsetsPartition_v6(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ListOffsetsRequestListOffsetsTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_ListOffsetsRequestListOffsetsTopic_v6(m: ListOffsetsRequestListOffsetsTopic, out: bytearray) -> None:
+def encode_ListOffsetsRequestListOffsetsTopic_v6(m: ListOffsetsRequestListOffsetsTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsPartition_v6(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsRequestListOffsetsPartition_v6(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListOffsetsRequest_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
@@ -342,24 +342,24 @@ def decode_ListOffsetsRequest_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsRequestListOffsetsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsRequestListOffsetsTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsRequest(replica_id=replica_id, topics=topics), pos
 
 
-def encode_ListOffsetsRequest_v0(m: ListOffsetsRequest, out: bytearray) -> None:
+def encode_ListOffsetsRequest_v0(m: ListOffsetsRequest, out: list[bytes]) -> None:
     if m.isolation_level != 0:  # field: isolation_level
         raise absent_error()  # field: isolation_level
-    out += _S_i.pack(m.replica_id)  # field: replica_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.replica_id))  # field: replica_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsRequestListOffsetsTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -371,24 +371,24 @@ def decode_ListOffsetsRequest_v1(buf: Buffer, pos: int) -> tuple[ListOffsetsRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsRequestListOffsetsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsRequest(replica_id=replica_id, topics=topics), pos
 
 
-def encode_ListOffsetsRequest_v1(m: ListOffsetsRequest, out: bytearray) -> None:
+def encode_ListOffsetsRequest_v1(m: ListOffsetsRequest, out: list[bytes]) -> None:
     if m.isolation_level != 0:  # field: isolation_level
         raise absent_error()  # field: isolation_level
-    out += _S_i.pack(m.replica_id)  # field: replica_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.replica_id))  # field: replica_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsTopic_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsRequestListOffsetsTopic_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -400,22 +400,22 @@ def decode_ListOffsetsRequest_v2(buf: Buffer, pos: int) -> tuple[ListOffsetsRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsRequestListOffsetsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsRequestListOffsetsTopic_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics), pos
 
 
-def encode_ListOffsetsRequest_v2(m: ListOffsetsRequest, out: bytearray) -> None:
-    out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsRequest_v2(m: ListOffsetsRequest, out: list[bytes]) -> None:
+    out.append(_S_ib.pack(m.replica_id, m.isolation_level))  # field: replica_id, isolation_level
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsTopic_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsRequestListOffsetsTopic_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -427,22 +427,22 @@ def decode_ListOffsetsRequest_v4(buf: Buffer, pos: int) -> tuple[ListOffsetsRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsRequestListOffsetsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v4(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsRequestListOffsetsTopic_v4(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics), pos
 
 
-def encode_ListOffsetsRequest_v4(m: ListOffsetsRequest, out: bytearray) -> None:
-    out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsRequest_v4(m: ListOffsetsRequest, out: list[bytes]) -> None:
+    out.append(_S_ib.pack(m.replica_id, m.isolation_level))  # field: replica_id, isolation_level
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsTopic_v4(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsRequestListOffsetsTopic_v4(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -454,29 +454,29 @@ def decode_ListOffsetsRequest_v6(buf: Buffer, pos: int) -> tuple[ListOffsetsRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsRequestListOffsetsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics), pos + 1
 
 
-def encode_ListOffsetsRequest_v6(m: ListOffsetsRequest, out: bytearray) -> None:
-    out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsRequest_v6(m: ListOffsetsRequest, out: list[bytes]) -> None:
+    out.append(_S_ib.pack(m.replica_id, m.isolation_level))  # field: replica_id, isolation_level
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsTopic_v6(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsRequestListOffsetsTopic_v6(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListOffsetsRequest_v10(buf: Buffer, pos: int) -> tuple[ListOffsetsRequest, int]:
@@ -486,11 +486,11 @@ def decode_ListOffsetsRequest_v10(buf: Buffer, pos: int) -> tuple[ListOffsetsReq
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsRequestListOffsetsTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsRequestListOffsetsTopic_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     timeout_ms, = _S_i.unpack_from(buf, pos)  # field: timeout_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -499,19 +499,19 @@ def decode_ListOffsetsRequest_v10(buf: Buffer, pos: int) -> tuple[ListOffsetsReq
     return ListOffsetsRequest(replica_id=replica_id, isolation_level=isolation_level, topics=topics, timeout_ms=timeout_ms), pos + 1
 
 
-def encode_ListOffsetsRequest_v10(m: ListOffsetsRequest, out: bytearray) -> None:
-    out += _S_ib.pack(m.replica_id, m.isolation_level)  # field: replica_id, isolation_level
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsRequest_v10(m: ListOffsetsRequest, out: list[bytes]) -> None:
+    out.append(_S_ib.pack(m.replica_id, m.isolation_level))  # field: replica_id, isolation_level
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsRequestListOffsetsTopic_v6(_item, out)  # field: topics
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsRequestListOffsetsTopic_v6(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsPartitionResponse, int]:
@@ -523,18 +523,18 @@ def decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf: Buffer, pos: 
     return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, old_style_offsets=old_style_offsets), pos
 
 
-def encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(m: ListOffsetsResponseListOffsetsPartitionResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(m: ListOffsetsResponseListOffsetsPartitionResponse, out: list[bytes]) -> None:
     if m.timestamp != -1:  # field: timestamp
         raise absent_error()  # field: timestamp
     if m.offset != -1:  # field: offset
         raise absent_error()  # field: offset
     if m.leader_epoch != -1:  # field: leader_epoch
         raise absent_error()  # field: leader_epoch
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
-    _items = m.old_style_offsets
-    if _items is None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
+    _items_old_style_offsets = m.old_style_offsets
+    if _items_old_style_offsets is None:
         raise null_error()  # field: old_style_offsets
-    write_fixed_array(out, _items, 'q')  # field: old_style_offsets
+    write_fixed_array(out, _items_old_style_offsets, 'q')  # field: old_style_offsets
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -545,12 +545,12 @@ def decode_ListOffsetsResponseListOffsetsPartitionResponse_v1(buf: Buffer, pos: 
     return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, timestamp=timestamp, offset=offset), pos
 
 
-def encode_ListOffsetsResponseListOffsetsPartitionResponse_v1(m: ListOffsetsResponseListOffsetsPartitionResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsPartitionResponse_v1(m: ListOffsetsResponseListOffsetsPartitionResponse, out: list[bytes]) -> None:
     if m.old_style_offsets is None or len(m.old_style_offsets) != 0:  # field: old_style_offsets
         raise absent_error()  # field: old_style_offsets
     if m.leader_epoch != -1:  # field: leader_epoch
         raise absent_error()  # field: leader_epoch
-    out += _S_ihqq.pack(m.partition_index, m.error_code, m.timestamp, m.offset)  # field: partition_index, error_code, timestamp, offset
+    out.append(_S_ihqq.pack(m.partition_index, m.error_code, m.timestamp, m.offset))  # field: partition_index, error_code, timestamp, offset
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -561,10 +561,10 @@ def decode_ListOffsetsResponseListOffsetsPartitionResponse_v4(buf: Buffer, pos: 
     return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, timestamp=timestamp, offset=offset, leader_epoch=leader_epoch), pos
 
 
-def encode_ListOffsetsResponseListOffsetsPartitionResponse_v4(m: ListOffsetsResponseListOffsetsPartitionResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsPartitionResponse_v4(m: ListOffsetsResponseListOffsetsPartitionResponse, out: list[bytes]) -> None:
     if m.old_style_offsets is None or len(m.old_style_offsets) != 0:  # field: old_style_offsets
         raise absent_error()  # field: old_style_offsets
-    out += _S_ihqqi.pack(m.partition_index, m.error_code, m.timestamp, m.offset, m.leader_epoch)  # field: partition_index, error_code, timestamp, offset, leader_epoch
+    out.append(_S_ihqqi.pack(m.partition_index, m.error_code, m.timestamp, m.offset, m.leader_epoch))  # field: partition_index, error_code, timestamp, offset, leader_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -578,14 +578,14 @@ def decode_ListOffsetsResponseListOffsetsPartitionResponse_v6(buf: Buffer, pos: 
     return ListOffsetsResponseListOffsetsPartitionResponse(partition_index=partition_index, error_code=error_code, timestamp=timestamp, offset=offset, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_ListOffsetsResponseListOffsetsPartitionResponse_v6(m: ListOffsetsResponseListOffsetsPartitionResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsPartitionResponse_v6(m: ListOffsetsResponseListOffsetsPartitionResponse, out: list[bytes]) -> None:
     if m.old_style_offsets is None or len(m.old_style_offsets) != 0:  # field: old_style_offsets
         raise absent_error()  # field: old_style_offsets
-    out += _S_ihqqi.pack(m.partition_index, m.error_code, m.timestamp, m.offset, m.leader_epoch)  # field: partition_index, error_code, timestamp, offset, leader_epoch
+    out.append(_S_ihqqi.pack(m.partition_index, m.error_code, m.timestamp, m.offset, m.leader_epoch))  # field: partition_index, error_code, timestamp, offset, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListOffsetsResponseListOffsetsTopicResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsResponseListOffsetsTopicResponse, int]:
@@ -594,22 +594,22 @@ def decode_ListOffsetsResponseListOffsetsTopicResponse_v0(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsResponseListOffsetsPartitionResponse] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos
 
 
-def encode_ListOffsetsResponseListOffsetsTopicResponse_v0(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsTopicResponse_v0(m: ListOffsetsResponseListOffsetsTopicResponse, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -620,22 +620,22 @@ def decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsResponseListOffsetsPartitionResponse] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos
 
 
-def encode_ListOffsetsResponseListOffsetsTopicResponse_v1(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsTopicResponse_v1(m: ListOffsetsResponseListOffsetsTopicResponse, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v1(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -646,22 +646,22 @@ def decode_ListOffsetsResponseListOffsetsTopicResponse_v4(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsResponseListOffsetsPartitionResponse] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v4(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v4(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos
 
 
-def encode_ListOffsetsResponseListOffsetsTopicResponse_v4(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsTopicResponse_v4(m: ListOffsetsResponseListOffsetsTopicResponse, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v4(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v4(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -672,29 +672,29 @@ def decode_ListOffsetsResponseListOffsetsTopicResponse_v6(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListOffsetsResponseListOffsetsPartitionResponse] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v6(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListOffsetsResponseListOffsetsPartitionResponse_v6(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ListOffsetsResponseListOffsetsTopicResponse(name=name, partitions=partitions), pos + 1
 
 
-def encode_ListOffsetsResponseListOffsetsTopicResponse_v6(m: ListOffsetsResponseListOffsetsTopicResponse, out: bytearray) -> None:
+def encode_ListOffsetsResponseListOffsetsTopicResponse_v6(m: ListOffsetsResponseListOffsetsTopicResponse, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsPartitionResponse_v6(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListOffsetsResponseListOffsetsPartitionResponse_v6(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListOffsetsResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsResponse, int]:
@@ -702,21 +702,21 @@ def decode_ListOffsetsResponse_v0(buf: Buffer, pos: int) -> tuple[ListOffsetsRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsResponseListOffsetsTopicResponse] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsResponse(topics=topics), pos
 
 
-def encode_ListOffsetsResponse_v0(m: ListOffsetsResponse, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsResponse_v0(m: ListOffsetsResponse, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -726,21 +726,21 @@ def decode_ListOffsetsResponse_v1(buf: Buffer, pos: int) -> tuple[ListOffsetsRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsResponseListOffsetsTopicResponse] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsResponse(topics=topics), pos
 
 
-def encode_ListOffsetsResponse_v1(m: ListOffsetsResponse, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsResponse_v1(m: ListOffsetsResponse, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -752,22 +752,22 @@ def decode_ListOffsetsResponse_v2(buf: Buffer, pos: int) -> tuple[ListOffsetsRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsResponseListOffsetsTopicResponse] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_ListOffsetsResponse_v2(m: ListOffsetsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsResponse_v2(m: ListOffsetsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -779,22 +779,22 @@ def decode_ListOffsetsResponse_v4(buf: Buffer, pos: int) -> tuple[ListOffsetsRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsResponseListOffsetsTopicResponse] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v4(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v4(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_ListOffsetsResponse_v4(m: ListOffsetsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsResponse_v4(m: ListOffsetsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v4(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v4(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -806,31 +806,31 @@ def decode_ListOffsetsResponse_v6(buf: Buffer, pos: int) -> tuple[ListOffsetsRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListOffsetsResponseListOffsetsTopicResponse] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListOffsetsResponseListOffsetsTopicResponse_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListOffsetsResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_ListOffsetsResponse_v6(m: ListOffsetsResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_ListOffsetsResponse_v6(m: ListOffsetsResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListOffsetsResponseListOffsetsTopicResponse_v6(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListOffsetsResponseListOffsetsTopicResponse_v6(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ListOffsetsRequestListOffsetsPartition_v2 = decode_ListOffsetsRequestListOffsetsPartition_v1
 encode_ListOffsetsRequestListOffsetsPartition_v2 = encode_ListOffsetsRequestListOffsetsPartition_v1
 decode_ListOffsetsRequestListOffsetsPartition_v3 = decode_ListOffsetsRequestListOffsetsPartition_v1

@@ -64,7 +64,7 @@ class ListPartitionReassignmentsRequestListPartitionReassignmentsTopics(msgspec.
 
 
 class ListPartitionReassignmentsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListPartitionReassignmentsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     timeout_ms: int = 60000
@@ -93,7 +93,7 @@ class ListPartitionReassignmentsResponseOngoingTopicReassignment(msgspec.Struct,
 
 
 class ListPartitionReassignmentsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListPartitionReassignmentsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -150,16 +150,16 @@ def decode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(
     return ListPartitionReassignmentsRequestListPartitionReassignmentsTopics(name=name, partition_indexes=partition_indexes), pos + 1
 
 
-def encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(m: ListPartitionReassignmentsRequestListPartitionReassignmentsTopics, out: bytearray) -> None:
+def encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(m: ListPartitionReassignmentsRequestListPartitionReassignmentsTopics, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListPartitionReassignmentsRequest_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsRequest, int]:
@@ -167,30 +167,30 @@ def decode_ListPartitionReassignmentsRequest_v0(buf: Buffer, pos: int) -> tuple[
     pos += 4
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[ListPartitionReassignmentsRequestListPartitionReassignmentsTopics] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsRequest(timeout_ms=timeout_ms, topics=topics), pos + 1
 
 
-def encode_ListPartitionReassignmentsRequest_v0(m: ListPartitionReassignmentsRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(_item, out)  # field: topics
+def encode_ListPartitionReassignmentsRequest_v0(m: ListPartitionReassignmentsRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_ListPartitionReassignmentsRequestListPartitionReassignmentsTopics_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsResponseOngoingPartitionReassignment, int]:
@@ -211,24 +211,24 @@ def decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf
     return ListPartitionReassignmentsResponseOngoingPartitionReassignment(partition_index=partition_index, replicas=replicas, adding_replicas=adding_replicas, removing_replicas=removing_replicas), pos + 1
 
 
-def encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(m: ListPartitionReassignmentsResponseOngoingPartitionReassignment, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
-    _items = m.replicas
-    if _items is None:
+def encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(m: ListPartitionReassignmentsResponseOngoingPartitionReassignment, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: replicas
-    _items = m.adding_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    _items_adding_replicas = m.adding_replicas
+    if _items_adding_replicas is None:
         raise null_error()  # field: adding_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: adding_replicas
-    _items = m.removing_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_adding_replicas, 'i')  # field: adding_replicas
+    _items_removing_replicas = m.removing_replicas
+    if _items_removing_replicas is None:
         raise null_error()  # field: removing_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: removing_replicas
+    write_compact_fixed_array(out, _items_removing_replicas, 'i')  # field: removing_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsResponseOngoingTopicReassignment, int]:
@@ -237,29 +237,29 @@ def decode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(buf: Bu
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ListPartitionReassignmentsResponseOngoingPartitionReassignment] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListPartitionReassignmentsResponseOngoingTopicReassignment(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsResponseOngoingTopicReassignment(name=name, partitions=partitions), pos + 1
 
 
-def encode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(m: ListPartitionReassignmentsResponseOngoingTopicReassignment, out: bytearray) -> None:
+def encode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(m: ListPartitionReassignmentsResponseOngoingTopicReassignment, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ListPartitionReassignmentsResponseOngoingPartitionReassignment_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListPartitionReassignmentsResponse_v0(buf: Buffer, pos: int) -> tuple[ListPartitionReassignmentsResponse, int]:
@@ -270,32 +270,30 @@ def decode_ListPartitionReassignmentsResponse_v0(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ListPartitionReassignmentsResponseOngoingTopicReassignment] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, topics=topics, unknown_tagged_fields=_unknown), pos
     return ListPartitionReassignmentsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, topics=topics), pos + 1
 
 
-def encode_ListPartitionReassignmentsResponse_v0(m: ListPartitionReassignmentsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_ListPartitionReassignmentsResponse_v0(m: ListPartitionReassignmentsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ListPartitionReassignmentsResponseOngoingTopicReassignment_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 46
 API_NAME = 'ListPartitionReassignments'

@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ListTransactionsRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListTransactionsRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     state_filters: list[str] = []
@@ -75,7 +75,7 @@ class ListTransactionsResponseTransactionState(msgspec.Struct, gc=False):
 
 
 class ListTransactionsResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ListTransactionsResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -116,11 +116,11 @@ def decode_ListTransactionsRequest_v0(buf: Buffer, pos: int) -> tuple[ListTransa
     if _count < 0:
         raise null_error()  # field: state_filters
     else:
-        state_filters = []
-        _append = state_filters.append
+        state_filters: list[str] = []
+        _append_state_filters = state_filters.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: state_filters
-            _append(_item)
+            _item_state_filters, pos = read_compact_string(buf, pos)  # field: state_filters
+            _append_state_filters(_item_state_filters)
     producer_id_filters, pos = read_compact_fixed_array(buf, pos, 'q', 8)  # field: producer_id_filters
     if producer_id_filters is None:
         raise null_error()  # field: producer_id_filters
@@ -130,23 +130,23 @@ def decode_ListTransactionsRequest_v0(buf: Buffer, pos: int) -> tuple[ListTransa
     return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters), pos + 1
 
 
-def encode_ListTransactionsRequest_v0(m: ListTransactionsRequest, out: bytearray) -> None:
+def encode_ListTransactionsRequest_v0(m: ListTransactionsRequest, out: list[bytes]) -> None:
     if m.duration_filter != -1:  # field: duration_filter
         raise absent_error()  # field: duration_filter
-    _items = m.state_filters
-    if _items is None:
+    _items_state_filters = m.state_filters
+    if _items_state_filters is None:
         raise null_error()  # field: state_filters
-    write_compact_array_length(out, _items)  # field: state_filters
-    for _item in _items:
-        write_compact_string(out, _item)  # field: state_filters
-    _items = m.producer_id_filters
-    if _items is None:
+    write_compact_array_length(out, _items_state_filters)  # field: state_filters
+    for _item_state_filters in _items_state_filters:
+        write_compact_string(out, _item_state_filters)  # field: state_filters
+    _items_producer_id_filters = m.producer_id_filters
+    if _items_producer_id_filters is None:
         raise null_error()  # field: producer_id_filters
-    write_compact_fixed_array(out, _items, 'q')  # field: producer_id_filters
+    write_compact_fixed_array(out, _items_producer_id_filters, 'q')  # field: producer_id_filters
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListTransactionsRequest_v1(buf: Buffer, pos: int) -> tuple[ListTransactionsRequest, int]:
@@ -154,11 +154,11 @@ def decode_ListTransactionsRequest_v1(buf: Buffer, pos: int) -> tuple[ListTransa
     if _count < 0:
         raise null_error()  # field: state_filters
     else:
-        state_filters = []
-        _append = state_filters.append
+        state_filters: list[str] = []
+        _append_state_filters = state_filters.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: state_filters
-            _append(_item)
+            _item_state_filters, pos = read_compact_string(buf, pos)  # field: state_filters
+            _append_state_filters(_item_state_filters)
     producer_id_filters, pos = read_compact_fixed_array(buf, pos, 'q', 8)  # field: producer_id_filters
     if producer_id_filters is None:
         raise null_error()  # field: producer_id_filters
@@ -170,22 +170,22 @@ def decode_ListTransactionsRequest_v1(buf: Buffer, pos: int) -> tuple[ListTransa
     return ListTransactionsRequest(state_filters=state_filters, producer_id_filters=producer_id_filters, duration_filter=duration_filter), pos + 1
 
 
-def encode_ListTransactionsRequest_v1(m: ListTransactionsRequest, out: bytearray) -> None:
-    _items = m.state_filters
-    if _items is None:
+def encode_ListTransactionsRequest_v1(m: ListTransactionsRequest, out: list[bytes]) -> None:
+    _items_state_filters = m.state_filters
+    if _items_state_filters is None:
         raise null_error()  # field: state_filters
-    write_compact_array_length(out, _items)  # field: state_filters
-    for _item in _items:
-        write_compact_string(out, _item)  # field: state_filters
-    _items = m.producer_id_filters
-    if _items is None:
+    write_compact_array_length(out, _items_state_filters)  # field: state_filters
+    for _item_state_filters in _items_state_filters:
+        write_compact_string(out, _item_state_filters)  # field: state_filters
+    _items_producer_id_filters = m.producer_id_filters
+    if _items_producer_id_filters is None:
         raise null_error()  # field: producer_id_filters
-    write_compact_fixed_array(out, _items, 'q')  # field: producer_id_filters
-    out += _S_q.pack(m.duration_filter)  # field: duration_filter
+    write_compact_fixed_array(out, _items_producer_id_filters, 'q')  # field: producer_id_filters
+    out.append(_S_q.pack(m.duration_filter))  # field: duration_filter
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListTransactionsResponseTransactionState_v0(buf: Buffer, pos: int) -> tuple[ListTransactionsResponseTransactionState, int]:
@@ -199,14 +199,14 @@ def decode_ListTransactionsResponseTransactionState_v0(buf: Buffer, pos: int) ->
     return ListTransactionsResponseTransactionState(transactional_id=transactional_id, producer_id=producer_id, transaction_state=transaction_state), pos + 1
 
 
-def encode_ListTransactionsResponseTransactionState_v0(m: ListTransactionsResponseTransactionState, out: bytearray) -> None:
+def encode_ListTransactionsResponseTransactionState_v0(m: ListTransactionsResponseTransactionState, out: list[bytes]) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_q.pack(m.producer_id)  # field: producer_id
+    out.append(_S_q.pack(m.producer_id))  # field: producer_id
     write_compact_string(out, m.transaction_state)  # field: transaction_state
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ListTransactionsResponse_v0(buf: Buffer, pos: int) -> tuple[ListTransactionsResponse, int]:
@@ -216,46 +216,46 @@ def decode_ListTransactionsResponse_v0(buf: Buffer, pos: int) -> tuple[ListTrans
     if _count < 0:
         raise null_error()  # field: unknown_state_filters
     else:
-        unknown_state_filters = []
-        _append = unknown_state_filters.append
+        unknown_state_filters: list[str] = []
+        _append_unknown_state_filters = unknown_state_filters.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: unknown_state_filters
-            _append(_item)
+            _item_unknown_state_filters, pos = read_compact_string(buf, pos)  # field: unknown_state_filters
+            _append_unknown_state_filters(_item_unknown_state_filters)
     _count, pos = read_compact_array_length(buf, pos, 11)  # field: transaction_states
     if _count < 0:
         raise null_error()  # field: transaction_states
     else:
-        transaction_states = []
-        _append = transaction_states.append
+        transaction_states: list[ListTransactionsResponseTransactionState] = []
+        _append_transaction_states = transaction_states.append
         for _ in range(_count):
-            _item, pos = decode_ListTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
-            _append(_item)
+            _item_transaction_states, pos = decode_ListTransactionsResponseTransactionState_v0(buf, pos)  # field: transaction_states
+            _append_transaction_states(_item_transaction_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ListTransactionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_state_filters=unknown_state_filters, transaction_states=transaction_states, unknown_tagged_fields=_unknown), pos
     return ListTransactionsResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, unknown_state_filters=unknown_state_filters, transaction_states=transaction_states), pos + 1
 
 
-def encode_ListTransactionsResponse_v0(m: ListTransactionsResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _items = m.unknown_state_filters
-    if _items is None:
+def encode_ListTransactionsResponse_v0(m: ListTransactionsResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _items_unknown_state_filters = m.unknown_state_filters
+    if _items_unknown_state_filters is None:
         raise null_error()  # field: unknown_state_filters
-    write_compact_array_length(out, _items)  # field: unknown_state_filters
-    for _item in _items:
-        write_compact_string(out, _item)  # field: unknown_state_filters
-    _items = m.transaction_states
-    if _items is None:
+    write_compact_array_length(out, _items_unknown_state_filters)  # field: unknown_state_filters
+    for _item_unknown_state_filters in _items_unknown_state_filters:
+        write_compact_string(out, _item_unknown_state_filters)  # field: unknown_state_filters
+    _items_transaction_states = m.transaction_states
+    if _items_transaction_states is None:
         raise null_error()  # field: transaction_states
-    write_compact_array_length(out, _items)  # field: transaction_states
-    for _item in _items:
-        encode_ListTransactionsResponseTransactionState_v0(_item, out)  # field: transaction_states
+    write_compact_array_length(out, _items_transaction_states)  # field: transaction_states
+    for _item_transaction_states in _items_transaction_states:
+        encode_ListTransactionsResponseTransactionState_v0(_item_transaction_states, out)  # field: transaction_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ListTransactionsResponseTransactionState_v1 = decode_ListTransactionsResponseTransactionState_v0
 encode_ListTransactionsResponseTransactionState_v1 = encode_ListTransactionsResponseTransactionState_v0
 decode_ListTransactionsResponse_v1 = decode_ListTransactionsResponse_v0

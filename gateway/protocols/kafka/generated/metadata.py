@@ -64,7 +64,7 @@ class MetadataRequestTopic(msgspec.Struct, gc=False):
 
 
 class MetadataRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka MetadataRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     topics: list[MetadataRequestTopic] | None = []
@@ -113,7 +113,7 @@ class MetadataResponseTopic(msgspec.Struct, gc=False):
 
 
 class MetadataResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka MetadataResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -191,7 +191,7 @@ def decode_MetadataRequestTopic_v0(buf: Buffer, pos: int) -> tuple[MetadataReque
     return MetadataRequestTopic(name=name), pos
 
 
-def encode_MetadataRequestTopic_v0(m: MetadataRequestTopic, out: bytearray) -> None:
+def encode_MetadataRequestTopic_v0(m: MetadataRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -205,12 +205,12 @@ def decode_MetadataRequestTopic_v9(buf: Buffer, pos: int) -> tuple[MetadataReque
     return MetadataRequestTopic(name=name), pos + 1
 
 
-def encode_MetadataRequestTopic_v9(m: MetadataRequestTopic, out: bytearray) -> None:
+def encode_MetadataRequestTopic_v9(m: MetadataRequestTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataRequestTopic_v10(buf: Buffer, pos: int) -> tuple[MetadataRequestTopic, int]:
@@ -224,13 +224,13 @@ def decode_MetadataRequestTopic_v10(buf: Buffer, pos: int) -> tuple[MetadataRequ
     return MetadataRequestTopic(topic_id=topic_id, name=name), pos + 1
 
 
-def encode_MetadataRequestTopic_v10(m: MetadataRequestTopic, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
+def encode_MetadataRequestTopic_v10(m: MetadataRequestTopic, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
     write_compact_nullable_string(out, m.name)  # field: name
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataRequest_v0(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
@@ -238,27 +238,27 @@ def decode_MetadataRequest_v0(buf: Buffer, pos: int) -> tuple[MetadataRequest, i
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataRequest(topics=topics), pos
 
 
-def encode_MetadataRequest_v0(m: MetadataRequest, out: bytearray) -> None:
+def encode_MetadataRequest_v0(m: MetadataRequest, out: list[bytes]) -> None:
     if m.allow_auto_topic_creation != True:  # field: allow_auto_topic_creation
         raise absent_error()  # field: allow_auto_topic_creation
     if m.include_cluster_authorized_operations != False:  # field: include_cluster_authorized_operations
         raise absent_error()  # field: include_cluster_authorized_operations
     if m.include_topic_authorized_operations != False:  # field: include_topic_authorized_operations
         raise absent_error()  # field: include_topic_authorized_operations
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataRequestTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -266,28 +266,28 @@ def encode_MetadataRequest_v0(m: MetadataRequest, out: bytearray) -> None:
 def decode_MetadataRequest_v1(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
     _count, pos = read_array_length(buf, pos, 2)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[MetadataRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataRequest(topics=topics), pos
 
 
-def encode_MetadataRequest_v1(m: MetadataRequest, out: bytearray) -> None:
+def encode_MetadataRequest_v1(m: MetadataRequest, out: list[bytes]) -> None:
     if m.allow_auto_topic_creation != True:  # field: allow_auto_topic_creation
         raise absent_error()  # field: allow_auto_topic_creation
     if m.include_cluster_authorized_operations != False:  # field: include_cluster_authorized_operations
         raise absent_error()  # field: include_cluster_authorized_operations
     if m.include_topic_authorized_operations != False:  # field: include_topic_authorized_operations
         raise absent_error()  # field: include_topic_authorized_operations
-    _items = m.topics
-    write_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_MetadataRequestTopic_v0(_item, out)  # field: topics
+    _items_topics = m.topics
+    write_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_MetadataRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -295,29 +295,29 @@ def encode_MetadataRequest_v1(m: MetadataRequest, out: bytearray) -> None:
 def decode_MetadataRequest_v4(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
     _count, pos = read_array_length(buf, pos, 2)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[MetadataRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     allow_auto_topic_creation, = _S_o.unpack_from(buf, pos)  # field: allow_auto_topic_creation
     pos += 1
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation), pos
 
 
-def encode_MetadataRequest_v4(m: MetadataRequest, out: bytearray) -> None:
+def encode_MetadataRequest_v4(m: MetadataRequest, out: list[bytes]) -> None:
     if m.include_cluster_authorized_operations != False:  # field: include_cluster_authorized_operations
         raise absent_error()  # field: include_cluster_authorized_operations
     if m.include_topic_authorized_operations != False:  # field: include_topic_authorized_operations
         raise absent_error()  # field: include_topic_authorized_operations
-    _items = m.topics
-    write_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_MetadataRequestTopic_v0(_item, out)  # field: topics
-    out += _S_o.pack(m.allow_auto_topic_creation)  # field: allow_auto_topic_creation
+    _items_topics = m.topics
+    write_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_MetadataRequestTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_o.pack(m.allow_auto_topic_creation))  # field: allow_auto_topic_creation
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -325,25 +325,25 @@ def encode_MetadataRequest_v4(m: MetadataRequest, out: bytearray) -> None:
 def decode_MetadataRequest_v8(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
     _count, pos = read_array_length(buf, pos, 2)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[MetadataRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations = _S_ooo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     pos += 3
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations), pos
 
 
-def encode_MetadataRequest_v8(m: MetadataRequest, out: bytearray) -> None:
-    _items = m.topics
-    write_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_MetadataRequestTopic_v0(_item, out)  # field: topics
-    out += _S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
+def encode_MetadataRequest_v8(m: MetadataRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    write_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_MetadataRequestTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations))  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -351,13 +351,13 @@ def encode_MetadataRequest_v8(m: MetadataRequest, out: bytearray) -> None:
 def decode_MetadataRequest_v9(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
     _count, pos = read_compact_array_length(buf, pos, 2)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[MetadataRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataRequestTopic_v9(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataRequestTopic_v9(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations = _S_ooo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     pos += 3
     if buf[pos]:  # field: unknown_tagged_fields
@@ -366,29 +366,29 @@ def decode_MetadataRequest_v9(buf: Buffer, pos: int) -> tuple[MetadataRequest, i
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations), pos + 1
 
 
-def encode_MetadataRequest_v9(m: MetadataRequest, out: bytearray) -> None:
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_MetadataRequestTopic_v9(_item, out)  # field: topics
-    out += _S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
+def encode_MetadataRequest_v9(m: MetadataRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_MetadataRequestTopic_v9(_item_topics, out)  # field: topics
+    out.append(_S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations))  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataRequest_v10(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[MetadataRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations = _S_ooo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     pos += 3
     if buf[pos]:  # field: unknown_tagged_fields
@@ -397,29 +397,29 @@ def decode_MetadataRequest_v10(buf: Buffer, pos: int) -> tuple[MetadataRequest, 
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_cluster_authorized_operations=include_cluster_authorized_operations, include_topic_authorized_operations=include_topic_authorized_operations), pos + 1
 
 
-def encode_MetadataRequest_v10(m: MetadataRequest, out: bytearray) -> None:
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_MetadataRequestTopic_v10(_item, out)  # field: topics
-    out += _S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
+def encode_MetadataRequest_v10(m: MetadataRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_MetadataRequestTopic_v10(_item_topics, out)  # field: topics
+    out.append(_S_ooo.pack(m.allow_auto_topic_creation, m.include_cluster_authorized_operations, m.include_topic_authorized_operations))  # field: allow_auto_topic_creation, include_cluster_authorized_operations, include_topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataRequest_v11(buf: Buffer, pos: int) -> tuple[MetadataRequest, int]:
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[MetadataRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataRequestTopic_v10(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     allow_auto_topic_creation, include_topic_authorized_operations = _S_oo.unpack_from(buf, pos)  # field: allow_auto_topic_creation, include_topic_authorized_operations
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
@@ -428,19 +428,19 @@ def decode_MetadataRequest_v11(buf: Buffer, pos: int) -> tuple[MetadataRequest, 
     return MetadataRequest(topics=topics, allow_auto_topic_creation=allow_auto_topic_creation, include_topic_authorized_operations=include_topic_authorized_operations), pos + 1
 
 
-def encode_MetadataRequest_v11(m: MetadataRequest, out: bytearray) -> None:
+def encode_MetadataRequest_v11(m: MetadataRequest, out: list[bytes]) -> None:
     if m.include_cluster_authorized_operations != False:  # field: include_cluster_authorized_operations
         raise absent_error()  # field: include_cluster_authorized_operations
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_MetadataRequestTopic_v10(_item, out)  # field: topics
-    out += _S_oo.pack(m.allow_auto_topic_creation, m.include_topic_authorized_operations)  # field: allow_auto_topic_creation, include_topic_authorized_operations
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_MetadataRequestTopic_v10(_item_topics, out)  # field: topics
+    out.append(_S_oo.pack(m.allow_auto_topic_creation, m.include_topic_authorized_operations))  # field: allow_auto_topic_creation, include_topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponseBroker_v0(buf: Buffer, pos: int) -> tuple[MetadataResponseBroker, int]:
@@ -452,10 +452,10 @@ def decode_MetadataResponseBroker_v0(buf: Buffer, pos: int) -> tuple[MetadataRes
     return MetadataResponseBroker(node_id=node_id, host=host, port=port), pos
 
 
-def encode_MetadataResponseBroker_v0(m: MetadataResponseBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_MetadataResponseBroker_v0(m: MetadataResponseBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -470,10 +470,10 @@ def decode_MetadataResponseBroker_v1(buf: Buffer, pos: int) -> tuple[MetadataRes
     return MetadataResponseBroker(node_id=node_id, host=host, port=port, rack=rack), pos
 
 
-def encode_MetadataResponseBroker_v1(m: MetadataResponseBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_MetadataResponseBroker_v1(m: MetadataResponseBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     write_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -492,15 +492,15 @@ def decode_MetadataResponseBroker_v9(buf: Buffer, pos: int) -> tuple[MetadataRes
     return MetadataResponseBroker(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
-def encode_MetadataResponseBroker_v9(m: MetadataResponseBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_MetadataResponseBroker_v9(m: MetadataResponseBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponsePartition_v0(buf: Buffer, pos: int) -> tuple[MetadataResponsePartition, int]:
@@ -515,16 +515,16 @@ def decode_MetadataResponsePartition_v0(buf: Buffer, pos: int) -> tuple[Metadata
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, replica_nodes=replica_nodes, isr_nodes=isr_nodes), pos
 
 
-def encode_MetadataResponsePartition_v0(m: MetadataResponsePartition, out: bytearray) -> None:
-    out += _S_hii.pack(m.error_code, m.partition_index, m.leader_id)  # field: error_code, partition_index, leader_id
-    _items = m.replica_nodes
-    if _items is None:
+def encode_MetadataResponsePartition_v0(m: MetadataResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_hii.pack(m.error_code, m.partition_index, m.leader_id))  # field: error_code, partition_index, leader_id
+    _items_replica_nodes = m.replica_nodes
+    if _items_replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    write_fixed_array(out, _items, 'i')  # field: replica_nodes
-    _items = m.isr_nodes
-    if _items is None:
+    write_fixed_array(out, _items_replica_nodes, 'i')  # field: replica_nodes
+    _items_isr_nodes = m.isr_nodes
+    if _items_isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    write_fixed_array(out, _items, 'i')  # field: isr_nodes
+    write_fixed_array(out, _items_isr_nodes, 'i')  # field: isr_nodes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -544,20 +544,20 @@ def decode_MetadataResponsePartition_v5(buf: Buffer, pos: int) -> tuple[Metadata
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos
 
 
-def encode_MetadataResponsePartition_v5(m: MetadataResponsePartition, out: bytearray) -> None:
-    out += _S_hii.pack(m.error_code, m.partition_index, m.leader_id)  # field: error_code, partition_index, leader_id
-    _items = m.replica_nodes
-    if _items is None:
+def encode_MetadataResponsePartition_v5(m: MetadataResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_hii.pack(m.error_code, m.partition_index, m.leader_id))  # field: error_code, partition_index, leader_id
+    _items_replica_nodes = m.replica_nodes
+    if _items_replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    write_fixed_array(out, _items, 'i')  # field: replica_nodes
-    _items = m.isr_nodes
-    if _items is None:
+    write_fixed_array(out, _items_replica_nodes, 'i')  # field: replica_nodes
+    _items_isr_nodes = m.isr_nodes
+    if _items_isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    write_fixed_array(out, _items, 'i')  # field: isr_nodes
-    _items = m.offline_replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr_nodes, 'i')  # field: isr_nodes
+    _items_offline_replicas = m.offline_replicas
+    if _items_offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    write_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_fixed_array(out, _items_offline_replicas, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -577,20 +577,20 @@ def decode_MetadataResponsePartition_v7(buf: Buffer, pos: int) -> tuple[Metadata
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos
 
 
-def encode_MetadataResponsePartition_v7(m: MetadataResponsePartition, out: bytearray) -> None:
-    out += _S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch)  # field: error_code, partition_index, leader_id, leader_epoch
-    _items = m.replica_nodes
-    if _items is None:
+def encode_MetadataResponsePartition_v7(m: MetadataResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch))  # field: error_code, partition_index, leader_id, leader_epoch
+    _items_replica_nodes = m.replica_nodes
+    if _items_replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    write_fixed_array(out, _items, 'i')  # field: replica_nodes
-    _items = m.isr_nodes
-    if _items is None:
+    write_fixed_array(out, _items_replica_nodes, 'i')  # field: replica_nodes
+    _items_isr_nodes = m.isr_nodes
+    if _items_isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    write_fixed_array(out, _items, 'i')  # field: isr_nodes
-    _items = m.offline_replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr_nodes, 'i')  # field: isr_nodes
+    _items_offline_replicas = m.offline_replicas
+    if _items_offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    write_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_fixed_array(out, _items_offline_replicas, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -613,24 +613,24 @@ def decode_MetadataResponsePartition_v9(buf: Buffer, pos: int) -> tuple[Metadata
     return MetadataResponsePartition(error_code=error_code, partition_index=partition_index, leader_id=leader_id, leader_epoch=leader_epoch, replica_nodes=replica_nodes, isr_nodes=isr_nodes, offline_replicas=offline_replicas), pos + 1
 
 
-def encode_MetadataResponsePartition_v9(m: MetadataResponsePartition, out: bytearray) -> None:
-    out += _S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch)  # field: error_code, partition_index, leader_id, leader_epoch
-    _items = m.replica_nodes
-    if _items is None:
+def encode_MetadataResponsePartition_v9(m: MetadataResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_hiii.pack(m.error_code, m.partition_index, m.leader_id, m.leader_epoch))  # field: error_code, partition_index, leader_id, leader_epoch
+    _items_replica_nodes = m.replica_nodes
+    if _items_replica_nodes is None:
         raise null_error()  # field: replica_nodes
-    write_compact_fixed_array(out, _items, 'i')  # field: replica_nodes
-    _items = m.isr_nodes
-    if _items is None:
+    write_compact_fixed_array(out, _items_replica_nodes, 'i')  # field: replica_nodes
+    _items_isr_nodes = m.isr_nodes
+    if _items_isr_nodes is None:
         raise null_error()  # field: isr_nodes
-    write_compact_fixed_array(out, _items, 'i')  # field: isr_nodes
-    _items = m.offline_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_isr_nodes, 'i')  # field: isr_nodes
+    _items_offline_replicas = m.offline_replicas
+    if _items_offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_compact_fixed_array(out, _items_offline_replicas, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponseTopic_v0(buf: Buffer, pos: int) -> tuple[MetadataResponseTopic, int]:
@@ -641,25 +641,25 @@ def decode_MetadataResponseTopic_v0(buf: Buffer, pos: int) -> tuple[MetadataResp
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return MetadataResponseTopic(error_code=error_code, name=name, partitions=partitions), pos
 
 
-def encode_MetadataResponseTopic_v0(m: MetadataResponseTopic, out: bytearray) -> None:
+def encode_MetadataResponseTopic_v0(m: MetadataResponseTopic, out: list[bytes]) -> None:
     if m.topic_authorized_operations != -2147483648:  # field: topic_authorized_operations
         raise absent_error()  # field: topic_authorized_operations
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -674,26 +674,26 @@ def decode_MetadataResponseTopic_v1(buf: Buffer, pos: int) -> tuple[MetadataResp
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions), pos
 
 
-def encode_MetadataResponseTopic_v1(m: MetadataResponseTopic, out: bytearray) -> None:
+def encode_MetadataResponseTopic_v1(m: MetadataResponseTopic, out: list[bytes]) -> None:
     if m.topic_authorized_operations != -2147483648:  # field: topic_authorized_operations
         raise absent_error()  # field: topic_authorized_operations
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.name)  # field: name
-    out += _S_o.pack(m.is_internal)  # field: is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_o.pack(m.is_internal))  # field: is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -708,26 +708,26 @@ def decode_MetadataResponseTopic_v5(buf: Buffer, pos: int) -> tuple[MetadataResp
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v5(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v5(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions), pos
 
 
-def encode_MetadataResponseTopic_v5(m: MetadataResponseTopic, out: bytearray) -> None:
+def encode_MetadataResponseTopic_v5(m: MetadataResponseTopic, out: list[bytes]) -> None:
     if m.topic_authorized_operations != -2147483648:  # field: topic_authorized_operations
         raise absent_error()  # field: topic_authorized_operations
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.name)  # field: name
-    out += _S_o.pack(m.is_internal)  # field: is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_o.pack(m.is_internal))  # field: is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v5(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v5(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -742,26 +742,26 @@ def decode_MetadataResponseTopic_v7(buf: Buffer, pos: int) -> tuple[MetadataResp
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions), pos
 
 
-def encode_MetadataResponseTopic_v7(m: MetadataResponseTopic, out: bytearray) -> None:
+def encode_MetadataResponseTopic_v7(m: MetadataResponseTopic, out: list[bytes]) -> None:
     if m.topic_authorized_operations != -2147483648:  # field: topic_authorized_operations
         raise absent_error()  # field: topic_authorized_operations
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.name)  # field: name
-    out += _S_o.pack(m.is_internal)  # field: is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_o.pack(m.is_internal))  # field: is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v7(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v7(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -776,27 +776,27 @@ def decode_MetadataResponseTopic_v8(buf: Buffer, pos: int) -> tuple[MetadataResp
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v7(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos
 
 
-def encode_MetadataResponseTopic_v8(m: MetadataResponseTopic, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_MetadataResponseTopic_v8(m: MetadataResponseTopic, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_string(out, m.name)  # field: name
-    out += _S_o.pack(m.is_internal)  # field: is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_o.pack(m.is_internal))  # field: is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v7(_item, out)  # field: partitions
-    out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v7(_item_partitions, out)  # field: partitions
+    out.append(_S_i.pack(m.topic_authorized_operations))  # field: topic_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -811,11 +811,11 @@ def decode_MetadataResponseTopic_v9(buf: Buffer, pos: int) -> tuple[MetadataResp
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -824,21 +824,21 @@ def decode_MetadataResponseTopic_v9(buf: Buffer, pos: int) -> tuple[MetadataResp
     return MetadataResponseTopic(error_code=error_code, name=name, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
-def encode_MetadataResponseTopic_v9(m: MetadataResponseTopic, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_MetadataResponseTopic_v9(m: MetadataResponseTopic, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.name)  # field: name
-    out += _S_o.pack(m.is_internal)  # field: is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_o.pack(m.is_internal))  # field: is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v9(_item, out)  # field: partitions
-    out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v9(_item_partitions, out)  # field: partitions
+    out.append(_S_i.pack(m.topic_authorized_operations))  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponseTopic_v10(buf: Buffer, pos: int) -> tuple[MetadataResponseTopic, int]:
@@ -852,11 +852,11 @@ def decode_MetadataResponseTopic_v10(buf: Buffer, pos: int) -> tuple[MetadataRes
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -865,21 +865,21 @@ def decode_MetadataResponseTopic_v10(buf: Buffer, pos: int) -> tuple[MetadataRes
     return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
-def encode_MetadataResponseTopic_v10(m: MetadataResponseTopic, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_MetadataResponseTopic_v10(m: MetadataResponseTopic, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_string(out, m.name)  # field: name
-    out += _S_16so.pack(m.topic_id.bytes, m.is_internal)  # field: topic_id, is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_16so.pack(m.topic_id.bytes, m.is_internal))  # field: topic_id, is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v9(_item, out)  # field: partitions
-    out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v9(_item_partitions, out)  # field: partitions
+    out.append(_S_i.pack(m.topic_authorized_operations))  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponseTopic_v12(buf: Buffer, pos: int) -> tuple[MetadataResponseTopic, int]:
@@ -893,11 +893,11 @@ def decode_MetadataResponseTopic_v12(buf: Buffer, pos: int) -> tuple[MetadataRes
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[MetadataResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_MetadataResponsePartition_v9(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     topic_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: topic_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -906,21 +906,21 @@ def decode_MetadataResponseTopic_v12(buf: Buffer, pos: int) -> tuple[MetadataRes
     return MetadataResponseTopic(error_code=error_code, name=name, topic_id=topic_id, is_internal=is_internal, partitions=partitions, topic_authorized_operations=topic_authorized_operations), pos + 1
 
 
-def encode_MetadataResponseTopic_v12(m: MetadataResponseTopic, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_MetadataResponseTopic_v12(m: MetadataResponseTopic, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.name)  # field: name
-    out += _S_16so.pack(m.topic_id.bytes, m.is_internal)  # field: topic_id, is_internal
-    _items = m.partitions
-    if _items is None:
+    out.append(_S_16so.pack(m.topic_id.bytes, m.is_internal))  # field: topic_id, is_internal
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_MetadataResponsePartition_v9(_item, out)  # field: partitions
-    out += _S_i.pack(m.topic_authorized_operations)  # field: topic_authorized_operations
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_MetadataResponsePartition_v9(_item_partitions, out)  # field: partitions
+    out.append(_S_i.pack(m.topic_authorized_operations))  # field: topic_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponse_v0(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
@@ -928,38 +928,38 @@ def decode_MetadataResponse_v0(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v0(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v0(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     _count, pos = read_array_length(buf, pos, 8)  # field: topics
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataResponse(brokers=brokers, topics=topics), pos
 
 
-def encode_MetadataResponse_v0(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v0(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    _items = m.brokers
-    if _items is None:
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v0(_item, out)  # field: brokers
-    _items = m.topics
-    if _items is None:
+    write_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v0(_item_brokers, out)  # field: brokers
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -969,41 +969,41 @@ def decode_MetadataResponse_v1(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
     _count, pos = read_array_length(buf, pos, 9)  # field: topics
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataResponse(brokers=brokers, controller_id=controller_id, topics=topics), pos
 
 
-def encode_MetadataResponse_v1(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v1(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    _items = m.brokers
-    if _items is None:
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    write_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v1(_item_brokers, out)  # field: brokers
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1013,11 +1013,11 @@ def decode_MetadataResponse_v2(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1025,31 +1025,31 @@ def decode_MetadataResponse_v2(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataResponse(brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
-def encode_MetadataResponse_v2(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v2(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    _items = m.brokers
-    if _items is None:
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
+    write_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v1(_item_brokers, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1061,11 +1061,11 @@ def decode_MetadataResponse_v3(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1073,32 +1073,32 @@ def decode_MetadataResponse_v3(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
-def encode_MetadataResponse_v3(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v3(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
+    write_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v1(_item_brokers, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1110,11 +1110,11 @@ def decode_MetadataResponse_v5(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1122,32 +1122,32 @@ def decode_MetadataResponse_v5(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v5(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v5(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
-def encode_MetadataResponse_v5(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v5(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
+    write_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v1(_item_brokers, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v5(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v5(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1159,11 +1159,11 @@ def decode_MetadataResponse_v7(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1171,32 +1171,32 @@ def decode_MetadataResponse_v7(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v7(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v7(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos
 
 
-def encode_MetadataResponse_v7(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v7(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
+    write_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v1(_item_brokers, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v7(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v7(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1208,11 +1208,11 @@ def decode_MetadataResponse_v8(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v1(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1220,33 +1220,33 @@ def decode_MetadataResponse_v8(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v8(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v8(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations), pos
 
 
-def encode_MetadataResponse_v8(m: MetadataResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+def encode_MetadataResponse_v8(m: MetadataResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v1(_item, out)  # field: brokers
+    write_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v1(_item_brokers, out)  # field: brokers
     write_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v8(_item, out)  # field: topics
-    out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v8(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.cluster_authorized_operations))  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1258,11 +1258,11 @@ def decode_MetadataResponse_v9(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1270,11 +1270,11 @@ def decode_MetadataResponse_v9(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v9(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v9(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -1283,27 +1283,27 @@ def decode_MetadataResponse_v9(buf: Buffer, pos: int) -> tuple[MetadataResponse,
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
-def encode_MetadataResponse_v9(m: MetadataResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+def encode_MetadataResponse_v9(m: MetadataResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
+    write_compact_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v9(_item_brokers, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v9(_item, out)  # field: topics
-    out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v9(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.cluster_authorized_operations))  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponse_v10(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
@@ -1313,11 +1313,11 @@ def decode_MetadataResponse_v10(buf: Buffer, pos: int) -> tuple[MetadataResponse
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1325,11 +1325,11 @@ def decode_MetadataResponse_v10(buf: Buffer, pos: int) -> tuple[MetadataResponse
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     cluster_authorized_operations, = _S_i.unpack_from(buf, pos)  # field: cluster_authorized_operations
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -1338,27 +1338,27 @@ def decode_MetadataResponse_v10(buf: Buffer, pos: int) -> tuple[MetadataResponse
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, cluster_authorized_operations=cluster_authorized_operations), pos + 1
 
 
-def encode_MetadataResponse_v10(m: MetadataResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+def encode_MetadataResponse_v10(m: MetadataResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
+    write_compact_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v9(_item_brokers, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v10(_item, out)  # field: topics
-    out += _S_i.pack(m.cluster_authorized_operations)  # field: cluster_authorized_operations
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v10(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.cluster_authorized_operations))  # field: cluster_authorized_operations
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponse_v11(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
@@ -1368,11 +1368,11 @@ def decode_MetadataResponse_v11(buf: Buffer, pos: int) -> tuple[MetadataResponse
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1380,39 +1380,39 @@ def decode_MetadataResponse_v11(buf: Buffer, pos: int) -> tuple[MetadataResponse
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v10(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos + 1
 
 
-def encode_MetadataResponse_v11(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v11(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
+    write_compact_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v9(_item_brokers, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v10(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v10(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_MetadataResponse_v12(buf: Buffer, pos: int) -> tuple[MetadataResponse, int]:
@@ -1422,11 +1422,11 @@ def decode_MetadataResponse_v12(buf: Buffer, pos: int) -> tuple[MetadataResponse
     if _count < 0:
         raise null_error()  # field: brokers
     else:
-        brokers = []
-        _append = brokers.append
+        brokers: list[MetadataResponseBroker] = []
+        _append_brokers = brokers.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
-            _append(_item)
+            _item_brokers, pos = decode_MetadataResponseBroker_v9(buf, pos)  # field: brokers
+            _append_brokers(_item_brokers)
     cluster_id, pos = read_compact_nullable_string(buf, pos)  # field: cluster_id
     controller_id, = _S_i.unpack_from(buf, pos)  # field: controller_id
     pos += 4
@@ -1434,41 +1434,41 @@ def decode_MetadataResponse_v12(buf: Buffer, pos: int) -> tuple[MetadataResponse
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[MetadataResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_MetadataResponseTopic_v12(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_MetadataResponseTopic_v12(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return MetadataResponse(throttle_time_ms=throttle_time_ms, brokers=brokers, cluster_id=cluster_id, controller_id=controller_id, topics=topics), pos + 1
 
 
-def encode_MetadataResponse_v12(m: MetadataResponse, out: bytearray) -> None:
+def encode_MetadataResponse_v12(m: MetadataResponse, out: list[bytes]) -> None:
     if m.cluster_authorized_operations != -2147483648:  # field: cluster_authorized_operations
         raise absent_error()  # field: cluster_authorized_operations
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.brokers
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_brokers = m.brokers
+    if _items_brokers is None:
         raise null_error()  # field: brokers
-    write_compact_array_length(out, _items)  # field: brokers
-    for _item in _items:
-        encode_MetadataResponseBroker_v9(_item, out)  # field: brokers
+    write_compact_array_length(out, _items_brokers)  # field: brokers
+    for _item_brokers in _items_brokers:
+        encode_MetadataResponseBroker_v9(_item_brokers, out)  # field: brokers
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.controller_id)  # field: controller_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.controller_id))  # field: controller_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_MetadataResponseTopic_v12(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_MetadataResponseTopic_v12(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_MetadataRequestTopic_v1 = decode_MetadataRequestTopic_v0
 encode_MetadataRequestTopic_v1 = encode_MetadataRequestTopic_v0
 decode_MetadataRequestTopic_v2 = decode_MetadataRequestTopic_v0

@@ -76,7 +76,7 @@ class OffsetCommitRequestTopic(msgspec.Struct, gc=False):
 
 
 class OffsetCommitRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetCommitRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -107,7 +107,7 @@ class OffsetCommitResponseTopic(msgspec.Struct, gc=False):
 
 
 class OffsetCommitResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetCommitResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -170,10 +170,10 @@ def decode_OffsetCommitRequestPartition_v0(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_metadata=committed_metadata), pos
 
 
-def encode_OffsetCommitRequestPartition_v0(m: OffsetCommitRequestPartition, out: bytearray) -> None:
+def encode_OffsetCommitRequestPartition_v0(m: OffsetCommitRequestPartition, out: list[bytes]) -> None:
     if m.commit_timestamp != -1:  # field: commit_timestamp
         raise absent_error()  # field: commit_timestamp
-    out += _S_iq.pack(m.partition_index, m.committed_offset)  # field: partition_index, committed_offset
+    out.append(_S_iq.pack(m.partition_index, m.committed_offset))  # field: partition_index, committed_offset
     write_nullable_string(out, m.committed_metadata)  # field: committed_metadata
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -186,8 +186,8 @@ def decode_OffsetCommitRequestPartition_v1(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, commit_timestamp=commit_timestamp, committed_metadata=committed_metadata), pos
 
 
-def encode_OffsetCommitRequestPartition_v1(m: OffsetCommitRequestPartition, out: bytearray) -> None:
-    out += _S_iqq.pack(m.partition_index, m.committed_offset, m.commit_timestamp)  # field: partition_index, committed_offset, commit_timestamp
+def encode_OffsetCommitRequestPartition_v1(m: OffsetCommitRequestPartition, out: list[bytes]) -> None:
+    out.append(_S_iqq.pack(m.partition_index, m.committed_offset, m.commit_timestamp))  # field: partition_index, committed_offset, commit_timestamp
     write_nullable_string(out, m.committed_metadata)  # field: committed_metadata
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -200,10 +200,10 @@ def decode_OffsetCommitRequestPartition_v6(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata), pos
 
 
-def encode_OffsetCommitRequestPartition_v6(m: OffsetCommitRequestPartition, out: bytearray) -> None:
+def encode_OffsetCommitRequestPartition_v6(m: OffsetCommitRequestPartition, out: list[bytes]) -> None:
     if m.commit_timestamp != -1:  # field: commit_timestamp
         raise absent_error()  # field: commit_timestamp
-    out += _S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch)  # field: partition_index, committed_offset, committed_leader_epoch
+    out.append(_S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch))  # field: partition_index, committed_offset, committed_leader_epoch
     write_nullable_string(out, m.committed_metadata)  # field: committed_metadata
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -219,15 +219,15 @@ def decode_OffsetCommitRequestPartition_v8(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata), pos + 1
 
 
-def encode_OffsetCommitRequestPartition_v8(m: OffsetCommitRequestPartition, out: bytearray) -> None:
+def encode_OffsetCommitRequestPartition_v8(m: OffsetCommitRequestPartition, out: list[bytes]) -> None:
     if m.commit_timestamp != -1:  # field: commit_timestamp
         raise absent_error()  # field: commit_timestamp
-    out += _S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch)  # field: partition_index, committed_offset, committed_leader_epoch
+    out.append(_S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch))  # field: partition_index, committed_offset, committed_leader_epoch
     write_compact_nullable_string(out, m.committed_metadata)  # field: committed_metadata
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetCommitRequestTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitRequestTopic, int]:
@@ -236,22 +236,22 @@ def decode_OffsetCommitRequestTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetCom
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetCommitRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetCommitRequestTopic_v0(m: OffsetCommitRequestTopic, out: bytearray) -> None:
+def encode_OffsetCommitRequestTopic_v0(m: OffsetCommitRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetCommitRequestPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetCommitRequestPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -262,22 +262,22 @@ def decode_OffsetCommitRequestTopic_v1(buf: Buffer, pos: int) -> tuple[OffsetCom
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetCommitRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestPartition_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetCommitRequestPartition_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetCommitRequestTopic_v1(m: OffsetCommitRequestTopic, out: bytearray) -> None:
+def encode_OffsetCommitRequestTopic_v1(m: OffsetCommitRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetCommitRequestPartition_v1(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetCommitRequestPartition_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -288,22 +288,22 @@ def decode_OffsetCommitRequestTopic_v6(buf: Buffer, pos: int) -> tuple[OffsetCom
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetCommitRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestPartition_v6(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetCommitRequestPartition_v6(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetCommitRequestTopic_v6(m: OffsetCommitRequestTopic, out: bytearray) -> None:
+def encode_OffsetCommitRequestTopic_v6(m: OffsetCommitRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetCommitRequestPartition_v6(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetCommitRequestPartition_v6(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -314,29 +314,29 @@ def decode_OffsetCommitRequestTopic_v8(buf: Buffer, pos: int) -> tuple[OffsetCom
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetCommitRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestPartition_v8(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetCommitRequestPartition_v8(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetCommitRequestTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetCommitRequestTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_OffsetCommitRequestTopic_v8(m: OffsetCommitRequestTopic, out: bytearray) -> None:
+def encode_OffsetCommitRequestTopic_v8(m: OffsetCommitRequestTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetCommitRequestPartition_v8(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetCommitRequestPartition_v8(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetCommitRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitRequest, int]:
@@ -345,24 +345,24 @@ def decode_OffsetCommitRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitRequest(group_id=group_id, topics=topics), pos
 
 
-def encode_OffsetCommitRequest_v0(m: OffsetCommitRequest, out: bytearray) -> None:
+def encode_OffsetCommitRequest_v0(m: OffsetCommitRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitRequestTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -376,26 +376,26 @@ def decode_OffsetCommitRequest_v1(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestTopic_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitRequestTopic_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, topics=topics), pos
 
 
-def encode_OffsetCommitRequest_v1(m: OffsetCommitRequest, out: bytearray) -> None:
+def encode_OffsetCommitRequest_v1(m: OffsetCommitRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
+    out.append(_S_i.pack(m.generation_id_or_member_epoch))  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitRequestTopic_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitRequestTopic_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -411,27 +411,27 @@ def decode_OffsetCommitRequest_v2(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, retention_time_ms=retention_time_ms, topics=topics), pos
 
 
-def encode_OffsetCommitRequest_v2(m: OffsetCommitRequest, out: bytearray) -> None:
+def encode_OffsetCommitRequest_v2(m: OffsetCommitRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
+    out.append(_S_i.pack(m.generation_id_or_member_epoch))  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
-    out += _S_q.pack(m.retention_time_ms)  # field: retention_time_ms
-    _items = m.topics
-    if _items is None:
+    out.append(_S_q.pack(m.retention_time_ms))  # field: retention_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitRequestTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -445,26 +445,26 @@ def decode_OffsetCommitRequest_v5(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, topics=topics), pos
 
 
-def encode_OffsetCommitRequest_v5(m: OffsetCommitRequest, out: bytearray) -> None:
+def encode_OffsetCommitRequest_v5(m: OffsetCommitRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
+    out.append(_S_i.pack(m.generation_id_or_member_epoch))  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitRequestTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -478,26 +478,26 @@ def decode_OffsetCommitRequest_v6(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, topics=topics), pos
 
 
-def encode_OffsetCommitRequest_v6(m: OffsetCommitRequest, out: bytearray) -> None:
+def encode_OffsetCommitRequest_v6(m: OffsetCommitRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
+    out.append(_S_i.pack(m.generation_id_or_member_epoch))  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitRequestTopic_v6(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitRequestTopic_v6(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -512,25 +512,25 @@ def decode_OffsetCommitRequest_v7(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitRequestTopic_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, group_instance_id=group_instance_id, topics=topics), pos
 
 
-def encode_OffsetCommitRequest_v7(m: OffsetCommitRequest, out: bytearray) -> None:
+def encode_OffsetCommitRequest_v7(m: OffsetCommitRequest, out: list[bytes]) -> None:
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
+    out.append(_S_i.pack(m.generation_id_or_member_epoch))  # field: generation_id_or_member_epoch
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitRequestTopic_v6(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitRequestTopic_v6(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -545,32 +545,32 @@ def decode_OffsetCommitRequest_v8(buf: Buffer, pos: int) -> tuple[OffsetCommitRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitRequestTopic_v8(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitRequestTopic_v8(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, group_instance_id=group_instance_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetCommitRequest(group_id=group_id, generation_id_or_member_epoch=generation_id_or_member_epoch, member_id=member_id, group_instance_id=group_instance_id, topics=topics), pos + 1
 
 
-def encode_OffsetCommitRequest_v8(m: OffsetCommitRequest, out: bytearray) -> None:
+def encode_OffsetCommitRequest_v8(m: OffsetCommitRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id_or_member_epoch)  # field: generation_id_or_member_epoch
+    out.append(_S_i.pack(m.generation_id_or_member_epoch))  # field: generation_id_or_member_epoch
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitRequestTopic_v8(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitRequestTopic_v8(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetCommitResponsePartition_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitResponsePartition, int]:
@@ -579,8 +579,8 @@ def decode_OffsetCommitResponsePartition_v0(buf: Buffer, pos: int) -> tuple[Offs
     return OffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code), pos
 
 
-def encode_OffsetCommitResponsePartition_v0(m: OffsetCommitResponsePartition, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_OffsetCommitResponsePartition_v0(m: OffsetCommitResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -594,12 +594,12 @@ def decode_OffsetCommitResponsePartition_v8(buf: Buffer, pos: int) -> tuple[Offs
     return OffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_OffsetCommitResponsePartition_v8(m: OffsetCommitResponsePartition, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_OffsetCommitResponsePartition_v8(m: OffsetCommitResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetCommitResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitResponseTopic, int]:
@@ -608,22 +608,22 @@ def decode_OffsetCommitResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetCo
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetCommitResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetCommitResponseTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetCommitResponseTopic_v0(m: OffsetCommitResponseTopic, out: bytearray) -> None:
+def encode_OffsetCommitResponseTopic_v0(m: OffsetCommitResponseTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetCommitResponsePartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetCommitResponsePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -634,29 +634,29 @@ def decode_OffsetCommitResponseTopic_v8(buf: Buffer, pos: int) -> tuple[OffsetCo
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetCommitResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitResponsePartition_v8(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetCommitResponsePartition_v8(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetCommitResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetCommitResponseTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_OffsetCommitResponseTopic_v8(m: OffsetCommitResponseTopic, out: bytearray) -> None:
+def encode_OffsetCommitResponseTopic_v8(m: OffsetCommitResponseTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetCommitResponsePartition_v8(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetCommitResponsePartition_v8(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetCommitResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitResponse, int]:
@@ -664,21 +664,21 @@ def decode_OffsetCommitResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetCommitR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitResponse(topics=topics), pos
 
 
-def encode_OffsetCommitResponse_v0(m: OffsetCommitResponse, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_OffsetCommitResponse_v0(m: OffsetCommitResponse, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitResponseTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitResponseTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -690,22 +690,22 @@ def decode_OffsetCommitResponse_v3(buf: Buffer, pos: int) -> tuple[OffsetCommitR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_OffsetCommitResponse_v3(m: OffsetCommitResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_OffsetCommitResponse_v3(m: OffsetCommitResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitResponseTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitResponseTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -717,31 +717,31 @@ def decode_OffsetCommitResponse_v8(buf: Buffer, pos: int) -> tuple[OffsetCommitR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetCommitResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetCommitResponseTopic_v8(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetCommitResponseTopic_v8(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_OffsetCommitResponse_v8(m: OffsetCommitResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_OffsetCommitResponse_v8(m: OffsetCommitResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetCommitResponseTopic_v8(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetCommitResponseTopic_v8(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_OffsetCommitRequestPartition_v2 = decode_OffsetCommitRequestPartition_v0
 encode_OffsetCommitRequestPartition_v2 = encode_OffsetCommitRequestPartition_v0
 decode_OffsetCommitRequestPartition_v3 = decode_OffsetCommitRequestPartition_v0

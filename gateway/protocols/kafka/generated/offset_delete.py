@@ -72,7 +72,7 @@ class OffsetDeleteRequestTopic(msgspec.Struct, gc=False):
 
 
 class OffsetDeleteRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetDeleteRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -99,7 +99,7 @@ class OffsetDeleteResponseTopic(msgspec.Struct, gc=False):
 
 
 class OffsetDeleteResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetDeleteResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -152,8 +152,8 @@ def decode_OffsetDeleteRequestPartition_v0(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetDeleteRequestPartition(partition_index=partition_index), pos
 
 
-def encode_OffsetDeleteRequestPartition_v0(m: OffsetDeleteRequestPartition, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+def encode_OffsetDeleteRequestPartition_v0(m: OffsetDeleteRequestPartition, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -164,22 +164,22 @@ def decode_OffsetDeleteRequestTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetDel
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetDeleteRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetDeleteRequestPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetDeleteRequestPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetDeleteRequestTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetDeleteRequestTopic_v0(m: OffsetDeleteRequestTopic, out: bytearray) -> None:
+def encode_OffsetDeleteRequestTopic_v0(m: OffsetDeleteRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetDeleteRequestPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetDeleteRequestPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -190,22 +190,22 @@ def decode_OffsetDeleteRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetDeleteRe
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetDeleteRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetDeleteRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetDeleteRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetDeleteRequest(group_id=group_id, topics=topics), pos
 
 
-def encode_OffsetDeleteRequest_v0(m: OffsetDeleteRequest, out: bytearray) -> None:
+def encode_OffsetDeleteRequest_v0(m: OffsetDeleteRequest, out: list[bytes]) -> None:
     write_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetDeleteRequestTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetDeleteRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -216,8 +216,8 @@ def decode_OffsetDeleteResponsePartition_v0(buf: Buffer, pos: int) -> tuple[Offs
     return OffsetDeleteResponsePartition(partition_index=partition_index, error_code=error_code), pos
 
 
-def encode_OffsetDeleteResponsePartition_v0(m: OffsetDeleteResponsePartition, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_OffsetDeleteResponsePartition_v0(m: OffsetDeleteResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -228,22 +228,22 @@ def decode_OffsetDeleteResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetDe
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetDeleteResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetDeleteResponsePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetDeleteResponsePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetDeleteResponseTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetDeleteResponseTopic_v0(m: OffsetDeleteResponseTopic, out: bytearray) -> None:
+def encode_OffsetDeleteResponseTopic_v0(m: OffsetDeleteResponseTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetDeleteResponsePartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetDeleteResponsePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -255,26 +255,24 @@ def decode_OffsetDeleteResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetDeleteR
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetDeleteResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetDeleteResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetDeleteResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetDeleteResponse(error_code=error_code, throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_OffsetDeleteResponse_v0(m: OffsetDeleteResponse, out: bytearray) -> None:
-    out += _S_hi.pack(m.error_code, m.throttle_time_ms)  # field: error_code, throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_OffsetDeleteResponse_v0(m: OffsetDeleteResponse, out: list[bytes]) -> None:
+    out.append(_S_hi.pack(m.error_code, m.throttle_time_ms))  # field: error_code, throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetDeleteResponseTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetDeleteResponseTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
-
-
 
 API_KEY = 47
 API_NAME = 'OffsetDelete'

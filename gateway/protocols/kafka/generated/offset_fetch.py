@@ -84,7 +84,7 @@ class OffsetFetchRequestGroup(msgspec.Struct, gc=False):
 
 
 class OffsetFetchRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetFetchRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -147,7 +147,7 @@ class OffsetFetchResponseGroup(msgspec.Struct, gc=False):
 
 
 class OffsetFetchResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetFetchResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -238,12 +238,12 @@ def decode_OffsetFetchRequestTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetFetc
     return OffsetFetchRequestTopic(name=name, partition_indexes=partition_indexes), pos
 
 
-def encode_OffsetFetchRequestTopic_v0(m: OffsetFetchRequestTopic, out: bytearray) -> None:
+def encode_OffsetFetchRequestTopic_v0(m: OffsetFetchRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -259,16 +259,16 @@ def decode_OffsetFetchRequestTopic_v6(buf: Buffer, pos: int) -> tuple[OffsetFetc
     return OffsetFetchRequestTopic(name=name, partition_indexes=partition_indexes), pos + 1
 
 
-def encode_OffsetFetchRequestTopic_v6(m: OffsetFetchRequestTopic, out: bytearray) -> None:
+def encode_OffsetFetchRequestTopic_v6(m: OffsetFetchRequestTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchRequestTopics_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequestTopics, int]:
@@ -282,46 +282,46 @@ def decode_OffsetFetchRequestTopics_v8(buf: Buffer, pos: int) -> tuple[OffsetFet
     return OffsetFetchRequestTopics(name=name, partition_indexes=partition_indexes), pos + 1
 
 
-def encode_OffsetFetchRequestTopics_v8(m: OffsetFetchRequestTopics, out: bytearray) -> None:
+def encode_OffsetFetchRequestTopics_v8(m: OffsetFetchRequestTopics, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchRequestGroup_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequestGroup, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[OffsetFetchRequestTopics] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetFetchRequestGroup(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequestGroup(group_id=group_id, topics=topics), pos + 1
 
 
-def encode_OffsetFetchRequestGroup_v8(m: OffsetFetchRequestGroup, out: bytearray) -> None:
+def encode_OffsetFetchRequestGroup_v8(m: OffsetFetchRequestGroup, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_OffsetFetchRequestTopics_v8(_item, out)  # field: topics
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_OffsetFetchRequestTopics_v8(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchRequestGroup_v9(buf: Buffer, pos: int) -> tuple[OffsetFetchRequestGroup, int]:
@@ -331,32 +331,32 @@ def decode_OffsetFetchRequestGroup_v9(buf: Buffer, pos: int) -> tuple[OffsetFetc
     pos += 4
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[OffsetFetchRequestTopics] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchRequestTopics_v8(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetFetchRequestGroup(group_id=group_id, member_id=member_id, member_epoch=member_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequestGroup(group_id=group_id, member_id=member_id, member_epoch=member_epoch, topics=topics), pos + 1
 
 
-def encode_OffsetFetchRequestGroup_v9(m: OffsetFetchRequestGroup, out: bytearray) -> None:
+def encode_OffsetFetchRequestGroup_v9(m: OffsetFetchRequestGroup, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_nullable_string(out, m.member_id)  # field: member_id
-    out += _S_i.pack(m.member_epoch)  # field: member_epoch
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_OffsetFetchRequestTopics_v8(_item, out)  # field: topics
+    out.append(_S_i.pack(m.member_epoch))  # field: member_epoch
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_OffsetFetchRequestTopics_v8(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
@@ -365,26 +365,26 @@ def decode_OffsetFetchRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetFetchRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetFetchRequest(group_id=group_id, topics=topics), pos
 
 
-def encode_OffsetFetchRequest_v0(m: OffsetFetchRequest, out: bytearray) -> None:
+def encode_OffsetFetchRequest_v0(m: OffsetFetchRequest, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     if m.require_stable != False:  # field: require_stable
         raise absent_error()  # field: require_stable
     write_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetFetchRequestTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetFetchRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -393,27 +393,27 @@ def decode_OffsetFetchRequest_v2(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     group_id, pos = read_string(buf, pos)  # field: group_id
     _count, pos = read_array_length(buf, pos, 6)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[OffsetFetchRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetFetchRequest(group_id=group_id, topics=topics), pos
 
 
-def encode_OffsetFetchRequest_v2(m: OffsetFetchRequest, out: bytearray) -> None:
+def encode_OffsetFetchRequest_v2(m: OffsetFetchRequest, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     if m.require_stable != False:  # field: require_stable
         raise absent_error()  # field: require_stable
     write_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    write_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_OffsetFetchRequestTopic_v0(_item, out)  # field: topics
+    _items_topics = m.topics
+    write_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_OffsetFetchRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -422,47 +422,47 @@ def decode_OffsetFetchRequest_v6(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[OffsetFetchRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetFetchRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetFetchRequest(group_id=group_id, topics=topics), pos + 1
 
 
-def encode_OffsetFetchRequest_v6(m: OffsetFetchRequest, out: bytearray) -> None:
+def encode_OffsetFetchRequest_v6(m: OffsetFetchRequest, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     if m.require_stable != False:  # field: require_stable
         raise absent_error()  # field: require_stable
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_OffsetFetchRequestTopic_v6(_item, out)  # field: topics
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_OffsetFetchRequestTopic_v6(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchRequest_v7(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
     group_id, pos = read_compact_string(buf, pos)  # field: group_id
     _count, pos = read_compact_array_length(buf, pos, 3)  # field: topics
     if _count < 0:
-        topics = None
+        topics: list[OffsetFetchRequestTopic] | None = None
     else:
         topics = []
-        _append = topics.append
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchRequestTopic_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     require_stable, = _S_o.unpack_from(buf, pos)  # field: require_stable
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -471,20 +471,20 @@ def decode_OffsetFetchRequest_v7(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     return OffsetFetchRequest(group_id=group_id, topics=topics, require_stable=require_stable), pos + 1
 
 
-def encode_OffsetFetchRequest_v7(m: OffsetFetchRequest, out: bytearray) -> None:
+def encode_OffsetFetchRequest_v7(m: OffsetFetchRequest, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    write_compact_array_length(out, _items)  # field: topics
-    if _items is not None:
-        for _item in _items:
-            encode_OffsetFetchRequestTopic_v6(_item, out)  # field: topics
-    out += _S_o.pack(m.require_stable)  # field: require_stable
+    _items_topics = m.topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    if _items_topics is not None:
+        for _item_topics in _items_topics:
+            encode_OffsetFetchRequestTopic_v6(_item_topics, out)  # field: topics
+    out.append(_S_o.pack(m.require_stable))  # field: require_stable
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchRequest_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
@@ -492,11 +492,11 @@ def decode_OffsetFetchRequest_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[OffsetFetchRequestGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestGroup_v8(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_OffsetFetchRequestGroup_v8(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     require_stable, = _S_o.unpack_from(buf, pos)  # field: require_stable
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -505,22 +505,22 @@ def decode_OffsetFetchRequest_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     return OffsetFetchRequest(groups=groups, require_stable=require_stable), pos + 1
 
 
-def encode_OffsetFetchRequest_v8(m: OffsetFetchRequest, out: bytearray) -> None:
+def encode_OffsetFetchRequest_v8(m: OffsetFetchRequest, out: list[bytes]) -> None:
     if m.group_id != '':  # field: group_id
         raise absent_error()  # field: group_id
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    _items = m.groups
-    if _items is None:
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_OffsetFetchRequestGroup_v8(_item, out)  # field: groups
-    out += _S_o.pack(m.require_stable)  # field: require_stable
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_OffsetFetchRequestGroup_v8(_item_groups, out)  # field: groups
+    out.append(_S_o.pack(m.require_stable))  # field: require_stable
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchRequest_v9(buf: Buffer, pos: int) -> tuple[OffsetFetchRequest, int]:
@@ -528,11 +528,11 @@ def decode_OffsetFetchRequest_v9(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[OffsetFetchRequestGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchRequestGroup_v9(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_OffsetFetchRequestGroup_v9(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     require_stable, = _S_o.unpack_from(buf, pos)  # field: require_stable
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -541,22 +541,22 @@ def decode_OffsetFetchRequest_v9(buf: Buffer, pos: int) -> tuple[OffsetFetchRequ
     return OffsetFetchRequest(groups=groups, require_stable=require_stable), pos + 1
 
 
-def encode_OffsetFetchRequest_v9(m: OffsetFetchRequest, out: bytearray) -> None:
+def encode_OffsetFetchRequest_v9(m: OffsetFetchRequest, out: list[bytes]) -> None:
     if m.group_id != '':  # field: group_id
         raise absent_error()  # field: group_id
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    _items = m.groups
-    if _items is None:
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_OffsetFetchRequestGroup_v9(_item, out)  # field: groups
-    out += _S_o.pack(m.require_stable)  # field: require_stable
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_OffsetFetchRequestGroup_v9(_item_groups, out)  # field: groups
+    out.append(_S_o.pack(m.require_stable))  # field: require_stable
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchResponsePartition_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchResponsePartition, int]:
@@ -568,10 +568,10 @@ def decode_OffsetFetchResponsePartition_v0(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetFetchResponsePartition(partition_index=partition_index, committed_offset=committed_offset, metadata=metadata, error_code=error_code), pos
 
 
-def encode_OffsetFetchResponsePartition_v0(m: OffsetFetchResponsePartition, out: bytearray) -> None:
-    out += _S_iq.pack(m.partition_index, m.committed_offset)  # field: partition_index, committed_offset
+def encode_OffsetFetchResponsePartition_v0(m: OffsetFetchResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.partition_index, m.committed_offset))  # field: partition_index, committed_offset
     write_nullable_string(out, m.metadata)  # field: metadata
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -585,10 +585,10 @@ def decode_OffsetFetchResponsePartition_v5(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetFetchResponsePartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code), pos
 
 
-def encode_OffsetFetchResponsePartition_v5(m: OffsetFetchResponsePartition, out: bytearray) -> None:
-    out += _S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch)  # field: partition_index, committed_offset, committed_leader_epoch
+def encode_OffsetFetchResponsePartition_v5(m: OffsetFetchResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch))  # field: partition_index, committed_offset, committed_leader_epoch
     write_nullable_string(out, m.metadata)  # field: metadata
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -605,14 +605,14 @@ def decode_OffsetFetchResponsePartition_v6(buf: Buffer, pos: int) -> tuple[Offse
     return OffsetFetchResponsePartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code), pos + 1
 
 
-def encode_OffsetFetchResponsePartition_v6(m: OffsetFetchResponsePartition, out: bytearray) -> None:
-    out += _S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch)  # field: partition_index, committed_offset, committed_leader_epoch
+def encode_OffsetFetchResponsePartition_v6(m: OffsetFetchResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch))  # field: partition_index, committed_offset, committed_leader_epoch
     write_compact_nullable_string(out, m.metadata)  # field: metadata
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseTopic, int]:
@@ -621,22 +621,22 @@ def decode_OffsetFetchResponseTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetFet
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetFetchResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponsePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetFetchResponsePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetFetchResponseTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetFetchResponseTopic_v0(m: OffsetFetchResponseTopic, out: bytearray) -> None:
+def encode_OffsetFetchResponseTopic_v0(m: OffsetFetchResponseTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetFetchResponsePartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetFetchResponsePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -647,22 +647,22 @@ def decode_OffsetFetchResponseTopic_v5(buf: Buffer, pos: int) -> tuple[OffsetFet
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetFetchResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponsePartition_v5(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetFetchResponsePartition_v5(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetFetchResponseTopic(name=name, partitions=partitions), pos
 
 
-def encode_OffsetFetchResponseTopic_v5(m: OffsetFetchResponseTopic, out: bytearray) -> None:
+def encode_OffsetFetchResponseTopic_v5(m: OffsetFetchResponseTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetFetchResponsePartition_v5(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetFetchResponsePartition_v5(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -673,29 +673,29 @@ def decode_OffsetFetchResponseTopic_v6(buf: Buffer, pos: int) -> tuple[OffsetFet
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetFetchResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponsePartition_v6(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetFetchResponsePartition_v6(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetFetchResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponseTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_OffsetFetchResponseTopic_v6(m: OffsetFetchResponseTopic, out: bytearray) -> None:
+def encode_OffsetFetchResponseTopic_v6(m: OffsetFetchResponseTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetFetchResponsePartition_v6(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetFetchResponsePartition_v6(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchResponsePartitions_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchResponsePartitions, int]:
@@ -710,14 +710,14 @@ def decode_OffsetFetchResponsePartitions_v8(buf: Buffer, pos: int) -> tuple[Offs
     return OffsetFetchResponsePartitions(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, metadata=metadata, error_code=error_code), pos + 1
 
 
-def encode_OffsetFetchResponsePartitions_v8(m: OffsetFetchResponsePartitions, out: bytearray) -> None:
-    out += _S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch)  # field: partition_index, committed_offset, committed_leader_epoch
+def encode_OffsetFetchResponsePartitions_v8(m: OffsetFetchResponsePartitions, out: list[bytes]) -> None:
+    out.append(_S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch))  # field: partition_index, committed_offset, committed_leader_epoch
     write_compact_nullable_string(out, m.metadata)  # field: metadata
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchResponseTopics_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseTopics, int]:
@@ -726,29 +726,29 @@ def decode_OffsetFetchResponseTopics_v8(buf: Buffer, pos: int) -> tuple[OffsetFe
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetFetchResponsePartitions] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponsePartitions_v8(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetFetchResponsePartitions_v8(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetFetchResponseTopics(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponseTopics(name=name, partitions=partitions), pos + 1
 
 
-def encode_OffsetFetchResponseTopics_v8(m: OffsetFetchResponseTopics, out: bytearray) -> None:
+def encode_OffsetFetchResponseTopics_v8(m: OffsetFetchResponseTopics, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetFetchResponsePartitions_v8(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetFetchResponsePartitions_v8(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchResponseGroup_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchResponseGroup, int]:
@@ -757,11 +757,11 @@ def decode_OffsetFetchResponseGroup_v8(buf: Buffer, pos: int) -> tuple[OffsetFet
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetFetchResponseTopics] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponseTopics_v8(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchResponseTopics_v8(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
@@ -770,19 +770,19 @@ def decode_OffsetFetchResponseGroup_v8(buf: Buffer, pos: int) -> tuple[OffsetFet
     return OffsetFetchResponseGroup(group_id=group_id, topics=topics, error_code=error_code), pos + 1
 
 
-def encode_OffsetFetchResponseGroup_v8(m: OffsetFetchResponseGroup, out: bytearray) -> None:
+def encode_OffsetFetchResponseGroup_v8(m: OffsetFetchResponseGroup, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetFetchResponseTopics_v8(_item, out)  # field: topics
-    out += _S_h.pack(m.error_code)  # field: error_code
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetFetchResponseTopics_v8(_item_topics, out)  # field: topics
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
@@ -790,23 +790,23 @@ def decode_OffsetFetchResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetFetchResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetFetchResponse(topics=topics), pos
 
 
-def encode_OffsetFetchResponse_v0(m: OffsetFetchResponse, out: bytearray) -> None:
+def encode_OffsetFetchResponse_v0(m: OffsetFetchResponse, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetFetchResponseTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetFetchResponseTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -816,26 +816,26 @@ def decode_OffsetFetchResponse_v2(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetFetchResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     return OffsetFetchResponse(topics=topics, error_code=error_code), pos
 
 
-def encode_OffsetFetchResponse_v2(m: OffsetFetchResponse, out: bytearray) -> None:
+def encode_OffsetFetchResponse_v2(m: OffsetFetchResponse, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetFetchResponseTopic_v0(_item, out)  # field: topics
-    out += _S_h.pack(m.error_code)  # field: error_code
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetFetchResponseTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -847,27 +847,27 @@ def decode_OffsetFetchResponse_v3(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetFetchResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code), pos
 
 
-def encode_OffsetFetchResponse_v3(m: OffsetFetchResponse, out: bytearray) -> None:
+def encode_OffsetFetchResponse_v3(m: OffsetFetchResponse, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetFetchResponseTopic_v0(_item, out)  # field: topics
-    out += _S_h.pack(m.error_code)  # field: error_code
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetFetchResponseTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -879,27 +879,27 @@ def decode_OffsetFetchResponse_v5(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetFetchResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponseTopic_v5(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchResponseTopic_v5(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code), pos
 
 
-def encode_OffsetFetchResponse_v5(m: OffsetFetchResponse, out: bytearray) -> None:
+def encode_OffsetFetchResponse_v5(m: OffsetFetchResponse, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetFetchResponseTopic_v5(_item, out)  # field: topics
-    out += _S_h.pack(m.error_code)  # field: error_code
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetFetchResponseTopic_v5(_item_topics, out)  # field: topics
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -911,11 +911,11 @@ def decode_OffsetFetchResponse_v6(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetFetchResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponseTopic_v6(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetFetchResponseTopic_v6(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     error_code, = _S_h.unpack_from(buf, pos)  # field: error_code
     pos += 2
     if buf[pos]:  # field: unknown_tagged_fields
@@ -924,21 +924,21 @@ def decode_OffsetFetchResponse_v6(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, topics=topics, error_code=error_code), pos + 1
 
 
-def encode_OffsetFetchResponse_v6(m: OffsetFetchResponse, out: bytearray) -> None:
+def encode_OffsetFetchResponse_v6(m: OffsetFetchResponse, out: list[bytes]) -> None:
     if m.groups is None or len(m.groups) != 0:  # field: groups
         raise absent_error()  # field: groups
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetFetchResponseTopic_v6(_item, out)  # field: topics
-    out += _S_h.pack(m.error_code)  # field: error_code
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetFetchResponseTopic_v6(_item_topics, out)  # field: topics
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetFetchResponse_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchResponse, int]:
@@ -948,33 +948,33 @@ def decode_OffsetFetchResponse_v8(buf: Buffer, pos: int) -> tuple[OffsetFetchRes
     if _count < 0:
         raise null_error()  # field: groups
     else:
-        groups = []
-        _append = groups.append
+        groups: list[OffsetFetchResponseGroup] = []
+        _append_groups = groups.append
         for _ in range(_count):
-            _item, pos = decode_OffsetFetchResponseGroup_v8(buf, pos)  # field: groups
-            _append(_item)
+            _item_groups, pos = decode_OffsetFetchResponseGroup_v8(buf, pos)  # field: groups
+            _append_groups(_item_groups)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, groups=groups, unknown_tagged_fields=_unknown), pos
     return OffsetFetchResponse(throttle_time_ms=throttle_time_ms, groups=groups), pos + 1
 
 
-def encode_OffsetFetchResponse_v8(m: OffsetFetchResponse, out: bytearray) -> None:
+def encode_OffsetFetchResponse_v8(m: OffsetFetchResponse, out: list[bytes]) -> None:
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.groups
-    if _items is None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_groups = m.groups
+    if _items_groups is None:
         raise null_error()  # field: groups
-    write_compact_array_length(out, _items)  # field: groups
-    for _item in _items:
-        encode_OffsetFetchResponseGroup_v8(_item, out)  # field: groups
+    write_compact_array_length(out, _items_groups)  # field: groups
+    for _item_groups in _items_groups:
+        encode_OffsetFetchResponseGroup_v8(_item_groups, out)  # field: groups
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_OffsetFetchRequestTopic_v1 = decode_OffsetFetchRequestTopic_v0
 encode_OffsetFetchRequestTopic_v1 = encode_OffsetFetchRequestTopic_v0
 decode_OffsetFetchRequestTopic_v2 = decode_OffsetFetchRequestTopic_v0

@@ -74,7 +74,7 @@ class OffsetForLeaderEpochRequestOffsetForLeaderTopic(msgspec.Struct, gc=False):
 
 
 class OffsetForLeaderEpochRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetForLeaderEpochRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     replica_id: int = -2
@@ -103,7 +103,7 @@ class OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(msgspec.Struct, gc=
 
 
 class OffsetForLeaderEpochResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka OffsetForLeaderEpochResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -160,8 +160,8 @@ def decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(buf: Buffer, p
     return OffsetForLeaderEpochRequestOffsetForLeaderPartition(partition=partition, leader_epoch=leader_epoch), pos
 
 
-def encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(m: OffsetForLeaderEpochRequestOffsetForLeaderPartition, out: bytearray) -> None:
-    out += _S_ii.pack(m.partition, m.leader_epoch)  # field: partition, leader_epoch
+def encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(m: OffsetForLeaderEpochRequestOffsetForLeaderPartition, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.partition, m.leader_epoch))  # field: partition, leader_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -172,8 +172,8 @@ def decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(buf: Buffer, p
     return OffsetForLeaderEpochRequestOffsetForLeaderPartition(partition=partition, current_leader_epoch=current_leader_epoch, leader_epoch=leader_epoch), pos
 
 
-def encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(m: OffsetForLeaderEpochRequestOffsetForLeaderPartition, out: bytearray) -> None:
-    out += _S_iii.pack(m.partition, m.current_leader_epoch, m.leader_epoch)  # field: partition, current_leader_epoch, leader_epoch
+def encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(m: OffsetForLeaderEpochRequestOffsetForLeaderPartition, out: list[bytes]) -> None:
+    out.append(_S_iii.pack(m.partition, m.current_leader_epoch, m.leader_epoch))  # field: partition, current_leader_epoch, leader_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -187,12 +187,12 @@ def decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(buf: Buffer, p
     return OffsetForLeaderEpochRequestOffsetForLeaderPartition(partition=partition, current_leader_epoch=current_leader_epoch, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(m: OffsetForLeaderEpochRequestOffsetForLeaderPartition, out: bytearray) -> None:
-    out += _S_iii.pack(m.partition, m.current_leader_epoch, m.leader_epoch)  # field: partition, current_leader_epoch, leader_epoch
+def encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(m: OffsetForLeaderEpochRequestOffsetForLeaderPartition, out: list[bytes]) -> None:
+    out.append(_S_iii.pack(m.partition, m.current_leader_epoch, m.leader_epoch))  # field: partition, current_leader_epoch, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequestOffsetForLeaderTopic, int]:
@@ -201,22 +201,22 @@ def decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(buf: Buffer, pos: 
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetForLeaderEpochRequestOffsetForLeaderPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions), pos
 
 
-def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: bytearray) -> None:
+def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -227,22 +227,22 @@ def decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf: Buffer, pos: 
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetForLeaderEpochRequestOffsetForLeaderPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions), pos
 
 
-def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: bytearray) -> None:
+def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -253,29 +253,29 @@ def decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(buf: Buffer, pos: 
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetForLeaderEpochRequestOffsetForLeaderPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochRequestOffsetForLeaderTopic(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: bytearray) -> None:
+def encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(m: OffsetForLeaderEpochRequestOffsetForLeaderTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v4(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetForLeaderEpochRequest_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochRequest, int]:
@@ -283,21 +283,21 @@ def decode_OffsetForLeaderEpochRequest_v0(buf: Buffer, pos: int) -> tuple[Offset
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochRequestOffsetForLeaderTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetForLeaderEpochRequest(topics=topics), pos
 
 
-def encode_OffsetForLeaderEpochRequest_v0(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochRequest_v0(m: OffsetForLeaderEpochRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -307,21 +307,21 @@ def decode_OffsetForLeaderEpochRequest_v2(buf: Buffer, pos: int) -> tuple[Offset
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochRequestOffsetForLeaderTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetForLeaderEpochRequest(topics=topics), pos
 
 
-def encode_OffsetForLeaderEpochRequest_v2(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochRequest_v2(m: OffsetForLeaderEpochRequest, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -333,22 +333,22 @@ def decode_OffsetForLeaderEpochRequest_v3(buf: Buffer, pos: int) -> tuple[Offset
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochRequestOffsetForLeaderTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetForLeaderEpochRequest(replica_id=replica_id, topics=topics), pos
 
 
-def encode_OffsetForLeaderEpochRequest_v3(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.replica_id)  # field: replica_id
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochRequest_v3(m: OffsetForLeaderEpochRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.replica_id))  # field: replica_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -360,29 +360,29 @@ def decode_OffsetForLeaderEpochRequest_v4(buf: Buffer, pos: int) -> tuple[Offset
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochRequestOffsetForLeaderTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetForLeaderEpochRequest(replica_id=replica_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochRequest(replica_id=replica_id, topics=topics), pos + 1
 
 
-def encode_OffsetForLeaderEpochRequest_v4(m: OffsetForLeaderEpochRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.replica_id)  # field: replica_id
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochRequest_v4(m: OffsetForLeaderEpochRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.replica_id))  # field: replica_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochRequestOffsetForLeaderTopic_v4(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetForLeaderEpochResponseEpochEndOffset_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponseEpochEndOffset, int]:
@@ -391,8 +391,8 @@ def decode_OffsetForLeaderEpochResponseEpochEndOffset_v0(buf: Buffer, pos: int) 
     return OffsetForLeaderEpochResponseEpochEndOffset(error_code=error_code, partition=partition, end_offset=end_offset), pos
 
 
-def encode_OffsetForLeaderEpochResponseEpochEndOffset_v0(m: OffsetForLeaderEpochResponseEpochEndOffset, out: bytearray) -> None:
-    out += _S_hiq.pack(m.error_code, m.partition, m.end_offset)  # field: error_code, partition, end_offset
+def encode_OffsetForLeaderEpochResponseEpochEndOffset_v0(m: OffsetForLeaderEpochResponseEpochEndOffset, out: list[bytes]) -> None:
+    out.append(_S_hiq.pack(m.error_code, m.partition, m.end_offset))  # field: error_code, partition, end_offset
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -403,8 +403,8 @@ def decode_OffsetForLeaderEpochResponseEpochEndOffset_v1(buf: Buffer, pos: int) 
     return OffsetForLeaderEpochResponseEpochEndOffset(error_code=error_code, partition=partition, leader_epoch=leader_epoch, end_offset=end_offset), pos
 
 
-def encode_OffsetForLeaderEpochResponseEpochEndOffset_v1(m: OffsetForLeaderEpochResponseEpochEndOffset, out: bytearray) -> None:
-    out += _S_hiiq.pack(m.error_code, m.partition, m.leader_epoch, m.end_offset)  # field: error_code, partition, leader_epoch, end_offset
+def encode_OffsetForLeaderEpochResponseEpochEndOffset_v1(m: OffsetForLeaderEpochResponseEpochEndOffset, out: list[bytes]) -> None:
+    out.append(_S_hiiq.pack(m.error_code, m.partition, m.leader_epoch, m.end_offset))  # field: error_code, partition, leader_epoch, end_offset
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -418,12 +418,12 @@ def decode_OffsetForLeaderEpochResponseEpochEndOffset_v4(buf: Buffer, pos: int) 
     return OffsetForLeaderEpochResponseEpochEndOffset(error_code=error_code, partition=partition, leader_epoch=leader_epoch, end_offset=end_offset), pos + 1
 
 
-def encode_OffsetForLeaderEpochResponseEpochEndOffset_v4(m: OffsetForLeaderEpochResponseEpochEndOffset, out: bytearray) -> None:
-    out += _S_hiiq.pack(m.error_code, m.partition, m.leader_epoch, m.end_offset)  # field: error_code, partition, leader_epoch, end_offset
+def encode_OffsetForLeaderEpochResponseEpochEndOffset_v4(m: OffsetForLeaderEpochResponseEpochEndOffset, out: list[bytes]) -> None:
+    out.append(_S_hiiq.pack(m.error_code, m.partition, m.leader_epoch, m.end_offset))  # field: error_code, partition, leader_epoch, end_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, int]:
@@ -432,22 +432,22 @@ def decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(buf: Buffer
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetForLeaderEpochResponseEpochEndOffset] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions), pos
 
 
-def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: bytearray) -> None:
+def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetForLeaderEpochResponseEpochEndOffset_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetForLeaderEpochResponseEpochEndOffset_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -458,22 +458,22 @@ def decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf: Buffer
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetForLeaderEpochResponseEpochEndOffset] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions), pos
 
 
-def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: bytearray) -> None:
+def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: list[bytes]) -> None:
     write_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetForLeaderEpochResponseEpochEndOffset_v1(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetForLeaderEpochResponseEpochEndOffset_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -484,29 +484,29 @@ def decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(buf: Buffer
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[OffsetForLeaderEpochResponseEpochEndOffset] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v4(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_OffsetForLeaderEpochResponseEpochEndOffset_v4(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochResponseOffsetForLeaderTopicResult(topic=topic, partitions=partitions), pos + 1
 
 
-def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: bytearray) -> None:
+def encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(m: OffsetForLeaderEpochResponseOffsetForLeaderTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.topic)  # field: topic
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_OffsetForLeaderEpochResponseEpochEndOffset_v4(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_OffsetForLeaderEpochResponseEpochEndOffset_v4(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_OffsetForLeaderEpochResponse_v0(buf: Buffer, pos: int) -> tuple[OffsetForLeaderEpochResponse, int]:
@@ -514,21 +514,21 @@ def decode_OffsetForLeaderEpochResponse_v0(buf: Buffer, pos: int) -> tuple[Offse
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetForLeaderEpochResponse(topics=topics), pos
 
 
-def encode_OffsetForLeaderEpochResponse_v0(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochResponse_v0(m: OffsetForLeaderEpochResponse, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -538,21 +538,21 @@ def decode_OffsetForLeaderEpochResponse_v1(buf: Buffer, pos: int) -> tuple[Offse
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetForLeaderEpochResponse(topics=topics), pos
 
 
-def encode_OffsetForLeaderEpochResponse_v1(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochResponse_v1(m: OffsetForLeaderEpochResponse, out: list[bytes]) -> None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -564,22 +564,22 @@ def decode_OffsetForLeaderEpochResponse_v2(buf: Buffer, pos: int) -> tuple[Offse
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return OffsetForLeaderEpochResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_OffsetForLeaderEpochResponse_v2(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochResponse_v2(m: OffsetForLeaderEpochResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -591,31 +591,31 @@ def decode_OffsetForLeaderEpochResponse_v4(buf: Buffer, pos: int) -> tuple[Offse
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[OffsetForLeaderEpochResponseOffsetForLeaderTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return OffsetForLeaderEpochResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return OffsetForLeaderEpochResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_OffsetForLeaderEpochResponse_v4(m: OffsetForLeaderEpochResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_OffsetForLeaderEpochResponse_v4(m: OffsetForLeaderEpochResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_OffsetForLeaderEpochResponseOffsetForLeaderTopicResult_v4(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v1 = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0
 encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v1 = encode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v0
 decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v3 = decode_OffsetForLeaderEpochRequestOffsetForLeaderPartition_v2

@@ -73,7 +73,7 @@ class ProduceRequestTopicProduceData(msgspec.Struct, gc=False):
 
 
 class ProduceRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ProduceRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     transactional_id: str | None = None
@@ -137,7 +137,7 @@ class ProduceResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class ProduceResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ProduceResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     responses: list[ProduceResponseTopicProduceResponse] = []
@@ -222,8 +222,8 @@ def decode_ProduceRequestPartitionProduceData_v0(buf: Buffer, pos: int) -> tuple
     return ProduceRequestPartitionProduceData(index=index, records=records), pos
 
 
-def encode_ProduceRequestPartitionProduceData_v0(m: ProduceRequestPartitionProduceData, out: bytearray) -> None:
-    out += _S_i.pack(m.index)  # field: index
+def encode_ProduceRequestPartitionProduceData_v0(m: ProduceRequestPartitionProduceData, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.index))  # field: index
     write_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -239,13 +239,13 @@ def decode_ProduceRequestPartitionProduceData_v9(buf: Buffer, pos: int) -> tuple
     return ProduceRequestPartitionProduceData(index=index, records=records), pos + 1
 
 
-def encode_ProduceRequestPartitionProduceData_v9(m: ProduceRequestPartitionProduceData, out: bytearray) -> None:
-    out += _S_i.pack(m.index)  # field: index
+def encode_ProduceRequestPartitionProduceData_v9(m: ProduceRequestPartitionProduceData, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.index))  # field: index
     write_compact_nullable_bytes(out, m.records)  # field: records
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceRequestTopicProduceData_v0(buf: Buffer, pos: int) -> tuple[ProduceRequestTopicProduceData, int]:
@@ -254,22 +254,22 @@ def decode_ProduceRequestTopicProduceData_v0(buf: Buffer, pos: int) -> tuple[Pro
     if _count < 0:
         raise null_error()  # field: partition_data
     else:
-        partition_data = []
-        _append = partition_data.append
+        partition_data: list[ProduceRequestPartitionProduceData] = []
+        _append_partition_data = partition_data.append
         for _ in range(_count):
-            _item, pos = decode_ProduceRequestPartitionProduceData_v0(buf, pos)  # field: partition_data
-            _append(_item)
+            _item_partition_data, pos = decode_ProduceRequestPartitionProduceData_v0(buf, pos)  # field: partition_data
+            _append_partition_data(_item_partition_data)
     return ProduceRequestTopicProduceData(name=name, partition_data=partition_data), pos
 
 
-def encode_ProduceRequestTopicProduceData_v0(m: ProduceRequestTopicProduceData, out: bytearray) -> None:
+def encode_ProduceRequestTopicProduceData_v0(m: ProduceRequestTopicProduceData, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_data
-    if _items is None:
+    _items_partition_data = m.partition_data
+    if _items_partition_data is None:
         raise null_error()  # field: partition_data
-    write_array_length(out, _items)  # field: partition_data
-    for _item in _items:
-        encode_ProduceRequestPartitionProduceData_v0(_item, out)  # field: partition_data
+    write_array_length(out, _items_partition_data)  # field: partition_data
+    for _item_partition_data in _items_partition_data:
+        encode_ProduceRequestPartitionProduceData_v0(_item_partition_data, out)  # field: partition_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -280,29 +280,29 @@ def decode_ProduceRequestTopicProduceData_v9(buf: Buffer, pos: int) -> tuple[Pro
     if _count < 0:
         raise null_error()  # field: partition_data
     else:
-        partition_data = []
-        _append = partition_data.append
+        partition_data: list[ProduceRequestPartitionProduceData] = []
+        _append_partition_data = partition_data.append
         for _ in range(_count):
-            _item, pos = decode_ProduceRequestPartitionProduceData_v9(buf, pos)  # field: partition_data
-            _append(_item)
+            _item_partition_data, pos = decode_ProduceRequestPartitionProduceData_v9(buf, pos)  # field: partition_data
+            _append_partition_data(_item_partition_data)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ProduceRequestTopicProduceData(name=name, partition_data=partition_data, unknown_tagged_fields=_unknown), pos
     return ProduceRequestTopicProduceData(name=name, partition_data=partition_data), pos + 1
 
 
-def encode_ProduceRequestTopicProduceData_v9(m: ProduceRequestTopicProduceData, out: bytearray) -> None:
+def encode_ProduceRequestTopicProduceData_v9(m: ProduceRequestTopicProduceData, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_data
-    if _items is None:
+    _items_partition_data = m.partition_data
+    if _items_partition_data is None:
         raise null_error()  # field: partition_data
-    write_compact_array_length(out, _items)  # field: partition_data
-    for _item in _items:
-        encode_ProduceRequestPartitionProduceData_v9(_item, out)  # field: partition_data
+    write_compact_array_length(out, _items_partition_data)  # field: partition_data
+    for _item_partition_data in _items_partition_data:
+        encode_ProduceRequestPartitionProduceData_v9(_item_partition_data, out)  # field: partition_data
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceRequest_v0(buf: Buffer, pos: int) -> tuple[ProduceRequest, int]:
@@ -312,24 +312,24 @@ def decode_ProduceRequest_v0(buf: Buffer, pos: int) -> tuple[ProduceRequest, int
     if _count < 0:
         raise null_error()  # field: topic_data
     else:
-        topic_data = []
-        _append = topic_data.append
+        topic_data: list[ProduceRequestTopicProduceData] = []
+        _append_topic_data = topic_data.append
         for _ in range(_count):
-            _item, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
-            _append(_item)
+            _item_topic_data, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
+            _append_topic_data(_item_topic_data)
     return ProduceRequest(acks=acks, timeout_ms=timeout_ms, topic_data=topic_data), pos
 
 
-def encode_ProduceRequest_v0(m: ProduceRequest, out: bytearray) -> None:
+def encode_ProduceRequest_v0(m: ProduceRequest, out: list[bytes]) -> None:
     if m.transactional_id is not None:  # field: transactional_id
         raise absent_error()  # field: transactional_id
-    out += _S_hi.pack(m.acks, m.timeout_ms)  # field: acks, timeout_ms
-    _items = m.topic_data
-    if _items is None:
+    out.append(_S_hi.pack(m.acks, m.timeout_ms))  # field: acks, timeout_ms
+    _items_topic_data = m.topic_data
+    if _items_topic_data is None:
         raise null_error()  # field: topic_data
-    write_array_length(out, _items)  # field: topic_data
-    for _item in _items:
-        encode_ProduceRequestTopicProduceData_v0(_item, out)  # field: topic_data
+    write_array_length(out, _items_topic_data)  # field: topic_data
+    for _item_topic_data in _items_topic_data:
+        encode_ProduceRequestTopicProduceData_v0(_item_topic_data, out)  # field: topic_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -342,23 +342,23 @@ def decode_ProduceRequest_v3(buf: Buffer, pos: int) -> tuple[ProduceRequest, int
     if _count < 0:
         raise null_error()  # field: topic_data
     else:
-        topic_data = []
-        _append = topic_data.append
+        topic_data: list[ProduceRequestTopicProduceData] = []
+        _append_topic_data = topic_data.append
         for _ in range(_count):
-            _item, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
-            _append(_item)
+            _item_topic_data, pos = decode_ProduceRequestTopicProduceData_v0(buf, pos)  # field: topic_data
+            _append_topic_data(_item_topic_data)
     return ProduceRequest(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=topic_data), pos
 
 
-def encode_ProduceRequest_v3(m: ProduceRequest, out: bytearray) -> None:
+def encode_ProduceRequest_v3(m: ProduceRequest, out: list[bytes]) -> None:
     write_nullable_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_hi.pack(m.acks, m.timeout_ms)  # field: acks, timeout_ms
-    _items = m.topic_data
-    if _items is None:
+    out.append(_S_hi.pack(m.acks, m.timeout_ms))  # field: acks, timeout_ms
+    _items_topic_data = m.topic_data
+    if _items_topic_data is None:
         raise null_error()  # field: topic_data
-    write_array_length(out, _items)  # field: topic_data
-    for _item in _items:
-        encode_ProduceRequestTopicProduceData_v0(_item, out)  # field: topic_data
+    write_array_length(out, _items_topic_data)  # field: topic_data
+    for _item_topic_data in _items_topic_data:
+        encode_ProduceRequestTopicProduceData_v0(_item_topic_data, out)  # field: topic_data
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -371,30 +371,30 @@ def decode_ProduceRequest_v9(buf: Buffer, pos: int) -> tuple[ProduceRequest, int
     if _count < 0:
         raise null_error()  # field: topic_data
     else:
-        topic_data = []
-        _append = topic_data.append
+        topic_data: list[ProduceRequestTopicProduceData] = []
+        _append_topic_data = topic_data.append
         for _ in range(_count):
-            _item, pos = decode_ProduceRequestTopicProduceData_v9(buf, pos)  # field: topic_data
-            _append(_item)
+            _item_topic_data, pos = decode_ProduceRequestTopicProduceData_v9(buf, pos)  # field: topic_data
+            _append_topic_data(_item_topic_data)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ProduceRequest(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=topic_data, unknown_tagged_fields=_unknown), pos
     return ProduceRequest(transactional_id=transactional_id, acks=acks, timeout_ms=timeout_ms, topic_data=topic_data), pos + 1
 
 
-def encode_ProduceRequest_v9(m: ProduceRequest, out: bytearray) -> None:
+def encode_ProduceRequest_v9(m: ProduceRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.transactional_id)  # field: transactional_id
-    out += _S_hi.pack(m.acks, m.timeout_ms)  # field: acks, timeout_ms
-    _items = m.topic_data
-    if _items is None:
+    out.append(_S_hi.pack(m.acks, m.timeout_ms))  # field: acks, timeout_ms
+    _items_topic_data = m.topic_data
+    if _items_topic_data is None:
         raise null_error()  # field: topic_data
-    write_compact_array_length(out, _items)  # field: topic_data
-    for _item in _items:
-        encode_ProduceRequestTopicProduceData_v9(_item, out)  # field: topic_data
+    write_compact_array_length(out, _items_topic_data)  # field: topic_data
+    for _item_topic_data in _items_topic_data:
+        encode_ProduceRequestTopicProduceData_v9(_item_topic_data, out)  # field: topic_data
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponseBatchIndexAndErrorMessage_v8(buf: Buffer, pos: int) -> tuple[ProduceResponseBatchIndexAndErrorMessage, int]:
@@ -404,8 +404,8 @@ def decode_ProduceResponseBatchIndexAndErrorMessage_v8(buf: Buffer, pos: int) ->
     return ProduceResponseBatchIndexAndErrorMessage(batch_index=batch_index, batch_index_error_message=batch_index_error_message), pos
 
 
-def encode_ProduceResponseBatchIndexAndErrorMessage_v8(m: ProduceResponseBatchIndexAndErrorMessage, out: bytearray) -> None:
-    out += _S_i.pack(m.batch_index)  # field: batch_index
+def encode_ProduceResponseBatchIndexAndErrorMessage_v8(m: ProduceResponseBatchIndexAndErrorMessage, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.batch_index))  # field: batch_index
     write_nullable_string(out, m.batch_index_error_message)  # field: batch_index_error_message
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -421,13 +421,13 @@ def decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf: Buffer, pos: int) ->
     return ProduceResponseBatchIndexAndErrorMessage(batch_index=batch_index, batch_index_error_message=batch_index_error_message), pos + 1
 
 
-def encode_ProduceResponseBatchIndexAndErrorMessage_v9(m: ProduceResponseBatchIndexAndErrorMessage, out: bytearray) -> None:
-    out += _S_i.pack(m.batch_index)  # field: batch_index
+def encode_ProduceResponseBatchIndexAndErrorMessage_v9(m: ProduceResponseBatchIndexAndErrorMessage, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.batch_index))  # field: batch_index
     write_compact_nullable_string(out, m.batch_index_error_message)  # field: batch_index_error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponseLeaderIdAndEpoch_v10(buf: Buffer, pos: int) -> tuple[ProduceResponseLeaderIdAndEpoch, int]:
@@ -439,12 +439,12 @@ def decode_ProduceResponseLeaderIdAndEpoch_v10(buf: Buffer, pos: int) -> tuple[P
     return ProduceResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_ProduceResponseLeaderIdAndEpoch_v10(m: ProduceResponseLeaderIdAndEpoch, out: bytearray) -> None:
-    out += _S_ii.pack(m.leader_id, m.leader_epoch)  # field: leader_id, leader_epoch
+def encode_ProduceResponseLeaderIdAndEpoch_v10(m: ProduceResponseLeaderIdAndEpoch, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.leader_id, m.leader_epoch))  # field: leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponsePartitionProduceResponse_v0(buf: Buffer, pos: int) -> tuple[ProduceResponsePartitionProduceResponse, int]:
@@ -453,10 +453,10 @@ def decode_ProduceResponsePartitionProduceResponse_v0(buf: Buffer, pos: int) -> 
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset), pos
 
 
-def encode_ProduceResponsePartitionProduceResponse_v0(m: ProduceResponsePartitionProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponsePartitionProduceResponse_v0(m: ProduceResponsePartitionProduceResponse, out: list[bytes]) -> None:
     if m.current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
-    out += _S_ihq.pack(m.index, m.error_code, m.base_offset)  # field: index, error_code, base_offset
+    out.append(_S_ihq.pack(m.index, m.error_code, m.base_offset))  # field: index, error_code, base_offset
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -467,10 +467,10 @@ def decode_ProduceResponsePartitionProduceResponse_v2(buf: Buffer, pos: int) -> 
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms), pos
 
 
-def encode_ProduceResponsePartitionProduceResponse_v2(m: ProduceResponsePartitionProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponsePartitionProduceResponse_v2(m: ProduceResponsePartitionProduceResponse, out: list[bytes]) -> None:
     if m.current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
-    out += _S_ihqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms)  # field: index, error_code, base_offset, log_append_time_ms
+    out.append(_S_ihqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms))  # field: index, error_code, base_offset, log_append_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -481,10 +481,10 @@ def decode_ProduceResponsePartitionProduceResponse_v5(buf: Buffer, pos: int) -> 
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset), pos
 
 
-def encode_ProduceResponsePartitionProduceResponse_v5(m: ProduceResponsePartitionProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponsePartitionProduceResponse_v5(m: ProduceResponsePartitionProduceResponse, out: list[bytes]) -> None:
     if m.current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
-    out += _S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
+    out.append(_S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset))  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -496,25 +496,25 @@ def decode_ProduceResponsePartitionProduceResponse_v8(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: record_errors
     else:
-        record_errors = []
-        _append = record_errors.append
+        record_errors: list[ProduceResponseBatchIndexAndErrorMessage] = []
+        _append_record_errors = record_errors.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v8(buf, pos)  # field: record_errors
-            _append(_item)
+            _item_record_errors, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v8(buf, pos)  # field: record_errors
+            _append_record_errors(_item_record_errors)
     error_message, pos = read_nullable_string(buf, pos)  # field: error_message
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message), pos
 
 
-def encode_ProduceResponsePartitionProduceResponse_v8(m: ProduceResponsePartitionProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponsePartitionProduceResponse_v8(m: ProduceResponsePartitionProduceResponse, out: list[bytes]) -> None:
     if m.current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
-    out += _S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
-    _items = m.record_errors
-    if _items is None:
+    out.append(_S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset))  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
+    _items_record_errors = m.record_errors
+    if _items_record_errors is None:
         raise null_error()  # field: record_errors
-    write_array_length(out, _items)  # field: record_errors
-    for _item in _items:
-        encode_ProduceResponseBatchIndexAndErrorMessage_v8(_item, out)  # field: record_errors
+    write_array_length(out, _items_record_errors)  # field: record_errors
+    for _item_record_errors in _items_record_errors:
+        encode_ProduceResponseBatchIndexAndErrorMessage_v8(_item_record_errors, out)  # field: record_errors
     write_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -527,11 +527,11 @@ def decode_ProduceResponsePartitionProduceResponse_v9(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: record_errors
     else:
-        record_errors = []
-        _append = record_errors.append
+        record_errors: list[ProduceResponseBatchIndexAndErrorMessage] = []
+        _append_record_errors = record_errors.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
-            _append(_item)
+            _item_record_errors, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
+            _append_record_errors(_item_record_errors)
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
@@ -539,21 +539,21 @@ def decode_ProduceResponsePartitionProduceResponse_v9(buf: Buffer, pos: int) -> 
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message), pos + 1
 
 
-def encode_ProduceResponsePartitionProduceResponse_v9(m: ProduceResponsePartitionProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponsePartitionProduceResponse_v9(m: ProduceResponsePartitionProduceResponse, out: list[bytes]) -> None:
     if m.current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:  # field: current_leader
         raise absent_error()  # field: current_leader
-    out += _S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
-    _items = m.record_errors
-    if _items is None:
+    out.append(_S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset))  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
+    _items_record_errors = m.record_errors
+    if _items_record_errors is None:
         raise null_error()  # field: record_errors
-    write_compact_array_length(out, _items)  # field: record_errors
-    for _item in _items:
-        encode_ProduceResponseBatchIndexAndErrorMessage_v9(_item, out)  # field: record_errors
+    write_compact_array_length(out, _items_record_errors)  # field: record_errors
+    for _item_record_errors in _items_record_errors:
+        encode_ProduceResponseBatchIndexAndErrorMessage_v9(_item_record_errors, out)  # field: record_errors
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponsePartitionProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponsePartitionProduceResponse, int]:
@@ -563,14 +563,14 @@ def decode_ProduceResponsePartitionProduceResponse_v10(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: record_errors
     else:
-        record_errors = []
-        _append = record_errors.append
+        record_errors: list[ProduceResponseBatchIndexAndErrorMessage] = []
+        _append_record_errors = record_errors.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
-            _append(_item)
+            _item_record_errors, pos = decode_ProduceResponseBatchIndexAndErrorMessage_v9(buf, pos)  # field: record_errors
+            _append_record_errors(_item_record_errors)
     error_message, pos = read_compact_nullable_string(buf, pos)  # field: error_message
     if buf[pos]:  # field: unknown_tagged_fields
-        current_leader = ProduceResponseLeaderIdAndEpoch()
+        current_leader: ProduceResponseLeaderIdAndEpoch = ProduceResponseLeaderIdAndEpoch()
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -585,25 +585,25 @@ def decode_ProduceResponsePartitionProduceResponse_v10(buf: Buffer, pos: int) ->
     return ProduceResponsePartitionProduceResponse(index=index, error_code=error_code, base_offset=base_offset, log_append_time_ms=log_append_time_ms, log_start_offset=log_start_offset, record_errors=record_errors, error_message=error_message), pos + 1
 
 
-def encode_ProduceResponsePartitionProduceResponse_v10(m: ProduceResponsePartitionProduceResponse, out: bytearray) -> None:
-    out += _S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset)  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
-    _items = m.record_errors
-    if _items is None:
+def encode_ProduceResponsePartitionProduceResponse_v10(m: ProduceResponsePartitionProduceResponse, out: list[bytes]) -> None:
+    out.append(_S_ihqqq.pack(m.index, m.error_code, m.base_offset, m.log_append_time_ms, m.log_start_offset))  # field: index, error_code, base_offset, log_append_time_ms, log_start_offset
+    _items_record_errors = m.record_errors
+    if _items_record_errors is None:
         raise null_error()  # field: record_errors
-    write_compact_array_length(out, _items)  # field: record_errors
-    for _item in _items:
-        encode_ProduceResponseBatchIndexAndErrorMessage_v9(_item, out)  # field: record_errors
+    write_compact_array_length(out, _items_record_errors)  # field: record_errors
+    for _item_record_errors in _items_record_errors:
+        encode_ProduceResponseBatchIndexAndErrorMessage_v9(_item_record_errors, out)  # field: record_errors
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.current_leader
-    if _value != _DEFAULT_ProduceResponseLeaderIdAndEpoch:
-        _buffer = bytearray()
-        encode_ProduceResponseLeaderIdAndEpoch_v10(_value, _buffer)  # field: current_leader
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_current_leader = m.current_leader
+    if _value_current_leader != _DEFAULT_ProduceResponseLeaderIdAndEpoch:
+        _buffer: list[bytes] = []
+        encode_ProduceResponseLeaderIdAndEpoch_v10(_value_current_leader, _buffer)  # field: current_leader
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponseTopicProduceResponse_v0(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
@@ -612,22 +612,22 @@ def decode_ProduceResponseTopicProduceResponse_v0(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partition_responses
     else:
-        partition_responses = []
-        _append = partition_responses.append
+        partition_responses: list[ProduceResponsePartitionProduceResponse] = []
+        _append_partition_responses = partition_responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponsePartitionProduceResponse_v0(buf, pos)  # field: partition_responses
-            _append(_item)
+            _item_partition_responses, pos = decode_ProduceResponsePartitionProduceResponse_v0(buf, pos)  # field: partition_responses
+            _append_partition_responses(_item_partition_responses)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
-def encode_ProduceResponseTopicProduceResponse_v0(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponseTopicProduceResponse_v0(m: ProduceResponseTopicProduceResponse, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_responses
-    if _items is None:
+    _items_partition_responses = m.partition_responses
+    if _items_partition_responses is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, _items)  # field: partition_responses
-    for _item in _items:
-        encode_ProduceResponsePartitionProduceResponse_v0(_item, out)  # field: partition_responses
+    write_array_length(out, _items_partition_responses)  # field: partition_responses
+    for _item_partition_responses in _items_partition_responses:
+        encode_ProduceResponsePartitionProduceResponse_v0(_item_partition_responses, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -638,22 +638,22 @@ def decode_ProduceResponseTopicProduceResponse_v2(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partition_responses
     else:
-        partition_responses = []
-        _append = partition_responses.append
+        partition_responses: list[ProduceResponsePartitionProduceResponse] = []
+        _append_partition_responses = partition_responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponsePartitionProduceResponse_v2(buf, pos)  # field: partition_responses
-            _append(_item)
+            _item_partition_responses, pos = decode_ProduceResponsePartitionProduceResponse_v2(buf, pos)  # field: partition_responses
+            _append_partition_responses(_item_partition_responses)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
-def encode_ProduceResponseTopicProduceResponse_v2(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponseTopicProduceResponse_v2(m: ProduceResponseTopicProduceResponse, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_responses
-    if _items is None:
+    _items_partition_responses = m.partition_responses
+    if _items_partition_responses is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, _items)  # field: partition_responses
-    for _item in _items:
-        encode_ProduceResponsePartitionProduceResponse_v2(_item, out)  # field: partition_responses
+    write_array_length(out, _items_partition_responses)  # field: partition_responses
+    for _item_partition_responses in _items_partition_responses:
+        encode_ProduceResponsePartitionProduceResponse_v2(_item_partition_responses, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -664,22 +664,22 @@ def decode_ProduceResponseTopicProduceResponse_v5(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partition_responses
     else:
-        partition_responses = []
-        _append = partition_responses.append
+        partition_responses: list[ProduceResponsePartitionProduceResponse] = []
+        _append_partition_responses = partition_responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponsePartitionProduceResponse_v5(buf, pos)  # field: partition_responses
-            _append(_item)
+            _item_partition_responses, pos = decode_ProduceResponsePartitionProduceResponse_v5(buf, pos)  # field: partition_responses
+            _append_partition_responses(_item_partition_responses)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
-def encode_ProduceResponseTopicProduceResponse_v5(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponseTopicProduceResponse_v5(m: ProduceResponseTopicProduceResponse, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_responses
-    if _items is None:
+    _items_partition_responses = m.partition_responses
+    if _items_partition_responses is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, _items)  # field: partition_responses
-    for _item in _items:
-        encode_ProduceResponsePartitionProduceResponse_v5(_item, out)  # field: partition_responses
+    write_array_length(out, _items_partition_responses)  # field: partition_responses
+    for _item_partition_responses in _items_partition_responses:
+        encode_ProduceResponsePartitionProduceResponse_v5(_item_partition_responses, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -690,22 +690,22 @@ def decode_ProduceResponseTopicProduceResponse_v8(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partition_responses
     else:
-        partition_responses = []
-        _append = partition_responses.append
+        partition_responses: list[ProduceResponsePartitionProduceResponse] = []
+        _append_partition_responses = partition_responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponsePartitionProduceResponse_v8(buf, pos)  # field: partition_responses
-            _append(_item)
+            _item_partition_responses, pos = decode_ProduceResponsePartitionProduceResponse_v8(buf, pos)  # field: partition_responses
+            _append_partition_responses(_item_partition_responses)
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos
 
 
-def encode_ProduceResponseTopicProduceResponse_v8(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponseTopicProduceResponse_v8(m: ProduceResponseTopicProduceResponse, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_responses
-    if _items is None:
+    _items_partition_responses = m.partition_responses
+    if _items_partition_responses is None:
         raise null_error()  # field: partition_responses
-    write_array_length(out, _items)  # field: partition_responses
-    for _item in _items:
-        encode_ProduceResponsePartitionProduceResponse_v8(_item, out)  # field: partition_responses
+    write_array_length(out, _items_partition_responses)  # field: partition_responses
+    for _item_partition_responses in _items_partition_responses:
+        encode_ProduceResponsePartitionProduceResponse_v8(_item_partition_responses, out)  # field: partition_responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -716,29 +716,29 @@ def decode_ProduceResponseTopicProduceResponse_v9(buf: Buffer, pos: int) -> tupl
     if _count < 0:
         raise null_error()  # field: partition_responses
     else:
-        partition_responses = []
-        _append = partition_responses.append
+        partition_responses: list[ProduceResponsePartitionProduceResponse] = []
+        _append_partition_responses = partition_responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponsePartitionProduceResponse_v9(buf, pos)  # field: partition_responses
-            _append(_item)
+            _item_partition_responses, pos = decode_ProduceResponsePartitionProduceResponse_v9(buf, pos)  # field: partition_responses
+            _append_partition_responses(_item_partition_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses, unknown_tagged_fields=_unknown), pos
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos + 1
 
 
-def encode_ProduceResponseTopicProduceResponse_v9(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponseTopicProduceResponse_v9(m: ProduceResponseTopicProduceResponse, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_responses
-    if _items is None:
+    _items_partition_responses = m.partition_responses
+    if _items_partition_responses is None:
         raise null_error()  # field: partition_responses
-    write_compact_array_length(out, _items)  # field: partition_responses
-    for _item in _items:
-        encode_ProduceResponsePartitionProduceResponse_v9(_item, out)  # field: partition_responses
+    write_compact_array_length(out, _items_partition_responses)  # field: partition_responses
+    for _item_partition_responses in _items_partition_responses:
+        encode_ProduceResponsePartitionProduceResponse_v9(_item_partition_responses, out)  # field: partition_responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponseTopicProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponseTopicProduceResponse, int]:
@@ -747,29 +747,29 @@ def decode_ProduceResponseTopicProduceResponse_v10(buf: Buffer, pos: int) -> tup
     if _count < 0:
         raise null_error()  # field: partition_responses
     else:
-        partition_responses = []
-        _append = partition_responses.append
+        partition_responses: list[ProduceResponsePartitionProduceResponse] = []
+        _append_partition_responses = partition_responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponsePartitionProduceResponse_v10(buf, pos)  # field: partition_responses
-            _append(_item)
+            _item_partition_responses, pos = decode_ProduceResponsePartitionProduceResponse_v10(buf, pos)  # field: partition_responses
+            _append_partition_responses(_item_partition_responses)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses, unknown_tagged_fields=_unknown), pos
     return ProduceResponseTopicProduceResponse(name=name, partition_responses=partition_responses), pos + 1
 
 
-def encode_ProduceResponseTopicProduceResponse_v10(m: ProduceResponseTopicProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponseTopicProduceResponse_v10(m: ProduceResponseTopicProduceResponse, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_responses
-    if _items is None:
+    _items_partition_responses = m.partition_responses
+    if _items_partition_responses is None:
         raise null_error()  # field: partition_responses
-    write_compact_array_length(out, _items)  # field: partition_responses
-    for _item in _items:
-        encode_ProduceResponsePartitionProduceResponse_v10(_item, out)  # field: partition_responses
+    write_compact_array_length(out, _items_partition_responses)  # field: partition_responses
+    for _item_partition_responses in _items_partition_responses:
+        encode_ProduceResponsePartitionProduceResponse_v10(_item_partition_responses, out)  # field: partition_responses
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponseNodeEndpoint_v10(buf: Buffer, pos: int) -> tuple[ProduceResponseNodeEndpoint, int]:
@@ -785,15 +785,15 @@ def decode_ProduceResponseNodeEndpoint_v10(buf: Buffer, pos: int) -> tuple[Produ
     return ProduceResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
-def encode_ProduceResponseNodeEndpoint_v10(m: ProduceResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_ProduceResponseNodeEndpoint_v10(m: ProduceResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponse_v0(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
@@ -801,23 +801,23 @@ def decode_ProduceResponse_v0(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ProduceResponseTopicProduceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     return ProduceResponse(responses=responses), pos
 
 
-def encode_ProduceResponse_v0(m: ProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponse_v0(m: ProduceResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ProduceResponseTopicProduceResponse_v0(_item, out)  # field: responses
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ProduceResponseTopicProduceResponse_v0(_item_responses, out)  # field: responses
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -827,26 +827,26 @@ def decode_ProduceResponse_v1(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ProduceResponseTopicProduceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ProduceResponseTopicProduceResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_ProduceResponse_v1(m: ProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponse_v1(m: ProduceResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ProduceResponseTopicProduceResponse_v0(_item, out)  # field: responses
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ProduceResponseTopicProduceResponse_v0(_item_responses, out)  # field: responses
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -856,26 +856,26 @@ def decode_ProduceResponse_v2(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ProduceResponseTopicProduceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseTopicProduceResponse_v2(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ProduceResponseTopicProduceResponse_v2(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_ProduceResponse_v2(m: ProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponse_v2(m: ProduceResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ProduceResponseTopicProduceResponse_v2(_item, out)  # field: responses
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ProduceResponseTopicProduceResponse_v2(_item_responses, out)  # field: responses
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -885,26 +885,26 @@ def decode_ProduceResponse_v5(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ProduceResponseTopicProduceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseTopicProduceResponse_v5(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ProduceResponseTopicProduceResponse_v5(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_ProduceResponse_v5(m: ProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponse_v5(m: ProduceResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ProduceResponseTopicProduceResponse_v5(_item, out)  # field: responses
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ProduceResponseTopicProduceResponse_v5(_item_responses, out)  # field: responses
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -914,26 +914,26 @@ def decode_ProduceResponse_v8(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ProduceResponseTopicProduceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseTopicProduceResponse_v8(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ProduceResponseTopicProduceResponse_v8(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos
 
 
-def encode_ProduceResponse_v8(m: ProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponse_v8(m: ProduceResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ProduceResponseTopicProduceResponse_v8(_item, out)  # field: responses
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ProduceResponseTopicProduceResponse_v8(_item_responses, out)  # field: responses
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -943,11 +943,11 @@ def decode_ProduceResponse_v9(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ProduceResponseTopicProduceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseTopicProduceResponse_v9(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ProduceResponseTopicProduceResponse_v9(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -956,20 +956,20 @@ def decode_ProduceResponse_v9(buf: Buffer, pos: int) -> tuple[ProduceResponse, i
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_ProduceResponse_v9(m: ProduceResponse, out: bytearray) -> None:
+def encode_ProduceResponse_v9(m: ProduceResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ProduceResponseTopicProduceResponse_v9(_item, out)  # field: responses
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ProduceResponseTopicProduceResponse_v9(_item_responses, out)  # field: responses
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponse, int]:
@@ -977,15 +977,15 @@ def decode_ProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponse, 
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ProduceResponseTopicProduceResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ProduceResponseTopicProduceResponse_v10(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ProduceResponseTopicProduceResponse_v10(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     throttle_time_ms, = _S_i.unpack_from(buf, pos)  # field: throttle_time_ms
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
-        node_endpoints = []
+        node_endpoints: list[ProduceResponseNodeEndpoint] = []
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -996,10 +996,10 @@ def decode_ProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponse, 
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    _append = node_endpoints.append
+                    _append_node_endpoints = node_endpoints.append
                     for _ in range(_count):
-                        _item, pos = decode_ProduceResponseNodeEndpoint_v10(buf, pos)  # field: node_endpoints
-                        _append(_item)
+                        _item_node_endpoints, pos = decode_ProduceResponseNodeEndpoint_v10(buf, pos)  # field: node_endpoints
+                        _append_node_endpoints(_item_node_endpoints)
                 check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
                 _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
@@ -1008,31 +1008,31 @@ def decode_ProduceResponse_v10(buf: Buffer, pos: int) -> tuple[ProduceResponse, 
     return ProduceResponse(responses=responses, throttle_time_ms=throttle_time_ms), pos + 1
 
 
-def encode_ProduceResponse_v10(m: ProduceResponse, out: bytearray) -> None:
-    _items = m.responses
-    if _items is None:
+def encode_ProduceResponse_v10(m: ProduceResponse, out: list[bytes]) -> None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ProduceResponseTopicProduceResponse_v10(_item, out)  # field: responses
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.node_endpoints
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ProduceResponseTopicProduceResponse_v10(_item_responses, out)  # field: responses
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_node_endpoints = m.node_endpoints
+    if _value_node_endpoints is None or len(_value_node_endpoints) != 0:
+        _buffer: list[bytes] = []
+        _items_node_endpoints = _value_node_endpoints
+        if _items_node_endpoints is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(_buffer, _items)  # field: node_endpoints
-        for _item in _items:
-            encode_ProduceResponseNodeEndpoint_v10(_item, _buffer)  # field: node_endpoints
+        write_compact_array_length(_buffer, _items_node_endpoints)  # field: node_endpoints
+        for _item_node_endpoints in _items_node_endpoints:
+            encode_ProduceResponseNodeEndpoint_v10(_item_node_endpoints, _buffer)  # field: node_endpoints
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_ProduceRequestPartitionProduceData_v1 = decode_ProduceRequestPartitionProduceData_v0
 encode_ProduceRequestPartitionProduceData_v1 = encode_ProduceRequestPartitionProduceData_v0
 decode_ProduceRequestPartitionProduceData_v2 = decode_ProduceRequestPartitionProduceData_v0

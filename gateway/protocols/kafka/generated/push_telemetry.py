@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class PushTelemetryRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka PushTelemetryRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     client_instance_id: UUID = ZERO_UUID
@@ -67,7 +67,7 @@ class PushTelemetryRequest(msgspec.Struct, gc=False):
 
 
 class PushTelemetryResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka PushTelemetryResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -106,13 +106,13 @@ def decode_PushTelemetryRequest_v0(buf: Buffer, pos: int) -> tuple[PushTelemetry
     return PushTelemetryRequest(client_instance_id=client_instance_id, subscription_id=subscription_id, terminating=terminating, compression_type=compression_type, metrics=metrics), pos + 1
 
 
-def encode_PushTelemetryRequest_v0(m: PushTelemetryRequest, out: bytearray) -> None:
-    out += _S_16siob.pack(m.client_instance_id.bytes, m.subscription_id, m.terminating, m.compression_type)  # field: client_instance_id, subscription_id, terminating, compression_type
+def encode_PushTelemetryRequest_v0(m: PushTelemetryRequest, out: list[bytes]) -> None:
+    out.append(_S_16siob.pack(m.client_instance_id.bytes, m.subscription_id, m.terminating, m.compression_type))  # field: client_instance_id, subscription_id, terminating, compression_type
     write_compact_bytes(out, m.metrics)  # field: metrics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_PushTelemetryResponse_v0(buf: Buffer, pos: int) -> tuple[PushTelemetryResponse, int]:
@@ -124,14 +124,12 @@ def decode_PushTelemetryResponse_v0(buf: Buffer, pos: int) -> tuple[PushTelemetr
     return PushTelemetryResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 
-def encode_PushTelemetryResponse_v0(m: PushTelemetryResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_PushTelemetryResponse_v0(m: PushTelemetryResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 72
 API_NAME = 'PushTelemetry'

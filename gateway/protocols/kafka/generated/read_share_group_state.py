@@ -73,7 +73,7 @@ class ReadShareGroupStateRequestReadStateData(msgspec.Struct, gc=False):
 
 
 class ReadShareGroupStateRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ReadShareGroupStateRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -115,7 +115,7 @@ class ReadShareGroupStateResponseReadStateResult(msgspec.Struct, gc=False):
 
 
 class ReadShareGroupStateResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ReadShareGroupStateResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     results: list[ReadShareGroupStateResponseReadStateResult] = []
@@ -181,12 +181,12 @@ def decode_ReadShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: int) -> 
     return ReadShareGroupStateRequestPartitionData(partition=partition, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_ReadShareGroupStateRequestPartitionData_v0(m: ReadShareGroupStateRequestPartitionData, out: bytearray) -> None:
-    out += _S_ii.pack(m.partition, m.leader_epoch)  # field: partition, leader_epoch
+def encode_ReadShareGroupStateRequestPartitionData_v0(m: ReadShareGroupStateRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.partition, m.leader_epoch))  # field: partition, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateRequestReadStateData_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateRequestReadStateData, int]:
@@ -197,29 +197,29 @@ def decode_ReadShareGroupStateRequestReadStateData_v0(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ReadShareGroupStateRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ReadShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateRequestReadStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateRequestReadStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ReadShareGroupStateRequestReadStateData_v0(m: ReadShareGroupStateRequestReadStateData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ReadShareGroupStateRequestReadStateData_v0(m: ReadShareGroupStateRequestReadStateData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ReadShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ReadShareGroupStateRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateRequest, int]:
@@ -228,29 +228,29 @@ def decode_ReadShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[ReadSha
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ReadShareGroupStateRequestReadStateData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateRequestReadStateData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ReadShareGroupStateRequestReadStateData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
-def encode_ReadShareGroupStateRequest_v0(m: ReadShareGroupStateRequest, out: bytearray) -> None:
+def encode_ReadShareGroupStateRequest_v0(m: ReadShareGroupStateRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ReadShareGroupStateRequestReadStateData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ReadShareGroupStateRequestReadStateData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateResponseStateBatch_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateResponseStateBatch, int]:
@@ -262,12 +262,12 @@ def decode_ReadShareGroupStateResponseStateBatch_v0(buf: Buffer, pos: int) -> tu
     return ReadShareGroupStateResponseStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count), pos + 1
 
 
-def encode_ReadShareGroupStateResponseStateBatch_v0(m: ReadShareGroupStateResponseStateBatch, out: bytearray) -> None:
-    out += _S_qqbh.pack(m.first_offset, m.last_offset, m.delivery_state, m.delivery_count)  # field: first_offset, last_offset, delivery_state, delivery_count
+def encode_ReadShareGroupStateResponseStateBatch_v0(m: ReadShareGroupStateResponseStateBatch, out: list[bytes]) -> None:
+    out.append(_S_qqbh.pack(m.first_offset, m.last_offset, m.delivery_state, m.delivery_count))  # field: first_offset, last_offset, delivery_state, delivery_count
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateResponsePartitionResult, int]:
@@ -280,31 +280,31 @@ def decode_ReadShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int) 
     if _count < 0:
         raise null_error()  # field: state_batches
     else:
-        state_batches = []
-        _append = state_batches.append
+        state_batches: list[ReadShareGroupStateResponseStateBatch] = []
+        _append_state_batches = state_batches.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateResponseStateBatch_v0(buf, pos)  # field: state_batches
-            _append(_item)
+            _item_state_batches, pos = decode_ReadShareGroupStateResponseStateBatch_v0(buf, pos)  # field: state_batches
+            _append_state_batches(_item_state_batches)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset, state_batches=state_batches, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset, state_batches=state_batches), pos + 1
 
 
-def encode_ReadShareGroupStateResponsePartitionResult_v0(m: ReadShareGroupStateResponsePartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition, m.error_code)  # field: partition, error_code
+def encode_ReadShareGroupStateResponsePartitionResult_v0(m: ReadShareGroupStateResponsePartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition, m.error_code))  # field: partition, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_iq.pack(m.state_epoch, m.start_offset)  # field: state_epoch, start_offset
-    _items = m.state_batches
-    if _items is None:
+    out.append(_S_iq.pack(m.state_epoch, m.start_offset))  # field: state_epoch, start_offset
+    _items_state_batches = m.state_batches
+    if _items_state_batches is None:
         raise null_error()  # field: state_batches
-    write_compact_array_length(out, _items)  # field: state_batches
-    for _item in _items:
-        encode_ReadShareGroupStateResponseStateBatch_v0(_item, out)  # field: state_batches
+    write_compact_array_length(out, _items_state_batches)  # field: state_batches
+    for _item_state_batches in _items_state_batches:
+        encode_ReadShareGroupStateResponseStateBatch_v0(_item_state_batches, out)  # field: state_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateResponseReadStateResult_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateResponseReadStateResult, int]:
@@ -315,29 +315,29 @@ def decode_ReadShareGroupStateResponseReadStateResult_v0(buf: Buffer, pos: int) 
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ReadShareGroupStateResponsePartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ReadShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateResponseReadStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateResponseReadStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ReadShareGroupStateResponseReadStateResult_v0(m: ReadShareGroupStateResponseReadStateResult, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ReadShareGroupStateResponseReadStateResult_v0(m: ReadShareGroupStateResponseReadStateResult, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ReadShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ReadShareGroupStateResponsePartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateResponse, int]:
@@ -345,30 +345,28 @@ def decode_ReadShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[ReadSh
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[ReadShareGroupStateResponseReadStateResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateResponseReadStateResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_ReadShareGroupStateResponseReadStateResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateResponse(results=results), pos + 1
 
 
-def encode_ReadShareGroupStateResponse_v0(m: ReadShareGroupStateResponse, out: bytearray) -> None:
-    _items = m.results
-    if _items is None:
+def encode_ReadShareGroupStateResponse_v0(m: ReadShareGroupStateResponse, out: list[bytes]) -> None:
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_ReadShareGroupStateResponseReadStateResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_ReadShareGroupStateResponseReadStateResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 84
 API_NAME = 'ReadShareGroupState'

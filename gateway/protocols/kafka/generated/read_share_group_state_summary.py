@@ -73,7 +73,7 @@ class ReadShareGroupStateSummaryRequestReadStateSummaryData(msgspec.Struct, gc=F
 
 
 class ReadShareGroupStateSummaryRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ReadShareGroupStateSummaryRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -103,7 +103,7 @@ class ReadShareGroupStateSummaryResponseReadStateSummaryResult(msgspec.Struct, g
 
 
 class ReadShareGroupStateSummaryResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ReadShareGroupStateSummaryResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     results: list[ReadShareGroupStateSummaryResponseReadStateSummaryResult] = []
@@ -160,12 +160,12 @@ def decode_ReadShareGroupStateSummaryRequestPartitionData_v0(buf: Buffer, pos: i
     return ReadShareGroupStateSummaryRequestPartitionData(partition=partition, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_ReadShareGroupStateSummaryRequestPartitionData_v0(m: ReadShareGroupStateSummaryRequestPartitionData, out: bytearray) -> None:
-    out += _S_ii.pack(m.partition, m.leader_epoch)  # field: partition, leader_epoch
+def encode_ReadShareGroupStateSummaryRequestPartitionData_v0(m: ReadShareGroupStateSummaryRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.partition, m.leader_epoch))  # field: partition, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateSummaryRequestReadStateSummaryData, int]:
@@ -176,29 +176,29 @@ def decode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(buf: Buffer,
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ReadShareGroupStateSummaryRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateSummaryRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ReadShareGroupStateSummaryRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateSummaryRequestReadStateSummaryData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryRequestReadStateSummaryData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(m: ReadShareGroupStateSummaryRequestReadStateSummaryData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(m: ReadShareGroupStateSummaryRequestReadStateSummaryData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ReadShareGroupStateSummaryRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ReadShareGroupStateSummaryRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateSummaryRequest_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateSummaryRequest, int]:
@@ -207,29 +207,29 @@ def decode_ReadShareGroupStateSummaryRequest_v0(buf: Buffer, pos: int) -> tuple[
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ReadShareGroupStateSummaryRequestReadStateSummaryData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateSummaryRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryRequest(group_id=group_id, topics=topics), pos + 1
 
 
-def encode_ReadShareGroupStateSummaryRequest_v0(m: ReadShareGroupStateSummaryRequest, out: bytearray) -> None:
+def encode_ReadShareGroupStateSummaryRequest_v0(m: ReadShareGroupStateSummaryRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ReadShareGroupStateSummaryRequestReadStateSummaryData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateSummaryResponsePartitionResult_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateSummaryResponsePartitionResult, int]:
@@ -244,14 +244,14 @@ def decode_ReadShareGroupStateSummaryResponsePartitionResult_v0(buf: Buffer, pos
     return ReadShareGroupStateSummaryResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message, state_epoch=state_epoch, start_offset=start_offset), pos + 1
 
 
-def encode_ReadShareGroupStateSummaryResponsePartitionResult_v0(m: ReadShareGroupStateSummaryResponsePartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition, m.error_code)  # field: partition, error_code
+def encode_ReadShareGroupStateSummaryResponsePartitionResult_v0(m: ReadShareGroupStateSummaryResponsePartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition, m.error_code))  # field: partition, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_iq.pack(m.state_epoch, m.start_offset)  # field: state_epoch, start_offset
+    out.append(_S_iq.pack(m.state_epoch, m.start_offset))  # field: state_epoch, start_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateSummaryResponseReadStateSummaryResult, int]:
@@ -262,29 +262,29 @@ def decode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(buf: Buff
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ReadShareGroupStateSummaryResponsePartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateSummaryResponsePartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ReadShareGroupStateSummaryResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateSummaryResponseReadStateSummaryResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryResponseReadStateSummaryResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(m: ReadShareGroupStateSummaryResponseReadStateSummaryResult, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(m: ReadShareGroupStateSummaryResponseReadStateSummaryResult, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ReadShareGroupStateSummaryResponsePartitionResult_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ReadShareGroupStateSummaryResponsePartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ReadShareGroupStateSummaryResponse_v0(buf: Buffer, pos: int) -> tuple[ReadShareGroupStateSummaryResponse, int]:
@@ -292,30 +292,28 @@ def decode_ReadShareGroupStateSummaryResponse_v0(buf: Buffer, pos: int) -> tuple
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[ReadShareGroupStateSummaryResponseReadStateSummaryResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ReadShareGroupStateSummaryResponse(results=results, unknown_tagged_fields=_unknown), pos
     return ReadShareGroupStateSummaryResponse(results=results), pos + 1
 
 
-def encode_ReadShareGroupStateSummaryResponse_v0(m: ReadShareGroupStateSummaryResponse, out: bytearray) -> None:
-    _items = m.results
-    if _items is None:
+def encode_ReadShareGroupStateSummaryResponse_v0(m: ReadShareGroupStateSummaryResponse, out: list[bytes]) -> None:
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_ReadShareGroupStateSummaryResponseReadStateSummaryResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 87
 API_NAME = 'ReadShareGroupStateSummary'

@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class RemoveRaftVoterRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka RemoveRaftVoterRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = ''
@@ -65,7 +65,7 @@ class RemoveRaftVoterRequest(msgspec.Struct, gc=False):
 
 
 class RemoveRaftVoterResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka RemoveRaftVoterResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -104,13 +104,13 @@ def decode_RemoveRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[RemoveRaftV
     return RemoveRaftVoterRequest(cluster_id=cluster_id, voter_id=voter_id, voter_directory_id=voter_directory_id), pos + 1
 
 
-def encode_RemoveRaftVoterRequest_v0(m: RemoveRaftVoterRequest, out: bytearray) -> None:
+def encode_RemoveRaftVoterRequest_v0(m: RemoveRaftVoterRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i16s.pack(m.voter_id, m.voter_directory_id.bytes)  # field: voter_id, voter_directory_id
+    out.append(_S_i16s.pack(m.voter_id, m.voter_directory_id.bytes))  # field: voter_id, voter_directory_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_RemoveRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[RemoveRaftVoterResponse, int]:
@@ -123,15 +123,13 @@ def decode_RemoveRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[RemoveRaft
     return RemoveRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_RemoveRaftVoterResponse_v0(m: RemoveRaftVoterResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_RemoveRaftVoterResponse_v0(m: RemoveRaftVoterResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 81
 API_NAME = 'RemoveRaftVoter'

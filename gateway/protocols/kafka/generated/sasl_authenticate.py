@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class SaslAuthenticateRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SaslAuthenticateRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     auth_bytes: bytes = b''
@@ -63,7 +63,7 @@ class SaslAuthenticateRequest(msgspec.Struct, gc=False):
 
 
 class SaslAuthenticateResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SaslAuthenticateResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -96,7 +96,7 @@ def decode_SaslAuthenticateRequest_v0(buf: Buffer, pos: int) -> tuple[SaslAuthen
     return SaslAuthenticateRequest(auth_bytes=auth_bytes), pos
 
 
-def encode_SaslAuthenticateRequest_v0(m: SaslAuthenticateRequest, out: bytearray) -> None:
+def encode_SaslAuthenticateRequest_v0(m: SaslAuthenticateRequest, out: list[bytes]) -> None:
     write_bytes(out, m.auth_bytes)  # field: auth_bytes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -110,12 +110,12 @@ def decode_SaslAuthenticateRequest_v2(buf: Buffer, pos: int) -> tuple[SaslAuthen
     return SaslAuthenticateRequest(auth_bytes=auth_bytes), pos + 1
 
 
-def encode_SaslAuthenticateRequest_v2(m: SaslAuthenticateRequest, out: bytearray) -> None:
+def encode_SaslAuthenticateRequest_v2(m: SaslAuthenticateRequest, out: list[bytes]) -> None:
     write_compact_bytes(out, m.auth_bytes)  # field: auth_bytes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_SaslAuthenticateResponse_v0(buf: Buffer, pos: int) -> tuple[SaslAuthenticateResponse, int]:
@@ -126,8 +126,8 @@ def decode_SaslAuthenticateResponse_v0(buf: Buffer, pos: int) -> tuple[SaslAuthe
     return SaslAuthenticateResponse(error_code=error_code, error_message=error_message, auth_bytes=auth_bytes), pos
 
 
-def encode_SaslAuthenticateResponse_v0(m: SaslAuthenticateResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_SaslAuthenticateResponse_v0(m: SaslAuthenticateResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
     write_bytes(out, m.auth_bytes)  # field: auth_bytes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -144,11 +144,11 @@ def decode_SaslAuthenticateResponse_v1(buf: Buffer, pos: int) -> tuple[SaslAuthe
     return SaslAuthenticateResponse(error_code=error_code, error_message=error_message, auth_bytes=auth_bytes, session_lifetime_ms=session_lifetime_ms), pos
 
 
-def encode_SaslAuthenticateResponse_v1(m: SaslAuthenticateResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_SaslAuthenticateResponse_v1(m: SaslAuthenticateResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_nullable_string(out, m.error_message)  # field: error_message
     write_bytes(out, m.auth_bytes)  # field: auth_bytes
-    out += _S_q.pack(m.session_lifetime_ms)  # field: session_lifetime_ms
+    out.append(_S_q.pack(m.session_lifetime_ms))  # field: session_lifetime_ms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -166,17 +166,17 @@ def decode_SaslAuthenticateResponse_v2(buf: Buffer, pos: int) -> tuple[SaslAuthe
     return SaslAuthenticateResponse(error_code=error_code, error_message=error_message, auth_bytes=auth_bytes, session_lifetime_ms=session_lifetime_ms), pos + 1
 
 
-def encode_SaslAuthenticateResponse_v2(m: SaslAuthenticateResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_SaslAuthenticateResponse_v2(m: SaslAuthenticateResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     write_compact_bytes(out, m.auth_bytes)  # field: auth_bytes
-    out += _S_q.pack(m.session_lifetime_ms)  # field: session_lifetime_ms
+    out.append(_S_q.pack(m.session_lifetime_ms))  # field: session_lifetime_ms
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_SaslAuthenticateRequest_v1 = decode_SaslAuthenticateRequest_v0
 encode_SaslAuthenticateRequest_v1 = encode_SaslAuthenticateRequest_v0
 

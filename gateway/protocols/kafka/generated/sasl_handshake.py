@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class SaslHandshakeRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SaslHandshakeRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     mechanism: str = ''
@@ -63,7 +63,7 @@ class SaslHandshakeRequest(msgspec.Struct, gc=False):
 
 
 class SaslHandshakeResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SaslHandshakeResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -91,7 +91,7 @@ def decode_SaslHandshakeRequest_v0(buf: Buffer, pos: int) -> tuple[SaslHandshake
     return SaslHandshakeRequest(mechanism=mechanism), pos
 
 
-def encode_SaslHandshakeRequest_v0(m: SaslHandshakeRequest, out: bytearray) -> None:
+def encode_SaslHandshakeRequest_v0(m: SaslHandshakeRequest, out: list[bytes]) -> None:
     write_string(out, m.mechanism)  # field: mechanism
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -104,26 +104,26 @@ def decode_SaslHandshakeResponse_v0(buf: Buffer, pos: int) -> tuple[SaslHandshak
     if _count < 0:
         raise null_error()  # field: mechanisms
     else:
-        mechanisms = []
-        _append = mechanisms.append
+        mechanisms: list[str] = []
+        _append_mechanisms = mechanisms.append
         for _ in range(_count):
-            _item, pos = read_string(buf, pos)  # field: mechanisms
-            _append(_item)
+            _item_mechanisms, pos = read_string(buf, pos)  # field: mechanisms
+            _append_mechanisms(_item_mechanisms)
     return SaslHandshakeResponse(error_code=error_code, mechanisms=mechanisms), pos
 
 
-def encode_SaslHandshakeResponse_v0(m: SaslHandshakeResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.mechanisms
-    if _items is None:
+def encode_SaslHandshakeResponse_v0(m: SaslHandshakeResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_mechanisms = m.mechanisms
+    if _items_mechanisms is None:
         raise null_error()  # field: mechanisms
-    write_array_length(out, _items)  # field: mechanisms
-    for _item in _items:
-        write_string(out, _item)  # field: mechanisms
+    write_array_length(out, _items_mechanisms)  # field: mechanisms
+    for _item_mechanisms in _items_mechanisms:
+        write_string(out, _item_mechanisms)  # field: mechanisms
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_SaslHandshakeRequest_v1 = decode_SaslHandshakeRequest_v0
 encode_SaslHandshakeRequest_v1 = encode_SaslHandshakeRequest_v0
 decode_SaslHandshakeResponse_v1 = decode_SaslHandshakeResponse_v0

@@ -83,7 +83,7 @@ class ShareAcknowledgeRequestAcknowledgeTopic(msgspec.Struct, gc=False):
 
 
 class ShareAcknowledgeRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ShareAcknowledgeRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str | None = None
@@ -134,7 +134,7 @@ class ShareAcknowledgeResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class ShareAcknowledgeResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ShareAcknowledgeResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -224,16 +224,16 @@ def decode_ShareAcknowledgeRequestAcknowledgementBatch_v0(buf: Buffer, pos: int)
     return ShareAcknowledgeRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types), pos + 1
 
 
-def encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(m: ShareAcknowledgeRequestAcknowledgementBatch, out: bytearray) -> None:
-    out += _S_qq.pack(m.first_offset, m.last_offset)  # field: first_offset, last_offset
-    _items = m.acknowledge_types
-    if _items is None:
+def encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(m: ShareAcknowledgeRequestAcknowledgementBatch, out: list[bytes]) -> None:
+    out.append(_S_qq.pack(m.first_offset, m.last_offset))  # field: first_offset, last_offset
+    _items_acknowledge_types = m.acknowledge_types
+    if _items_acknowledge_types is None:
         raise null_error()  # field: acknowledge_types
-    write_compact_fixed_array(out, _items, 'b')  # field: acknowledge_types
+    write_compact_fixed_array(out, _items_acknowledge_types, 'b')  # field: acknowledge_types
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeRequestAcknowledgePartition_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeRequestAcknowledgePartition, int]:
@@ -243,29 +243,29 @@ def decode_ShareAcknowledgeRequestAcknowledgePartition_v0(buf: Buffer, pos: int)
     if _count < 0:
         raise null_error()  # field: acknowledgement_batches
     else:
-        acknowledgement_batches = []
-        _append = acknowledgement_batches.append
+        acknowledgement_batches: list[ShareAcknowledgeRequestAcknowledgementBatch] = []
+        _append_acknowledgement_batches = acknowledgement_batches.append
         for _ in range(_count):
-            _item, pos = decode_ShareAcknowledgeRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
-            _append(_item)
+            _item_acknowledgement_batches, pos = decode_ShareAcknowledgeRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
+            _append_acknowledgement_batches(_item_acknowledgement_batches)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareAcknowledgeRequestAcknowledgePartition(partition_index=partition_index, acknowledgement_batches=acknowledgement_batches, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeRequestAcknowledgePartition(partition_index=partition_index, acknowledgement_batches=acknowledgement_batches), pos + 1
 
 
-def encode_ShareAcknowledgeRequestAcknowledgePartition_v0(m: ShareAcknowledgeRequestAcknowledgePartition, out: bytearray) -> None:
-    out += _S_i.pack(m.partition_index)  # field: partition_index
-    _items = m.acknowledgement_batches
-    if _items is None:
+def encode_ShareAcknowledgeRequestAcknowledgePartition_v0(m: ShareAcknowledgeRequestAcknowledgePartition, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
+    _items_acknowledgement_batches = m.acknowledgement_batches
+    if _items_acknowledgement_batches is None:
         raise null_error()  # field: acknowledgement_batches
-    write_compact_array_length(out, _items)  # field: acknowledgement_batches
-    for _item in _items:
-        encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(_item, out)  # field: acknowledgement_batches
+    write_compact_array_length(out, _items_acknowledgement_batches)  # field: acknowledgement_batches
+    for _item_acknowledgement_batches in _items_acknowledgement_batches:
+        encode_ShareAcknowledgeRequestAcknowledgementBatch_v0(_item_acknowledgement_batches, out)  # field: acknowledgement_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeRequestAcknowledgeTopic_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeRequestAcknowledgeTopic, int]:
@@ -276,29 +276,29 @@ def decode_ShareAcknowledgeRequestAcknowledgeTopic_v0(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ShareAcknowledgeRequestAcknowledgePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ShareAcknowledgeRequestAcknowledgePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ShareAcknowledgeRequestAcknowledgePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareAcknowledgeRequestAcknowledgeTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeRequestAcknowledgeTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ShareAcknowledgeRequestAcknowledgeTopic_v0(m: ShareAcknowledgeRequestAcknowledgeTopic, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ShareAcknowledgeRequestAcknowledgeTopic_v0(m: ShareAcknowledgeRequestAcknowledgeTopic, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ShareAcknowledgeRequestAcknowledgePartition_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ShareAcknowledgeRequestAcknowledgePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeRequest_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeRequest, int]:
@@ -310,31 +310,31 @@ def decode_ShareAcknowledgeRequest_v0(buf: Buffer, pos: int) -> tuple[ShareAckno
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ShareAcknowledgeRequestAcknowledgeTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ShareAcknowledgeRequestAcknowledgeTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ShareAcknowledgeRequestAcknowledgeTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareAcknowledgeRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, topics=topics, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, topics=topics), pos + 1
 
 
-def encode_ShareAcknowledgeRequest_v0(m: ShareAcknowledgeRequest, out: bytearray) -> None:
+def encode_ShareAcknowledgeRequest_v0(m: ShareAcknowledgeRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.group_id)  # field: group_id
     write_compact_nullable_string(out, m.member_id)  # field: member_id
-    out += _S_i.pack(m.share_session_epoch)  # field: share_session_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.share_session_epoch))  # field: share_session_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ShareAcknowledgeRequestAcknowledgeTopic_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ShareAcknowledgeRequestAcknowledgeTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeResponseLeaderIdAndEpoch, int]:
@@ -346,12 +346,12 @@ def decode_ShareAcknowledgeResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) ->
     return ShareAcknowledgeResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_ShareAcknowledgeResponseLeaderIdAndEpoch_v0(m: ShareAcknowledgeResponseLeaderIdAndEpoch, out: bytearray) -> None:
-    out += _S_ii.pack(m.leader_id, m.leader_epoch)  # field: leader_id, leader_epoch
+def encode_ShareAcknowledgeResponseLeaderIdAndEpoch_v0(m: ShareAcknowledgeResponseLeaderIdAndEpoch, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.leader_id, m.leader_epoch))  # field: leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeResponsePartitionData, int]:
@@ -365,14 +365,14 @@ def decode_ShareAcknowledgeResponsePartitionData_v0(buf: Buffer, pos: int) -> tu
     return ShareAcknowledgeResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, current_leader=current_leader), pos + 1
 
 
-def encode_ShareAcknowledgeResponsePartitionData_v0(m: ShareAcknowledgeResponsePartitionData, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_ShareAcknowledgeResponsePartitionData_v0(m: ShareAcknowledgeResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     encode_ShareAcknowledgeResponseLeaderIdAndEpoch_v0(m.current_leader, out)  # field: current_leader
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeResponseShareAcknowledgeTopicResponse, int]:
@@ -383,29 +383,29 @@ def decode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(buf: Buffer,
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ShareAcknowledgeResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ShareAcknowledgeResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ShareAcknowledgeResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareAcknowledgeResponseShareAcknowledgeTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeResponseShareAcknowledgeTopicResponse(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(m: ShareAcknowledgeResponseShareAcknowledgeTopicResponse, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(m: ShareAcknowledgeResponseShareAcknowledgeTopicResponse, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ShareAcknowledgeResponsePartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ShareAcknowledgeResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeResponseNodeEndpoint_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeResponseNodeEndpoint, int]:
@@ -421,15 +421,15 @@ def decode_ShareAcknowledgeResponseNodeEndpoint_v0(buf: Buffer, pos: int) -> tup
     return ShareAcknowledgeResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
-def encode_ShareAcknowledgeResponseNodeEndpoint_v0(m: ShareAcknowledgeResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_ShareAcknowledgeResponseNodeEndpoint_v0(m: ShareAcknowledgeResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareAcknowledgeResponse_v0(buf: Buffer, pos: int) -> tuple[ShareAcknowledgeResponse, int]:
@@ -440,47 +440,45 @@ def decode_ShareAcknowledgeResponse_v0(buf: Buffer, pos: int) -> tuple[ShareAckn
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ShareAcknowledgeResponseShareAcknowledgeTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     _count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
     if _count < 0:
         raise null_error()  # field: node_endpoints
     else:
-        node_endpoints = []
-        _append = node_endpoints.append
+        node_endpoints: list[ShareAcknowledgeResponseNodeEndpoint] = []
+        _append_node_endpoints = node_endpoints.append
         for _ in range(_count):
-            _item, pos = decode_ShareAcknowledgeResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
-            _append(_item)
+            _item_node_endpoints, pos = decode_ShareAcknowledgeResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
+            _append_node_endpoints(_item_node_endpoints)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareAcknowledgeResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return ShareAcknowledgeResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints), pos + 1
 
 
-def encode_ShareAcknowledgeResponse_v0(m: ShareAcknowledgeResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_ShareAcknowledgeResponse_v0(m: ShareAcknowledgeResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(_item, out)  # field: responses
-    _items = m.node_endpoints
-    if _items is None:
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ShareAcknowledgeResponseShareAcknowledgeTopicResponse_v0(_item_responses, out)  # field: responses
+    _items_node_endpoints = m.node_endpoints
+    if _items_node_endpoints is None:
         raise null_error()  # field: node_endpoints
-    write_compact_array_length(out, _items)  # field: node_endpoints
-    for _item in _items:
-        encode_ShareAcknowledgeResponseNodeEndpoint_v0(_item, out)  # field: node_endpoints
+    write_compact_array_length(out, _items_node_endpoints)  # field: node_endpoints
+    for _item_node_endpoints in _items_node_endpoints:
+        encode_ShareAcknowledgeResponseNodeEndpoint_v0(_item_node_endpoints, out)  # field: node_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 79
 API_NAME = 'ShareAcknowledge'

@@ -93,7 +93,7 @@ class ShareFetchRequestForgottenTopic(msgspec.Struct, gc=False):
 
 
 class ShareFetchRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ShareFetchRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str | None = None
@@ -162,7 +162,7 @@ class ShareFetchResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class ShareFetchResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ShareFetchResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -275,16 +275,16 @@ def decode_ShareFetchRequestAcknowledgementBatch_v0(buf: Buffer, pos: int) -> tu
     return ShareFetchRequestAcknowledgementBatch(first_offset=first_offset, last_offset=last_offset, acknowledge_types=acknowledge_types), pos + 1
 
 
-def encode_ShareFetchRequestAcknowledgementBatch_v0(m: ShareFetchRequestAcknowledgementBatch, out: bytearray) -> None:
-    out += _S_qq.pack(m.first_offset, m.last_offset)  # field: first_offset, last_offset
-    _items = m.acknowledge_types
-    if _items is None:
+def encode_ShareFetchRequestAcknowledgementBatch_v0(m: ShareFetchRequestAcknowledgementBatch, out: list[bytes]) -> None:
+    out.append(_S_qq.pack(m.first_offset, m.last_offset))  # field: first_offset, last_offset
+    _items_acknowledge_types = m.acknowledge_types
+    if _items_acknowledge_types is None:
         raise null_error()  # field: acknowledge_types
-    write_compact_fixed_array(out, _items, 'b')  # field: acknowledge_types
+    write_compact_fixed_array(out, _items_acknowledge_types, 'b')  # field: acknowledge_types
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchRequestFetchPartition_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRequestFetchPartition, int]:
@@ -294,29 +294,29 @@ def decode_ShareFetchRequestFetchPartition_v0(buf: Buffer, pos: int) -> tuple[Sh
     if _count < 0:
         raise null_error()  # field: acknowledgement_batches
     else:
-        acknowledgement_batches = []
-        _append = acknowledgement_batches.append
+        acknowledgement_batches: list[ShareFetchRequestAcknowledgementBatch] = []
+        _append_acknowledgement_batches = acknowledgement_batches.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
-            _append(_item)
+            _item_acknowledgement_batches, pos = decode_ShareFetchRequestAcknowledgementBatch_v0(buf, pos)  # field: acknowledgement_batches
+            _append_acknowledgement_batches(_item_acknowledgement_batches)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchRequestFetchPartition(partition_index=partition_index, partition_max_bytes=partition_max_bytes, acknowledgement_batches=acknowledgement_batches, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequestFetchPartition(partition_index=partition_index, partition_max_bytes=partition_max_bytes, acknowledgement_batches=acknowledgement_batches), pos + 1
 
 
-def encode_ShareFetchRequestFetchPartition_v0(m: ShareFetchRequestFetchPartition, out: bytearray) -> None:
-    out += _S_ii.pack(m.partition_index, m.partition_max_bytes)  # field: partition_index, partition_max_bytes
-    _items = m.acknowledgement_batches
-    if _items is None:
+def encode_ShareFetchRequestFetchPartition_v0(m: ShareFetchRequestFetchPartition, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.partition_index, m.partition_max_bytes))  # field: partition_index, partition_max_bytes
+    _items_acknowledgement_batches = m.acknowledgement_batches
+    if _items_acknowledgement_batches is None:
         raise null_error()  # field: acknowledgement_batches
-    write_compact_array_length(out, _items)  # field: acknowledgement_batches
-    for _item in _items:
-        encode_ShareFetchRequestAcknowledgementBatch_v0(_item, out)  # field: acknowledgement_batches
+    write_compact_array_length(out, _items_acknowledgement_batches)  # field: acknowledgement_batches
+    for _item_acknowledgement_batches in _items_acknowledgement_batches:
+        encode_ShareFetchRequestAcknowledgementBatch_v0(_item_acknowledgement_batches, out)  # field: acknowledgement_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchRequestFetchTopic_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRequestFetchTopic, int]:
@@ -327,29 +327,29 @@ def decode_ShareFetchRequestFetchTopic_v0(buf: Buffer, pos: int) -> tuple[ShareF
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ShareFetchRequestFetchPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchRequestFetchPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ShareFetchRequestFetchPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchRequestFetchTopic(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequestFetchTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ShareFetchRequestFetchTopic_v0(m: ShareFetchRequestFetchTopic, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ShareFetchRequestFetchTopic_v0(m: ShareFetchRequestFetchTopic, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ShareFetchRequestFetchPartition_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ShareFetchRequestFetchPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchRequestForgottenTopic_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRequestForgottenTopic, int]:
@@ -365,16 +365,16 @@ def decode_ShareFetchRequestForgottenTopic_v0(buf: Buffer, pos: int) -> tuple[Sh
     return ShareFetchRequestForgottenTopic(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ShareFetchRequestForgottenTopic_v0(m: ShareFetchRequestForgottenTopic, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ShareFetchRequestForgottenTopic_v0(m: ShareFetchRequestForgottenTopic, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchRequest_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRequest, int]:
@@ -386,46 +386,46 @@ def decode_ShareFetchRequest_v0(buf: Buffer, pos: int) -> tuple[ShareFetchReques
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[ShareFetchRequestFetchTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchRequestFetchTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_ShareFetchRequestFetchTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     _count, pos = read_compact_array_length(buf, pos, 18)  # field: forgotten_topics_data
     if _count < 0:
         raise null_error()  # field: forgotten_topics_data
     else:
-        forgotten_topics_data = []
-        _append = forgotten_topics_data.append
+        forgotten_topics_data: list[ShareFetchRequestForgottenTopic] = []
+        _append_forgotten_topics_data = forgotten_topics_data.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchRequestForgottenTopic_v0(buf, pos)  # field: forgotten_topics_data
-            _append(_item)
+            _item_forgotten_topics_data, pos = decode_ShareFetchRequestForgottenTopic_v0(buf, pos)  # field: forgotten_topics_data
+            _append_forgotten_topics_data(_item_forgotten_topics_data)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, topics=topics, forgotten_topics_data=forgotten_topics_data, unknown_tagged_fields=_unknown), pos
     return ShareFetchRequest(group_id=group_id, member_id=member_id, share_session_epoch=share_session_epoch, max_wait_ms=max_wait_ms, min_bytes=min_bytes, max_bytes=max_bytes, topics=topics, forgotten_topics_data=forgotten_topics_data), pos + 1
 
 
-def encode_ShareFetchRequest_v0(m: ShareFetchRequest, out: bytearray) -> None:
+def encode_ShareFetchRequest_v0(m: ShareFetchRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.group_id)  # field: group_id
     write_compact_nullable_string(out, m.member_id)  # field: member_id
-    out += _S_iiii.pack(m.share_session_epoch, m.max_wait_ms, m.min_bytes, m.max_bytes)  # field: share_session_epoch, max_wait_ms, min_bytes, max_bytes
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiii.pack(m.share_session_epoch, m.max_wait_ms, m.min_bytes, m.max_bytes))  # field: share_session_epoch, max_wait_ms, min_bytes, max_bytes
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_ShareFetchRequestFetchTopic_v0(_item, out)  # field: topics
-    _items = m.forgotten_topics_data
-    if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_ShareFetchRequestFetchTopic_v0(_item_topics, out)  # field: topics
+    _items_forgotten_topics_data = m.forgotten_topics_data
+    if _items_forgotten_topics_data is None:
         raise null_error()  # field: forgotten_topics_data
-    write_compact_array_length(out, _items)  # field: forgotten_topics_data
-    for _item in _items:
-        encode_ShareFetchRequestForgottenTopic_v0(_item, out)  # field: forgotten_topics_data
+    write_compact_array_length(out, _items_forgotten_topics_data)  # field: forgotten_topics_data
+    for _item_forgotten_topics_data in _items_forgotten_topics_data:
+        encode_ShareFetchRequestForgottenTopic_v0(_item_forgotten_topics_data, out)  # field: forgotten_topics_data
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) -> tuple[ShareFetchResponseLeaderIdAndEpoch, int]:
@@ -437,12 +437,12 @@ def decode_ShareFetchResponseLeaderIdAndEpoch_v0(buf: Buffer, pos: int) -> tuple
     return ShareFetchResponseLeaderIdAndEpoch(leader_id=leader_id, leader_epoch=leader_epoch), pos + 1
 
 
-def encode_ShareFetchResponseLeaderIdAndEpoch_v0(m: ShareFetchResponseLeaderIdAndEpoch, out: bytearray) -> None:
-    out += _S_ii.pack(m.leader_id, m.leader_epoch)  # field: leader_id, leader_epoch
+def encode_ShareFetchResponseLeaderIdAndEpoch_v0(m: ShareFetchResponseLeaderIdAndEpoch, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.leader_id, m.leader_epoch))  # field: leader_id, leader_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchResponseAcquiredRecords_v0(buf: Buffer, pos: int) -> tuple[ShareFetchResponseAcquiredRecords, int]:
@@ -454,12 +454,12 @@ def decode_ShareFetchResponseAcquiredRecords_v0(buf: Buffer, pos: int) -> tuple[
     return ShareFetchResponseAcquiredRecords(first_offset=first_offset, last_offset=last_offset, delivery_count=delivery_count), pos + 1
 
 
-def encode_ShareFetchResponseAcquiredRecords_v0(m: ShareFetchResponseAcquiredRecords, out: bytearray) -> None:
-    out += _S_qqh.pack(m.first_offset, m.last_offset, m.delivery_count)  # field: first_offset, last_offset, delivery_count
+def encode_ShareFetchResponseAcquiredRecords_v0(m: ShareFetchResponseAcquiredRecords, out: list[bytes]) -> None:
+    out.append(_S_qqh.pack(m.first_offset, m.last_offset, m.delivery_count))  # field: first_offset, last_offset, delivery_count
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[ShareFetchResponsePartitionData, int]:
@@ -475,34 +475,34 @@ def decode_ShareFetchResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[Sh
     if _count < 0:
         raise null_error()  # field: acquired_records
     else:
-        acquired_records = []
-        _append = acquired_records.append
+        acquired_records: list[ShareFetchResponseAcquiredRecords] = []
+        _append_acquired_records = acquired_records.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchResponseAcquiredRecords_v0(buf, pos)  # field: acquired_records
-            _append(_item)
+            _item_acquired_records, pos = decode_ShareFetchResponseAcquiredRecords_v0(buf, pos)  # field: acquired_records
+            _append_acquired_records(_item_acquired_records)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, acknowledge_error_code=acknowledge_error_code, acknowledge_error_message=acknowledge_error_message, current_leader=current_leader, records=records, acquired_records=acquired_records, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponsePartitionData(partition_index=partition_index, error_code=error_code, error_message=error_message, acknowledge_error_code=acknowledge_error_code, acknowledge_error_message=acknowledge_error_message, current_leader=current_leader, records=records, acquired_records=acquired_records), pos + 1
 
 
-def encode_ShareFetchResponsePartitionData_v0(m: ShareFetchResponsePartitionData, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_ShareFetchResponsePartitionData_v0(m: ShareFetchResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    out += _S_h.pack(m.acknowledge_error_code)  # field: acknowledge_error_code
+    out.append(_S_h.pack(m.acknowledge_error_code))  # field: acknowledge_error_code
     write_compact_nullable_string(out, m.acknowledge_error_message)  # field: acknowledge_error_message
     encode_ShareFetchResponseLeaderIdAndEpoch_v0(m.current_leader, out)  # field: current_leader
     write_compact_nullable_bytes(out, m.records)  # field: records
-    _items = m.acquired_records
-    if _items is None:
+    _items_acquired_records = m.acquired_records
+    if _items_acquired_records is None:
         raise null_error()  # field: acquired_records
-    write_compact_array_length(out, _items)  # field: acquired_records
-    for _item in _items:
-        encode_ShareFetchResponseAcquiredRecords_v0(_item, out)  # field: acquired_records
+    write_compact_array_length(out, _items_acquired_records)  # field: acquired_records
+    for _item_acquired_records in _items_acquired_records:
+        encode_ShareFetchResponseAcquiredRecords_v0(_item_acquired_records, out)  # field: acquired_records
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchResponseShareFetchableTopicResponse_v0(buf: Buffer, pos: int) -> tuple[ShareFetchResponseShareFetchableTopicResponse, int]:
@@ -513,29 +513,29 @@ def decode_ShareFetchResponseShareFetchableTopicResponse_v0(buf: Buffer, pos: in
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[ShareFetchResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_ShareFetchResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchResponseShareFetchableTopicResponse(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponseShareFetchableTopicResponse(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ShareFetchResponseShareFetchableTopicResponse_v0(m: ShareFetchResponseShareFetchableTopicResponse, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ShareFetchResponseShareFetchableTopicResponse_v0(m: ShareFetchResponseShareFetchableTopicResponse, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_ShareFetchResponsePartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_ShareFetchResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchResponseNodeEndpoint_v0(buf: Buffer, pos: int) -> tuple[ShareFetchResponseNodeEndpoint, int]:
@@ -551,15 +551,15 @@ def decode_ShareFetchResponseNodeEndpoint_v0(buf: Buffer, pos: int) -> tuple[Sha
     return ShareFetchResponseNodeEndpoint(node_id=node_id, host=host, port=port, rack=rack), pos + 1
 
 
-def encode_ShareFetchResponseNodeEndpoint_v0(m: ShareFetchResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_ShareFetchResponseNodeEndpoint_v0(m: ShareFetchResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareFetchResponse_v0(buf: Buffer, pos: int) -> tuple[ShareFetchResponse, int]:
@@ -570,47 +570,45 @@ def decode_ShareFetchResponse_v0(buf: Buffer, pos: int) -> tuple[ShareFetchRespo
     if _count < 0:
         raise null_error()  # field: responses
     else:
-        responses = []
-        _append = responses.append
+        responses: list[ShareFetchResponseShareFetchableTopicResponse] = []
+        _append_responses = responses.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchResponseShareFetchableTopicResponse_v0(buf, pos)  # field: responses
-            _append(_item)
+            _item_responses, pos = decode_ShareFetchResponseShareFetchableTopicResponse_v0(buf, pos)  # field: responses
+            _append_responses(_item_responses)
     _count, pos = read_compact_array_length(buf, pos, 11)  # field: node_endpoints
     if _count < 0:
         raise null_error()  # field: node_endpoints
     else:
-        node_endpoints = []
-        _append = node_endpoints.append
+        node_endpoints: list[ShareFetchResponseNodeEndpoint] = []
+        _append_node_endpoints = node_endpoints.append
         for _ in range(_count):
-            _item, pos = decode_ShareFetchResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
-            _append(_item)
+            _item_node_endpoints, pos = decode_ShareFetchResponseNodeEndpoint_v0(buf, pos)  # field: node_endpoints
+            _append_node_endpoints(_item_node_endpoints)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareFetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints, unknown_tagged_fields=_unknown), pos
     return ShareFetchResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, responses=responses, node_endpoints=node_endpoints), pos + 1
 
 
-def encode_ShareFetchResponse_v0(m: ShareFetchResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_ShareFetchResponse_v0(m: ShareFetchResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.responses
-    if _items is None:
+    _items_responses = m.responses
+    if _items_responses is None:
         raise null_error()  # field: responses
-    write_compact_array_length(out, _items)  # field: responses
-    for _item in _items:
-        encode_ShareFetchResponseShareFetchableTopicResponse_v0(_item, out)  # field: responses
-    _items = m.node_endpoints
-    if _items is None:
+    write_compact_array_length(out, _items_responses)  # field: responses
+    for _item_responses in _items_responses:
+        encode_ShareFetchResponseShareFetchableTopicResponse_v0(_item_responses, out)  # field: responses
+    _items_node_endpoints = m.node_endpoints
+    if _items_node_endpoints is None:
         raise null_error()  # field: node_endpoints
-    write_compact_array_length(out, _items)  # field: node_endpoints
-    for _item in _items:
-        encode_ShareFetchResponseNodeEndpoint_v0(_item, out)  # field: node_endpoints
+    write_compact_array_length(out, _items_node_endpoints)  # field: node_endpoints
+    for _item_node_endpoints in _items_node_endpoints:
+        encode_ShareFetchResponseNodeEndpoint_v0(_item_node_endpoints, out)  # field: node_endpoints
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 78
 API_NAME = 'ShareFetch'

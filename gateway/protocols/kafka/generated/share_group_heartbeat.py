@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class ShareGroupHeartbeatRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ShareGroupHeartbeatRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -84,7 +84,7 @@ class ShareGroupHeartbeatResponseAssignment(msgspec.Struct, gc=False):
 
 
 class ShareGroupHeartbeatResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka ShareGroupHeartbeatResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -141,33 +141,33 @@ def decode_ShareGroupHeartbeatRequest_v0(buf: Buffer, pos: int) -> tuple[ShareGr
     rack_id, pos = read_compact_nullable_string(buf, pos)  # field: rack_id
     _count, pos = read_compact_array_length(buf, pos, 1)  # field: subscribed_topic_names
     if _count < 0:
-        subscribed_topic_names = None
+        subscribed_topic_names: list[str] | None = None
     else:
         subscribed_topic_names = []
-        _append = subscribed_topic_names.append
+        _append_subscribed_topic_names = subscribed_topic_names.append
         for _ in range(_count):
-            _item, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
-            _append(_item)
+            _item_subscribed_topic_names, pos = read_compact_string(buf, pos)  # field: subscribed_topic_names
+            _append_subscribed_topic_names(_item_subscribed_topic_names)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, rack_id=rack_id, subscribed_topic_names=subscribed_topic_names, unknown_tagged_fields=_unknown), pos
     return ShareGroupHeartbeatRequest(group_id=group_id, member_id=member_id, member_epoch=member_epoch, rack_id=rack_id, subscribed_topic_names=subscribed_topic_names), pos + 1
 
 
-def encode_ShareGroupHeartbeatRequest_v0(m: ShareGroupHeartbeatRequest, out: bytearray) -> None:
+def encode_ShareGroupHeartbeatRequest_v0(m: ShareGroupHeartbeatRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
     write_compact_string(out, m.member_id)  # field: member_id
-    out += _S_i.pack(m.member_epoch)  # field: member_epoch
+    out.append(_S_i.pack(m.member_epoch))  # field: member_epoch
     write_compact_nullable_string(out, m.rack_id)  # field: rack_id
-    _items = m.subscribed_topic_names
-    write_compact_array_length(out, _items)  # field: subscribed_topic_names
-    if _items is not None:
-        for _item in _items:
-            write_compact_string(out, _item)  # field: subscribed_topic_names
+    _items_subscribed_topic_names = m.subscribed_topic_names
+    write_compact_array_length(out, _items_subscribed_topic_names)  # field: subscribed_topic_names
+    if _items_subscribed_topic_names is not None:
+        for _item_subscribed_topic_names in _items_subscribed_topic_names:
+            write_compact_string(out, _item_subscribed_topic_names)  # field: subscribed_topic_names
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareGroupHeartbeatResponseTopicPartitions_v0(buf: Buffer, pos: int) -> tuple[ShareGroupHeartbeatResponseTopicPartitions, int]:
@@ -183,16 +183,16 @@ def decode_ShareGroupHeartbeatResponseTopicPartitions_v0(buf: Buffer, pos: int) 
     return ShareGroupHeartbeatResponseTopicPartitions(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_ShareGroupHeartbeatResponseTopicPartitions_v0(m: ShareGroupHeartbeatResponseTopicPartitions, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_ShareGroupHeartbeatResponseTopicPartitions_v0(m: ShareGroupHeartbeatResponseTopicPartitions, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_fixed_array(out, _items, 'i')  # field: partitions
+    write_compact_fixed_array(out, _items_partitions, 'i')  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareGroupHeartbeatResponseAssignment_v0(buf: Buffer, pos: int) -> tuple[ShareGroupHeartbeatResponseAssignment, int]:
@@ -200,28 +200,28 @@ def decode_ShareGroupHeartbeatResponseAssignment_v0(buf: Buffer, pos: int) -> tu
     if _count < 0:
         raise null_error()  # field: topic_partitions
     else:
-        topic_partitions = []
-        _append = topic_partitions.append
+        topic_partitions: list[ShareGroupHeartbeatResponseTopicPartitions] = []
+        _append_topic_partitions = topic_partitions.append
         for _ in range(_count):
-            _item, pos = decode_ShareGroupHeartbeatResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
-            _append(_item)
+            _item_topic_partitions, pos = decode_ShareGroupHeartbeatResponseTopicPartitions_v0(buf, pos)  # field: topic_partitions
+            _append_topic_partitions(_item_topic_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return ShareGroupHeartbeatResponseAssignment(topic_partitions=topic_partitions, unknown_tagged_fields=_unknown), pos
     return ShareGroupHeartbeatResponseAssignment(topic_partitions=topic_partitions), pos + 1
 
 
-def encode_ShareGroupHeartbeatResponseAssignment_v0(m: ShareGroupHeartbeatResponseAssignment, out: bytearray) -> None:
-    _items = m.topic_partitions
-    if _items is None:
+def encode_ShareGroupHeartbeatResponseAssignment_v0(m: ShareGroupHeartbeatResponseAssignment, out: list[bytes]) -> None:
+    _items_topic_partitions = m.topic_partitions
+    if _items_topic_partitions is None:
         raise null_error()  # field: topic_partitions
-    write_compact_array_length(out, _items)  # field: topic_partitions
-    for _item in _items:
-        encode_ShareGroupHeartbeatResponseTopicPartitions_v0(_item, out)  # field: topic_partitions
+    write_compact_array_length(out, _items_topic_partitions)  # field: topic_partitions
+    for _item_topic_partitions in _items_topic_partitions:
+        encode_ShareGroupHeartbeatResponseTopicPartitions_v0(_item_topic_partitions, out)  # field: topic_partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_ShareGroupHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[ShareGroupHeartbeatResponse, int]:
@@ -234,7 +234,7 @@ def decode_ShareGroupHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[ShareG
     _present = buf[pos]  # field: assignment
     pos += 1
     if _present >= 0x80:
-        assignment = None
+        assignment: ShareGroupHeartbeatResponseAssignment | None = None
     else:
         assignment, pos = decode_ShareGroupHeartbeatResponseAssignment_v0(buf, pos)  # field: assignment
     if buf[pos]:  # field: unknown_tagged_fields
@@ -243,23 +243,21 @@ def decode_ShareGroupHeartbeatResponse_v0(buf: Buffer, pos: int) -> tuple[ShareG
     return ShareGroupHeartbeatResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, member_id=member_id, member_epoch=member_epoch, heartbeat_interval_ms=heartbeat_interval_ms, assignment=assignment), pos + 1
 
 
-def encode_ShareGroupHeartbeatResponse_v0(m: ShareGroupHeartbeatResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_ShareGroupHeartbeatResponse_v0(m: ShareGroupHeartbeatResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     write_compact_nullable_string(out, m.member_id)  # field: member_id
-    out += _S_ii.pack(m.member_epoch, m.heartbeat_interval_ms)  # field: member_epoch, heartbeat_interval_ms
-    _child = m.assignment
-    if _child is None:
-        out.append(0xFF)
+    out.append(_S_ii.pack(m.member_epoch, m.heartbeat_interval_ms))  # field: member_epoch, heartbeat_interval_ms
+    _child_assignment = m.assignment
+    if _child_assignment is None:
+        out.append(b"\xff")
     else:
-        out.append(1)
-        encode_ShareGroupHeartbeatResponseAssignment_v0(_child, out)  # field: assignment
+        out.append(b"\x01")
+        encode_ShareGroupHeartbeatResponseAssignment_v0(_child_assignment, out)  # field: assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 76
 API_NAME = 'ShareGroupHeartbeat'

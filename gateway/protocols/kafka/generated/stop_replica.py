@@ -92,7 +92,7 @@ class StopReplicaRequestStopReplicaTopicState(msgspec.Struct, gc=False):
 
 
 class StopReplicaRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka StopReplicaRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     controller_id: int = 0
@@ -117,7 +117,7 @@ class StopReplicaResponseStopReplicaPartitionError(msgspec.Struct, gc=False):
 
 
 class StopReplicaResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka StopReplicaResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -187,9 +187,9 @@ def decode_StopReplicaRequestStopReplicaPartitionV0_v0(buf: Buffer, pos: int) ->
     return StopReplicaRequestStopReplicaPartitionV0(topic_name=topic_name, partition_index=partition_index), pos
 
 
-def encode_StopReplicaRequestStopReplicaPartitionV0_v0(m: StopReplicaRequestStopReplicaPartitionV0, out: bytearray) -> None:
+def encode_StopReplicaRequestStopReplicaPartitionV0_v0(m: StopReplicaRequestStopReplicaPartitionV0, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_i.pack(m.partition_index)  # field: partition_index
+    out.append(_S_i.pack(m.partition_index))  # field: partition_index
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -202,12 +202,12 @@ def decode_StopReplicaRequestStopReplicaTopicV1_v1(buf: Buffer, pos: int) -> tup
     return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes), pos
 
 
-def encode_StopReplicaRequestStopReplicaTopicV1_v1(m: StopReplicaRequestStopReplicaTopicV1, out: bytearray) -> None:
+def encode_StopReplicaRequestStopReplicaTopicV1_v1(m: StopReplicaRequestStopReplicaTopicV1, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -223,16 +223,16 @@ def decode_StopReplicaRequestStopReplicaTopicV1_v2(buf: Buffer, pos: int) -> tup
     return StopReplicaRequestStopReplicaTopicV1(name=name, partition_indexes=partition_indexes), pos + 1
 
 
-def encode_StopReplicaRequestStopReplicaTopicV1_v2(m: StopReplicaRequestStopReplicaTopicV1, out: bytearray) -> None:
+def encode_StopReplicaRequestStopReplicaTopicV1_v2(m: StopReplicaRequestStopReplicaTopicV1, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_StopReplicaRequestStopReplicaPartitionState_v3(buf: Buffer, pos: int) -> tuple[StopReplicaRequestStopReplicaPartitionState, int]:
@@ -244,12 +244,12 @@ def decode_StopReplicaRequestStopReplicaPartitionState_v3(buf: Buffer, pos: int)
     return StopReplicaRequestStopReplicaPartitionState(partition_index=partition_index, leader_epoch=leader_epoch, delete_partition=delete_partition), pos + 1
 
 
-def encode_StopReplicaRequestStopReplicaPartitionState_v3(m: StopReplicaRequestStopReplicaPartitionState, out: bytearray) -> None:
-    out += _S_iio.pack(m.partition_index, m.leader_epoch, m.delete_partition)  # field: partition_index, leader_epoch, delete_partition
+def encode_StopReplicaRequestStopReplicaPartitionState_v3(m: StopReplicaRequestStopReplicaPartitionState, out: list[bytes]) -> None:
+    out.append(_S_iio.pack(m.partition_index, m.leader_epoch, m.delete_partition))  # field: partition_index, leader_epoch, delete_partition
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_StopReplicaRequestStopReplicaTopicState_v3(buf: Buffer, pos: int) -> tuple[StopReplicaRequestStopReplicaTopicState, int]:
@@ -258,29 +258,29 @@ def decode_StopReplicaRequestStopReplicaTopicState_v3(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[StopReplicaRequestStopReplicaPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaRequestStopReplicaPartitionState_v3(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_StopReplicaRequestStopReplicaPartitionState_v3(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return StopReplicaRequestStopReplicaTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequestStopReplicaTopicState(topic_name=topic_name, partition_states=partition_states), pos + 1
 
 
-def encode_StopReplicaRequestStopReplicaTopicState_v3(m: StopReplicaRequestStopReplicaTopicState, out: bytearray) -> None:
+def encode_StopReplicaRequestStopReplicaTopicState_v3(m: StopReplicaRequestStopReplicaTopicState, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partition_states
-    if _items is None:
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_StopReplicaRequestStopReplicaPartitionState_v3(_item, out)  # field: partition_states
+    write_compact_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_StopReplicaRequestStopReplicaPartitionState_v3(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_StopReplicaRequest_v0(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
@@ -290,28 +290,28 @@ def decode_StopReplicaRequest_v0(buf: Buffer, pos: int) -> tuple[StopReplicaRequ
     if _count < 0:
         raise null_error()  # field: ungrouped_partitions
     else:
-        ungrouped_partitions = []
-        _append = ungrouped_partitions.append
+        ungrouped_partitions: list[StopReplicaRequestStopReplicaPartitionV0] = []
+        _append_ungrouped_partitions = ungrouped_partitions.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaRequestStopReplicaPartitionV0_v0(buf, pos)  # field: ungrouped_partitions
-            _append(_item)
+            _item_ungrouped_partitions, pos = decode_StopReplicaRequestStopReplicaPartitionV0_v0(buf, pos)  # field: ungrouped_partitions
+            _append_ungrouped_partitions(_item_ungrouped_partitions)
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, delete_partitions=delete_partitions, ungrouped_partitions=ungrouped_partitions), pos
 
 
-def encode_StopReplicaRequest_v0(m: StopReplicaRequest, out: bytearray) -> None:
+def encode_StopReplicaRequest_v0(m: StopReplicaRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_iio.pack(m.controller_id, m.controller_epoch, m.delete_partitions)  # field: controller_id, controller_epoch, delete_partitions
-    _items = m.ungrouped_partitions
-    if _items is None:
+    out.append(_S_iio.pack(m.controller_id, m.controller_epoch, m.delete_partitions))  # field: controller_id, controller_epoch, delete_partitions
+    _items_ungrouped_partitions = m.ungrouped_partitions
+    if _items_ungrouped_partitions is None:
         raise null_error()  # field: ungrouped_partitions
-    write_array_length(out, _items)  # field: ungrouped_partitions
-    for _item in _items:
-        encode_StopReplicaRequestStopReplicaPartitionV0_v0(_item, out)  # field: ungrouped_partitions
+    write_array_length(out, _items_ungrouped_partitions)  # field: ungrouped_partitions
+    for _item_ungrouped_partitions in _items_ungrouped_partitions:
+        encode_StopReplicaRequestStopReplicaPartitionV0_v0(_item_ungrouped_partitions, out)  # field: ungrouped_partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -323,28 +323,28 @@ def decode_StopReplicaRequest_v1(buf: Buffer, pos: int) -> tuple[StopReplicaRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[StopReplicaRequestStopReplicaTopicV1] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaRequestStopReplicaTopicV1_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_StopReplicaRequestStopReplicaTopicV1_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, delete_partitions=delete_partitions, topics=topics), pos
 
 
-def encode_StopReplicaRequest_v1(m: StopReplicaRequest, out: bytearray) -> None:
+def encode_StopReplicaRequest_v1(m: StopReplicaRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.ungrouped_partitions is None or len(m.ungrouped_partitions) != 0:  # field: ungrouped_partitions
         raise absent_error()  # field: ungrouped_partitions
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_iiqo.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.delete_partitions)  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiqo.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.delete_partitions))  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_StopReplicaRequestStopReplicaTopicV1_v1(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_StopReplicaRequestStopReplicaTopicV1_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -356,35 +356,35 @@ def decode_StopReplicaRequest_v2(buf: Buffer, pos: int) -> tuple[StopReplicaRequ
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[StopReplicaRequestStopReplicaTopicV1] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaRequestStopReplicaTopicV1_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_StopReplicaRequestStopReplicaTopicV1_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, delete_partitions=delete_partitions, topics=topics, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, delete_partitions=delete_partitions, topics=topics), pos + 1
 
 
-def encode_StopReplicaRequest_v2(m: StopReplicaRequest, out: bytearray) -> None:
+def encode_StopReplicaRequest_v2(m: StopReplicaRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.ungrouped_partitions is None or len(m.ungrouped_partitions) != 0:  # field: ungrouped_partitions
         raise absent_error()  # field: ungrouped_partitions
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_iiqo.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.delete_partitions)  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
-    _items = m.topics
-    if _items is None:
+    out.append(_S_iiqo.pack(m.controller_id, m.controller_epoch, m.broker_epoch, m.delete_partitions))  # field: controller_id, controller_epoch, broker_epoch, delete_partitions
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_StopReplicaRequestStopReplicaTopicV1_v2(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_StopReplicaRequestStopReplicaTopicV1_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_StopReplicaRequest_v3(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
@@ -394,18 +394,18 @@ def decode_StopReplicaRequest_v3(buf: Buffer, pos: int) -> tuple[StopReplicaRequ
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[StopReplicaRequestStopReplicaTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states), pos + 1
 
 
-def encode_StopReplicaRequest_v3(m: StopReplicaRequest, out: bytearray) -> None:
+def encode_StopReplicaRequest_v3(m: StopReplicaRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.delete_partitions != False:  # field: delete_partitions
@@ -414,17 +414,17 @@ def encode_StopReplicaRequest_v3(m: StopReplicaRequest, out: bytearray) -> None:
         raise absent_error()  # field: ungrouped_partitions
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch))  # field: controller_id, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_StopReplicaRequestStopReplicaTopicState_v3(_item, out)  # field: topic_states
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_StopReplicaRequestStopReplicaTopicState_v3(_item_topic_states, out)  # field: topic_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_StopReplicaRequest_v4(buf: Buffer, pos: int) -> tuple[StopReplicaRequest, int]:
@@ -434,35 +434,35 @@ def decode_StopReplicaRequest_v4(buf: Buffer, pos: int) -> tuple[StopReplicaRequ
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[StopReplicaRequestStopReplicaTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_StopReplicaRequestStopReplicaTopicState_v3(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return StopReplicaRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, unknown_tagged_fields=_unknown), pos
     return StopReplicaRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states), pos + 1
 
 
-def encode_StopReplicaRequest_v4(m: StopReplicaRequest, out: bytearray) -> None:
+def encode_StopReplicaRequest_v4(m: StopReplicaRequest, out: list[bytes]) -> None:
     if m.delete_partitions != False:  # field: delete_partitions
         raise absent_error()  # field: delete_partitions
     if m.ungrouped_partitions is None or len(m.ungrouped_partitions) != 0:  # field: ungrouped_partitions
         raise absent_error()  # field: ungrouped_partitions
     if m.topics is None or len(m.topics) != 0:  # field: topics
         raise absent_error()  # field: topics
-    out += _S_ioiq.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_ioiq.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch))  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_StopReplicaRequestStopReplicaTopicState_v3(_item, out)  # field: topic_states
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_StopReplicaRequestStopReplicaTopicState_v3(_item_topic_states, out)  # field: topic_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_StopReplicaResponseStopReplicaPartitionError_v0(buf: Buffer, pos: int) -> tuple[StopReplicaResponseStopReplicaPartitionError, int]:
@@ -472,9 +472,9 @@ def decode_StopReplicaResponseStopReplicaPartitionError_v0(buf: Buffer, pos: int
     return StopReplicaResponseStopReplicaPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code), pos
 
 
-def encode_StopReplicaResponseStopReplicaPartitionError_v0(m: StopReplicaResponseStopReplicaPartitionError, out: bytearray) -> None:
+def encode_StopReplicaResponseStopReplicaPartitionError_v0(m: StopReplicaResponseStopReplicaPartitionError, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -489,13 +489,13 @@ def decode_StopReplicaResponseStopReplicaPartitionError_v2(buf: Buffer, pos: int
     return StopReplicaResponseStopReplicaPartitionError(topic_name=topic_name, partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_StopReplicaResponseStopReplicaPartitionError_v2(m: StopReplicaResponseStopReplicaPartitionError, out: bytearray) -> None:
+def encode_StopReplicaResponseStopReplicaPartitionError_v2(m: StopReplicaResponseStopReplicaPartitionError, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_StopReplicaResponse_v0(buf: Buffer, pos: int) -> tuple[StopReplicaResponse, int]:
@@ -505,22 +505,22 @@ def decode_StopReplicaResponse_v0(buf: Buffer, pos: int) -> tuple[StopReplicaRes
     if _count < 0:
         raise null_error()  # field: partition_errors
     else:
-        partition_errors = []
-        _append = partition_errors.append
+        partition_errors: list[StopReplicaResponseStopReplicaPartitionError] = []
+        _append_partition_errors = partition_errors.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaResponseStopReplicaPartitionError_v0(buf, pos)  # field: partition_errors
-            _append(_item)
+            _item_partition_errors, pos = decode_StopReplicaResponseStopReplicaPartitionError_v0(buf, pos)  # field: partition_errors
+            _append_partition_errors(_item_partition_errors)
     return StopReplicaResponse(error_code=error_code, partition_errors=partition_errors), pos
 
 
-def encode_StopReplicaResponse_v0(m: StopReplicaResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.partition_errors
-    if _items is None:
+def encode_StopReplicaResponse_v0(m: StopReplicaResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_partition_errors = m.partition_errors
+    if _items_partition_errors is None:
         raise null_error()  # field: partition_errors
-    write_array_length(out, _items)  # field: partition_errors
-    for _item in _items:
-        encode_StopReplicaResponseStopReplicaPartitionError_v0(_item, out)  # field: partition_errors
+    write_array_length(out, _items_partition_errors)  # field: partition_errors
+    for _item_partition_errors in _items_partition_errors:
+        encode_StopReplicaResponseStopReplicaPartitionError_v0(_item_partition_errors, out)  # field: partition_errors
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -532,31 +532,31 @@ def decode_StopReplicaResponse_v2(buf: Buffer, pos: int) -> tuple[StopReplicaRes
     if _count < 0:
         raise null_error()  # field: partition_errors
     else:
-        partition_errors = []
-        _append = partition_errors.append
+        partition_errors: list[StopReplicaResponseStopReplicaPartitionError] = []
+        _append_partition_errors = partition_errors.append
         for _ in range(_count):
-            _item, pos = decode_StopReplicaResponseStopReplicaPartitionError_v2(buf, pos)  # field: partition_errors
-            _append(_item)
+            _item_partition_errors, pos = decode_StopReplicaResponseStopReplicaPartitionError_v2(buf, pos)  # field: partition_errors
+            _append_partition_errors(_item_partition_errors)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return StopReplicaResponse(error_code=error_code, partition_errors=partition_errors, unknown_tagged_fields=_unknown), pos
     return StopReplicaResponse(error_code=error_code, partition_errors=partition_errors), pos + 1
 
 
-def encode_StopReplicaResponse_v2(m: StopReplicaResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.partition_errors
-    if _items is None:
+def encode_StopReplicaResponse_v2(m: StopReplicaResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_partition_errors = m.partition_errors
+    if _items_partition_errors is None:
         raise null_error()  # field: partition_errors
-    write_compact_array_length(out, _items)  # field: partition_errors
-    for _item in _items:
-        encode_StopReplicaResponseStopReplicaPartitionError_v2(_item, out)  # field: partition_errors
+    write_compact_array_length(out, _items_partition_errors)  # field: partition_errors
+    for _item_partition_errors in _items_partition_errors:
+        encode_StopReplicaResponseStopReplicaPartitionError_v2(_item_partition_errors, out)  # field: partition_errors
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_StopReplicaRequestStopReplicaPartitionState_v4 = decode_StopReplicaRequestStopReplicaPartitionState_v3
 encode_StopReplicaRequestStopReplicaPartitionState_v4 = encode_StopReplicaRequestStopReplicaPartitionState_v3
 decode_StopReplicaRequestStopReplicaTopicState_v4 = decode_StopReplicaRequestStopReplicaTopicState_v3

@@ -64,7 +64,7 @@ class SyncGroupRequestAssignment(msgspec.Struct, gc=False):
 
 
 class SyncGroupRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SyncGroupRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -78,7 +78,7 @@ class SyncGroupRequest(msgspec.Struct, gc=False):
 
 
 class SyncGroupResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka SyncGroupResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -126,7 +126,7 @@ def decode_SyncGroupRequestAssignment_v0(buf: Buffer, pos: int) -> tuple[SyncGro
     return SyncGroupRequestAssignment(member_id=member_id, assignment=assignment), pos
 
 
-def encode_SyncGroupRequestAssignment_v0(m: SyncGroupRequestAssignment, out: bytearray) -> None:
+def encode_SyncGroupRequestAssignment_v0(m: SyncGroupRequestAssignment, out: list[bytes]) -> None:
     write_string(out, m.member_id)  # field: member_id
     write_bytes(out, m.assignment)  # field: assignment
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
@@ -142,13 +142,13 @@ def decode_SyncGroupRequestAssignment_v4(buf: Buffer, pos: int) -> tuple[SyncGro
     return SyncGroupRequestAssignment(member_id=member_id, assignment=assignment), pos + 1
 
 
-def encode_SyncGroupRequestAssignment_v4(m: SyncGroupRequestAssignment, out: bytearray) -> None:
+def encode_SyncGroupRequestAssignment_v4(m: SyncGroupRequestAssignment, out: list[bytes]) -> None:
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_bytes(out, m.assignment)  # field: assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_SyncGroupRequest_v0(buf: Buffer, pos: int) -> tuple[SyncGroupRequest, int]:
@@ -160,26 +160,26 @@ def decode_SyncGroupRequest_v0(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     if _count < 0:
         raise null_error()  # field: assignments
     else:
-        assignments = []
-        _append = assignments.append
+        assignments: list[SyncGroupRequestAssignment] = []
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, assignments=assignments), pos
 
 
-def encode_SyncGroupRequest_v0(m: SyncGroupRequest, out: bytearray) -> None:
+def encode_SyncGroupRequest_v0(m: SyncGroupRequest, out: list[bytes]) -> None:
     if m.group_instance_id is not None:  # field: group_instance_id
         raise absent_error()  # field: group_instance_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_string(out, m.member_id)  # field: member_id
-    _items = m.assignments
-    if _items is None:
+    _items_assignments = m.assignments
+    if _items_assignments is None:
         raise null_error()  # field: assignments
-    write_array_length(out, _items)  # field: assignments
-    for _item in _items:
-        encode_SyncGroupRequestAssignment_v0(_item, out)  # field: assignments
+    write_array_length(out, _items_assignments)  # field: assignments
+    for _item_assignments in _items_assignments:
+        encode_SyncGroupRequestAssignment_v0(_item_assignments, out)  # field: assignments
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -194,25 +194,25 @@ def decode_SyncGroupRequest_v3(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     if _count < 0:
         raise null_error()  # field: assignments
     else:
-        assignments = []
-        _append = assignments.append
+        assignments: list[SyncGroupRequestAssignment] = []
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_SyncGroupRequestAssignment_v0(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, assignments=assignments), pos
 
 
-def encode_SyncGroupRequest_v3(m: SyncGroupRequest, out: bytearray) -> None:
+def encode_SyncGroupRequest_v3(m: SyncGroupRequest, out: list[bytes]) -> None:
     write_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_string(out, m.member_id)  # field: member_id
     write_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    _items = m.assignments
-    if _items is None:
+    _items_assignments = m.assignments
+    if _items_assignments is None:
         raise null_error()  # field: assignments
-    write_array_length(out, _items)  # field: assignments
-    for _item in _items:
-        encode_SyncGroupRequestAssignment_v0(_item, out)  # field: assignments
+    write_array_length(out, _items_assignments)  # field: assignments
+    for _item_assignments in _items_assignments:
+        encode_SyncGroupRequestAssignment_v0(_item_assignments, out)  # field: assignments
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -227,32 +227,32 @@ def decode_SyncGroupRequest_v4(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     if _count < 0:
         raise null_error()  # field: assignments
     else:
-        assignments = []
-        _append = assignments.append
+        assignments: list[SyncGroupRequestAssignment] = []
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, assignments=assignments, unknown_tagged_fields=_unknown), pos
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, assignments=assignments), pos + 1
 
 
-def encode_SyncGroupRequest_v4(m: SyncGroupRequest, out: bytearray) -> None:
+def encode_SyncGroupRequest_v4(m: SyncGroupRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    _items = m.assignments
-    if _items is None:
+    _items_assignments = m.assignments
+    if _items_assignments is None:
         raise null_error()  # field: assignments
-    write_compact_array_length(out, _items)  # field: assignments
-    for _item in _items:
-        encode_SyncGroupRequestAssignment_v4(_item, out)  # field: assignments
+    write_compact_array_length(out, _items_assignments)  # field: assignments
+    for _item_assignments in _items_assignments:
+        encode_SyncGroupRequestAssignment_v4(_item_assignments, out)  # field: assignments
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_SyncGroupRequest_v5(buf: Buffer, pos: int) -> tuple[SyncGroupRequest, int]:
@@ -267,34 +267,34 @@ def decode_SyncGroupRequest_v5(buf: Buffer, pos: int) -> tuple[SyncGroupRequest,
     if _count < 0:
         raise null_error()  # field: assignments
     else:
-        assignments = []
-        _append = assignments.append
+        assignments: list[SyncGroupRequestAssignment] = []
+        _append_assignments = assignments.append
         for _ in range(_count):
-            _item, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
-            _append(_item)
+            _item_assignments, pos = decode_SyncGroupRequestAssignment_v4(buf, pos)  # field: assignments
+            _append_assignments(_item_assignments)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocol_name=protocol_name, assignments=assignments, unknown_tagged_fields=_unknown), pos
     return SyncGroupRequest(group_id=group_id, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, protocol_type=protocol_type, protocol_name=protocol_name, assignments=assignments), pos + 1
 
 
-def encode_SyncGroupRequest_v5(m: SyncGroupRequest, out: bytearray) -> None:
+def encode_SyncGroupRequest_v5(m: SyncGroupRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_i.pack(m.generation_id)  # field: generation_id
+    out.append(_S_i.pack(m.generation_id))  # field: generation_id
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
     write_compact_nullable_string(out, m.protocol_type)  # field: protocol_type
     write_compact_nullable_string(out, m.protocol_name)  # field: protocol_name
-    _items = m.assignments
-    if _items is None:
+    _items_assignments = m.assignments
+    if _items_assignments is None:
         raise null_error()  # field: assignments
-    write_compact_array_length(out, _items)  # field: assignments
-    for _item in _items:
-        encode_SyncGroupRequestAssignment_v4(_item, out)  # field: assignments
+    write_compact_array_length(out, _items_assignments)  # field: assignments
+    for _item_assignments in _items_assignments:
+        encode_SyncGroupRequestAssignment_v4(_item_assignments, out)  # field: assignments
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_SyncGroupResponse_v0(buf: Buffer, pos: int) -> tuple[SyncGroupResponse, int]:
@@ -304,8 +304,8 @@ def decode_SyncGroupResponse_v0(buf: Buffer, pos: int) -> tuple[SyncGroupRespons
     return SyncGroupResponse(error_code=error_code, assignment=assignment), pos
 
 
-def encode_SyncGroupResponse_v0(m: SyncGroupResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_SyncGroupResponse_v0(m: SyncGroupResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_bytes(out, m.assignment)  # field: assignment
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -318,8 +318,8 @@ def decode_SyncGroupResponse_v1(buf: Buffer, pos: int) -> tuple[SyncGroupRespons
     return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, assignment=assignment), pos
 
 
-def encode_SyncGroupResponse_v1(m: SyncGroupResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_SyncGroupResponse_v1(m: SyncGroupResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_bytes(out, m.assignment)  # field: assignment
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -335,13 +335,13 @@ def decode_SyncGroupResponse_v4(buf: Buffer, pos: int) -> tuple[SyncGroupRespons
     return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, assignment=assignment), pos + 1
 
 
-def encode_SyncGroupResponse_v4(m: SyncGroupResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_SyncGroupResponse_v4(m: SyncGroupResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_bytes(out, m.assignment)  # field: assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_SyncGroupResponse_v5(buf: Buffer, pos: int) -> tuple[SyncGroupResponse, int]:
@@ -356,17 +356,17 @@ def decode_SyncGroupResponse_v5(buf: Buffer, pos: int) -> tuple[SyncGroupRespons
     return SyncGroupResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, protocol_type=protocol_type, protocol_name=protocol_name, assignment=assignment), pos + 1
 
 
-def encode_SyncGroupResponse_v5(m: SyncGroupResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_SyncGroupResponse_v5(m: SyncGroupResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.protocol_type)  # field: protocol_type
     write_compact_nullable_string(out, m.protocol_name)  # field: protocol_name
     write_compact_bytes(out, m.assignment)  # field: assignment
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_SyncGroupRequestAssignment_v1 = decode_SyncGroupRequestAssignment_v0
 encode_SyncGroupRequestAssignment_v1 = encode_SyncGroupRequestAssignment_v0
 decode_SyncGroupRequestAssignment_v2 = decode_SyncGroupRequestAssignment_v0

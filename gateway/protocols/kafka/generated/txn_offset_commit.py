@@ -75,7 +75,7 @@ class TxnOffsetCommitRequestTopic(msgspec.Struct, gc=False):
 
 
 class TxnOffsetCommitRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka TxnOffsetCommitRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     transactional_id: str = ''
@@ -108,7 +108,7 @@ class TxnOffsetCommitResponseTopic(msgspec.Struct, gc=False):
 
 
 class TxnOffsetCommitResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka TxnOffsetCommitResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -172,8 +172,8 @@ def decode_TxnOffsetCommitRequestPartition_v0(buf: Buffer, pos: int) -> tuple[Tx
     return TxnOffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_metadata=committed_metadata), pos
 
 
-def encode_TxnOffsetCommitRequestPartition_v0(m: TxnOffsetCommitRequestPartition, out: bytearray) -> None:
-    out += _S_iq.pack(m.partition_index, m.committed_offset)  # field: partition_index, committed_offset
+def encode_TxnOffsetCommitRequestPartition_v0(m: TxnOffsetCommitRequestPartition, out: list[bytes]) -> None:
+    out.append(_S_iq.pack(m.partition_index, m.committed_offset))  # field: partition_index, committed_offset
     write_nullable_string(out, m.committed_metadata)  # field: committed_metadata
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -186,8 +186,8 @@ def decode_TxnOffsetCommitRequestPartition_v2(buf: Buffer, pos: int) -> tuple[Tx
     return TxnOffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata), pos
 
 
-def encode_TxnOffsetCommitRequestPartition_v2(m: TxnOffsetCommitRequestPartition, out: bytearray) -> None:
-    out += _S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch)  # field: partition_index, committed_offset, committed_leader_epoch
+def encode_TxnOffsetCommitRequestPartition_v2(m: TxnOffsetCommitRequestPartition, out: list[bytes]) -> None:
+    out.append(_S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch))  # field: partition_index, committed_offset, committed_leader_epoch
     write_nullable_string(out, m.committed_metadata)  # field: committed_metadata
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -203,13 +203,13 @@ def decode_TxnOffsetCommitRequestPartition_v3(buf: Buffer, pos: int) -> tuple[Tx
     return TxnOffsetCommitRequestPartition(partition_index=partition_index, committed_offset=committed_offset, committed_leader_epoch=committed_leader_epoch, committed_metadata=committed_metadata), pos + 1
 
 
-def encode_TxnOffsetCommitRequestPartition_v3(m: TxnOffsetCommitRequestPartition, out: bytearray) -> None:
-    out += _S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch)  # field: partition_index, committed_offset, committed_leader_epoch
+def encode_TxnOffsetCommitRequestPartition_v3(m: TxnOffsetCommitRequestPartition, out: list[bytes]) -> None:
+    out.append(_S_iqi.pack(m.partition_index, m.committed_offset, m.committed_leader_epoch))  # field: partition_index, committed_offset, committed_leader_epoch
     write_compact_nullable_string(out, m.committed_metadata)  # field: committed_metadata
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_TxnOffsetCommitRequestTopic_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitRequestTopic, int]:
@@ -218,22 +218,22 @@ def decode_TxnOffsetCommitRequestTopic_v0(buf: Buffer, pos: int) -> tuple[TxnOff
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[TxnOffsetCommitRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_TxnOffsetCommitRequestPartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return TxnOffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
-def encode_TxnOffsetCommitRequestTopic_v0(m: TxnOffsetCommitRequestTopic, out: bytearray) -> None:
+def encode_TxnOffsetCommitRequestTopic_v0(m: TxnOffsetCommitRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_TxnOffsetCommitRequestPartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_TxnOffsetCommitRequestPartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -244,22 +244,22 @@ def decode_TxnOffsetCommitRequestTopic_v2(buf: Buffer, pos: int) -> tuple[TxnOff
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[TxnOffsetCommitRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitRequestPartition_v2(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_TxnOffsetCommitRequestPartition_v2(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return TxnOffsetCommitRequestTopic(name=name, partitions=partitions), pos
 
 
-def encode_TxnOffsetCommitRequestTopic_v2(m: TxnOffsetCommitRequestTopic, out: bytearray) -> None:
+def encode_TxnOffsetCommitRequestTopic_v2(m: TxnOffsetCommitRequestTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_TxnOffsetCommitRequestPartition_v2(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_TxnOffsetCommitRequestPartition_v2(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -270,29 +270,29 @@ def decode_TxnOffsetCommitRequestTopic_v3(buf: Buffer, pos: int) -> tuple[TxnOff
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[TxnOffsetCommitRequestPartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitRequestPartition_v3(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_TxnOffsetCommitRequestPartition_v3(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return TxnOffsetCommitRequestTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitRequestTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_TxnOffsetCommitRequestTopic_v3(m: TxnOffsetCommitRequestTopic, out: bytearray) -> None:
+def encode_TxnOffsetCommitRequestTopic_v3(m: TxnOffsetCommitRequestTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_TxnOffsetCommitRequestPartition_v3(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_TxnOffsetCommitRequestPartition_v3(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_TxnOffsetCommitRequest_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitRequest, int]:
@@ -304,15 +304,15 @@ def decode_TxnOffsetCommitRequest_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[TxnOffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitRequestTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_TxnOffsetCommitRequestTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics), pos
 
 
-def encode_TxnOffsetCommitRequest_v0(m: TxnOffsetCommitRequest, out: bytearray) -> None:
+def encode_TxnOffsetCommitRequest_v0(m: TxnOffsetCommitRequest, out: list[bytes]) -> None:
     if m.generation_id != -1:  # field: generation_id
         raise absent_error()  # field: generation_id
     if m.member_id != '':  # field: member_id
@@ -321,13 +321,13 @@ def encode_TxnOffsetCommitRequest_v0(m: TxnOffsetCommitRequest, out: bytearray) 
         raise absent_error()  # field: group_instance_id
     write_string(out, m.transactional_id)  # field: transactional_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_qh.pack(m.producer_id, m.producer_epoch)  # field: producer_id, producer_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_qh.pack(m.producer_id, m.producer_epoch))  # field: producer_id, producer_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_TxnOffsetCommitRequestTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_TxnOffsetCommitRequestTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -341,15 +341,15 @@ def decode_TxnOffsetCommitRequest_v2(buf: Buffer, pos: int) -> tuple[TxnOffsetCo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[TxnOffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitRequestTopic_v2(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_TxnOffsetCommitRequestTopic_v2(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, topics=topics), pos
 
 
-def encode_TxnOffsetCommitRequest_v2(m: TxnOffsetCommitRequest, out: bytearray) -> None:
+def encode_TxnOffsetCommitRequest_v2(m: TxnOffsetCommitRequest, out: list[bytes]) -> None:
     if m.generation_id != -1:  # field: generation_id
         raise absent_error()  # field: generation_id
     if m.member_id != '':  # field: member_id
@@ -358,13 +358,13 @@ def encode_TxnOffsetCommitRequest_v2(m: TxnOffsetCommitRequest, out: bytearray) 
         raise absent_error()  # field: group_instance_id
     write_string(out, m.transactional_id)  # field: transactional_id
     write_string(out, m.group_id)  # field: group_id
-    out += _S_qh.pack(m.producer_id, m.producer_epoch)  # field: producer_id, producer_epoch
-    _items = m.topics
-    if _items is None:
+    out.append(_S_qh.pack(m.producer_id, m.producer_epoch))  # field: producer_id, producer_epoch
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_TxnOffsetCommitRequestTopic_v2(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_TxnOffsetCommitRequestTopic_v2(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -380,33 +380,33 @@ def decode_TxnOffsetCommitRequest_v3(buf: Buffer, pos: int) -> tuple[TxnOffsetCo
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[TxnOffsetCommitRequestTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitRequestTopic_v3(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_TxnOffsetCommitRequestTopic_v3(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitRequest(transactional_id=transactional_id, group_id=group_id, producer_id=producer_id, producer_epoch=producer_epoch, generation_id=generation_id, member_id=member_id, group_instance_id=group_instance_id, topics=topics), pos + 1
 
 
-def encode_TxnOffsetCommitRequest_v3(m: TxnOffsetCommitRequest, out: bytearray) -> None:
+def encode_TxnOffsetCommitRequest_v3(m: TxnOffsetCommitRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.transactional_id)  # field: transactional_id
     write_compact_string(out, m.group_id)  # field: group_id
-    out += _S_qhi.pack(m.producer_id, m.producer_epoch, m.generation_id)  # field: producer_id, producer_epoch, generation_id
+    out.append(_S_qhi.pack(m.producer_id, m.producer_epoch, m.generation_id))  # field: producer_id, producer_epoch, generation_id
     write_compact_string(out, m.member_id)  # field: member_id
     write_compact_nullable_string(out, m.group_instance_id)  # field: group_instance_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_TxnOffsetCommitRequestTopic_v3(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_TxnOffsetCommitRequestTopic_v3(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_TxnOffsetCommitResponsePartition_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitResponsePartition, int]:
@@ -415,8 +415,8 @@ def decode_TxnOffsetCommitResponsePartition_v0(buf: Buffer, pos: int) -> tuple[T
     return TxnOffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code), pos
 
 
-def encode_TxnOffsetCommitResponsePartition_v0(m: TxnOffsetCommitResponsePartition, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_TxnOffsetCommitResponsePartition_v0(m: TxnOffsetCommitResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -430,12 +430,12 @@ def decode_TxnOffsetCommitResponsePartition_v3(buf: Buffer, pos: int) -> tuple[T
     return TxnOffsetCommitResponsePartition(partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_TxnOffsetCommitResponsePartition_v3(m: TxnOffsetCommitResponsePartition, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_TxnOffsetCommitResponsePartition_v3(m: TxnOffsetCommitResponsePartition, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_TxnOffsetCommitResponseTopic_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitResponseTopic, int]:
@@ -444,22 +444,22 @@ def decode_TxnOffsetCommitResponseTopic_v0(buf: Buffer, pos: int) -> tuple[TxnOf
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[TxnOffsetCommitResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_TxnOffsetCommitResponsePartition_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return TxnOffsetCommitResponseTopic(name=name, partitions=partitions), pos
 
 
-def encode_TxnOffsetCommitResponseTopic_v0(m: TxnOffsetCommitResponseTopic, out: bytearray) -> None:
+def encode_TxnOffsetCommitResponseTopic_v0(m: TxnOffsetCommitResponseTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_TxnOffsetCommitResponsePartition_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_TxnOffsetCommitResponsePartition_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -470,29 +470,29 @@ def decode_TxnOffsetCommitResponseTopic_v3(buf: Buffer, pos: int) -> tuple[TxnOf
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[TxnOffsetCommitResponsePartition] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitResponsePartition_v3(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_TxnOffsetCommitResponsePartition_v3(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return TxnOffsetCommitResponseTopic(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitResponseTopic(name=name, partitions=partitions), pos + 1
 
 
-def encode_TxnOffsetCommitResponseTopic_v3(m: TxnOffsetCommitResponseTopic, out: bytearray) -> None:
+def encode_TxnOffsetCommitResponseTopic_v3(m: TxnOffsetCommitResponseTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_TxnOffsetCommitResponsePartition_v3(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_TxnOffsetCommitResponsePartition_v3(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_TxnOffsetCommitResponse_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetCommitResponse, int]:
@@ -502,22 +502,22 @@ def decode_TxnOffsetCommitResponse_v0(buf: Buffer, pos: int) -> tuple[TxnOffsetC
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[TxnOffsetCommitResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitResponseTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_TxnOffsetCommitResponseTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return TxnOffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos
 
 
-def encode_TxnOffsetCommitResponse_v0(m: TxnOffsetCommitResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_TxnOffsetCommitResponse_v0(m: TxnOffsetCommitResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_TxnOffsetCommitResponseTopic_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_TxnOffsetCommitResponseTopic_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -529,31 +529,31 @@ def decode_TxnOffsetCommitResponse_v3(buf: Buffer, pos: int) -> tuple[TxnOffsetC
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[TxnOffsetCommitResponseTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_TxnOffsetCommitResponseTopic_v3(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_TxnOffsetCommitResponseTopic_v3(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return TxnOffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics, unknown_tagged_fields=_unknown), pos
     return TxnOffsetCommitResponse(throttle_time_ms=throttle_time_ms, topics=topics), pos + 1
 
 
-def encode_TxnOffsetCommitResponse_v3(m: TxnOffsetCommitResponse, out: bytearray) -> None:
-    out += _S_i.pack(m.throttle_time_ms)  # field: throttle_time_ms
-    _items = m.topics
-    if _items is None:
+def encode_TxnOffsetCommitResponse_v3(m: TxnOffsetCommitResponse, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.throttle_time_ms))  # field: throttle_time_ms
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_TxnOffsetCommitResponseTopic_v3(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_TxnOffsetCommitResponseTopic_v3(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_TxnOffsetCommitRequestPartition_v1 = decode_TxnOffsetCommitRequestPartition_v0
 encode_TxnOffsetCommitRequestPartition_v1 = encode_TxnOffsetCommitRequestPartition_v0
 decode_TxnOffsetCommitRequestPartition_v4 = decode_TxnOffsetCommitRequestPartition_v3

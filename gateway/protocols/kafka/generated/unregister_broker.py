@@ -55,7 +55,7 @@ from gateway.protocols.kafka.primitives import (
 # ---------------------------------------- message classes
 
 class UnregisterBrokerRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UnregisterBrokerRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     broker_id: int = 0
@@ -63,7 +63,7 @@ class UnregisterBrokerRequest(msgspec.Struct, gc=False):
 
 
 class UnregisterBrokerResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UnregisterBrokerResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -98,12 +98,12 @@ def decode_UnregisterBrokerRequest_v0(buf: Buffer, pos: int) -> tuple[Unregister
     return UnregisterBrokerRequest(broker_id=broker_id), pos + 1
 
 
-def encode_UnregisterBrokerRequest_v0(m: UnregisterBrokerRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.broker_id)  # field: broker_id
+def encode_UnregisterBrokerRequest_v0(m: UnregisterBrokerRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.broker_id))  # field: broker_id
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UnregisterBrokerResponse_v0(buf: Buffer, pos: int) -> tuple[UnregisterBrokerResponse, int]:
@@ -116,15 +116,13 @@ def decode_UnregisterBrokerResponse_v0(buf: Buffer, pos: int) -> tuple[Unregiste
     return UnregisterBrokerResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_UnregisterBrokerResponse_v0(m: UnregisterBrokerResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_UnregisterBrokerResponse_v0(m: UnregisterBrokerResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 64
 API_NAME = 'UnregisterBroker'

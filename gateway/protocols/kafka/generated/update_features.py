@@ -66,7 +66,7 @@ class UpdateFeaturesRequestFeatureUpdateKey(msgspec.Struct, gc=False):
 
 
 class UpdateFeaturesRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UpdateFeaturesRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     timeout_ms: int = 60000
@@ -86,7 +86,7 @@ class UpdateFeaturesResponseUpdatableFeatureResult(msgspec.Struct, gc=False):
 
 
 class UpdateFeaturesResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UpdateFeaturesResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -143,15 +143,15 @@ def decode_UpdateFeaturesRequestFeatureUpdateKey_v0(buf: Buffer, pos: int) -> tu
     return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, allow_downgrade=allow_downgrade), pos + 1
 
 
-def encode_UpdateFeaturesRequestFeatureUpdateKey_v0(m: UpdateFeaturesRequestFeatureUpdateKey, out: bytearray) -> None:
+def encode_UpdateFeaturesRequestFeatureUpdateKey_v0(m: UpdateFeaturesRequestFeatureUpdateKey, out: list[bytes]) -> None:
     if m.upgrade_type != 1:  # field: upgrade_type
         raise absent_error()  # field: upgrade_type
     write_compact_string(out, m.feature)  # field: feature
-    out += _S_ho.pack(m.max_version_level, m.allow_downgrade)  # field: max_version_level, allow_downgrade
+    out.append(_S_ho.pack(m.max_version_level, m.allow_downgrade))  # field: max_version_level, allow_downgrade
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateFeaturesRequestFeatureUpdateKey_v1(buf: Buffer, pos: int) -> tuple[UpdateFeaturesRequestFeatureUpdateKey, int]:
@@ -164,15 +164,15 @@ def decode_UpdateFeaturesRequestFeatureUpdateKey_v1(buf: Buffer, pos: int) -> tu
     return UpdateFeaturesRequestFeatureUpdateKey(feature=feature, max_version_level=max_version_level, upgrade_type=upgrade_type), pos + 1
 
 
-def encode_UpdateFeaturesRequestFeatureUpdateKey_v1(m: UpdateFeaturesRequestFeatureUpdateKey, out: bytearray) -> None:
+def encode_UpdateFeaturesRequestFeatureUpdateKey_v1(m: UpdateFeaturesRequestFeatureUpdateKey, out: list[bytes]) -> None:
     if m.allow_downgrade != False:  # field: allow_downgrade
         raise absent_error()  # field: allow_downgrade
     write_compact_string(out, m.feature)  # field: feature
-    out += _S_hb.pack(m.max_version_level, m.upgrade_type)  # field: max_version_level, upgrade_type
+    out.append(_S_hb.pack(m.max_version_level, m.upgrade_type))  # field: max_version_level, upgrade_type
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateFeaturesRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateFeaturesRequest, int]:
@@ -182,31 +182,31 @@ def decode_UpdateFeaturesRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateFeatur
     if _count < 0:
         raise null_error()  # field: feature_updates
     else:
-        feature_updates = []
-        _append = feature_updates.append
+        feature_updates: list[UpdateFeaturesRequestFeatureUpdateKey] = []
+        _append_feature_updates = feature_updates.append
         for _ in range(_count):
-            _item, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v0(buf, pos)  # field: feature_updates
-            _append(_item)
+            _item_feature_updates, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v0(buf, pos)  # field: feature_updates
+            _append_feature_updates(_item_feature_updates)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates), pos + 1
 
 
-def encode_UpdateFeaturesRequest_v0(m: UpdateFeaturesRequest, out: bytearray) -> None:
+def encode_UpdateFeaturesRequest_v0(m: UpdateFeaturesRequest, out: list[bytes]) -> None:
     if m.validate_only != False:  # field: validate_only
         raise absent_error()  # field: validate_only
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    _items = m.feature_updates
-    if _items is None:
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
+    _items_feature_updates = m.feature_updates
+    if _items_feature_updates is None:
         raise null_error()  # field: feature_updates
-    write_compact_array_length(out, _items)  # field: feature_updates
-    for _item in _items:
-        encode_UpdateFeaturesRequestFeatureUpdateKey_v0(_item, out)  # field: feature_updates
+    write_compact_array_length(out, _items_feature_updates)  # field: feature_updates
+    for _item_feature_updates in _items_feature_updates:
+        encode_UpdateFeaturesRequestFeatureUpdateKey_v0(_item_feature_updates, out)  # field: feature_updates
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateFeaturesRequest_v1(buf: Buffer, pos: int) -> tuple[UpdateFeaturesRequest, int]:
@@ -216,11 +216,11 @@ def decode_UpdateFeaturesRequest_v1(buf: Buffer, pos: int) -> tuple[UpdateFeatur
     if _count < 0:
         raise null_error()  # field: feature_updates
     else:
-        feature_updates = []
-        _append = feature_updates.append
+        feature_updates: list[UpdateFeaturesRequestFeatureUpdateKey] = []
+        _append_feature_updates = feature_updates.append
         for _ in range(_count):
-            _item, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v1(buf, pos)  # field: feature_updates
-            _append(_item)
+            _item_feature_updates, pos = decode_UpdateFeaturesRequestFeatureUpdateKey_v1(buf, pos)  # field: feature_updates
+            _append_feature_updates(_item_feature_updates)
     validate_only, = _S_o.unpack_from(buf, pos)  # field: validate_only
     pos += 1
     if buf[pos]:  # field: unknown_tagged_fields
@@ -229,19 +229,19 @@ def decode_UpdateFeaturesRequest_v1(buf: Buffer, pos: int) -> tuple[UpdateFeatur
     return UpdateFeaturesRequest(timeout_ms=timeout_ms, feature_updates=feature_updates, validate_only=validate_only), pos + 1
 
 
-def encode_UpdateFeaturesRequest_v1(m: UpdateFeaturesRequest, out: bytearray) -> None:
-    out += _S_i.pack(m.timeout_ms)  # field: timeout_ms
-    _items = m.feature_updates
-    if _items is None:
+def encode_UpdateFeaturesRequest_v1(m: UpdateFeaturesRequest, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.timeout_ms))  # field: timeout_ms
+    _items_feature_updates = m.feature_updates
+    if _items_feature_updates is None:
         raise null_error()  # field: feature_updates
-    write_compact_array_length(out, _items)  # field: feature_updates
-    for _item in _items:
-        encode_UpdateFeaturesRequestFeatureUpdateKey_v1(_item, out)  # field: feature_updates
-    out += _S_o.pack(m.validate_only)  # field: validate_only
+    write_compact_array_length(out, _items_feature_updates)  # field: feature_updates
+    for _item_feature_updates in _items_feature_updates:
+        encode_UpdateFeaturesRequestFeatureUpdateKey_v1(_item_feature_updates, out)  # field: feature_updates
+    out.append(_S_o.pack(m.validate_only))  # field: validate_only
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateFeaturesResponseUpdatableFeatureResult_v0(buf: Buffer, pos: int) -> tuple[UpdateFeaturesResponseUpdatableFeatureResult, int]:
@@ -255,14 +255,14 @@ def decode_UpdateFeaturesResponseUpdatableFeatureResult_v0(buf: Buffer, pos: int
     return UpdateFeaturesResponseUpdatableFeatureResult(feature=feature, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_UpdateFeaturesResponseUpdatableFeatureResult_v0(m: UpdateFeaturesResponseUpdatableFeatureResult, out: bytearray) -> None:
+def encode_UpdateFeaturesResponseUpdatableFeatureResult_v0(m: UpdateFeaturesResponseUpdatableFeatureResult, out: list[bytes]) -> None:
     write_compact_string(out, m.feature)  # field: feature
-    out += _S_h.pack(m.error_code)  # field: error_code
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateFeaturesResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateFeaturesResponse, int]:
@@ -273,30 +273,30 @@ def decode_UpdateFeaturesResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateFeatu
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[UpdateFeaturesResponseUpdatableFeatureResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_UpdateFeaturesResponseUpdatableFeatureResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_UpdateFeaturesResponseUpdatableFeatureResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results, unknown_tagged_fields=_unknown), pos
     return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message, results=results), pos + 1
 
 
-def encode_UpdateFeaturesResponse_v0(m: UpdateFeaturesResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_UpdateFeaturesResponse_v0(m: UpdateFeaturesResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
-    _items = m.results
-    if _items is None:
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_UpdateFeaturesResponseUpdatableFeatureResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_UpdateFeaturesResponseUpdatableFeatureResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateFeaturesResponse_v2(buf: Buffer, pos: int) -> tuple[UpdateFeaturesResponse, int]:
@@ -309,15 +309,15 @@ def decode_UpdateFeaturesResponse_v2(buf: Buffer, pos: int) -> tuple[UpdateFeatu
     return UpdateFeaturesResponse(throttle_time_ms=throttle_time_ms, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_UpdateFeaturesResponse_v2(m: UpdateFeaturesResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
+def encode_UpdateFeaturesResponse_v2(m: UpdateFeaturesResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_UpdateFeaturesRequestFeatureUpdateKey_v2 = decode_UpdateFeaturesRequestFeatureUpdateKey_v1
 encode_UpdateFeaturesRequestFeatureUpdateKey_v2 = encode_UpdateFeaturesRequestFeatureUpdateKey_v1
 decode_UpdateFeaturesRequest_v2 = decode_UpdateFeaturesRequest_v1

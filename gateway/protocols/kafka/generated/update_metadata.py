@@ -104,7 +104,7 @@ class UpdateMetadataRequestUpdateMetadataBroker(msgspec.Struct, gc=False):
 
 
 class UpdateMetadataRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UpdateMetadataRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     controller_id: int = 0
@@ -119,7 +119,7 @@ class UpdateMetadataRequest(msgspec.Struct, gc=False):
 
 
 class UpdateMetadataResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UpdateMetadataResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -202,18 +202,18 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf: Buffer, pos
     return UpdateMetadataRequestUpdateMetadataPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
+def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.zk_version)  # field: zk_version
-    _items = m.replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.zk_version))  # field: zk_version
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
+    write_fixed_array(out, _items_replicas, 'i')  # field: replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -236,22 +236,22 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(buf: Buffer, pos
     return UpdateMetadataRequestUpdateMetadataPartitionState(topic_name=topic_name, partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
+def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.zk_version)  # field: zk_version
-    _items = m.replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.zk_version))  # field: zk_version
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
-    _items = m.offline_replicas
-    if _items is None:
+    write_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    _items_offline_replicas = m.offline_replicas
+    if _items_offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    write_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_fixed_array(out, _items_offline_replicas, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -273,21 +273,21 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(buf: Buffer, pos
     return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: list[bytes]) -> None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.zk_version)  # field: zk_version
-    _items = m.replicas
-    if _items is None:
+    write_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.zk_version))  # field: zk_version
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_fixed_array(out, _items, 'i')  # field: replicas
-    _items = m.offline_replicas
-    if _items is None:
+    write_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    _items_offline_replicas = m.offline_replicas
+    if _items_offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    write_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_fixed_array(out, _items_offline_replicas, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -312,25 +312,25 @@ def decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf: Buffer, pos
     return UpdateMetadataRequestUpdateMetadataPartitionState(partition_index=partition_index, controller_epoch=controller_epoch, leader=leader, leader_epoch=leader_epoch, isr=isr, zk_version=zk_version, replicas=replicas, offline_replicas=offline_replicas), pos + 1
 
 
-def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: bytearray) -> None:
-    out += _S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch)  # field: partition_index, controller_epoch, leader, leader_epoch
-    _items = m.isr
-    if _items is None:
+def encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(m: UpdateMetadataRequestUpdateMetadataPartitionState, out: list[bytes]) -> None:
+    out.append(_S_iiii.pack(m.partition_index, m.controller_epoch, m.leader, m.leader_epoch))  # field: partition_index, controller_epoch, leader, leader_epoch
+    _items_isr = m.isr
+    if _items_isr is None:
         raise null_error()  # field: isr
-    write_compact_fixed_array(out, _items, 'i')  # field: isr
-    out += _S_i.pack(m.zk_version)  # field: zk_version
-    _items = m.replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_isr, 'i')  # field: isr
+    out.append(_S_i.pack(m.zk_version))  # field: zk_version
+    _items_replicas = m.replicas
+    if _items_replicas is None:
         raise null_error()  # field: replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: replicas
-    _items = m.offline_replicas
-    if _items is None:
+    write_compact_fixed_array(out, _items_replicas, 'i')  # field: replicas
+    _items_offline_replicas = m.offline_replicas
+    if _items_offline_replicas is None:
         raise null_error()  # field: offline_replicas
-    write_compact_fixed_array(out, _items, 'i')  # field: offline_replicas
+    write_compact_fixed_array(out, _items_offline_replicas, 'i')  # field: offline_replicas
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataRequestUpdateMetadataTopicState_v5(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataTopicState, int]:
@@ -339,22 +339,22 @@ def decode_UpdateMetadataRequestUpdateMetadataTopicState_v5(buf: Buffer, pos: in
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, partition_states=partition_states), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataTopicState_v5(m: UpdateMetadataRequestUpdateMetadataTopicState, out: bytearray) -> None:
+def encode_UpdateMetadataRequestUpdateMetadataTopicState_v5(m: UpdateMetadataRequestUpdateMetadataTopicState, out: list[bytes]) -> None:
     write_string(out, m.topic_name)  # field: topic_name
-    _items = m.partition_states
-    if _items is None:
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(_item, out)  # field: partition_states
+    write_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v5(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -365,29 +365,29 @@ def decode_UpdateMetadataRequestUpdateMetadataTopicState_v6(buf: Buffer, pos: in
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, partition_states=partition_states), pos + 1
 
 
-def encode_UpdateMetadataRequestUpdateMetadataTopicState_v6(m: UpdateMetadataRequestUpdateMetadataTopicState, out: bytearray) -> None:
+def encode_UpdateMetadataRequestUpdateMetadataTopicState_v6(m: UpdateMetadataRequestUpdateMetadataTopicState, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partition_states
-    if _items is None:
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(_item, out)  # field: partition_states
+    write_compact_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataTopicState, int]:
@@ -399,30 +399,30 @@ def decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf: Buffer, pos: in
     if _count < 0:
         raise null_error()  # field: partition_states
     else:
-        partition_states = []
-        _append = partition_states.append
+        partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_partition_states = partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
-            _append(_item)
+            _item_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(buf, pos)  # field: partition_states
+            _append_partition_states(_item_partition_states)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequestUpdateMetadataTopicState(topic_name=topic_name, topic_id=topic_id, partition_states=partition_states), pos + 1
 
 
-def encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(m: UpdateMetadataRequestUpdateMetadataTopicState, out: bytearray) -> None:
+def encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(m: UpdateMetadataRequestUpdateMetadataTopicState, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partition_states
-    if _items is None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partition_states = m.partition_states
+    if _items_partition_states is None:
         raise null_error()  # field: partition_states
-    write_compact_array_length(out, _items)  # field: partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(_item, out)  # field: partition_states
+    write_compact_array_length(out, _items_partition_states)  # field: partition_states
+    for _item_partition_states in _items_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v6(_item_partition_states, out)  # field: partition_states
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataEndpoint, int]:
@@ -434,10 +434,10 @@ def decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf: Buffer, pos: int)
     return UpdateMetadataRequestUpdateMetadataEndpoint(port=port, host=host, security_protocol=security_protocol), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(m: UpdateMetadataRequestUpdateMetadataEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.port)  # field: port
+def encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(m: UpdateMetadataRequestUpdateMetadataEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.port))  # field: port
     write_string(out, m.host)  # field: host
-    out += _S_h.pack(m.security_protocol)  # field: security_protocol
+    out.append(_S_h.pack(m.security_protocol))  # field: security_protocol
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -452,11 +452,11 @@ def decode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(buf: Buffer, pos: int)
     return UpdateMetadataRequestUpdateMetadataEndpoint(port=port, host=host, listener=listener, security_protocol=security_protocol), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(m: UpdateMetadataRequestUpdateMetadataEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.port)  # field: port
+def encode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(m: UpdateMetadataRequestUpdateMetadataEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.port))  # field: port
     write_string(out, m.host)  # field: host
     write_string(out, m.listener)  # field: listener
-    out += _S_h.pack(m.security_protocol)  # field: security_protocol
+    out.append(_S_h.pack(m.security_protocol))  # field: security_protocol
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -474,15 +474,15 @@ def decode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(buf: Buffer, pos: int)
     return UpdateMetadataRequestUpdateMetadataEndpoint(port=port, host=host, listener=listener, security_protocol=security_protocol), pos + 1
 
 
-def encode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(m: UpdateMetadataRequestUpdateMetadataEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.port)  # field: port
+def encode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(m: UpdateMetadataRequestUpdateMetadataEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.port))  # field: port
     write_compact_string(out, m.host)  # field: host
     write_compact_string(out, m.listener)  # field: listener
-    out += _S_h.pack(m.security_protocol)  # field: security_protocol
+    out.append(_S_h.pack(m.security_protocol))  # field: security_protocol
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataRequestUpdateMetadataBroker_v0(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequestUpdateMetadataBroker, int]:
@@ -494,10 +494,10 @@ def decode_UpdateMetadataRequestUpdateMetadataBroker_v0(buf: Buffer, pos: int) -
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, v0_host=v0_host, v0_port=v0_port), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataBroker_v0(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.id)  # field: id
+def encode_UpdateMetadataRequestUpdateMetadataBroker_v0(m: UpdateMetadataRequestUpdateMetadataBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.id))  # field: id
     write_string(out, m.v0_host)  # field: v0_host
-    out += _S_i.pack(m.v0_port)  # field: v0_port
+    out.append(_S_i.pack(m.v0_port))  # field: v0_port
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -509,22 +509,22 @@ def decode_UpdateMetadataRequestUpdateMetadataBroker_v1(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: endpoints
     else:
-        endpoints = []
-        _append = endpoints.append
+        endpoints: list[UpdateMetadataRequestUpdateMetadataEndpoint] = []
+        _append_endpoints = endpoints.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
-            _append(_item)
+            _item_endpoints, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
+            _append_endpoints(_item_endpoints)
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataBroker_v1(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.id)  # field: id
-    _items = m.endpoints
-    if _items is None:
+def encode_UpdateMetadataRequestUpdateMetadataBroker_v1(m: UpdateMetadataRequestUpdateMetadataBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.id))  # field: id
+    _items_endpoints = m.endpoints
+    if _items_endpoints is None:
         raise null_error()  # field: endpoints
-    write_array_length(out, _items)  # field: endpoints
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(_item, out)  # field: endpoints
+    write_array_length(out, _items_endpoints)  # field: endpoints
+    for _item_endpoints in _items_endpoints:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(_item_endpoints, out)  # field: endpoints
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -536,23 +536,23 @@ def decode_UpdateMetadataRequestUpdateMetadataBroker_v2(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: endpoints
     else:
-        endpoints = []
-        _append = endpoints.append
+        endpoints: list[UpdateMetadataRequestUpdateMetadataEndpoint] = []
+        _append_endpoints = endpoints.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
-            _append(_item)
+            _item_endpoints, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(buf, pos)  # field: endpoints
+            _append_endpoints(_item_endpoints)
     rack, pos = read_nullable_string(buf, pos)  # field: rack
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataBroker_v2(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.id)  # field: id
-    _items = m.endpoints
-    if _items is None:
+def encode_UpdateMetadataRequestUpdateMetadataBroker_v2(m: UpdateMetadataRequestUpdateMetadataBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.id))  # field: id
+    _items_endpoints = m.endpoints
+    if _items_endpoints is None:
         raise null_error()  # field: endpoints
-    write_array_length(out, _items)  # field: endpoints
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(_item, out)  # field: endpoints
+    write_array_length(out, _items_endpoints)  # field: endpoints
+    for _item_endpoints in _items_endpoints:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v1(_item_endpoints, out)  # field: endpoints
     write_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -565,23 +565,23 @@ def decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: endpoints
     else:
-        endpoints = []
-        _append = endpoints.append
+        endpoints: list[UpdateMetadataRequestUpdateMetadataEndpoint] = []
+        _append_endpoints = endpoints.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(buf, pos)  # field: endpoints
-            _append(_item)
+            _item_endpoints, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(buf, pos)  # field: endpoints
+            _append_endpoints(_item_endpoints)
     rack, pos = read_nullable_string(buf, pos)  # field: rack
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack), pos
 
 
-def encode_UpdateMetadataRequestUpdateMetadataBroker_v3(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.id)  # field: id
-    _items = m.endpoints
-    if _items is None:
+def encode_UpdateMetadataRequestUpdateMetadataBroker_v3(m: UpdateMetadataRequestUpdateMetadataBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.id))  # field: id
+    _items_endpoints = m.endpoints
+    if _items_endpoints is None:
         raise null_error()  # field: endpoints
-    write_array_length(out, _items)  # field: endpoints
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(_item, out)  # field: endpoints
+    write_array_length(out, _items_endpoints)  # field: endpoints
+    for _item_endpoints in _items_endpoints:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v3(_item_endpoints, out)  # field: endpoints
     write_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
@@ -594,11 +594,11 @@ def decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: endpoints
     else:
-        endpoints = []
-        _append = endpoints.append
+        endpoints: list[UpdateMetadataRequestUpdateMetadataEndpoint] = []
+        _append_endpoints = endpoints.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(buf, pos)  # field: endpoints
-            _append(_item)
+            _item_endpoints, pos = decode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(buf, pos)  # field: endpoints
+            _append_endpoints(_item_endpoints)
     rack, pos = read_compact_nullable_string(buf, pos)  # field: rack
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
@@ -606,19 +606,19 @@ def decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf: Buffer, pos: int) -
     return UpdateMetadataRequestUpdateMetadataBroker(id=id, endpoints=endpoints, rack=rack), pos + 1
 
 
-def encode_UpdateMetadataRequestUpdateMetadataBroker_v6(m: UpdateMetadataRequestUpdateMetadataBroker, out: bytearray) -> None:
-    out += _S_i.pack(m.id)  # field: id
-    _items = m.endpoints
-    if _items is None:
+def encode_UpdateMetadataRequestUpdateMetadataBroker_v6(m: UpdateMetadataRequestUpdateMetadataBroker, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.id))  # field: id
+    _items_endpoints = m.endpoints
+    if _items_endpoints is None:
         raise null_error()  # field: endpoints
-    write_compact_array_length(out, _items)  # field: endpoints
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(_item, out)  # field: endpoints
+    write_compact_array_length(out, _items_endpoints)  # field: endpoints
+    for _item_endpoints in _items_endpoints:
+        encode_UpdateMetadataRequestUpdateMetadataEndpoint_v6(_item_endpoints, out)  # field: endpoints
     write_compact_nullable_string(out, m.rack)  # field: rack
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -628,43 +628,43 @@ def decode_UpdateMetadataRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
-        ungrouped_partition_states = []
-        _append = ungrouped_partition_states.append
+        ungrouped_partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_ungrouped_partition_states = ungrouped_partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            _append(_item)
+            _item_ungrouped_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append_ungrouped_partition_states(_item_ungrouped_partition_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v0(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v0(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
-def encode_UpdateMetadataRequest_v0(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v0(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    _items = m.ungrouped_partition_states
-    if _items is None:
+    out.append(_S_ii.pack(m.controller_id, m.controller_epoch))  # field: controller_id, controller_epoch
+    _items_ungrouped_partition_states = m.ungrouped_partition_states
+    if _items_ungrouped_partition_states is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, _items)  # field: ungrouped_partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
-    _items = m.live_brokers
-    if _items is None:
+    write_array_length(out, _items_ungrouped_partition_states)  # field: ungrouped_partition_states
+    for _item_ungrouped_partition_states in _items_ungrouped_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item_ungrouped_partition_states, out)  # field: ungrouped_partition_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v0(_item, out)  # field: live_brokers
+    write_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v0(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -676,43 +676,43 @@ def decode_UpdateMetadataRequest_v1(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
-        ungrouped_partition_states = []
-        _append = ungrouped_partition_states.append
+        ungrouped_partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_ungrouped_partition_states = ungrouped_partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            _append(_item)
+            _item_ungrouped_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append_ungrouped_partition_states(_item_ungrouped_partition_states)
     _count, pos = read_array_length(buf, pos, 8)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v1(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v1(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
-def encode_UpdateMetadataRequest_v1(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v1(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    _items = m.ungrouped_partition_states
-    if _items is None:
+    out.append(_S_ii.pack(m.controller_id, m.controller_epoch))  # field: controller_id, controller_epoch
+    _items_ungrouped_partition_states = m.ungrouped_partition_states
+    if _items_ungrouped_partition_states is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, _items)  # field: ungrouped_partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
-    _items = m.live_brokers
-    if _items is None:
+    write_array_length(out, _items_ungrouped_partition_states)  # field: ungrouped_partition_states
+    for _item_ungrouped_partition_states in _items_ungrouped_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item_ungrouped_partition_states, out)  # field: ungrouped_partition_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v1(_item, out)  # field: live_brokers
+    write_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v1(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -724,43 +724,43 @@ def decode_UpdateMetadataRequest_v2(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
-        ungrouped_partition_states = []
-        _append = ungrouped_partition_states.append
+        ungrouped_partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_ungrouped_partition_states = ungrouped_partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            _append(_item)
+            _item_ungrouped_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append_ungrouped_partition_states(_item_ungrouped_partition_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v2(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v2(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
-def encode_UpdateMetadataRequest_v2(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v2(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    _items = m.ungrouped_partition_states
-    if _items is None:
+    out.append(_S_ii.pack(m.controller_id, m.controller_epoch))  # field: controller_id, controller_epoch
+    _items_ungrouped_partition_states = m.ungrouped_partition_states
+    if _items_ungrouped_partition_states is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, _items)  # field: ungrouped_partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
-    _items = m.live_brokers
-    if _items is None:
+    write_array_length(out, _items_ungrouped_partition_states)  # field: ungrouped_partition_states
+    for _item_ungrouped_partition_states in _items_ungrouped_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item_ungrouped_partition_states, out)  # field: ungrouped_partition_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v2(_item, out)  # field: live_brokers
+    write_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v2(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -772,43 +772,43 @@ def decode_UpdateMetadataRequest_v3(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
-        ungrouped_partition_states = []
-        _append = ungrouped_partition_states.append
+        ungrouped_partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_ungrouped_partition_states = ungrouped_partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
-            _append(_item)
+            _item_ungrouped_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(buf, pos)  # field: ungrouped_partition_states
+            _append_ungrouped_partition_states(_item_ungrouped_partition_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
-def encode_UpdateMetadataRequest_v3(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v3(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    _items = m.ungrouped_partition_states
-    if _items is None:
+    out.append(_S_ii.pack(m.controller_id, m.controller_epoch))  # field: controller_id, controller_epoch
+    _items_ungrouped_partition_states = m.ungrouped_partition_states
+    if _items_ungrouped_partition_states is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, _items)  # field: ungrouped_partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item, out)  # field: ungrouped_partition_states
-    _items = m.live_brokers
-    if _items is None:
+    write_array_length(out, _items_ungrouped_partition_states)  # field: ungrouped_partition_states
+    for _item_ungrouped_partition_states in _items_ungrouped_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0(_item_ungrouped_partition_states, out)  # field: ungrouped_partition_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item, out)  # field: live_brokers
+    write_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -820,43 +820,43 @@ def decode_UpdateMetadataRequest_v4(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: ungrouped_partition_states
     else:
-        ungrouped_partition_states = []
-        _append = ungrouped_partition_states.append
+        ungrouped_partition_states: list[UpdateMetadataRequestUpdateMetadataPartitionState] = []
+        _append_ungrouped_partition_states = ungrouped_partition_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(buf, pos)  # field: ungrouped_partition_states
-            _append(_item)
+            _item_ungrouped_partition_states, pos = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(buf, pos)  # field: ungrouped_partition_states
+            _append_ungrouped_partition_states(_item_ungrouped_partition_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, ungrouped_partition_states=ungrouped_partition_states, live_brokers=live_brokers), pos
 
 
-def encode_UpdateMetadataRequest_v4(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v4(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.topic_states is None or len(m.topic_states) != 0:  # field: topic_states
         raise absent_error()  # field: topic_states
-    out += _S_ii.pack(m.controller_id, m.controller_epoch)  # field: controller_id, controller_epoch
-    _items = m.ungrouped_partition_states
-    if _items is None:
+    out.append(_S_ii.pack(m.controller_id, m.controller_epoch))  # field: controller_id, controller_epoch
+    _items_ungrouped_partition_states = m.ungrouped_partition_states
+    if _items_ungrouped_partition_states is None:
         raise null_error()  # field: ungrouped_partition_states
-    write_array_length(out, _items)  # field: ungrouped_partition_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(_item, out)  # field: ungrouped_partition_states
-    _items = m.live_brokers
-    if _items is None:
+    write_array_length(out, _items_ungrouped_partition_states)  # field: ungrouped_partition_states
+    for _item_ungrouped_partition_states in _items_ungrouped_partition_states:
+        encode_UpdateMetadataRequestUpdateMetadataPartitionState_v4(_item_ungrouped_partition_states, out)  # field: ungrouped_partition_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item, out)  # field: live_brokers
+    write_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -868,43 +868,43 @@ def decode_UpdateMetadataRequest_v5(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[UpdateMetadataRequestUpdateMetadataTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v5(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v5(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_array_length(buf, pos, 10)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v3(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos
 
 
-def encode_UpdateMetadataRequest_v5(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v5(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch))  # field: controller_id, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v5(_item, out)  # field: topic_states
-    _items = m.live_brokers
-    if _items is None:
+    write_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v5(_item_topic_states, out)  # field: topic_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item, out)  # field: live_brokers
+    write_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v3(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -916,50 +916,50 @@ def decode_UpdateMetadataRequest_v6(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[UpdateMetadataRequestUpdateMetadataTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v6(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v6(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos + 1
 
 
-def encode_UpdateMetadataRequest_v6(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v6(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch))  # field: controller_id, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v6(_item, out)  # field: topic_states
-    _items = m.live_brokers
-    if _items is None:
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v6(_item_topic_states, out)  # field: topic_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_compact_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item, out)  # field: live_brokers
+    write_compact_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataRequest_v7(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -969,50 +969,50 @@ def decode_UpdateMetadataRequest_v7(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[UpdateMetadataRequestUpdateMetadataTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers, unknown_tagged_fields=_unknown), pos
     return UpdateMetadataRequest(controller_id=controller_id, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos + 1
 
 
-def encode_UpdateMetadataRequest_v7(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v7(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.is_kraft_controller != False:  # field: is_kraft_controller
         raise absent_error()  # field: is_kraft_controller
     if m.type != 0:  # field: type
         raise absent_error()  # field: type
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch)  # field: controller_id, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_iiq.pack(m.controller_id, m.controller_epoch, m.broker_epoch))  # field: controller_id, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(_item, out)  # field: topic_states
-    _items = m.live_brokers
-    if _items is None:
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(_item_topic_states, out)  # field: topic_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_compact_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item, out)  # field: live_brokers
+    write_compact_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item_live_brokers, out)  # field: live_brokers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataRequest_v8(buf: Buffer, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -1022,22 +1022,22 @@ def decode_UpdateMetadataRequest_v8(buf: Buffer, pos: int) -> tuple[UpdateMetada
     if _count < 0:
         raise null_error()  # field: topic_states
     else:
-        topic_states = []
-        _append = topic_states.append
+        topic_states: list[UpdateMetadataRequestUpdateMetadataTopicState] = []
+        _append_topic_states = topic_states.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
-            _append(_item)
+            _item_topic_states, pos = decode_UpdateMetadataRequestUpdateMetadataTopicState_v7(buf, pos)  # field: topic_states
+            _append_topic_states(_item_topic_states)
     _count, pos = read_compact_array_length(buf, pos, 7)  # field: live_brokers
     if _count < 0:
         raise null_error()  # field: live_brokers
     else:
-        live_brokers = []
-        _append = live_brokers.append
+        live_brokers: list[UpdateMetadataRequestUpdateMetadataBroker] = []
+        _append_live_brokers = live_brokers.append
         for _ in range(_count):
-            _item, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
-            _append(_item)
+            _item_live_brokers, pos = decode_UpdateMetadataRequestUpdateMetadataBroker_v6(buf, pos)  # field: live_brokers
+            _append_live_brokers(_item_live_brokers)
     if buf[pos]:  # field: unknown_tagged_fields
-        type = 0
+        type: int = 0
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -1053,32 +1053,32 @@ def decode_UpdateMetadataRequest_v8(buf: Buffer, pos: int) -> tuple[UpdateMetada
     return UpdateMetadataRequest(controller_id=controller_id, is_kraft_controller=is_kraft_controller, controller_epoch=controller_epoch, broker_epoch=broker_epoch, topic_states=topic_states, live_brokers=live_brokers), pos + 1
 
 
-def encode_UpdateMetadataRequest_v8(m: UpdateMetadataRequest, out: bytearray) -> None:
+def encode_UpdateMetadataRequest_v8(m: UpdateMetadataRequest, out: list[bytes]) -> None:
     if m.ungrouped_partition_states is None or len(m.ungrouped_partition_states) != 0:  # field: ungrouped_partition_states
         raise absent_error()  # field: ungrouped_partition_states
-    out += _S_ioiq.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch)  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
-    _items = m.topic_states
-    if _items is None:
+    out.append(_S_ioiq.pack(m.controller_id, m.is_kraft_controller, m.controller_epoch, m.broker_epoch))  # field: controller_id, is_kraft_controller, controller_epoch, broker_epoch
+    _items_topic_states = m.topic_states
+    if _items_topic_states is None:
         raise null_error()  # field: topic_states
-    write_compact_array_length(out, _items)  # field: topic_states
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(_item, out)  # field: topic_states
-    _items = m.live_brokers
-    if _items is None:
+    write_compact_array_length(out, _items_topic_states)  # field: topic_states
+    for _item_topic_states in _items_topic_states:
+        encode_UpdateMetadataRequestUpdateMetadataTopicState_v7(_item_topic_states, out)  # field: topic_states
+    _items_live_brokers = m.live_brokers
+    if _items_live_brokers is None:
         raise null_error()  # field: live_brokers
-    write_compact_array_length(out, _items)  # field: live_brokers
-    for _item in _items:
-        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item, out)  # field: live_brokers
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.type
-    if _value != 0:
-        _buffer = bytearray()
-        _buffer += _S_b.pack(_value)  # field: type
+    write_compact_array_length(out, _items_live_brokers)  # field: live_brokers
+    for _item_live_brokers in _items_live_brokers:
+        encode_UpdateMetadataRequestUpdateMetadataBroker_v6(_item_live_brokers, out)  # field: live_brokers
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_type = m.type
+    if _value_type != 0:
+        _buffer: list[bytes] = []
+        _buffer.append(_S_b.pack(_value_type))  # field: type
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateMetadataResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateMetadataResponse, int]:
@@ -1087,8 +1087,8 @@ def decode_UpdateMetadataResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateMetad
     return UpdateMetadataResponse(error_code=error_code), pos
 
 
-def encode_UpdateMetadataResponse_v0(m: UpdateMetadataResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_UpdateMetadataResponse_v0(m: UpdateMetadataResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -1102,14 +1102,14 @@ def decode_UpdateMetadataResponse_v6(buf: Buffer, pos: int) -> tuple[UpdateMetad
     return UpdateMetadataResponse(error_code=error_code), pos + 1
 
 
-def encode_UpdateMetadataResponse_v6(m: UpdateMetadataResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
+def encode_UpdateMetadataResponse_v6(m: UpdateMetadataResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_UpdateMetadataRequestUpdateMetadataPartitionState_v1 = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0
 encode_UpdateMetadataRequestUpdateMetadataPartitionState_v1 = encode_UpdateMetadataRequestUpdateMetadataPartitionState_v0
 decode_UpdateMetadataRequestUpdateMetadataPartitionState_v2 = decode_UpdateMetadataRequestUpdateMetadataPartitionState_v0

@@ -74,7 +74,7 @@ class UpdateRaftVoterRequestKRaftVersionFeature(msgspec.Struct, gc=False):
 
 
 class UpdateRaftVoterRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UpdateRaftVoterRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = ''
@@ -98,7 +98,7 @@ class UpdateRaftVoterResponseCurrentLeader(msgspec.Struct, gc=False):
 
 
 class UpdateRaftVoterResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka UpdateRaftVoterResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     throttle_time_ms: int = 0
@@ -165,14 +165,14 @@ def decode_UpdateRaftVoterRequestListener_v0(buf: Buffer, pos: int) -> tuple[Upd
     return UpdateRaftVoterRequestListener(name=name, host=host, port=port), pos + 1
 
 
-def encode_UpdateRaftVoterRequestListener_v0(m: UpdateRaftVoterRequestListener, out: bytearray) -> None:
+def encode_UpdateRaftVoterRequestListener_v0(m: UpdateRaftVoterRequestListener, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateRaftVoterRequestKRaftVersionFeature_v0(buf: Buffer, pos: int) -> tuple[UpdateRaftVoterRequestKRaftVersionFeature, int]:
@@ -184,12 +184,12 @@ def decode_UpdateRaftVoterRequestKRaftVersionFeature_v0(buf: Buffer, pos: int) -
     return UpdateRaftVoterRequestKRaftVersionFeature(min_supported_version=min_supported_version, max_supported_version=max_supported_version), pos + 1
 
 
-def encode_UpdateRaftVoterRequestKRaftVersionFeature_v0(m: UpdateRaftVoterRequestKRaftVersionFeature, out: bytearray) -> None:
-    out += _S_hh.pack(m.min_supported_version, m.max_supported_version)  # field: min_supported_version, max_supported_version
+def encode_UpdateRaftVoterRequestKRaftVersionFeature_v0(m: UpdateRaftVoterRequestKRaftVersionFeature, out: list[bytes]) -> None:
+    out.append(_S_hh.pack(m.min_supported_version, m.max_supported_version))  # field: min_supported_version, max_supported_version
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateRaftVoterRequest, int]:
@@ -201,11 +201,11 @@ def decode_UpdateRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateRaftV
     if _count < 0:
         raise null_error()  # field: listeners
     else:
-        listeners = []
-        _append = listeners.append
+        listeners: list[UpdateRaftVoterRequestListener] = []
+        _append_listeners = listeners.append
         for _ in range(_count):
-            _item, pos = decode_UpdateRaftVoterRequestListener_v0(buf, pos)  # field: listeners
-            _append(_item)
+            _item_listeners, pos = decode_UpdateRaftVoterRequestListener_v0(buf, pos)  # field: listeners
+            _append_listeners(_item_listeners)
     kraft_version_feature, pos = decode_UpdateRaftVoterRequestKRaftVersionFeature_v0(buf, pos)  # field: kraft_version_feature
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
@@ -213,20 +213,20 @@ def decode_UpdateRaftVoterRequest_v0(buf: Buffer, pos: int) -> tuple[UpdateRaftV
     return UpdateRaftVoterRequest(cluster_id=cluster_id, current_leader_epoch=current_leader_epoch, voter_id=voter_id, voter_directory_id=voter_directory_id, listeners=listeners, kraft_version_feature=kraft_version_feature), pos + 1
 
 
-def encode_UpdateRaftVoterRequest_v0(m: UpdateRaftVoterRequest, out: bytearray) -> None:
+def encode_UpdateRaftVoterRequest_v0(m: UpdateRaftVoterRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_ii16s.pack(m.current_leader_epoch, m.voter_id, m.voter_directory_id.bytes)  # field: current_leader_epoch, voter_id, voter_directory_id
-    _items = m.listeners
-    if _items is None:
+    out.append(_S_ii16s.pack(m.current_leader_epoch, m.voter_id, m.voter_directory_id.bytes))  # field: current_leader_epoch, voter_id, voter_directory_id
+    _items_listeners = m.listeners
+    if _items_listeners is None:
         raise null_error()  # field: listeners
-    write_compact_array_length(out, _items)  # field: listeners
-    for _item in _items:
-        encode_UpdateRaftVoterRequestListener_v0(_item, out)  # field: listeners
+    write_compact_array_length(out, _items_listeners)  # field: listeners
+    for _item_listeners in _items_listeners:
+        encode_UpdateRaftVoterRequestListener_v0(_item_listeners, out)  # field: listeners
     encode_UpdateRaftVoterRequestKRaftVersionFeature_v0(m.kraft_version_feature, out)  # field: kraft_version_feature
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateRaftVoterResponseCurrentLeader_v0(buf: Buffer, pos: int) -> tuple[UpdateRaftVoterResponseCurrentLeader, int]:
@@ -241,21 +241,21 @@ def decode_UpdateRaftVoterResponseCurrentLeader_v0(buf: Buffer, pos: int) -> tup
     return UpdateRaftVoterResponseCurrentLeader(leader_id=leader_id, leader_epoch=leader_epoch, host=host, port=port), pos + 1
 
 
-def encode_UpdateRaftVoterResponseCurrentLeader_v0(m: UpdateRaftVoterResponseCurrentLeader, out: bytearray) -> None:
-    out += _S_ii.pack(m.leader_id, m.leader_epoch)  # field: leader_id, leader_epoch
+def encode_UpdateRaftVoterResponseCurrentLeader_v0(m: UpdateRaftVoterResponseCurrentLeader, out: list[bytes]) -> None:
+    out.append(_S_ii.pack(m.leader_id, m.leader_epoch))  # field: leader_id, leader_epoch
     write_compact_string(out, m.host)  # field: host
-    out += _S_i.pack(m.port)  # field: port
+    out.append(_S_i.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_UpdateRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateRaftVoterResponse, int]:
     throttle_time_ms, error_code = _S_ih.unpack_from(buf, pos)  # field: throttle_time_ms, error_code
     pos += 6
     if buf[pos]:  # field: unknown_tagged_fields
-        current_leader = UpdateRaftVoterResponseCurrentLeader()
+        current_leader: UpdateRaftVoterResponseCurrentLeader = UpdateRaftVoterResponseCurrentLeader()
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -270,20 +270,18 @@ def decode_UpdateRaftVoterResponse_v0(buf: Buffer, pos: int) -> tuple[UpdateRaft
     return UpdateRaftVoterResponse(throttle_time_ms=throttle_time_ms, error_code=error_code), pos + 1
 
 
-def encode_UpdateRaftVoterResponse_v0(m: UpdateRaftVoterResponse, out: bytearray) -> None:
-    out += _S_ih.pack(m.throttle_time_ms, m.error_code)  # field: throttle_time_ms, error_code
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.current_leader
-    if _value != _DEFAULT_UpdateRaftVoterResponseCurrentLeader:
-        _buffer = bytearray()
-        encode_UpdateRaftVoterResponseCurrentLeader_v0(_value, _buffer)  # field: current_leader
+def encode_UpdateRaftVoterResponse_v0(m: UpdateRaftVoterResponse, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.throttle_time_ms, m.error_code))  # field: throttle_time_ms, error_code
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_current_leader = m.current_leader
+    if _value_current_leader != _DEFAULT_UpdateRaftVoterResponseCurrentLeader:
+        _buffer: list[bytes] = []
+        encode_UpdateRaftVoterResponseCurrentLeader_v0(_value_current_leader, _buffer)  # field: current_leader
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 82
 API_NAME = 'UpdateRaftVoter'

@@ -78,7 +78,7 @@ class VoteRequestTopicData(msgspec.Struct, gc=False):
 
 
 class VoteRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka VoteRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     cluster_id: str | None = None
@@ -119,7 +119,7 @@ class VoteResponseNodeEndpoint(msgspec.Struct, gc=False):
 
 
 class VoteResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka VoteResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     error_code: int = 0
@@ -194,12 +194,12 @@ def decode_VoteRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[VoteReque
     return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset), pos + 1
 
 
-def encode_VoteRequestPartitionData_v0(m: VoteRequestPartitionData, out: bytearray) -> None:
-    out += _S_iiiiq.pack(m.partition_index, m.candidate_epoch, m.candidate_id, m.last_offset_epoch, m.last_offset)  # field: partition_index, candidate_epoch, candidate_id, last_offset_epoch, last_offset
+def encode_VoteRequestPartitionData_v0(m: VoteRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_iiiiq.pack(m.partition_index, m.candidate_epoch, m.candidate_id, m.last_offset_epoch, m.last_offset))  # field: partition_index, candidate_epoch, candidate_id, last_offset_epoch, last_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple[VoteRequestPartitionData, int]:
@@ -213,12 +213,12 @@ def decode_VoteRequestPartitionData_v1(buf: Buffer, pos: int) -> tuple[VoteReque
     return VoteRequestPartitionData(partition_index=partition_index, candidate_epoch=candidate_epoch, candidate_id=candidate_id, candidate_directory_id=candidate_directory_id, voter_directory_id=voter_directory_id, last_offset_epoch=last_offset_epoch, last_offset=last_offset), pos + 1
 
 
-def encode_VoteRequestPartitionData_v1(m: VoteRequestPartitionData, out: bytearray) -> None:
-    out += _S_iii16s16siq.pack(m.partition_index, m.candidate_epoch, m.candidate_id, m.candidate_directory_id.bytes, m.voter_directory_id.bytes, m.last_offset_epoch, m.last_offset)  # field: partition_index, candidate_epoch, candidate_id, candidate_directory_id, voter_directory_id, last_offset_epoch, last_offset
+def encode_VoteRequestPartitionData_v1(m: VoteRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_iii16s16siq.pack(m.partition_index, m.candidate_epoch, m.candidate_id, m.candidate_directory_id.bytes, m.voter_directory_id.bytes, m.last_offset_epoch, m.last_offset))  # field: partition_index, candidate_epoch, candidate_id, candidate_directory_id, voter_directory_id, last_offset_epoch, last_offset
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[VoteRequestTopicData, int]:
@@ -227,29 +227,29 @@ def decode_VoteRequestTopicData_v0(buf: Buffer, pos: int) -> tuple[VoteRequestTo
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[VoteRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_VoteRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_VoteRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return VoteRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return VoteRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_VoteRequestTopicData_v0(m: VoteRequestTopicData, out: bytearray) -> None:
+def encode_VoteRequestTopicData_v0(m: VoteRequestTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_VoteRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_VoteRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[VoteRequestTopicData, int]:
@@ -258,29 +258,29 @@ def decode_VoteRequestTopicData_v1(buf: Buffer, pos: int) -> tuple[VoteRequestTo
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[VoteRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_VoteRequestPartitionData_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_VoteRequestPartitionData_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return VoteRequestTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return VoteRequestTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_VoteRequestTopicData_v1(m: VoteRequestTopicData, out: bytearray) -> None:
+def encode_VoteRequestTopicData_v1(m: VoteRequestTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_VoteRequestPartitionData_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_VoteRequestPartitionData_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteRequest_v0(buf: Buffer, pos: int) -> tuple[VoteRequest, int]:
@@ -289,29 +289,29 @@ def decode_VoteRequest_v0(buf: Buffer, pos: int) -> tuple[VoteRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[VoteRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_VoteRequestTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_VoteRequestTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return VoteRequest(cluster_id=cluster_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return VoteRequest(cluster_id=cluster_id, topics=topics), pos + 1
 
 
-def encode_VoteRequest_v0(m: VoteRequest, out: bytearray) -> None:
+def encode_VoteRequest_v0(m: VoteRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_VoteRequestTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_VoteRequestTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteRequest_v1(buf: Buffer, pos: int) -> tuple[VoteRequest, int]:
@@ -322,30 +322,30 @@ def decode_VoteRequest_v1(buf: Buffer, pos: int) -> tuple[VoteRequest, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[VoteRequestTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_VoteRequestTopicData_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_VoteRequestTopicData_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return VoteRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return VoteRequest(cluster_id=cluster_id, voter_id=voter_id, topics=topics), pos + 1
 
 
-def encode_VoteRequest_v1(m: VoteRequest, out: bytearray) -> None:
+def encode_VoteRequest_v1(m: VoteRequest, out: list[bytes]) -> None:
     write_compact_nullable_string(out, m.cluster_id)  # field: cluster_id
-    out += _S_i.pack(m.voter_id)  # field: voter_id
-    _items = m.topics
-    if _items is None:
+    out.append(_S_i.pack(m.voter_id))  # field: voter_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_VoteRequestTopicData_v1(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_VoteRequestTopicData_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[VoteResponsePartitionData, int]:
@@ -357,12 +357,12 @@ def decode_VoteResponsePartitionData_v0(buf: Buffer, pos: int) -> tuple[VoteResp
     return VoteResponsePartitionData(partition_index=partition_index, error_code=error_code, leader_id=leader_id, leader_epoch=leader_epoch, vote_granted=vote_granted), pos + 1
 
 
-def encode_VoteResponsePartitionData_v0(m: VoteResponsePartitionData, out: bytearray) -> None:
-    out += _S_ihiio.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.vote_granted)  # field: partition_index, error_code, leader_id, leader_epoch, vote_granted
+def encode_VoteResponsePartitionData_v0(m: VoteResponsePartitionData, out: list[bytes]) -> None:
+    out.append(_S_ihiio.pack(m.partition_index, m.error_code, m.leader_id, m.leader_epoch, m.vote_granted))  # field: partition_index, error_code, leader_id, leader_epoch, vote_granted
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[VoteResponseTopicData, int]:
@@ -371,29 +371,29 @@ def decode_VoteResponseTopicData_v0(buf: Buffer, pos: int) -> tuple[VoteResponse
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[VoteResponsePartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_VoteResponsePartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_VoteResponsePartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return VoteResponseTopicData(topic_name=topic_name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return VoteResponseTopicData(topic_name=topic_name, partitions=partitions), pos + 1
 
 
-def encode_VoteResponseTopicData_v0(m: VoteResponseTopicData, out: bytearray) -> None:
+def encode_VoteResponseTopicData_v0(m: VoteResponseTopicData, out: list[bytes]) -> None:
     write_compact_string(out, m.topic_name)  # field: topic_name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_VoteResponsePartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_VoteResponsePartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[VoteResponseNodeEndpoint, int]:
@@ -408,14 +408,14 @@ def decode_VoteResponseNodeEndpoint_v1(buf: Buffer, pos: int) -> tuple[VoteRespo
     return VoteResponseNodeEndpoint(node_id=node_id, host=host, port=port), pos + 1
 
 
-def encode_VoteResponseNodeEndpoint_v1(m: VoteResponseNodeEndpoint, out: bytearray) -> None:
-    out += _S_i.pack(m.node_id)  # field: node_id
+def encode_VoteResponseNodeEndpoint_v1(m: VoteResponseNodeEndpoint, out: list[bytes]) -> None:
+    out.append(_S_i.pack(m.node_id))  # field: node_id
     write_compact_string(out, m.host)  # field: host
-    out += _S_H.pack(m.port)  # field: port
+    out.append(_S_H.pack(m.port))  # field: port
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteResponse_v0(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
@@ -425,31 +425,31 @@ def decode_VoteResponse_v0(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[VoteResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return VoteResponse(error_code=error_code, topics=topics, unknown_tagged_fields=_unknown), pos
     return VoteResponse(error_code=error_code, topics=topics), pos + 1
 
 
-def encode_VoteResponse_v0(m: VoteResponse, out: bytearray) -> None:
+def encode_VoteResponse_v0(m: VoteResponse, out: list[bytes]) -> None:
     if m.node_endpoints is None or len(m.node_endpoints) != 0:  # field: node_endpoints
         raise absent_error()  # field: node_endpoints
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_VoteResponseTopicData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_VoteResponseTopicData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_VoteResponse_v1(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
@@ -459,13 +459,13 @@ def decode_VoteResponse_v1(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[VoteResponseTopicData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_VoteResponseTopicData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
-        node_endpoints = []
+        node_endpoints: list[VoteResponseNodeEndpoint] = []
         _unknown = {}
         _tag_count, pos = read_uvarint(buf, pos)  # field: unknown_tagged_fields
         for _ in range(_tag_count):
@@ -476,10 +476,10 @@ def decode_VoteResponse_v1(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
                     raise null_error()  # field: node_endpoints
                 else:
                     node_endpoints = []
-                    _append = node_endpoints.append
+                    _append_node_endpoints = node_endpoints.append
                     for _ in range(_count):
-                        _item, pos = decode_VoteResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
-                        _append(_item)
+                        _item_node_endpoints, pos = decode_VoteResponseNodeEndpoint_v1(buf, pos)  # field: node_endpoints
+                        _append_node_endpoints(_item_node_endpoints)
                 check_tagged_size(pos, _end, _tag)  # field: node_endpoints
             else:
                 _unknown[_tag] = raw_slice(buf, pos, _end)  # field: unknown_tagged_fields
@@ -488,31 +488,31 @@ def decode_VoteResponse_v1(buf: Buffer, pos: int) -> tuple[VoteResponse, int]:
     return VoteResponse(error_code=error_code, topics=topics), pos + 1
 
 
-def encode_VoteResponse_v1(m: VoteResponse, out: bytearray) -> None:
-    out += _S_h.pack(m.error_code)  # field: error_code
-    _items = m.topics
-    if _items is None:
+def encode_VoteResponse_v1(m: VoteResponse, out: list[bytes]) -> None:
+    out.append(_S_h.pack(m.error_code))  # field: error_code
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_VoteResponseTopicData_v0(_item, out)  # field: topics
-    _tagged: list[tuple[int, bytearray]] = []
-    _value = m.node_endpoints
-    if _value is None or len(_value) != 0:
-        _buffer = bytearray()
-        _items = _value
-        if _items is None:
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_VoteResponseTopicData_v0(_item_topics, out)  # field: topics
+    _tagged: list[tuple[int, list[bytes]]] = []
+    _value_node_endpoints = m.node_endpoints
+    if _value_node_endpoints is None or len(_value_node_endpoints) != 0:
+        _buffer: list[bytes] = []
+        _items_node_endpoints = _value_node_endpoints
+        if _items_node_endpoints is None:
             raise null_error()  # field: node_endpoints
-        write_compact_array_length(_buffer, _items)  # field: node_endpoints
-        for _item in _items:
-            encode_VoteResponseNodeEndpoint_v1(_item, _buffer)  # field: node_endpoints
+        write_compact_array_length(_buffer, _items_node_endpoints)  # field: node_endpoints
+        for _item_node_endpoints in _items_node_endpoints:
+            encode_VoteResponseNodeEndpoint_v1(_item_node_endpoints, _buffer)  # field: node_endpoints
         _tagged.append((0, _buffer))
     if _tagged or m.unknown_tagged_fields:
         write_tagged_fields(out, _tagged, m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
-
+# Versions whose wire layout equals an earlier version's share its functions.
 decode_VoteResponsePartitionData_v1 = decode_VoteResponsePartitionData_v0
 encode_VoteResponsePartitionData_v1 = encode_VoteResponsePartitionData_v0
 decode_VoteResponseTopicData_v1 = decode_VoteResponseTopicData_v0

@@ -87,7 +87,7 @@ class WriteShareGroupStateRequestWriteStateData(msgspec.Struct, gc=False):
 
 
 class WriteShareGroupStateRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka WriteShareGroupStateRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     group_id: str = ''
@@ -115,7 +115,7 @@ class WriteShareGroupStateResponseWriteStateResult(msgspec.Struct, gc=False):
 
 
 class WriteShareGroupStateResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka WriteShareGroupStateResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     results: list[WriteShareGroupStateResponseWriteStateResult] = []
@@ -180,12 +180,12 @@ def decode_WriteShareGroupStateRequestStateBatch_v0(buf: Buffer, pos: int) -> tu
     return WriteShareGroupStateRequestStateBatch(first_offset=first_offset, last_offset=last_offset, delivery_state=delivery_state, delivery_count=delivery_count), pos + 1
 
 
-def encode_WriteShareGroupStateRequestStateBatch_v0(m: WriteShareGroupStateRequestStateBatch, out: bytearray) -> None:
-    out += _S_qqbh.pack(m.first_offset, m.last_offset, m.delivery_state, m.delivery_count)  # field: first_offset, last_offset, delivery_state, delivery_count
+def encode_WriteShareGroupStateRequestStateBatch_v0(m: WriteShareGroupStateRequestStateBatch, out: list[bytes]) -> None:
+    out.append(_S_qqbh.pack(m.first_offset, m.last_offset, m.delivery_state, m.delivery_count))  # field: first_offset, last_offset, delivery_state, delivery_count
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateRequestPartitionData, int]:
@@ -195,29 +195,29 @@ def decode_WriteShareGroupStateRequestPartitionData_v0(buf: Buffer, pos: int) ->
     if _count < 0:
         raise null_error()  # field: state_batches
     else:
-        state_batches = []
-        _append = state_batches.append
+        state_batches: list[WriteShareGroupStateRequestStateBatch] = []
+        _append_state_batches = state_batches.append
         for _ in range(_count):
-            _item, pos = decode_WriteShareGroupStateRequestStateBatch_v0(buf, pos)  # field: state_batches
-            _append(_item)
+            _item_state_batches, pos = decode_WriteShareGroupStateRequestStateBatch_v0(buf, pos)  # field: state_batches
+            _append_state_batches(_item_state_batches)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, leader_epoch=leader_epoch, start_offset=start_offset, state_batches=state_batches, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateRequestPartitionData(partition=partition, state_epoch=state_epoch, leader_epoch=leader_epoch, start_offset=start_offset, state_batches=state_batches), pos + 1
 
 
-def encode_WriteShareGroupStateRequestPartitionData_v0(m: WriteShareGroupStateRequestPartitionData, out: bytearray) -> None:
-    out += _S_iiiq.pack(m.partition, m.state_epoch, m.leader_epoch, m.start_offset)  # field: partition, state_epoch, leader_epoch, start_offset
-    _items = m.state_batches
-    if _items is None:
+def encode_WriteShareGroupStateRequestPartitionData_v0(m: WriteShareGroupStateRequestPartitionData, out: list[bytes]) -> None:
+    out.append(_S_iiiq.pack(m.partition, m.state_epoch, m.leader_epoch, m.start_offset))  # field: partition, state_epoch, leader_epoch, start_offset
+    _items_state_batches = m.state_batches
+    if _items_state_batches is None:
         raise null_error()  # field: state_batches
-    write_compact_array_length(out, _items)  # field: state_batches
-    for _item in _items:
-        encode_WriteShareGroupStateRequestStateBatch_v0(_item, out)  # field: state_batches
+    write_compact_array_length(out, _items_state_batches)  # field: state_batches
+    for _item_state_batches in _items_state_batches:
+        encode_WriteShareGroupStateRequestStateBatch_v0(_item_state_batches, out)  # field: state_batches
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteShareGroupStateRequestWriteStateData_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateRequestWriteStateData, int]:
@@ -228,29 +228,29 @@ def decode_WriteShareGroupStateRequestWriteStateData_v0(buf: Buffer, pos: int) -
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[WriteShareGroupStateRequestPartitionData] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_WriteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_WriteShareGroupStateRequestPartitionData_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteShareGroupStateRequestWriteStateData(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateRequestWriteStateData(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_WriteShareGroupStateRequestWriteStateData_v0(m: WriteShareGroupStateRequestWriteStateData, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_WriteShareGroupStateRequestWriteStateData_v0(m: WriteShareGroupStateRequestWriteStateData, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_WriteShareGroupStateRequestPartitionData_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_WriteShareGroupStateRequestPartitionData_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateRequest, int]:
@@ -259,29 +259,29 @@ def decode_WriteShareGroupStateRequest_v0(buf: Buffer, pos: int) -> tuple[WriteS
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[WriteShareGroupStateRequestWriteStateData] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_WriteShareGroupStateRequestWriteStateData_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_WriteShareGroupStateRequestWriteStateData_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteShareGroupStateRequest(group_id=group_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateRequest(group_id=group_id, topics=topics), pos + 1
 
 
-def encode_WriteShareGroupStateRequest_v0(m: WriteShareGroupStateRequest, out: bytearray) -> None:
+def encode_WriteShareGroupStateRequest_v0(m: WriteShareGroupStateRequest, out: list[bytes]) -> None:
     write_compact_string(out, m.group_id)  # field: group_id
-    _items = m.topics
-    if _items is None:
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_WriteShareGroupStateRequestWriteStateData_v0(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_WriteShareGroupStateRequestWriteStateData_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateResponsePartitionResult, int]:
@@ -294,13 +294,13 @@ def decode_WriteShareGroupStateResponsePartitionResult_v0(buf: Buffer, pos: int)
     return WriteShareGroupStateResponsePartitionResult(partition=partition, error_code=error_code, error_message=error_message), pos + 1
 
 
-def encode_WriteShareGroupStateResponsePartitionResult_v0(m: WriteShareGroupStateResponsePartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition, m.error_code)  # field: partition, error_code
+def encode_WriteShareGroupStateResponsePartitionResult_v0(m: WriteShareGroupStateResponsePartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition, m.error_code))  # field: partition, error_code
     write_compact_nullable_string(out, m.error_message)  # field: error_message
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteShareGroupStateResponseWriteStateResult_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateResponseWriteStateResult, int]:
@@ -311,29 +311,29 @@ def decode_WriteShareGroupStateResponseWriteStateResult_v0(buf: Buffer, pos: int
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[WriteShareGroupStateResponsePartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_WriteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_WriteShareGroupStateResponsePartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteShareGroupStateResponseWriteStateResult(topic_id=topic_id, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateResponseWriteStateResult(topic_id=topic_id, partitions=partitions), pos + 1
 
 
-def encode_WriteShareGroupStateResponseWriteStateResult_v0(m: WriteShareGroupStateResponseWriteStateResult, out: bytearray) -> None:
-    out += _S_16s.pack(m.topic_id.bytes)  # field: topic_id
-    _items = m.partitions
-    if _items is None:
+def encode_WriteShareGroupStateResponseWriteStateResult_v0(m: WriteShareGroupStateResponseWriteStateResult, out: list[bytes]) -> None:
+    out.append(_S_16s.pack(m.topic_id.bytes))  # field: topic_id
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_WriteShareGroupStateResponsePartitionResult_v0(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_WriteShareGroupStateResponsePartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[WriteShareGroupStateResponse, int]:
@@ -341,30 +341,28 @@ def decode_WriteShareGroupStateResponse_v0(buf: Buffer, pos: int) -> tuple[Write
     if _count < 0:
         raise null_error()  # field: results
     else:
-        results = []
-        _append = results.append
+        results: list[WriteShareGroupStateResponseWriteStateResult] = []
+        _append_results = results.append
         for _ in range(_count):
-            _item, pos = decode_WriteShareGroupStateResponseWriteStateResult_v0(buf, pos)  # field: results
-            _append(_item)
+            _item_results, pos = decode_WriteShareGroupStateResponseWriteStateResult_v0(buf, pos)  # field: results
+            _append_results(_item_results)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteShareGroupStateResponse(results=results, unknown_tagged_fields=_unknown), pos
     return WriteShareGroupStateResponse(results=results), pos + 1
 
 
-def encode_WriteShareGroupStateResponse_v0(m: WriteShareGroupStateResponse, out: bytearray) -> None:
-    _items = m.results
-    if _items is None:
+def encode_WriteShareGroupStateResponse_v0(m: WriteShareGroupStateResponse, out: list[bytes]) -> None:
+    _items_results = m.results
+    if _items_results is None:
         raise null_error()  # field: results
-    write_compact_array_length(out, _items)  # field: results
-    for _item in _items:
-        encode_WriteShareGroupStateResponseWriteStateResult_v0(_item, out)  # field: results
+    write_compact_array_length(out, _items_results)  # field: results
+    for _item_results in _items_results:
+        encode_WriteShareGroupStateResponseWriteStateResult_v0(_item_results, out)  # field: results
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 85
 API_NAME = 'WriteShareGroupState'

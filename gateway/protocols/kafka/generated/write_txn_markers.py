@@ -76,7 +76,7 @@ class WriteTxnMarkersRequestWritableTxnMarker(msgspec.Struct, gc=False):
 
 
 class WriteTxnMarkersRequest(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka WriteTxnMarkersRequest request (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     markers: list[WriteTxnMarkersRequestWritableTxnMarker] = []
@@ -111,7 +111,7 @@ class WriteTxnMarkersResponseWritableTxnMarkerResult(msgspec.Struct, gc=False):
 
 
 class WriteTxnMarkersResponse(msgspec.Struct, gc=False):
-    """Kafka message (all versions)."""
+    """Kafka WriteTxnMarkersResponse response (all versions)."""
 
     FIELDS: ClassVar[tuple[FieldInfo, ...]]
     markers: list[WriteTxnMarkersResponseWritableTxnMarkerResult] = []
@@ -171,12 +171,12 @@ def decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(buf: Buffer, pos: int
     return WriteTxnMarkersRequestWritableTxnMarkerTopic(name=name, partition_indexes=partition_indexes), pos
 
 
-def encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(m: WriteTxnMarkersRequestWritableTxnMarkerTopic, out: bytearray) -> None:
+def encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(m: WriteTxnMarkersRequestWritableTxnMarkerTopic, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -192,16 +192,16 @@ def decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(buf: Buffer, pos: int
     return WriteTxnMarkersRequestWritableTxnMarkerTopic(name=name, partition_indexes=partition_indexes), pos + 1
 
 
-def encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(m: WriteTxnMarkersRequestWritableTxnMarkerTopic, out: bytearray) -> None:
+def encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(m: WriteTxnMarkersRequestWritableTxnMarkerTopic, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partition_indexes
-    if _items is None:
+    _items_partition_indexes = m.partition_indexes
+    if _items_partition_indexes is None:
         raise null_error()  # field: partition_indexes
-    write_compact_fixed_array(out, _items, 'i')  # field: partition_indexes
+    write_compact_fixed_array(out, _items_partition_indexes, 'i')  # field: partition_indexes
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequestWritableTxnMarker, int]:
@@ -211,25 +211,25 @@ def decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[WriteTxnMarkersRequestWritableTxnMarkerTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     coordinator_epoch, = _S_i.unpack_from(buf, pos)  # field: coordinator_epoch
     pos += 4
     return WriteTxnMarkersRequestWritableTxnMarker(producer_id=producer_id, producer_epoch=producer_epoch, transaction_result=transaction_result, topics=topics, coordinator_epoch=coordinator_epoch), pos
 
 
-def encode_WriteTxnMarkersRequestWritableTxnMarker_v0(m: WriteTxnMarkersRequestWritableTxnMarker, out: bytearray) -> None:
-    out += _S_qho.pack(m.producer_id, m.producer_epoch, m.transaction_result)  # field: producer_id, producer_epoch, transaction_result
-    _items = m.topics
-    if _items is None:
+def encode_WriteTxnMarkersRequestWritableTxnMarker_v0(m: WriteTxnMarkersRequestWritableTxnMarker, out: list[bytes]) -> None:
+    out.append(_S_qho.pack(m.producer_id, m.producer_epoch, m.transaction_result))  # field: producer_id, producer_epoch, transaction_result
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(_item, out)  # field: topics
-    out += _S_i.pack(m.coordinator_epoch)  # field: coordinator_epoch
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v0(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.coordinator_epoch))  # field: coordinator_epoch
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -241,11 +241,11 @@ def decode_WriteTxnMarkersRequestWritableTxnMarker_v1(buf: Buffer, pos: int) -> 
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[WriteTxnMarkersRequestWritableTxnMarkerTopic] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     coordinator_epoch, = _S_i.unpack_from(buf, pos)  # field: coordinator_epoch
     pos += 4
     if buf[pos]:  # field: unknown_tagged_fields
@@ -254,19 +254,19 @@ def decode_WriteTxnMarkersRequestWritableTxnMarker_v1(buf: Buffer, pos: int) -> 
     return WriteTxnMarkersRequestWritableTxnMarker(producer_id=producer_id, producer_epoch=producer_epoch, transaction_result=transaction_result, topics=topics, coordinator_epoch=coordinator_epoch), pos + 1
 
 
-def encode_WriteTxnMarkersRequestWritableTxnMarker_v1(m: WriteTxnMarkersRequestWritableTxnMarker, out: bytearray) -> None:
-    out += _S_qho.pack(m.producer_id, m.producer_epoch, m.transaction_result)  # field: producer_id, producer_epoch, transaction_result
-    _items = m.topics
-    if _items is None:
+def encode_WriteTxnMarkersRequestWritableTxnMarker_v1(m: WriteTxnMarkersRequestWritableTxnMarker, out: list[bytes]) -> None:
+    out.append(_S_qho.pack(m.producer_id, m.producer_epoch, m.transaction_result))  # field: producer_id, producer_epoch, transaction_result
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(_item, out)  # field: topics
-    out += _S_i.pack(m.coordinator_epoch)  # field: coordinator_epoch
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_WriteTxnMarkersRequestWritableTxnMarkerTopic_v1(_item_topics, out)  # field: topics
+    out.append(_S_i.pack(m.coordinator_epoch))  # field: coordinator_epoch
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteTxnMarkersRequest_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersRequest, int]:
@@ -274,21 +274,21 @@ def decode_WriteTxnMarkersRequest_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMar
     if _count < 0:
         raise null_error()  # field: markers
     else:
-        markers = []
-        _append = markers.append
+        markers: list[WriteTxnMarkersRequestWritableTxnMarker] = []
+        _append_markers = markers.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf, pos)  # field: markers
-            _append(_item)
+            _item_markers, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v0(buf, pos)  # field: markers
+            _append_markers(_item_markers)
     return WriteTxnMarkersRequest(markers=markers), pos
 
 
-def encode_WriteTxnMarkersRequest_v0(m: WriteTxnMarkersRequest, out: bytearray) -> None:
-    _items = m.markers
-    if _items is None:
+def encode_WriteTxnMarkersRequest_v0(m: WriteTxnMarkersRequest, out: list[bytes]) -> None:
+    _items_markers = m.markers
+    if _items_markers is None:
         raise null_error()  # field: markers
-    write_array_length(out, _items)  # field: markers
-    for _item in _items:
-        encode_WriteTxnMarkersRequestWritableTxnMarker_v0(_item, out)  # field: markers
+    write_array_length(out, _items_markers)  # field: markers
+    for _item_markers in _items_markers:
+        encode_WriteTxnMarkersRequestWritableTxnMarker_v0(_item_markers, out)  # field: markers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -298,28 +298,28 @@ def decode_WriteTxnMarkersRequest_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMar
     if _count < 0:
         raise null_error()  # field: markers
     else:
-        markers = []
-        _append = markers.append
+        markers: list[WriteTxnMarkersRequestWritableTxnMarker] = []
+        _append_markers = markers.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v1(buf, pos)  # field: markers
-            _append(_item)
+            _item_markers, pos = decode_WriteTxnMarkersRequestWritableTxnMarker_v1(buf, pos)  # field: markers
+            _append_markers(_item_markers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteTxnMarkersRequest(markers=markers, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersRequest(markers=markers), pos + 1
 
 
-def encode_WriteTxnMarkersRequest_v1(m: WriteTxnMarkersRequest, out: bytearray) -> None:
-    _items = m.markers
-    if _items is None:
+def encode_WriteTxnMarkersRequest_v1(m: WriteTxnMarkersRequest, out: list[bytes]) -> None:
+    _items_markers = m.markers
+    if _items_markers is None:
         raise null_error()  # field: markers
-    write_compact_array_length(out, _items)  # field: markers
-    for _item in _items:
-        encode_WriteTxnMarkersRequestWritableTxnMarker_v1(_item, out)  # field: markers
+    write_compact_array_length(out, _items_markers)  # field: markers
+    for _item_markers in _items_markers:
+        encode_WriteTxnMarkersRequestWritableTxnMarker_v1(_item_markers, out)  # field: markers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult, int]:
@@ -328,8 +328,8 @@ def decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(buf: Buffe
     return WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(partition_index=partition_index, error_code=error_code), pos
 
 
-def encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerPartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -343,12 +343,12 @@ def decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(buf: Buffe
     return WriteTxnMarkersResponseWritableTxnMarkerPartitionResult(partition_index=partition_index, error_code=error_code), pos + 1
 
 
-def encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerPartitionResult, out: bytearray) -> None:
-    out += _S_ih.pack(m.partition_index, m.error_code)  # field: partition_index, error_code
+def encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerPartitionResult, out: list[bytes]) -> None:
+    out.append(_S_ih.pack(m.partition_index, m.error_code))  # field: partition_index, error_code
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerTopicResult, int]:
@@ -357,22 +357,22 @@ def decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(buf: Buffer, p
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(name=name, partitions=partitions), pos
 
 
-def encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerTopicResult, out: bytearray) -> None:
+def encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerTopicResult, out: list[bytes]) -> None:
     write_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(_item, out)  # field: partitions
+    write_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v0(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -383,29 +383,29 @@ def decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(buf: Buffer, p
     if _count < 0:
         raise null_error()  # field: partitions
     else:
-        partitions = []
-        _append = partitions.append
+        partitions: list[WriteTxnMarkersResponseWritableTxnMarkerPartitionResult] = []
+        _append_partitions = partitions.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(buf, pos)  # field: partitions
-            _append(_item)
+            _item_partitions, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(buf, pos)  # field: partitions
+            _append_partitions(_item_partitions)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(name=name, partitions=partitions, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersResponseWritableTxnMarkerTopicResult(name=name, partitions=partitions), pos + 1
 
 
-def encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerTopicResult, out: bytearray) -> None:
+def encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerTopicResult, out: list[bytes]) -> None:
     write_compact_string(out, m.name)  # field: name
-    _items = m.partitions
-    if _items is None:
+    _items_partitions = m.partitions
+    if _items_partitions is None:
         raise null_error()  # field: partitions
-    write_compact_array_length(out, _items)  # field: partitions
-    for _item in _items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(_item, out)  # field: partitions
+    write_compact_array_length(out, _items_partitions)  # field: partitions
+    for _item_partitions in _items_partitions:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerPartitionResult_v1(_item_partitions, out)  # field: partitions
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponseWritableTxnMarkerResult, int]:
@@ -415,22 +415,22 @@ def decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(buf: Buffer, pos: i
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[WriteTxnMarkersResponseWritableTxnMarkerTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     return WriteTxnMarkersResponseWritableTxnMarkerResult(producer_id=producer_id, topics=topics), pos
 
 
-def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerResult, out: bytearray) -> None:
-    out += _S_q.pack(m.producer_id)  # field: producer_id
-    _items = m.topics
-    if _items is None:
+def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(m: WriteTxnMarkersResponseWritableTxnMarkerResult, out: list[bytes]) -> None:
+    out.append(_S_q.pack(m.producer_id))  # field: producer_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(_item, out)  # field: topics
+    write_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v0(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -442,29 +442,29 @@ def decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(buf: Buffer, pos: i
     if _count < 0:
         raise null_error()  # field: topics
     else:
-        topics = []
-        _append = topics.append
+        topics: list[WriteTxnMarkersResponseWritableTxnMarkerTopicResult] = []
+        _append_topics = topics.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(buf, pos)  # field: topics
-            _append(_item)
+            _item_topics, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(buf, pos)  # field: topics
+            _append_topics(_item_topics)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteTxnMarkersResponseWritableTxnMarkerResult(producer_id=producer_id, topics=topics, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersResponseWritableTxnMarkerResult(producer_id=producer_id, topics=topics), pos + 1
 
 
-def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerResult, out: bytearray) -> None:
-    out += _S_q.pack(m.producer_id)  # field: producer_id
-    _items = m.topics
-    if _items is None:
+def encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(m: WriteTxnMarkersResponseWritableTxnMarkerResult, out: list[bytes]) -> None:
+    out.append(_S_q.pack(m.producer_id))  # field: producer_id
+    _items_topics = m.topics
+    if _items_topics is None:
         raise null_error()  # field: topics
-    write_compact_array_length(out, _items)  # field: topics
-    for _item in _items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(_item, out)  # field: topics
+    write_compact_array_length(out, _items_topics)  # field: topics
+    for _item_topics in _items_topics:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerTopicResult_v1(_item_topics, out)  # field: topics
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
+        out.append(b"\x00")
 
 
 def decode_WriteTxnMarkersResponse_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMarkersResponse, int]:
@@ -472,21 +472,21 @@ def decode_WriteTxnMarkersResponse_v0(buf: Buffer, pos: int) -> tuple[WriteTxnMa
     if _count < 0:
         raise null_error()  # field: markers
     else:
-        markers = []
-        _append = markers.append
+        markers: list[WriteTxnMarkersResponseWritableTxnMarkerResult] = []
+        _append_markers = markers.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(buf, pos)  # field: markers
-            _append(_item)
+            _item_markers, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(buf, pos)  # field: markers
+            _append_markers(_item_markers)
     return WriteTxnMarkersResponse(markers=markers), pos
 
 
-def encode_WriteTxnMarkersResponse_v0(m: WriteTxnMarkersResponse, out: bytearray) -> None:
-    _items = m.markers
-    if _items is None:
+def encode_WriteTxnMarkersResponse_v0(m: WriteTxnMarkersResponse, out: list[bytes]) -> None:
+    _items_markers = m.markers
+    if _items_markers is None:
         raise null_error()  # field: markers
-    write_array_length(out, _items)  # field: markers
-    for _item in _items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(_item, out)  # field: markers
+    write_array_length(out, _items_markers)  # field: markers
+    for _item_markers in _items_markers:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v0(_item_markers, out)  # field: markers
     if m.unknown_tagged_fields:  # field: unknown_tagged_fields
         raise CodecError('this version cannot carry tagged fields')  # field: unknown_tagged_fields
 
@@ -496,30 +496,28 @@ def decode_WriteTxnMarkersResponse_v1(buf: Buffer, pos: int) -> tuple[WriteTxnMa
     if _count < 0:
         raise null_error()  # field: markers
     else:
-        markers = []
-        _append = markers.append
+        markers: list[WriteTxnMarkersResponseWritableTxnMarkerResult] = []
+        _append_markers = markers.append
         for _ in range(_count):
-            _item, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(buf, pos)  # field: markers
-            _append(_item)
+            _item_markers, pos = decode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(buf, pos)  # field: markers
+            _append_markers(_item_markers)
     if buf[pos]:  # field: unknown_tagged_fields
         _unknown, pos = read_unknown_tagged_fields(buf, pos)  # field: unknown_tagged_fields
         return WriteTxnMarkersResponse(markers=markers, unknown_tagged_fields=_unknown), pos
     return WriteTxnMarkersResponse(markers=markers), pos + 1
 
 
-def encode_WriteTxnMarkersResponse_v1(m: WriteTxnMarkersResponse, out: bytearray) -> None:
-    _items = m.markers
-    if _items is None:
+def encode_WriteTxnMarkersResponse_v1(m: WriteTxnMarkersResponse, out: list[bytes]) -> None:
+    _items_markers = m.markers
+    if _items_markers is None:
         raise null_error()  # field: markers
-    write_compact_array_length(out, _items)  # field: markers
-    for _item in _items:
-        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(_item, out)  # field: markers
+    write_compact_array_length(out, _items_markers)  # field: markers
+    for _item_markers in _items_markers:
+        encode_WriteTxnMarkersResponseWritableTxnMarkerResult_v1(_item_markers, out)  # field: markers
     if m.unknown_tagged_fields:
         write_tagged_fields(out, [], m.unknown_tagged_fields)  # field: unknown_tagged_fields
     else:
-        out.append(0)
-
-
+        out.append(b"\x00")
 
 API_KEY = 27
 API_NAME = 'WriteTxnMarkers'
