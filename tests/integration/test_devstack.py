@@ -48,4 +48,6 @@ def test_devstack_prints_commands_that_work(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
     assert proc.returncode == 0

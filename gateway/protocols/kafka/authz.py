@@ -12,8 +12,8 @@ CREATE/DELETE/ALTER/DESCRIBE_CONFIGS/ALTER_CONFIGS keep their names. Kafka's CLU
 traffic that only brokers send) has no application-level equivalent; it is mapped to ``alter`` on the cluster
 so that only an admin grant could let it through.
 
-Topic ids: Fetch v13+, Metadata v10+ and DeleteTopics v6+ may name topics by UUID. The caller resolves ids with
-a ``topic_name`` lookup (fed from Metadata responses); an id it cannot resolve becomes a topic check on
+Topic ids: Fetch v13+, Metadata v10+ and DeleteTopics v6+ may name topics by UUID. The caller resolves ids
+with a ``topic_name`` lookup (fed from Metadata responses); an id it cannot resolve becomes a topic check on
 ``unknown_topic_id_name(id)`` -- a string that can never be a legal Kafka topic name (it contains ``<``, ``>``
 and spaces), so no policy rule written for real topics can match it by accident, and the default error code
 for it is UNKNOWN_TOPIC_ID.
@@ -102,7 +102,7 @@ def cluster_check(action: str) -> Check:
 
 
 def authorization_error_code(check: Check) -> int:
-    """Kafka's error code for a denied check: by resource kind; an unresolvable topic id is UNKNOWN_TOPIC_ID."""
+    """Kafka's error code for a denied check, by resource kind (unresolvable topic id: UNKNOWN_TOPIC_ID)."""
     if check.kind == "topic":
         return UNKNOWN_TOPIC_ID if is_unknown_topic_id_name(check.name) else TOPIC_AUTHORIZATION_FAILED
     if check.kind == "group":
@@ -112,19 +112,27 @@ def authorization_error_code(check: Check) -> int:
     return CLUSTER_AUTHORIZATION_FAILED
 
 
-# One line per handled API key: what is checked. Kept next to the code that does it; a test pins it to HANDLED.
+# One line per handled API key: what is checked. Kept beside the code that does it; a test pins it to HANDLED.
 AUTHZ_TABLE: dict[int, str] = {
     0: "Produce: produce on each topic; produce on the transactional id when one is set",
-    1: "Fetch: consume on each topic (v13+ ids resolved to names; unknown ids denied); forgotten topics need "
-    "nothing; a follower fetch (replica id >= 0) also needs alter on the cluster",
+    1: (
+        "Fetch: consume on each topic (v13+ ids resolved to names; unknown ids denied); forgotten topics "
+        "need nothing; a follower fetch (replica id >= 0) also needs alter on the cluster"
+    ),
     2: "ListOffsets: describe on each topic",
-    3: "Metadata: describe on each requested topic (all-topics requests are filtered in the response instead); "
-    "create on each topic requested by name when auto-creation is allowed (always for v0-3)",
+    3: (
+        "Metadata: describe on each requested topic (all-topics requests: the response is filtered instead); "
+        "create on each topic requested by name when auto-creation is allowed (always for v0-3)"
+    ),
     8: "OffsetCommit: consume on the group and on each topic",
-    9: "OffsetFetch: describe on each group (v8+ several) and on each requested topic (all-topics: the response "
-    "is filtered)",
-    10: "FindCoordinator: describe on the group (key type 0) or produce on the transactional id (key type 1); "
-    "any other key type is broker-internal and needs alter on the cluster",
+    9: (
+        "OffsetFetch: describe on each group (v8+ several) and on each requested topic (all-topics: the "
+        "response is filtered)"
+    ),
+    10: (
+        "FindCoordinator: describe on the group (key type 0) or produce on the transactional id (key "
+        "type 1); any other key type is broker-internal and needs alter on the cluster"
+    ),
     11: "JoinGroup: consume on the group",
     12: "Heartbeat: consume on the group",
     13: "LeaveGroup: consume on the group",
@@ -136,22 +144,30 @@ AUTHZ_TABLE: dict[int, str] = {
     19: "CreateTopics: create on each topic",
     20: "DeleteTopics: delete on each topic (v6+ ids resolved to names; unknown ids denied)",
     21: "DeleteRecords: delete on each topic",
-    22: "InitProducerId: produce on the transactional id when one is set; idempotent producers need nothing "
-    "here (their writes are checked at Produce)",
+    22: (
+        "InitProducerId: produce on the transactional id when one is set; idempotent producers need "
+        "nothing here (their writes are checked at Produce)"
+    ),
     23: "OffsetForLeaderEpoch: describe on each topic",
     24: "AddPartitionsToTxn: produce on the transactional id and on each topic",
     25: "AddOffsetsToTxn: produce on the transactional id, consume on the group",
     26: "EndTxn: produce on the transactional id",
     28: "TxnOffsetCommit: produce on the transactional id, consume on the group and on each topic",
-    32: "DescribeConfigs: describe_configs on each topic resource, on the group for group resources, on the "
-    "cluster for broker, broker-logger and any other resource type",
-    33: "AlterConfigs: alter_configs on each topic resource, on the group for group resources, on the cluster "
-    "otherwise",
+    32: (
+        "DescribeConfigs: describe_configs on each topic resource, on the group for group resources, on "
+        "the cluster for broker, broker-logger and any other resource type"
+    ),
+    33: (
+        "AlterConfigs: alter_configs on each topic resource, on the group for group resources, on the "
+        "cluster otherwise"
+    ),
     36: "SaslAuthenticate: nothing (it is the authentication)",
     37: "CreatePartitions: alter on each topic",
     42: "DeleteGroups: delete on each group",
-    44: "IncrementalAlterConfigs: alter_configs on each topic resource, on the group for group resources, on "
-    "the cluster otherwise",
+    44: (
+        "IncrementalAlterConfigs: alter_configs on each topic resource, on the group for group resources, "
+        "on the cluster otherwise"
+    ),
     47: "OffsetDelete: delete on the group, consume on each topic",
     60: "DescribeCluster: describe on the cluster",
 }
@@ -354,7 +370,7 @@ def _txn_offset_commit_checks(request: Any, api_version: int, topic_name: TopicN
 
 
 def config_resource_check(action: str, resource_type: int, resource_name: str) -> Check:
-    """A config resource as a check: topics and groups by name; brokers, loggers and the rest are the cluster."""
+    """A config resource as a check: topics and groups by name; brokers, loggers and the rest: the cluster."""
     if resource_type == CONFIG_RESOURCE_TOPIC:
         return Check(action, "topic", resource_name)
     if resource_type == CONFIG_RESOURCE_GROUP:
@@ -463,7 +479,7 @@ class _ErrorCodes:
     def for_request(
         self, checks: Sequence[Check], *, has_entries: bool, fallback: int = CLUSTER_AUTHORIZATION_FAILED
     ) -> int:
-        """Top-level code: the request-level denial; 0 if entries carry the errors and the request level passed."""
+        """Top-level code: the request-level denial; 0 if the request level passed and entries carry it."""
         code = self.first_denial(checks)
         if code or has_entries:
             return code
@@ -726,7 +742,7 @@ def _offset_fetch_error(
 def _find_coordinator_error(
     request: Any, api_version: int, codes: _ErrorCodes, topic_name: TopicNameLookup
 ) -> Any:
-    """FindCoordinator: "no coordinator" (node -1, empty host) with the error; the address rewriter skips it."""
+    """FindCoordinator: "no coordinator" (node -1, no host) and the error; the address rewriter skips it."""
     from gateway.protocols.kafka.generated import find_coordinator as m
 
     key_type = request.key_type if api_version >= 1 else COORDINATOR_GROUP
@@ -944,7 +960,7 @@ def _init_producer_id_error(
 ) -> Any:
     from gateway.protocols.kafka.generated import init_producer_id as m
 
-    # Without a transactional id this is an idempotent producer; Kafka denies that with CLUSTER_AUTHORIZATION_FAILED.
+    # Without a transactional id this is an idempotent producer: Kafka answers CLUSTER_AUTHORIZATION_FAILED.
     code = codes.for_request(_init_producer_id_checks(request, api_version, topic_name), has_entries=False)
     return m.InitProducerIdResponse(throttle_time_ms=0, error_code=code, producer_id=-1, producer_epoch=-1)
 
@@ -977,7 +993,7 @@ def _offset_for_leader_epoch_error(
 def _add_partitions_to_txn_error(
     request: Any, api_version: int, codes: _ErrorCodes, topic_name: TopicNameLookup
 ) -> Any:
-    """AddPartitionsToTxn v0-3: like Kafka, partitions that were fine but not attempted get OPERATION_NOT_ATTEMPTED."""
+    """AddPartitionsToTxn v0-3: as in Kafka, partitions that were fine are OPERATION_NOT_ATTEMPTED."""
     from gateway.protocols.kafka.generated import add_partitions_to_txn as m
 
     txn = Check("produce", "transactional_id", request.v3_and_below_transactional_id)

@@ -62,7 +62,7 @@ _FIRST_TOPIC_ID_VERSION = 13
 
 
 def split_produce(request: Any, allowed_topic: Callable[[str], bool]) -> tuple[Any | None, list[Any]]:
-    """Split a Produce request into (request with only allowed topics or None, denied request topic entries)."""
+    """Split a Produce request into (request with only the allowed topics or None, denied request topics)."""
     allowed: list[Any] = []
     denied: list[Any] = []
     for topic in request.topic_data:
