@@ -21,6 +21,9 @@
 
 #include <errno.h>
 #include <hs.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +108,10 @@ typedef struct {
     mask_rule *rules;
     int secret_det; /* generic_secret's detector index when JSON secret members apply, else -1 */
     int has_som;
+    /* pattern ids the structure pass produces (-1 when the profile lacks them) */
+    int emu_card_run, emu_card_group[4], emu_ssn[2], emu_nanp[6], emu_trunk, emu_ipv4, emu_iban[2], emu_ipv6g;
+    int emu_digits, emu_iban_any;
+    int emu_exhaustive; /* tests: examine every digit run, not only those that could hold a finding */
     mask_hmac hmac;
     /* counts of the current call */
     long long *det_counts, *rule_counts;
@@ -115,8 +122,8 @@ typedef struct {
     mask_matchvec raw, um;
     mask_unit_state ust;
     mask_candvec cands;
-    mask_recmatch *rm;
-    size_t nrm, rmcap;
+    mask_recmatch *rm, *urng;
+    size_t nrm, rmcap, nurng, urngcap;
     /* record state */
     mask_jparser jp;
     mask_buf arena, reps, tmp, norm, out;
@@ -130,6 +137,8 @@ typedef struct {
     const mask_recmatch *rr;
     size_t nrr, rcur, reach;
     int rewrite;
+    int check_secret_keys; /* the record has a secret-naming key (or an escape that may hide one) */
+    size_t *rec_first, reccap; /* per record: first index into rm (counting sort by record) */
     int error; /* 0, ENOMEM, or a Hyperscan error code (negative) */
 } mask_engine;
 
@@ -146,6 +155,26 @@ static int mask_grow(void **p, size_t *cap, size_t need, size_t elem) {
     *cap = nc;
     return 0;
 }
+
+/* Sort small arrays by insertion (they are usually tiny and nearly sorted), large ones with qsort. */
+#define MASK_SORT(T, arr, count, cmp)                                                    \
+    do {                                                                                 \
+        size_t n_ = (count);                                                             \
+        T *a_ = (arr);                                                                   \
+        if (n_ > 32) {                                                                   \
+            qsort(a_, n_, sizeof(T), cmp);                                               \
+            break;                                                                       \
+        }                                                                                \
+        for (size_t i_ = 1; i_ < n_; i_++) {                                             \
+            T x_ = a_[i_];                                                               \
+            size_t j_ = i_;                                                              \
+            while (j_ > 0 && cmp(&a_[j_ - 1], &x_) > 0) {                                \
+                a_[j_] = a_[j_ - 1];                                                     \
+                j_--;                                                                    \
+            }                                                                            \
+            a_[j_] = x_;                                                                 \
+        }                                                                                \
+    } while (0)
 
 static int mask_buf_reserve(mask_engine *E, mask_buf *b, size_t extra) {
     if (mask_grow((void **)&b->p, &b->cap, b->n + extra, 1)) {
@@ -202,7 +231,10 @@ static void mask_next_gen(uint32_t *gen, uint32_t *marks, size_t n) {
     }
 }
 
-static int mask_scan(mask_engine *E, mask_matchvec *v, const uint8_t *d, size_t n) {
+static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n);
+
+/* Hyperscan and the structure pass over d[0..n): v holds merged match ranges sorted by end. */
+static int mask_scan(mask_engine *E, mask_matchvec *v, const uint8_t *d, size_t n, int sort) {
     hs_error_t rc;
     v->n = 0;
     v->oom = 0;
@@ -217,12 +249,281 @@ static int mask_scan(mask_engine *E, mask_matchvec *v, const uint8_t *d, size_t 
         E->error = rc < 0 ? rc : -1000;
         return -1;
     }
-    for (size_t i = 1; i < v->n; i++)
+    if (mask_structure_scan(E, v, d, n)) {
+        E->error = ENOMEM;
+        return -1;
+    }
+    for (size_t i = 1; sort && i < v->n; i++)
         if (mask_cmp_match(&v->p[i - 1], &v->p[i]) > 0) {
-            qsort(v->p, v->n, sizeof *v->p, mask_cmp_match);
+            MASK_SORT(mask_match, v->p, v->n, mask_cmp_match);
             break;
         }
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------- structure pass */
+/* Hyperscan runs several times slower once a database holds unanchored character-class patterns (digit
+ * runs, IBAN and IPv6 groups): nothing literal lets it skip ahead. Those precise trigger patterns of the
+ * reference are therefore not compiled; this pass reports the very ends they would report, inside every
+ * region that could hold a finding:
+ *   - digit shapes (cards, SSNs, NANP and trunk phones, IPv4) only use [0-9 ().-] (CL_X), so all their
+ *     matches lie inside one maximal CL_X run. A finding of the card/SSN/phone kinds needs >= 9 digits in
+ *     its run and an IPv4 needs >= 3 dots and >= 4 digits, so other runs are skipped (no trigger there
+ *     could lead to a finding, and the run-dedupe state only concerns triggers of the same run);
+ *   - an IBAN starts with two capitals followed by a digit, i.e. right before a CL_X run;
+ *   - the full-form IPv6 trigger needs a hex digit before a colon; '::' stays a Hyperscan literal.
+ * Shapes use the notation of gateway/masking/detectors.py: d=[0-9] ?=[ -] U=[A-Z] A=[A-Z0-9]. */
+static const char *const mask_card_shapes[4] = {"dddd?dddd?dddd?dddd", "dddd?dddd?dddd?dddd?ddd", "dddd?dddddd?ddddd",
+                                                "dddd?dddddd?dddd"};
+static const char *const mask_ssn_shapes[2] = {"ddd-dd-dddd", "ddd dd dddd"};
+static const char *const mask_nanp_shapes[6] = {"ddd-ddd-dddd", "ddd.ddd.dddd", "ddd ddd dddd", "(ddd)ddd-dddd",
+                                                "(ddd) ddd-dddd", "1-ddd-ddd-dddd"};
+static const char *const mask_iban_shapes[2] = {"UUddAAAAAAAAAAA", "UUdd AAAA AAAA A"};
+
+#define MASK_IS_DIGIT(c) ((c) >= '0' && (c) <= '9')
+
+static int mask_shape_ok(const char *shape, size_t w, const uint8_t *p) {
+    for (size_t i = 0; i < w; i++) {
+        uint8_t c = p[i];
+        switch (shape[i]) {
+        case 'd': if (!MASK_IS_DIGIT(c)) return 0; break;
+        case '?': if (c != ' ' && c != '-') return 0; break;
+        case 'U': if (c < 'A' || c > 'Z') return 0; break;
+        case 'A': if (!IS(c, CL_UPALNUM)) return 0; break;
+        default: if (c != (uint8_t)shape[i]) return 0;
+        }
+    }
+    return 1;
+}
+
+static size_t mask_next_digit(const uint8_t *b, size_t n, size_t i) {
+#if defined(__SSE2__)
+    const __m128i lo = _mm_set1_epi8('0' - 1), hi = _mm_set1_epi8('9' + 1);
+    while (i + 16 <= n) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        int m = _mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(x, lo), _mm_cmplt_epi8(x, hi)));
+        if (m) return i + (size_t)__builtin_ctz((unsigned)m);
+        i += 16;
+    }
+#endif
+    while (i < n && !MASK_IS_DIGIT(b[i])) i++;
+    return i;
+}
+
+static int mask_push_match(mask_matchvec *v, int pid, size_t to_first, size_t to_last) {
+    if (mask_grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p)) return -1;
+    v->p[v->n].id = (unsigned)pid;
+    v->p[v->n].from = 0;
+    v->p[v->n].to_first = to_first;
+    v->p[v->n].to_last = to_last;
+    v->n++;
+    return 0;
+}
+
+/* Separator counts of a digit-shape run: a shape is only tried when the run has the separators it needs. */
+typedef struct {
+    size_t digits, space, dash, dot, lparen, rparen;
+} mask_run_info;
+
+/* Ends of fixed-width `shape` (width w) inside the run [rs, re). */
+static int mask_emit_shape(mask_matchvec *v, int pid, const char *shape, size_t w, const uint8_t *b, size_t rs,
+                           size_t re) {
+    if (pid < 0) return 0;
+    for (size_t e = rs + w; e <= re; e++)
+        if (MASK_IS_DIGIT(b[e - 1]) && mask_shape_ok(shape, w, b + e - w))
+            if (mask_push_match(v, pid, e, e)) return -1;
+    return 0;
+}
+
+static int mask_emit_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t rs, size_t re,
+                               const mask_run_info *ri) {
+    static const size_t card_w[4] = {19, 23, 17, 16}, nanp_w[6] = {12, 12, 12, 13, 14, 14};
+    size_t space_dash = ri->space + ri->dash;
+    if (E->emu_card_run >= 0 && ri->digits >= 13) /* [0-9]{13,}: every end 13+ digits into a digit run */
+        for (size_t a = rs; a < re;) {
+            size_t z = a;
+            while (z < re && MASK_IS_DIGIT(b[z])) z++;
+            if (z - a >= 13 && mask_push_match(v, E->emu_card_run, a + 13, z)) return -1;
+            a = z > a ? z : a + 1;
+        }
+    if (space_dash >= 2) {
+        if (space_dash >= 3 && ri->digits >= 14)
+            for (int k = 0; k < 4; k++)
+                if (mask_emit_shape(v, E->emu_card_group[k], mask_card_shapes[k], card_w[k], b, rs, re)) return -1;
+        if (ri->dash >= 2 && mask_emit_shape(v, E->emu_ssn[0], mask_ssn_shapes[0], 11, b, rs, re)) return -1;
+        if (ri->space >= 2 && mask_emit_shape(v, E->emu_ssn[1], mask_ssn_shapes[1], 11, b, rs, re)) return -1;
+    }
+    if (ri->digits >= 10) {
+        for (int k = 0; k < 6; k++) {
+            int need = k == 0 ? ri->dash >= 2 : k == 1 ? ri->dot >= 2 : k == 2 ? ri->space >= 2 :
+                       k == 5 ? ri->dash >= 3 : (ri->lparen && ri->rparen && ri->dash);
+            if (need && mask_emit_shape(v, E->emu_nanp[k], mask_nanp_shapes[k], nanp_w[k], b, rs, re)) return -1;
+        }
+    }
+    if (E->emu_trunk >= 0 && ri->space + ri->dash + ri->dot >= 1) /* 0[1-9][0-9]{0,3}[ .-][0-9]{2} */
+        for (size_t e = rs + 5; e <= re; e++) {
+            size_t j = e - 3;
+            if (!MASK_IS_DIGIT(b[e - 1]) || !MASK_IS_DIGIT(b[e - 2])) continue;
+            if (b[j] != ' ' && b[j] != '.' && b[j] != '-') continue;
+            for (size_t k = 0; k <= 3; k++) {
+                if (k > 0 && !MASK_IS_DIGIT(b[j - k])) break;
+                if (j < rs + k + 2) break;
+                if (b[j - k - 1] >= '1' && b[j - k - 1] <= '9' && b[j - k - 2] == '0') {
+                    if (mask_push_match(v, E->emu_trunk, e, e)) return -1;
+                    break;
+                }
+            }
+        }
+    return 0;
+}
+
+static int mask_emit_ipv4(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t rs, size_t re) {
+    /* [0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9] */
+    for (size_t e = rs + 7; e <= re; e++) {
+        size_t p = e - 2;
+        int ok = 1;
+        if (!MASK_IS_DIGIT(b[e - 1]) || b[p] != '.') continue;
+        for (int g = 0; g < 2 && ok; g++) {
+            size_t j = p;
+            while (j > rs && MASK_IS_DIGIT(b[j - 1]) && p - j < 4) j--;
+            if (p - j < 1 || p - j > 3 || j <= rs || b[j - 1] != '.') ok = 0;
+            else p = j - 1;
+        }
+        if (ok && p > rs && MASK_IS_DIGIT(b[p - 1]) && mask_push_match(v, E->emu_ipv4, e, e)) return -1;
+    }
+    return 0;
+}
+
+/* (?:[0-9A-Fa-f]{1,4}:){6} ending at e, inside the hex/colon run starting at lo. */
+static int mask_six_groups_end(const uint8_t *b, size_t lo, size_t e) {
+    size_t pos = e - 1;
+    for (int g = 0; g < 6; g++) {
+        size_t j = pos;
+        while (j > lo && IS(b[j - 1], CL_HEX) && pos - j < 5) j--;
+        if (pos - j < 1) return 0;
+        if (g == 5) return 1;
+        if (pos - j > 4 || j <= lo || b[j - 1] != ':') return 0;
+        pos = j - 1;
+    }
+    return 1;
+}
+
+/* Next position >= i (i >= 1) of a ':' right after a hex digit, or n. */
+static size_t mask_next_hex_colon(const uint8_t *b, size_t n, size_t i) {
+#if defined(__SSE2__)
+    const __m128i colon = _mm_set1_epi8(':'), d0 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1);
+    const __m128i la = _mm_set1_epi8('a' - 1), lf = _mm_set1_epi8('f' + 1), bit = _mm_set1_epi8(0x20);
+    while (i + 16 <= n) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        int m = _mm_movemask_epi8(_mm_cmpeq_epi8(x, colon));
+        if (m) {
+            __m128i p = _mm_loadu_si128((const __m128i *)(const void *)(b + i - 1));
+            __m128i low = _mm_or_si128(p, bit); /* A-F -> a-f; digits keep their value */
+            __m128i hex = _mm_or_si128(_mm_and_si128(_mm_cmpgt_epi8(p, d0), _mm_cmplt_epi8(p, d9)),
+                                       _mm_and_si128(_mm_cmpgt_epi8(low, la), _mm_cmplt_epi8(low, lf)));
+            m &= _mm_movemask_epi8(hex);
+            if (m) return i + (size_t)__builtin_ctz((unsigned)m);
+        }
+        i += 16;
+    }
+#endif
+    while (i < n && !(b[i] == ':' && IS(b[i - 1], CL_HEX))) i++;
+    return i;
+}
+
+static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n) {
+    if (E->emu_digits || E->emu_iban_any) {
+        size_t i = 0;
+        while (i < n) {
+            size_t d = mask_next_digit(b, n, i), rs, re;
+            mask_run_info ri;
+            if (d >= n) break;
+            memset(&ri, 0, sizeof ri);
+            rs = d;
+            re = d;
+            while (rs > i && IS(b[rs - 1], CL_X)) rs--;
+            for (size_t k = rs; k < d; k++) {
+                ri.space += b[k] == ' ';
+                ri.dash += b[k] == '-';
+                ri.dot += b[k] == '.';
+                ri.lparen += b[k] == '(';
+                ri.rparen += b[k] == ')';
+            }
+            while (re < n && IS(b[re], CL_X)) {
+                uint8_t c = b[re++];
+                if (MASK_IS_DIGIT(c)) { ri.digits++; continue; }
+                ri.space += c == ' ';
+                ri.dash += c == '-';
+                ri.dot += c == '.';
+                ri.lparen += c == '(';
+                ri.rparen += c == ')';
+            }
+            if (E->emu_iban_any && rs == d && rs >= 2 && b[rs - 1] >= 'A' && b[rs - 1] <= 'Z' && b[rs - 2] >= 'A' &&
+                b[rs - 2] <= 'Z')
+                for (int k = 0; k < 2; k++) {
+                    size_t s = rs - 2, w = k ? 16 : 15;
+                    if (E->emu_iban[k] >= 0 && s + w <= n && mask_shape_ok(mask_iban_shapes[k], w, b + s))
+                        if (mask_push_match(v, E->emu_iban[k], s + w, s + w)) return -1;
+                }
+            if (E->emu_exhaustive) {
+                ri.digits = ri.space = ri.dash = ri.dot = ri.lparen = ri.rparen = 99;
+            }
+            if (ri.digits >= 9 && mask_emit_digit_run(E, v, b, rs, re, &ri)) return -1;
+            if (E->emu_ipv4 >= 0 && ri.dot >= 3 && ri.digits >= 4 && mask_emit_ipv4(E, v, b, rs, re)) return -1;
+            i = re;
+        }
+    }
+    if (E->emu_ipv6g >= 0 && n > 1) {
+        size_t i = 1;
+        while (i < n) {
+            size_t c = mask_next_hex_colon(b, n, i), hs, he, colons = 0;
+            if (c >= n) break;
+            hs = c;
+            he = c + 1;
+            while (hs > i - 1 && hs > 0 && IS(b[hs - 1], CL_HEXCOLON)) hs--;
+            while (he < n && IS(b[he], CL_HEXCOLON)) he++;
+            for (size_t q = hs; q < he; q++) colons += b[q] == ':';
+            if (colons >= 6)
+                for (size_t q = hs; q < he; q++)
+                    if (b[q] == ':' && mask_six_groups_end(b, hs, q + 1))
+                        if (mask_push_match(v, E->emu_ipv6g, q + 1, q + 1)) return -1;
+            i = he + 1;
+        }
+    }
+    return 0;
+}
+
+/* Record which pattern ids the structure pass stands in for (after E->pats is filled). */
+static void mask_engine_prepare(mask_engine *E) {
+    E->emu_card_run = E->emu_trunk = E->emu_ipv4 = E->emu_ipv6g = -1;
+    for (int k = 0; k < 4; k++) E->emu_card_group[k] = -1;
+    for (int k = 0; k < 2; k++) E->emu_ssn[k] = E->emu_iban[k] = -1;
+    for (int k = 0; k < 6; k++) E->emu_nanp[k] = -1;
+    for (int i = 0; i < E->npat; i++) {
+        mask_pattern *p = &E->pats[i];
+        int prm = p->param;
+        p->emulated = 1;
+        switch (p->kind) {
+        case K_CARD_RUN: E->emu_card_run = i; break;
+        case K_CARD_GROUP: if (prm >= 0 && prm < 4) E->emu_card_group[prm] = i; break;
+        case K_SSN: if (prm >= 0 && prm < 2) E->emu_ssn[prm] = i; break;
+        case K_PHONE_NANP: if (prm >= 0 && prm < 6) E->emu_nanp[prm] = i; break;
+        case K_PHONE_TRUNK: E->emu_trunk = i; break;
+        case K_IPV4: E->emu_ipv4 = i; break;
+        case K_IBAN_CONTIG: E->emu_iban[0] = i; break;
+        case K_IBAN_GROUPED: E->emu_iban[1] = i; break;
+        case K_IPV6:
+            if (prm == 1) E->emu_ipv6g = i;
+            else p->emulated = 0;
+            break;
+        default: p->emulated = 0;
+        }
+    }
+    E->emu_digits = E->emu_card_run >= 0 || E->emu_trunk >= 0 || E->emu_ipv4 >= 0;
+    for (int k = 0; k < 4; k++) E->emu_digits |= E->emu_card_group[k] >= 0;
+    for (int k = 0; k < 2; k++) E->emu_digits |= E->emu_ssn[k] >= 0;
+    for (int k = 0; k < 6; k++) E->emu_digits |= E->emu_nanp[k] >= 0;
+    E->emu_iban_any = E->emu_iban[0] >= 0 || E->emu_iban[1] >= 0;
 }
 
 /* ---------------------------------------------------------------------------------- findings */
@@ -236,12 +537,12 @@ static int mask_cmp_cand(const void *a, const void *b) {
 /* Candidates of one unit -> E->cands holds the kept findings (sorted). `scan` asks for a scan of the
  * unit; otherwise `ms` are the unit's matches (unit-local ends) or none. */
 static int mask_unit_findings(mask_engine *E, const uint8_t *u, size_t n, int scan, const mask_recmatch *ms,
-                              size_t nm, const uint8_t *mkey, size_t mklen) {
+                              size_t nm, const uint8_t *mkey, size_t mklen, int first_only) {
     mask_candvec *c = &E->cands;
     const mask_match *um = NULL;
     c->n = 0;
     if (scan) {
-        if (mask_scan(E, &E->um, u, n)) return -1;
+        if (mask_scan(E, &E->um, u, n, 1)) return -1;
         um = E->um.p;
         nm = E->um.n;
     }
@@ -257,6 +558,7 @@ static int mask_unit_findings(mask_engine *E, const uint8_t *u, size_t n, int sc
         }
         for (size_t e = m->to_first; e <= m->to_last; e++)
             if (mask_extract(pat, (int)m->id, u, n, m->from, e, &E->ust, c)) goto oom;
+        if (first_only && c->n) return 0; /* the caller only asks whether there is any candidate */
     }
     if (mkey && E->secret_det >= 0 && mask_has_secret_keyword(mkey, mklen)) {
         int spaced = 0;
@@ -266,7 +568,7 @@ static int mask_unit_findings(mask_engine *E, const uint8_t *u, size_t n, int sc
     }
     if (c->n > 1) {
         size_t kept = 0, end = 0;
-        qsort(c->p, c->n, sizeof *c->p, mask_cmp_cand);
+        MASK_SORT(mask_cand, c->p, c->n, mask_cmp_cand);
         for (size_t i = 0; i < c->n; i++)
             if (c->p[i].s >= end) {
                 c->p[kept++] = c->p[i];
@@ -490,22 +792,49 @@ static int mask_range_hit(mask_engine *E, size_t us, size_t ue) {
     return E->reach > us;
 }
 
+/* The batch matches ending inside (us, ue], shifted to unit-local ends, into E->urng. Units are asked in
+ * increasing order. Only TRIGGER patterns can span from one unit into another (no finding pattern
+ * matches a quote or a JSON separator), so ranges that start before the unit are left out. */
+static int mask_unit_ranges(mask_engine *E, size_t us, size_t ue) {
+    E->nurng = 0;
+    while (E->rcur < E->nrr && E->rr[E->rcur].m.to_first <= us) E->rcur++;
+    while (E->rcur < E->nrr && E->rr[E->rcur].m.to_first <= ue) {
+        mask_recmatch r = E->rr[E->rcur++];
+        if (mask_grow((void **)&E->urng, &E->urngcap, E->nurng + 1, sizeof *E->urng)) {
+            E->error = ENOMEM;
+            return -1;
+        }
+        r.m.to_first -= us;
+        r.m.to_last = (r.m.to_last < ue ? r.m.to_last : ue) - us;
+        r.m.from = r.m.from >= us ? r.m.from - us : 0;
+        E->urng[E->nurng++] = r;
+    }
+    return 0;
+}
+
 static int mask_unit(mask_engine *E, const mask_jnode *nd, const uint8_t *mk, size_t mkl) {
     const uint8_t *u;
-    size_t n;
-    int scan;
-    if (nd->kind == J_STR) {
-        scan = nd->escaped || mask_range_hit(E, nd->start + 1, nd->end - 1);
+    size_t n, us = nd->kind == J_STR ? nd->start + 1 : nd->start, ue = nd->kind == J_STR ? nd->end - 1 : nd->end;
+    if (nd->kind != J_STR) mk = NULL;
+    if (nd->escaped || E->has_som) {
+        /* Decoded text differs from the batch bytes / custom regexes need unit-local starts: scan alone. */
+        int scan = nd->escaped || mask_range_hit(E, us, ue);
         if (!scan && !mk) return 0;
-        u = mask_string_text(E, nd, &n);
+        if (nd->kind == J_STR) {
+            u = mask_string_text(E, nd, &n);
+        } else {
+            u = E->rec + us;
+            n = ue - us;
+        }
+        if (mask_unit_findings(E, u, n, scan, NULL, 0, mk, mkl, 0)) return -1;
     } else {
-        if (!mask_range_hit(E, nd->start, nd->end)) return 0;
-        scan = 1;
-        u = E->rec + nd->start;
-        n = nd->end - nd->start;
-        mk = NULL;
+        /* Unescaped text is the batch bytes: the batch matches ending inside the unit are its matches. */
+        if (mask_unit_ranges(E, us, ue)) return -1;
+        if (!E->nurng && !mk) return 0;
+        u = E->rec + us;
+        n = ue - us;
+        if (mask_unit_findings(E, u, n, 0, E->urng, E->nurng, mk, mkl, 0)) return -1;
     }
-    if (mask_unit_findings(E, u, n, scan, NULL, 0, mk, mkl)) return -1;
     if (E->cands.n == 0) return 0;
     mask_count_findings(E);
     if (E->op == OP_DROP) return 1;
@@ -577,7 +906,8 @@ static int mask_walk(mask_engine *E, int32_t ni, int depth, const uint8_t *mk, s
         return 0;
     }
     if (nd->kind == J_LIT) return 0;
-    return mask_unit(E, nd, (nd->kind == J_STR && has_mk && E->secret_det >= 0) ? mk : NULL, mkl);
+    return mask_unit(E, nd, (nd->kind == J_STR && has_mk && E->secret_det >= 0 && E->check_secret_keys) ? mk : NULL,
+                     mkl);
 }
 
 static int mask_cmp_edit(const void *a, const void *b) {
@@ -591,9 +921,26 @@ static int mask_cmp_edit(const void *a, const void *b) {
  * (its new bytes appended to E->out), 0 when unchanged, -1 on error. */
 static int mask_record(mask_engine *E, const uint8_t *rec, size_t len, const mask_recmatch *rr, size_t nrr) {
     int32_t root;
-    int rc;
+    int rc, has_trigger = 0;
     E->rec = rec;
     E->rec_len = len;
+    E->check_secret_keys = 0;
+    for (size_t k = 0; k < nrr; k++)
+        if (E->pats[rr[k].m.id].kind == K_TRIGGER) {
+            has_trigger = 1;
+            if (E->pats[rr[k].m.id].param != TRIGGER_FIELD_KEY) E->check_secret_keys = 1;
+        }
+    size_t first = mask_skip_ws(rec, len, 0);
+    int looks_json = first < len && (rec[first] == '{' || rec[first] == '[');
+    if (!has_trigger) {
+        /* Prefilter in the record's own bytes. For text this is the answer; for unescaped JSON it finds at
+         * least what the units would (their neighbours are quotes and separators, which no extractor takes
+         * into a finding); escapes, field-rule keys and secret-naming keys are TRIGGER matches. So a record
+         * without a candidate here is clean, whatever its shape, and need not be parsed. A record that
+         * looks like JSON only needs to know whether there is a candidate at all. */
+        if (mask_unit_findings(E, rec, len, 0, rr, nrr, NULL, 0, looks_json)) return -1;
+        if (E->cands.n == 0) return 0;
+    }
     rc = mask_jparse(&E->jp, rec, len, &root);
     if (rc == MASK_JSON_OOM) {
         E->error = ENOMEM;
@@ -601,8 +948,8 @@ static int mask_record(mask_engine *E, const uint8_t *rec, size_t len, const mas
     }
     if (rc != 0) { /* plain text: the whole value is one unit */
         if (E->has_som) {
-            if (mask_unit_findings(E, rec, len, 1, NULL, 0, NULL, 0)) return -1;
-        } else if (mask_unit_findings(E, rec, len, 0, rr, nrr, NULL, 0)) {
+            if (mask_unit_findings(E, rec, len, 1, NULL, 0, NULL, 0, 0)) return -1;
+        } else if ((has_trigger || looks_json) && mask_unit_findings(E, rec, len, 0, rr, nrr, NULL, 0, 0)) {
             return -1;
         }
         if (E->cands.n == 0) return 0;
@@ -621,7 +968,7 @@ static int mask_record(mask_engine *E, const uint8_t *rec, size_t len, const mas
     E->reach = 0;
     if (mask_walk(E, root, 0, NULL, 0, 0) < 0) return -1;
     if (!E->nedits || !E->rewrite) return 0;
-    if (E->nedits > 1) qsort(E->edits, E->nedits, sizeof *E->edits, mask_cmp_edit);
+    if (E->nedits > 1) MASK_SORT(mask_edit, E->edits, E->nedits, mask_cmp_edit);
     size_t pos = 0;
     for (size_t i = 0; i < E->nedits; i++) {
         const mask_edit *ed = &E->edits[i];
@@ -651,42 +998,63 @@ static int mask_batch(mask_engine *E, const uint8_t *buf, size_t buflen, const s
     memset(E->det_counts, 0, (size_t)E->ndet * sizeof *E->det_counts);
     if (E->nrules) memset(E->rule_counts, 0, (size_t)E->nrules * sizeof *E->rule_counts);
     memset(changed, 0, nrec);
-    if (mask_scan(E, &E->raw, buf, buflen)) return -1;
+    if (mask_scan(E, &E->raw, buf, buflen, 0)) return -1;
     if (E->raw.n == 0) return 0;
 
-    /* Attach every match range to each non-null record it ends in, with record-local ends. */
-    E->nrm = 0;
-    for (k = 0; k < E->raw.n; k++) {
-        const mask_match *m = &E->raw.p[k];
-        size_t lo = 0, hi = nrec;
-        while (lo < hi) { /* first record whose end (offs+lens) >= to_first */
-            size_t mid = lo + (hi - lo) / 2;
-            if (offs[mid] + lens[mid] < m->to_first) lo = mid + 1;
-            else hi = mid;
-        }
-        for (i = lo; i < nrec && offs[i] < m->to_last; i++) {
-            size_t rs = offs[i], re = offs[i] + lens[i], tf, tl;
-            if (isnull[i]) continue;
-            tf = m->to_first > rs + 1 ? m->to_first : rs + 1;
-            tl = m->to_last < re ? m->to_last : re;
-            if (tf > tl) continue;
-            if (mask_grow((void **)&E->rm, &E->rmcap, E->nrm + 1, sizeof *E->rm)) {
+    /* Attach every match range to each non-null record it ends in, with record-local ends: count per
+     * record, then place (a counting sort by record), then sort each record's few matches by end. */
+    if (mask_grow((void **)&E->rec_first, &E->reccap, nrec + 1, sizeof *E->rec_first)) {
+        E->error = ENOMEM;
+        return -1;
+    }
+    memset(E->rec_first, 0, (nrec + 1) * sizeof *E->rec_first);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            size_t total = 0;
+            for (i = 0; i <= nrec; i++) {
+                size_t c = E->rec_first[i];
+                E->rec_first[i] = total;
+                total += c;
+            }
+            if (mask_grow((void **)&E->rm, &E->rmcap, total + 1, sizeof *E->rm)) {
                 E->error = ENOMEM;
                 return -1;
             }
-            E->rm[E->nrm].rec = i;
-            E->rm[E->nrm].m = *m;
-            E->rm[E->nrm].m.to_first = tf - rs;
-            E->rm[E->nrm].m.to_last = tl - rs;
-            E->rm[E->nrm].m.from = m->from >= rs ? m->from - rs : 0;
-            E->nrm++;
+            E->nrm = total;
+        }
+        for (k = 0; k < E->raw.n; k++) {
+            const mask_match *m = &E->raw.p[k];
+            size_t lo = 0, hi = nrec;
+            while (lo < hi) { /* first record whose end (offs+lens) >= to_first */
+                size_t mid = lo + (hi - lo) / 2;
+                if (offs[mid] + lens[mid] < m->to_first) lo = mid + 1;
+                else hi = mid;
+            }
+            for (i = lo; i < nrec && offs[i] < m->to_last; i++) {
+                size_t rs = offs[i], re = offs[i] + lens[i], tf, tl;
+                if (isnull[i]) continue;
+                tf = m->to_first > rs + 1 ? m->to_first : rs + 1;
+                tl = m->to_last < re ? m->to_last : re;
+                if (tf > tl) continue;
+                if (pass == 0) {
+                    E->rec_first[i]++;
+                    continue;
+                }
+                mask_recmatch *slot = &E->rm[E->rec_first[i]++];
+                slot->rec = i;
+                slot->m = *m;
+                slot->m.to_first = tf - rs;
+                slot->m.to_last = tl - rs;
+                slot->m.from = m->from >= rs ? m->from - rs : 0;
+            }
         }
     }
-    for (k = 1; k < E->nrm; k++)
-        if (mask_cmp_recmatch(&E->rm[k - 1], &E->rm[k]) > 0) {
-            qsort(E->rm, E->nrm, sizeof *E->rm, mask_cmp_recmatch);
-            break;
-        }
+    /* rec_first[i] now holds the end of record i's slice (its start is the previous record's end). */
+    for (i = 0, k = 0; i < nrec; i++) {
+        size_t end = E->rec_first[i];
+        if (end > k) MASK_SORT(mask_recmatch, E->rm + k, end - k, mask_cmp_recmatch);
+        k = end;
+    }
     for (k = 0; k < E->nrm;) {
         size_t r = E->rm[k].rec, j = k, before = E->out.n;
         int rc;
@@ -701,6 +1069,31 @@ static int mask_batch(mask_engine *E, const uint8_t *buf, size_t buflen, const s
         k = j;
     }
     return 0;
+}
+
+/* Tests: the structure pass alone over b[0..n); writes up to cap (pattern id, end) pairs, returns how many
+ * there are (or -1 when out of memory). */
+static long mask_debug_structure(mask_engine *E, const uint8_t *b, size_t n, int exhaustive, unsigned *ids,
+                                 size_t *ends, size_t cap) {
+    mask_matchvec v;
+    long count = 0;
+    int saved = E->emu_exhaustive, rc;
+    memset(&v, 0, sizeof v);
+    E->emu_exhaustive = exhaustive;
+    rc = mask_structure_scan(E, &v, b, n);
+    E->emu_exhaustive = saved;
+    if (rc) {
+        free(v.p);
+        return -1;
+    }
+    for (size_t i = 0; i < v.n; i++)
+        for (size_t e = v.p[i].to_first; e <= v.p[i].to_last; e++, count++)
+            if ((size_t)count < cap) {
+                ids[count] = v.p[i].id;
+                ends[count] = e;
+            }
+    free(v.p);
+    return count;
 }
 
 /* ---------------------------------------------------------------------------------- lifetime */
@@ -719,9 +1112,9 @@ static void mask_engine_destroy(mask_engine *E) {
     free(E->det_counts), free(E->rule_counts);
     free(E->raw.p), free(E->raw.last_gen), free(E->raw.last_idx);
     free(E->um.p), free(E->um.last_gen), free(E->um.last_idx);
-    free(E->ust.run_end), free(E->ust.run_gen), free(E->cands.p), free(E->rm);
+    free(E->ust.run_end), free(E->ust.run_gen), free(E->cands.p), free(E->rm), free(E->urng);
     free(E->jp.nodes), free(E->arena.p), free(E->reps.p), free(E->tmp.p), free(E->norm.p), free(E->out.p);
-    free(E->edits), free(E->elems);
+    free(E->edits), free(E->elems), free(E->rec_first);
     memset(&E->hmac, 0, sizeof E->hmac);
     free(E);
 }

@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define MASK_JSON_MAX_DEPTH 256
 
@@ -86,7 +89,24 @@ static int mask_jstring(mask_jparser *P, size_t *pos, int *escaped) {
     const uint8_t *b = P->b;
     size_t n = P->n, i = *pos + 1;
     int esc = 0;
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+#endif
     for (;;) {
+#if defined(__SSE2__)
+        /* Skip 16 plain ASCII bytes at a time (no quote, backslash, control or non-ASCII byte: the
+         * signed compare counts bytes >= 0x80 as below 0x20). */
+        while (i + 16 <= n) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+            int m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                                   _mm_cmplt_epi8(x, space)));
+            if (m) {
+                i += (size_t)__builtin_ctz((unsigned)m);
+                break;
+            }
+            i += 16;
+        }
+#endif
         if (i >= n) return MASK_JSON_FAIL;
         uint8_t c = b[i];
         if (c == '"') break;

@@ -22,6 +22,9 @@ enum {
     K_CUSTOM_REGEX, K_CUSTOM_DICT, K_TRIGGER
 };
 
+/* `param` of K_TRIGGER patterns (gateway/masking/detectors.py TRIGGER_*) */
+enum { TRIGGER_FIELD_KEY = 0, TRIGGER_SECRET_KEY = 1, TRIGGER_BACKSLASH = 2 };
+
 #define MASK_ENTROPY_THRESHOLD 3.0
 #define MASK_MIN_ASSIGNED_SECRET_LEN 8
 #define MASK_MIN_PREFIXED_BODY_LEN 16
@@ -31,7 +34,7 @@ enum {
     CL_DIGIT = 1u << 0, CL_ALNUM = 1u << 1, CL_WORD = 1u << 2, CL_TOKEN = 1u << 3, CL_LOCAL = 1u << 4,
     CL_DOMAIN = 1u << 5, CL_HEX = 1u << 6, CL_IPV4 = 1u << 7, CL_IPV6 = 1u << 8, CL_JWT = 1u << 9,
     CL_PEM = 1u << 10, CL_PHONESEP = 1u << 11, CL_SPACE = 1u << 12, CL_VALUE = 1u << 13,
-    CL_UPALNUM = 1u << 14
+    CL_UPALNUM = 1u << 14, CL_X = 1u << 15 /* digit-shape alphabet [0-9 ().-] */, CL_HEXCOLON = 1u << 16
 };
 static uint32_t mask_cc[256];
 
@@ -57,6 +60,8 @@ static void mask_init_tables(void) {
     mask_cc_add("()", CL_PHONESEP);
     mask_cc_add("\t\r\n", CL_SPACE);
     mask_cc_add("/+=~", CL_VALUE);
+    mask_cc_add("0123456789 ().-", CL_X);
+    mask_cc_add("0123456789ABCDEFabcdef:", CL_HEXCOLON);
 }
 
 #define IS(c, cls) (mask_cc[(uint8_t)(c)] & (cls))
@@ -281,6 +286,7 @@ static int mask_has_secret_keyword(const uint8_t *w, size_t n) {
     for (int k = 0; mask_secret_keywords[k]; k++) {
         const char *kw = mask_secret_keywords[k];
         size_t kl = strlen(kw);
+        if (kl > n) continue;
         for (size_t i = 0; i + kl <= n; i++) {
             size_t j = 0;
             while (j < kl) {
@@ -337,6 +343,7 @@ static int mask_cand_push(mask_candvec *v, size_t s, size_t e, int det) {
 
 typedef struct {
     int kind, width, det, param, som;
+    int emulated; /* found by the structure pass (mask_engine.h), not compiled into the Hyperscan database */
 } mask_pattern;
 
 /* Per-unit extraction state: run dedupe marks (valid when gen matches) and the PEM END-line cache. */

@@ -49,6 +49,10 @@ cdef extern from "hs.h" nogil:
     hs_error_t hs_free_scratch(hs_scratch_t *scratch)
     hs_error_t hs_free_database(hs_database_t *db)
     const char *hs_version()
+    ctypedef int (*match_event_handler)(unsigned int id, unsigned long long frm, unsigned long long to,
+                                        unsigned int flags, void *context) noexcept nogil
+    hs_error_t hs_scan(const hs_database_t *db, const char *data, unsigned int length, unsigned int flags,
+                       hs_scratch_t *scratch, match_event_handler onEvent, void *context)
     unsigned int HS_MODE_BLOCK
     hs_error_t HS_SUCCESS
 
@@ -56,7 +60,7 @@ cdef extern from "mask_engine.h" nogil:
     ctypedef struct mask_hmac:
         pass
     ctypedef struct mask_pattern:
-        int kind, width, det, param, som
+        int kind, width, det, param, som, emulated
     ctypedef struct mask_step:
         int type
         size_t index
@@ -84,7 +88,7 @@ cdef extern from "mask_engine.h" nogil:
         uint8_t *op_label
         size_t op_label_len
         mask_rule *rules
-        int secret_det, has_som
+        int secret_det, has_som, emu_exhaustive
         mask_hmac hmac
         long long *det_counts
         long long *rule_counts
@@ -94,6 +98,9 @@ cdef extern from "mask_engine.h" nogil:
         int error
     mask_engine *mask_engine_create(int npat, int ndet, int nrules)
     void mask_engine_destroy(mask_engine *E)
+    void mask_engine_prepare(mask_engine *E)
+    long mask_debug_structure(mask_engine *E, const uint8_t *b, size_t n, int exhaustive, unsigned *ids,
+                              size_t *ends, size_t cap)
     void mask_init_tables()
     void mask_hmac_init(mask_hmac *m, const uint8_t *key, size_t klen)
     void mask_hmac_digest(const mask_hmac *m, const uint8_t *msg, size_t n, uint8_t *out)
@@ -248,6 +255,7 @@ cdef class NativeMaskingEngine:
             E.pats[i].det = p.detector
             E.pats[i].param = p.param
             E.pats[i].som = 1 if p.flags & Flag.SOM_LEFTMOST else 0
+        mask_engine_prepare(E)
         for i, label in enumerate(compiled.labels):
             E.labels[i] = _copy_bytes(label)
             E.label_len[i] = len(label)
@@ -325,7 +333,8 @@ cdef class NativeMaskingEngine:
         if self.E.db != NULL:
             hs_free_database(self.E.db)
             self.E.db = NULL
-        n = len(self._expressions)
+        wanted = [i for i in range(len(self._expressions)) if not self.E.pats[i].emulated]
+        n = len(wanted)
         exprs = <const char **>malloc(n * sizeof(char *))
         flags = <unsigned int *>malloc(n * sizeof(unsigned int))
         ids = <unsigned int *>malloc(n * sizeof(unsigned int))
@@ -335,9 +344,9 @@ cdef class NativeMaskingEngine:
             free(ids)
             raise MemoryError()
         for i in range(n):
-            exprs[i] = <const char *>(<bytes>self._expressions[i])
-            flags[i] = self._compiled.patterns[i].flags
-            ids[i] = i
+            exprs[i] = <const char *>(<bytes>self._expressions[wanted[i]])
+            flags[i] = self._compiled.patterns[wanted[i]].flags
+            ids[i] = wanted[i]
         rc = hs_compile_multi(exprs, flags, ids, n, HS_MODE_BLOCK, NULL, &db, &err)
         free(exprs)
         free(flags)
@@ -372,6 +381,43 @@ cdef class NativeMaskingEngine:
             self._isnull = <uint8_t *>_grow(self._isnull, nrec)
             self._changed = <uint8_t *>_grow(self._changed, nrec)
             self._rec_cap = nrec
+
+    def emulated_pattern_ids(self):
+        """Ids of the patterns the structure pass reports instead of Hyperscan (for tests)."""
+        return [i for i in range(self.E.npat) if self.E.pats[i].emulated]
+
+    def structure_ends(self, bytes text, bint exhaustive=True):
+        """(pattern id, end) pairs the structure pass reports for text (for tests)."""
+        cdef size_t cap = 1024
+        cdef long count
+        cdef unsigned *ids
+        cdef size_t *ends
+        while True:
+            ids = <unsigned *>malloc(cap * sizeof(unsigned))
+            ends = <size_t *>malloc(cap * sizeof(size_t))
+            if ids == NULL or ends == NULL:
+                free(ids)
+                free(ends)
+                raise MemoryError()
+            count = mask_debug_structure(self.E, <const uint8_t *><const char *>text, len(text), exhaustive,
+                                         ids, ends, cap)
+            if count < 0:
+                free(ids)
+                free(ends)
+                raise MemoryError()
+            if <size_t>count <= cap:
+                result = sorted((ids[k], ends[k]) for k in range(count))
+                free(ids)
+                free(ends)
+                return result
+            free(ids)
+            free(ends)
+            cap = count
+
+    def raw_scan(self, data):
+        """Hyperscan alone over `data` (no structure pass, no validation): the ceiling for benchmarks."""
+        self._ensure_database()
+        return _raw_scan(self.E, data)
 
     def mask_values(self, values):
         out = list(values)
@@ -460,6 +506,25 @@ cdef class NativeMaskingEngine:
                 if self._changed[r]:
                     items[start + r] = PyBytes_FromStringAndSize(
                         <const char *>(E.out.p + self._out_off[r]), self._out_len[r])
+
+
+cdef int _count_match(unsigned int id, unsigned long long frm, unsigned long long to, unsigned int flags,
+                      void *ctx) noexcept nogil:
+    (<long long *>ctx)[0] += 1
+    return 0
+
+
+cdef long long _raw_scan(mask_engine *E, data) except -1:
+    cdef const unsigned char[::1] view = data
+    cdef long long count = 0
+    cdef hs_error_t rc
+    if view.shape[0] == 0:
+        return 0
+    with nogil:
+        rc = hs_scan(E.db, <const char *>&view[0], <unsigned int>view.shape[0], 0, E.scratch, _count_match, &count)
+    if rc != HS_SUCCESS:
+        raise RuntimeError(f"hs_scan failed: {rc}")
+    return count
 
 
 cdef void *_grow(void *p, size_t nbytes) except NULL:

@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--latency-rate",
         type=float,
         default=None,
-        help="offered records/s for produce_latency (profile default: 2000)",
+        help="offered records/s for produce_latency (profile default: 1000)",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the JSON and PNG")
     parser.add_argument("--keep-logs", action="store_true", help="keep broker/target logs (path printed)")

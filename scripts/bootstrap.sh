@@ -54,8 +54,12 @@ fi
 newest=$(find pyproject.toml setup.py _native -type f -newer "$STAMP" 2>/dev/null | head -1 || true)
 if [ ! -f "$STAMP" ] || [ -n "$newest" ]; then
   say "installing streamgate with native extensions and test extras into .venv"
-  # (this machine's pip config names local mirrors that may be absent: drop that one warning, keep errors)
-  pipq() { "$VENV/bin/pip" install -q --disable-pip-version-check "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+  # pip's output goes to a log that is shown only when something fails
+  pipq() {
+    if ! "$VENV/bin/pip" install -q --disable-pip-version-check "$@" > "$VENV/pip.log" 2>&1; then
+      grep -v "is ignored: it is neither" "$VENV/pip.log" >&2; say "pip install failed (log: $VENV/pip.log)"; exit 1
+    fi
+  }
   pipq --upgrade pip 'setuptools>=77' wheel 'Cython>=3.0'
   pipq --no-build-isolation -e ".[test,bench,dev]"
   # editable installs keep the .so next to the sources; build in place so tests import the native code

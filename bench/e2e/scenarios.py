@@ -424,7 +424,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rounds": 3,
         "produce_throughput": {"records": 60_000, "record_size": 1024, "max_seconds": 20.0},
         "consume_throughput": {"records": 60_000, "record_size": 1024, "max_seconds": 20.0},
-        "produce_latency": {"rate": 2000, "duration_s": 1.2, "warmup_s": 0.3, "record_size": 1024},
+        "produce_latency": {"rate": 1000, "duration_s": 1.5, "warmup_s": 0.3, "record_size": 1024},
         "e2e_latency": {
             "rate": 500,
             "duration_s": 1.2,
@@ -451,7 +451,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rounds": 5,
         "produce_throughput": {"records": 300_000, "record_size": 1024, "max_seconds": 60.0},
         "consume_throughput": {"records": 300_000, "record_size": 1024, "max_seconds": 60.0},
-        "produce_latency": {"rate": 2000, "duration_s": 10.0, "warmup_s": 1.0, "record_size": 1024},
+        "produce_latency": {"rate": 1000, "duration_s": 10.0, "warmup_s": 1.0, "record_size": 1024},
         "e2e_latency": {
             "rate": 500,
             "duration_s": 8.0,

@@ -52,7 +52,9 @@ def expand_arguments(arguments: Iterable[str | Path]) -> tuple[list[Path], list[
     for arg in arguments:
         text = str(arg)
         if any(ch in text for ch in "*?["):
-            matches = [Path(p) for p in sorted(glob.glob(text)) if Path(p).is_file() and not p.endswith(".lock")]
+            matches = [
+                Path(p) for p in sorted(glob.glob(text)) if Path(p).is_file() and not p.endswith(".lock")
+            ]
         elif Path(text).is_dir():
             matches = [p for p in sorted(Path(text).iterdir()) if p.is_file() and looks_like_chain_file(p)]
         else:
@@ -69,4 +71,6 @@ def group_chains(paths: Iterable[Path]) -> dict[Path, list[Path]]:
     for path in paths:
         base, index = split_rotation(path)
         groups.setdefault(base, []).append((index, path))
-    return {base: [p for _, p in sorted(members, key=lambda m: -m[0])] for base, members in sorted(groups.items())}
+    return {
+        base: [p for _, p in sorted(members, key=lambda m: -m[0])] for base, members in sorted(groups.items())
+    }

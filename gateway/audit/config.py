@@ -21,8 +21,22 @@ from gateway.config import parse_host_port
 MIB = 1024 * 1024
 
 FACILITIES: dict[str, int] = {
-    "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7, "uucp": 8,
-    "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14, "solaris-cron": 15,
+    "kern": 0,
+    "user": 1,
+    "mail": 2,
+    "daemon": 3,
+    "auth": 4,
+    "syslog": 5,
+    "lpr": 6,
+    "news": 7,
+    "uucp": 8,
+    "cron": 9,
+    "authpriv": 10,
+    "ftp": 11,
+    "ntp": 12,
+    "security": 13,
+    "console": 14,
+    "solaris-cron": 15,
     **{f"local{i}": 16 + i for i in range(8)},
 }
 
@@ -147,7 +161,9 @@ class HttpSinkConfig(SinkConfigBase, tag="http"):
             raise ValueError("flush_interval: must be >= 0 (and timeout > 0)")
 
     def __repr__(self) -> str:
-        return f"HttpSinkConfig(name={self.name!r}, url={self.url!r}, format={self.format!r}, token=<redacted>)"
+        return (
+            f"HttpSinkConfig(name={self.name!r}, url={self.url!r}, format={self.format!r}, token=<redacted>)"
+        )
 
 
 class KafkaSinkConfig(SinkConfigBase, tag="kafka"):

@@ -35,7 +35,7 @@ from gateway.audit.config import (
     SyslogSinkConfig,
     sink_name,
 )
-from gateway.audit.sinks import AuditSink, FileSink
+from gateway.audit.sinks import AuditSink, FileSink, SinkOptions
 from gateway.audit.spool import Spool
 from gateway.enforcement.audit import (
     KIND_SINK_STATE,
@@ -52,8 +52,14 @@ log = logging.getLogger("streamgate.audit")
 class AuditDispatcher:
     """Fan-out of audit events to sinks, on the worker's event loop. See the module docstring."""
 
-    def __init__(self, sinks: Sequence[AuditSink], worker_id: int | str, *, clock: Callable[[], float] = time.time,
-                 close_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[AuditSink],
+        worker_id: int | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        close_timeout: float = 5.0,
+    ) -> None:
         self.sinks = list(sinks)
         self.worker_id = worker_id
         self.close_timeout = close_timeout
@@ -69,10 +75,15 @@ class AuditDispatcher:
         self.refused = 0
 
     @classmethod
-    def from_config(cls, config: AuditConfig, worker_id: int | str, *, clock: Callable[[], float] = time.time
-                    ) -> AuditDispatcher:
-        return cls(build_sinks(config, worker_id, clock=clock), worker_id, clock=clock,
-                   close_timeout=config.close_timeout)
+    def from_config(
+        cls, config: AuditConfig, worker_id: int | str, *, clock: Callable[[], float] = time.time
+    ) -> AuditDispatcher:
+        return cls(
+            build_sinks(config, worker_id, clock=clock),
+            worker_id,
+            clock=clock,
+            close_timeout=config.close_timeout,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -154,21 +165,33 @@ class AuditDispatcher:
         if self._closed or self._loop is None:
             return
         details: dict[str, DetailValue] = {
-            "sink": sink.name, "sink_type": sink.type_name, "healthy": sink.healthy, "blocking": sink.blocking,
-            "on_failure": sink.on_failure, "reason": reason or None,
+            "sink": sink.name,
+            "sink_type": sink.type_name,
+            "healthy": sink.healthy,
+            "blocking": sink.blocking,
+            "on_failure": sink.on_failure,
+            "reason": reason or None,
         }
         if sink.blocking and not was_blocked and sink.on_failure == "spool":
             spool = sink.spool
-            self.record(AuditEvent(kind=KIND_SPOOL_OVERFLOW, reason="spool full: requests are refused", details={
-                **details, "spool_bytes": spool.disk_bytes if spool else 0,
-                "spool_max_bytes": spool.max_bytes if spool else 0,
-            }))
+            self.record(
+                AuditEvent(
+                    kind=KIND_SPOOL_OVERFLOW,
+                    reason="spool full: requests are refused",
+                    details={
+                        **details,
+                        "spool_bytes": spool.disk_bytes if spool else 0,
+                        "spool_max_bytes": spool.max_bytes if spool else 0,
+                    },
+                )
+            )
         else:
             self.record(AuditEvent(kind=KIND_SINK_STATE, details=details))
 
     def internal_event(self, kind: str, details: dict[str, DetailValue]) -> bytes:
-        return encode_event(AuditEvent(ts=rfc3339_ms(self._clock()), kind=kind, worker=self.worker_id,
-                                       details=details))
+        return encode_event(
+            AuditEvent(ts=rfc3339_ms(self._clock()), kind=kind, worker=self.worker_id, details=details)
+        )
 
     # -- introspection -------------------------------------------------------------------------------------
 
@@ -181,49 +204,102 @@ class AuditDispatcher:
         }
 
 
-def build_sinks(config: AuditConfig, worker_id: int | str, *, clock: Callable[[], float] = time.time
-                ) -> list[AuditSink]:
+def build_sinks(
+    config: AuditConfig, worker_id: int | str, *, clock: Callable[[], float] = time.time
+) -> list[AuditSink]:
     """Instantiate the configured sinks for one worker (spools under `<spool.path>/w<worker>/<sink name>`)."""
     sinks: list[AuditSink] = []
     hostname = socket.gethostname()
     for index, cfg in enumerate(config.sinks):
         name = sink_name(cfg, index)
         common = _common_options(cfg, name, worker_id)
+        if isinstance(cfg, SyslogSinkConfig | HttpSinkConfig | KafkaSinkConfig):
+            common["batch_size"] = cfg.batch_size
+        if isinstance(cfg, HttpSinkConfig):
+            common["flush_interval"] = cfg.flush_interval
         if isinstance(cfg, FileSinkConfig):
-            sinks.append(FileSink(name, cfg.path, worker_id, max_bytes=cfg.max_bytes, backups=cfg.backups,
-                                  write_through=cfg.write_through, fsync_interval=cfg.fsync_interval, clock=clock,
-                                  **common))
+            sinks.append(
+                FileSink(
+                    name,
+                    cfg.path,
+                    worker_id,
+                    max_bytes=cfg.max_bytes,
+                    backups=cfg.backups,
+                    write_through=cfg.write_through,
+                    fsync_interval=cfg.fsync_interval,
+                    clock=clock,
+                    **common,
+                )
+            )
         elif isinstance(cfg, SyslogSinkConfig):
             from gateway.audit.syslog import SyslogSink
 
-            sinks.append(SyslogSink(name, cfg.address, protocol=cfg.protocol, facility=cfg.facility_code,
-                                    app_name=cfg.app_name, hostname=cfg.hostname or hostname,
-                                    procid=str(os.getpid()), sd_id=cfg.sd_id, utf8_bom=cfg.utf8_bom,
-                                    tls_ca=cfg.tls_ca, tls_verify=cfg.tls_verify,
-                                    connect_timeout=cfg.connect_timeout, batch_size=cfg.batch_size, **common))
+            sinks.append(
+                SyslogSink(
+                    name,
+                    cfg.address,
+                    protocol=cfg.protocol,
+                    facility=cfg.facility_code,
+                    app_name=cfg.app_name,
+                    hostname=cfg.hostname or hostname,
+                    procid=str(os.getpid()),
+                    sd_id=cfg.sd_id,
+                    utf8_bom=cfg.utf8_bom,
+                    tls_ca=cfg.tls_ca,
+                    tls_verify=cfg.tls_verify,
+                    connect_timeout=cfg.connect_timeout,
+                    **common,
+                )
+            )
         elif isinstance(cfg, HttpSinkConfig):
             from gateway.audit.http import HttpSink
 
-            sinks.append(HttpSink(name, cfg.url, fmt=cfg.format, token=cfg.token, timeout=cfg.timeout,
-                                  sourcetype=cfg.sourcetype, source=cfg.source, index=cfg.index, hostname=hostname,
-                                  tls_ca=cfg.tls_ca, tls_verify=cfg.tls_verify, batch_size=cfg.batch_size,
-                                  flush_interval=cfg.flush_interval, **common))
+            sinks.append(
+                HttpSink(
+                    name,
+                    cfg.url,
+                    fmt=cfg.format,
+                    token=cfg.token,
+                    timeout=cfg.timeout,
+                    sourcetype=cfg.sourcetype,
+                    source=cfg.source,
+                    index=cfg.index,
+                    hostname=hostname,
+                    tls_ca=cfg.tls_ca,
+                    tls_verify=cfg.tls_verify,
+                    **common,
+                )
+            )
         elif isinstance(cfg, KafkaSinkConfig):
             from gateway.audit.kafka import KafkaSink
 
-            sinks.append(KafkaSink(name, cfg.bootstrap, cfg.topic, worker_id=worker_id, client_id=cfg.client_id,
-                                   delivery_timeout=cfg.delivery_timeout, idempotent=cfg.idempotent,
-                                   options=dict(cfg.options), batch_size=cfg.batch_size, **common))
+            sinks.append(
+                KafkaSink(
+                    name,
+                    cfg.bootstrap,
+                    cfg.topic,
+                    worker_id=worker_id,
+                    client_id=cfg.client_id,
+                    delivery_timeout=cfg.delivery_timeout,
+                    idempotent=cfg.idempotent,
+                    librdkafka=dict(cfg.options),
+                    **common,
+                )
+            )
         else:  # pragma: no cover - the config union is closed
             raise TypeError(f"unknown sink config {type(cfg).__name__}")
     return sinks
 
 
-def _common_options(cfg: SinkConfigBase, name: str, worker_id: int | str) -> dict[str, object]:
+def _common_options(cfg: SinkConfigBase, name: str, worker_id: int | str) -> SinkOptions:
     spool = None
     if cfg.spool is not None:
-        spool = Spool(Path(cfg.spool.path) / f"w{worker_id}" / name, cfg.spool.max_bytes, cfg.spool.segment_bytes,
-                      fsync=cfg.spool.fsync)
+        spool = Spool(
+            Path(cfg.spool.path) / f"w{worker_id}" / name,
+            cfg.spool.max_bytes,
+            cfg.spool.segment_bytes,
+            fsync=cfg.spool.fsync,
+        )
     return {
         "on_failure": cfg.on_failure,
         "spool": spool,

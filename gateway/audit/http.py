@@ -21,10 +21,11 @@ import contextlib
 import ssl
 import urllib.parse
 from datetime import datetime
+from typing import Unpack
 
 import msgspec
 
-from gateway.audit.sinks import AuditSink, SinkUnavailable, describe_error
+from gateway.audit.sinks import AuditSink, SinkOptions, SinkUnavailable, describe_error
 
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 1024 * 1024
@@ -45,10 +46,15 @@ def epoch_of(ts: str) -> float | None:
         return None
 
 
-def splunk_hec_body(events: list[bytes], *, host: str, source: str, sourcetype: str, index: str | None) -> bytes:
+def splunk_hec_body(
+    events: list[bytes], *, host: str, source: str, sourcetype: str, index: str | None
+) -> bytes:
     """HEC batch: one JSON object per event, concatenated without separators."""
     meta = b'"host":%s,"source":%s,"sourcetype":%s,' % (
-        msgspec.json.encode(host), msgspec.json.encode(source), msgspec.json.encode(sourcetype))
+        msgspec.json.encode(host),
+        msgspec.json.encode(source),
+        msgspec.json.encode(sourcetype),
+    )
     if index:
         meta += b'"index":%s,' % msgspec.json.encode(index)
     parts = []
@@ -134,11 +140,23 @@ class _HttpConnection:
 class HttpSink(AuditSink):
     type_name = "http"
 
-    def __init__(self, name: str, url: str, *, fmt: str = "json", token: str | None = None, timeout: float = 10.0,
-                 sourcetype: str = "streamgate:audit", source: str = "streamgate", index: str | None = None,
-                 hostname: str = "streamgate", tls_ca: str | None = None, tls_verify: bool = True,
-                 **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        *,
+        fmt: str = "json",
+        token: str | None = None,
+        timeout: float = 10.0,
+        sourcetype: str = "streamgate:audit",
+        source: str = "streamgate",
+        index: str | None = None,
+        hostname: str = "streamgate",
+        tls_ca: str | None = None,
+        tls_verify: bool = True,
+        **options: Unpack[SinkOptions],
+    ) -> None:
+        super().__init__(name, **options)
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"audit sink {name}: url must be http(s)://host[:port]/path")
@@ -149,7 +167,7 @@ class HttpSink(AuditSink):
         self.safe_url = f"{parts.scheme}://{self.host}:{self.port}{parts.path or '/'}"
         self.format = fmt
         self.timeout = timeout
-        self._hec_meta = {"host": hostname, "source": source, "sourcetype": sourcetype, "index": index}
+        self._hostname, self._source, self._sourcetype, self._index = hostname, source, sourcetype, index
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
             self._ssl = ssl.create_default_context(cafile=tls_ca)
@@ -172,14 +190,21 @@ class HttpSink(AuditSink):
 
     def body(self, batch: list[bytes]) -> bytes:
         if self.format == "splunk_hec":
-            return splunk_hec_body(batch, **self._hec_meta)  # type: ignore[arg-type]
+            return splunk_hec_body(
+                batch,
+                host=self._hostname,
+                source=self._source,
+                sourcetype=self._sourcetype,
+                index=self._index,
+            )
         return json_array_body(batch)
 
     async def _connect(self) -> _HttpConnection:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, ssl=self._ssl, limit=_MAX_HEADER_BYTES * 2),
-                self.timeout)
+                self.timeout,
+            )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise SinkUnavailable(f"cannot connect to {self.safe_url}: {describe_error(exc)}") from None
         return _HttpConnection(reader, writer)

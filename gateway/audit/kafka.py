@@ -9,7 +9,8 @@ after a failure. The idempotent producer (default) keeps per-partition order acr
 after a fatal idempotence error (the broker lost the producer id) a new producer is created.
 
 Events are keyed `w<worker>`, so one worker's events stay in order on one partition. Extra librdkafka
-settings (`security.protocol`, `sasl.*`, `ssl.*`: the gateway's own credentials) come from `options` and are
+settings (`security.protocol`, `sasl.*`, `ssl.*`: the gateway's own credentials) come from the config's
+`options` (the `librdkafka` argument) and are
 never logged.
 """
 
@@ -18,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from typing import Any
+from typing import Any, Unpack
 
-from gateway.audit.sinks import AuditSink, SinkUnavailable
+from gateway.audit.sinks import AuditSink, SinkOptions, SinkUnavailable
 
 log = logging.getLogger("streamgate.audit.kafka")
 
@@ -28,10 +29,20 @@ log = logging.getLogger("streamgate.audit.kafka")
 class KafkaSink(AuditSink):
     type_name = "kafka"
 
-    def __init__(self, name: str, bootstrap: str, topic: str, *, worker_id: int | str,
-                 client_id: str = "streamgate-audit", delivery_timeout: float = 10.0, idempotent: bool = True,
-                 options: dict[str, Any] | None = None, **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        name: str,
+        bootstrap: str,
+        topic: str,
+        *,
+        worker_id: int | str,
+        client_id: str = "streamgate-audit",
+        delivery_timeout: float = 10.0,
+        idempotent: bool = True,
+        librdkafka: dict[str, Any] | None = None,
+        **options: Unpack[SinkOptions],
+    ) -> None:
+        super().__init__(name, **options)
         self.bootstrap = bootstrap
         self.topic = topic
         self.key = f"w{worker_id}".encode()
@@ -45,13 +56,19 @@ class KafkaSink(AuditSink):
             "socket.timeout.ms": max(10, int(delivery_timeout * 1000)),
             "linger.ms": 5,
             "logger": log,  # librdkafka's own log lines go through Python logging, not raw stderr
-            **(options or {}),
+            "error_cb": self._on_error,
+            **(librdkafka or {}),
         }
         self._producer: Any = None
+        self._fatal = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         return f"KafkaSink(name={self.name!r}, bootstrap={self.bootstrap!r}, topic={self.topic!r})"
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self._fatal = True
 
     async def _run_in_thread(self, fn: Any, *args: Any) -> Any:
         if self._executor is None:
@@ -69,8 +86,9 @@ class KafkaSink(AuditSink):
         try:
             return Producer(self._settings)
         except KafkaException as exc:
-            raise SinkUnavailable(f"cannot create the Kafka producer for {self.bootstrap}: {exc.args[0].str()}"
-                                  ) from None
+            raise SinkUnavailable(
+                f"cannot create the Kafka producer for {self.bootstrap}: {exc.args[0].str()}"
+            ) from None
 
     def _probe(self) -> None:
         from confluent_kafka import KafkaException
@@ -86,6 +104,8 @@ class KafkaSink(AuditSink):
         await self._run_in_thread(self._produce_batch, batch)
 
     def _produce_batch(self, batch: list[bytes]) -> None:
+        from confluent_kafka import KafkaException
+
         failures: list[str] = []
         delivered = 0
         fatal = False
@@ -99,27 +119,39 @@ class KafkaSink(AuditSink):
                 fatal = fatal or err.fatal()
 
         producer = self._producer
-        for value in batch:
-            while True:
-                try:
-                    producer.produce(self.topic, value, key=self.key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.1)  # librdkafka's local queue is full: let it drain
-        remaining = producer.flush(self.delivery_timeout + 1.0)
-        if remaining or failures:
+        remaining = len(batch)
+        try:
+            for value in batch:
+                while True:
+                    try:
+                        producer.produce(self.topic, value, key=self.key, on_delivery=on_delivery)
+                        break
+                    except BufferError:
+                        producer.poll(0.1)  # librdkafka's local queue is full: let it drain
+            remaining = producer.flush(self.delivery_timeout + 1.0)
+        except KafkaException as exc:
+            error = exc.args[0]
+            failures.append(error.name())
+            fatal = fatal or error.fatal() or error.name() == "_FATAL"
+        except Exception as exc:  # noqa: BLE001 - librdkafka surfaced something unexpected: start afresh
+            failures.append(type(exc).__name__)
+            fatal = True
+        if not remaining and not failures:
+            return
+        if fatal or self._fatal:
+            # An idempotent producer the broker no longer knows (e.g. a wiped cluster) cannot continue;
+            # the next attempt starts a new producer with a new producer id.
+            self._producer = None
+            self._fatal = False
+        else:
             # Drop what is still queued so a retry does not race an old copy; in-flight copies may still land.
             producer.purge(in_queue=True, in_flight=False)
             producer.poll(0)
-            if fatal:
-                # An idempotent producer the broker no longer knows (e.g. a wiped cluster) cannot continue;
-                # the next attempt starts a new producer with a new producer id.
-                self._producer = None
-            reason = failures[0] if failures else f"{remaining} not acknowledged"
-            if reason == "_MSG_TIMED_OUT":
-                reason = "timed out"
-            # One key, one partition: delivery reports arrive in order, so the successes are a prefix.
-            raise SinkUnavailable(f"Kafka topic {self.topic} at {self.bootstrap}: {reason}", delivered)
+        reason = failures[0] if failures else f"{remaining} not acknowledged"
+        if reason == "_MSG_TIMED_OUT":
+            reason = "timed out"
+        # One key, one partition: delivery reports arrive in order, so the successes are a prefix.
+        raise SinkUnavailable(f"Kafka topic {self.topic} at {self.bootstrap}: {reason}", delivered)
 
     async def _close(self) -> None:
         if self._producer is not None:

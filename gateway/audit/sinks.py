@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypedDict, Unpack
 
 import msgspec
 
@@ -49,6 +49,19 @@ from gateway.enforcement.audit import (
 log = logging.getLogger("streamgate.audit")
 
 OnFailure = Literal["block", "spool"]
+
+
+class SinkOptions(TypedDict, total=False):
+    """The delivery options every sink takes (see `AuditSink`); transports pass them through."""
+
+    on_failure: OnFailure
+    spool: Spool | None
+    write_ahead: bool
+    queue_max: int
+    retry_initial: float
+    retry_max: float
+    batch_size: int
+    flush_interval: float
 
 
 class SinkUnavailable(Exception):
@@ -176,7 +189,9 @@ class AuditSink:
         return len(self._queue) + spooled + len(self._overflow)
 
     def _spooling(self) -> bool:
-        return self.write_ahead or bool(self._overflow) or (self.spool is not None and not self.spool.is_empty())
+        return (
+            self.write_ahead or bool(self._overflow) or (self.spool is not None and not self.spool.is_empty())
+        )
 
     async def wait_health(self, healthy: bool, timeout: float | None = None) -> None:
         """Wait until the sink is up (True) or down (False)."""
@@ -272,8 +287,11 @@ class AuditSink:
 
     def _count_dropped(self, count: int) -> None:
         if self._dropped_unreported == 0:
-            log.error("audit sink %s: memory overflow full, dropping events (they will be reported by an %s "
-                      "event)", self.name, KIND_EVENTS_DROPPED)
+            log.error(
+                "audit sink %s: memory overflow full, dropping events (they will be reported by an %s event)",
+                self.name,
+                KIND_EVENTS_DROPPED,
+            )
         self._dropped_unreported += count
         self.dropped_total += count
 
@@ -342,8 +360,13 @@ class AuditSink:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if (source == "queue" and self.healthy and self.flush_interval > 0 and len(batch) < self.batch_size
-                    and not self._closing.is_set()):
+            if (
+                source == "queue"
+                and self.healthy
+                and self.flush_interval > 0
+                and len(batch) < self.batch_size
+                and not self._closing.is_set()
+            ):
                 await self._gather(loop)
                 batch, source, position = self._take_batch(self.batch_size)
             try:
@@ -385,7 +408,9 @@ class AuditSink:
     def _report_dropped(self) -> None:
         if self._dropped_unreported and self._listener is not None:
             count, self._dropped_unreported = self._dropped_unreported, 0
-            self.accept([self._listener.internal_event(KIND_EVENTS_DROPPED, {"sink": self.name, "count": count})])
+            self.accept(
+                [self._listener.internal_event(KIND_EVENTS_DROPPED, {"sink": self.name, "count": count})]
+            )
 
     def _persist_leftovers(self) -> None:
         # `_queue` is only ever non-empty while nothing is spooled, so queue + overflow keeps the order.
@@ -399,8 +424,11 @@ class AuditSink:
             except OSError as exc:
                 log.error("audit sink %s: cannot write its spool: %s", self.name, describe_error(exc))
         if leftovers:
-            log.error("audit sink %s: %d events could not be delivered or spooled before shutdown",
-                      self.name, leftovers)
+            log.error(
+                "audit sink %s: %d events could not be delivered or spooled before shutdown",
+                self.name,
+                leftovers,
+            )
             self.dropped_total += leftovers
 
     # -- transport hooks -----------------------------------------------------------------------------------
@@ -454,9 +482,9 @@ class FileSink(AuditSink):
         write_through: bool = False,
         fsync_interval: float | None = None,
         clock: Callable[[], float] = time.time,
-        **kwargs: object,
+        **options: Unpack[SinkOptions],
     ) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+        super().__init__(name, **options)
         self.template = Path(path)
         self.worker_id = worker_id
         self.chain_path = worker_chain_path(self.template, worker_id)
@@ -521,8 +549,12 @@ class FileSink(AuditSink):
         except BlockingIOError:
             os.close(fd)
             alternative = worker_chain_path(self.template, f"{self.worker_id}.p{os.getpid()}")
-            log.warning("audit file %s is held by another process with worker id %s; writing %s instead",
-                        self.chain_path, self.worker_id, alternative)
+            log.warning(
+                "audit file %s is held by another process with worker id %s; writing %s instead",
+                self.chain_path,
+                self.worker_id,
+                alternative,
+            )
             self.chain_path = alternative
             return self._lock_chain()
         self._lock_fd = fd
@@ -567,9 +599,13 @@ class FileSink(AuditSink):
             self._write_lines(lines)
             done += len(lines)
         except _PartialWrite as exc:
-            raise SinkUnavailable(f"write to {self.chain_path.name} failed: {exc}", done + exc.complete) from None
+            raise SinkUnavailable(
+                f"write to {self.chain_path.name} failed: {exc}", done + exc.complete
+            ) from None
         except OSError as exc:
-            raise SinkUnavailable(f"write to {self.chain_path.name} failed: {describe_error(exc)}", done) from None
+            raise SinkUnavailable(
+                f"write to {self.chain_path.name} failed: {describe_error(exc)}", done
+            ) from None
         self._after_write()
         return done
 
@@ -619,11 +655,17 @@ class FileSink(AuditSink):
         self._fd = os.open(self.chain_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         self._size = 0
         self.rotations += 1
-        marker = encode_event(AuditEvent(
-            ts=rfc3339_ms(self._clock()), kind=KIND_FILE_ROTATED, worker=self.worker_id,
-            details={"retained_from_seq": retained, "previous_file": rotated_path(self.chain_path, 1).name
-                     if self.backups else None},
-        ))
+        marker = encode_event(
+            AuditEvent(
+                ts=rfc3339_ms(self._clock()),
+                kind=KIND_FILE_ROTATED,
+                worker=self.worker_id,
+                details={
+                    "retained_from_seq": retained,
+                    "previous_file": rotated_path(self.chain_path, 1).name if self.backups else None,
+                },
+            )
+        )
         try:
             self._write_lines([self._chain.next_line_from_json(marker)])
         except _PartialWrite as exc:
@@ -668,15 +710,22 @@ class FileSink(AuditSink):
             self._lock_fd = None
 
 
+class _SeqOnly(msgspec.Struct):
+    seq: int
+
+
+def _seq_of(line: bytes) -> int | None:
+    try:
+        return msgspec.json.decode(line, type=_SeqOnly).seq
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
 def _first_seq(path: Path) -> int | None:
     try:
         with path.open("rb") as f:
-            first = f.readline()
+            return _seq_of(f.readline())
     except OSError:
-        return None
-    try:
-        return int(msgspec.json.decode(first, type=dict[str, object]).get("seq"))  # type: ignore[arg-type]
-    except (msgspec.DecodeError, TypeError, ValueError):
         return None
 
 
@@ -709,8 +758,7 @@ def _tail_state(path: Path) -> tuple[int | None, str, bool] | None:
     last = candidates[-1]
     digest = hashlib.sha256(last).hexdigest()
     for line in reversed(candidates if complete else candidates[:-1]):
-        try:
-            return int(msgspec.json.decode(line, type=dict[str, object])["seq"]), digest, complete  # type: ignore[call-overload]
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError):
-            continue
+        seq = _seq_of(line)
+        if seq is not None:
+            return seq, digest, complete
     return None, digest, complete

@@ -24,7 +24,9 @@ _READ_CHUNK = 1 << 20
 
 
 class Spool:
-    def __init__(self, directory: str | Path, max_bytes: int, segment_bytes: int, fsync: bool = False) -> None:
+    def __init__(
+        self, directory: str | Path, max_bytes: int, segment_bytes: int, fsync: bool = False
+    ) -> None:
         self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.segment_bytes = min(segment_bytes, max_bytes)
@@ -42,8 +44,11 @@ class Spool:
     def open(self) -> None:
         """Create the directory or recover an existing spool (cursor, partial last line)."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        segments = sorted(int(p.name[: -len(_SEGMENT_SUFFIX)]) for p in self.directory.glob(f"*{_SEGMENT_SUFFIX}")
-                          if p.name[: -len(_SEGMENT_SUFFIX)].isdigit())
+        segments = sorted(
+            int(p.name[: -len(_SEGMENT_SUFFIX)])
+            for p in self.directory.glob(f"*{_SEGMENT_SUFFIX}")
+            if p.name[: -len(_SEGMENT_SUFFIX)].isdigit()
+        )
         cursor_segment, cursor_offset = self._read_cursor()
         for number in segments:
             path = self._segment_path(number)
@@ -94,7 +99,10 @@ class Spool:
             size = len(line) + 1
             if used + size > self.max_bytes:
                 break
-            if self._write_fd is None or self._sizes[self._write_segment] + chunk_bytes + size > self.segment_bytes:
+            if (
+                self._write_fd is None
+                or self._sizes[self._write_segment] + chunk_bytes + size > self.segment_bytes
+            ):
                 self._write(chunk)
                 chunk, chunk_bytes = [], 0
                 self._start_segment()
@@ -158,8 +166,12 @@ class Spool:
             self._write_cursor()
 
     def _skip_consumed_segments(self) -> None:
-        while (self._read_segment in self._sizes and self._read_offset >= self._sizes[self._read_segment]
-               and self._read_segment != self._write_segment and len(self._sizes) > 1):
+        while (
+            self._read_segment in self._sizes
+            and self._read_offset >= self._sizes[self._read_segment]
+            and self._read_segment != self._write_segment
+            and len(self._sizes) > 1
+        ):
             self._segment_path(self._read_segment).unlink(missing_ok=True)
             del self._sizes[self._read_segment]
             self._read_segment, self._read_offset = min(self._sizes), 0

@@ -23,10 +23,11 @@ import asyncio
 import functools
 import logging
 import ssl
+from typing import Unpack
 
 import msgspec
 
-from gateway.audit.sinks import AuditSink, SinkUnavailable, describe_error
+from gateway.audit.sinks import AuditSink, SinkOptions, SinkUnavailable, describe_error
 from gateway.config import parse_host_port
 
 log = logging.getLogger("streamgate.audit")
@@ -95,8 +96,16 @@ def severity_of(kind: str, decision: str | None) -> int:
     return _KIND_SEVERITY.get(kind, SEVERITY_INFO)
 
 
-def format_rfc5424(event_json: bytes, *, facility: int, hostname: str, app_name: str, procid: str,
-                   sd_id: str = "streamgate@32473", utf8_bom: bool = False) -> bytes:
+def format_rfc5424(
+    event_json: bytes,
+    *,
+    facility: int,
+    hostname: str,
+    app_name: str,
+    procid: str,
+    sd_id: str = "streamgate@32473",
+    utf8_bom: bool = False,
+) -> bytes:
     """One RFC 5424 message for an encoded event (no framing)."""
     view = _view_decoder.decode(event_json)
     pri = facility * 8 + severity_of(view.kind, view.decision)
@@ -116,11 +125,20 @@ def format_rfc5424(event_json: bytes, *, facility: int, hostname: str, app_name:
         params.append(("rule", view.rule))
     if view.connection_id:
         params.append(("conn", view.connection_id))
-    sd = b"[" + _header_token(sd_id, 32) + b"".join(
-        b" %s=\"%s\"" % (name.encode("ascii"), _sd_value(value)) for name, value in params) + b"]"
+    sd = (
+        b"["
+        + _header_token(sd_id, 32)
+        + b"".join(b' %s="%s"' % (name.encode("ascii"), _sd_value(value)) for name, value in params)
+        + b"]"
+    )
     header = b"<%d>1 %s %s %s %s %s " % (
-        pri, _header_token(view.ts, 64), _header_token(hostname, 255), _header_token(app_name, 48),
-        _header_token(procid, 128), _header_token(view.kind, 32))
+        pri,
+        _header_token(view.ts, 64),
+        _header_token(hostname, 255),
+        _header_token(app_name, 48),
+        _header_token(procid, 128),
+        _header_token(view.kind, 32),
+    )
     return header + sd + b" " + (_BOM if utf8_bom else b"") + event_json
 
 
@@ -186,16 +204,36 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
 class SyslogSink(AuditSink):
     type_name = "syslog"
 
-    def __init__(self, name: str, address: str, *, protocol: str = "tcp", facility: int = 16,
-                 app_name: str = "streamgate", hostname: str = "-", procid: str = "-",
-                 sd_id: str = "streamgate@32473", utf8_bom: bool = False, tls_ca: str | None = None,
-                 tls_verify: bool = True, connect_timeout: float = 5.0, **kwargs: object) -> None:
-        super().__init__(name, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        name: str,
+        address: str,
+        *,
+        protocol: str = "tcp",
+        facility: int = 16,
+        app_name: str = "streamgate",
+        hostname: str = "-",
+        procid: str = "-",
+        sd_id: str = "streamgate@32473",
+        utf8_bom: bool = False,
+        tls_ca: str | None = None,
+        tls_verify: bool = True,
+        connect_timeout: float = 5.0,
+        **options: Unpack[SinkOptions],
+    ) -> None:
+        super().__init__(name, **options)
         self.host, self.port = parse_host_port(address)
         self.protocol = protocol
         self.connect_timeout = connect_timeout
-        self._format = functools.partial(format_rfc5424, facility=facility, hostname=hostname, app_name=app_name,
-                                         procid=procid, sd_id=sd_id, utf8_bom=utf8_bom)
+        self._format = functools.partial(
+            format_rfc5424,
+            facility=facility,
+            hostname=hostname,
+            app_name=app_name,
+            procid=procid,
+            sd_id=sd_id,
+            utf8_bom=utf8_bom,
+        )
         self._ssl: ssl.SSLContext | None = None
         if protocol == "tls":
             self._ssl = ssl.create_default_context(cafile=tls_ca)
@@ -220,21 +258,30 @@ class SyslogSink(AuditSink):
         if self.protocol == "udp":
             if self._datagram is None or self._datagram.is_closing():
                 transport, protocol = await loop.create_datagram_endpoint(
-                    _DatagramProtocol, remote_addr=(self.host, self.port))
+                    _DatagramProtocol, remote_addr=(self.host, self.port)
+                )
                 self._datagram, self._datagram_protocol = transport, protocol
             return
         if self._stream is not None and not self._stream.lost:
             return
         await self._close()
         try:
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(_StreamProtocol, self.host, self.port, ssl=self._ssl,
-                                       server_hostname=self.host if self._ssl else None),
-                self.connect_timeout)
+            _, stream = await asyncio.wait_for(
+                loop.create_connection(
+                    _StreamProtocol,
+                    self.host,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl else None,
+                ),
+                self.connect_timeout,
+            )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise SinkUnavailable(f"cannot connect to syslog {self.host}:{self.port} over {self.protocol}: "
-                                  f"{describe_error(exc)}") from None
-        self._stream = protocol
+            raise SinkUnavailable(
+                f"cannot connect to syslog {self.host}:{self.port} over {self.protocol}: "
+                f"{describe_error(exc)}"
+            ) from None
+        self._stream = stream
 
     async def _deliver(self, batch: list[bytes]) -> None:
         await self._open()
@@ -245,8 +292,12 @@ class SyslogSink(AuditSink):
                 self._datagram.sendto(message)
             errors = self._datagram_protocol.errors
             if errors != self._reported_udp_errors:
-                log.warning("audit sink %s: %d UDP send errors so far (last: %s); UDP cannot confirm delivery",
-                            self.name, errors, self._datagram_protocol.last_error)
+                log.warning(
+                    "audit sink %s: %d UDP send errors so far (last: %s); UDP cannot confirm delivery",
+                    self.name,
+                    errors,
+                    self._datagram_protocol.last_error,
+                )
                 self._reported_udp_errors = errors
             return
         stream = self._stream

@@ -16,8 +16,9 @@ from gateway.audit.chainfiles import expand_arguments, group_chains
 from gateway.enforcement.audit import ChainVerifier, VerifyResult
 
 
-def verify_files(paths: Iterable[str | Path], anchors: Mapping[str, Mapping[int, str]] | None = None
-                 ) -> VerifyResult:
+def verify_files(
+    paths: Iterable[str | Path], anchors: Mapping[str, Mapping[int, str]] | None = None
+) -> VerifyResult:
     """Verify every chain found in `paths`. `anchors` maps a chain's live file name (e.g. `audit.w1.jsonl`)
     to `{seq: line hash}` recorded elsewhere (for instance from `VerifyResult.heads` of an earlier run):
     lines removed from the end of a chain since then are reported."""
@@ -26,8 +27,7 @@ def verify_files(paths: Iterable[str | Path], anchors: Mapping[str, Mapping[int,
     if not files and not unmatched:
         result.problems.append("no audit files given")
     for chain, members in group_chains(files).items():
-        result = result.merge(verify_chain(members, name=chain.name,
-                                           anchors=(anchors or {}).get(chain.name)))
+        result = result.merge(verify_chain(members, name=chain.name, anchors=(anchors or {}).get(chain.name)))
     result.ok = not result.problems
     return result
 

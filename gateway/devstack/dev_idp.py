@@ -76,14 +76,34 @@ class SigningKey:
         public = self.private.public_key()
         if self.alg == "RS256":
             numbers = public.public_numbers()
-            return {"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256", "n": _uint(numbers.n),
-                    "e": _uint(numbers.e)}
+            return {
+                "kty": "RSA",
+                "kid": self.kid,
+                "use": "sig",
+                "alg": "RS256",
+                "n": _uint(numbers.n),
+                "e": _uint(numbers.e),
+            }
         if self.alg == "ES256":
             numbers = public.public_numbers()
-            return {"kty": "EC", "kid": self.kid, "use": "sig", "alg": "ES256", "crv": "P-256",
-                    "x": _uint(numbers.x, 32), "y": _uint(numbers.y, 32)}
+            return {
+                "kty": "EC",
+                "kid": self.kid,
+                "use": "sig",
+                "alg": "ES256",
+                "crv": "P-256",
+                "x": _uint(numbers.x, 32),
+                "y": _uint(numbers.y, 32),
+            }
         raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return {"kty": "OKP", "kid": self.kid, "use": "sig", "alg": "EdDSA", "crv": "Ed25519", "x": b64url(raw)}
+        return {
+            "kty": "OKP",
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "EdDSA",
+            "crv": "Ed25519",
+            "x": b64url(raw),
+        }
 
     def public_pem(self) -> bytes:
         return self.private.public_key().public_bytes(
@@ -128,7 +148,9 @@ class Provider:
         self.lock = threading.Lock()
         self.current = SigningKey.generate("RS256")
         self.published: list[SigningKey] = [
-            self.current, SigningKey.generate("ES256"), SigningKey.generate("EdDSA"),
+            self.current,
+            SigningKey.generate("ES256"),
+            SigningKey.generate("EdDSA"),
         ]
         # Signs tokens whose kid no JWKS ever lists (the "unknown kid" case).
         self.unpublished = SigningKey.generate("RS256", kid="unpublished-" + uuid.uuid4().hex[:8])
@@ -149,19 +171,40 @@ class Provider:
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "scopes_supported": ["openid", "email"],
-            "claims_supported": ["sub", "aud", "exp", "iat", "nbf", "iss", "email", self.groups_claim.split(".")[0]],
+            "claims_supported": [
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "nbf",
+                "iss",
+                "email",
+                self.groups_claim.split(".")[0],
+            ],
         }
 
     def jwks(self) -> dict[str, Any]:
         with self.lock:
             return {"keys": [key.public_jwk() for key in self.published]}
 
-    def access_token(self, sub: str, groups: list[str], extra: dict[str, Any], audience: str | None,
-                     scope: str | None, client_id: str | None) -> tuple[str, int]:
+    def access_token(
+        self,
+        sub: str,
+        groups: list[str],
+        extra: dict[str, Any],
+        audience: str | None,
+        scope: str | None,
+        client_id: str | None,
+    ) -> tuple[str, int]:
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": self.issuer, "sub": sub, "aud": audience or self.audience, "iat": now, "nbf": now,
-            "exp": now + self.token_ttl_s, "jti": uuid.uuid4().hex,
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": audience or self.audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.token_ttl_s,
+            "jti": uuid.uuid4().hex,
         }
         if client_id:
             claims["client_id"] = client_id
@@ -178,8 +221,12 @@ class Provider:
         """Test helper: a token with caller-chosen claims/header, signed as `spec["sign"]` says."""
         now = int(time.time())
         claims: dict[str, Any] = {
-            "iss": self.issuer, "sub": "test-user", "aud": self.audience, "iat": now,
-            "exp": now + int(spec.get("ttl_s", self.token_ttl_s)), "jti": uuid.uuid4().hex,
+            "iss": self.issuer,
+            "sub": "test-user",
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + int(spec.get("ttl_s", self.token_ttl_s)),
+            "jti": uuid.uuid4().hex,
         }
         groups = spec.get("groups")
         if groups is not None:
@@ -191,8 +238,12 @@ class Provider:
                 claims[name] = value
         sign_as = spec.get("sign", "current")
         with self.lock:
-            by_name = {"current": self.current, "unpublished": self.unpublished,
-                       "es256": self.published[1], "eddsa": self.published[2]}
+            by_name = {
+                "current": self.current,
+                "unpublished": self.unpublished,
+                "es256": self.published[1],
+                "eddsa": self.published[2],
+            }
             current = self.current
         if sign_as in by_name:
             key = by_name[sign_as]
@@ -200,12 +251,12 @@ class Provider:
             signer = key.sign
         elif sign_as == "none":
             header = {"alg": "none", "typ": "JWT", "kid": current.kid}
-            signer = lambda _data: b""  # noqa: E731 - an unsigned token has an empty signature
+            signer = lambda _data: b""  # an unsigned token has an empty signature
         elif sign_as == "hs256-public-key":
             # The algorithm-confusion forgery: HMAC keyed with the published RSA public key.
             secret = current.public_pem()
             header = {"alg": "HS256", "typ": "JWT", "kid": current.kid}
-            signer = lambda data: hmac.new(secret, data, hashlib.sha256).digest()  # noqa: E731
+            signer = lambda data: hmac.new(secret, data, hashlib.sha256).digest()
         else:
             raise ValueError(f"unknown sign mode {sign_as!r}")
         for name, value in dict(spec.get("header", {})).items():
@@ -233,7 +284,11 @@ class OAuthError(Exception):
 
 
 def _secret_matches(expected: Any, given: str | None) -> bool:
-    return isinstance(expected, str) and given is not None and hmac.compare_digest(expected.encode(), given.encode())
+    return (
+        isinstance(expected, str)
+        and given is not None
+        and hmac.compare_digest(expected.encode(), given.encode())
+    )
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -242,7 +297,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing --------------------------------------------------------------------------------------
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
+    def log_message(self, format: str, *args: Any) -> None:
         # The default logs the request line only; Authorization headers and bodies never reach the log.
         sys.stderr.write(f"dev-idp {self.address_string()} {format % args}\n")
 
@@ -268,11 +323,11 @@ class Handler(BaseHTTPRequestHandler):
         prefix = self.provider.path_prefix
         if prefix and not path.startswith(prefix + "/"):
             return None
-        return path[len(prefix):]
+        return path[len(prefix) :]
 
     # ---- endpoints -------------------------------------------------------------------------------------
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+    def do_GET(self) -> None:  # http.server's naming
         route = self._route()
         provider = self.provider
         if route == "/.well-known/openid-configuration":
@@ -287,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"error": "not_found"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         route = self._route()
         provider = self.provider
         try:
@@ -325,7 +380,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             parsed = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body))
         except (UnicodeDecodeError, ValueError):
-            raise OAuthError(400, "invalid_request", "body is not application/x-www-form-urlencoded") from None
+            raise OAuthError(
+                400, "invalid_request", "body is not application/x-www-form-urlencoded"
+            ) from None
         form = {name: values[0] for name, values in parsed.items()}
         grant = form.get("grant_type")
         client_id, secret = self._client_credentials(form)
@@ -339,15 +396,20 @@ class Handler(BaseHTTPRequestHandler):
             if client.get("email"):
                 extra["email"] = client["email"]
             token, ttl = provider.access_token(
-                client.get("sub", client_id), client.get("groups", []), extra, client.get("audience"), scope,
+                client.get("sub", client_id),
+                client.get("groups", []),
+                extra,
+                client.get("audience"),
+                scope,
                 client_id,
             )
         elif grant == "password":
             # Clients are optional for the password grant (a CLI is a public client), but a named client
             # that has a secret must present it.
-            if client_id is not None:
-                if client is None or ("secret" in client and not _secret_matches(client["secret"], secret)):
-                    raise OAuthError(401, "invalid_client", "unknown client or wrong client secret")
+            if client_id is not None and (
+                client is None or ("secret" in client and not _secret_matches(client["secret"], secret))
+            ):
+                raise OAuthError(401, "invalid_client", "unknown client or wrong client secret")
             username = form.get("username", "")
             user = provider.users.get(username)
             if user is None or not _secret_matches(user.get("password"), form.get("password")):

@@ -29,7 +29,11 @@ DEMO_USERS: dict[str, dict[str, Any]] = {
     "alice": {"password": "alice-dev-password", "groups": ["analysts"], "email": "alice@example.com"},
     "bob": {"password": "bob-dev-password", "groups": ["payments-svc"], "email": "bob@example.com"},
     "carol": {"password": "carol-dev-password", "groups": ["security-oncall"], "email": "carol@example.com"},
-    "dave": {"password": "dave-dev-password", "groups": ["analysts", "payments-svc"], "email": "dave@example.com"},
+    "dave": {
+        "password": "dave-dev-password",
+        "groups": ["analysts", "payments-svc"],
+        "email": "dave@example.com",
+    },
 }
 DEMO_CLIENTS: dict[str, dict[str, Any]] = {
     "payments-svc": {"secret": "payments-svc-dev-secret", "groups": ["payments-svc"]},
@@ -78,8 +82,18 @@ def start_dev_idp(
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(config, fh)
         ready_path = workdir / "ready.json"
-        argv = [sys.executable, str(DEV_IDP_SCRIPT), "--config", str(config_path), "--host", host,
-                "--port", str(port or 0), "--ready-file", str(ready_path)]
+        argv = [
+            sys.executable,
+            str(DEV_IDP_SCRIPT),
+            "--config",
+            str(config_path),
+            "--host",
+            host,
+            "--port",
+            str(port or 0),
+            "--ready-file",
+            str(ready_path),
+        ]
         if tls_cert is not None:
             if tls_key is None:
                 raise ComponentError("dev IdP: tls_cert given without tls_key")
@@ -117,6 +131,8 @@ def _wait_ready(ready_path: Path, handle: ManagedProcess, timeout: float) -> dic
             return dict(json.loads(ready_path.read_text(encoding="utf-8")))
         if handle.proc.poll() is not None:
             tail = handle.log_text()[-2000:]
-            raise ComponentError(f"dev IdP exited with {handle.proc.returncode} before listening. {tail}".strip())
+            raise ComponentError(
+                f"dev IdP exited with {handle.proc.returncode} before listening. {tail}".strip()
+            )
         time.sleep(0.05)
     raise ComponentError(f"dev IdP did not report ready within {timeout:.0f}s")

@@ -120,14 +120,22 @@ def start_secured_tansu(
         "session_lifetime_ms": session_lifetime_ms,
         "scram_iterations": scram_iterations,
     }
-    argv = [sys.executable, "-m", "gateway.devstack.secured_broker", "--listen", f"{host}:{port}",
-            "--upstream", backend.address]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway.devstack.secured_broker",
+        "--listen",
+        f"{host}:{port}",
+        "--upstream",
+        backend.address,
+    ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     out = open(front_log, "ab") if front_log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
     except OSError as exc:
         backend.stop()
         raise ComponentError(f"cannot start the SASL front: {exc}") from exc
@@ -142,7 +150,9 @@ def start_secured_tansu(
         wait_for_port(host, port, timeout, proc)
     except (ComponentError, OSError) as exc:
         handle.stop()
-        raise ComponentError(f"the SASL front did not start: {exc}; log tail: {handle.log_text()[-2000:]}") from None
+        raise ComponentError(
+            f"the SASL front did not start: {exc}; log tail: {handle.log_text()[-2000:]}"
+        ) from None
     return handle
 
 
@@ -173,23 +183,24 @@ class _FrontConfig:
             else:
                 info = scramp.ScramMechanism(mechanism).make_auth_info(password, iteration_count=iterations)
                 users[name] = _User(mechanism, scram_auth_info=info)
-        return cls(users, tuple(raw.get("enabled_mechanisms", MECHANISMS)),
-                   int(raw.get("session_lifetime_ms", 0)), upstream)
+        return cls(
+            users,
+            tuple(raw.get("enabled_mechanisms", MECHANISMS)),
+            int(raw.get("session_lifetime_ms", 0)),
+            upstream,
+        )
 
 
 class _CloseConnection(Exception):
     """End this client connection (after any response already written); the message says why, for the log."""
 
 
-def _saslname_to_user(saslname: str) -> str:
-    return saslname.replace("=2C", ",").replace("=3D", "=")
-
-
 class _FrontConnection:
     """One client connection: SASL answered here, everything else relayed to Tansu once logged in."""
 
-    def __init__(self, config: _FrontConfig, client_reader: asyncio.StreamReader,
-                 client_writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, config: _FrontConfig, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+    ) -> None:
         self.config = config
         self.client_reader = client_reader
         self.client_writer = client_writer
@@ -282,7 +293,9 @@ class _FrontConnection:
         else:
             response, close_after = self._authenticate(request.auth_bytes)
         body = codec.encode_response(api_key, api_version, response)
-        head = codec.encode_response_header(correlation_id, codec.response_header_version(api_key, api_version))
+        head = codec.encode_response_header(
+            correlation_id, codec.response_header_version(api_key, api_version)
+        )
         self.client_writer.write(_LENGTH.pack(len(head) + len(body)) + head + body)
         await self.client_writer.drain()
         if close_after:
@@ -297,7 +310,9 @@ class _FrontConnection:
             return SaslHandshakeResponse(error_code=_UNSUPPORTED_SASL_MECHANISM, mechanisms=enabled)
         if self.principal_mechanism is not None and mechanism != self.principal_mechanism:
             # KIP-368: re-authentication keeps the mechanism of the first login.
-            return SaslHandshakeResponse(error_code=_UNSUPPORTED_SASL_MECHANISM, mechanisms=[self.principal_mechanism])
+            return SaslHandshakeResponse(
+                error_code=_UNSUPPORTED_SASL_MECHANISM, mechanisms=[self.principal_mechanism]
+            )
         self.pending_mechanism = mechanism
         self.scram_server = None
         return SaslHandshakeResponse(error_code=0, mechanisms=enabled)
@@ -305,9 +320,13 @@ class _FrontConnection:
     def _authenticate(self, auth_bytes: bytes) -> tuple[SaslAuthenticateResponse, str | None]:
         mechanism = self.pending_mechanism
         if mechanism is None:
-            return (SaslAuthenticateResponse(error_code=_ILLEGAL_SASL_STATE,
-                                             error_message="SaslAuthenticate without a SaslHandshake first"),
-                    "SaslAuthenticate without a SaslHandshake")
+            return (
+                SaslAuthenticateResponse(
+                    error_code=_ILLEGAL_SASL_STATE,
+                    error_message="SaslAuthenticate without a SaslHandshake first",
+                ),
+                "SaslAuthenticate without a SaslHandshake",
+            )
         if mechanism == "PLAIN":
             return self._authenticate_plain(auth_bytes)
         if self.scram_server is None:
@@ -318,15 +337,20 @@ class _FrontConnection:
         parts = auth_bytes.split(b"\x00")
         user_name = parts[1].decode(errors="replace") if len(parts) == 3 else ""
         user = self.config.users.get(user_name)
-        valid = (len(parts) == 3 and parts[0] in (b"", parts[1]) and user is not None
-                 and user.mechanism == "PLAIN" and hmac.compare_digest(parts[2], user.password))
+        valid = (
+            len(parts) == 3
+            and parts[0] in (b"", parts[1])
+            and user is not None
+            and user.mechanism == "PLAIN"
+            and hmac.compare_digest(parts[2], user.password)
+        )
         if not valid:
             return self._refuse("PLAIN", user_name, "Authentication failed: Invalid username or password")
         return self._logged_in("PLAIN", user_name, b"")
 
     def _scram_first(self, mechanism: str, auth_bytes: bytes) -> tuple[SaslAuthenticateResponse, str | None]:
-        def auth_info(saslname: str) -> tuple[bytes, bytes, bytes, int]:
-            self.scram_user = _saslname_to_user(saslname)
+        def auth_info(user_name: str) -> tuple[bytes, bytes, bytes, int]:
+            self.scram_user = user_name  # scramp has already un-escaped the saslname (=3D, =2C)
             user = self.config.users.get(self.scram_user)
             if user is None or user.mechanism != mechanism or user.scram_auth_info is None:
                 raise KeyError("unknown user")
@@ -339,7 +363,9 @@ class _FrontConnection:
         except (KeyError, UnicodeDecodeError, scramp.ScramException):
             return self._refuse(mechanism, self.scram_user, _kafka_scram_failure(mechanism))
         self.scram_server = server
-        return SaslAuthenticateResponse(error_code=0, error_message=None, auth_bytes=server_first.encode()), None
+        return SaslAuthenticateResponse(
+            error_code=0, error_message=None, auth_bytes=server_first.encode()
+        ), None
 
     def _scram_final(self, mechanism: str, auth_bytes: bytes) -> tuple[SaslAuthenticateResponse, str | None]:
         server, self.scram_server = self.scram_server, None
@@ -350,24 +376,41 @@ class _FrontConnection:
             return self._refuse(mechanism, self.scram_user, _kafka_scram_failure(mechanism))
         return self._logged_in(mechanism, self.scram_user, server_final.encode())
 
-    def _logged_in(self, mechanism: str, user: str, auth_bytes: bytes) -> tuple[SaslAuthenticateResponse, str | None]:
+    def _logged_in(
+        self, mechanism: str, user: str, auth_bytes: bytes
+    ) -> tuple[SaslAuthenticateResponse, str | None]:
         if self.principal is not None and user != self.principal:
-            return self._refuse(mechanism, user, f"Cannot change principals during re-authentication from "
-                                                 f"{self.principal} to {user}")
+            return self._refuse(
+                mechanism,
+                user,
+                f"Cannot change principals during re-authentication from {self.principal} to {user}",
+            )
         first = self.principal is None
         self.principal, self.principal_mechanism, self.pending_mechanism = user, mechanism, None
         lifetime = self.config.session_lifetime_ms
         self.expires_at = time.monotonic() + lifetime / 1000 if lifetime > 0 else None
-        _log.info("%s %s as %r from %s (session lifetime %d ms)",
-                  "login" if first else "re-authentication", mechanism, user, self.peer, lifetime)
-        return (SaslAuthenticateResponse(error_code=0, error_message=None, auth_bytes=auth_bytes,
-                                         session_lifetime_ms=lifetime), None)
+        _log.info(
+            "%s %s as %r from %s (session lifetime %d ms)",
+            "login" if first else "re-authentication",
+            mechanism,
+            user,
+            self.peer,
+            lifetime,
+        )
+        return (
+            SaslAuthenticateResponse(
+                error_code=0, error_message=None, auth_bytes=auth_bytes, session_lifetime_ms=lifetime
+            ),
+            None,
+        )
 
     def _refuse(self, mechanism: str, user: str, message: str) -> tuple[SaslAuthenticateResponse, str]:
         self.pending_mechanism = None
         _log.info("refused %s login as %r from %s", mechanism, user, self.peer)
-        return (SaslAuthenticateResponse(error_code=_SASL_AUTHENTICATION_FAILED, error_message=message),
-                f"{mechanism} authentication failed for {user!r}")
+        return (
+            SaslAuthenticateResponse(error_code=_SASL_AUTHENTICATION_FAILED, error_message=message),
+            f"{mechanism} authentication failed for {user!r}",
+        )
 
 
 def _kafka_scram_failure(mechanism: str) -> str:
@@ -384,8 +427,14 @@ async def _serve(config: _FrontConfig, host: str, port: int) -> None:
             writer.close()
 
     server = await asyncio.start_server(handle, host, port, reuse_address=True)
-    _log.info("SASL front on %s:%d for %s:%d, mechanisms %s, %d users", host, port, *config.upstream,
-              ",".join(config.enabled_mechanisms), len(config.users))
+    _log.info(
+        "SASL front on %s:%d for %s:%d, mechanisms %s, %d users",
+        host,
+        port,
+        *config.upstream,
+        ",".join(config.enabled_mechanisms),
+        len(config.users),
+    )
     async with server:
         await server.serve_forever()
 
@@ -396,8 +445,10 @@ def _split_address(address: str) -> tuple[str, int]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="SASL-terminating front for a Tansu broker (tests only); "
-                                                 "reads its users as JSON on standard input")
+    parser = argparse.ArgumentParser(
+        description="SASL-terminating front for a Tansu broker (tests only); "
+        "reads its users as JSON on standard input"
+    )
     parser.add_argument("--listen", required=True, help="host:port to accept Kafka clients on")
     parser.add_argument("--upstream", required=True, help="host:port of the Tansu broker behind")
     args = parser.parse_args(argv)

@@ -34,7 +34,17 @@ from gateway.enforcement.jwt import (
     verify_signature,
 )
 
-DEFAULT_ALGORITHMS: tuple[str, ...] = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
+DEFAULT_ALGORITHMS: tuple[str, ...] = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "EdDSA",
+)
 # Token `typ` values we accept when present (RFC 9068 access tokens use at+jwt; most IdPs send JWT).
 _ACCEPTED_TYPES = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 
@@ -136,7 +146,7 @@ class TokenValidator:
         """
         entries = jwks.get("keys") if isinstance(jwks, dict) else None
         if not isinstance(entries, list):
-            raise ValueError("JWKS document has no 'keys' list")
+            raise ValueError("JWKS document has no 'keys' list")  # noqa: TRY004 - a bad document, not a bad call
         by_kid: dict[str, VerificationKey] = {}
         without_kid: list[VerificationKey] = []
         skipped: list[str] = []
@@ -196,14 +206,21 @@ class TokenValidator:
         if alg.lower() == "none":
             raise TokenError("alg_not_allowed", "unsigned tokens (alg 'none') are refused")
         if alg in HMAC_ALGORITHMS or alg.upper().startswith("HS"):
-            raise TokenError("alg_not_allowed", f"symmetric algorithm {alg!r} is refused; OIDC tokens must be signed "
-                             "with the issuer's public key")
+            raise TokenError(
+                "alg_not_allowed",
+                f"symmetric algorithm {alg!r} is refused; OIDC tokens must be signed "
+                "with the issuer's public key",
+            )
         if alg not in self.algorithms:
-            raise TokenError("alg_not_allowed", f"algorithm {alg!r} is not in the allow-list "
-                             f"({', '.join(sorted(self.algorithms))})")
+            raise TokenError(
+                "alg_not_allowed",
+                f"algorithm {alg!r} is not in the allow-list ({', '.join(sorted(self.algorithms))})",
+            )
         if "crit" in header:
             # RFC 7515 section 4.1.11: we understand no extensions, so any critical one makes the token invalid.
-            raise TokenError("unsupported_crit", "token header lists critical extensions this gateway does not support")
+            raise TokenError(
+                "unsupported_crit", "token header lists critical extensions this gateway does not support"
+            )
         typ = header.get("typ")
         if typ is not None and (not isinstance(typ, str) or typ.lower() not in _ACCEPTED_TYPES):
             raise TokenError("bad_type", f"token type {typ!r} is not a JWT access token")
@@ -211,7 +228,9 @@ class TokenValidator:
         self._verify_signature(jws.header, alg, jws.signing_input, jws.signature)
         return self._principal_from_claims(jws.claims, jws.payload_bytes)
 
-    def _verify_signature(self, header: dict[str, Any], alg: str, signing_input: bytes, signature: bytes) -> None:
+    def _verify_signature(
+        self, header: dict[str, Any], alg: str, signing_input: bytes, signature: bytes
+    ) -> None:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             raise TokenError("malformed", "token header 'kid' is not a string")
@@ -222,7 +241,9 @@ class TokenValidator:
                     raise TokenError("unknown_kid", f"no signing keys loaded yet from {self.issuer}")
                 raise TokenError("unknown_kid", f"signing key id {kid!r} is not in the issuer's JWKS")
             if not key.fits(alg):
-                raise TokenError("alg_not_allowed", f"key {kid!r} ({key.kty}) cannot be used with algorithm {alg}")
+                raise TokenError(
+                    "alg_not_allowed", f"key {kid!r} ({key.kty}) cannot be used with algorithm {alg}"
+                )
             if not verify_signature(alg, key, signing_input, signature):
                 raise TokenError("bad_signature", "token signature does not verify")
             return
@@ -241,7 +262,9 @@ class TokenValidator:
 
         iss = claims.get("iss")
         if iss != self.issuer:
-            raise TokenError("bad_issuer", f"token issuer {_short(iss)} is not the configured issuer {self.issuer!r}")
+            raise TokenError(
+                "bad_issuer", f"token issuer {_short(iss)} is not the configured issuer {self.issuer!r}"
+            )
 
         aud = claims.get("aud")
         if isinstance(aud, str):
@@ -261,7 +284,9 @@ class TokenValidator:
         exp = _numeric_date(claims, "exp", required=True)
         assert exp is not None
         if now > exp + skew:
-            raise TokenError("expired", f"token expired {now - exp:.0f}s ago (clock skew allowance {skew:g}s)")
+            raise TokenError(
+                "expired", f"token expired {now - exp:.0f}s ago (clock skew allowance {skew:g}s)"
+            )
         nbf = _numeric_date(claims, "nbf", required=False)
         if nbf is not None and now + skew < nbf:
             raise TokenError("not_yet_valid", f"token is not valid for another {nbf - now:.0f}s")
@@ -297,7 +322,9 @@ class TokenValidator:
             return (value,)
         if isinstance(value, list) and all(isinstance(g, str) for g in value):
             return tuple(dict.fromkeys(value))
-        raise TokenError("bad_claim", f"groups claim '{self.groups_claim}' is neither a string nor a list of strings")
+        raise TokenError(
+            "bad_claim", f"groups claim '{self.groups_claim}' is neither a string nor a list of strings"
+        )
 
 
 def _numeric_date(claims: dict[str, Any], name: str, *, required: bool) -> float | None:

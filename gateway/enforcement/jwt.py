@@ -30,7 +30,11 @@ MAX_TOKEN_BYTES = 16384  # larger than any sane access token; bounds the work an
 MIN_RSA_BITS = 2048  # RFC 7518 section 3.3
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
 _EC_CURVE_FOR_ALG = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 _EC_CURVES: dict[str, tuple[type[ec.EllipticCurve], int]] = {
     "P-256": (ec.SECP256R1, 32),
@@ -169,7 +173,9 @@ def key_from_jwk(jwk: dict[str, Any]) -> VerificationKey:
                 raw = jwk.get(coordinate)
                 if not isinstance(raw, str) or len(b64url_decode(raw)) != size:
                     raise JwkError(f"EC coordinate {coordinate!r} must be {size} bytes")
-            ec_numbers = ec.EllipticCurvePublicNumbers(_b64url_uint(jwk, "x"), _b64url_uint(jwk, "y"), curve_type())
+            ec_numbers = ec.EllipticCurvePublicNumbers(
+                _b64url_uint(jwk, "x"), _b64url_uint(jwk, "y"), curve_type()
+            )
             return VerificationKey(kid, "EC", alg, crv, ec_numbers.public_key())
         if kty == "OKP":
             crv = jwk.get("crv")

@@ -19,6 +19,11 @@ Semantics (the rules this module keeps)
   `transactional_ids` allows using those ids, and allowing `produce` on anything allows idempotent producing
   (`idempotent_write` on the cluster), as in Kafka 3.x. Deny rules are literal: `deny: [describe]` does not
   deny `consume`, but `deny: [consume]` with `consumer_groups` also denies using those groups.
+* **Questions** are `(resource kind, action)` pairs listed in `REQUESTABLE`. Besides the rule vocabulary above
+  they accept Kafka's ACL vocabulary on every kind (READ on a group = `consume`, WRITE on a transactional id =
+  `produce`, DESCRIBE/ALTER on the cluster = `describe`/`alter`, `describe_configs`/`alter_configs` on groups
+  and the cluster). Cluster-wide rights come only from the explicit `cluster_describe`/`cluster_alter` rule
+  actions: every rule reaches the cluster, so a topic rule's `describe` never grants DescribeCluster.
 * **Explicit deny wins** over any number of matching allow rules, whatever their order.
 * **Masks combine:** the decision lists the mask profile of *every* matching allow rule (file order,
   duplicates removed). Holding several roles never unmasks data; the masking layer applies the strictest.
@@ -94,10 +99,11 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: str | float) -> float:
     """Seconds from `"20s"`, `"1h"`, `"1h30m"`, `"500ms"`, `"2d"` or a bare number of seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
+        # ValueError, not TypeError: callers report every bad config value the same way.
+        raise ValueError(f"not a duration: {value!r}")  # noqa: TRY004
     if isinstance(value, int | float):
         seconds = float(value)
     else:
@@ -134,11 +140,17 @@ _COVERED_BY_ALLOW: dict[tuple[str, str], frozenset[str]] = {
     ("group", "consumer_group"): _F({"consumer_group", "consume"}),
     ("group", "describe"): _F({"describe", "consumer_group", "consume"}),
     ("group", "delete"): _F({"delete"}),
+    ("group", "describe_configs"): _F({"describe_configs", "alter_configs"}),
+    ("group", "alter_configs"): _F({"alter_configs"}),
     ("transactional_id", "transactional_id"): _F({"transactional_id", "produce"}),
     ("transactional_id", "describe"): _F({"describe", "transactional_id", "produce"}),
     ("cluster", "idempotent_write"): _F({"idempotent_write", "produce"}),
     ("cluster", "cluster_describe"): _F({"cluster_describe", "cluster_alter"}),
     ("cluster", "cluster_alter"): _F({"cluster_alter"}),
+    # Cluster-wide reads and changes are granted only by the explicit cluster_* actions: every rule reaches the
+    # cluster resource, so a topic rule's `describe` or `describe_configs` must not leak broker-wide rights.
+    ("cluster", "describe_configs"): _F({"cluster_describe", "cluster_alter"}),
+    ("cluster", "alter_configs"): _F({"cluster_alter"}),
 }
 # Deny side: literal, except that denying consume/produce also denies the group/transactional id they need.
 _COVERED_BY_DENY: dict[tuple[str, str], frozenset[str]] = {
@@ -153,12 +165,33 @@ _COVERED_BY_DENY: dict[tuple[str, str], frozenset[str]] = {
     ("group", "consumer_group"): _F({"consumer_group", "consume"}),
     ("group", "describe"): _F({"describe"}),
     ("group", "delete"): _F({"delete"}),
+    ("group", "describe_configs"): _F({"describe_configs"}),
+    ("group", "alter_configs"): _F({"alter_configs"}),
     ("transactional_id", "transactional_id"): _F({"transactional_id", "produce"}),
     ("transactional_id", "describe"): _F({"describe"}),
     ("cluster", "idempotent_write"): _F({"idempotent_write"}),
     ("cluster", "cluster_describe"): _F({"cluster_describe"}),
     ("cluster", "cluster_alter"): _F({"cluster_alter"}),
+    ("cluster", "describe_configs"): _F({"cluster_describe"}),
+    ("cluster", "alter_configs"): _F({"cluster_alter"}),
 }
+# Requests may also use Kafka's ACL vocabulary on any resource kind, as gateway/protocols/kafka/authz.py does:
+# READ on a group is `consume`, WRITE on a transactional id is `produce`, DESCRIBE/ALTER on the cluster are
+# `describe`/`alter`. They are the same questions as the Streamgate-named pairs above.
+_REQUEST_ALIASES = {
+    ("group", "consume"): ("group", "consumer_group"),
+    ("transactional_id", "produce"): ("transactional_id", "transactional_id"),
+    ("cluster", "describe"): ("cluster", "cluster_describe"),
+    ("cluster", "alter"): ("cluster", "cluster_alter"),
+}
+for _alias, _canonical in _REQUEST_ALIASES.items():
+    _COVERED_BY_ALLOW[_alias] = _COVERED_BY_ALLOW[_canonical]
+    _COVERED_BY_DENY[_alias] = _COVERED_BY_DENY[_canonical]
+assert _COVERED_BY_ALLOW.keys() == _COVERED_BY_DENY.keys()
+
+# Every (resource kind, action) question `Policy.decide` can answer; anything else is denied as meaningless.
+# Protocol adapters should assert that each check they build is in this set.
+REQUESTABLE: frozenset[tuple[str, str]] = frozenset(_COVERED_BY_ALLOW)
 _DEFAULT_APPROVAL_ACTIONS = frozenset({"produce", "consume"})
 _PATTERN_FIELD = {"topic": "topics", "group": "consumer_groups", "transactional_id": "transactional_ids"}
 
@@ -171,13 +204,15 @@ def glob_to_regex(pattern: str) -> str:
 class NamePatterns:
     """A compiled list of exact names and globs, matched with one set lookup and at most one regex."""
 
-    __slots__ = ("patterns", "_exact", "_globs")
+    __slots__ = ("_exact", "_globs", "patterns")
 
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns = tuple(patterns)
         self._exact = frozenset(p for p in patterns if "*" not in p and "?" not in p)
         globs = [p for p in patterns if "*" in p or "?" in p]
-        self._globs = re.compile("|".join(f"(?:{glob_to_regex(g)})" for g in globs), re.DOTALL) if globs else None
+        self._globs = (
+            re.compile("|".join(f"(?:{glob_to_regex(g)})" for g in globs), re.DOTALL) if globs else None
+        )
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -242,13 +277,17 @@ def _compile_rule(index: int, rule: PolicyRule) -> CompiledRule:
     if not rule.name.strip():
         raise PolicyError(f"{where}: `name` must be a non-empty string")
     if not rule.groups and not rule.subjects:
-        raise PolicyError(f"{where}: a rule needs `groups` and/or `subjects` (use groups: ['*'] for everyone)")
+        raise PolicyError(
+            f"{where}: a rule needs `groups` and/or `subjects` (use groups: ['*'] for everyone)"
+        )
     if not rule.allow and not rule.deny:
         raise PolicyError(f"{where}: a rule needs `allow` or `deny` actions")
     for key in ("allow", "deny"):
         for action in getattr(rule, key):
             if action not in ACTIONS:
-                raise PolicyError(f"{where}.{key}: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
+                raise PolicyError(
+                    f"{where}.{key}: unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}"
+                )
     if rule.mask is not None and not rule.allow:
         raise PolicyError(f"{where}.mask: a mask only makes sense on a rule that allows something")
     if rule.approval is not None and not rule.allow:
@@ -260,7 +299,9 @@ def _compile_rule(index: int, rule: PolicyRule) -> CompiledRule:
     for key in ("groups", "subjects"):
         for value in getattr(rule, key):
             if value != ANY_PRINCIPAL and ("*" in value or "?" in value):
-                raise PolicyError(f"{where}.{key}: {value!r}: only exact names or the single entry '*' are allowed")
+                raise PolicyError(
+                    f"{where}.{key}: {value!r}: only exact names or the single entry '*' are allowed"
+                )
 
     patterns = {kind: NamePatterns(getattr(rule, field)) for kind, field in _PATTERN_FIELD.items()}
     reachable_kinds = {kind for kind, p in patterns.items() if p} | {"cluster"}
@@ -282,7 +323,9 @@ def _compile_rule(index: int, rule: PolicyRule) -> CompiledRule:
     approval_actions: frozenset[str] = frozenset()
     if rule.approval is not None:
         if not rule.approval.reviewers:
-            raise PolicyError(f"{where}.approval.reviewers: at least one reviewer group or subject is required")
+            raise PolicyError(
+                f"{where}.approval.reviewers: at least one reviewer group or subject is required"
+            )
         try:
             grant_ttl = parse_duration(rule.approval.grant_ttl)
         except ValueError as exc:
@@ -347,7 +390,9 @@ class Policy:
     def cache_info(self) -> functools._CacheInfo:
         return self._cached_decide.cache_info()
 
-    def _decide_uncached(self, sub: str, groups: tuple[str, ...], action: str, resource: Resource) -> Decision:
+    def _decide_uncached(
+        self, sub: str, groups: tuple[str, ...], action: str, resource: Resource
+    ) -> Decision:
         key = (resource.kind, action)
         allow_covering = _COVERED_BY_ALLOW.get(key)
         deny_covering = _COVERED_BY_DENY.get(key)
@@ -369,24 +414,33 @@ class Policy:
         masks = tuple(dict.fromkeys(rule.mask for rule in allowing if rule.mask is not None))
         direct = next((rule for rule in allowing if not rule.requires_approval(action, resource)), None)
         if direct is not None:
-            return Decision(True, direct.name, f"{action} on {resource} allowed by rule {direct.name!r}", masks)
+            return Decision(
+                True, direct.name, f"{action} on {resource} allowed by rule {direct.name!r}", masks
+            )
         gate = allowing[0]
         return Decision(
-            True, gate.name, f"{action} on {resource} allowed by rule {gate.name!r} after approval", masks,
+            True,
+            gate.name,
+            f"{action} on {resource} allowed by rule {gate.name!r} after approval",
+            masks,
             gate.approval,
         )
 
     def explain(self, principal: PolicySubject, action: str, resource: Resource) -> list[str]:
         """Every rule considered, why it matched or not, and the final decision (for `policy explain`)."""
         sub, groups = principal.sub, tuple(principal.groups)
-        lines = [f"question: may subject {sub!r} (groups: {', '.join(groups) or 'none'}) {action} {resource}?"]
+        lines = [
+            f"question: may subject {sub!r} (groups: {', '.join(groups) or 'none'}) {action} {resource}?"
+        ]
         key = (resource.kind, action)
         allow_covering = _COVERED_BY_ALLOW.get(key, frozenset())
         deny_covering = _COVERED_BY_DENY.get(key, frozenset())
         if not allow_covering:
             lines.append(f"action {action!r} does not apply to {resource.kind} resources")
         for rule in self.rules:
-            lines.append(f"rule {rule.name!r}: {self._explain_rule(rule, sub, groups, action, resource, allow_covering, deny_covering)}")
+            lines.append(
+                f"rule {rule.name!r}: {self._explain_rule(rule, sub, groups, action, resource, allow_covering, deny_covering)}"
+            )
         decision = self._decide_uncached(sub if self._uses_subjects else "", groups, action, resource)
         verdict = "ALLOW" if decision.allowed else "DENY"
         extras = []
@@ -399,13 +453,22 @@ class Policy:
                 f"grant {approval.grant_ttl_s:g}s)"
             )
         by = f"by rule {decision.rule!r}" if decision.rule else "by default (no rule matched)"
-        lines.append(f"decision: {verdict} {by}" + (f" [{'; '.join(extras)}]" if extras else "") + f" - {decision.reason}")
+        lines.append(
+            f"decision: {verdict} {by}"
+            + (f" [{'; '.join(extras)}]" if extras else "")
+            + f" - {decision.reason}"
+        )
         return lines
 
     @staticmethod
     def _explain_rule(
-        rule: CompiledRule, sub: str, groups: tuple[str, ...], action: str, resource: Resource,
-        allow_covering: frozenset[str], deny_covering: frozenset[str],
+        rule: CompiledRule,
+        sub: str,
+        groups: tuple[str, ...],
+        action: str,
+        resource: Resource,
+        allow_covering: frozenset[str],
+        deny_covering: frozenset[str],
     ) -> str:
         who = rule.principal_match(sub, groups)
         if who is None:

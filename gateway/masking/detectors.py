@@ -48,6 +48,12 @@ class Kind(IntEnum):
     TRIGGER = 19  # no finding of its own: tells the native fast path that a record needs a closer look
 
 
+# `param` of TRIGGER patterns: what the trigger announces (mirrored in validators.h).
+TRIGGER_FIELD_KEY: Final = 0  # a field rule's member name
+TRIGGER_SECRET_KEY: Final = 1  # a member name that names a secret (generic_secret member rule)
+TRIGGER_BACKSLASH: Final = 2  # an escape: decoded text may differ from the bytes
+
+
 class Flag:
     """Hyperscan compile flags used here (values from hs_compile.h)."""
 
@@ -154,64 +160,81 @@ IBAN_LENGTHS: Final[dict[bytes, int]] = {
 }  # fmt: skip
 
 
-def _builtin_patterns() -> dict[str, list[tuple[bytes, int, Kind, int]]]:
-    """(expression, flags, kind, width) per built-in detector."""
-    d4 = rb"[0-9]{4}"
-    sep = rb"[ \-]"
-    card_shapes = [(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 6, 5), (4, 6, 4)]
-    card_groups = [
-        (sep.join(rb"[0-9]{%d}" % n for n in shape), 0, Kind.CARD_GROUP, sum(shape) + len(shape) - 1)
-        for shape in card_shapes
-    ]
-    nanp = [
-        (rb"[0-9]{3}-[0-9]{3}-[0-9]{4}", 12),
-        (rb"[0-9]{3}\.[0-9]{3}\.[0-9]{4}", 12),
-        (rb"[0-9]{3} [0-9]{3} [0-9]{4}", 12),
-        (rb"\([0-9]{3}\)[0-9]{3}-[0-9]{4}", 13),
-        (rb"\([0-9]{3}\) [0-9]{3}-[0-9]{4}", 14),
-        (rb"1-[0-9]{3}-[0-9]{3}-[0-9]{4}", 14),
-    ]
+# Fixed-width shapes, written in the notation the native structure pass uses (validators.h mirrors these):
+# d = [0-9], ? = [ -], U = [A-Z], A = [A-Z0-9], anything else is itself. A pattern's `param` is the index
+# of its shape in its kind's tuple.
+CARD_SHAPES: Final = ("dddd?dddd?dddd?dddd", "dddd?dddd?dddd?dddd?ddd", "dddd?dddddd?ddddd", "dddd?dddddd?dddd")
+SSN_SHAPES: Final = ("ddd-dd-dddd", "ddd dd dddd")
+NANP_SHAPES: Final = ("ddd-ddd-dddd", "ddd.ddd.dddd", "ddd ddd dddd", "(ddd)ddd-dddd", "(ddd) ddd-dddd", "1-ddd-ddd-dddd")
+IBAN_SHAPES: Final = ("UUddAAAAAAAAAAA", "UUdd AAAA AAAA A")
+_SHAPE_CLASSES: Final = {"d": rb"[0-9]", "?": rb"[ \-]", "U": rb"[A-Z]", "A": rb"[A-Z0-9]"}
+
+
+def shape_regex(shape: str) -> bytes:
+    """The Hyperscan expression of a fixed-width shape (runs of one class become counted repeats)."""
+    out, i = [], 0
+    while i < len(shape):
+        j = i
+        while j < len(shape) and shape[j] == shape[i]:
+            j += 1
+        cls = _SHAPE_CLASSES.get(shape[i])
+        if cls is None:
+            out.append(re_escape(shape[i]) * (j - i))
+        else:
+            out.append(cls + (b"{%d}" % (j - i) if j - i > 1 else b""))
+        i = j
+    return b"".join(out)
+
+
+def re_escape(ch: str) -> bytes:
+    return ch.encode() if ch.isalnum() or ch == " " else b"\\" + ch.encode()
+
+
+def _builtin_patterns() -> dict[str, list[tuple[bytes, int, Kind, int, int]]]:
+    """(expression, flags, kind, width, param) per built-in detector."""
     prefixes = b"|".join(p.replace(b"-", rb"\-") for p in SECRET_PREFIXES)
     hexg = rb"[0-9A-Fa-f]{1,4}"
+
+    def shapes(kind: Kind, table: tuple[str, ...]) -> list[tuple[bytes, int, Kind, int, int]]:
+        return [(shape_regex(shape), 0, kind, len(shape), i) for i, shape in enumerate(table)]
+
     return {
-        "credit_card": [(rb"[0-9]{13,}", 0, Kind.CARD_RUN, 0), *card_groups],
-        "us_ssn": [
-            (rb"[0-9]{3}-[0-9]{2}-[0-9]{4}", 0, Kind.SSN, 11),
-            (rb"[0-9]{3} [0-9]{2} [0-9]{4}", 0, Kind.SSN, 11),
-        ],
+        "credit_card": [(rb"[0-9]{13,}", 0, Kind.CARD_RUN, 0, 0), *shapes(Kind.CARD_GROUP, CARD_SHAPES)],
+        "us_ssn": shapes(Kind.SSN, SSN_SHAPES),
         "iban": [
-            (rb"[A-Z]{2}[0-9]{2}[A-Z0-9]{11}", 0, Kind.IBAN_CONTIG, 15),
-            (rb"[A-Z]{2}[0-9]{2} [A-Z0-9]{4} [A-Z0-9]{4} [A-Z0-9]", 0, Kind.IBAN_GROUPED, 16),
+            (shape_regex(IBAN_SHAPES[0]), 0, Kind.IBAN_CONTIG, 15, 0),
+            (shape_regex(IBAN_SHAPES[1]), 0, Kind.IBAN_GROUPED, 16, 1),
         ],
-        "email": [(rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9]", 0, Kind.EMAIL, 3)],
+        "email": [(rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9]", 0, Kind.EMAIL, 3, 0)],
         "phone": [
-            (rb"\+[1-9][0-9 ().\-]{5}", 0, Kind.PHONE_INTL, 7),
-            *[(expr, 0, Kind.PHONE_NANP, width) for expr, width in nanp],
-            (rb"0[1-9][0-9]{0,3}[ .\-][0-9]{2}", 0, Kind.PHONE_TRUNK, 0),
+            (rb"\+[1-9][0-9 ().\-]{5}", 0, Kind.PHONE_INTL, 7, 0),
+            *shapes(Kind.PHONE_NANP, NANP_SHAPES),
+            (rb"0[1-9][0-9]{0,3}[ .\-][0-9]{2}", 0, Kind.PHONE_TRUNK, 0, 0),
         ],
         "ip_address": [
-            (rb"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]", 0, Kind.IPV4, 0),
-            (rb"::", 0, Kind.IPV6, 0),
-            (rb"(?:" + hexg + rb":){6}", 0, Kind.IPV6, 0),
+            (rb"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]", 0, Kind.IPV4, 0, 0),
+            (rb"::", 0, Kind.IPV6, 0, 0),
+            (rb"(?:" + hexg + rb":){6}", 0, Kind.IPV6, 0, 1),
         ],
-        "aws_access_key": [(rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}", 0, Kind.AWS, 20)],
-        "private_key": [(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", 0, Kind.PEM, 0)],
-        "jwt": [(rb"eyJ[A-Za-z0-9_\-]*\.", 0, Kind.JWT, 0)],
+        "aws_access_key": [(rb"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}", 0, Kind.AWS, 20, 0)],
+        "private_key": [(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", 0, Kind.PEM, 0, 0)],
+        "jwt": [(rb"eyJ[A-Za-z0-9_\-]*\.", 0, Kind.JWT, 0, 0)],
         "generic_secret": [
-            (rb"(?:" + prefixes + rb")[A-Za-z0-9_\-]{16}", 0, Kind.SECRET_PREFIX, 0),
+            (rb"(?:" + prefixes + rb")[A-Za-z0-9_\-]{16}", 0, Kind.SECRET_PREFIX, 0, 0),
             (
                 KEYWORD_REGEX + rb"[A-Za-z0-9_\-]*['\"]?[ \t]*[:=][ \t]*['\"]?[A-Za-z0-9_\-./+=~]",
                 Flag.CASELESS,
                 Kind.SECRET_ASSIGN,
                 0,
+                0,
             ),
             # A JSON key naming a secret: the record needs a closer look (see the member rule).
-            (KEYWORD_REGEX + rb'[^"\\]*"[ \t\r\n]*:', Flag.CASELESS, Kind.TRIGGER, 0),
+            (KEYWORD_REGEX + rb'[^"\\]*"[ \t\r\n]*:', Flag.CASELESS, Kind.TRIGGER, 0, TRIGGER_SECRET_KEY),
         ],
     }
 
 
-BUILTIN_PATTERNS: Final[dict[str, list[tuple[bytes, int, Kind, int]]]] = _builtin_patterns()
+BUILTIN_PATTERNS: Final[dict[str, list[tuple[bytes, int, Kind, int, int]]]] = _builtin_patterns()
 
 # Any backslash: a JSON record with escapes must have its escaped strings decoded before they are scanned.
 BACKSLASH_TRIGGER: Final = rb"\\"

@@ -30,6 +30,7 @@ from gateway.masking.detectors import (
     BUILTIN_PATTERNS,
     NORMALISED_FOR_HASH,
     PRIORITY,
+    TRIGGER_BACKSLASH,
     Flag,
     Kind,
     PatternSpec,
@@ -280,9 +281,9 @@ def compile_profile(
     patterns: list[PatternSpec] = []
     for index, name in enumerate(names):
         if name in BUILTIN_DETECTORS:
-            for expression, flags, kind, width in BUILTIN_PATTERNS[name]:
+            for expression, flags, kind, width, param in BUILTIN_PATTERNS[name]:
                 detector_index = -1 if kind is Kind.TRIGGER else index
-                patterns.append(PatternSpec(expression, flags, kind, width, detector_index))
+                patterns.append(PatternSpec(expression, flags, kind, width, detector_index, param))
             continue
         custom = customs[name]
         caseless = Flag.CASELESS if custom.ignore_case else 0
@@ -325,7 +326,7 @@ def compile_profile(
                 PatternSpec(b'"' + _literal_expression(name_bytes) + b'"', Flag.CASELESS, Kind.TRIGGER, 0, -1)
             )
     rules.sort(key=lambda rule: (rule.operator.strictness, rule.key))
-    patterns.append(PatternSpec(BACKSLASH_TRIGGER, 0, Kind.TRIGGER, 0, -1))
+    patterns.append(PatternSpec(BACKSLASH_TRIGGER, 0, Kind.TRIGGER, 0, -1, param=TRIGGER_BACKSLASH))
 
     return CompiledProfile(
         detector_names=names,

@@ -26,10 +26,20 @@ def run(coro_factory: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
 
 
 def decision(n: int, *, sub: str = "alice", topic: str = "payments.eu") -> AuditEvent:
-    return AuditEvent(kind="decision", decision="allowed", principal=Principal(sub=sub, groups=("analysts",)),
-                      protocol="kafka", api="Produce", api_version=9, resource=Resource(topic=topic, partition=n % 4),
-                      offsets=Offsets(first=n * 10, last=n * 10 + 9), record_count=10, bytes=1000 + n,
-                      rule="writers", connection_id=f"c{n}")
+    return AuditEvent(
+        kind="decision",
+        decision="allowed",
+        principal=Principal(sub=sub, groups=("analysts",)),
+        protocol="kafka",
+        api="Produce",
+        api_version=9,
+        resource=Resource(topic=topic, partition=n % 4),
+        offsets=Offsets(first=n * 10, last=n * 10 + 9),
+        record_count=10,
+        bytes=1000 + n,
+        rule="writers",
+        connection_id=f"c{n}",
+    )
 
 
 def seq_numbers(raw_events: list[bytes], kind: str = "decision") -> list[int]:

@@ -23,8 +23,15 @@ from gateway.enforcement.audit import (
 def make_chain(count: int, start: ChainWriter | None = None) -> list[bytes]:
     writer = start or ChainWriter()
     return [
-        writer.next_line(AuditEvent(ts=f"2024-05-01T12:00:{i % 60:02d}.000Z", kind="decision", decision="allowed",
-                                    principal=Principal(sub=f"user{i % 3}"), resource=Resource(topic="t", partition=i)))
+        writer.next_line(
+            AuditEvent(
+                ts=f"2024-05-01T12:00:{i % 60:02d}.000Z",
+                kind="decision",
+                decision="allowed",
+                principal=Principal(sub=f"user{i % 3}"),
+                resource=Resource(topic="t", partition=i),
+            )
+        )
         for i in range(count)
     ]
 
@@ -167,8 +174,11 @@ TAMPERINGS = ["edit", "drop", "insert", "swap", "cut"]
 
 
 @settings(max_examples=60, deadline=None)
-@given(count=st.integers(min_value=3, max_value=40), where=st.integers(min_value=0, max_value=10_000),
-       how=st.sampled_from(TAMPERINGS))
+@given(
+    count=st.integers(min_value=3, max_value=40),
+    where=st.integers(min_value=0, max_value=10_000),
+    how=st.sampled_from(TAMPERINGS),
+)
 def test_any_single_tampering_short_of_the_last_line_is_detected(count: int, where: int, how: str) -> None:
     lines = make_chain(count)
     index = where % (count - 1)  # the last line is only protected by an anchor (tested above)

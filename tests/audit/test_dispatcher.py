@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit.dispatcher import AuditDispatcher, build_sinks
 from gateway.audit.config import AuditConfig
+from gateway.audit.dispatcher import AuditDispatcher, build_sinks
 from gateway.audit.sinks import FileSink
 from gateway.audit.spool import Spool
 from gateway.enforcement.audit import AuditEvent, AuditSecretError
@@ -61,8 +61,9 @@ def test_block_mode_refuses_while_down_and_delivers_everything_accepted_after_re
         await sink.wait_health(False, timeout=5)
         assert not dispatcher.available()
         assert [dispatcher.emit(decision(n)) for n in range(4, 8)] == [False] * 4
-        dispatcher.record(AuditEvent(kind="decision", decision="error", reason="audit unavailable",
-                                     connection_id="c99"))
+        dispatcher.record(
+            AuditEvent(kind="decision", decision="error", reason="audit unavailable", connection_id="c99")
+        )
 
         sink.down = False
         await sink.wait_health(True, timeout=5)
@@ -139,8 +140,9 @@ def test_spool_mode_loses_nothing_and_keeps_order_across_an_outage(tmp_path: Pat
 def test_a_full_spool_blocks_reports_overflow_and_recovers(tmp_path: Path) -> None:
     async def scenario() -> None:
         spool = Spool(tmp_path / "spool", max_bytes=4096, segment_bytes=4096)
-        sink = MemorySink(on_failure="spool", spool=spool, queue_max=5, batch_size=50, retry_initial=0.02,
-                          retry_max=0.05)
+        sink = MemorySink(
+            on_failure="spool", spool=spool, queue_max=5, batch_size=50, retry_initial=0.02, retry_max=0.05
+        )
         observer = MemorySink("observer")
         dispatcher = AuditDispatcher([sink, observer], worker_id=1)
         await dispatcher.start()
@@ -220,11 +222,20 @@ def test_write_ahead_routes_every_event_through_the_spool(tmp_path: Path) -> Non
 def test_build_sinks_from_config_uses_per_worker_paths(tmp_path: Path) -> None:
     import msgspec
 
-    config = msgspec.convert({"sinks": [
-        {"type": "file", "path": str(tmp_path / "audit.jsonl")},
-        {"type": "http", "url": "http://127.0.0.1:9/collect", "on_failure": "spool",
-         "spool": {"path": str(tmp_path / "spool")}},
-    ]}, AuditConfig)
+    config = msgspec.convert(
+        {
+            "sinks": [
+                {"type": "file", "path": str(tmp_path / "audit.jsonl")},
+                {
+                    "type": "http",
+                    "url": "http://127.0.0.1:9/collect",
+                    "on_failure": "spool",
+                    "spool": {"path": str(tmp_path / "spool")},
+                },
+            ]
+        },
+        AuditConfig,
+    )
     sinks = build_sinks(config, worker_id=4)
     assert isinstance(sinks[0], FileSink) and sinks[0].chain_path == tmp_path / "audit.w4.jsonl"
     assert sinks[1].spool is not None and sinks[1].spool.directory == tmp_path / "spool" / "w4" / "http2"

@@ -26,12 +26,23 @@ from gateway.enforcement.audit import (
 
 def full_decision_event() -> AuditEvent:
     return AuditEvent(
-        ts="2024-05-01T12:00:00.123Z", kind="decision",
+        ts="2024-05-01T12:00:00.123Z",
+        kind="decision",
         principal=Principal(sub="alice", email="alice@example.com", groups=("analysts", "payments-svc")),
-        client=ClientInfo(address="10.0.0.5:53122", client_id="rdkafka"), connection_id="c-17", worker=2,
-        protocol="kafka", api="Fetch", api_version=13, resource=Resource(topic="payments.eu", partition=3),
-        offsets=Offsets(first=100, last=149), record_count=50, bytes=8123, decision="masked",
-        rule="analysts-read-masked", reason="allowed with masking profile pii", masked_counts={"credit_card": 4},
+        client=ClientInfo(address="10.0.0.5:53122", client_id="rdkafka"),
+        connection_id="c-17",
+        worker=2,
+        protocol="kafka",
+        api="Fetch",
+        api_version=13,
+        resource=Resource(topic="payments.eu", partition=3),
+        offsets=Offsets(first=100, last=149),
+        record_count=50,
+        bytes=8123,
+        decision="masked",
+        rule="analysts-read-masked",
+        reason="allowed with masking profile pii",
+        masked_counts={"credit_card": 4},
     )
 
 
@@ -41,17 +52,27 @@ def test_round_trip_keeps_every_field() -> None:
 
 
 def test_fields_that_do_not_apply_are_omitted() -> None:
-    data = json.loads(encode_event(AuditEvent(ts="2024-05-01T12:00:00.000Z", kind="session_open",
-                                              principal=Principal(sub="bob"))))
+    data = json.loads(
+        encode_event(
+            AuditEvent(ts="2024-05-01T12:00:00.000Z", kind="session_open", principal=Principal(sub="bob"))
+        )
+    )
     assert data == {"ts": "2024-05-01T12:00:00.000Z", "kind": "session_open", "principal": {"sub": "bob"}}
 
 
 def test_session_close_carries_totals() -> None:
-    event = AuditEvent(kind="session_close", totals=SessionTotals(requests=12, bytes_in=300, bytes_out=9000,
-                                                                  records_out=40, duration_ms=1500))
+    event = AuditEvent(
+        kind="session_close",
+        totals=SessionTotals(requests=12, bytes_in=300, bytes_out=9000, records_out=40, duration_ms=1500),
+    )
     data = json.loads(encode_event(event))
-    assert data["totals"] == {"requests": 12, "bytes_in": 300, "bytes_out": 9000, "records_out": 40,
-                              "duration_ms": 1500}
+    assert data["totals"] == {
+        "requests": 12,
+        "bytes_in": 300,
+        "bytes_out": 9000,
+        "records_out": 40,
+        "duration_ms": 1500,
+    }
 
 
 def test_unknown_decision_is_rejected_when_decoding() -> None:
@@ -59,20 +80,38 @@ def test_unknown_decision_is_rejected_when_decoding() -> None:
         decode_event(b'{"kind":"decision","decision":"maybe"}')
 
 
-@pytest.mark.parametrize(("epoch", "expected"), [
-    (0.0, "1970-01-01T00:00:00.000Z"),
-    (1714564800.123456, "2024-05-01T12:00:00.123Z"),
-    (1714564800.999, "2024-05-01T12:00:00.999Z"),
-    (1714564801.0, "2024-05-01T12:00:01.000Z"),
-])
+@pytest.mark.parametrize(
+    ("epoch", "expected"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1714564800.123456, "2024-05-01T12:00:00.123Z"),
+        (1714564800.999, "2024-05-01T12:00:00.999Z"),
+        (1714564801.0, "2024-05-01T12:00:01.000Z"),
+    ],
+)
 def test_timestamps_are_rfc3339_utc_with_milliseconds(epoch: float, expected: str) -> None:
     assert rfc3339_ms(epoch) == expected
 
 
 # -- the secret guard --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key", ["password", "db_password", "client_secret", "access_token", "Token",
-                                 "api_key", "apikey", "private-key", "Authorization", "credentials", "cookie"])
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "password",
+        "db_password",
+        "client_secret",
+        "access_token",
+        "Token",
+        "api_key",
+        "apikey",
+        "private-key",
+        "Authorization",
+        "credentials",
+        "cookie",
+    ],
+)
 def test_secret_looking_detail_keys_are_refused(key: str) -> None:
     event = AuditEvent(kind="auth", details={key: "hunter2-value"})
     with pytest.raises(AuditSecretError) as info:
@@ -92,7 +131,9 @@ def test_a_secret_named_key_with_no_value_is_allowed() -> None:
 
 
 def test_masked_counts_keys_are_detector_names_not_fields() -> None:
-    event = AuditEvent(kind="decision", decision="masked", masked_counts={"aws_secret_key": 2, "api_token": 1})
+    event = AuditEvent(
+        kind="decision", decision="masked", masked_counts={"aws_secret_key": 2, "api_token": 1}
+    )
     assert json.loads(encode_event(event))["masked_counts"] == {"aws_secret_key": 2, "api_token": 1}
 
 

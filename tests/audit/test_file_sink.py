@@ -21,11 +21,20 @@ from tests.audit.helpers import decision, run
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_events(directory: Path, count: int, *, worker: int = 1, max_bytes: int = 4000, backups: int = 5,
-                 start: int = 0, **options: object) -> FileSink:
+def write_events(
+    directory: Path,
+    count: int,
+    *,
+    worker: int = 1,
+    max_bytes: int = 4000,
+    backups: int = 5,
+    start: int = 0,
+    **options: object,
+) -> FileSink:
     async def scenario() -> FileSink:
-        sink = FileSink("file", directory / "audit.jsonl", worker, max_bytes=max_bytes, backups=backups,
-                        **options)  # type: ignore[arg-type]
+        sink = FileSink(
+            "file", directory / "audit.jsonl", worker, max_bytes=max_bytes, backups=backups, **options
+        )  # type: ignore[arg-type]
         dispatcher = AuditDispatcher([sink], worker)
         await dispatcher.start()
         for n in range(start, start + count):
@@ -80,7 +89,10 @@ def test_rotation_keeps_one_chain_across_files(rotated: Path) -> None:
 def test_rotation_deletes_old_backups_and_verify_accepts_the_retained_set(tmp_path: Path) -> None:
     write_events(tmp_path, 120, max_bytes=3000, backups=2)
     assert sorted(p.name for p in tmp_path.glob("audit.w1.jsonl*")) == [
-        "audit.w1.jsonl", "audit.w1.jsonl.1", "audit.w1.jsonl.2"]
+        "audit.w1.jsonl",
+        "audit.w1.jsonl.1",
+        "audit.w1.jsonl.2",
+    ]
     assert chain_lines(tmp_path)[0]["seq"] > 1  # the head was rotated away, by design
     result = verify_files([tmp_path])
     assert result.ok, result.problems
@@ -90,7 +102,9 @@ def test_missing_middle_rotated_file_is_detected(rotated: Path) -> None:
     (rotated / "audit.w1.jsonl.2").unlink()
     result = verify_files([rotated])
     assert not result.ok
-    assert any(p.startswith("audit.w1.jsonl.1:1:") and "missing" in p for p in result.problems), result.problems
+    assert any(p.startswith("audit.w1.jsonl.1:1:") and "missing" in p for p in result.problems), (
+        result.problems
+    )
 
 
 def test_missing_oldest_rotated_file_is_detected(rotated: Path) -> None:
@@ -124,7 +138,9 @@ def test_dropped_line_is_named(rotated: Path) -> None:
 def test_inserted_line_is_named(rotated: Path) -> None:
     _rewrite(rotated / "audit.w1.jsonl.1", lambda lines: lines.insert(2, lines[5]))
     result = verify_files([rotated])
-    assert not result.ok and any(p.startswith("audit.w1.jsonl.1:3:") for p in result.problems), result.problems
+    assert not result.ok and any(p.startswith("audit.w1.jsonl.1:3:") for p in result.problems), (
+        result.problems
+    )
 
 
 def test_reordered_lines_are_named(rotated: Path) -> None:
@@ -167,7 +183,9 @@ def test_a_line_cut_by_a_crash_is_closed_reported_once_and_the_chain_goes_on(tmp
         f.write(b'{"seq":11,"prev":"0123')  # what a write cut short by a crash leaves behind
     write_events(tmp_path, 5, max_bytes=1 << 20, start=10)
     result = verify_files([live])
-    assert result.problems == ["audit.w1.jsonl:11: not a chained audit line (not JSON with integer seq and hex prev)"]
+    assert result.problems == [
+        "audit.w1.jsonl:11: not a chained audit line (not JSON with integer seq and hex prev)"
+    ]
     assert json.loads(live.read_bytes().splitlines()[-1])["seq"] == 15
 
 
@@ -236,7 +254,9 @@ def test_concurrent_worker_processes_each_keep_a_verifiable_chain(tmp_path: Path
     assert set(result.heads) == {"audit.w1.jsonl", "audit.w2.jsonl", "audit.w3.jsonl"}
     for worker in (1, 2, 3):
         lines = chain_lines(tmp_path, worker)
-        assert [int(str(x["connection_id"])[1:]) for x in lines if x["kind"] == "decision"] == list(range(400))
+        assert [int(str(x["connection_id"])[1:]) for x in lines if x["kind"] == "decision"] == list(
+            range(400)
+        )
 
 
 @pytest.mark.integration
@@ -274,8 +294,11 @@ def test_a_disk_write_failure_blocks_then_recovers_with_one_reported_cut_line(tm
     outcome = json.loads(out.stdout)
     assert outcome == {"accepted": [10, 11, 12, 13], "refused": [14, 15, 16, 17], "after": [18, 19]}
     live = tmp_path / "audit.w1.jsonl"
-    decisions = [json.loads(x)["connection_id"] for x in live.read_bytes().splitlines()
-                 if x.startswith(b'{"seq"') and x.endswith(b"}") and b'"decision"' in x]
+    decisions = [
+        json.loads(x)["connection_id"]
+        for x in live.read_bytes().splitlines()
+        if x.startswith(b'{"seq"') and x.endswith(b"}") and b'"decision"' in x
+    ]
     assert decisions == [f"c{n}" for n in (*range(14), 18, 19)]  # every accepted event, in order
     result = verify_files([live])
     assert len(result.problems) == 1 and "not a chained audit line" in result.problems[0], result.problems

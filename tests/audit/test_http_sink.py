@@ -47,11 +47,13 @@ class Collector:
                 super().setup()
                 collector.connections.add(self.connection)
 
-            def do_POST(self) -> None:  # noqa: N802 - the stdlib's naming
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = collector.status
                 if status == 200:
-                    collector.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                    collector.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "body": body}
+                    )
                     collector.bodies.extend([body])
                 reply = b'{"text":"Success","code":0}' if status == 200 else b'{"text":"busy"}'
                 self.send_response(status)
@@ -66,7 +68,9 @@ class Collector:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
 
     @property
@@ -138,8 +142,17 @@ def test_generic_json_batches_by_size_and_interval(collector: Collector) -> None
 
 def test_splunk_hec_format(collector: Collector) -> None:
     async def scenario() -> None:
-        sink = HttpSink("hec", collector.url, fmt="splunk_hec", token=TOKEN, batch_size=5, flush_interval=0.05,
-                        sourcetype="streamgate:audit", index="security", hostname="gw-7")
+        sink = HttpSink(
+            "hec",
+            collector.url,
+            fmt="splunk_hec",
+            token=TOKEN,
+            batch_size=5,
+            flush_interval=0.05,
+            sourcetype="streamgate:audit",
+            index="security",
+            hostname="gw-7",
+        )
         dispatcher = AuditDispatcher([sink], worker_id=1, clock=lambda: 1714564800.25)
         await dispatcher.start()
         for n in range(7):
@@ -152,7 +165,8 @@ def test_splunk_hec_format(collector: Collector) -> None:
     objects = [obj for body in collector.bodies.items for obj in hec_objects(body)]
     assert [len(hec_objects(b)) for b in collector.bodies.items] == [5, 2]
     assert {(o["time"], o["host"], o["source"], o["sourcetype"], o["index"]) for o in objects} == {
-        (1714564800.25, "gw-7", "streamgate", "streamgate:audit", "security")}
+        (1714564800.25, "gw-7", "streamgate", "streamgate:audit", "security")
+    }
     assert [o["event"]["connection_id"] for o in objects] == [f"c{n}" for n in range(7)]
 
 
@@ -163,8 +177,16 @@ def test_block_mode_outage_refuses_until_the_server_returns(caplog: pytest.LogCa
     holder: dict[str, Collector] = {}
 
     async def scenario() -> None:
-        sink = HttpSink("http", first.url, token=TOKEN, batch_size=50, flush_interval=0.0, retry_initial=0.05,
-                        retry_max=0.1, timeout=2)
+        sink = HttpSink(
+            "http",
+            first.url,
+            token=TOKEN,
+            batch_size=50,
+            flush_interval=0.0,
+            retry_initial=0.05,
+            retry_max=0.1,
+            timeout=2,
+        )
         dispatcher = AuditDispatcher([sink], worker_id=1)
         await dispatcher.start()
         assert dispatcher.emit(decision(0))
@@ -175,8 +197,9 @@ def test_block_mode_outage_refuses_until_the_server_returns(caplog: pytest.LogCa
         await sink.wait_health(False, timeout=5)
         refused = [n for n in range(2, 6) if not dispatcher.emit(decision(n))]
         assert refused == [2, 3, 4, 5]
-        dispatcher.record(AuditEvent(kind="decision", decision="error", reason="audit sink down",
-                                     connection_id="c50"))
+        dispatcher.record(
+            AuditEvent(kind="decision", decision="error", reason="audit sink down", connection_id="c50")
+        )
 
         holder["second"] = Collector(port)
         await sink.wait_health(True, timeout=10)
@@ -198,8 +221,16 @@ def test_block_mode_outage_refuses_until_the_server_returns(caplog: pytest.LogCa
 def test_spool_mode_outage_loses_nothing_and_keeps_order(collector: Collector, tmp_path: Path) -> None:
     async def scenario() -> None:
         spool = Spool(tmp_path / "spool", max_bytes=1 << 20, segment_bytes=16384)
-        sink = HttpSink("http", collector.url, batch_size=20, flush_interval=0.01, on_failure="spool", spool=spool,
-                        retry_initial=0.05, retry_max=0.1)
+        sink = HttpSink(
+            "http",
+            collector.url,
+            batch_size=20,
+            flush_interval=0.01,
+            on_failure="spool",
+            spool=spool,
+            retry_initial=0.05,
+            retry_max=0.1,
+        )
         dispatcher = AuditDispatcher([sink], worker_id=1)
         await dispatcher.start()
         emitted = 0
@@ -270,8 +301,13 @@ def test_write_ahead_spool_survives_kill_9_of_the_worker(collector: Collector, t
     collector.status = 200
 
     async def successor() -> None:
-        sink = HttpSink("http1", collector.url, on_failure="spool", spool=Spool(spool_dir, 1 << 20, 16384),
-                        write_ahead=True)
+        sink = HttpSink(
+            "http1",
+            collector.url,
+            on_failure="spool",
+            spool=Spool(spool_dir, 1 << 20, 16384),
+            write_ahead=True,
+        )
         dispatcher = AuditDispatcher([sink], 1)
         await dispatcher.start()
         await collector.bodies.wait(lambda b: len(seq_numbers(raw_events(collector))) >= 100)

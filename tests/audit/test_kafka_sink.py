@@ -30,16 +30,24 @@ async def wait_until(predicate: Callable[[], bool], timeout: float) -> None:
 
 def create_topic(bootstrap: str, topic: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=10)
+    futures = admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replication_factor=1)], operation_timeout=10
+    )
     futures[topic].result(15)
 
 
 def read_back(bootstrap: str, topic: str, decisions: int, timeout: float = 20.0) -> list[tuple[bytes, bytes]]:
     """Every message of partition 0 until `decisions` decision events were seen (state events ride along)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"audit-test-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"audit-test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
-        consumer.assign([TopicPartition(topic, 0, 0)])  # no group join needed: read partition 0 from the start
+        # No group join needed: read partition 0 from the start.
+        consumer.assign([TopicPartition(topic, 0, 0)])
         out: list[tuple[bytes, bytes]] = []
         deadline = time.monotonic() + timeout
         while len(seq_numbers([value for _, value in out])) < decisions and time.monotonic() < deadline:
@@ -75,8 +83,15 @@ def test_events_are_produced_in_order_and_read_back(tansu: ManagedProcess) -> No
 
 def test_a_broker_that_is_not_there_blocks_emit() -> None:
     async def scenario() -> None:
-        sink = KafkaSink("kafka", f"127.0.0.1:{free_port()}", "audit", worker_id=1, delivery_timeout=1.0,
-                         retry_initial=0.1, retry_max=0.2)
+        sink = KafkaSink(
+            "kafka",
+            f"127.0.0.1:{free_port()}",
+            "audit",
+            worker_id=1,
+            delivery_timeout=1.0,
+            retry_initial=0.1,
+            retry_max=0.2,
+        )
         dispatcher = AuditDispatcher([sink], worker_id=1, close_timeout=0.5)
         await dispatcher.start()
         assert not sink.healthy
@@ -97,8 +112,15 @@ def test_broker_outage_blocks_and_recovery_delivers_what_was_accepted(tmp_path: 
 
         async def scenario() -> None:
             nonlocal broker
-            sink = KafkaSink("kafka", broker.address, topic, worker_id=1, delivery_timeout=2.0, retry_initial=0.2,
-                             retry_max=0.5)
+            sink = KafkaSink(
+                "kafka",
+                broker.address,
+                topic,
+                worker_id=1,
+                delivery_timeout=2.0,
+                retry_initial=0.2,
+                retry_max=0.5,
+            )
             dispatcher = AuditDispatcher([sink], worker_id=1, close_timeout=5)
             await dispatcher.start()
             assert dispatcher.emit(decision(0))

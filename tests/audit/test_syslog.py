@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +22,9 @@ from tests.audit.helpers import Counter, decision, run, seq_numbers
 # RFC 5424 section 6: HEADER SP STRUCTURED-DATA [SP MSG]
 _HEADER = re.compile(
     rb"^<(?P<pri>\d{1,3})>(?P<version>[1-9]\d{0,2}) (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) "
-    rb"(?P<msgid>\S+) (?P<rest>.*)$", re.S)
+    rb"(?P<msgid>\S+) (?P<rest>.*)$",
+    re.DOTALL,
+)
 _SD_ELEMENT = re.compile(rb'\[(?P<id>[^ =\]"]+)(?P<params>(?: [^ =\]"]+="(?:[^"\\\]]|\\.)*")*)\]')
 _SD_PARAM = re.compile(rb' ([^ =\]"]+)="((?:[^"\\\]]|\\.)*)"')
 _BOM = b"\xef\xbb\xbf"
@@ -38,15 +43,24 @@ def parse_rfc5424(message: bytes) -> dict[str, Any]:
             element = _SD_ELEMENT.match(rest)
             assert element, f"bad structured data: {rest[:80]!r}"
             sd[element.group("id").decode()] = {
-                k.decode(): re.sub(rb"\\(.)", rb"\1", v).decode() for k, v in _SD_PARAM.findall(element.group("params"))}
-            rest = rest[element.end():]
+                k.decode(): re.sub(rb"\\(.)", rb"\1", v).decode()
+                for k, v in _SD_PARAM.findall(element.group("params"))
+            }
+            rest = rest[element.end() :]
     assert rest.startswith(b" "), "MSG must follow structured data after one space"
     msg = rest[1:]
     bom = msg.startswith(_BOM)
     return {
-        "pri": int(m.group("pri")), "version": int(m.group("version")), "ts": m.group("ts").decode(),
-        "host": m.group("host").decode(), "app": m.group("app").decode(), "procid": m.group("procid").decode(),
-        "msgid": m.group("msgid").decode(), "sd": sd, "bom": bom, "event": json.loads(msg[3:] if bom else msg),
+        "pri": int(m.group("pri")),
+        "version": int(m.group("version")),
+        "ts": m.group("ts").decode(),
+        "host": m.group("host").decode(),
+        "app": m.group("app").decode(),
+        "procid": m.group("procid").decode(),
+        "msgid": m.group("msgid").decode(),
+        "sd": sd,
+        "bom": bom,
+        "event": json.loads(msg[3:] if bom else msg),
     }
 
 
@@ -78,7 +92,8 @@ class UdpListener:
 class TcpListener:
     """Accepts connections and splits octet-counted frames (`<len> <msg>`) strictly by their length."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.server = socket.create_server(("127.0.0.1", port), reuse_port=False)
         self.server.settimeout(0.2)
         self.port = self.server.getsockname()[1]
@@ -103,6 +118,10 @@ class TcpListener:
             self._threads.append(t)
 
     def _read(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            conn.settimeout(5)
+            conn = self.tls.wrap_socket(conn, server_side=True)
+            self._clients.append(conn)
         conn.settimeout(0.2)
         buffer = b""
         while not self._stop.is_set():
@@ -123,8 +142,8 @@ class TcpListener:
                 length = int(buffer[:space])  # a non-digit prefix would be a framing error: let it raise
                 if len(buffer) < space + 1 + length:
                     break
-                frames.append(buffer[space + 1: space + 1 + length])
-                buffer = buffer[space + 1 + length:]
+                frames.append(buffer[space + 1 : space + 1 + length])
+                buffer = buffer[space + 1 + length :]
             if frames:
                 self.messages.extend(frames)
 
@@ -153,31 +172,66 @@ def tcp_listener() -> Iterator[TcpListener]:
 
 
 def test_format_is_rfc5424_with_structured_data_and_json_msg() -> None:
-    event = AuditEvent(ts="2024-05-01T12:00:00.123Z", kind="decision", decision="denied", rule='r"1]',
-                       principal=Principal(sub="alice"), resource=Resource(topic="payments.eu", partition=2),
-                       api="Produce", connection_id="c-9", reason="no rule allows produce")
-    parsed = parse_rfc5424(format_rfc5424(encode_event(event), facility=10, hostname="gw-1", app_name="streamgate",
-                                          procid="4242", utf8_bom=True))
+    event = AuditEvent(
+        ts="2024-05-01T12:00:00.123Z",
+        kind="decision",
+        decision="denied",
+        rule='r"1]',
+        principal=Principal(sub="alice"),
+        resource=Resource(topic="payments.eu", partition=2),
+        api="Produce",
+        connection_id="c-9",
+        reason="no rule allows produce",
+    )
+    parsed = parse_rfc5424(
+        format_rfc5424(
+            encode_event(event),
+            facility=10,
+            hostname="gw-1",
+            app_name="streamgate",
+            procid="4242",
+            utf8_bom=True,
+        )
+    )
     assert parsed["pri"] == 10 * 8 + 4  # authpriv.warning for a denial
-    assert (parsed["version"], parsed["ts"], parsed["host"], parsed["app"], parsed["procid"], parsed["msgid"]) == (
-        1, "2024-05-01T12:00:00.123Z", "gw-1", "streamgate", "4242", "decision")
-    assert parsed["sd"] == {"streamgate@32473": {
-        "kind": "decision", "decision": "denied", "sub": "alice", "topic": "payments.eu", "partition": "2",
-        "api": "Produce", "rule": 'r"1]', "conn": "c-9"}}
+    assert (
+        parsed["version"],
+        parsed["ts"],
+        parsed["host"],
+        parsed["app"],
+        parsed["procid"],
+        parsed["msgid"],
+    ) == (1, "2024-05-01T12:00:00.123Z", "gw-1", "streamgate", "4242", "decision")
+    assert parsed["sd"] == {
+        "streamgate@32473": {
+            "kind": "decision",
+            "decision": "denied",
+            "sub": "alice",
+            "topic": "payments.eu",
+            "partition": "2",
+            "api": "Produce",
+            "rule": 'r"1]',
+            "conn": "c-9",
+        }
+    }
     assert parsed["bom"] and parsed["event"]["reason"] == "no rule allows produce"
 
 
-@pytest.mark.parametrize(("decision_", "severity"), [("allowed", 6), ("held", 5), ("blocked", 4), ("error", 3)])
+@pytest.mark.parametrize(
+    ("decision_", "severity"), [("allowed", 6), ("held", 5), ("blocked", 4), ("error", 3)]
+)
 def test_severity_follows_the_outcome(decision_: str, severity: int) -> None:
     raw = encode_event(AuditEvent(ts="2024-05-01T12:00:00.000Z", kind="decision", decision=decision_))  # type: ignore[arg-type]
     assert parse_rfc5424(format_rfc5424(raw, facility=16, hostname="h", app_name="a", procid="1"))["pri"] == (
-        16 * 8 + severity)
+        16 * 8 + severity
+    )
 
 
 def test_udp_listener_receives_every_event(udp_listener: UdpListener) -> None:
     async def scenario() -> None:
-        sink = SyslogSink("syslog", f"127.0.0.1:{udp_listener.port}", protocol="udp", hostname="gw-test",
-                          procid="77")
+        sink = SyslogSink(
+            "syslog", f"127.0.0.1:{udp_listener.port}", protocol="udp", hostname="gw-test", procid="77"
+        )
         dispatcher = AuditDispatcher([sink], worker_id=1)
         await dispatcher.start()
         for n in range(20):
@@ -188,8 +242,10 @@ def test_udp_listener_receives_every_event(udp_listener: UdpListener) -> None:
     run(scenario)
     parsed = [parse_rfc5424(m) for m in udp_listener.messages.items]
     assert sorted(int(p["event"]["connection_id"][1:]) for p in parsed) == list(range(20))  # UDP may reorder
-    assert all(p["host"] == "gw-test" and p["msgid"] == "decision" and p["sd"]["streamgate@32473"]["sub"] == "alice"
-               for p in parsed)
+    assert all(
+        p["host"] == "gw-test" and p["msgid"] == "decision" and p["sd"]["streamgate@32473"]["sub"] == "alice"
+        for p in parsed
+    )
 
 
 def test_tcp_listener_receives_octet_counted_frames_in_order(tcp_listener: TcpListener) -> None:
@@ -231,8 +287,9 @@ def test_tcp_outage_blocks_and_recovery_delivers_what_was_accepted() -> None:
         second = TcpListener(port)
         await sink.wait_health(True, timeout=10)
         assert dispatcher.emit(decision(3))
-        await second.messages.wait(lambda items: 3 in seq_numbers(
-            [json.dumps(parse_rfc5424(m)["event"]).encode() for m in items]))
+        await second.messages.wait(
+            lambda items: 3 in seq_numbers([json.dumps(parse_rfc5424(m)["event"]).encode() for m in items])
+        )
         await dispatcher.aclose()
 
     try:
@@ -244,3 +301,60 @@ def test_tcp_outage_blocks_and_recovery_delivers_what_was_accepted() -> None:
         first.close()
         if second is not None:
             second.close()
+
+
+def test_tls_listener_receives_frames_over_a_verified_connection(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    listener = TcpListener(tls=server_context)
+
+    async def scenario() -> None:
+        sink = SyslogSink("syslog", f"127.0.0.1:{listener.port}", protocol="tls", tls_ca=str(cert))
+        dispatcher = AuditDispatcher([sink], worker_id=1)
+        await dispatcher.start()
+        assert sink.healthy
+        for n in range(10):
+            assert dispatcher.emit(decision(n))
+        await listener.messages.wait(lambda items: len(items) == 10)
+        await dispatcher.aclose()
+
+    try:
+        run(scenario)
+    finally:
+        listener.close()
+    events = [json.dumps(parse_rfc5424(m)["event"]).encode() for m in listener.messages.items]
+    assert seq_numbers(events) == list(range(10))
+
+
+def test_tls_with_an_untrusted_certificate_is_down(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    listener = TcpListener(tls=server_context)
+
+    async def scenario() -> None:
+        sink = SyslogSink("syslog", f"127.0.0.1:{listener.port}", protocol="tls")  # system trust store only
+        dispatcher = AuditDispatcher([sink], worker_id=1, close_timeout=0.5)
+        await dispatcher.start()
+        assert not sink.healthy and "SSL" in sink.last_error
+        assert not dispatcher.emit(decision(0))
+        await dispatcher.aclose()
+
+    try:
+        run(scenario)
+    finally:
+        listener.close()
+    assert listener.messages.items == []

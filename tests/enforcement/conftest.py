@@ -19,18 +19,25 @@ USERS = {
     "dave": {"password": "dave-pw-91c2", "groups": ["analysts", "payments-svc"]},
 }
 CLIENTS = {
-    "payments-svc": {"secret": "payments-secret-4b1e", "groups": ["payments-svc"], "email": "payments@example.com"},
+    "payments-svc": {
+        "secret": "payments-secret-4b1e",
+        "groups": ["payments-svc"],
+        "email": "payments@example.com",
+    },
     "cli": {"groups": []},
 }
 
 
-def http_json(url: str, *, form: dict[str, str] | None = None, body: Any = None,
-              headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def http_json(
+    url: str, *, form: dict[str, str] | None = None, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """One HTTP request to the provider; returns (status, parsed JSON body) for errors too."""
     data = None
     all_headers = dict(headers or {})
     if form is not None:
-        data = "&".join(f"{urllib.request.quote(k)}={urllib.request.quote(v)}" for k, v in form.items()).encode()
+        data = "&".join(
+            f"{urllib.request.quote(k)}={urllib.request.quote(v)}" for k, v in form.items()
+        ).encode()
         all_headers["Content-Type"] = "application/x-www-form-urlencoded"
     elif body is not None:
         data = json.dumps(body).encode()
@@ -41,7 +48,8 @@ def http_json(url: str, *, form: dict[str, str] | None = None, body: Any = None,
         with opener.open(request, timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+        with exc:
+            return exc.code, json.loads(exc.read() or b"null")
 
 
 def basic(client_id: str, secret: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ from gateway.enforcement.identity import TokenError, TokenValidator
 from gateway.worker.jwks import JwksClient, JwksFetchError, RefreshingTokenValidator
 
 pytestmark = pytest.mark.integration
+DISCOVERY = "/.well-known/openid-configuration"
 
 
 class Clock:
@@ -120,31 +121,53 @@ def _write_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "streamgate test CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .sign(ca_key, hashes.SHA256())
     )
     server_key = ec.generate_private_key(ec.SECP256R1())
     server_cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
     ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.pem", directory / "server.key"
     ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
+    key_path.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return ca_path, cert_path, key_path
 
 
@@ -160,14 +183,20 @@ def test_https_issuer_with_a_private_ca(tmp_path: Path) -> None:
         assert "CERTIFICATE_VERIFY_FAILED" in str(info.value) and issuer in str(info.value)
 
 
-def test_key_rotation_refetch_is_shared_and_rate_limited(private_idp: ManagedProcess, http: Callable[..., Any],
-                                                         stats: Callable[[ManagedProcess], dict[str, int]]) -> None:
+def test_key_rotation_refetch_is_shared_and_rate_limited(
+    private_idp: ManagedProcess, http: Callable[..., Any], stats: Callable[[ManagedProcess], dict[str, int]]
+) -> None:
     issuer = str(private_idp.extra["issuer"])
 
     async def scenario() -> None:
         clock = Clock()
-        validator = TokenValidator(issuer=issuer, audience="streamgate", unknown_kid_refetch_interval_s=30,
-                                   jwks_refresh_interval_s=300, now=clock)
+        validator = TokenValidator(
+            issuer=issuer,
+            audience="streamgate",
+            unknown_kid_refetch_interval_s=30,
+            jwks_refresh_interval_s=300,
+            now=clock,
+        )
         refreshing = RefreshingTokenValidator(validator, JwksClient(issuer), clock=clock)
         served = jwks_served(private_idp, stats)
 
@@ -197,13 +226,16 @@ def test_key_rotation_refetch_is_shared_and_rate_limited(private_idp: ManagedPro
     asyncio.run(scenario())
 
 
-def test_scheduled_refresh_runs_behind_validation(private_idp: ManagedProcess, http: Callable[..., Any],
-                                                  stats: Callable[[ManagedProcess], dict[str, int]]) -> None:
+def test_scheduled_refresh_runs_behind_validation(
+    private_idp: ManagedProcess, http: Callable[..., Any], stats: Callable[[ManagedProcess], dict[str, int]]
+) -> None:
     issuer = str(private_idp.extra["issuer"])
 
     async def scenario() -> None:
         clock = Clock()
-        validator = TokenValidator(issuer=issuer, audience="streamgate", jwks_refresh_interval_s=300, now=clock)
+        validator = TokenValidator(
+            issuer=issuer, audience="streamgate", jwks_refresh_interval_s=300, now=clock
+        )
         refreshing = RefreshingTokenValidator(validator, JwksClient(issuer), clock=clock)
         await refreshing.refresh()
         served = jwks_served(private_idp, stats)
@@ -230,7 +262,9 @@ def test_failed_refresh_keeps_the_old_keys(http: Callable[..., Any]) -> None:
 
         async def scenario() -> None:
             clock = Clock()
-            validator = TokenValidator(issuer=issuer, audience="streamgate", jwks_refresh_interval_s=60, now=clock)
+            validator = TokenValidator(
+                issuer=issuer, audience="streamgate", jwks_refresh_interval_s=60, now=clock
+            )
             refreshing = RefreshingTokenValidator(validator, JwksClient(issuer, timeout_s=2), clock=clock)
             assert await refreshing.refresh()
             idp.stop()  # the identity provider goes away
@@ -256,7 +290,9 @@ def test_unreachable_issuer_is_reported_as_jwks_unavailable() -> None:
     async def scenario() -> None:
         clock = Clock()
         validator = TokenValidator(issuer=issuer, audience="streamgate", now=clock)
-        refreshing = RefreshingTokenValidator(validator, JwksClient(issuer), retry_after_failure_s=5, clock=clock)
+        refreshing = RefreshingTokenValidator(
+            validator, JwksClient(issuer), retry_after_failure_s=5, clock=clock
+        )
         for _ in range(3):
             with pytest.raises(TokenError) as info:
                 await refreshing.validate(token)
@@ -267,5 +303,115 @@ def test_unreachable_issuer_is_reported_as_jwks_unavailable() -> None:
         with pytest.raises(TokenError):
             await refreshing.validate(token)
         assert refreshing.fetch_count == 2
+
+    asyncio.run(scenario())
+
+
+# ---- HTTP framing, against a scripted server on a real socket ------------------------------------------
+
+DOC = b'{"issuer": "ISSUER", "jwks_uri": "ISSUER/jwks"}'
+
+
+def _chunked(body: bytes, size: int = 7) -> bytes:
+    chunks = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in chunks) + b"0\r\nX-Trailer: y\r\n\r\n"
+
+
+async def _serve_script(responses: dict[str, Callable[[str], bytes]]) -> tuple[asyncio.Server, str]:
+    """A server that answers each request path with responses[path](issuer) and closes the connection."""
+    issuer_box: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        path = head.split(b" ")[1].decode()
+        writer.write(
+            responses.get(path, lambda _i: b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")(
+                issuer_box[0]
+            )
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    issuer = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    issuer_box.append(issuer)
+    return server, issuer
+
+
+def _ok(body: Callable[[str], bytes], framing: str = "length") -> Callable[[str], bytes]:
+    def respond(issuer: str) -> bytes:
+        data = body(issuer)
+        if framing == "chunked":
+            return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(data)
+        if framing == "close":
+            return b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + data
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+
+    return respond
+
+
+def _doc(issuer: str) -> bytes:
+    return DOC.replace(b"ISSUER", issuer.encode())
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_body_framings(framing: str) -> None:
+    async def scenario() -> None:
+        server, issuer = await _serve_script(
+            {
+                DISCOVERY: _ok(_doc, framing),
+                "/jwks": _ok(lambda _i: b'{"keys": [{"kty": "oct"}]}', framing),
+            }
+        )
+        async with server:
+            assert (await JwksClient(issuer).fetch_jwks()) == {"keys": [{"kty": "oct"}]}
+
+    asyncio.run(scenario())
+
+
+def test_redirects_are_followed_a_few_times_only() -> None:
+    def redirect(location: str) -> Callable[[str], bytes]:
+        return lambda _i: f"HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n".encode()
+
+    async def scenario() -> None:
+        server, issuer = await _serve_script(
+            {
+                DISCOVERY: _ok(_doc),
+                "/jwks": redirect("/keys/v2"),
+                "/keys/v2": redirect("/keys/v3"),
+                "/keys/v3": _ok(lambda _i: b'{"keys": []}'),
+                "/loop": redirect("/loop"),
+            }
+        )
+        async with server:
+            assert (await JwksClient(issuer).fetch_jwks()) == {"keys": []}
+            with pytest.raises(JwksFetchError, match="more than 3 redirects"):
+                await JwksClient(issuer)._get_json(f"{issuer}/loop", "JWKS")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (lambda _i: b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP/1.x response"),
+        (lambda _i: b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}", "closed in the middle of the body"),
+        (lambda _i: b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n", "larger than"),
+        (lambda _i: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed chunk size"),
+        (lambda _i: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", "not a JSON object"),
+        (lambda _i: b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{{{", "not JSON"),
+        (lambda _i: b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n", "HTTP status 500"),
+        (lambda _i: b"", "connection closed before a complete response"),
+        (lambda _i: b"HTTP/1.0 200 OK\r\n\r\n" + b" " * (70_000), "larger than"),
+    ],
+)
+def test_broken_answers_are_named(reply: Callable[[str], bytes], message: str) -> None:
+    async def scenario() -> None:
+        server, issuer = await _serve_script({DISCOVERY: reply})
+        async with server:
+            with pytest.raises(JwksFetchError) as info:
+                await JwksClient(issuer, max_bytes=65536).discover()
+            assert message in str(info.value)
+            assert f"{issuer}{DISCOVERY}" in str(info.value)
 
     asyncio.run(scenario())

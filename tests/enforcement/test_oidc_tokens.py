@@ -44,10 +44,17 @@ def refused(validator: TokenValidator, token: str) -> TokenError:
     return info.value
 
 
-def test_client_credentials_token_is_accepted(dev_idp: ManagedProcess, validator: TokenValidator,
-                                              http: Callable[..., Any], basic_auth: Callable[..., Any]) -> None:
-    status, answer = http(str(dev_idp.extra["token_endpoint"]), form={"grant_type": "client_credentials"},
-                          headers=basic_auth("payments-svc", "payments-secret-4b1e"))
+def test_client_credentials_token_is_accepted(
+    dev_idp: ManagedProcess,
+    validator: TokenValidator,
+    http: Callable[..., Any],
+    basic_auth: Callable[..., Any],
+) -> None:
+    status, answer = http(
+        str(dev_idp.extra["token_endpoint"]),
+        form={"grant_type": "client_credentials"},
+        headers=basic_auth("payments-svc", "payments-secret-4b1e"),
+    )
     assert status == 200, answer
     assert answer["token_type"] == "Bearer" and answer["expires_in"] == 300
     before = time.time()
@@ -59,11 +66,13 @@ def test_client_credentials_token_is_accepted(dev_idp: ManagedProcess, validator
     assert before + 290 <= principal.expires_at <= before + 301
 
 
-def test_password_grant_token_carries_user_groups(dev_idp: ManagedProcess, validator: TokenValidator,
-                                                  http: Callable[..., Any]) -> None:
-    status, answer = http(str(dev_idp.extra["token_endpoint"]),
-                          form={"grant_type": "password", "username": "dave", "password": "dave-pw-91c2",
-                                "client_id": "cli"})
+def test_password_grant_token_carries_user_groups(
+    dev_idp: ManagedProcess, validator: TokenValidator, http: Callable[..., Any]
+) -> None:
+    status, answer = http(
+        str(dev_idp.extra["token_endpoint"]),
+        form={"grant_type": "password", "username": "dave", "password": "dave-pw-91c2", "client_id": "cli"},
+    )
     assert status == 200, answer
     principal = validator.validate(answer["access_token"])
     assert principal.sub == "dave"
@@ -85,11 +94,22 @@ def test_password_grant_token_carries_user_groups(dev_idp: ManagedProcess, valid
         ({"claims": {"exp": None}}, "missing_claim", "'exp'"),
         ({"header": {"typ": "id_token+jwt"}}, "bad_type", "not a JWT access token"),
     ],
-    ids=["expired", "not-yet-valid", "wrong-issuer", "wrong-audience", "unknown-kid", "alg-none",
-         "hs256-public-key", "iat-future", "no-exp", "bad-typ"],
+    ids=[
+        "expired",
+        "not-yet-valid",
+        "wrong-issuer",
+        "wrong-audience",
+        "unknown-kid",
+        "alg-none",
+        "hs256-public-key",
+        "iat-future",
+        "no-exp",
+        "bad-typ",
+    ],
 )
-def test_negative_token_cases(validator: TokenValidator, mint: Callable[..., str], spec: dict[str, Any],
-                              reason: str, message_part: str) -> None:
+def test_negative_token_cases(
+    validator: TokenValidator, mint: Callable[..., str], spec: dict[str, Any], reason: str, message_part: str
+) -> None:
     error = refused(validator, mint(**spec))
     assert error.reason == reason
     assert message_part in str(error)
@@ -118,14 +138,18 @@ def test_audience_list_and_string_groups(validator: TokenValidator, mint: Callab
     assert principal.groups == ("solo",)
 
 
-def test_groups_from_a_nested_claim_of_a_keycloak_shaped_issuer(http: Callable[..., Any],
-                                                                basic_auth: Callable[..., Any]) -> None:
+def test_groups_from_a_nested_claim_of_a_keycloak_shaped_issuer(
+    http: Callable[..., Any], basic_auth: Callable[..., Any]
+) -> None:
     clients = {"svc": {"secret": "svc-secret-0d9e", "groups": ["ops", "readers"]}}
     with start_dev_idp({}, clients, groups_claim="realm_access.roles", issuer_path="/realms/demo") as idp:
         issuer = str(idp.extra["issuer"])
         assert issuer.endswith("/realms/demo")
-        status, answer = http(str(idp.extra["token_endpoint"]), form={"grant_type": "client_credentials"},
-                              headers=basic_auth("svc", "svc-secret-0d9e"))
+        status, answer = http(
+            str(idp.extra["token_endpoint"]),
+            form={"grant_type": "client_credentials"},
+            headers=basic_auth("svc", "svc-secret-0d9e"),
+        )
         assert status == 200, answer
         payload = answer["access_token"].split(".")[1]
         raw_claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

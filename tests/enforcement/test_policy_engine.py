@@ -26,7 +26,12 @@ class Who:
 
 # The policy from DESIGN.md "Configuration at a glance", plus a deny and a subject rule.
 DESIGN_RULES = [
-    {"name": "payments-writers", "groups": ["payments-svc"], "topics": ["payments.*"], "allow": ["produce", "describe"]},
+    {
+        "name": "payments-writers",
+        "groups": ["payments-svc"],
+        "topics": ["payments.*"],
+        "allow": ["produce", "describe"],
+    },
     {
         "name": "analysts-read-masked",
         "groups": ["analysts"],
@@ -43,8 +48,19 @@ DESIGN_RULES = [
         "consumer_groups": ["*"],
         "approval": {"reviewers": ["security-oncall"], "grant_ttl": "1h", "hold": "20s"},
     },
-    {"name": "no-secrets", "groups": ["analysts", "payments-svc"], "topics": ["payments.secrets"], "deny": ["consume", "produce"]},
-    {"name": "erin-audit", "subjects": ["erin"], "topics": ["audit"], "allow": ["consume"], "consumer_groups": ["erin-?"]},
+    {
+        "name": "no-secrets",
+        "groups": ["analysts", "payments-svc"],
+        "topics": ["payments.secrets"],
+        "deny": ["consume", "produce"],
+    },
+    {
+        "name": "erin-audit",
+        "subjects": ["erin"],
+        "topics": ["audit"],
+        "allow": ["consume"],
+        "consumer_groups": ["erin-?"],
+    },
 ]
 
 
@@ -147,7 +163,15 @@ def test_approval_required_only_when_no_plain_allow_matches(policy: Policy) -> N
     assert not policy.decide(ALICE, "describe", Resource.topic("customers.pii.eu")).needs_approval
 
     with_direct = Policy.from_config(
-        [*DESIGN_RULES, {"name": "oncall-direct", "groups": ["security-oncall"], "topics": ["customers.*"], "allow": ["consume"]}]
+        [
+            *DESIGN_RULES,
+            {
+                "name": "oncall-direct",
+                "groups": ["security-oncall"],
+                "topics": ["customers.*"],
+                "allow": ["consume"],
+            },
+        ]
     )
     both = Who("sam", ("analysts", "security-oncall"))
     direct = with_direct.decide(both, "consume", Resource.topic("customers.pii.eu"))
@@ -155,11 +179,13 @@ def test_approval_required_only_when_no_plain_allow_matches(policy: Policy) -> N
 
 
 def test_masks_from_every_matching_allow_rule_are_listed() -> None:
-    policy = Policy.from_config([
-        {"name": "a", "groups": ["g1"], "topics": ["t.*"], "allow": ["consume"], "mask": "pii"},
-        {"name": "b", "groups": ["g2"], "topics": ["t.x"], "allow": ["consume"], "mask": "strict"},
-        {"name": "c", "groups": ["g3"], "topics": ["t.x"], "allow": ["consume"]},
-    ])
+    policy = Policy.from_config(
+        [
+            {"name": "a", "groups": ["g1"], "topics": ["t.*"], "allow": ["consume"], "mask": "pii"},
+            {"name": "b", "groups": ["g2"], "topics": ["t.x"], "allow": ["consume"], "mask": "strict"},
+            {"name": "c", "groups": ["g3"], "topics": ["t.x"], "allow": ["consume"]},
+        ]
+    )
     decision = policy.decide(Who("u", ("g3", "g2", "g1")), "consume", Resource.topic("t.x"))
     assert decision.allowed and decision.rule == "a"
     assert decision.masks == ("pii", "strict")
@@ -167,11 +193,19 @@ def test_masks_from_every_matching_allow_rule_are_listed() -> None:
 
 
 def test_implications_follow_kafka() -> None:
-    policy = Policy.from_config([
-        {"name": "w", "groups": ["w"], "topics": ["t"], "allow": ["produce"], "transactional_ids": ["tx-*"]},
-        {"name": "cfg", "groups": ["ops"], "topics": ["*"], "allow": ["alter_configs"]},
-        {"name": "cl", "groups": ["ops"], "subjects": [], "allow": ["cluster_alter"]},
-    ])
+    policy = Policy.from_config(
+        [
+            {
+                "name": "w",
+                "groups": ["w"],
+                "topics": ["t"],
+                "allow": ["produce"],
+                "transactional_ids": ["tx-*"],
+            },
+            {"name": "cfg", "groups": ["ops"], "topics": ["*"], "allow": ["alter_configs"]},
+            {"name": "cl", "groups": ["ops"], "subjects": [], "allow": ["cluster_alter"]},
+        ]
+    )
     writer, ops = Who("w1", ("w",)), Who("o1", ("ops",))
     assert policy.decide(writer, "describe", Resource.topic("t")).allowed
     assert not policy.decide(writer, "consume", Resource.topic("t")).allowed
@@ -186,15 +220,26 @@ def test_implications_follow_kafka() -> None:
 
 
 def test_action_that_does_not_fit_the_resource_kind_is_denied() -> None:
-    policy = Policy.from_config([{"name": "all", "groups": ["*"], "topics": ["*"], "consumer_groups": ["*"],
-                                  "allow": sorted(ACTIONS - {"transactional_id"})}])
+    policy = Policy.from_config(
+        [
+            {
+                "name": "all",
+                "groups": ["*"],
+                "topics": ["*"],
+                "consumer_groups": ["*"],
+                "allow": sorted(ACTIONS - {"transactional_id"}),
+            }
+        ]
+    )
     decision = policy.decide(Who("x"), "produce", Resource.group("g"))
     assert not decision.allowed and "does not apply" in decision.reason
     assert not policy.decide(Who("x"), "launch_missiles", Resource.topic("t")).allowed
 
 
 def test_star_group_means_any_authenticated_principal() -> None:
-    policy = Policy.from_config([{"name": "public-read", "groups": ["*"], "topics": ["public.*"], "allow": ["consume"]}])
+    policy = Policy.from_config(
+        [{"name": "public-read", "groups": ["*"], "topics": ["public.*"], "allow": ["consume"]}]
+    )
     assert policy.decide(Who("anyone"), "consume", Resource.topic("public.news")).allowed
     assert not policy.decide(Who("anyone"), "consume", Resource.topic("private")).allowed
 
@@ -228,7 +273,10 @@ def test_explain_lists_every_rule_and_the_decision(policy: Policy) -> None:
     assert len(rule_lines) == len(DESIGN_RULES)
     by_rule = {line.split("'")[1]: line for line in rule_lines}
     assert "no match - principal is in none of groups [payments-svc]" in by_rule["payments-writers"]
-    assert "ALLOW - matched group 'analysts'; topic 'payments.eu' matches 'payments.*'" in by_rule["analysts-read-masked"]
+    assert (
+        "ALLOW - matched group 'analysts'; topic 'payments.eu' matches 'payments.*'"
+        in by_rule["analysts-read-masked"]
+    )
     assert "mask 'pii'" in by_rule["analysts-read-masked"]
     assert "matches none of topics [customers.pii.*]" in by_rule["customer-pii-needs-approval"]
     assert "matches none of topics [payments.secrets]" in by_rule["no-secrets"]
@@ -250,24 +298,47 @@ def test_explain_deny_and_default(policy: Policy) -> None:
 @pytest.mark.parametrize(
     ("rules", "message"),
     [
-        ([{"name": "x", "groups": ["g"], "topics": ["t"], "allow": ["read"]}], "policy.rules[0] ('x').allow: unknown action 'read'"),
+        (
+            [{"name": "x", "groups": ["g"], "topics": ["t"], "allow": ["read"]}],
+            "policy.rules[0] ('x').allow: unknown action 'read'",
+        ),
         ([{"name": "x", "topics": ["t"], "allow": ["consume"]}], "needs `groups` and/or `subjects`"),
         ([{"name": "x", "groups": ["g"], "topics": ["t"]}], "needs `allow` or `deny`"),
         ([{"name": "x", "groups": ["g"], "allow": ["produce"]}], "'produce' applies to nothing"),
-        ([{"name": "x", "groups": ["g"], "topics": ["t"], "deny": ["consume"], "mask": "pii"}], "mask only makes sense"),
+        (
+            [{"name": "x", "groups": ["g"], "topics": ["t"], "deny": ["consume"], "mask": "pii"}],
+            "mask only makes sense",
+        ),
         ([{"name": "x", "groups": ["team-*"], "topics": ["t"], "allow": ["consume"]}], "only exact names"),
         (
-            [{"name": "x", "groups": ["g"], "topics": ["t"], "allow": ["consume"]},
-             {"name": "x", "groups": ["h"], "topics": ["t"], "allow": ["consume"]}],
+            [
+                {"name": "x", "groups": ["g"], "topics": ["t"], "allow": ["consume"]},
+                {"name": "x", "groups": ["h"], "topics": ["t"], "allow": ["consume"]},
+            ],
             "duplicate rule name 'x'",
         ),
         (
-            [{"name": "x", "groups": ["g"], "topics": ["t"], "allow": ["consume"],
-              "approval": {"reviewers": ["sec"], "grant_ttl": "soon"}}],
+            [
+                {
+                    "name": "x",
+                    "groups": ["g"],
+                    "topics": ["t"],
+                    "allow": ["consume"],
+                    "approval": {"reviewers": ["sec"], "grant_ttl": "soon"},
+                }
+            ],
             "policy.rules[0] ('x').approval.grant_ttl: not a duration",
         ),
         (
-            [{"name": "x", "groups": ["g"], "topics": ["t"], "allow": ["consume"], "approval": {"reviewers": []}}],
+            [
+                {
+                    "name": "x",
+                    "groups": ["g"],
+                    "topics": ["t"],
+                    "allow": ["consume"],
+                    "approval": {"reviewers": []},
+                }
+            ],
             "approval.reviewers",
         ),
     ],
@@ -280,14 +351,26 @@ def test_invalid_rules_are_refused_with_their_path(rules: list[dict[str, object]
 
 def test_unknown_keys_are_errors_with_the_key_path() -> None:
     with pytest.raises(PolicyError) as info:
-        parse_rules([{"name": "ok", "groups": ["g"], "topics": ["t"], "allow": ["consume"]},
-                     {"name": "typo", "group": ["g"], "topics": ["t"], "allow": ["consume"]}])
+        parse_rules(
+            [
+                {"name": "ok", "groups": ["g"], "topics": ["t"], "allow": ["consume"]},
+                {"name": "typo", "group": ["g"], "topics": ["t"], "allow": ["consume"]},
+            ]
+        )
     assert "policy.rules[1]" in str(info.value) and "group" in str(info.value)
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("20s", 20.0), ("1h", 3600.0), ("1h30m", 5400.0), ("500ms", 0.5), ("2d", 172800.0), (45, 45.0), (" 5m ", 300.0)],
+    [
+        ("20s", 20.0),
+        ("1h", 3600.0),
+        ("1h30m", 5400.0),
+        ("500ms", 0.5),
+        ("2d", 172800.0),
+        (45, 45.0),
+        (" 5m ", 300.0),
+    ],
 )
 def test_parse_duration(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
@@ -315,3 +398,106 @@ def test_glob_agrees_with_a_naive_matcher(pattern: str, name: str) -> None:
         return (p[0] == "?" or p[0] == s[0]) and naive(p[1:], s[1:])
 
     assert NamePatterns([pattern]).matches(name) == naive(pattern, name)
+
+
+def test_kafka_acl_vocabulary_on_every_resource_kind() -> None:
+    """The questions gateway/protocols/kafka/authz.py asks, in Kafka's ACL terms."""
+    policy = Policy.from_config(
+        [
+            {
+                "name": "app",
+                "groups": ["app"],
+                "topics": ["orders"],
+                "consumer_groups": ["orders-*"],
+                "transactional_ids": ["orders-tx"],
+                "allow": ["produce", "consume", "describe_configs"],
+            },
+            {"name": "admin", "groups": ["admin"], "allow": ["cluster_alter"]},
+            {"name": "group-cfg", "groups": ["admin"], "consumer_groups": ["*"], "allow": ["alter_configs"]},
+        ]
+    )
+    app, admin = Who("a", ("app",)), Who("root", ("admin",))
+    cases = [
+        (app, "consume", Resource.group("orders-1"), True),  # READ on the group
+        (app, "consume", Resource.group("billing"), False),
+        (app, "produce", Resource.transactional_id("orders-tx"), True),  # WRITE on the transactional id
+        (app, "produce", Resource.transactional_id("other-tx"), False),
+        (app, "describe_configs", Resource.topic("orders"), True),
+        (
+            app,
+            "describe_configs",
+            Resource.group("orders-1"),
+            False,
+        ),  # the rule's configs action is for topics
+        # A topic rule never reaches broker-wide rights, whatever the action is called.
+        (app, "describe", Resource.cluster(), False),
+        (app, "describe_configs", Resource.cluster(), False),
+        (app, "alter", Resource.cluster(), False),
+        (admin, "describe", Resource.cluster(), True),  # cluster_alter implies cluster describe
+        (admin, "alter", Resource.cluster(), True),
+        (admin, "alter_configs", Resource.cluster(), True),
+        (admin, "describe_configs", Resource.group("g"), True),  # alter_configs implies describe_configs
+        (admin, "consume", Resource.topic("orders"), False),
+    ]
+    for who, action, resource, allowed in cases:
+        decision = policy.decide(who, action, resource)
+        assert decision.allowed is allowed, (who.sub, action, resource, decision.reason)
+        assert "does not apply" not in decision.reason
+
+
+def test_requestable_pairs_cover_the_kafka_guard_vocabulary() -> None:
+    from gateway.enforcement.policy import REQUESTABLE
+
+    kafka_acl = {
+        "produce",
+        "consume",
+        "describe",
+        "create",
+        "delete",
+        "alter",
+        "describe_configs",
+        "alter_configs",
+    }
+    assert {("topic", a) for a in kafka_acl} <= REQUESTABLE
+    assert {
+        ("group", "consume"),
+        ("group", "describe"),
+        ("group", "delete"),
+        ("group", "describe_configs"),
+        ("group", "alter_configs"),
+    } <= REQUESTABLE
+    assert {("transactional_id", "produce"), ("transactional_id", "describe")} <= REQUESTABLE
+    assert {
+        ("cluster", "describe"),
+        ("cluster", "alter"),
+        ("cluster", "describe_configs"),
+        ("cluster", "alter_configs"),
+    } <= REQUESTABLE
+    assert ("group", "produce") not in REQUESTABLE
+
+
+def test_deny_in_kafka_terms() -> None:
+    policy = Policy.from_config(
+        [
+            {
+                "name": "app",
+                "groups": ["app"],
+                "topics": ["*"],
+                "consumer_groups": ["*"],
+                "transactional_ids": ["*"],
+                "allow": ["produce", "consume"],
+            },
+            {
+                "name": "no-legacy",
+                "groups": ["app"],
+                "consumer_groups": ["legacy-*"],
+                "transactional_ids": ["legacy-*"],
+                "deny": ["consume", "produce"],
+            },
+        ]
+    )
+    app = Who("a", ("app",))
+    assert policy.decide(app, "consume", Resource.group("new")).allowed
+    assert policy.decide(app, "consume", Resource.group("legacy-1")).rule == "no-legacy"
+    assert not policy.decide(app, "produce", Resource.transactional_id("legacy-tx")).allowed
+    assert policy.decide(app, "produce", Resource.transactional_id("tx")).allowed

@@ -47,7 +47,13 @@ class Key:
             size = (pub.curve.key_size + 7) // 8
             crv = {256: "P-256", 384: "P-384", 521: "P-521"}[pub.curve.key_size]
             nums = pub.public_numbers()
-            return {"kty": "EC", "kid": self.kid, "crv": crv, "x": uint(nums.x, size), "y": uint(nums.y, size)}
+            return {
+                "kty": "EC",
+                "kid": self.kid,
+                "crv": crv,
+                "x": uint(nums.x, size),
+                "y": uint(nums.y, size),
+            }
         raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         crv = "Ed25519" if isinstance(pub, ed25519.Ed25519PublicKey) else "Ed448"
         return {"kty": "OKP", "kid": self.kid, "crv": crv, "x": enc(raw)}
@@ -57,7 +63,9 @@ class Key:
         if self.alg.startswith("RS"):
             return self.private.sign(data, padding.PKCS1v15(), digest())
         if self.alg.startswith("PS"):
-            return self.private.sign(data, padding.PSS(padding.MGF1(digest()), digest().digest_size), digest())
+            return self.private.sign(
+                data, padding.PSS(padding.MGF1(digest()), digest().digest_size), digest()
+            )
         if self.alg.startswith("ES"):
             r, s = decode_dss_signature(self.private.sign(data, ec.ECDSA(digest())))
             size = (self.private.curve.key_size + 7) // 8
@@ -92,8 +100,15 @@ def rsa_key() -> Key:
 
 
 def claims(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": NOW - 10, "exp": NOW + 300,
-                            "groups": ["analysts"], "email": "alice@example.com"}
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "alice",
+        "iat": NOW - 10,
+        "exp": NOW + 300,
+        "groups": ["analysts"],
+        "email": "alice@example.com",
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -113,7 +128,9 @@ def refused(v: TokenValidator, token: str) -> TokenError:
     return info.value
 
 
-@pytest.mark.parametrize("alg", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"])
+@pytest.mark.parametrize(
+    "alg", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+)
 def test_every_supported_algorithm_verifies(alg: str) -> None:
     key = make_key(alg)
     v = validator(key, algorithms=[alg])
@@ -192,8 +209,9 @@ def test_audience_list_containing_ours_is_accepted(rsa_key: Key) -> None:
         ("realm_access.roles", {"realm_access": "flat"}, ()),
     ],
 )
-def test_groups_from_a_configurable_claim_path(rsa_key: Key, path: str, token_claims: dict[str, Any],
-                                               groups: tuple[str, ...]) -> None:
+def test_groups_from_a_configurable_claim_path(
+    rsa_key: Key, path: str, token_claims: dict[str, Any], groups: tuple[str, ...]
+) -> None:
     v = validator(rsa_key, groups_claim=path)
     assert v.validate(rsa_key.token({**claims(groups=None), **token_claims})).groups == groups
 
@@ -277,8 +295,18 @@ def test_tampered_payload_fails_signature(rsa_key: Key) -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b", "a.b.c.d.e", "!!!.e30.", "e30.e30.x=", "W10.e30.", "e30.W10.", "bm90IGpzb24.e30.",
-     "e30." + "A" * 20000 + ".x"],
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d.e",
+        "!!!.e30.",
+        "e30.e30.x=",
+        "W10.e30.",
+        "e30.W10.",
+        "bm90IGpzb24.e30.",
+        "e30." + "A" * 20000 + ".x",
+    ],
 )
 def test_malformed_tokens(rsa_key: Key, token: str) -> None:
     assert refused(validator(rsa_key), token).reason == "malformed"
@@ -289,22 +317,29 @@ def test_typ_and_crit_headers(rsa_key: Key) -> None:
     assert v.validate(rsa_key.token(claims(), header={"typ": "at+jwt"})).sub == "alice"
     assert v.validate(rsa_key.token(claims(), header={"typ": "application/jwt"})).sub == "alice"
     assert refused(v, rsa_key.token(claims(), header={"typ": "JWE"})).reason == "bad_type"
-    assert refused(v, rsa_key.token(claims(), header={"crit": ["exp"], "exp": 1})).reason == "unsupported_crit"
+    assert (
+        refused(v, rsa_key.token(claims(), header={"crit": ["exp"], "exp": 1})).reason == "unsupported_crit"
+    )
 
 
 def test_jwks_entries_that_cannot_be_used_are_skipped_not_fatal(rsa_key: Key) -> None:
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     weak_jwk = Key("RS256", "weak", weak).jwk()
     v = TokenValidator(issuer=ISSUER, audience=AUDIENCE, now=lambda: NOW)
-    v.set_jwks({"keys": [
-        weak_jwk,
-        {"kty": "oct", "kid": "sym", "k": "c2VjcmV0"},
-        dict(rsa_key.jwk(), use="enc", kid="enc-key"),
-        {"kty": "EC", "kid": "off-curve", "crv": "P-256", "x": uint(1, 32), "y": uint(1, 32)},
-        "garbage",
-        rsa_key.jwk(),
-        dict(rsa_key.jwk()),  # duplicate kid
-    ]}, NOW)
+    v.set_jwks(
+        {
+            "keys": [
+                weak_jwk,
+                {"kty": "oct", "kid": "sym", "k": "c2VjcmV0"},
+                dict(rsa_key.jwk(), use="enc", kid="enc-key"),
+                {"kty": "EC", "kid": "off-curve", "crv": "P-256", "x": uint(1, 32), "y": uint(1, 32)},
+                "garbage",
+                rsa_key.jwk(),
+                dict(rsa_key.jwk()),  # duplicate kid
+            ]
+        },
+        NOW,
+    )
     status = v.status()
     assert status.key_ids == ("rsa-1",)
     assert len(status.skipped) == 6
@@ -318,8 +353,13 @@ def test_jwks_entries_that_cannot_be_used_are_skipped_not_fatal(rsa_key: Key) ->
 
 
 def test_refresh_schedule_and_unknown_kid_rate_limit(rsa_key: Key) -> None:
-    v = TokenValidator(issuer=ISSUER, audience=AUDIENCE, jwks_refresh_interval_s=300,
-                       unknown_kid_refetch_interval_s=30, now=lambda: NOW)
+    v = TokenValidator(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_refresh_interval_s=300,
+        unknown_kid_refetch_interval_s=30,
+        now=lambda: NOW,
+    )
     assert v.needs_refresh(NOW)  # nothing loaded yet
     error = refused(v, rsa_key.token(claims()))
     assert error.reason == "unknown_kid" and "no signing keys loaded" in str(error)

@@ -30,8 +30,9 @@ CLIENTS = {
 }
 
 
-def request(url: str, *, form: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-            body: Any = None) -> tuple[int, dict[str, str], Any]:
+def request(
+    url: str, *, form: dict[str, str] | None = None, headers: dict[str, str] | None = None, body: Any = None
+) -> tuple[int, dict[str, str], Any]:
     data = None
     all_headers = dict(headers or {})
     if form is not None:
@@ -44,7 +45,8 @@ def request(url: str, *, form: dict[str, str] | None = None, headers: dict[str, 
         with opener.open(urllib.request.Request(url, data=data, headers=all_headers), timeout=10) as response:
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+        with exc:
+            return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
 
 
 def basic(client_id: str, secret: str) -> dict[str, str]:
@@ -74,8 +76,11 @@ def test_discovery_document(idp: ManagedProcess) -> None:
 
 def test_client_credentials_basic_and_post(idp: ManagedProcess) -> None:
     endpoint = str(idp.extra["token_endpoint"])
-    status, headers, answer = request(endpoint, form={"grant_type": "client_credentials", "scope": "kafka"},
-                                      headers=basic("svc", CLIENT_SECRET))
+    status, headers, answer = request(
+        endpoint,
+        form={"grant_type": "client_credentials", "scope": "kafka"},
+        headers=basic("svc", CLIENT_SECRET),
+    )
     assert status == 200 and answer["token_type"] == "Bearer" and answer["scope"] == "kafka"
     assert headers["Cache-Control"] == "no-store"
     claims = claims_of(answer["access_token"])
@@ -86,8 +91,10 @@ def test_client_credentials_basic_and_post(idp: ManagedProcess) -> None:
     header = json.loads(base64.urlsafe_b64decode(answer["access_token"].split(".")[0] + "=="))
     assert header["alg"] == "RS256" and header["typ"] == "JWT" and header["kid"]
 
-    status, _, posted = request(endpoint, form={"grant_type": "client_credentials", "client_id": "svc",
-                                                "client_secret": CLIENT_SECRET})
+    status, _, posted = request(
+        endpoint,
+        form={"grant_type": "client_credentials", "client_id": "svc", "client_secret": CLIENT_SECRET},
+    )
     assert status == 200
     assert claims_of(posted["access_token"])["jti"] != claims["jti"]  # every token is distinct
 
@@ -99,15 +106,25 @@ def test_client_credentials_basic_and_post(idp: ManagedProcess) -> None:
         ({"grant_type": "client_credentials"}, basic("nobody", "x"), 401, "invalid_client"),
         ({"grant_type": "client_credentials"}, {}, 401, "invalid_client"),
         ({"grant_type": "client_credentials", "client_id": "public-cli"}, {}, 401, "invalid_client"),
-        ({"grant_type": "authorization_code", "code": "x"}, basic("svc", CLIENT_SECRET), 400, "unsupported_grant_type"),
+        (
+            {"grant_type": "authorization_code", "code": "x"},
+            basic("svc", CLIENT_SECRET),
+            400,
+            "unsupported_grant_type",
+        ),
         ({"grant_type": "password", "username": "alice", "password": "nope"}, {}, 400, "invalid_grant"),
         ({"grant_type": "password", "username": "mallory", "password": "x"}, {}, 400, "invalid_grant"),
-        ({"grant_type": "password", "username": "alice", "password": USER_PASSWORD, "client_id": "svc"}, {}, 401,
-         "invalid_client"),
+        (
+            {"grant_type": "password", "username": "alice", "password": USER_PASSWORD, "client_id": "svc"},
+            {},
+            401,
+            "invalid_client",
+        ),
     ],
 )
-def test_token_endpoint_errors(idp: ManagedProcess, form: dict[str, str], headers: dict[str, str], status: int,
-                               error: str) -> None:
+def test_token_endpoint_errors(
+    idp: ManagedProcess, form: dict[str, str], headers: dict[str, str], status: int, error: str
+) -> None:
     got_status, got_headers, answer = request(str(idp.extra["token_endpoint"]), form=form, headers=headers)
     assert (got_status, answer["error"]) == (status, error)
     assert answer["error_description"]
@@ -116,9 +133,15 @@ def test_token_endpoint_errors(idp: ManagedProcess, form: dict[str, str], header
 
 
 def test_password_grant(idp: ManagedProcess) -> None:
-    status, _, answer = request(str(idp.extra["token_endpoint"]),
-                                form={"grant_type": "password", "username": "alice", "password": USER_PASSWORD,
-                                      "client_id": "public-cli"})
+    status, _, answer = request(
+        str(idp.extra["token_endpoint"]),
+        form={
+            "grant_type": "password",
+            "username": "alice",
+            "password": USER_PASSWORD,
+            "client_id": "public-cli",
+        },
+    )
     assert status == 200
     claims = claims_of(answer["access_token"])
     assert claims["sub"] == "alice" and claims["email"] == "alice@example.com"
@@ -126,8 +149,11 @@ def test_password_grant(idp: ManagedProcess) -> None:
 
 
 def test_secrets_never_reach_argv_disk_or_log(idp: ManagedProcess) -> None:
-    status, _, answer = request(str(idp.extra["token_endpoint"]), form={"grant_type": "client_credentials"},
-                                headers=basic("svc", CLIENT_SECRET))
+    status, _, answer = request(
+        str(idp.extra["token_endpoint"]),
+        form={"grant_type": "client_credentials"},
+        headers=basic("svc", CLIENT_SECRET),
+    )
     assert status == 200
     argv = Path(f"/proc/{idp.proc.pid}/cmdline").read_bytes().split(b"\0")
     assert not any(CLIENT_SECRET.encode() in part or USER_PASSWORD.encode() in part for part in argv)
@@ -135,7 +161,12 @@ def test_secrets_never_reach_argv_disk_or_log(idp: ManagedProcess) -> None:
     assert not config_path.exists() and not config_path.parent.exists()  # removed once the provider was up
     log = idp.log_text()
     assert "POST /token" in log  # the log is written...
-    for secret in (CLIENT_SECRET, USER_PASSWORD, answer["access_token"], answer["access_token"].split(".")[2]):
+    for secret in (
+        CLIENT_SECRET,
+        USER_PASSWORD,
+        answer["access_token"],
+        answer["access_token"].split(".")[2],
+    ):
         assert secret not in log  # ...but holds no secret and no token
 
 
@@ -145,9 +176,15 @@ def test_test_endpoints_are_off_unless_asked_for() -> None:
         assert status == 404
         status, _, _ = request(f"{plain.extra['issuer']}/test/stats")
         assert status == 404
-        status, _, answer = request(str(plain.extra["token_endpoint"]),
-                                    form={"grant_type": "password", "username": "alice",
-                                          "password": DEMO_USERS["alice"]["password"], "client_id": "streamgate-cli"})
+        status, _, answer = request(
+            str(plain.extra["token_endpoint"]),
+            form={
+                "grant_type": "password",
+                "username": "alice",
+                "password": DEMO_USERS["alice"]["password"],
+                "client_id": "streamgate-cli",
+            },
+        )
         assert status == 200 and claims_of(answer["access_token"])["groups"] == ["analysts"]
 
 

@@ -18,8 +18,9 @@ class ScramRefused(Exception):
 class ReferenceScramServer:
     """One SCRAM login as the server sees it: ``first(client_first)`` then ``final(client_final)``."""
 
-    def __init__(self, hash_name: str, users: dict[str, str], *, salt: bytes, iterations: int,
-                 server_nonce: str) -> None:
+    def __init__(
+        self, hash_name: str, users: dict[str, str], *, salt: bytes, iterations: int, server_nonce: str
+    ) -> None:
         self.hash_name = hash_name
         self.users = users
         self.salt = salt
@@ -49,12 +50,16 @@ class ReferenceScramServer:
         fields = dict(part.split("=", 1) for part in without_proof.split(","))
         if fields.get("c") != base64.b64encode(b"n,,").decode() or fields.get("r") != self._nonce:
             raise ScramRefused("channel binding or nonce mismatch")
-        salted = hashlib.pbkdf2_hmac(self.hash_name, self.users[self.user].encode(), self.salt, self.iterations)
+        salted = hashlib.pbkdf2_hmac(
+            self.hash_name, self.users[self.user].encode(), self.salt, self.iterations
+        )
         client_key = hmac.new(salted, b"Client Key", self.hash_name).digest()
         stored_key = hashlib.new(self.hash_name, client_key).digest()
         auth_message = f"{self._auth_prefix},{without_proof}".encode()
         client_signature = hmac.new(stored_key, auth_message, self.hash_name).digest()
-        recovered_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof_b64), client_signature, strict=True))
+        recovered_key = bytes(
+            a ^ b for a, b in zip(base64.b64decode(proof_b64), client_signature, strict=True)
+        )
         if hashlib.new(self.hash_name, recovered_key).digest() != stored_key:
             raise ScramRefused("invalid-proof")
         server_key = hmac.new(salted, b"Server Key", self.hash_name).digest()

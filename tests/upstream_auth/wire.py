@@ -38,14 +38,20 @@ class WireConnection:
     def request(self, api_key: int, api_version: int, body: msgspec.Struct) -> Any:
         """Send one request and return the decoded response body; raises ConnectionError if the broker hangs up."""
         self._correlation_id += 1
-        header = codec.RequestHeader(request_api_key=api_key, request_api_version=api_version,
-                                     correlation_id=self._correlation_id, client_id=self.client_id)
-        payload = (codec.encode_request_header(header, codec.request_header_version(api_key, api_version))
-                   + codec.encode_request(api_key, api_version, body))
+        header = codec.RequestHeader(
+            request_api_key=api_key,
+            request_api_version=api_version,
+            correlation_id=self._correlation_id,
+            client_id=self.client_id,
+        )
+        payload = codec.encode_request_header(
+            header, codec.request_header_version(api_key, api_version)
+        ) + codec.encode_request(api_key, api_version, body)
         self.sock.sendall(_LENGTH.pack(len(payload)) + payload)
         frame = self._read_exact(_LENGTH.unpack(self._read_exact(4))[0])
         response_header, offset = codec.decode_response_header(
-            frame, 0, codec.response_header_version(api_key, api_version))
+            frame, 0, codec.response_header_version(api_key, api_version)
+        )
         if response_header.correlation_id != self._correlation_id:
             raise AssertionError(f"correlation id {response_header.correlation_id} != {self._correlation_id}")
         message, _ = codec.decode_response(api_key, api_version, frame, offset)

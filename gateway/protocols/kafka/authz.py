@@ -581,7 +581,7 @@ def _produce_error(request: Any, api_version: int, codes: _ErrorCodes, topic_nam
 
 
 def _fetch_error(request: Any, api_version: int, codes: _ErrorCodes, topic_name: TopicNameLookup) -> Any:
-    """Fetch: errors per partition, top-level code only for a follower fetch.
+    """Fetch: errors per partition; a top-level code only for a follower fetch or when no partition is named.
 
     Kafka reserves the top-level code for fetch-session failures; a client that sees one (the Java consumer's
     FetchSessionHandler, for one) drops the whole response and silently retries, so per-partition

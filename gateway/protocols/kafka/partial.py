@@ -11,6 +11,8 @@ Conventions:
   the original bytes; ``None`` when nothing is left to forward.
 - Denied entries answer with TOPIC_AUTHORIZATION_FAILED, or UNKNOWN_TOPIC_ID for a Fetch v13+ topic id the
   gateway cannot name (policy applies by name, so an unnamed topic is never forwarded).
+- Fetch sessions (KIP-227): a stripped Fetch is forwarded outside any session (``leave_fetch_session``), and
+  after a policy change each connection's next Fetch should be too -- see ``split_fetch``.
 - Produce with ``acks=0`` gets no response at all. Kafka closes the connection when such a request fails, so
   the client notices; the caller should do the same rather than send a merged response.
 
@@ -136,15 +138,21 @@ def split_fetch(
         return request, []
     if not allowed:
         return None, denied
-    if api_version >= _FIRST_SESSION_VERSION:
-        return _replace(
-            request,
-            topics=allowed,
-            session_id=_NO_SESSION_ID,
-            session_epoch=_SESSIONLESS_EPOCH,
-            forgotten_topics_data=[],
-        ), denied
-    return _replace(request, topics=allowed), denied
+    return leave_fetch_session(_replace(request, topics=allowed), api_version), denied
+
+
+def leave_fetch_session(request: Any, api_version: int) -> Any:
+    """The Fetch request as a sessionless full fetch (v7+; earlier versions have no sessions).
+
+    Also what a caller should forward for each connection's next Fetch after a policy reload, a grant expiry
+    or a revocation: partitions already held by the broker's fetch session are not listed in incremental
+    requests, so only leaving the session makes the client list -- and the gateway decide -- them again.
+    """
+    if api_version < _FIRST_SESSION_VERSION:
+        return request
+    return _replace(
+        request, session_id=_NO_SESSION_ID, session_epoch=_SESSIONLESS_EPOCH, forgotten_topics_data=[]
+    )
 
 
 def merge_fetch_response(response: Any, denied: list[DeniedFetchTopic], api_version: int) -> Any:

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.protocols.kafka import apis, codec, framing
+from gateway.protocols.kafka import apis, codec, framing, guard as guards
 from gateway.protocols.kafka.addresses import AddressBook, AddressError, rewrite_response
 from gateway.protocols.kafka.generated.api_versions import (
     ApiVersionsRequest,
@@ -67,7 +67,20 @@ class NodeDiscovered:
     upstream: tuple[str, int]
 
 
-Action = SendToClient | SendToUpstream | CloseSession | NodeDiscovered
+@dataclass(frozen=True, slots=True)
+class ValidateToken:
+    """Validate the bearer token of a SaslAuthenticate request; answer with `KafkaSession.token_validated`."""
+
+    request_id: int
+    credentials: Any  # sasl_server.SaslCredentials (repr hides the token)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    event: Any  # gateway.enforcement.audit.AuditEvent
+
+
+Action = SendToClient | SendToUpstream | CloseSession | NodeDiscovered | ValidateToken | AuditRecord
 
 
 # --------------------------------------------------------------------------------------------------- slots
@@ -77,10 +90,12 @@ REWRITE = 1  # response is decoded, broker addresses rewritten, re-encoded
 LOCAL = 2  # the gateway answers; `response` is set when the slot is created (or when it becomes known)
 INTERNAL = 3  # a request the gateway originated; its response is consumed, never sent to the client
 AWAIT_VERSIONS = 4  # a client ApiVersions waiting for the broker's ranges
+AWAIT_TOKEN = 5  # a SaslAuthenticate waiting for the worker to validate the token
 
 
 class _Slot:
-    __slots__ = ("correlation_id", "api_key", "api_version", "kind", "response")
+    __slots__ = ("correlation_id", "api_key", "api_version", "kind", "response", "on_response", "close_after",
+                 "credentials")
 
     def __init__(self, correlation_id: int, api_key: int, api_version: int, kind: int) -> None:
         self.correlation_id = correlation_id
@@ -88,6 +103,9 @@ class _Slot:
         self.api_version = api_version
         self.kind = kind
         self.response: Buffer | None = None
+        self.on_response: Any = None  # guard post-processing of the decoded response
+        self.close_after: str | None = None  # close the session once this response is sent
+        self.credentials: Any = None
 
 
 @dataclass
@@ -109,8 +127,13 @@ class KafkaSession:
     """One client connection's protocol state. Feed bytes in; execute the returned actions in order."""
 
     def __init__(self, addresses: AddressBook, *, max_frame_bytes: int = 104_857_600,
-                 client_label: str = "client") -> None:
+                 client_label: str = "client", guard: guards.KafkaGuard | None = None,
+                 upstream_auth: Any = None) -> None:
         self.addresses = addresses
+        self.guard = guard
+        self.upstream_auth = upstream_auth  # UpstreamSaslClient: the gateway's own broker credentials
+        self._upstream_ready = upstream_auth is None
+        self._held_for_upstream: list[tuple[_Slot | None, Buffer]] = []
         self.max_frame_bytes = max_frame_bytes
         self.client_label = client_label
         self.stats = SessionStats()
@@ -210,14 +233,24 @@ class KafkaSession:
             if not complete and end - pos < 4 + min(size, 64):
                 break  # not even the header prefix yet
             api_key, api_version, corr = framing.read_request_prefix(buf, pos + 4)
-            decision = self._route_request(buf, pos + 4, min(frame_end, end), api_key, api_version, corr,
-                                           complete, out)
-            if decision is None:  # need the whole frame
+            routed = self._route_request(buf, pos + 4, min(frame_end, end), api_key, api_version, corr,
+                                         complete, out)
+            if routed is None:  # need the whole frame
                 if not complete:
                     break
                 raise AssertionError("route_request needs a complete frame but had one")
             self.stats.requests += 1
-            if decision:  # forward unchanged
+            decision, slot = routed
+            if decision is True and not self._upstream_ready:
+                if not complete:
+                    self.stats.requests -= 1
+                    if slot is not None:
+                        self._slots.pop()
+                    break  # held frames are kept whole until the broker connection is authenticated
+                decision = bytes(memoryview(buf)[pos:frame_end])
+            if decision is True:  # forward the original bytes, batched with neighbours into one write
+                if slot is not None:
+                    self._awaiting.append(slot)
                 if not complete:
                     if first_forward >= 0:
                         out.append(SendToUpstream(memoryview(buf)[first_forward:pos]))
@@ -231,6 +264,8 @@ class KafkaSession:
                 if first_forward >= 0:
                     out.append(SendToUpstream(memoryview(buf)[first_forward:pos]))
                     first_forward = -1
+                if decision is not False:  # a replacement frame
+                    self._send_upstream(slot, decision, out)
             pos = frame_end
         if first_forward >= 0:
             whole = first_forward == 0 and pos == end
@@ -238,10 +273,22 @@ class KafkaSession:
         self._client_buf = bytes(memoryview(buf)[pos:]) if pos < end else b""
         self._flush(out)
 
+    def _send_upstream(self, slot: _Slot | None, data: Buffer, out: list[Action]) -> None:
+        """Send a whole request frame upstream now, or hold it until the broker connection is authenticated."""
+        if not self._upstream_ready:
+            self._held_for_upstream.append((slot, data))
+            return
+        if slot is not None:
+            self._awaiting.append(slot)
+        out.append(SendToUpstream(data))
+
     def _route_request(self, buf: Buffer, start: int, end: int, api_key: int, api_version: int, corr: int,
-                       complete: bool, out: list[Action]) -> bool | None:
-        """Decide one request. True: forward its bytes unchanged; False: handled (answered locally or
-        rewritten and sent); None: the whole frame is needed first."""
+                       complete: bool, out: list[Action]) -> tuple[bool | bytes, _Slot | None] | None:
+        """Decide one request: None if the whole frame is needed first; else (what to send, response slot).
+
+        What to send: True = the original bytes; False = nothing (answered locally); bytes = a replacement
+        frame. The slot (None when no response is expected) is already queued in client order.
+        """
         spec = apis.HANDLED.get(api_key)
         if spec is None:
             raise ProtocolViolation(
@@ -252,18 +299,22 @@ class KafkaSession:
             if not complete:
                 return None
             self._client_api_versions(buf, start, end, api_version, corr)
-            return False
+            return False, None
         ranges = self.advertised_versions
         lo_hi = ranges.get(api_key) if ranges is not None else (spec.min_version, spec.max_version)
         if lo_hi is None or not lo_hi[0] <= api_version <= lo_hi[1]:
             raise ProtocolViolation(
                 f"{name} v{api_version} is not supported by the gateway (advertised "
                 f"{'none' if lo_hi is None else f'{lo_hi[0]}..{lo_hi[1]}'})", "unsupported_version")
+        if self.guard is not None:
+            if not complete:
+                return None
+            return self._guarded_request(buf, start, end, api_key, api_version, corr, out)
         if api_key in (apis.SASL_HANDSHAKE, apis.SASL_AUTHENTICATE):
             if not complete:
                 return None
             self._local_sasl_refusal(api_key, api_version, corr)
-            return False
+            return False, None
         hv = codec.request_header_version(api_key, api_version)
         if api_key == apis.PRODUCE:
             try:
@@ -278,7 +329,7 @@ class KafkaSession:
             if self.client_id is None:
                 self.client_id = header.client_id
             if acks == 0:
-                return True  # the broker will not answer; no slot
+                return True, None  # the broker will not answer; no slot
         elif self.client_id is None and complete:
             try:
                 self.client_id = framing.read_request_header(buf, start, end, hv).client_id
@@ -287,8 +338,105 @@ class KafkaSession:
         kind = REWRITE if spec.rewrite_from is not None and api_version >= spec.rewrite_from else FORWARD
         slot = _Slot(corr, api_key, api_version, kind)
         self._slots.append(slot)
-        self._awaiting.append(slot)
-        return True
+        return True, slot
+
+    def _guarded_request(self, buf: Buffer, start: int, end: int, api_key: int, api_version: int, corr: int,
+                         out: list[Action]) -> tuple[bool | bytes, _Slot | None]:
+        """Identity + policy: decode the request, let the guard decide, turn its outcome into slots/actions."""
+        guard = self.guard
+        assert guard is not None
+        name = apis.api_name(api_key)
+        hv = codec.request_header_version(api_key, api_version)
+        try:
+            header = framing.read_request_header(buf, start, end, hv)
+            request, _ = codec.decode_request(api_key, api_version, buf, start + header.body_offset)
+        except (framing.NeedMoreData, framing.MalformedFrame, codec.CodecError) as exc:
+            guard.event("protocol_error", api=name, api_version=api_version, decision="denied",
+                        reason=f"undecodable {name} v{api_version} request: {exc}")
+            self._drain_events(out)
+            raise ProtocolViolation(f"malformed {name} v{api_version} request: {exc}", "malformed") from None
+        if self.client_id is None:
+            self.client_id = guard.client_id = header.client_id
+        if api_key == apis.SASL_HANDSHAKE:
+            outcome = guard.sasl_handshake(api_version, request)
+        elif api_key == apis.SASL_AUTHENTICATE:
+            outcome = guard.sasl_authenticate(api_version, request)
+        else:
+            outcome = guard.authorize(api_key, api_version, request)
+        self._drain_events(out)
+        if isinstance(outcome, guards.Refuse):
+            raise ProtocolViolation(outcome.reason, outcome.kind)
+        if isinstance(outcome, guards.Respond):
+            self._respond_locally(corr, api_key, api_version, outcome)
+            return False, None
+        if isinstance(outcome, guards.Authenticate):
+            slot = _Slot(corr, api_key, api_version, AWAIT_TOKEN)
+            slot.credentials = outcome.credentials
+            self._slots.append(slot)
+            out.append(ValidateToken(id(slot), outcome.credentials))
+            return False, None
+        spec = apis.HANDLED[api_key]
+        slot = None
+        if outcome.expects_response:
+            rewrite = spec.rewrite_from is not None and api_version >= spec.rewrite_from
+            slot = _Slot(corr, api_key, api_version, REWRITE if rewrite or outcome.on_response else FORWARD)
+            slot.on_response = outcome.on_response
+            self._slots.append(slot)
+        if outcome.replacement is None:
+            return True, slot
+        frame = framing.encode_frame([bytes(memoryview(buf)[start : start + header.body_offset]),
+                                      codec.encode_request(api_key, api_version, outcome.replacement)])
+        return frame, slot
+
+    def _respond_locally(self, corr: int, api_key: int, api_version: int, outcome: guards.Respond) -> _Slot:
+        self.stats.locally_answered += 1
+        slot = _Slot(corr, api_key, api_version, LOCAL)
+        slot.response = self._encode_response(corr, api_key, api_version, outcome.message)
+        slot.close_after = outcome.close_after
+        self._slots.append(slot)
+        return slot
+
+    def _encode_response(self, corr: int, api_key: int, api_version: int, message: Any) -> bytes:
+        body = codec.encode_response(api_key, api_version, message)
+        hv = codec.response_header_version(api_key, api_version)
+        return framing.encode_frame([framing.response_header(corr, hv), body])
+
+    def _drain_events(self, out: list[Action]) -> None:
+        guard = self.guard
+        if guard is not None and guard.events:
+            out.extend(AuditRecord(e) for e in guard.events)
+            guard.events.clear()
+
+    def token_validated(self, request_id: int, result: Any) -> list[Action]:
+        """The worker validated the token of a pending SaslAuthenticate (`result`: Principal or TokenError)."""
+        out: list[Action] = []
+        if self.closed or self.guard is None:
+            return out
+        for slot in self._slots:
+            if id(slot) == request_id and slot.kind == AWAIT_TOKEN:
+                outcome = self.guard.token_validated(slot.credentials, result)
+                slot.credentials = None
+                slot.kind = LOCAL
+                slot.response = self._encode_response(slot.correlation_id, slot.api_key, slot.api_version,
+                                                      outcome.message)
+                slot.close_after = outcome.close_after
+                break
+        self._drain_events(out)
+        self._flush(out)
+        return out
+
+    def check_expiry(self) -> list[Action]:
+        """Called periodically by the worker: close a session whose token expired without re-authentication."""
+        guard = self.guard
+        if self.closed or guard is None or not guard.expired():
+            return []
+        if any(slot.kind == AWAIT_TOKEN for slot in self._slots):
+            return []  # a re-authentication is being validated right now
+        guard.event("session_expired", decision="denied",
+                    reason="token expired without re-authentication (KIP-368)")
+        out: list[Action] = []
+        self._drain_events(out)
+        return self._close(out, "the client's token expired and it did not re-authenticate in time", "expired")
 
     # ---------------------------------------------------------------------------------- local answers
     def _client_api_versions(self, buf: Buffer, start: int, end: int, api_version: int, corr: int) -> None:
@@ -322,18 +470,13 @@ class KafkaSession:
 
     def _local_sasl_refusal(self, api_key: int, api_version: int, corr: int) -> None:
         """Passthrough mode has no identity: SASL is refused with a clear broker error."""
-        self.stats.locally_answered += 1
         resp_cls = codec.response_class(api_key)
         if api_key == apis.SASL_HANDSHAKE:
             msg = resp_cls(error_code=UNSUPPORTED_SASL_MECHANISM, mechanisms=[])
         else:
             msg = resp_cls(error_code=ILLEGAL_SASL_STATE,
                            error_message="SASL is not enabled on this gateway listener (passthrough mode)")
-        body = codec.encode_response(api_key, api_version, msg)
-        slot = _Slot(corr, api_key, api_version, LOCAL)
-        slot.response = framing.encode_frame(
-            [framing.response_header(corr, codec.response_header_version(api_key, api_version)), body])
-        self._slots.append(slot)
+        self._respond_locally(corr, api_key, api_version, guards.Respond(msg))
 
     def _internal_request(self, api_key: int, api_version: int, msg: Any) -> bytes:
         corr = self._next_internal_id
@@ -429,17 +572,32 @@ class KafkaSession:
         if slot.kind == INTERNAL:
             self._internal_response(slot, msg, out)
             return
-        try:
-            discovered = rewrite_response(slot.api_key, slot.api_version, msg, self.addresses)
-        except AddressError as exc:
-            raise ProtocolViolation(str(exc), "upstream_protocol") from None
-        for node_id, upstream in discovered:
-            out.append(NodeDiscovered(node_id, upstream))
-        body = codec.encode_response(slot.api_key, slot.api_version, msg)
-        slot.response = framing.encode_frame([framing.response_header(slot.correlation_id, hv), body])
+        spec = apis.HANDLED[slot.api_key]
+        changed = False
+        if spec.rewrite_from is not None and slot.api_version >= spec.rewrite_from:
+            try:
+                discovered = rewrite_response(slot.api_key, slot.api_version, msg, self.addresses)
+            except AddressError as exc:
+                raise ProtocolViolation(str(exc), "upstream_protocol") from None
+            for node_id, upstream in discovered:
+                out.append(NodeDiscovered(node_id, upstream))
+            changed = True
+        if slot.on_response is not None:
+            replacement, _ = slot.on_response(msg)
+            self._drain_events(out)
+            if replacement is not None:
+                msg, changed = replacement, True
+        if changed:
+            body = codec.encode_response(slot.api_key, slot.api_version, msg)
+            slot.response = framing.encode_frame([framing.response_header(slot.correlation_id, hv), body])
+        else:  # only inspected (audit): the client gets the broker's bytes
+            slot.response = _I32.pack(len(frame)) + bytes(frame)
         slot.kind = LOCAL
 
     def _internal_response(self, slot: _Slot, msg: Any, out: list[Action]) -> None:
+        if slot.api_key in (apis.SASL_HANDSHAKE, apis.SASL_AUTHENTICATE):
+            self._upstream_auth_step(slot.api_key, msg, out)
+            return
         if slot.api_key != apis.API_VERSIONS:
             return
         if msg.error_code == UNSUPPORTED_VERSION and slot.api_version > 0:
@@ -461,6 +619,26 @@ class KafkaSession:
                 waiting.kind = LOCAL
                 waiting.response = self._encode_api_versions(waiting.correlation_id, waiting.api_version, 0,
                                                              self.advertised_versions)
+        if self.upstream_auth is not None and not self._upstream_ready:
+            api_key, version, request = self.upstream_auth.first_request()
+            out.append(SendToUpstream(self._internal_request(api_key, version, request)))
+
+    def _upstream_auth_step(self, api_key: int, msg: Any, out: list[Action]) -> None:
+        """The gateway's own SASL exchange with the broker; client requests wait until it succeeds."""
+        from gateway.protocols.kafka.upstream_auth import UpstreamAuthError
+
+        try:
+            step = self.upstream_auth.on_response(api_key, msg)
+        except UpstreamAuthError as exc:
+            raise ProtocolViolation(f"the gateway could not authenticate to the broker: {exc}",
+                                    "upstream_auth") from None
+        if step is not None:
+            out.append(SendToUpstream(self._internal_request(*step)))
+            return
+        self._upstream_ready = True
+        held, self._held_for_upstream = self._held_for_upstream, []
+        for slot, data in held:
+            self._send_upstream(slot, data, out)
 
     # ------------------------------------------------------------------------------------------ helpers
     def _flush(self, out: list[Action]) -> None:
@@ -471,6 +649,9 @@ class KafkaSession:
             assert slot.response is not None
             out.append(SendToClient(slot.response))
             self.stats.responses += 1
+            if slot.close_after:
+                self._close(out, slot.close_after, "refused")
+                return
 
     def _close(self, out: list[Action], reason: str, kind: str) -> list[Action]:
         self.closed = CloseSession(reason, kind)

@@ -118,7 +118,9 @@ class ScramKeyCache:
     def __repr__(self) -> str:
         return f"<ScramKeyCache {len(self._entries)}/{self._max_entries} entries>"
 
-    def keys_for(self, mechanism: str, username: str, password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    def keys_for(
+        self, mechanism: str, username: str, password: str, salt: bytes, iterations: int
+    ) -> tuple[bytes, bytes]:
         """(ClientKey, ServerKey) for this credential and salt, derived on first use."""
         key = (mechanism, username, password, salt, iterations)
         found = self._entries.get(key)
@@ -134,7 +136,10 @@ class ScramKeyCache:
 
 def _derive_keys(hash_name: str, password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
     salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, iterations)
-    return (hmac.digest(salted, _CLIENT_KEY_LABEL, hash_name), hmac.digest(salted, _SERVER_KEY_LABEL, hash_name))
+    return (
+        hmac.digest(salted, _CLIENT_KEY_LABEL, hash_name),
+        hmac.digest(salted, _SERVER_KEY_LABEL, hash_name),
+    )
 
 
 def _saslname(username: str) -> str:
@@ -174,13 +179,17 @@ class UpstreamSaslClient:
                 f"upstream SASL mechanism {mechanism!r} is not supported; use one of {', '.join(SUPPORTED_MECHANISMS)}"
             )
         if authenticate_version not in (1, 2):
-            raise UpstreamAuthError(f"SaslAuthenticate v{authenticate_version} is not supported; use v1 or v2")
+            raise UpstreamAuthError(
+                f"SaslAuthenticate v{authenticate_version} is not supported; use v1 or v2"
+            )
         if not username:
             raise UpstreamAuthError(f"upstream SASL {mechanism}: the user name is empty")
         if not password:
             raise UpstreamAuthError(f"upstream SASL {mechanism} for user {username!r}: the password is empty")
         if mechanism == "PLAIN" and ("\x00" in username or "\x00" in password):
-            raise UpstreamAuthError(f"upstream SASL PLAIN for user {username!r}: credentials must not contain NUL")
+            raise UpstreamAuthError(
+                f"upstream SASL PLAIN for user {username!r}: credentials must not contain NUL"
+            )
         self.mechanism: Mechanism = mechanism
         self.username = username
         self.session_lifetime_ms = 0
@@ -227,7 +236,7 @@ class UpstreamSaslClient:
         except UpstreamAuthError:
             self._fail()
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - fail closed on anything, see below
             # Whatever went wrong, the caller sees one error type and no text that could carry a secret.
             error = self._error(f"internal error while reading the broker's answer ({type(exc).__name__})")
             self._fail()
@@ -245,18 +254,24 @@ class UpstreamSaslClient:
         if msg.error_code == _UNSUPPORTED_SASL_MECHANISM:
             if self.mechanism in msg.mechanisms:
                 # Seen from Tansu without --authentication: it refuses and echoes the requested mechanism.
-                raise self._error(f"the broker refused this mechanism although it lists {enabled}; "
-                                  "is SASL authentication enabled on that listener?")
+                raise self._error(
+                    f"the broker refused this mechanism although it lists {enabled}; "
+                    "is SASL authentication enabled on that listener?"
+                )
             raise self._error(f"the broker does not enable this mechanism; it enables: {enabled}")
         if msg.error_code != 0:
-            raise self._error(f"SaslHandshake failed with error code {msg.error_code}; broker mechanisms: {enabled}")
+            raise self._error(
+                f"SaslHandshake failed with error code {msg.error_code}; broker mechanisms: {enabled}"
+            )
         if self.mechanism == "PLAIN":
             self._state = _State.PLAIN_SENT
             password = self._secret()
             return self._authenticate(b"\x00" + self.username.encode() + b"\x00" + password.encode())
         self._client_nonce = self._nonce_factory()
         if not self._client_nonce or any(c == "," or not "\x21" <= c <= "\x7e" for c in self._client_nonce):
-            raise self._error("the nonce generator returned an empty value or one with characters SCRAM forbids")
+            raise self._error(
+                "the nonce generator returned an empty value or one with characters SCRAM forbids"
+            )
         self._client_first_bare = f"n={_saslname(self.username)},r={self._client_nonce}"
         self._state = _State.CLIENT_FIRST_SENT
         return self._authenticate(_GS2_HEADER + self._client_first_bare.encode())
@@ -296,7 +311,9 @@ class UpstreamSaslClient:
         hash_name = _HASHES[self.mechanism]
         password = self._secret()
         if self._key_cache is not None:
-            client_key, server_key = self._key_cache.keys_for(self.mechanism, self.username, password, salt, iterations)
+            client_key, server_key = self._key_cache.keys_for(
+                self.mechanism, self.username, password, salt, iterations
+            )
         else:
             client_key, server_key = _derive_keys(hash_name, password, salt, iterations)
         without_proof = f"c={base64.b64encode(_GS2_HEADER).decode()},r={server_nonce}"
@@ -378,7 +395,9 @@ class UpstreamSaslClient:
         return repr(text)
 
     def _error(self, reason: str) -> UpstreamAuthError:
-        return UpstreamAuthError(f"upstream SASL {self.mechanism} login as user {self.username!r} failed: {reason}")
+        return UpstreamAuthError(
+            f"upstream SASL {self.mechanism} login as user {self.username!r} failed: {reason}"
+        )
 
 
 def _describe(api_key: int, msg: object) -> str:

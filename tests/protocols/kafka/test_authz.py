@@ -1017,3 +1017,13 @@ def test_offset_delete_topic_denial_keeps_the_group_level_clear() -> None:
     assert {p.error_code for t in response.topics for p in t.partitions} == {TOPIC_AUTHORIZATION_FAILED}
     group_refused = error_response(47, 0, sample(47, 0), denying(Check("delete", "group", "g1")))
     assert group_refused.error_code == GROUP_AUTHORIZATION_FAILED
+
+
+def test_fetch_error_top_level_code_only_for_a_follower_fetch() -> None:
+    consumer = through_codec(1, 12, error_response(1, 12, sample(1, 12)))
+    assert consumer.error_code == 0
+    follower = fetch_build(12)
+    follower.replica_id = 3
+    replica = through_codec(1, 12, error_response(1, 12, wire(1, 12, follower)))
+    assert replica.error_code == CLUSTER_AUTHORIZATION_FAILED
+    assert {p.error_code for t in replica.responses for p in t.partitions} == {CLUSTER_AUTHORIZATION_FAILED}

@@ -22,6 +22,7 @@ from gateway.protocols.kafka.partial import (
     filter_list_groups_response,
     filter_metadata_response,
     filter_offset_fetch_response,
+    leave_fetch_session,
     merge_fetch_response,
     merge_produce_response,
     produce_denied_response,
@@ -275,6 +276,7 @@ def test_fetch_never_forwards_a_topic_whose_id_cannot_be_named() -> None:
     # Even a policy that allows everything cannot decide on a topic without a name.
     request = client_sends(1, 13, fetch_request(13, extra_ids=(STRANGER_ID,)))
     to_broker, denied = split_fetch(request, lambda name: True, known_ids, 13)
+    assert to_broker is not None
     assert STRANGER_ID not in {t.topic_id for t in to_broker.topics}
     assert [d.error_code for d in denied] == [UNKNOWN_TOPIC_ID]
 
@@ -284,6 +286,18 @@ def test_fetch_with_nothing_denied_keeps_the_session() -> None:
     to_broker, denied = split_fetch(request, lambda name: True, known_ids, 12)
     assert to_broker is request and denied == []
     assert (to_broker.session_id, to_broker.session_epoch) == (77, 4)
+
+
+@pytest.mark.parametrize("version", versions(apis.FETCH))
+def test_leaving_the_fetch_session_after_a_policy_change(version: int) -> None:
+    request = client_sends(1, version, fetch_request(version))
+    at_broker = forwarded(1, version, leave_fetch_session(request, version))
+    if version >= 7:
+        assert (at_broker.session_id, at_broker.session_epoch, at_broker.forgotten_topics_data) == (0, -1, [])
+    else:
+        assert at_broker == request
+    assert at_broker.topics == request.topics
+    assert (request.session_id, request.session_epoch) == ((77, 4) if version >= 7 else (0, -1))
 
 
 @pytest.mark.parametrize("version", versions(apis.FETCH))

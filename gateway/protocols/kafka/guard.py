@@ -1,0 +1,420 @@
+"""Kafka enforcement: who the client is (SASL at the gateway), what each request may do, what to record.
+
+The guard is the Kafka-specific half of enforcement. It turns Kafka requests into protocol-agnostic questions
+(`principal, action, resource`) for the policy engine, and turns the answers back into Kafka: forwarded
+requests (possibly narrowed), locally built error responses, filtered or merged responses, audit events.
+It is sans-IO like the session that owns it; token validation, which may need the network (JWKS), is handed
+to the worker as a `ValidateToken` action and its result comes back through `token_validated`.
+
+Rules this module keeps:
+- Default deny: before a successful SASL exchange only ApiVersions, SaslHandshake and SaslAuthenticate are
+  served; anything else closes the connection (as a broker does). Every advertised API has an authorization
+  decision (authz.py); a request whose decision cannot be made (undecodable) closes the connection.
+- SaslHandshake v0 (unframed tokens) is refused with a clear error; mechanisms are OAUTHBEARER and PLAIN.
+- `session_lifetime_ms` is the time to token expiry; re-authentication (KIP-368) must keep the same subject.
+  After expiry any request other than re-authentication closes the connection.
+- When the audit trail cannot take events (a `block` sink is down), requests are refused, not served unrecorded.
+- Tokens, passwords and record values never enter audit events or close reasons.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.enforcement.audit import AuditEvent, ClientInfo, Offsets
+from gateway.enforcement.audit import Principal as AuditPrincipal
+from gateway.enforcement.audit import Resource as AuditResource
+from gateway.enforcement.decisions import Decision, Resource
+from gateway.enforcement.identity import Principal, TokenError
+from gateway.native import scan_batches
+from gateway.native.records import BatchFormatError
+from gateway.protocols.kafka import apis, authz, codec, partial, sasl_server
+from gateway.protocols.kafka.generated.sasl_authenticate import SaslAuthenticateResponse
+from gateway.protocols.kafka.generated.sasl_handshake import SaslHandshakeResponse
+
+SASL_AUTHENTICATION_FAILED = 58
+UNSUPPORTED_SASL_MECHANISM = 33
+ILLEGAL_SASL_STATE = 34
+UNSUPPORTED_VERSION = 35
+AUDIT_UNAVAILABLE_REASON = "audit trail unavailable (a sink with on_failure: block is down)"
+
+
+@dataclass
+class GuardContext:
+    """Per-worker enforcement state shared by its sessions."""
+
+    policy: Any  # gateway.enforcement.policy.Policy
+    audit_available: Callable[[], bool]
+    clock: Callable[[], float]
+    worker_id: int
+    mechanisms: tuple[str, ...] = sasl_server.MECHANISMS
+
+
+# ---------------------------------------------------------------------------------------------- outcomes
+@dataclass(slots=True)
+class Respond:
+    """Answer locally with this response message (and optionally close after sending it)."""
+
+    message: Any
+    close_after: str | None = None
+
+
+@dataclass(slots=True)
+class Forward:
+    """Forward the request: `replacement` (a re-encoded body) or, when None, the original bytes.
+
+    `on_response` post-processes the decoded response (returns a replacement message or None to keep the
+    original bytes) and yields audit events; None means the response is passed through untouched.
+    """
+
+    replacement: Any = None
+    on_response: Callable[[Any], tuple[Any | None, list[AuditEvent]]] | None = None
+    expects_response: bool = True
+
+
+@dataclass(slots=True)
+class Authenticate:
+    """Validate this token (in the worker) before answering SaslAuthenticate."""
+
+    credentials: sasl_server.SaslCredentials
+
+
+@dataclass(slots=True)
+class Refuse:
+    """Close the connection; `reason` is logged and audited."""
+
+    reason: str
+    kind: str
+
+
+Outcome = Respond | Forward | Authenticate | Refuse
+
+
+@dataclass
+class GuardStats:
+    denied: int = 0
+    records_in: int = 0
+    records_out: int = 0
+
+
+@dataclass
+class KafkaGuard:
+    ctx: GuardContext
+    topic_name: Callable[[uuid.UUID], str | None]
+    client_address: str
+    connection_id: str
+    principal: Principal | None = None
+    mechanism: str | None = None
+    client_id: str | None = None
+    username: str | None = None
+    stats: GuardStats = field(default_factory=GuardStats)
+    events: list[AuditEvent] = field(default_factory=list)  # drained by the session after every call
+    _auth_version: int = 0
+
+    # ------------------------------------------------------------------------------------------ audit
+    def _principal_for_audit(self) -> AuditPrincipal | None:
+        p = self.principal
+        return AuditPrincipal(sub=p.sub, email=p.email, groups=p.groups) if p else None
+
+    def event(self, kind: str, *, api: str | None = None, api_version: int | None = None,
+              decision: str | None = None, rule: str | None = None, reason: str | None = None,
+              topic: str | None = None, partition: int | None = None, resource_kind: str | None = None,
+              offsets: Offsets | None = None, record_count: int | None = None, size: int | None = None,
+              details: dict[str, Any] | None = None) -> None:
+        resource = None
+        if topic is not None or partition is not None or resource_kind is not None:
+            resource = AuditResource(topic=topic, partition=partition, kind=resource_kind)
+        self.events.append(AuditEvent(
+            kind=kind, principal=self._principal_for_audit(),
+            client=ClientInfo(address=self.client_address, client_id=self.client_id),
+            connection_id=self.connection_id, worker=self.ctx.worker_id, protocol="kafka", api=api,
+            api_version=api_version, resource=resource, offsets=offsets, record_count=record_count, bytes=size,
+            decision=decision, rule=rule, reason=reason, details=details))
+
+    # ------------------------------------------------------------------------------------------- SASL
+    def sasl_handshake(self, version: int, request: Any) -> Outcome:
+        mechanisms = list(self.ctx.mechanisms)
+        if version == 0:
+            reason = ("SaslHandshake v0 (unframed SASL tokens) is not supported; use a client that sends "
+                      "SaslAuthenticate (Kafka 1.0+ clients do)")
+            self.event("auth", api="SaslHandshake", api_version=0, decision="denied", reason=reason)
+            return Respond(SaslHandshakeResponse(error_code=UNSUPPORTED_VERSION, mechanisms=mechanisms),
+                           close_after=reason)
+        if request.mechanism not in mechanisms:
+            reason = f"SASL mechanism {request.mechanism!r} is not enabled (enabled: {', '.join(mechanisms)})"
+            self.event("auth", api="SaslHandshake", api_version=version, decision="denied", reason=reason)
+            return Respond(SaslHandshakeResponse(error_code=UNSUPPORTED_SASL_MECHANISM, mechanisms=mechanisms),
+                           close_after=reason)
+        self.mechanism = request.mechanism
+        return Respond(SaslHandshakeResponse(error_code=0, mechanisms=mechanisms))
+
+    def sasl_authenticate(self, version: int, request: Any) -> Outcome:
+        self._auth_version = version
+        if self.mechanism is None:
+            return self._auth_failed("SaslAuthenticate without a preceding SaslHandshake", ILLEGAL_SASL_STATE)
+        try:
+            credentials = sasl_server.parse_client_message(self.mechanism, bytes(request.auth_bytes))
+        except sasl_server.SaslFormatError as exc:
+            return self._auth_failed(f"malformed {self.mechanism} message: {exc}")
+        self.mechanism = None  # a new exchange needs a new handshake (KIP-368)
+        return Authenticate(credentials)
+
+    def token_validated(self, credentials: sasl_server.SaslCredentials, result: Principal | TokenError) -> Respond:
+        """The worker's answer to `Authenticate`: build the SaslAuthenticate response."""
+        if isinstance(result, TokenError):
+            return self._auth_failed(f"token rejected: {result}", token_reason=result.reason)
+        now = self.ctx.clock()
+        previous = self.principal
+        if previous is not None and previous.sub != result.sub:
+            return self._auth_failed(
+                f"re-authentication as a different subject ({result.sub!r}, was {previous.sub!r}) is not allowed")
+        self.principal = result
+        self.username = credentials.username
+        lifetime_ms = max(int((result.expires_at - now) * 1000), 1)
+        self.event("auth", api="SaslAuthenticate", api_version=self._auth_version, decision="allowed",
+                   reason="re-authenticated" if previous else "authenticated",
+                   details={"mechanism": credentials.mechanism, "session_lifetime_ms": lifetime_ms,
+                            **({"username": credentials.username} if credentials.username else {})})
+        return Respond(SaslAuthenticateResponse(error_code=0, auth_bytes=b"", session_lifetime_ms=lifetime_ms))
+
+    def _auth_failed(self, reason: str, code: int = SASL_AUTHENTICATION_FAILED,
+                     token_reason: str | None = None) -> Respond:
+        self.event("auth", api="SaslAuthenticate", api_version=self._auth_version, decision="denied",
+                   reason=reason, details={"token_error": token_reason} if token_reason else None)
+        message = f"Authentication failed: {reason}"
+        return Respond(SaslAuthenticateResponse(error_code=code, error_message=message, auth_bytes=b""),
+                       close_after=message)
+
+    def expired(self) -> bool:
+        return self.principal is not None and self.ctx.clock() >= self.principal.expires_at
+
+    # --------------------------------------------------------------------------------------- requests
+    def authorize(self, api_key: int, version: int, request: Any) -> Outcome:
+        """Decide one decoded request of an authenticated client."""
+        name = apis.api_name(api_key)
+        if self.principal is None:
+            reason = f"{name} request before SASL authentication"
+            self.event("decision", api=name, api_version=version, decision="denied", reason=reason)
+            return Refuse(reason, "unauthenticated")
+        if self.expired():
+            reason = "the client's token expired and the connection did not re-authenticate (KIP-368)"
+            self.event("session_expired", api=name, api_version=version, decision="denied", reason=reason)
+            return Refuse(reason, "expired")
+        if not self.ctx.audit_available():
+            self.stats.denied += 1
+            return Respond(authz.error_response(api_key, version, request, topic_name=self.topic_name,
+                                                message=AUDIT_UNAVAILABLE_REASON))
+        checks = authz.required_checks(api_key, version, request, self.topic_name)
+        decisions = {c: self._decide(c) for c in checks}
+        if api_key == apis.PRODUCE:
+            return self._produce(version, request, decisions)
+        if api_key == apis.FETCH:
+            return self._fetch(version, request, decisions)
+        if api_key == apis.METADATA:
+            return self._metadata(version, request, decisions)
+        denied = [(c, d) for c, d in decisions.items() if not d.allowed]
+        if denied:
+            self.stats.denied += 1
+            for c, d in denied:
+                self.event("decision", api=name, api_version=version, decision="denied", rule=d.rule,
+                           reason=d.reason, topic=c.name if c.kind == "topic" else None, resource_kind=c.kind,
+                           details=None if c.kind == "topic" else {"resource": c.name, "action": c.action})
+            return Respond(authz.error_response(api_key, version, request, topic_name=self.topic_name))
+        rules = sorted({d.rule for d in decisions.values() if d.rule})
+        self.event("decision", api=name, api_version=version, decision="allowed",
+                   rule=",".join(rules) or None,
+                   details={"resources": [f"{c.kind}:{c.name}" for c in checks]} if checks else None)
+        if api_key == 16:  # ListGroups: only the groups the principal may describe
+            return Forward(on_response=lambda r: (partial.filter_list_groups_response(
+                r, lambda g: self._allowed("describe", "group", g)), []))
+        if api_key == 9:  # OffsetFetch: all-topics answers list every committed topic; filter them
+            return Forward(on_response=lambda r: (partial.filter_offset_fetch_response(
+                r, lambda t: self._allowed("describe", "topic", t)), []))
+        return Forward()
+
+    def _decide(self, check: authz.Check) -> Decision:
+        return self.ctx.policy.decide(self.principal, check.action, Resource(check.kind, check.name))
+
+    def _allowed(self, action: str, kind: str, name: str) -> bool:
+        return self.ctx.policy.decide(self.principal, action, Resource(kind, name)).allowed  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------------------------------------- produce
+    def _produce(self, version: int, request: Any, decisions: dict[authz.Check, Decision]) -> Outcome:
+        txn = [d for c, d in decisions.items() if c.kind == "transactional_id" and not d.allowed]
+        if txn:
+            self.stats.denied += 1
+            self.event("decision", api="Produce", api_version=version, decision="denied", rule=txn[0].rule,
+                       reason=txn[0].reason, resource_kind="transactional_id")
+            if request.acks == 0:
+                return Refuse("acks=0 Produce denied (transactional id not authorized)", "denied")
+            return Respond(partial.produce_denied_response(request, version))
+        topic_decision = {c.name: d for c, d in decisions.items() if c.kind == "topic"}
+        forward, denied = partial.split_produce(request, lambda t: topic_decision[t].allowed)
+        sizes: dict[tuple[str, int], tuple[int, int, int]] = {}  # (topic, partition) -> (records, bytes, delta)
+        for topic in request.topic_data:
+            d = topic_decision[topic.name]
+            for part in topic.partition_data:
+                count, last_delta = _batch_counts(part.records)
+                size = len(part.records or b"")
+                if not d.allowed:
+                    self.stats.denied += 1
+                    self.event("decision", api="Produce", api_version=version, decision="denied", rule=d.rule,
+                               reason=d.reason, topic=topic.name, partition=part.index, record_count=count,
+                               size=size)
+                else:
+                    sizes[(topic.name, part.index)] = (count, size, last_delta)
+        if forward is None:  # everything denied
+            if request.acks == 0:
+                return Refuse("acks=0 Produce denied by policy", "denied")
+            return Respond(partial.produce_denied_response(request, version))
+        if request.acks == 0:  # no response will come: record what was forwarded now
+            for (topic_name, index), (count, size, _) in sizes.items():
+                self.stats.records_in += count
+                self.event("decision", api="Produce", api_version=version, decision="allowed",
+                           rule=topic_decision[topic_name].rule, topic=topic_name, partition=index,
+                           record_count=count, size=size, details={"acks": 0})
+            return Forward(replacement=forward if denied else None, expects_response=False)
+
+        def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
+            for t in response.responses:
+                for p in t.partition_responses:
+                    key = (t.name, p.index)
+                    if key not in sizes:
+                        continue
+                    count, size, last_delta = sizes[key]
+                    offsets = Offsets(first=p.base_offset, last=p.base_offset + last_delta) \
+                        if p.error_code == 0 and p.base_offset >= 0 and count else None
+                    if p.error_code == 0:
+                        self.stats.records_in += count
+                    self.event("decision", api="Produce", api_version=version,
+                               decision="allowed" if p.error_code == 0 else "error",
+                               rule=topic_decision[t.name].rule, topic=t.name, partition=p.index,
+                               offsets=offsets, record_count=count, size=size,
+                               reason=None if p.error_code == 0 else f"broker error code {p.error_code}")
+            merged = partial.merge_produce_response(response, denied, version) if denied else None
+            return merged, []
+
+        return Forward(replacement=forward if denied else None, on_response=on_response)
+
+    # ------------------------------------------------------------------------------------------ fetch
+    def _fetch(self, version: int, request: Any, decisions: dict[authz.Check, Decision]) -> Outcome:
+        topic_decision = {c.name: d for c, d in decisions.items() if c.kind == "topic"}
+        cluster_denied = [d for c, d in decisions.items() if c.kind == "cluster" and not d.allowed]
+        if cluster_denied:
+            self.stats.denied += 1
+            self.event("decision", api="Fetch", api_version=version, decision="denied",
+                       rule=cluster_denied[0].rule, reason="follower fetch requires alter on the cluster")
+            return Respond(authz.error_response(1, version, request, topic_name=self.topic_name))
+
+        def allowed_topic(name: str) -> bool:
+            d = topic_decision.get(name)
+            return d is not None and d.allowed
+
+        forward, denied = partial.split_fetch(request, allowed_topic, self.topic_name, version)
+        for entry in denied:
+            d = topic_decision.get(entry.name) if entry.name else None
+            self.stats.denied += 1
+            self.event("decision", api="Fetch", api_version=version, decision="denied",
+                       rule=d.rule if d else None,
+                       reason=d.reason if d else "unknown topic id (not seen in this gateway's metadata)",
+                       topic=entry.name)
+        if forward is None:
+            return Respond(partial.fetch_denied_response(request, denied, version))
+        fetch_offsets: dict[tuple[str, int], int] = {}
+        for t in forward.topics:
+            name = t.topic if version < 13 else (self.topic_name(t.topic_id) or "")
+            for p in t.partitions:
+                fetch_offsets[(name, p.partition)] = p.fetch_offset
+
+        def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
+            for t in response.responses:
+                name = t.topic if version < 13 else (self.topic_name(t.topic_id) or str(t.topic_id))
+                d = topic_decision.get(name)
+                for p in t.partitions:
+                    records = p.records or b""
+                    if p.error_code != 0:
+                        self.event("decision", api="Fetch", api_version=version, decision="error",
+                                   rule=d.rule if d else None, topic=name, partition=p.partition_index,
+                                   reason=f"broker error code {p.error_code}")
+                        continue
+                    span = _delivered_span(records, fetch_offsets.get((name, p.partition_index), 0))
+                    if span is None:
+                        continue  # nothing delivered: no event for empty long-poll answers
+                    first, last, count = span
+                    self.stats.records_out += count
+                    self.event("decision", api="Fetch", api_version=version, decision="allowed",
+                               rule=d.rule if d else None, topic=name, partition=p.partition_index,
+                               offsets=Offsets(first=first, last=last), record_count=count, size=len(records))
+            merged = partial.merge_fetch_response(response, denied, version) if denied else None
+            return merged, []
+
+        return Forward(replacement=forward if denied else None, on_response=on_response)
+
+    # --------------------------------------------------------------------------------------- metadata
+    def _metadata(self, version: int, request: Any, decisions: dict[authz.Check, Decision]) -> Outcome:
+        create_denied = [c for c, d in decisions.items() if c.action == "create" and not d.allowed]
+        replacement = None
+        if create_denied and request.allow_auto_topic_creation:
+            if version < 4:  # auto-creation cannot be switched off before v4: ask without creating
+                requested = partial.requested_metadata_topics(request, version) or frozenset()
+                self.event("decision", api="Metadata", api_version=version, decision="denied",
+                           reason="auto topic creation not allowed; Metadata < v4 always auto-creates",
+                           details={"topics": sorted(requested)})
+                return Respond(authz.error_response(3, version, request, topic_name=self.topic_name))
+            replacement = partial.disable_auto_create(request)
+        requested = partial.requested_metadata_topics(request, version)
+        self.event("decision", api="Metadata", api_version=version, decision="allowed",
+                   details={"topics": sorted(requested) if requested is not None else "all",
+                            **({"auto_create_disabled": True} if replacement is not None else {})})
+
+        def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
+            return partial.filter_metadata_response(
+                response, lambda t: self._allowed("describe", "topic", t), requested), []
+
+        return Forward(replacement=replacement, on_response=on_response)
+
+
+def _batch_counts(records: bytes | None) -> tuple[int, int]:
+    """(record count, last offset delta relative to the first batch) of a produce request's record blob."""
+    if not records:
+        return 0, -1
+    try:
+        headers, _partial_at = scan_batches(records)
+    except BatchFormatError:
+        return 0, -1
+    if not headers:
+        return 0, -1
+    count = sum(h.record_count for h in headers)
+    return count, (headers[-1].base_offset + headers[-1].last_offset_delta) - headers[0].base_offset
+
+
+def _delivered_span(records: bytes, fetch_offset: int) -> tuple[int, int, int] | None:
+    """(first, last, count) of the records a consumer receives from a fetched blob, from batch headers only.
+
+    Batches may start before the fetch offset (compressed batches are returned whole); the client skips
+    those records, so they are not counted as delivered. A trailing partial batch is not delivered either.
+    """
+    if not records:
+        return None
+    try:
+        headers, _partial_at = scan_batches(records)
+    except BatchFormatError:
+        return None
+    first = last = None
+    count = 0
+    for h in headers:
+        if h.is_control:
+            continue
+        batch_last = h.base_offset + h.last_offset_delta
+        if batch_last < fetch_offset:
+            continue
+        start = max(h.base_offset, fetch_offset)
+        first = start if first is None else first
+        last = batch_last
+        count += h.record_count if h.base_offset >= fetch_offset else batch_last - start + 1
+    if first is None or last is None:
+        return None
+    return first, last, count
