@@ -12,7 +12,6 @@ Every key is documented in docs/configuration.md.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +21,10 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from gateway.audit.config import AuditConfig
+from gateway.netaddr import is_loopback_host, parse_host_port
+from gateway.enforcement.policy import Policy, PolicyError, PolicyRule
+
 
 class ConfigError(ValueError):
     """A configuration problem; `str()` is a list of `key.path: problem` lines, free of secret values."""
@@ -29,27 +32,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-def parse_host_port(value: str, *, default_host: str | None = None) -> tuple[str, int]:
-    """Split "host:port" (or "[v6]:port"); raise ValueError with the expected form otherwise."""
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]\s]+):(\d{1,5})", value or "")
-    if m is None:
-        raise ValueError(f'expected "host:port", got "{value}"')
-    host = m.group(1) or m.group(3)
-    port = int(m.group(2) or m.group(4))
-    if not 0 < port < 65536:
-        raise ValueError(f'port must be 1-65535, got "{value}"')
-    return host, port
-
-
-def is_loopback_host(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_host_port(field: str, value: str) -> None:
@@ -159,23 +141,77 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError("drain_timeout: must be >= 0")
 
 
+class OidcConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Where tokens come from and how they are checked (see docs/identity.md)."""
+
+    issuer: str
+    audience: str | list[str]
+    groups_claim: str = "groups"  # dotted path, e.g. realm_access.roles
+    email_claim: str = "email"
+    subject_claim: str = "sub"
+    algorithms: list[str] = msgspec.field(
+        default_factory=lambda: ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"])
+    clock_skew: float = 30.0  # seconds of tolerance on exp / nbf / iat
+    jwks_refresh_interval: float = 300.0  # seconds between scheduled JWKS refreshes
+    unknown_kid_refetch_interval: float = 30.0  # at most one JWKS refetch per this many seconds for an unknown kid
+    ca_file: str | None = None  # CA bundle for an https issuer (default: system trust store)
+
+    def __post_init__(self) -> None:
+        if not self.issuer.startswith(("http://", "https://")):
+            raise ValueError(f'issuer: expected an http(s) URL, got "{self.issuer}"')
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ValueError(f"ca_file: file not found: {self.ca_file}")
+        bad = sorted({a for a in self.algorithms if a.upper().startswith("HS") or a.lower() == "none"})
+        if bad:
+            raise ValueError(f"algorithms: {', '.join(bad)} can never be accepted for OIDC tokens")
+
+
+class IdentityConfig(msgspec.Struct, forbid_unknown_fields=True):
+    oidc: OidcConfig
+    mechanisms: list[Literal["OAUTHBEARER", "PLAIN"]] = msgspec.field(
+        default_factory=lambda: ["OAUTHBEARER", "PLAIN"])
+
+    def __post_init__(self) -> None:
+        if not self.mechanisms:
+            raise ValueError("mechanisms: at least one SASL mechanism must be enabled")
+
+
+class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True):
+    rules: list[PolicyRule] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        try:
+            Policy(self.rules)
+        except PolicyError as exc:
+            text = str(exc)
+            if text.startswith("policy."):  # already a full key path
+                raise ValueError(text.removeprefix("policy.")) from None
+            raise ValueError(f"rules: {text}") from None
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     kafka: KafkaConfig = msgspec.field(default_factory=KafkaConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    identity: IdentityConfig | None = None
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     # Passthrough: no identity, no policy. Refused unless every listener is on a loopback address;
     # exists for local testing and for measuring the proxy's own overhead.
     passthrough: bool = False
 
     def __post_init__(self) -> None:
-        if not self.passthrough:
+        if self.passthrough:
+            if self.identity is not None or self.policy.rules:
+                raise ValueError("passthrough: cannot be combined with identity or policy rules")
+            if not is_loopback_host(self.kafka.listen_host):
+                raise ValueError(
+                    f"passthrough: only allowed when every listener is on a loopback address "
+                    f"(kafka.listen is {self.kafka.listen})"
+                )
+        elif self.identity is None:
             raise ValueError(
-                "passthrough: identity and policy are not configured, so the only runnable mode is "
-                "`passthrough: true` (loopback listeners only)"
-            )
-        if self.passthrough and not is_loopback_host(self.kafka.listen_host):
-            raise ValueError(
-                f"passthrough: only allowed when every listener is on a loopback address "
-                f"(kafka.listen is {self.kafka.listen})"
+                "identity: required (clients authenticate with OIDC tokens); for local testing without identity "
+                "set `passthrough: true` on a loopback listener"
             )
 
     @property

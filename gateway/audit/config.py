@@ -16,7 +16,7 @@ from typing import Literal
 
 import msgspec
 
-from gateway.config import parse_host_port
+from gateway.netaddr import parse_host_port
 
 MIB = 1024 * 1024
 

@@ -28,7 +28,7 @@ from typing import Unpack
 import msgspec
 
 from gateway.audit.sinks import AuditSink, SinkOptions, SinkUnavailable, describe_error
-from gateway.config import parse_host_port
+from gateway.netaddr import parse_host_port
 
 log = logging.getLogger("streamgate.audit")
 

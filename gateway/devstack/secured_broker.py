@@ -162,8 +162,9 @@ def start_secured_tansu(
 @dataclass(frozen=True)
 class _User:
     mechanism: str
-    password: bytes = b""  # PLAIN users only
-    scram_auth_info: tuple[bytes, bytes, bytes, int] | None = None  # salt, stored key, server key, iterations
+    password: bytes = field(default=b"", repr=False)  # PLAIN users only
+    # salt, stored key, server key, iterations (SCRAM users only)
+    scram_auth_info: tuple[bytes, bytes, bytes, int] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

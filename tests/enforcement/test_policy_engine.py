@@ -423,12 +423,9 @@ def test_kafka_acl_vocabulary_on_every_resource_kind() -> None:
         (app, "produce", Resource.transactional_id("orders-tx"), True),  # WRITE on the transactional id
         (app, "produce", Resource.transactional_id("other-tx"), False),
         (app, "describe_configs", Resource.topic("orders"), True),
-        (
-            app,
-            "describe_configs",
-            Resource.group("orders-1"),
-            False,
-        ),  # the rule's configs action is for topics
+        # A rule's actions apply to every kind it lists patterns for: it lists consumer_groups, so group configs too.
+        (app, "describe_configs", Resource.group("orders-1"), True),
+        (app, "describe_configs", Resource.group("billing"), False),
         # A topic rule never reaches broker-wide rights, whatever the action is called.
         (app, "describe", Resource.cluster(), False),
         (app, "describe_configs", Resource.cluster(), False),
