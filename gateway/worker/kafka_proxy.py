@@ -11,16 +11,22 @@ import asyncio
 import itertools
 import logging
 import ssl
+import time
 from collections.abc import Callable
 from typing import Any
 
+from gateway.enforcement.audit import AuditEvent, ClientInfo, SessionTotals
+from gateway.enforcement.audit import Principal as AuditPrincipal
 from gateway.protocols.kafka.addresses import AddressBook
+from gateway.protocols.kafka.guard import GuardContext, KafkaGuard
 from gateway.protocols.kafka.session import (
+    AuditRecord,
     CloseSession,
     KafkaSession,
     NodeDiscovered,
     SendToClient,
     SendToUpstream,
+    ValidateToken,
 )
 
 log = logging.getLogger("streamgate.kafka")
@@ -32,8 +38,14 @@ class ProxyRuntime:
 
     def __init__(self, *, book: AddressBook, bootstrap: tuple[str, int], upstream_ssl: ssl.SSLContext | None,
                  upstream_server_name: str | None, connect_timeout: float, max_frame_bytes: int,
-                 worker_id: int, on_node: Callable[[int, tuple[str, int]], None]) -> None:
+                 worker_id: int, on_node: Callable[[int, tuple[str, int]], None],
+                 guard_ctx: GuardContext | None = None, identity: Any = None, audit: Any = None,
+                 upstream_sasl: Any = None) -> None:
         self.book = book
+        self.guard_ctx = guard_ctx  # None: passthrough (no identity, no policy)
+        self.identity = identity  # worker.identity_service.IdentityService
+        self.audit = audit  # audit.dispatcher.AuditDispatcher
+        self.upstream_sasl = upstream_sasl  # config.UpstreamSasl: the gateway's own broker credentials
         self.bootstrap = bootstrap
         self.upstream_ssl = upstream_ssl
         self.upstream_server_name = upstream_server_name
@@ -80,16 +92,30 @@ class ClientConnection(asyncio.Protocol):
         self.upstream: asyncio.Transport | None = None
         self.pending_upstream: list[Any] = []
         self.session: KafkaSession | None = None
+        self.guard: KafkaGuard | None = None
         self.closing = False
         self.peer = "?"
+        self.opened_at = time.monotonic()
 
     # ------------------------------------------------------------------------------------------ client
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.client_transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.session = KafkaSession(self.runtime.book, max_frame_bytes=self.runtime.max_frame_bytes,
-                                    client_label=f"{self.peer} (conn {self.id})")
+        rt = self.runtime
+        if rt.guard_ctx is not None:
+            self.guard = KafkaGuard(rt.guard_ctx, rt.book.topic_names.get, self.peer,
+                                    f"w{rt.worker_id}-c{self.id}")
+        upstream_auth = None
+        if rt.upstream_sasl is not None:
+            from gateway.protocols.kafka.upstream_auth import UpstreamSaslClient
+
+            cred = rt.upstream_sasl
+            upstream_auth = UpstreamSaslClient(cred.mechanism, cred.username, cred.password)
+        self.session = KafkaSession(rt.book, max_frame_bytes=rt.max_frame_bytes,
+                                    client_label=f"{self.peer} (conn {self.id})", guard=self.guard,
+                                    upstream_auth=upstream_auth)
+        self._audit_session("session_open")
         self.runtime.connections.add(self)
         self._execute(self.session.start())  # queued ahead of any client bytes
         target = self.target()
@@ -159,6 +185,15 @@ class ClientConnection(asyncio.Protocol):
                     self.upstream.write(action.data)
             elif isinstance(action, SendToClient):
                 self.client_transport.write(action.data)
+            elif isinstance(action, AuditRecord):
+                audit = self.runtime.audit
+                if audit is not None:  # refusals are recorded even while a blocking sink is down
+                    if action.event.decision == "allowed":
+                        audit.emit(action.event)
+                    else:
+                        audit.record(action.event)
+            elif isinstance(action, ValidateToken):
+                asyncio.get_running_loop().create_task(self._validate(action))
             elif isinstance(action, NodeDiscovered):
                 self.runtime.on_node(action.node_id, action.upstream)
             elif isinstance(action, CloseSession):
@@ -167,10 +202,43 @@ class ClientConnection(asyncio.Protocol):
         if self.runtime.draining and self.session is not None and self.session.in_flight == 0:
             self.close("gateway is draining", level=logging.DEBUG)
 
+    async def _validate(self, action: ValidateToken) -> None:
+        identity = self.runtime.identity
+        result = await identity.validate(action.credentials.token)
+        if not self.closing and self.session is not None:
+            self._execute(self.session.token_validated(action.request_id, result))
+
+    def check_expiry(self) -> None:
+        if self.session is not None and not self.closing:
+            self._execute(self.session.check_expiry())
+
+    def _audit_session(self, kind: str, reason: str | None = None, close_kind: str | None = None) -> None:
+        audit = self.runtime.audit
+        if audit is None:
+            return
+        principal = self.guard.principal if self.guard else None
+        totals = None
+        if kind == "session_close" and self.session is not None:
+            st = self.session.stats
+            gs = self.guard.stats if self.guard else None
+            totals = SessionTotals(requests=st.requests, bytes_in=st.bytes_from_client,
+                                   bytes_out=st.bytes_from_upstream,
+                                   records_in=gs.records_in if gs else 0, records_out=gs.records_out if gs else 0,
+                                   duration_ms=int((time.monotonic() - self.opened_at) * 1000),
+                                   denied=gs.denied if gs else 0)
+        audit.record(AuditEvent(
+            kind=kind, protocol="kafka", worker=self.runtime.worker_id, connection_id=f"w{self.runtime.worker_id}-c{self.id}",
+            principal=AuditPrincipal(sub=principal.sub, email=principal.email, groups=principal.groups)
+            if principal else None,
+            client=ClientInfo(address=self.peer, client_id=self.session.client_id if self.session else None),
+            reason=reason, totals=totals, details={"listener": self.listener, **({"close": close_kind}
+                                                                              if close_kind else {})}))
+
     def close(self, reason: str | None, level: int = logging.INFO, kind: str | None = None) -> None:
         if self.closing:
             return
         self.closing = True
+        self._audit_session("session_close", reason, kind)
         if reason:
             log.log(level, "closing connection %d from %s: %s", self.id, self.peer, reason,
                     extra={"conn": self.id, "client": self.peer, "close_kind": kind or "info",

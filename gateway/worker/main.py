@@ -35,6 +35,10 @@ from gateway.supervisor.control import (
     ControlReader,
     encode_message,
 )
+from gateway.audit.dispatcher import AuditDispatcher
+from gateway.enforcement.policy import Policy
+from gateway.protocols.kafka.guard import GuardContext
+from gateway.worker.identity_service import IdentityService
 from gateway.worker.kafka_proxy import ClientConnection, ProxyRuntime
 
 log = logging.getLogger("streamgate.worker")
@@ -80,14 +84,30 @@ class Worker:
     def _make_runtime(self, config: Config) -> ProxyRuntime:
         k = config.kafka
         book = AddressBook(k.effective_advertised_host, k.node_port_base)
+        guard_ctx = identity = audit = None
+        if not config.passthrough:
+            assert config.identity is not None
+            audit = AuditDispatcher.from_config(config.audit, self.ctx.worker_id)
+            identity = IdentityService(config.identity.oidc)
+            guard_ctx = GuardContext(policy=Policy(config.policy.rules), audit_available=audit.available,
+                                     clock=time.time, worker_id=self.ctx.worker_id,
+                                     mechanisms=tuple(config.identity.mechanisms))
         return ProxyRuntime(
             book=book, bootstrap=parse_host_port(k.upstream.bootstrap), upstream_ssl=upstream_ssl_context(config),
             upstream_server_name=k.upstream.tls.server_name if k.upstream.tls else None,
             connect_timeout=k.upstream.connect_timeout, max_frame_bytes=k.max_frame_bytes,
-            worker_id=self.ctx.worker_id, on_node=self._ensure_node_listener)
+            worker_id=self.ctx.worker_id, on_node=self._ensure_node_listener, guard_ctx=guard_ctx,
+            identity=identity, audit=audit, upstream_sasl=k.upstream.sasl)
 
     # ------------------------------------------------------------------------------------------ start
     async def start(self) -> None:
+        rt = self.runtime
+        if rt.audit is not None:
+            await rt.audit.start()
+        if rt.identity is not None:
+            await rt.identity.refresh()  # failure is logged; the periodic task keeps trying
+            rt.identity.start()
+            self.loop.call_later(1.0, self._sweep_expired)
         sock = self.ctx.listeners["kafka"]
         server = await self.loop.create_server(
             lambda: ClientConnection(self.runtime, lambda: self.runtime.bootstrap, "bootstrap"),
@@ -115,6 +135,14 @@ class Worker:
             except (OSError, EOFError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
                 log.warning("broker node discovery from %s:%d failed: %s", *self.runtime.bootstrap, exc)
             await asyncio.sleep(60)
+
+    def _sweep_expired(self) -> None:
+        """Close connections whose token expired without re-authentication (checked every second)."""
+        if self.done.is_set():
+            return
+        for conn in list(self.runtime.connections):
+            conn.check_expiry()
+        self.loop.call_later(1.0, self._sweep_expired)
 
     def _ensure_node_listener(self, node_id: int, upstream: tuple[str, int]) -> None:
         """Bind node_port_base + node_id in this worker (if not yet) so the rewritten address answers."""
@@ -191,18 +219,28 @@ class Worker:
                 log.error("reload rejected in worker, keeping the previous config: %s", exc)
                 return
             old_kafka = self.config.kafka
+            old_identity, old_audit = self.config.identity, self.config.audit
             if (new.kafka.listen, new.kafka.node_port_base, new.kafka.advertised_host, new.kafka.tls) != (
                     old_kafka.listen, old_kafka.node_port_base, old_kafka.advertised_host, old_kafka.tls):
                 log.warning("kafka.listen, node_port_base, advertised_host and tls changes need a restart; "
                             "the other changes apply now")
             self.config = new
-            fresh = self._make_runtime(new)
             rt = self.runtime  # updated in place: live connections keep their sessions, new ones see this
-            rt.bootstrap = fresh.bootstrap
-            rt.upstream_ssl = fresh.upstream_ssl
-            rt.upstream_server_name = fresh.upstream_server_name
-            rt.connect_timeout = fresh.connect_timeout
-            rt.max_frame_bytes = fresh.max_frame_bytes
+            k = new.kafka
+            rt.bootstrap = parse_host_port(k.upstream.bootstrap)
+            rt.upstream_ssl = upstream_ssl_context(new)
+            rt.upstream_server_name = k.upstream.tls.server_name if k.upstream.tls else None
+            rt.connect_timeout = k.upstream.connect_timeout
+            rt.max_frame_bytes = k.max_frame_bytes
+            rt.upstream_sasl = k.upstream.sasl
+            if rt.guard_ctx is not None and new.identity is not None:
+                # policy changes apply to live connections too, at their next request (revocation works)
+                rt.guard_ctx.policy = Policy(new.policy.rules)
+                rt.guard_ctx.mechanisms = tuple(new.identity.mechanisms)
+            elif (rt.guard_ctx is None) != new.passthrough:
+                log.warning("switching between passthrough and identity mode needs a restart")
+            if new.identity != old_identity or new.audit != old_audit:
+                log.warning("identity and audit changes need a restart; the other changes apply now")
             log.info("configuration reloaded; new connections use it")
         elif message["type"] == DRAIN:
             self.begin_drain(float(message.get("timeout", self.config.server.drain_timeout)))
@@ -232,6 +270,10 @@ class Worker:
             await asyncio.sleep(0.02)
         for conn in list(self.runtime.connections):
             conn.close("drain timeout reached with requests in flight", level=logging.WARNING)
+        if self.runtime.identity is not None:
+            self.runtime.identity.stop()
+        if self.runtime.audit is not None:
+            await self.runtime.audit.aclose()
         self.done.set()
 
 

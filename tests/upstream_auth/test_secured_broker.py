@@ -78,7 +78,7 @@ def test_confluent_kafka_is_refused_with_wrong_credentials(
     }
     admin = AdminClient(config)
     with pytest.raises(KafkaException):
-        admin.list_topics(timeout=3)
+        admin.list_topics(timeout=1.5)
     error = wait_for_error(admin, errors, KafkaError._AUTHENTICATION)
     assert "Authentication failed" in error.str()
 
