@@ -138,6 +138,7 @@ typedef struct {
     size_t nrr, rcur, reach;
     int rewrite;
     int check_secret_keys; /* the record has a secret-naming key (or an escape that may hide one) */
+    int can_drop;          /* the operator or a field rule drops elements: track element ranges */
     size_t *rec_first, reccap; /* per record: first index into rm (counting sort by record) */
     int error; /* 0, ENOMEM, or a Hyperscan error code (negative) */
 } mask_engine;
@@ -339,11 +340,16 @@ static int mask_emit_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *
                                const mask_run_info *ri) {
     static const size_t card_w[4] = {19, 23, 17, 16}, nanp_w[6] = {12, 12, 12, 13, 14, 14};
     size_t space_dash = ri->space + ri->dash;
-    if (E->emu_card_run >= 0 && ri->digits >= 13) /* [0-9]{13,}: every end 13+ digits into a digit run */
+    /* [0-9]{13,}: every end 13+ digits into a digit run. Its extractor takes the whole digit run and keeps
+     * it only when it passes the card validator, so runs that fail it are not reported at all (in tests,
+     * exhaustive mode reports them, to compare with Hyperscan). */
+    if (E->emu_card_run >= 0 && ri->digits >= 13)
         for (size_t a = rs; a < re;) {
             size_t z = a;
             while (z < re && MASK_IS_DIGIT(b[z])) z++;
-            if (z - a >= 13 && mask_push_match(v, E->emu_card_run, a + 13, z)) return -1;
+            if (z - a >= 13 && (E->emu_exhaustive || mask_card_ok(b + a, z - a)) &&
+                mask_push_match(v, E->emu_card_run, a + 13, z))
+                return -1;
             a = z > a ? z : a + 1;
         }
     if (space_dash >= 2) {
@@ -435,29 +441,26 @@ static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *
     if (E->emu_digits || E->emu_iban_any) {
         size_t i = 0;
         while (i < n) {
-            size_t d = mask_next_digit(b, n, i), rs, re;
+            size_t d = mask_next_digit(b, n, i), rs, re, cnt[X_CODES] = {0};
             mask_run_info ri;
+            uint8_t code;
             if (d >= n) break;
-            memset(&ri, 0, sizeof ri);
             rs = d;
             re = d;
-            while (rs > i && IS(b[rs - 1], CL_X)) rs--;
-            for (size_t k = rs; k < d; k++) {
-                ri.space += b[k] == ' ';
-                ri.dash += b[k] == '-';
-                ri.dot += b[k] == '.';
-                ri.lparen += b[k] == '(';
-                ri.rparen += b[k] == ')';
+            while (rs > i && (code = mask_xcode[b[rs - 1]]) != X_NONE) {
+                cnt[code]++;
+                rs--;
             }
-            while (re < n && IS(b[re], CL_X)) {
-                uint8_t c = b[re++];
-                if (MASK_IS_DIGIT(c)) { ri.digits++; continue; }
-                ri.space += c == ' ';
-                ri.dash += c == '-';
-                ri.dot += c == '.';
-                ri.lparen += c == '(';
-                ri.rparen += c == ')';
+            while (re < n && (code = mask_xcode[b[re]]) != X_NONE) {
+                cnt[code]++;
+                re++;
             }
+            ri.digits = cnt[X_DIGIT];
+            ri.space = cnt[X_SPACE];
+            ri.dash = cnt[X_DASH];
+            ri.dot = cnt[X_DOT];
+            ri.lparen = cnt[X_LPAREN];
+            ri.rparen = cnt[X_RPAREN];
             if (E->emu_iban_any && rs == d && rs >= 2 && b[rs - 1] >= 'A' && b[rs - 1] <= 'Z' && b[rs - 2] >= 'A' &&
                 b[rs - 2] <= 'Z')
                 for (int k = 0; k < 2; k++) {
@@ -493,7 +496,7 @@ static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *
     return 0;
 }
 
-/* Record which pattern ids the structure pass stands in for (after E->pats is filled). */
+/* Derive what the structure pass stands in for, and other flags, once E->pats, op and rules are set. */
 static void mask_engine_prepare(mask_engine *E) {
     E->emu_card_run = E->emu_trunk = E->emu_ipv4 = E->emu_ipv6g = -1;
     for (int k = 0; k < 4; k++) E->emu_card_group[k] = -1;
@@ -524,6 +527,8 @@ static void mask_engine_prepare(mask_engine *E) {
     for (int k = 0; k < 2; k++) E->emu_digits |= E->emu_ssn[k] >= 0;
     for (int k = 0; k < 6; k++) E->emu_digits |= E->emu_nanp[k] >= 0;
     E->emu_iban_any = E->emu_iban[0] >= 0 || E->emu_iban[1] >= 0;
+    E->can_drop = E->op == OP_DROP;
+    for (int r = 0; r < E->nrules; r++) E->can_drop |= E->rules[r].op == OP_DROP;
 }
 
 /* ---------------------------------------------------------------------------------- findings */
@@ -679,7 +684,7 @@ static int mask_add_edit(mask_engine *E, size_t s, size_t e, const void *rep, si
 /* Replace [s, e) with a JSON string of E->tmp. */
 static int mask_add_quoted_edit(mask_engine *E, size_t s, size_t e) {
     size_t off;
-    if (mask_buf_reserve(E, &E->reps, E->tmp.n * 6 + 2)) return -1;
+    if (mask_buf_reserve(E, &E->reps, E->tmp.n * 6 + 18)) return -1;
     off = E->reps.n;
     E->reps.n += mask_json_quote(E->tmp.p, E->tmp.n, E->reps.p + off);
     if (mask_grow((void **)&E->edits, &E->editcap, E->nedits + 1, sizeof *E->edits)) {
@@ -888,16 +893,18 @@ static int mask_walk(mask_engine *E, int32_t ni, int depth, const uint8_t *mk, s
                 rc = mask_walk(E, value, depth + 1, NULL, 0, 0);
             }
             if (rc < 0) return -1;
-            end = E->jp.nodes[value].end;
-            if (mask_grow((void **)&E->elems, &E->elemcap, E->nelems + 1, sizeof *E->elems)) {
-                E->error = ENOMEM;
-                return -1;
+            if (E->can_drop) {
+                end = E->jp.nodes[value].end;
+                if (mask_grow((void **)&E->elems, &E->elemcap, E->nelems + 1, sizeof *E->elems)) {
+                    E->error = ENOMEM;
+                    return -1;
+                }
+                E->elems[E->nelems].start = start;
+                E->elems[E->nelems].end = end;
+                E->elems[E->nelems].dropped = rc;
+                E->nelems++;
+                any |= rc;
             }
-            E->elems[E->nelems].start = start;
-            E->elems[E->nelems].end = end;
-            E->elems[E->nelems].dropped = rc;
-            E->nelems++;
-            any |= rc;
             index++;
             c = E->jp.nodes[value].next;
         }
@@ -1022,14 +1029,24 @@ static int mask_batch(mask_engine *E, const uint8_t *buf, size_t buflen, const s
             }
             E->nrm = total;
         }
+        size_t hint = 0;
         for (k = 0; k < E->raw.n; k++) {
             const mask_match *m = &E->raw.p[k];
             size_t lo = 0, hi = nrec;
-            while (lo < hi) { /* first record whose end (offs+lens) >= to_first */
-                size_t mid = lo + (hi - lo) / 2;
-                if (offs[mid] + lens[mid] < m->to_first) lo = mid + 1;
-                else hi = mid;
+            /* first record whose end (offs+lens) >= to_first; matches mostly come in order, so try the
+             * record of the previous match and its successor before searching */
+            if (hint < nrec && offs[hint] < m->to_first && offs[hint] + lens[hint] >= m->to_first) {
+                lo = hint;
+            } else if (hint + 1 < nrec && offs[hint + 1] < m->to_first && offs[hint + 1] + lens[hint + 1] >= m->to_first) {
+                lo = hint + 1;
+            } else {
+                while (lo < hi) {
+                    size_t mid = lo + (hi - lo) / 2;
+                    if (offs[mid] + lens[mid] < m->to_first) lo = mid + 1;
+                    else hi = mid;
+                }
             }
+            hint = lo;
             for (i = lo; i < nrec && offs[i] < m->to_last; i++) {
                 size_t rs = offs[i], re = offs[i] + lens[i], tf, tl;
                 if (isnull[i]) continue;

@@ -58,7 +58,7 @@ static int32_t mask_jnew(mask_jparser *P, int kind, size_t start) {
 }
 
 static size_t mask_skip_ws(const uint8_t *b, size_t n, size_t i) {
-    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
+    while (i < n && b[i] <= ' ' && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
     return i;
 }
 
@@ -322,13 +322,37 @@ static size_t mask_json_decode(const uint8_t *raw, size_t n, uint8_t *out) {
     return o;
 }
 
-/* Write `"` + text with quotes, backslashes and control characters escaped + `"`; out needs 6n+2. */
+/* Write `"` + text with quotes, backslashes and control characters escaped + `"`; out needs 6n+18
+ * (the fast path stores 16 bytes at a time). */
 static size_t mask_json_quote(const uint8_t *t, size_t n, uint8_t *out) {
     static const char hexd[] = "0123456789abcdef";
-    size_t o = 0;
+    size_t o = 0, i = 0;
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+#endif
     out[o++] = '"';
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = t[i];
+    for (; i < n; i++) {
+        uint8_t c;
+#if defined(__SSE2__)
+        /* Copy 16 bytes at a time while none needs escaping (bytes >= 0x80 count as "maybe", they are
+         * then copied one by one below). */
+        while (i + 16 <= n) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(t + i));
+            int m = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                                   _mm_cmplt_epi8(x, space)));
+            _mm_storeu_si128((__m128i *)(void *)(out + o), x);
+            if (m) {
+                size_t k = (size_t)__builtin_ctz((unsigned)m);
+                o += k;
+                i += k;
+                break;
+            }
+            o += 16;
+            i += 16;
+        }
+        if (i >= n) break;
+#endif
+        c = t[i];
         if (c >= 0x20 && c != '"' && c != '\\') {
             out[o++] = c;
             continue;

@@ -37,6 +37,9 @@ enum {
     CL_UPALNUM = 1u << 14, CL_X = 1u << 15 /* digit-shape alphabet [0-9 ().-] */, CL_HEXCOLON = 1u << 16
 };
 static uint32_t mask_cc[256];
+/* Digit-shape alphabet as small codes for the structure pass: 0 = not in [0-9 ().-]. */
+enum { X_NONE = 0, X_DIGIT, X_SPACE, X_DASH, X_DOT, X_LPAREN, X_RPAREN, X_CODES };
+static uint8_t mask_xcode[256];
 
 static void mask_cc_add(const char *chars, uint32_t bit) {
     for (; *chars; chars++) mask_cc[(uint8_t)*chars] |= bit;
@@ -61,6 +64,13 @@ static void mask_init_tables(void) {
     mask_cc_add("\t\r\n", CL_SPACE);
     mask_cc_add("/+=~", CL_VALUE);
     mask_cc_add("0123456789 ().-", CL_X);
+    memset(mask_xcode, X_NONE, sizeof mask_xcode);
+    for (int c = '0'; c <= '9'; c++) mask_xcode[c] = X_DIGIT;
+    mask_xcode[' '] = X_SPACE;
+    mask_xcode['-'] = X_DASH;
+    mask_xcode['.'] = X_DOT;
+    mask_xcode['('] = X_LPAREN;
+    mask_xcode[')'] = X_RPAREN;
     mask_cc_add("0123456789ABCDEFabcdef:", CL_HEXCOLON);
 }
 

@@ -112,6 +112,11 @@ cdef extern from "mask_engine.h" nogil:
     const char *const mask_secret_keywords[]
     const char *const mask_secret_prefixes[]
     const char *const mask_ssn_samples[]
+    const char *const mask_card_shapes[4]
+    const char *const mask_ssn_shapes[2]
+    const char *const mask_nanp_shapes[6]
+    const char *const mask_iban_shapes[2]
+    int TRIGGER_FIELD_KEY, TRIGGER_SECRET_KEY, TRIGGER_BACKSLASH
     int K_CARD_RUN, K_CARD_GROUP, K_SSN, K_IBAN_CONTIG, K_IBAN_GROUPED, K_EMAIL, K_PHONE_INTL, K_PHONE_NANP
     int K_PHONE_TRUNK, K_IPV4, K_IPV6, K_AWS, K_PEM, K_JWT, K_SECRET_PREFIX, K_SECRET_ASSIGN
     int K_CUSTOM_REGEX, K_CUSTOM_DICT, K_TRIGGER
@@ -171,8 +176,17 @@ def native_tables():
             length = mask_iban_length(cc)
             if length:
                 iban[bytes((a, b))] = length
+    shapes = {
+        "card": tuple((<bytes>mask_card_shapes[i]).decode() for i in range(4)),
+        "ssn": tuple((<bytes>mask_ssn_shapes[i]).decode() for i in range(2)),
+        "nanp": tuple((<bytes>mask_nanp_shapes[i]).decode() for i in range(6)),
+        "iban": tuple((<bytes>mask_iban_shapes[i]).decode() for i in range(2)),
+    }
     return {
         "kinds": kinds,
+        "shapes": shapes,
+        "triggers": {"FIELD_KEY": TRIGGER_FIELD_KEY, "SECRET_KEY": TRIGGER_SECRET_KEY,
+                     "BACKSLASH": TRIGGER_BACKSLASH},
         "ops": ops,
         "keywords": tuple(keywords),
         "prefixes": tuple(prefixes),
@@ -255,7 +269,6 @@ cdef class NativeMaskingEngine:
             E.pats[i].det = p.detector
             E.pats[i].param = p.param
             E.pats[i].som = 1 if p.flags & Flag.SOM_LEFTMOST else 0
-        mask_engine_prepare(E)
         for i, label in enumerate(compiled.labels):
             E.labels[i] = _copy_bytes(label)
             E.label_len[i] = len(label)
@@ -299,6 +312,7 @@ cdef class NativeMaskingEngine:
                     rule.steps[k].type = STEP_ANY
         E.secret_det = names.index("generic_secret") if compiled.json_secret_members else -1
         E.has_som = 1 if compiled.has_som_patterns else 0
+        mask_engine_prepare(E)
         key = hmac_key or b""
         mask_hmac_init(&E.hmac, <const uint8_t *><const char *>key, len(key))
 

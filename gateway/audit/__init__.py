@@ -46,7 +46,7 @@ from gateway.audit.config import (
 from gateway.audit.dispatcher import AuditDispatcher, build_sinks
 from gateway.audit.sinks import AuditSink, FileSink, SinkUnavailable
 from gateway.audit.spool import Spool
-from gateway.audit.verify import verify_chain, verify_files
+from gateway.audit.verify import format_result, verify_chain, verify_files
 
 __all__ = [
     "AuditConfig",
@@ -62,6 +62,7 @@ __all__ = [
     "SpoolConfig",
     "SyslogSinkConfig",
     "build_sinks",
+    "format_result",
     "verify_chain",
     "verify_files",
 ]

@@ -86,8 +86,9 @@ class KafkaSink(AuditSink):
         try:
             return Producer(self._settings)
         except KafkaException as exc:
+            # The error text can quote configuration values (credentials among them): report its name only.
             raise SinkUnavailable(
-                f"cannot create the Kafka producer for {self.bootstrap}: {exc.args[0].str()}"
+                f"cannot create the Kafka producer for {self.bootstrap}: {exc.args[0].name()} (check `options`)"
             ) from None
 
     def _probe(self) -> None:

@@ -153,6 +153,7 @@ class _StreamProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.lost = False
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
 
@@ -168,6 +169,8 @@ class _StreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if not self.closed.done():
+            self.closed.set_result(None)
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_exception(ConnectionResetError("syslog connection lost"))
 
@@ -310,9 +313,14 @@ class SyslogSink(AuditSink):
             raise SinkUnavailable(f"syslog {self.host}:{self.port}: {describe_error(exc)}") from None
 
     async def _close(self) -> None:
-        if self._stream is not None and self._stream.transport is not None:
-            self._stream.transport.close()
-        self._stream = None
+        stream, self._stream = self._stream, None
+        if stream is not None and stream.transport is not None:
+            stream.transport.close()
+            try:
+                # A TLS close waits for the peer's close_notify, which many collectors never send.
+                await asyncio.wait_for(asyncio.shield(stream.closed), 1.0)
+            except TimeoutError:
+                stream.transport.abort()
         if self._datagram is not None:
             self._datagram.close()
             self._datagram = None

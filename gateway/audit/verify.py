@@ -47,3 +47,16 @@ def verify_chain(files: list[Path], name: str, anchors: Mapping[int, str] | None
         except OSError as exc:
             verifier.problems.append(f"{path}: cannot read: {exc.strerror}")
     return verifier.finish()
+
+
+def format_result(result: VerifyResult) -> str:
+    """Human-readable report for `streamgate audit verify` (exit status: 0 when `result.ok`, else 1)."""
+    lines = [
+        f"{'OK' if result.ok else 'FAILED'}: {len(result.heads)} chain(s), {result.lines} line(s) checked"
+    ]
+    lines += [f"  problem: {problem}" for problem in result.problems]
+    lines += [
+        f"  head {name}: seq {head.seq} sha256 {head.hash} ({head.where})"
+        for name, head in result.heads.items()
+    ]
+    return "\n".join(lines)

@@ -429,6 +429,14 @@ class Handler(BaseHTTPRequestHandler):
         return response
 
 
+def _exit_with_parent(parent_pid: int, server: ThreadingHTTPServer) -> None:
+    """Shut the server down once we are re-parented, i.e. the launching process has died."""
+    while os.getppid() == parent_pid:
+        time.sleep(0.5)
+    sys.stderr.write(f"dev-idp: launcher {parent_pid} is gone, shutting down\n")
+    server.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Development OpenID Connect provider")
     parser.add_argument("--config", required=True, help="JSON config file (users, clients, audience ...)")
@@ -437,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", help="write {port, issuer} here once listening")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
+    parser.add_argument("--parent-pid", type=int, help="exit when this process (the launcher) is gone")
     args = parser.parse_args(argv)
 
     with open(args.config, encoding="utf-8") as fh:
@@ -461,6 +470,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if args.parent_pid:
+        # The launcher starts us in our own session, so a killed test run would otherwise leave us behind.
+        threading.Thread(target=_exit_with_parent, args=(args.parent_pid, server), daemon=True).start()
     if args.ready_file:
         tmp = args.ready_file + ".tmp"
         with open(tmp, "w", encoding="utf-8") as fh:

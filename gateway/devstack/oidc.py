@@ -5,8 +5,9 @@ that librdkafka's `sasl.oauthbearer.method=oidc`, kafkajs and our own JWKS clien
 
 The rule it keeps: secrets (user passwords, client secrets) reach the child through a 0600 config file in a
 private temporary directory that is deleted as soon as the provider reports it is listening, never through
-argv or the environment, and readiness is an observed event (the ready file plus an accepting port), not a
-sleep.
+argv or the environment; readiness is an observed event (the ready file plus an accepting port), not a
+sleep; and the provider exits by itself when the process that started it dies (a test run killed by a timeout
+leaves no provider behind).
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ def start_dev_idp(
             str(port or 0),
             "--ready-file",
             str(ready_path),
+            "--parent-pid",
+            str(os.getpid()),
         ]
         if tls_cert is not None:
             if tls_key is None:

@@ -124,17 +124,19 @@ class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     details: dict[str, DetailValue] | None = None
 
 
-_MS_CACHE: list[Any] = [-1, ""]  # [second, "YYYY-MM-DDTHH:MM:SS"]: most events share their second
+_second_prefix: tuple[int, str] = (-1, "")  # most events share their second; a tuple swaps atomically
 
 
 def rfc3339_ms(epoch_seconds: float) -> str:
     """Format a UNIX time as RFC 3339 UTC with milliseconds, e.g. `2024-05-01T12:00:00.123Z`."""
+    global _second_prefix
     whole = int(epoch_seconds)
     millis = int((epoch_seconds - whole) * 1000)
-    if _MS_CACHE[0] != whole:
-        _MS_CACHE[0] = whole
-        _MS_CACHE[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{_MS_CACHE[1]}.{millis:03d}Z"
+    second, prefix = _second_prefix
+    if second != whole:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second_prefix = (whole, prefix)
+    return f"{prefix}.{millis:03d}Z"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -168,14 +170,18 @@ def _check_struct_type(cls: type, path: str) -> None:
         return
     for name in cls.__struct_fields__:  # type: ignore[attr-defined]
         if is_secret_name(name):
-            raise AuditSecretError(f"audit event field {path}{name!s} looks like a secret; refusing to encode it")
+            raise AuditSecretError(
+                f"audit event field {path}{name!s} looks like a secret; refusing to encode it"
+            )
     _checked_types.add(cls)
 
 
 def _check_mapping(values: Mapping[str, Any], path: str) -> None:
     for key, value in values.items():
         if is_secret_name(str(key)) and value is not None:
-            raise AuditSecretError(f"audit event field {path}{key} looks like a secret; refusing to encode it")
+            raise AuditSecretError(
+                f"audit event field {path}{key} looks like a secret; refusing to encode it"
+            )
         if isinstance(value, Mapping):
             _check_mapping(value, f"{path}{key}.")
 
@@ -198,7 +204,9 @@ def encode_event(event: AuditEvent) -> bytes:
     check_no_secrets(event)
     data = _encoder.encode(event)
     if b"eyJ" in data and _JWT_SHAPE.search(data):
-        raise AuditSecretError(f"audit event {event.kind!r} contains a value shaped like a JWT; refusing to encode it")
+        raise AuditSecretError(
+            f"audit event {event.kind!r} contains a value shaped like a JWT; refusing to encode it"
+        )
     return data
 
 
@@ -351,8 +359,10 @@ class ChainVerifier:
         if current_links_ok:
             self._problem(f"{before}: line was modified (the next line's prev hash no longer matches it)")
         else:
-            self._problem(f"{at}: line was modified (it no longer links to the previous line and the next line "
-                          f"no longer links to it)")
+            self._problem(
+                f"{at}: line was modified (it no longer links to the previous line and the next line "
+                f"no longer links to it)"
+            )
 
     def feed(self, raw: bytes, where: str, complete: bool = True) -> None:
         """One line without its newline; `complete` is False for a final line that had no newline."""
@@ -399,15 +409,20 @@ class ChainVerifier:
                 if not links:
                     links = True  # already explained as a modification of the previous line
             if not links and prev == self._prev2_hash and self._prev2_hash is not None:
-                self._problem(f"{self._prev_where}: line was inserted (the next line links to the line before it)")
+                self._problem(
+                    f"{self._prev_where}: line was inserted (the next line links to the line before it)"
+                )
             elif not seq_ok and expected is not None:
                 if seq > expected:
                     missing = f"seq {expected}" if seq == expected + 1 else f"seq {expected}..{seq - 1}"
-                    self._problem(f"{where}: seq {seq} follows seq {expected - 1}: lines missing or reordered "
-                                  f"before this line ({missing} absent here)")
+                    self._problem(
+                        f"{where}: seq {seq} follows seq {expected - 1}: lines missing or reordered "
+                        f"before this line ({missing} absent here)"
+                    )
                 else:
-                    self._problem(f"{where}: seq {seq} after seq {expected - 1}: line reordered, duplicated or "
-                                  f"inserted")
+                    self._problem(
+                        f"{where}: seq {seq} after seq {expected - 1}: line reordered, duplicated or inserted"
+                    )
             elif not links:
                 self._pending_edit = (self._prev_where, where)
         if fields.kind == KIND_FILE_ROTATED and fields.details:
@@ -431,25 +446,32 @@ class ChainVerifier:
         first = self._first_seq
         if first is not None and first != 1:
             if self._retained_from is None:
-                self._problem(f"{self._first_where}: chain starts at seq {first} and no rotation record explains "
-                              f"it: lines seq 1..{first - 1} are missing")
+                self._problem(
+                    f"{self._first_where}: chain starts at seq {first} and no rotation record explains "
+                    f"it: lines seq 1..{first - 1} are missing"
+                )
             elif first > self._retained_from:
-                self._problem(f"{self._first_where}: lines seq {self._retained_from}..{first - 1} are missing "
-                              f"(the rotation record at {self._retained_where} says they were retained: a rotated "
-                              f"file or the start of the oldest file is missing)")
+                self._problem(
+                    f"{self._first_where}: lines seq {self._retained_from}..{first - 1} are missing "
+                    f"(the rotation record at {self._retained_where} says they were retained: a rotated "
+                    f"file or the start of the oldest file is missing)"
+                )
         if self._anchors and self._last_seq is not None:
             beyond = [s for s in self._anchors if s > self._last_seq]
             if beyond:
-                self._problem(f"{self.name}: chain ends at seq {self._last_seq} but an anchor records seq "
-                              f"{max(beyond)}: lines were removed from the end")
+                self._problem(
+                    f"{self.name}: chain ends at seq {self._last_seq} but an anchor records seq "
+                    f"{max(beyond)}: lines were removed from the end"
+                )
         heads: dict[str, ChainHead] = {}
         if self._prev_hash is not None and self._last_seq is not None:
             heads[self.name] = ChainHead(self._last_seq, self._prev_hash, self._prev_where)
         return VerifyResult(ok=not self.problems, problems=list(self.problems), lines=self.lines, heads=heads)
 
 
-def verify_lines(lines: Iterable[bytes], name: str = "line", anchors: Mapping[int, str] | None = None
-                 ) -> VerifyResult:
+def verify_lines(
+    lines: Iterable[bytes], name: str = "line", anchors: Mapping[int, str] | None = None
+) -> VerifyResult:
     """Verify one chain given as lines in order, numbered from 1 in the problems (`"line 7: ..."`).
 
     Lines are expected as a binary file iterates them (each ending with a newline). A final line without a

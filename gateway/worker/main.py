@@ -105,8 +105,7 @@ class Worker:
         if rt.audit is not None:
             await rt.audit.start()
         if rt.identity is not None:
-            await rt.identity.refresh()  # failure is logged; the periodic task keeps trying
-            rt.identity.start()
+            await rt.identity.refresh()  # a failure is logged; validations retry the fetch
             self.loop.call_later(1.0, self._sweep_expired)
         sock = self.ctx.listeners["kafka"]
         server = await self.loop.create_server(
@@ -270,8 +269,6 @@ class Worker:
             await asyncio.sleep(0.02)
         for conn in list(self.runtime.connections):
             conn.close("drain timeout reached with requests in flight", level=logging.WARNING)
-        if self.runtime.identity is not None:
-            self.runtime.identity.stop()
         if self.runtime.audit is not None:
             await self.runtime.audit.aclose()
         self.done.set()

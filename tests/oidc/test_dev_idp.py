@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -243,3 +245,44 @@ def test_librdkafka_reports_a_refused_client_secret(idp: ManagedProcess) -> None
     failures = [e for e in errors if "Failed to acquire SASL OAUTHBEARER token" in e]
     assert failures and "invalid_client" in failures[0]
     assert "not-the-secret" not in " ".join(errors)
+
+
+LAUNCHER = """
+import time
+from gateway.devstack.oidc import start_dev_idp
+idp = start_dev_idp({}, {})
+print(idp.proc.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_provider_exits_when_its_launcher_is_killed() -> None:
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert launcher.stdout is not None
+        idp_pid = int(launcher.stdout.readline())
+        assert Path(f"/proc/{idp_pid}").exists()
+        launcher.kill()  # SIGKILL: no cleanup code in the launcher runs
+        launcher.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(idp_pid):
+            time.sleep(0.1)
+        assert not _alive(idp_pid)
+    finally:
+        launcher.kill()
+        launcher.wait(10)
+        if launcher.stdout is not None:
+            launcher.stdout.close()
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for init to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
