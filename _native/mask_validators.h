@@ -54,7 +54,7 @@ static void mask_init_tables(void) {
     mask_cc_add(upper, alnum_like | CL_PEM | CL_UPALNUM);
     mask_cc_add(lower, alnum_like);
     mask_cc_add("ABCDEFabcdef", CL_HEX | CL_IPV6);
-    mask_cc_add("_", CL_WORD | CL_TOKEN | CL_JWT | CL_VALUE);
+    mask_cc_add("_", CL_WORD | CL_TOKEN | CL_LOCAL | CL_JWT | CL_VALUE);
     mask_cc_add("-", CL_TOKEN | CL_LOCAL | CL_DOMAIN | CL_JWT | CL_VALUE | CL_PHONESEP);
     mask_cc_add(".", CL_LOCAL | CL_DOMAIN | CL_IPV4 | CL_IPV6 | CL_JWT | CL_VALUE | CL_PHONESEP);
     mask_cc_add("%+", CL_LOCAL);

@@ -205,7 +205,7 @@ def _builtin_patterns() -> dict[str, list[tuple[bytes, int, Kind, int, int]]]:
             (shape_regex(IBAN_SHAPES[0]), 0, Kind.IBAN_CONTIG, 15, 0),
             (shape_regex(IBAN_SHAPES[1]), 0, Kind.IBAN_GROUPED, 16, 1),
         ],
-        "email": [(rb"[A-Za-z0-9._%+\-]@[A-Za-z0-9]", 0, Kind.EMAIL, 3, 0)],
+        "email": [(rb"[A-Za-z0-9._%+_\-]@[A-Za-z0-9]", 0, Kind.EMAIL, 3, 0)],
         "phone": [
             (rb"\+[1-9][0-9 ().\-]{5}", 0, Kind.PHONE_INTL, 7, 0),
             *shapes(Kind.PHONE_NANP, NANP_SHAPES),
