@@ -205,6 +205,8 @@ class KafkaGuard:
             return Refuse(reason, "expired")
         if not self.ctx.audit_available():
             self.stats.denied += 1
+            self.event("decision", api=name, api_version=version, decision="denied",
+                       reason=AUDIT_UNAVAILABLE_REASON)
             return Respond(authz.error_response(api_key, version, request, topic_name=self.topic_name,
                                                 message=AUDIT_UNAVAILABLE_REASON))
         checks = authz.required_checks(api_key, version, request, self.topic_name)
