@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,32 @@ def read_audit(audit_dir: Path) -> list[dict[str, Any]]:
             if line.strip():
                 events.append(json.loads(line))
     return events
+
+
+def client_token(idp: ManagedProcess, client: str) -> str:
+    """An access token from the provider's real token endpoint (client_credentials, client_secret_basic)."""
+    credentials = base64.b64encode(f"{client}:{CLIENTS[client]['secret']}".encode()).decode()
+    req = urllib.request.Request(idp.extra["token_endpoint"], data=b"grant_type=client_credentials",
+                                 headers={"Authorization": f"Basic {credentials}",
+                                          "Content-Type": "application/x-www-form-urlencoded"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return str(json.loads(resp.read())["access_token"])
+
+
+def wait_for_audit(audit_dir: Path, matches: Callable[[dict[str, Any]], bool], *, count: int = 1,
+                   timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Poll the audit files until at least `count` events satisfy `matches`; return all that do.
+
+    Workers write events as they happen, so a reader may see a line still being written: that read is
+    retried, not treated as a broken file.
+    """
+    deadline = time.monotonic() + timeout
+    found: list[dict[str, Any]] = []
+    while True:
+        try:
+            found = [e for e in read_audit(audit_dir) if matches(e)]
+        except json.JSONDecodeError:
+            found = []
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)

@@ -1,4 +1,4 @@
-"""`make run`'s stack: the printed client commands work exactly as printed."""
+"""`make run`'s stack: the printed client commands work exactly as printed and show what they claim."""
 
 from __future__ import annotations
 
@@ -36,15 +36,23 @@ def test_devstack_prints_commands_that_work(tmp_path):
                 break
         text = "\n".join(lines)
         assert "Try it" in text, text
-        commands = [ln.strip() for ln in lines if ln.strip().startswith(("kcat ", "printf "))]
-        assert len(commands) == 3, commands
-        for command in commands:
-            result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
-            assert result.returncode == 0, (command, result.stderr)
-            if " -L" in command:
-                assert f"127.0.0.1:{port + 8 + 111}" in result.stdout
-            if " -C " in command:
-                assert "k1 => hello" in result.stdout and "k2 => world" in result.stdout
+        commands = [ln.strip() for ln in lines
+                    if ln.strip().startswith(("kcat ", "printf ", ".venv/bin/streamgate policy"))]
+        assert len(commands) == 5, commands
+        results = [subprocess.run(c, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
+                   for c in commands]
+        write, read, denied, listing, explain = results[0], results[1], results[2], results[3], results[4]
+        assert write.returncode == 0, write.stderr
+        assert read.returncode == 0, read.stderr
+        assert 'order-1 => {"card":"4111 1111 1111 1111","amount":12} (offset 0)' in read.stdout
+        assert "Topic authorization failed" in denied.stderr + denied.stdout
+        assert listing.returncode == 0, listing.stderr
+        assert "payments.orders" in listing.stdout and "payments.secret-keys" not in listing.stdout
+        assert f"127.0.0.1:{port + 8 + 111}" in listing.stdout
+        assert "decision: DENY by rule 'no-secrets-for-analysts'" in explain.stdout
+        verify = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(tmp_path / "audit")],
+                                capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert verify.returncode == 0, verify.stdout
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
