@@ -49,9 +49,16 @@ GLUE = [" ", "", "-", ".", "@", ":", "=", "(", ")", "+", "_", "/", ",", "\n", "\
 
 digits = st.text(alphabet="0123456789", min_size=1, max_size=20)
 fragments = st.one_of(
-    st.sampled_from(PII), st.sampled_from(NEAR_MISSES), st.sampled_from(GLUE), digits, st.text(max_size=6)
+    st.sampled_from(PII),
+    st.sampled_from(PII),
+    st.sampled_from(NEAR_MISSES),
+    st.sampled_from(GLUE),
+    st.sampled_from(GLUE),
+    digits,
+    st.text(max_size=6),
 )
 texts = st.lists(fragments, max_size=10).map("".join)
+rule_keys = ["ssn", "SSN", "card", "email", "client_secret", "api_key", "token", "note", "items", "a b"]
 
 json_scalars = st.one_of(
     texts,
@@ -61,17 +68,14 @@ json_scalars = st.one_of(
     st.booleans(),
     st.none(),
 )
-keys = st.one_of(
-    st.sampled_from(["ssn", "SSN", "card", "email", "client_secret", "api_key", "token", "note", "items", "a b"]),
-    texts,
-)
+keys = st.one_of(st.sampled_from(rule_keys), st.sampled_from(rule_keys), texts)
 json_values = st.recursive(
     json_scalars,
     lambda children: st.one_of(st.lists(children, max_size=5), st.dictionaries(keys, children, max_size=5)),
     max_leaves=20,
 )
 json_docs = st.tuples(
-    st.one_of(st.lists(json_values, max_size=5), st.dictionaries(keys, json_values, max_size=6)),
+    st.one_of(st.lists(json_values, min_size=1, max_size=5), st.dictionaries(keys, json_values, min_size=1, max_size=6)),
     st.booleans(),
     st.sampled_from([None, (",", ":"), (", ", ": ")]),
     st.sampled_from([None, 2]),
@@ -93,7 +97,7 @@ record_values = st.one_of(
     st.just(b""),
     st.none(),
 )
-batches = st.lists(record_values, max_size=8)
+batches = st.lists(record_values, min_size=1, max_size=8)
 
 CUSTOM_REGEXES = [r"ORD-[0-9]{4,}", r"[0-9]{6,}", r"(?i)secret[a-z]*", r"\bkey\b", r"a.b", r"[^ ]+@[^ ]+", r"x+y?"]
 operators = st.one_of(
@@ -108,11 +112,14 @@ field_rules = st.dictionaries(
     operators,
     max_size=3,
 )
+field_rules = st.one_of(st.just({}), field_rules)
 
 
 @st.composite
 def profiles(draw: st.DrawFn) -> tuple[MaskingProfile, dict[str, Any]]:
-    detectors = draw(st.lists(st.sampled_from(ALL_DETECTORS), min_size=1, unique=True))
+    detectors = draw(
+        st.one_of(st.just(ALL_DETECTORS), st.lists(st.sampled_from(ALL_DETECTORS), min_size=1, unique=True))
+    )
     custom: dict[str, Any] = {}
     if draw(st.booleans()):
         custom["custom_re"] = {"regex": draw(st.sampled_from(CUSTOM_REGEXES)), "ignore_case": draw(st.booleans())}

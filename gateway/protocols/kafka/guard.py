@@ -73,6 +73,8 @@ class Forward:
     replacement: Any = None
     on_response: Callable[[Any], tuple[Any | None, list[AuditEvent]]] | None = None
     expects_response: bool = True
+    # Fetch only: look at the raw response and its skim (partition record spans) without decoding it
+    inspect: Callable[[memoryview, Any], None] | None = None
 
 
 @dataclass(slots=True)
@@ -331,29 +333,32 @@ class KafkaGuard:
             for p in t.partitions:
                 fetch_offsets[(name, p.partition)] = p.fetch_offset
 
-        def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
-            for t in response.responses:
-                name = t.topic if version < 13 else (self.topic_name(t.topic_id) or str(t.topic_id))
+        def inspect(frame: memoryview, fetch_skim: Any) -> None:
+            for span in fetch_skim.partitions:
+                name = span.topic if version < 13 else (self.topic_name(span.topic_id) or str(span.topic_id))
                 d = topic_decision.get(name)
-                for p in t.partitions:
-                    records = p.records or b""
-                    if p.error_code != 0:
-                        self.event("decision", api="Fetch", api_version=version, decision="error",
-                                   rule=d.rule if d else None, topic=name, partition=p.partition_index,
-                                   reason=f"broker error code {p.error_code}")
-                        continue
-                    span = _delivered_span(records, fetch_offsets.get((name, p.partition_index), 0))
-                    if span is None:
-                        continue  # nothing delivered: no event for empty long-poll answers
-                    first, last, count = span
-                    self.stats.records_out += count
-                    self.event("decision", api="Fetch", api_version=version, decision="allowed",
-                               rule=d.rule if d else None, topic=name, partition=p.partition_index,
-                               offsets=Offsets(first=first, last=last), record_count=count, size=len(records))
-            merged = partial.merge_fetch_response(response, denied, version) if denied else None
-            return merged, []
+                if span.error_code != 0:
+                    self.event("decision", api="Fetch", api_version=version, decision="error",
+                               rule=d.rule if d else None, topic=name, partition=span.partition,
+                               reason=f"broker error code {span.error_code}")
+                    continue
+                if span.records_start < 0 or span.records_end == span.records_start:
+                    continue  # nothing delivered: no event for empty long-poll answers
+                records = frame[span.records_start : span.records_end]
+                delivered = _delivered_span(records, fetch_offsets.get((name, span.partition), 0))
+                if delivered is None:
+                    continue
+                first, last, count = delivered
+                self.stats.records_out += count
+                self.event("decision", api="Fetch", api_version=version, decision="allowed",
+                           rule=d.rule if d else None, topic=name, partition=span.partition,
+                           offsets=Offsets(first=first, last=last), record_count=count, size=len(records))
 
-        return Forward(replacement=forward if denied else None, on_response=on_response)
+        def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
+            return partial.merge_fetch_response(response, denied, version), []
+
+        return Forward(replacement=forward if denied else None, on_response=on_response if denied else None,
+                       inspect=inspect)
 
     # --------------------------------------------------------------------------------------- metadata
     def _metadata(self, version: int, request: Any, decisions: dict[authz.Check, Decision]) -> Outcome:
@@ -393,7 +398,7 @@ def _batch_counts(records: bytes | None) -> tuple[int, int]:
     return count, (headers[-1].base_offset + headers[-1].last_offset_delta) - headers[0].base_offset
 
 
-def _delivered_span(records: bytes, fetch_offset: int) -> tuple[int, int, int] | None:
+def _delivered_span(records: bytes | memoryview, fetch_offset: int) -> tuple[int, int, int] | None:
     """(first, last, count) of the records a consumer receives from a fetched blob, from batch headers only.
 
     Batches may start before the fetch offset (compressed batches are returned whole); the client skips

@@ -24,7 +24,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.protocols.kafka import apis, codec, framing, guard as guards
+from gateway.protocols.kafka import apis, codec, framing, skim
+from gateway.protocols.kafka import guard as guards
 from gateway.protocols.kafka.addresses import AddressBook, AddressError, rewrite_response
 from gateway.protocols.kafka.generated.api_versions import (
     ApiVersionsRequest,
@@ -93,9 +94,50 @@ AWAIT_VERSIONS = 4  # a client ApiVersions waiting for the broker's ranges
 AWAIT_TOKEN = 5  # a SaslAuthenticate waiting for the worker to validate the token
 
 
+class _Pending:
+    """Bytes that do not yet make a whole unit, kept as chunks and joined once enough has arrived.
+
+    Re-concatenating a growing buffer on every read would copy a large frame once per socket read; this keeps
+    buffering linear in the frame size.
+    """
+
+    __slots__ = ("chunks", "size", "need")
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.need = 0
+
+    def add(self, data: Buffer) -> Buffer | None:
+        """Append `data`; return everything pending once at least `need` bytes are there, else None."""
+        if not self.chunks:
+            if len(data) >= self.need:
+                return data
+            self.chunks.append(bytes(data))
+            self.size = len(data)
+            return None
+        self.chunks.append(bytes(data))
+        self.size += len(data)
+        if self.size < self.need:
+            return None
+        joined = b"".join(self.chunks)
+        self.chunks = []
+        self.size = 0
+        return joined
+
+    def keep(self, buf: Buffer, pos: int, need: int) -> None:
+        """Keep buf[pos:] and wait until `need` bytes (counted from pos) are pending."""
+        self.chunks = [bytes(memoryview(buf)[pos:])] if pos < len(buf) else []
+        self.size = len(buf) - pos
+        self.need = need
+
+    def head(self) -> bytes:
+        return b"".join(self.chunks)
+
+
 class _Slot:
     __slots__ = ("correlation_id", "api_key", "api_version", "kind", "response", "on_response", "close_after",
-                 "credentials")
+                 "credentials", "inspect")
 
     def __init__(self, correlation_id: int, api_key: int, api_version: int, kind: int) -> None:
         self.correlation_id = correlation_id
@@ -106,6 +148,7 @@ class _Slot:
         self.on_response: Any = None  # guard post-processing of the decoded response
         self.close_after: str | None = None  # close the session once this response is sent
         self.credentials: Any = None
+        self.inspect: Any = None  # guard inspection of the raw response (audit), without decoding it
 
 
 @dataclass
@@ -144,9 +187,9 @@ class KafkaSession:
         self._broker_features: Any = None
         self._slots: deque[_Slot] = deque()  # client-visible order
         self._awaiting: deque[_Slot] = deque()  # forwarded upstream, response not yet seen (send order)
-        self._client_buf = b""
+        self._client_pending = _Pending()
         self._client_stream_left = 0  # bytes of the current request frame still to pass through unparsed
-        self._up_buf = b""
+        self._up_pending = _Pending()
         self._up_stream_left = 0  # bytes of the current response frame still to pass through unparsed
         self._seen_first_byte = False
         self._next_internal_id = -1
@@ -188,10 +231,10 @@ class KafkaSession:
         """The client closed its side. Returns a CloseSession naming a truncated frame, if one was cut off."""
         if self.closed:
             return None
-        pending = len(self._client_buf)
+        pending = self._client_pending.size
         if self._client_stream_left or pending:
             if pending >= 4:
-                size = _I32.unpack_from(self._client_buf, 0)[0]
+                size = _I32.unpack_from(self._client_pending.head(), 0)[0]
                 detail = f"{pending - 4} of {size} bytes"
             elif pending:
                 detail = f"{pending} bytes of a 4-byte length prefix"
@@ -218,8 +261,12 @@ class KafkaSession:
                 raise ProtocolViolation(
                     f"{foreign} arrived on a plaintext Kafka port; configure the client for this listener's "
                     "protocol (the gateway's TLS listener needs security.protocol=SSL/SASL_SSL)", "foreign_protocol")
-        buf = self._client_buf + bytes(data) if self._client_buf else data
+        joined = self._client_pending.add(data)
+        if joined is None:
+            return
+        buf = joined
         end = len(buf)
+        need = 4
         pos = 0
         first_forward = -1  # start of a run of consecutive whole frames forwarded unchanged
         while end - pos >= 4:
@@ -231,12 +278,14 @@ class KafkaSession:
             frame_end = pos + 4 + size
             complete = frame_end <= end
             if not complete and end - pos < 4 + min(size, 64):
+                need = 4 + min(size, 64)
                 break  # not even the header prefix yet
             api_key, api_version, corr = framing.read_request_prefix(buf, pos + 4)
             routed = self._route_request(buf, pos + 4, min(frame_end, end), api_key, api_version, corr,
                                          complete, out)
             if routed is None:  # need the whole frame
                 if not complete:
+                    need = 4 + size
                     break
                 raise AssertionError("route_request needs a complete frame but had one")
             self.stats.requests += 1
@@ -246,6 +295,7 @@ class KafkaSession:
                     self.stats.requests -= 1
                     if slot is not None:
                         self._slots.pop()
+                    need = 4 + size
                     break  # held frames are kept whole until the broker connection is authenticated
                 decision = bytes(memoryview(buf)[pos:frame_end])
             if decision is True:  # forward the original bytes, batched with neighbours into one write
@@ -256,7 +306,7 @@ class KafkaSession:
                         out.append(SendToUpstream(memoryview(buf)[first_forward:pos]))
                     out.append(SendToUpstream(memoryview(buf)[pos:end]))
                     self._client_stream_left = frame_end - end
-                    self._client_buf = b""
+                    self._client_pending = _Pending()
                     return
                 if first_forward < 0:
                     first_forward = pos
@@ -270,7 +320,7 @@ class KafkaSession:
         if first_forward >= 0:
             whole = first_forward == 0 and pos == end
             out.append(SendToUpstream(buf if whole else memoryview(buf)[first_forward:pos]))
-        self._client_buf = bytes(memoryview(buf)[pos:]) if pos < end else b""
+        self._client_pending.keep(buf, pos, need)
         self._flush(out)
 
     def _send_upstream(self, slot: _Slot | None, data: Buffer, out: list[Action]) -> None:
@@ -379,8 +429,10 @@ class KafkaSession:
         slot = None
         if outcome.expects_response:
             rewrite = spec.rewrite_from is not None and api_version >= spec.rewrite_from
-            slot = _Slot(corr, api_key, api_version, REWRITE if rewrite or outcome.on_response else FORWARD)
+            post = rewrite or outcome.on_response or outcome.inspect
+            slot = _Slot(corr, api_key, api_version, REWRITE if post else FORWARD)
             slot.on_response = outcome.on_response
+            slot.inspect = outcome.inspect
             self._slots.append(slot)
         if outcome.replacement is None:
             return True, slot
@@ -501,9 +553,13 @@ class KafkaSession:
                     self._flush(out)
                 return
             data = memoryview(data)[n:]
-        buf = self._up_buf + bytes(data) if self._up_buf else data
+        joined = self._up_pending.add(data)
+        if joined is None:
+            return
+        buf = joined
         end = len(buf)
         pos = 0
+        need = 8
         run_start = -1  # a run of whole FORWARD frames at the head, sent as one slice
         while end - pos >= 8:
             size = _I32.unpack_from(buf, pos)[0]
@@ -528,7 +584,7 @@ class KafkaSession:
                         run_start = pos
                     out.append(SendToClient(memoryview(buf)[run_start:end]))
                     self._up_stream_left = frame_end - end
-                    self._up_buf = b""
+                    self._up_pending = _Pending()
                     return
                 if run_start < 0:
                     run_start = pos
@@ -541,6 +597,7 @@ class KafkaSession:
                 out.append(SendToClient(buf if whole else memoryview(buf)[run_start:pos]))
                 run_start = -1
             if frame_end > end:
+                need = 4 + size
                 break
             self._awaiting.popleft()
             frame = memoryview(buf)[pos + 4 : frame_end]
@@ -550,7 +607,7 @@ class KafkaSession:
         if run_start >= 0:
             whole = run_start == 0 and pos == end
             out.append(SendToClient(buf if whole else memoryview(buf)[run_start:pos]))
-        self._up_buf = bytes(memoryview(buf)[pos:]) if pos < end else b""
+        self._up_pending.keep(buf, pos, need)
         self._flush(out)
 
     def _complete_upstream_response(self, slot: _Slot, frame: memoryview, out: list[Action]) -> None:
@@ -560,21 +617,37 @@ class KafkaSession:
             slot.kind = LOCAL
             return
         hv = codec.response_header_version(slot.api_key, slot.api_version)
-        body_start = 4
         try:
-            if hv >= 1:
-                body_start = framing.skip_tagged_fields(frame, 4, len(frame))
+            body_start = framing.skip_tagged_fields(frame, 4, len(frame)) if hv >= 1 else 4
+        except (framing.NeedMoreData, framing.MalformedFrame) as exc:
+            raise ProtocolViolation(f"malformed upstream response header: {exc}", "upstream_protocol") from None
+        spec = apis.HANDLED[slot.api_key]
+        rewrite = spec.rewrite_from is not None and slot.api_version >= spec.rewrite_from and slot.kind != INTERNAL
+        if slot.api_key == apis.FETCH and slot.kind != INTERNAL:
+            # the hot path: walk the response without decoding records; decode only to change it
+            try:
+                fetch_skim = skim.skim_fetch_response(frame, body_start, len(frame), slot.api_version)
+            except skim.SkimError as exc:
+                raise ProtocolViolation(f"cannot read upstream Fetch response: {exc}", "upstream_protocol") from None
+            if slot.inspect is not None:
+                slot.inspect(frame, fetch_skim)
+                self._drain_events(out)
+            rewrite = rewrite and fetch_skim.has_top_level_tags
+            if not rewrite and slot.on_response is None:
+                slot.response = _I32.pack(len(frame)) + bytes(frame)
+                slot.kind = LOCAL
+                return
+        try:
             msg, _end = codec.decode_response(slot.api_key, slot.api_version, frame, body_start)
-        except (codec.CodecError, framing.NeedMoreData, framing.MalformedFrame) as exc:
+        except codec.CodecError as exc:
             raise ProtocolViolation(
                 f"cannot decode upstream {apis.api_name(slot.api_key)} v{slot.api_version} response: {exc}",
                 "upstream_protocol") from None
         if slot.kind == INTERNAL:
             self._internal_response(slot, msg, out)
             return
-        spec = apis.HANDLED[slot.api_key]
         changed = False
-        if spec.rewrite_from is not None and slot.api_version >= spec.rewrite_from:
+        if rewrite:
             try:
                 discovered = rewrite_response(slot.api_key, slot.api_version, msg, self.addresses)
             except AddressError as exc:
