@@ -353,9 +353,11 @@ static int mask_emit_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *
             a = z > a ? z : a + 1;
         }
     if (space_dash >= 2) {
-        if (space_dash >= 3 && ri->digits >= 14)
-            for (int k = 0; k < 4; k++)
-                if (mask_emit_shape(v, E->emu_card_group[k], mask_card_shapes[k], card_w[k], b, rs, re)) return -1;
+        static const size_t card_seps[4] = {3, 4, 2, 2}, card_digits[4] = {16, 19, 15, 14};
+        for (int k = 0; k < 4; k++)
+            if (space_dash >= card_seps[k] && ri->digits >= card_digits[k] &&
+                mask_emit_shape(v, E->emu_card_group[k], mask_card_shapes[k], card_w[k], b, rs, re))
+                return -1;
         if (ri->dash >= 2 && mask_emit_shape(v, E->emu_ssn[0], mask_ssn_shapes[0], 11, b, rs, re)) return -1;
         if (ri->space >= 2 && mask_emit_shape(v, E->emu_ssn[1], mask_ssn_shapes[1], 11, b, rs, re)) return -1;
     }

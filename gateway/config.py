@@ -23,6 +23,8 @@ import yaml
 
 from gateway.audit.config import AuditConfig
 from gateway.netaddr import is_loopback_host, parse_host_port
+from gateway.protocols.kafka.apis import BY_NAME as HANDLED_BY_NAME
+from gateway.protocols.kafka.apis import DEFAULT_MAX_VERSIONS
 from gateway.enforcement.policy import Policy, PolicyError, PolicyRule
 
 
@@ -103,13 +105,29 @@ class KafkaConfig(msgspec.Struct, forbid_unknown_fields=True):
     tls: ServerTls | None = None
     upstream: Upstream = msgspec.field(default_factory=Upstream)
     max_frame_bytes: int = 104_857_600  # larger request/response frames are refused as malformed
+    # API name -> highest version advertised to clients (see apis.DEFAULT_MAX_VERSIONS for why Fetch is 15)
+    max_api_versions: dict[str, int] = msgspec.field(default_factory=lambda: dict(DEFAULT_MAX_VERSIONS))
 
     def __post_init__(self) -> None:
         _check_host_port("listen", self.listen)
+        by_lower = {n.lower(): n for n in HANDLED_BY_NAME}
+        caps: dict[str, int] = {}
+        for name, version in self.max_api_versions.items():
+            spec = HANDLED_BY_NAME.get(by_lower.get(name.lower(), name))
+            if spec is None:
+                raise ValueError(f"max_api_versions: unknown API {name!r}; known: {', '.join(sorted(HANDLED_BY_NAME))}")
+            if not spec.min_version <= version:
+                raise ValueError(f"max_api_versions: {name} must be >= {spec.min_version}, got {version}")
+            caps[spec.name] = version  # names are case-insensitive (environment overrides are lower case)
+        self.max_api_versions = caps
         if not 1024 <= self.node_port_base <= 65000:
             raise ValueError(f"node_port_base: must be between 1024 and 65000, got {self.node_port_base}")
         if not 1024 <= self.max_frame_bytes <= 1 << 30:
             raise ValueError("max_frame_bytes: must be between 1 KiB and 1 GiB")
+
+    @property
+    def version_caps(self) -> dict[int, int]:
+        return {HANDLED_BY_NAME[name].key: v for name, v in self.max_api_versions.items()}
 
     @property
     def listen_host(self) -> str:

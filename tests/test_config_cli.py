@@ -35,6 +35,8 @@ def check_config(path: Path, env: dict[str, str] | None = None) -> subprocess.Co
         ("passthrough: true\nkafka:\n  upstream:\n    tls: {ca: /nonexistent/ca.pem}\n",
          "kafka.upstream.tls.ca: file not found: /nonexistent/ca.pem"),
         ("passthrough: true\nkafka: [1, 2]\n", "kafka: expected object, got array"),
+        ("passthrough: true\nkafka:\n  max_api_versions: {Fetchh: 3}\n",
+         "kafka.max_api_versions: unknown API 'Fetchh'"),
         ("passthrough: true\nkafka:\n  listen: 127.0.0.1:9092\n   bad-indent: 1\n", "invalid YAML (line 4, column 14): mapping values are not allowed here"),
     ],
 )

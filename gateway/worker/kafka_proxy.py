@@ -40,8 +40,9 @@ class ProxyRuntime:
                  upstream_server_name: str | None, connect_timeout: float, max_frame_bytes: int,
                  worker_id: int, on_node: Callable[[int, tuple[str, int]], None],
                  guard_ctx: GuardContext | None = None, identity: Any = None, audit: Any = None,
-                 upstream_sasl: Any = None) -> None:
+                 upstream_sasl: Any = None, version_caps: dict[int, int] | None = None) -> None:
         self.book = book
+        self.version_caps = version_caps
         self.guard_ctx = guard_ctx  # None: passthrough (no identity, no policy)
         self.identity = identity  # worker.identity_service.IdentityService
         self.audit = audit  # audit.dispatcher.AuditDispatcher
@@ -114,7 +115,7 @@ class ClientConnection(asyncio.Protocol):
             upstream_auth = UpstreamSaslClient(cred.mechanism, cred.username, cred.password)
         self.session = KafkaSession(rt.book, max_frame_bytes=rt.max_frame_bytes,
                                     client_label=f"{self.peer} (conn {self.id})", guard=self.guard,
-                                    upstream_auth=upstream_auth)
+                                    upstream_auth=upstream_auth, version_caps=rt.version_caps)
         self._audit_session("session_open")
         self.runtime.connections.add(self)
         self._execute(self.session.start())  # queued ahead of any client bytes

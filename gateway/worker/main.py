@@ -97,7 +97,7 @@ class Worker:
             upstream_server_name=k.upstream.tls.server_name if k.upstream.tls else None,
             connect_timeout=k.upstream.connect_timeout, max_frame_bytes=k.max_frame_bytes,
             worker_id=self.ctx.worker_id, on_node=self._ensure_node_listener, guard_ctx=guard_ctx,
-            identity=identity, audit=audit, upstream_sasl=k.upstream.sasl)
+            identity=identity, audit=audit, upstream_sasl=k.upstream.sasl, version_caps=k.version_caps)
 
     # ------------------------------------------------------------------------------------------ start
     async def start(self) -> None:
@@ -232,6 +232,7 @@ class Worker:
             rt.connect_timeout = k.upstream.connect_timeout
             rt.max_frame_bytes = k.max_frame_bytes
             rt.upstream_sasl = k.upstream.sasl
+            rt.version_caps = k.version_caps
             if rt.guard_ctx is not None and new.identity is not None:
                 # policy changes apply to live connections too, at their next request (revocation works)
                 rt.guard_ctx.policy = Policy(new.policy.rules)

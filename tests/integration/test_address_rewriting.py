@@ -105,8 +105,34 @@ def test_describe_cluster_every_version(gateway, tansu):
         client.close()
 
 
-def test_produce_and_fetch_newest_versions_carry_no_broker_address(gateway, tansu, topic):
+@pytest.fixture(scope="module")
+def uncapped_gateway(tansu, tmp_path_factory):
+    """Fetch v16/v17 enabled (their NodeEndpoints are rewritten on a buffered response)."""
+    from tests.helpers.gateway import start_gateway
+
+    gw = start_gateway(tansu.address, tmp_path_factory.mktemp("uncapped"), workers=1,
+                       extra_env={"STREAMGATE__KAFKA__MAX_API_VERSIONS__FETCH": "17"})
+    yield gw
+    assert gw.stop() == 0
+
+
+def test_fetch_is_capped_at_v15_by_default(gateway):
+    client = RawClient(gateway.bootstrap)
+    try:
+        body, _ = client.call(18, 3, codec.request_class(18)(client_software_name="t", client_software_version="1"))
+    finally:
+        client.close()
+    ranges = {k.api_key: (k.min_version, k.max_version) for k in body.api_keys}
+    assert ranges[1][1] == 15
+
+
+@pytest.mark.parametrize("fetch_version", [16, 17])
+def test_produce_and_fetch_newest_versions_carry_no_broker_address(uncapped_gateway, tansu, fetch_version):
     from tests.native.batches import build_batch
+
+    gateway = uncapped_gateway
+    topic = unique_topic("addr16")
+    create_topic(gateway.bootstrap, topic, partitions=1)
 
     produce_cls = codec.request_class(0)
     fetch_cls = codec.request_class(1)
@@ -130,7 +156,7 @@ def test_produce_and_fetch_newest_versions_carry_no_broker_address(gateway, tans
         fetch = fetch_cls(max_wait_ms=100, min_bytes=1, max_bytes=1 << 20, topics=[FetchRequestFetchTopic(
             topic_id=topic_id, partitions=[FetchRequestFetchPartition(partition=0, fetch_offset=0,
                                                                       partition_max_bytes=1 << 20)])])
-        body, payload = client.call(1, 17, fetch)
+        body, payload = client.call(1, fetch_version, fetch)
         part = body.responses[0].partitions[0]
         assert part.error_code == 0 and part.records
         for n in body.node_endpoints:

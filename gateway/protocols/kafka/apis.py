@@ -75,8 +75,18 @@ def api_name(key: int) -> str:
     return spec.name if spec else f"api_key={key}"
 
 
-def intersect_with_broker(broker: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
-    """Ranges to advertise: handled APIs the broker also supports, each clamped to both ranges.
+BY_NAME: dict[str, ApiSpec] = {s.name: s for s in _SPECS}
+
+# Fetch v16+ responses end with NodeEndpoints (KIP-951 leader hints) that must be rewritten, so they cannot
+# stream through: the whole response is buffered and checked first. Capping Fetch at v15 by default keeps the
+# consume path streaming; clients lose only the leader hint and refresh metadata instead
+# (kafka.max_api_versions lifts the cap; the rewrite path is implemented and tested).
+DEFAULT_MAX_VERSIONS: dict[str, int] = {"Fetch": 15}
+
+
+def intersect_with_broker(broker: dict[int, tuple[int, int]],
+                          caps: dict[int, int] | None = None) -> dict[int, tuple[int, int]]:
+    """Ranges to advertise: handled APIs the broker also supports, each clamped to both ranges and `caps`.
 
     ApiVersions itself is always advertised with the gateway's own range because the gateway answers it.
     SASL APIs are answered by the gateway too, so they are advertised whatever the broker says.
@@ -89,7 +99,7 @@ def intersect_with_broker(broker: dict[int, tuple[int, int]]) -> dict[int, tuple
         if key not in broker:
             continue
         lo = max(spec.min_version, broker[key][0])
-        hi = min(spec.max_version, broker[key][1])
+        hi = min(spec.max_version, broker[key][1], (caps or {}).get(key, spec.max_version))
         if lo <= hi:
             out[key] = (lo, hi)
     return out

@@ -171,7 +171,8 @@ class KafkaSession:
 
     def __init__(self, addresses: AddressBook, *, max_frame_bytes: int = 104_857_600,
                  client_label: str = "client", guard: guards.KafkaGuard | None = None,
-                 upstream_auth: Any = None) -> None:
+                 upstream_auth: Any = None, version_caps: dict[int, int] | None = None) -> None:
+        self.version_caps = version_caps
         self.addresses = addresses
         self.guard = guard
         self.upstream_auth = upstream_auth  # UpstreamSaslClient: the gateway's own broker credentials
@@ -680,7 +681,7 @@ class KafkaSession:
             raise ProtocolViolation(f"upstream ApiVersions failed with error code {msg.error_code}",
                                     "upstream_protocol")
         self.broker_versions = {e.api_key: (e.min_version, e.max_version) for e in msg.api_keys}
-        self.advertised_versions = apis.intersect_with_broker(self.broker_versions)
+        self.advertised_versions = apis.intersect_with_broker(self.broker_versions, self.version_caps)
         if slot.api_version >= 3:
             self._broker_features = {
                 "supported_features": msg.supported_features,
