@@ -231,6 +231,8 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
                 "identity: required (clients authenticate with OIDC tokens); for local testing without identity "
                 "set `passthrough: true` on a loopback listener"
             )
+        elif not self.audit.sinks:
+            raise ValueError("audit: at least one sink is required: every decision of the gateway is recorded")
 
     @property
     def worker_count(self) -> int:

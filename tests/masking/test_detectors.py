@@ -81,6 +81,14 @@ def test_valid_cards_are_found(impl: str, card: str) -> None:
 
 
 @BOTH
+@pytest.mark.parametrize("card", [c for c in VALID_CARDS if not c.isdigit()])
+def test_grouped_cards_are_found_as_whole_values(impl: str, card: str) -> None:
+    # No surrounding spaces: the native structure pass must not rely on extra separators around a card.
+    out, counts = mask_one(impl, card.encode(), ["credit_card"])
+    assert (out, counts) == (b"[REDACTED:CREDIT_CARD]", {"credit_card": 1})
+
+
+@BOTH
 @pytest.mark.parametrize("card", INVALID_CARDS)
 def test_invalid_cards_are_not_found(impl: str, card: str) -> None:
     _assert_not_found(impl, "credit_card", card)
