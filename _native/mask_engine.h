@@ -311,6 +311,31 @@ static size_t mask_next_digit(const uint8_t *b, size_t n, size_t i) {
     return i;
 }
 
+/* End of the CL_X run starting at i, adding the digits it holds to *digits. */
+static size_t mask_x_run_end(const uint8_t *b, size_t n, size_t i, size_t *digits) {
+#if defined(__SSE2__)
+    const __m128i d0 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1), sp = _mm_set1_epi8(' ');
+    const __m128i lp = _mm_set1_epi8('('), rp = _mm_set1_epi8(')'), dot = _mm_set1_epi8('.'), dash = _mm_set1_epi8('-');
+    while (i + 16 <= n) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        __m128i dig = _mm_and_si128(_mm_cmpgt_epi8(x, d0), _mm_cmplt_epi8(x, d9));
+        __m128i sep = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, sp), _mm_cmpeq_epi8(x, lp)),
+                                   _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, rp), _mm_cmpeq_epi8(x, dot)),
+                                                _mm_cmpeq_epi8(x, dash)));
+        unsigned mx = (unsigned)_mm_movemask_epi8(_mm_or_si128(dig, sep)), md = (unsigned)_mm_movemask_epi8(dig);
+        if (mx != 0xFFFFu) {
+            unsigned k = (unsigned)__builtin_ctz(~mx);
+            *digits += (size_t)__builtin_popcount(md & ((1u << k) - 1u));
+            return i + k;
+        }
+        *digits += (size_t)__builtin_popcount(md);
+        i += 16;
+    }
+#endif
+    while (i < n && mask_xcode[b[i]] != X_NONE) *digits += MASK_IS_DIGIT(b[i++]);
+    return i;
+}
+
 static int mask_push_match(mask_matchvec *v, int pid, size_t to_first, size_t to_last) {
     if (mask_grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p)) return -1;
     v->p[v->n].id = (unsigned)pid;
@@ -443,26 +468,29 @@ static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *
     if (E->emu_digits || E->emu_iban_any) {
         size_t i = 0;
         while (i < n) {
-            size_t d = mask_next_digit(b, n, i), rs, re, cnt[X_CODES] = {0};
+            size_t d = mask_next_digit(b, n, i), rs, re, digits = 0;
             mask_run_info ri;
-            uint8_t code;
             if (d >= n) break;
+            re = mask_x_run_end(b, n, d, &digits);
             rs = d;
-            re = d;
-            while (rs > i && (code = mask_xcode[b[rs - 1]]) != X_NONE) {
-                cnt[code]++;
-                rs--;
+            while (rs > i && mask_xcode[b[rs - 1]] != X_NONE) rs--;
+            memset(&ri, 0, sizeof ri);
+            ri.digits = digits;
+            /* Every digit-shape finding has >= 4 digits (an IPv4 address) in its run; most runs in JSON
+             * (hex ids, small numbers) are shorter, and their separators need not be counted. Shapes have
+             * their separators between digits, except the '(' that opens a NANP area code, so space, dash
+             * and dot are counted from the first to the last digit only. */
+            if (digits >= 4 || E->emu_exhaustive) {
+                size_t cnt[X_CODES] = {0}, last = re;
+                while (last > d && !MASK_IS_DIGIT(b[last - 1])) last--;
+                for (size_t k = d; k < last; k++) cnt[mask_xcode[b[k]]]++;
+                for (size_t k = rs; k < d; k++) cnt[mask_xcode[b[k]]] += b[k] == '(';
+                ri.space = cnt[X_SPACE];
+                ri.dash = cnt[X_DASH];
+                ri.dot = cnt[X_DOT];
+                ri.lparen = cnt[X_LPAREN];
+                ri.rparen = cnt[X_RPAREN];
             }
-            while (re < n && (code = mask_xcode[b[re]]) != X_NONE) {
-                cnt[code]++;
-                re++;
-            }
-            ri.digits = cnt[X_DIGIT];
-            ri.space = cnt[X_SPACE];
-            ri.dash = cnt[X_DASH];
-            ri.dot = cnt[X_DOT];
-            ri.lparen = cnt[X_LPAREN];
-            ri.rparen = cnt[X_RPAREN];
             if (E->emu_iban_any && rs == d && rs >= 2 && b[rs - 1] >= 'A' && b[rs - 1] <= 'Z' && b[rs - 2] >= 'A' &&
                 b[rs - 2] <= 'Z')
                 for (int k = 0; k < 2; k++) {

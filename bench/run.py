@@ -29,8 +29,9 @@ from typing import Any
 
 from bench import report
 from bench.e2e.harness import BenchContext
+from bench.e2e.identity import BenchIdentity
 from bench.e2e.scenarios import ALIASES, PROFILES, SCENARIOS, IncompleteMeasurement, Scenario
-from bench.e2e.targets import MODE_CONFIGS, Target, TargetUnavailable, build_targets
+from bench.e2e.targets import IDENTITY_MODES, MODE_CONFIGS, Target, TargetUnavailable, build_targets
 from gateway.devstack.processes import ComponentError, find_tansu, start_tansu
 
 SCHEMA = "streamgate-bench/1"
@@ -182,6 +183,20 @@ def raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
+def start_identity(args: argparse.Namespace, log_dir: Path) -> tuple[BenchIdentity | None, str | None]:
+    """The development OIDC provider, once per run, only when a selected Streamgate mode needs it.
+
+    A provider that cannot start makes the identity targets unavailable (reported), not the run impossible.
+    """
+    if "streamgate" not in args.target_list or not IDENTITY_MODES.intersection(args.mode_list):
+        return None, None
+    try:
+        return BenchIdentity.start(log_dir), None
+    except (ComponentError, OSError) as exc:
+        print(f"[bench] OIDC provider did not start: {str(exc)[:300]}", file=sys.stderr)
+        return None, f"OIDC provider did not start: {exc}"
+
+
 def start_targets(ctx: BenchContext, targets: list[Target]) -> tuple[list[Target], dict[str, dict[str, Any]]]:
     """Start each target and prove it with one acknowledged send; unavailable ones are reported, not fatal."""
     ready: list[Target] = []
@@ -190,7 +205,7 @@ def start_targets(ctx: BenchContext, targets: list[Target]) -> tuple[list[Target
         info: dict[str, Any] = dict(target.describe())
         try:
             target.start(ctx.broker)
-            ctx.probe(target.bootstrap, target.name)
+            ctx.probe(target.bootstrap, target.name, target.client_config())
         except Exception as exc:  # noqa: BLE001 - an unavailable target is reported, the others still run
             target.stop()
             info.update(status="unavailable", error=str(exc))
@@ -321,10 +336,16 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     }
     broker = start_tansu(log_path=log_dir / "broker.log")
     targets: list[Target] = []
+    identity: BenchIdentity | None = None
     ctx = BenchContext(broker=broker, profile=args.profile, log_dir=log_dir)
     try:
-        targets = build_targets(args.target_list, args.mode_list, args.workers, log_dir)
+        identity, identity_error = start_identity(args, log_dir)
+        targets = build_targets(args.target_list, args.mode_list, args.workers, log_dir, identity)
         ready, result["targets"] = start_targets(ctx, targets)
+        if identity_error:
+            for name, info in result["targets"].items():
+                if info.get("mode") in IDENTITY_MODES:
+                    info["error"] = f"{identity_error}; {info.get('error')}"
         for name in args.scenario_list:
             scenario = SCENARIOS[name]()
             try:
@@ -340,7 +361,9 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
                 }
     finally:
         for target in targets:
-            target.stop()
+            target.close()
+        if identity is not None:
+            identity.stop()
         ctx.close()
         broker.stop()
         if args.keep_logs:

@@ -26,11 +26,14 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
-from bench.e2e.kafka_wire import handshake
+from bench.e2e.kafka_wire import authenticated_handshake, handshake
 from bench.e2e.stats import LatencyRecorder
 
 RESULT_PREFIX = "RESULT "
 Params = dict[str, Any]
+# Params that carry credentials: the harness moves them from argv to this environment variable (JSON).
+CREDENTIALS_ENV = "STREAMGATE_BENCH_CREDENTIALS"
+CREDENTIAL_PARAMS = ("client_config", "raw_sasl")
 
 # Payload of the end-to-end scenario starts with (scheduled send time in ns, kind); the rest is padding.
 E2E_HEADER = struct.Struct(">qB")
@@ -48,8 +51,10 @@ def _payload(size: int) -> bytes:
     return os.urandom(size)
 
 
-def _producer(bootstrap: str, extra: Params) -> Producer:
-    conf: Params = {"bootstrap.servers": bootstrap, "client.id": "streamgate-bench", **_quiet_logger()}
+def _producer(params: Params, extra: Params) -> Producer:
+    """A producer for `params["bootstrap"]` with the target's client settings (SASL, if any) and `extra`."""
+    conf: Params = {"bootstrap.servers": params["bootstrap"], "client.id": "streamgate-bench", **_quiet_logger()}
+    conf.update(params.get("client_config") or {})
     conf.update(extra)
     return Producer(conf)
 
@@ -80,7 +85,7 @@ def produce_throughput(params: Params) -> Params:
             errors.append(str(err))
 
     producer = _producer(
-        params["bootstrap"],
+        params,
         {
             "linger.ms": int(params.get("linger_ms", 5)),
             "batch.size": int(params.get("batch_size", 1_000_000)),
@@ -139,15 +144,16 @@ def produce_throughput(params: Params) -> Params:
     }
 
 
-def _consumer(bootstrap: str, extra: Params) -> Consumer:
+def _consumer(params: Params, extra: Params) -> Consumer:
     conf: Params = {
-        "bootstrap.servers": bootstrap,
+        "bootstrap.servers": params["bootstrap"],
         "group.id": f"streamgate-bench-{uuid.uuid4().hex[:8]}",  # required by the client; never joined
         "enable.auto.commit": False,
         "enable.partition.eof": False,
         "auto.offset.reset": "earliest",
         **_quiet_logger(),
     }
+    conf.update(params.get("client_config") or {})
     conf.update(extra)
     return Consumer(conf)
 
@@ -157,7 +163,7 @@ def consume_throughput(params: Params) -> Params:
     expected = int(params["records"])
     max_seconds = float(params.get("max_seconds", 60.0))
     partitions = int(params.get("partitions", 1))
-    consumer = _consumer(params["bootstrap"], {})
+    consumer = _consumer(params, {})
     consumer.assign([TopicPartition(params["topic"], p, OFFSET_BEGINNING) for p in range(partitions)])
     deadline = time.perf_counter() + max_seconds
     count = 0
@@ -223,11 +229,10 @@ def produce_latency(params: Params) -> Params:
     topic = params["topic"]
     total = min(int(rate * (duration_s + warmup_s)), max_records)
     producer = _producer(
-        params["bootstrap"],
+        params,
         {
             "acks": str(params.get("acks", "all")),
             "linger.ms": int(params.get("linger_ms", 0)),
-            **params.get("client_config", {}),
         },
     )
     payload = _payload(size)
@@ -316,7 +321,6 @@ def e2e_latency(params: Params) -> Params:
     size = max(int(params.get("record_size", 1024)), E2E_HEADER.size)
     max_seconds = float(params.get("max_seconds", duration_s + warmup_s + 30.0))
     topic = params["topic"]
-    bootstrap = params["bootstrap"]
     measured_total = int(rate * duration_s)
     warmup_total = int(rate * warmup_s)
     padding = _payload(size - E2E_HEADER.size)
@@ -328,7 +332,7 @@ def e2e_latency(params: Params) -> Params:
             producer_errors.append(str(err))
 
     producer = _producer(
-        bootstrap,
+        params,
         {
             "acks": str(params.get("acks", "all")),
             "linger.ms": int(params.get("linger_ms", 0)),
@@ -336,7 +340,7 @@ def e2e_latency(params: Params) -> Params:
             "on_delivery": on_error,
         },
     )
-    consumer = _consumer(bootstrap, {"fetch.wait.max.ms": int(params.get("fetch_wait_max_ms", 100))})
+    consumer = _consumer(params, {"fetch.wait.max.ms": int(params.get("fetch_wait_max_ms", 100))})
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
 
     consumer_ready = threading.Event()
@@ -419,10 +423,12 @@ def idle_connections(params: Params) -> Params:
     """Open `count` connections that each do ApiVersions + Metadata, report, then hold them until told.
 
     Prints its RESULT line once all connections are open, then waits for a line (or EOF) on stdin before
-    closing them, so the harness can sample the target's memory and run light traffic in between.
+    closing them, so the harness can sample the target's memory and run light traffic in between. With
+    `raw_sasl` ({"username", "password"}) each connection authenticates (SASL PLAIN) before its Metadata.
     """
     host, port = params["bootstrap"].rsplit(":", 1)
     count = int(params["count"])
+    sasl = params.get("raw_sasl")
     max_seconds = float(params.get("max_seconds", 60.0))
     deadline = time.monotonic() + max_seconds
     sockets: list[socket.socket] = []
@@ -438,7 +444,10 @@ def idle_connections(params: Params) -> Params:
             # block later port-range reservations on this machine.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sockets.append(sock)
-            handshake(sock, first_correlation_id=1 + 2 * index)
+            if sasl:
+                authenticated_handshake(sock, sasl["username"], sasl["password"])
+            else:
+                handshake(sock, first_correlation_id=1 + 2 * index)
     except (OSError, RuntimeError) as exc:
         error = f"connection {len(sockets)}: {exc}"
     result = {
@@ -446,6 +455,7 @@ def idle_connections(params: Params) -> Params:
         "requested": count,
         "seconds": time.monotonic() - start,
         "error": error,
+        "authenticated": bool(sasl),
         "complete": error is None and len(sockets) == count,
     }
     _emit(result)
@@ -457,7 +467,7 @@ def idle_connections(params: Params) -> Params:
 
 def probe(params: Params) -> Params:
     """One acknowledged send through the target: proves the whole path (bootstrap and node ports) works."""
-    producer = _producer(params["bootstrap"], {"acks": "all"})
+    producer = _producer(params, {"acks": "all"})
     _warm_up(producer, params["topic"], b"probe", timeout=float(params.get("max_seconds", 15.0)))
     return {"ok": True, "complete": True}
 
@@ -481,7 +491,11 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[1] not in WORKLOADS:
         sys.stderr.write(f"usage: python -m bench.e2e.clients {{{','.join(WORKLOADS)}}} 'JSON params'\n")
         return 2
-    result = WORKLOADS[argv[1]](json.loads(argv[2]))
+    params = json.loads(argv[2])
+    credentials = os.environ.get(CREDENTIALS_ENV)
+    if credentials:
+        params.update(json.loads(credentials))
+    result = WORKLOADS[argv[1]](params)
     if argv[1] != "idle_connections":  # that one reports before holding its connections
         _emit(result)
     return 0

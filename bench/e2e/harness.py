@@ -3,7 +3,9 @@
 Topics are created and deleted through the broker directly (never through a target), each measurement on
 a fresh topic, so no target reads or writes on top of data another target left behind, and the memory
 broker does not grow over the run. Client workloads (`bench.e2e.clients`) run as child processes; every
-wait on them has a deadline and a child that overstays it is killed.
+wait on them has a deadline and a child that overstays it is killed. A workload's credentials (the
+target's `client_config` and `raw_sasl`) travel in the child's environment, never on its command line,
+where any user of the machine could read them.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.e2e.clients import RESULT_PREFIX
+from bench.e2e.clients import CREDENTIALS_ENV, CREDENTIAL_PARAMS, RESULT_PREFIX
 from gateway.devstack.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +41,18 @@ class ClientProcess:
         self.workload = workload
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in finish()
         self._buffer = b""
+        public, credentials = split_credentials(params)
+        env = dict(os.environ)
+        env.pop(CREDENTIALS_ENV, None)
+        if credentials:
+            env[CREDENTIALS_ENV] = json.dumps(credentials)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.e2e.clients", workload, json.dumps(params)],
+            [sys.executable, "-m", "bench.e2e.clients", workload, json.dumps(public)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             cwd=REPO_ROOT,
+            env=env,
         )
 
     def read_result(self, timeout: float) -> dict[str, Any]:
@@ -105,6 +113,13 @@ class ClientProcess:
         return ""
 
 
+def split_credentials(params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(params for argv, credentials for the environment); empty credentials are dropped."""
+    public = {key: value for key, value in params.items() if key not in CREDENTIAL_PARAMS}
+    credentials = {key: params[key] for key in CREDENTIAL_PARAMS if params.get(key)}
+    return public, credentials
+
+
 def run_client(workload: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Run a workload to completion and return its result (ClientError on failure or overstay)."""
     client = ClientProcess(workload, params)
@@ -159,10 +174,19 @@ class BenchContext:
                 ADMIN_TIMEOUT_S
             )
 
-    def probe(self, bootstrap: str, label: str) -> None:
+    def probe(self, bootstrap: str, label: str, client_config: dict[str, Any] | None = None) -> None:
         """One acknowledged send through `bootstrap` on a throwaway topic (ClientError if it fails)."""
         topic = self.new_topic(f"probe-{label}")
         try:
-            run_client("probe", {"bootstrap": bootstrap, "topic": topic, "max_seconds": 15.0}, timeout=40.0)
+            run_client(
+                "probe",
+                {
+                    "bootstrap": bootstrap,
+                    "topic": topic,
+                    "max_seconds": 15.0,
+                    "client_config": client_config or {},
+                },
+                timeout=40.0,
+            )
         finally:
             self.delete_topic(topic)

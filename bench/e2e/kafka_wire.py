@@ -1,8 +1,11 @@
-"""Hand-encoded Kafka requests for the connection-scaling scenario (ApiVersions v0, Metadata v1).
+"""Hand-encoded Kafka requests for the connection-scaling scenario (ApiVersions v0, SASL, Metadata v1).
 
 A thousand librdkafka clients would measure librdkafka, not the target, so the idle connections are raw
-sockets that each do the exchange a real client starts with and then sit idle. Only the two requests this
-needs are encoded; responses are checked for framing, correlation id and (ApiVersions) the error code.
+sockets that each do the exchange a real client starts with and then sit idle. Against a target that
+terminates SASL (Streamgate's identity mode) that exchange includes SaslHandshake v1 + SaslAuthenticate v1
+with the PLAIN mechanism (RFC 4616, the token as password): an unauthenticated idle connection would be a
+connection the gateway refuses, not one it holds. Only the requests this needs are encoded; responses are
+checked for framing, correlation id and error codes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import struct
 
 API_VERSIONS_KEY = 18
 METADATA_KEY = 3
+SASL_HANDSHAKE_KEY = 17
+SASL_AUTHENTICATE_KEY = 36
 CLIENT_ID = b"streamgate-bench"
 
 
@@ -40,6 +45,24 @@ def metadata_v1(correlation_id: int, topics: list[str] | None = None) -> bytes:
     return encode_request(METADATA_KEY, 1, correlation_id, body)
 
 
+def _string(value: str) -> bytes:
+    encoded = value.encode()
+    return struct.pack(">h", len(encoded)) + encoded
+
+
+def sasl_handshake_v1(correlation_id: int, mechanism: str) -> bytes:
+    return encode_request(SASL_HANDSHAKE_KEY, 1, correlation_id, _string(mechanism))
+
+
+def plain_message(username: str, password: str) -> bytes:
+    """RFC 4616 PLAIN: authzid NUL authcid NUL password (empty authzid)."""
+    return b"\x00" + username.encode() + b"\x00" + password.encode()
+
+
+def sasl_authenticate_v1(correlation_id: int, auth_bytes: bytes) -> bytes:
+    return encode_request(SASL_AUTHENTICATE_KEY, 1, correlation_id, struct.pack(">i", len(auth_bytes)) + auth_bytes)
+
+
 def read_exact(sock: socket.socket, size: int) -> bytes:
     chunks = bytearray()
     while len(chunks) < size:
@@ -62,11 +85,49 @@ def read_response(sock: socket.socket, expected_correlation_id: int) -> bytes:
     return frame[4:]
 
 
+def _read_nullable_string(body: bytes, pos: int) -> tuple[str | None, int]:
+    (length,) = struct.unpack_from(">h", body, pos)
+    pos += 2
+    if length < 0:
+        return None, pos
+    return body[pos : pos + length].decode(errors="replace"), pos + length
+
+
+def _check_error(body: bytes, what: str, message: str | None = None) -> None:
+    (error_code,) = struct.unpack_from(">h", body, 0)
+    if error_code != 0:
+        raise WireError(f"{what} error code {error_code}" + (f": {message}" if message else ""))
+
+
 def handshake(sock: socket.socket, first_correlation_id: int = 1) -> None:
     """ApiVersions v0 then Metadata v1, pipelined as librdkafka does, and both responses read."""
     sock.sendall(api_versions_v0(first_correlation_id) + metadata_v1(first_correlation_id + 1))
-    body = read_response(sock, first_correlation_id)
-    (error_code,) = struct.unpack_from(">h", body, 0)
-    if error_code != 0:
-        raise WireError(f"ApiVersions error code {error_code}")
+    _check_error(read_response(sock, first_correlation_id), "ApiVersions")
     read_response(sock, first_correlation_id + 1)
+
+
+def authenticated_handshake(
+    sock: socket.socket, username: str, password: str, first_correlation_id: int = 1
+) -> int:
+    """ApiVersions v0, SaslHandshake v1 (PLAIN), SaslAuthenticate v1, then Metadata v1, each answered in turn.
+
+    Returns the session lifetime the target granted (ms, 0 = unlimited). The SASL steps are not pipelined:
+    a gateway refuses anything but the SASL exchange until it has succeeded.
+    """
+    correlation_id = first_correlation_id
+    sock.sendall(api_versions_v0(correlation_id))
+    _check_error(read_response(sock, correlation_id), "ApiVersions")
+    correlation_id += 1
+    sock.sendall(sasl_handshake_v1(correlation_id, "PLAIN"))
+    _check_error(read_response(sock, correlation_id), "SaslHandshake")
+    correlation_id += 1
+    sock.sendall(sasl_authenticate_v1(correlation_id, plain_message(username, password)))
+    body = read_response(sock, correlation_id)
+    message, pos = _read_nullable_string(body, 2)
+    _check_error(body, "SaslAuthenticate", message)
+    (auth_length,) = struct.unpack_from(">i", body, pos)
+    (session_lifetime_ms,) = struct.unpack_from(">q", body, pos + 4 + max(auth_length, 0))
+    correlation_id += 1
+    sock.sendall(metadata_v1(correlation_id))
+    read_response(sock, correlation_id)
+    return int(session_lifetime_ms)

@@ -68,6 +68,11 @@ class Scenario(ABC):
     def measure(self, ctx: BenchContext, target: Target, params: dict[str, Any]) -> Measurement: ...
 
 
+def client_params(target: Target) -> dict[str, Any]:
+    """What every confluent-kafka workload against `target` needs: its bootstrap and its client settings."""
+    return {"bootstrap": target.bootstrap, "client_config": target.client_config()}
+
+
 def _without_histogram(result: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in result.items() if key != "hdr"}
 
@@ -97,7 +102,7 @@ class ProduceThroughput(Scenario):
         try:
             result = run_client(
                 "produce_throughput",
-                {**params, "bootstrap": target.bootstrap, "topic": topic},
+                {**params, **client_params(target), "topic": topic},
                 timeout=float(params["max_seconds"]) + CLIENT_SLACK_S,
             )
         finally:
@@ -151,7 +156,7 @@ class ConsumeThroughput(Scenario):
             raise RuntimeError("consume_throughput measured without a pre-filled topic (begin_round not run)")
         result = run_client(
             "consume_throughput",
-            {**params, "bootstrap": target.bootstrap, "topic": self._topic},
+            {**params, **client_params(target), "topic": self._topic},
             timeout=float(params["max_seconds"]) + CLIENT_SLACK_S,
         )
         result["prefill_records_per_s"] = self._fill.get("records_per_s")
@@ -185,7 +190,7 @@ class ProduceLatency(Scenario):
         try:
             result = run_client(
                 "produce_latency",
-                {**params, "bootstrap": target.bootstrap, "topic": topic, "max_seconds": bound},
+                {**params, **client_params(target), "topic": topic, "max_seconds": bound},
                 timeout=bound + CLIENT_SLACK_S,
             )
         finally:
@@ -214,7 +219,7 @@ class EndToEndLatency(Scenario):
         try:
             result = run_client(
                 "e2e_latency",
-                {**params, "bootstrap": target.bootstrap, "topic": topic, "max_seconds": bound},
+                {**params, **client_params(target), "topic": topic, "max_seconds": bound},
                 timeout=bound + CLIENT_SLACK_S,
             )
         finally:
@@ -233,7 +238,8 @@ class ConnectionScaling(Scenario):
     title = "Connection scaling"
     description = (
         "A holder process opens `connections` raw TCP connections that each complete ApiVersions v0 + "
-        "Metadata v1 and then stay idle; the target's RSS delta (its own process tree, restarted fresh and "
+        "Metadata v1 (after SaslHandshake v1 + SaslAuthenticate PLAIN with an OIDC token on identity "
+        "targets) and then stay idle; the target's RSS delta (its own process tree, restarted fresh and "
         "warmed by `warmup_connections` short-lived connections) per connection is reported, then light "
         "produce traffic (`light_rate` records/s, acks=all) runs beside them."
     )
@@ -253,25 +259,29 @@ class ConnectionScaling(Scenario):
         try:
             # A fresh process pays one-off costs (lazy imports, first buffers) on its first connections;
             # a few short-lived ones first keep those out of the per-connection figure.
+            # Identity targets: every idle connection authenticates (one token, fetched here, not timed).
+            idle = {"bootstrap": target.bootstrap, "max_seconds": params["max_seconds"], "raw_sasl": target.raw_sasl()}
             warm_up = int(params.get("warmup_connections", 20))
             if warm_up:
                 run_client(
                     "idle_connections",
-                    {"bootstrap": target.bootstrap, "count": warm_up, "max_seconds": params["max_seconds"]},
+                    {**idle, "count": warm_up},
                     timeout=float(params["max_seconds"]) + CLIENT_SLACK_S,
                 )
             raw["rss_before_kib"] = tree_rss_kib(pids)
-            holder = ClientProcess(
-                "idle_connections",
-                {"bootstrap": target.bootstrap, "count": count, "max_seconds": params["max_seconds"]},
-            )
+            holder = ClientProcess("idle_connections", {**idle, "count": count})
             opened = holder.read_result(float(params["max_seconds"]) + CLIENT_SLACK_S)
-            raw.update(opened=opened["opened"], open_seconds=opened["seconds"], open_error=opened["error"])
+            raw.update(
+                opened=opened["opened"],
+                open_seconds=opened["seconds"],
+                open_error=opened["error"],
+                authenticated=opened["authenticated"],
+            )
             raw["rss_open_kib"] = tree_rss_kib(pids)
             light = run_client(
                 "produce_latency",
                 {
-                    "bootstrap": target.bootstrap,
+                    **client_params(target),
                     "topic": topic,
                     "rate": params["light_rate"],
                     "duration_s": params["light_duration_s"],
@@ -321,7 +331,7 @@ class WorkerScaling(Scenario):
             )
             try:
                 candidate.start(ctx.broker)
-                ctx.probe(candidate.bootstrap, candidate.name)
+                ctx.probe(candidate.bootstrap, candidate.name, candidate.client_config())
             except (TargetUnavailable, ClientError) as exc:
                 candidate.stop()
                 self.unavailable[candidate.name] = str(exc)
@@ -344,7 +354,7 @@ class WorkerScaling(Scenario):
         clients = [
             ClientProcess(
                 "produce_throughput",
-                {**params, "bootstrap": target.bootstrap, "topic": topic, "start_at_ns": start_at_ns},
+                {**params, **client_params(target), "topic": topic, "start_at_ns": start_at_ns},
             )
             for topic in topics
         ]

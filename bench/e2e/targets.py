@@ -2,8 +2,9 @@
 
 Every target serves the same Tansu broker, started once per run, so the only difference between the numbers
 of two targets is the hop in between. A target knows how to start and stop, the bootstrap address clients
-use, and which processes are its own (for RSS sampling through /proc; the broker's memory is not charged
-to a proxy). A target that cannot start is reported as unavailable instead of aborting the whole run.
+use, the client settings its listener demands (SASL for the identity mode; nothing for the others), and which
+processes are its own (for RSS sampling through /proc; the broker's memory is not charged to a proxy). A
+target that cannot start is reported as unavailable instead of aborting the whole run.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+from bench.e2e.identity import BenchIdentity
 from gateway.devstack.processes import (
     ComponentError,
     ManagedProcess,
@@ -33,7 +37,10 @@ HOST = "127.0.0.1"
 # Streamgate's gateway config per mode; a new mode is a new YAML file plus a line here.
 MODE_CONFIGS: dict[str, str] = {
     "passthrough": "examples/passthrough.yaml",
+    "identity": "examples/bench-identity.yaml",
 }
+# Modes whose clients authenticate against the run's development OIDC provider.
+IDENTITY_MODES = frozenset({"identity"})
 
 # Tansu's node id is 111 and the gateway serves broker node N at node_port_base + N.
 NODE_PORT_BLOCK = 200
@@ -68,10 +75,22 @@ class Target(ABC):
     def alive(self) -> bool:
         return all(Path(f"/proc/{pid}").exists() for pid in self.root_pids())
 
+    def client_config(self) -> dict[str, Any]:
+        """Extra librdkafka settings every client of this target needs (SASL for identity modes)."""
+        return {}
+
+    def raw_sasl(self) -> dict[str, str] | None:
+        """SASL PLAIN credentials for hand-encoded connections, or None when the listener takes none."""
+        return None
+
     def restart(self, broker: ManagedProcess) -> None:
         """A fresh process (memory measurements must not inherit a previous round's heap)."""
         self.stop()
         self.start(broker)
+
+    def close(self) -> None:
+        """Stop for good, removing anything the target made for itself."""
+        self.stop()
 
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind}
@@ -155,6 +174,7 @@ class StreamgateTarget(Target):
         workers: int = 1,
         log_dir: Path | None = None,
         start_timeout: float = 30.0,
+        identity: BenchIdentity | None = None,
     ) -> None:
         super().__init__(name)
         if mode not in MODE_CONFIGS:
@@ -163,7 +183,39 @@ class StreamgateTarget(Target):
         self.workers = workers
         self._log_dir = log_dir
         self._start_timeout = start_timeout
+        self._identity = identity
         self._process: ManagedProcess | None = None
+        self._own_audit_dir: Path | None = None  # only when there is no run directory to put it in
+
+    @property
+    def needs_identity(self) -> bool:
+        return self.mode in IDENTITY_MODES
+
+    @property
+    def audit_dir(self) -> Path | None:
+        """Where the identity mode's file sink writes (inside the run's temporary directory)."""
+        if not self.needs_identity:
+            return None
+        if self._log_dir is not None:
+            return self._log_dir / f"{self.name}-audit"
+        if self._own_audit_dir is None:
+            self._own_audit_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-audit-"))
+        return self._own_audit_dir
+
+    def client_config(self) -> dict[str, Any]:
+        if not self.needs_identity:
+            return {}
+        return self._require_identity().client_config()
+
+    def raw_sasl(self) -> dict[str, str] | None:
+        if not self.needs_identity:
+            return None
+        return self._require_identity().raw_sasl()
+
+    def _require_identity(self) -> BenchIdentity:
+        if self._identity is None:
+            raise TargetUnavailable(f"mode {self.mode!r} needs the run's OIDC provider, and none was given")
+        return self._identity
 
     @property
     def config_path(self) -> Path:
@@ -190,6 +242,13 @@ class StreamgateTarget(Target):
                 "STREAMGATE_WORKERS": str(self.workers),
             }
         )
+        if self.needs_identity:
+            identity = self._require_identity()
+            audit_dir = self.audit_dir
+            assert audit_dir is not None
+            audit_dir.mkdir(parents=True, exist_ok=True)
+            env["STREAMGATE_BENCH_OIDC_ISSUER"] = identity.issuer
+            env["STREAMGATE_BENCH_AUDIT_DIR"] = str(audit_dir)
         log_path = self._log_dir / f"{self.name}.log" if self._log_dir else None
         argv = [executable, "run", "--config", str(self.config_path)]
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
@@ -221,6 +280,17 @@ class StreamgateTarget(Target):
             _stop_group(self._process)
             self._process = None
 
+    def restart(self, broker: ManagedProcess) -> None:
+        self.stop()  # keeps a self-made audit directory: the trail of every round stays in one place
+        self.start(broker)
+
+    def close(self) -> None:
+        """Stop, and remove an audit directory this target made for itself (none inside a run directory)."""
+        self.stop()
+        if self._own_audit_dir is not None:
+            shutil.rmtree(self._own_audit_dir, ignore_errors=True)
+            self._own_audit_dir = None
+
     @property
     def bootstrap(self) -> str:
         if self._process is None:
@@ -236,6 +306,7 @@ class StreamgateTarget(Target):
             "mode": self.mode,
             "workers": self.workers,
             "config": MODE_CONFIGS[self.mode],
+            **({"client_auth": "SASL OAUTHBEARER (librdkafka oidc client credentials)"} if self.needs_identity else {}),
         }
 
 
@@ -309,8 +380,9 @@ def build_targets(
     modes: Iterable[str] = ("passthrough",),
     workers: int = 1,
     log_dir: Path | None = None,
+    identity: BenchIdentity | None = None,
 ) -> list[Target]:
-    """Targets in the order given; "streamgate" expands to one target per mode."""
+    """Targets in the order given; "streamgate" expands to one target per mode (identity modes get `identity`)."""
     targets: list[Target] = []
     for name in names:
         if name == "direct":
@@ -320,7 +392,9 @@ def build_targets(
         elif name == "streamgate":
             for mode in modes:
                 label = "streamgate" if mode == "passthrough" else f"streamgate-{mode}"
-                targets.append(StreamgateTarget(label, mode=mode, workers=workers, log_dir=log_dir))
+                targets.append(
+                    StreamgateTarget(label, mode=mode, workers=workers, log_dir=log_dir, identity=identity)
+                )
         else:
             raise ValueError(f"unknown target {name!r}; known: direct, streamgate, peer")
     return targets

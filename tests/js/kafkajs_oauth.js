@@ -5,7 +5,7 @@
 // The configuration comes on stdin, never argv, because it carries client secrets:
 //   {"bootstrap": "127.0.0.1:PORT", "tokenEndpoint": "http://.../token",
 //    "clients": {"writer": {"id": "...", "secret": "..."}, "reader": {...}},
-//    "allowedTopic": "...", "groupId": "...", "count": N,
+//    "allowedTopic": "...", "groupId": "...", "count": N, "sessionTimeout": MS (optional),
 //    "deniedProduce": [{"client": "writer", "topic": "..."}, ...]}
 // Prints one JSON line: {"produced": N, "consumed": [...], "denied": [{"client", "topic", "error", "type"}],
 //                        "tokenFetches": {"writer": n, ...}}
@@ -80,7 +80,10 @@ async function main() {
     }
   }
 
-  const consumer = reader.consumer({ groupId: cfg.groupId });
+  // A short session keeps the broker's join wait short (Tansu holds a JoinGroup for about half of it).
+  const sessionTimeout = cfg.sessionTimeout || 30000;
+  const consumer = reader.consumer({ groupId: cfg.groupId, sessionTimeout,
+                                     heartbeatInterval: Math.min(3000, Math.floor(sessionTimeout / 3)) });
   await consumer.connect();
   await consumer.subscribe({ topic: cfg.allowedTopic, fromBeginning: true });
   const consumed = [];

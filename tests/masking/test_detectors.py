@@ -407,6 +407,15 @@ def test_json_member_named_like_a_secret(impl: str) -> None:
     assert counts == {"generic_secret": 1}
 
 
+@BOTH
+def test_json_member_whose_secret_name_is_escaped(impl: str) -> None:
+    # "\u0074oken" is "token": the raw bytes never spell the keyword, the decoded key does.
+    value = b'{"\\u0074oken": "aZ3kQ9vLm2Xp", "x\\u00e9_api_key": "q8Fz2LmN4pRt"}'
+    out, counts = mask_one(impl, value, ["generic_secret"])
+    assert out == b'{"\\u0074oken": "[REDACTED:GENERIC_SECRET]", "x\\u00e9_api_key": "[REDACTED:GENERIC_SECRET]"}'
+    assert counts == {"generic_secret": 2}
+
+
 # ------------------------------------------------------------------------------------------- clean data
 
 

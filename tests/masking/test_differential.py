@@ -57,10 +57,12 @@ fragments = st.one_of(
     digits,
     st.text(max_size=6),
 )
-texts = st.lists(fragments, max_size=10).map("".join)
+texts = st.lists(fragments, min_size=1, max_size=10).map("".join)
 rule_keys = ["ssn", "SSN", "card", "email", "client_secret", "api_key", "token", "note", "items", "a b"]
 
 json_scalars = st.one_of(
+    texts,
+    texts,
     texts,
     st.integers(min_value=-(10**20), max_value=10**20),
     st.sampled_from([4111111111111111, 1700000000000, 378282246310005, 4111111111111112]),
@@ -68,7 +70,7 @@ json_scalars = st.one_of(
     st.booleans(),
     st.none(),
 )
-keys = st.one_of(st.sampled_from(rule_keys), st.sampled_from(rule_keys), texts)
+keys = st.one_of(st.sampled_from(rule_keys), st.sampled_from(rule_keys), st.sampled_from(rule_keys), texts)
 json_values = st.recursive(
     json_scalars,
     lambda children: st.one_of(st.lists(children, max_size=5), st.dictionaries(keys, children, max_size=5)),
@@ -106,11 +108,12 @@ operators = st.one_of(
     st.just({"redact": "PII"}),
 )
 field_rules = st.dictionaries(
-    st.sampled_from(["ssn", "card", "email", "note", "a b", "$.items[*].card", "$.a b", "$[0].ssn", "$.ssn"]).map(
+    st.sampled_from(["ssn", "card", "note", "token", "a b", "$.items[*].card", "$.a b", "$[0].ssn", "$.ssn"]).map(
         lambda k: k.replace("$.a b", "$['a b']").replace("$[0].ssn", "$.items[0].ssn")
     ),
     operators,
-    max_size=3,
+    min_size=1,
+    max_size=4,
 )
 field_rules = st.one_of(st.just({}), field_rules)
 
@@ -157,6 +160,28 @@ def _assert_same(profile: MaskingProfile, custom: dict[str, Any], batch: list[by
 @SETTINGS
 @given(profiles(), batches)
 def test_native_equals_reference(profile: tuple[MaskingProfile, dict[str, Any]], batch: list[bytes | None]) -> None:
+    _assert_same(*profile, batch)
+
+
+spaced_texts = st.lists(st.one_of(st.sampled_from(PII), st.sampled_from(NEAR_MISSES), texts), min_size=1, max_size=6).map(
+    " ".join
+)
+pii_records = st.one_of(
+    st.dictionaries(st.sampled_from(rule_keys), st.one_of(spaced_texts, json_values), min_size=1, max_size=6).map(
+        lambda d: json.dumps(d).encode()
+    ),
+    st.dictionaries(st.sampled_from(rule_keys), spaced_texts, min_size=1).map(
+        lambda d: json.dumps({"items": [d, d], **d}, ensure_ascii=False).encode()
+    ),
+    spaced_texts.map(str.encode),
+)
+
+
+@SETTINGS
+@given(profiles(), st.lists(pii_records, min_size=1, max_size=6))
+def test_native_equals_reference_on_pii_records(
+    profile: tuple[MaskingProfile, dict[str, Any]], batch: list[bytes | None]
+) -> None:
     _assert_same(*profile, batch)
 
 
