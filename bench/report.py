@@ -4,6 +4,8 @@ Rules kept here:
 - medians are over the rounds of one target that completed; a failed round is never counted as zero;
 - the ratio is median(target) / median(direct) and the delta median(target) - median(direct), for every
   metric, whichever direction is better;
+- a gateway mode (identity + policy + audit, ...) is also compared with passthrough Streamgate measured in
+  the same rounds: `mode_ratios` / `mode_deltas`, median(mode) against median(passthrough);
 - goals are reported as PASS / FAIL / N/A lines and never change the exit status: the machines are shared and
   noisy, so a benchmark informs, it does not gate.
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.e2e.stats import delta, medians_by_metric, ratio
+from bench.e2e.targets import MODE_CONFIGS, PASSTHROUGH_MODE, streamgate_target_name
 
 REFERENCE_TARGET = "direct"
 GATEWAY_TARGET = "streamgate"
@@ -78,6 +81,21 @@ def summarize_scenario(scenario: dict[str, Any]) -> None:
         name: {metric: delta(values.get(metric), reference.get(metric)) for metric in names}
         for name, values in medians.items()
     }
+    passthrough = medians.get(GATEWAY_TARGET, {})
+    modes = [name for name in mode_target_names() if name in medians]
+    scenario["mode_ratios"] = {
+        name: {metric: ratio(medians[name].get(metric), passthrough.get(metric)) for metric in names}
+        for name in modes
+    }
+    scenario["mode_deltas"] = {
+        name: {metric: delta(medians[name].get(metric), passthrough.get(metric)) for metric in names}
+        for name in modes
+    }
+
+
+def mode_target_names() -> list[str]:
+    """Targets of the non-passthrough gateway modes, which are compared with passthrough as well as direct."""
+    return [streamgate_target_name(mode) for mode in MODE_CONFIGS if mode != PASSTHROUGH_MODE]
 
 
 def _median(result: dict[str, Any], scenario: str, target: str, metric: str) -> float | None:
@@ -169,6 +187,26 @@ def _cell(scenario: dict[str, Any], target: str, spec: dict[str, Any]) -> str:
     return f"{text} ({factor:.2f}x)" if factor is not None else text
 
 
+def _mode_lines(scenario: dict[str, Any]) -> list[str]:
+    """One line per gateway mode: each metric as a ratio to passthrough (and the added ms for latencies)."""
+    lines: list[str] = []
+    for target, ratios in scenario.get("mode_ratios", {}).items():
+        deltas = scenario.get("mode_deltas", {}).get(target, {})
+        parts = []
+        for spec in scenario.get("metrics", []):
+            factor = ratios.get(spec["name"])
+            if factor is None:
+                continue
+            part = f"{spec.get('label') or spec['name']} {factor:.2f}x"
+            added = deltas.get(spec["name"])
+            if spec["unit"] == "ms" and added is not None:
+                part += f" ({added:+.3f} ms)"
+            parts.append(part)
+        if parts:
+            lines.append(f"  {target} / {GATEWAY_TARGET} (passthrough): " + ", ".join(parts))
+    return lines
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A plain-text table: one row per scenario metric, one column per target, then the goal lines."""
     lines: list[str] = []
@@ -196,6 +234,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{'  rounds ok':<34}" + "".join(f"{ok.get(t, 0):>{width}}" for t in targets))
         for failure in failures[:3]:
             lines.append(f"  ! round {failure['round']} {failure['target']}: {failure['error'][:160]}")
+        lines.extend(_mode_lines(scenario))
         if name == "worker_scaling":
             w1 = scenario.get("medians", {}).get("streamgate-w1", {}).get("records_per_s")
             w2 = scenario.get("medians", {}).get("streamgate-w2", {}).get("records_per_s")

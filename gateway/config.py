@@ -22,10 +22,10 @@ import msgspec
 import yaml
 
 from gateway.audit.config import AuditConfig
+from gateway.enforcement.policy import Policy, PolicyError, PolicyRule
 from gateway.netaddr import is_loopback_host, parse_host_port
 from gateway.protocols.kafka.apis import BY_NAME as HANDLED_BY_NAME
 from gateway.protocols.kafka.apis import DEFAULT_MAX_VERSIONS
-from gateway.enforcement.policy import Policy, PolicyError, PolicyRule
 
 
 class ConfigError(ValueError):

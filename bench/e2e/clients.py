@@ -53,7 +53,11 @@ def _payload(size: int) -> bytes:
 
 def _producer(params: Params, extra: Params) -> Producer:
     """A producer for `params["bootstrap"]` with the target's client settings (SASL, if any) and `extra`."""
-    conf: Params = {"bootstrap.servers": params["bootstrap"], "client.id": "streamgate-bench", **_quiet_logger()}
+    conf: Params = {
+        "bootstrap.servers": params["bootstrap"],
+        "client.id": "streamgate-bench",
+        **_quiet_logger(),
+    }
     conf.update(params.get("client_config") or {})
     conf.update(extra)
     return Producer(conf)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.e2e.clients import CREDENTIALS_ENV, CREDENTIAL_PARAMS, RESULT_PREFIX
+from bench.e2e.clients import CREDENTIAL_PARAMS, CREDENTIALS_ENV, RESULT_PREFIX
 from gateway.devstack.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

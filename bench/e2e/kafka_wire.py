@@ -60,7 +60,9 @@ def plain_message(username: str, password: str) -> bytes:
 
 
 def sasl_authenticate_v1(correlation_id: int, auth_bytes: bytes) -> bytes:
-    return encode_request(SASL_AUTHENTICATE_KEY, 1, correlation_id, struct.pack(">i", len(auth_bytes)) + auth_bytes)
+    return encode_request(
+        SASL_AUTHENTICATE_KEY, 1, correlation_id, struct.pack(">i", len(auth_bytes)) + auth_bytes
+    )
 
 
 def read_exact(sock: socket.socket, size: int) -> bytes:

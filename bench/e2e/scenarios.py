@@ -260,7 +260,11 @@ class ConnectionScaling(Scenario):
             # A fresh process pays one-off costs (lazy imports, first buffers) on its first connections;
             # a few short-lived ones first keep those out of the per-connection figure.
             # Identity targets: every idle connection authenticates (one token, fetched here, not timed).
-            idle = {"bootstrap": target.bootstrap, "max_seconds": params["max_seconds"], "raw_sasl": target.raw_sasl()}
+            idle = {
+                "bootstrap": target.bootstrap,
+                "max_seconds": params["max_seconds"],
+                "raw_sasl": target.raw_sasl(),
+            }
             warm_up = int(params.get("warmup_connections", 20))
             if warm_up:
                 run_client(

@@ -41,6 +41,13 @@ MODE_CONFIGS: dict[str, str] = {
 }
 # Modes whose clients authenticate against the run's development OIDC provider.
 IDENTITY_MODES = frozenset({"identity"})
+PASSTHROUGH_MODE = "passthrough"
+
+
+def streamgate_target_name(mode: str) -> str:
+    """The passthrough target is "streamgate"; every other mode is "streamgate-<mode>"."""
+    return "streamgate" if mode == PASSTHROUGH_MODE else f"streamgate-{mode}"
+
 
 # Tansu's node id is 111 and the gateway serves broker node N at node_port_base + N.
 NODE_PORT_BLOCK = 200
@@ -306,7 +313,11 @@ class StreamgateTarget(Target):
             "mode": self.mode,
             "workers": self.workers,
             "config": MODE_CONFIGS[self.mode],
-            **({"client_auth": "SASL OAUTHBEARER (librdkafka oidc client credentials)"} if self.needs_identity else {}),
+            **(
+                {"client_auth": "SASL OAUTHBEARER (librdkafka oidc client credentials)"}
+                if self.needs_identity
+                else {}
+            ),
         }
 
 
@@ -391,9 +402,14 @@ def build_targets(
             targets.append(PeerTarget(log_dir=log_dir))
         elif name == "streamgate":
             for mode in modes:
-                label = "streamgate" if mode == "passthrough" else f"streamgate-{mode}"
                 targets.append(
-                    StreamgateTarget(label, mode=mode, workers=workers, log_dir=log_dir, identity=identity)
+                    StreamgateTarget(
+                        streamgate_target_name(mode),
+                        mode=mode,
+                        workers=workers,
+                        log_dir=log_dir,
+                        identity=identity,
+                    )
                 )
         else:
             raise ValueError(f"unknown target {name!r}; known: direct, streamgate, peer")

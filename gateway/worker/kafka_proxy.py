@@ -160,7 +160,7 @@ class ClientConnection(asyncio.Protocol):
                     lambda: _UpstreamProtocol(self), target[0], target[1], ssl=rt.upstream_ssl,
                     server_hostname=(rt.upstream_server_name or target[0]) if rt.upstream_ssl else None),
                 rt.connect_timeout)
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             self.close(f"cannot connect to broker {target[0]}:{target[1]}: {exc or 'timeout'}",
                        level=logging.WARNING)
             return

@@ -20,11 +20,14 @@ import ssl
 import time
 from typing import Any
 
+from gateway.audit.dispatcher import AuditDispatcher
 from gateway.config import Config, from_plain, parse_host_port
+from gateway.enforcement.policy import Policy
 from gateway.logsetup import configure_logging
 from gateway.protocols.kafka import codec, framing
 from gateway.protocols.kafka.addresses import AddressBook
 from gateway.protocols.kafka.generated.metadata import MetadataRequest
+from gateway.protocols.kafka.guard import GuardContext
 from gateway.supervisor.context import WorkerContext
 from gateway.supervisor.control import (
     BOOT_FAILURE_EXIT_CODE,
@@ -35,9 +38,6 @@ from gateway.supervisor.control import (
     ControlReader,
     encode_message,
 )
-from gateway.audit.dispatcher import AuditDispatcher
-from gateway.enforcement.policy import Policy
-from gateway.protocols.kafka.guard import GuardContext
 from gateway.worker.identity_service import IdentityService
 from gateway.worker.kafka_proxy import ClientConnection, ProxyRuntime
 
@@ -131,7 +131,7 @@ class Worker:
                     discovered: list[tuple[int, tuple[str, int]]] = []
                     self.runtime.book.learn(node_id, address[0], address[1], discovered)
                     self._ensure_node_listener(node_id, address)
-            except (OSError, EOFError, asyncio.TimeoutError, ssl.SSLError, ValueError) as exc:
+            except (TimeoutError, OSError, EOFError, ssl.SSLError, ValueError) as exc:
                 log.warning("broker node discovery from %s:%d failed: %s", *self.runtime.bootstrap, exc)
             await asyncio.sleep(60)
 

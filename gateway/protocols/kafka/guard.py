@@ -31,7 +31,7 @@ from gateway.enforcement.decisions import Decision, Resource
 from gateway.enforcement.identity import Principal, TokenError
 from gateway.native import scan_batches
 from gateway.native.records import BatchFormatError
-from gateway.protocols.kafka import apis, authz, codec, partial, sasl_server
+from gateway.protocols.kafka import apis, authz, partial, sasl_server
 from gateway.protocols.kafka.generated.sasl_authenticate import SaslAuthenticateResponse
 from gateway.protocols.kafka.generated.sasl_handshake import SaslHandshakeResponse
 

@@ -45,7 +45,7 @@ verbatim pieces plus the new fields, so non-minimal varints elsewhere survive.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cramjam
@@ -292,7 +292,9 @@ def _decompress(codec: int, payload: memoryview, limit: int) -> tuple[bytes, _Xe
     if codec == COMPRESSION_LZ4:
         return _inflate_bounded(cramjam.lz4.decompress_into, payload, _lz4_content_size(payload), limit), None
     if codec == COMPRESSION_ZSTD:
-        return _inflate_bounded(cramjam.zstd.decompress_into, payload, _zstd_content_size(payload), limit), None
+        return _inflate_bounded(
+            cramjam.zstd.decompress_into, payload, _zstd_content_size(payload), limit
+        ), None
     raise AssertionError(f"codec {codec} was checked by the caller")
 
 
@@ -304,7 +306,9 @@ def _compress(codec: int, data: bytes, xerial: _XerialFraming | None) -> BytesLi
     if codec == COMPRESSION_SNAPPY:
         if xerial is None:
             return memoryview(cramjam.snappy.compress_raw(data))
-        parts: list[BytesLike] = [_XERIAL_HEADER.pack(_XERIAL_MAGIC, xerial.version, xerial.compatible_version)]
+        parts: list[BytesLike] = [
+            _XERIAL_HEADER.pack(_XERIAL_MAGIC, xerial.version, xerial.compatible_version)
+        ]
         # at least one block, even for no data: readers that sniff the framing take a bare header for raw
         for start in range(0, max(len(data), 1), _XERIAL_BLOCK_SIZE):
             block = memoryview(cramjam.snappy.compress_raw(data[start : start + _XERIAL_BLOCK_SIZE]))
@@ -434,7 +438,9 @@ def _changes(
     """Call the transform on a copy of `originals`; check its result; {index: new item} in index order."""
     result = transform(list(originals))
     if not isinstance(result, tuple) or len(result) != 2:
-        raise TransformContractError(f"the transform must return (items, counts), got {type(result).__name__}")
+        raise TransformContractError(
+            f"the transform must return (items, counts), got {type(result).__name__}"
+        )
     replaced, counts = result
     if len(replaced) != len(originals):
         raise TransformContractError(
@@ -754,7 +760,9 @@ def decode_batch(
     records = []
     for index, span in enumerate(layout.spans):
         _, _, _, _, _, attributes, timestamp_delta, offset_delta, first_header = span
-        last_header = layout.spans[index + 1][8] if index + 1 < len(layout.spans) else len(layout.header_spans)
+        last_header = (
+            layout.spans[index + 1][8] if index + 1 < len(layout.spans) else len(layout.header_spans)
+        )
         try:
             header_pairs = tuple(
                 (layout.header_keys[h].decode("utf-8"), layout.header_values[h])
@@ -765,7 +773,9 @@ def decode_batch(
         records.append(
             Record(
                 offset=header.base_offset + offset_delta,
-                timestamp=header.max_timestamp if log_append_time else header.base_timestamp + timestamp_delta,
+                timestamp=header.max_timestamp
+                if log_append_time
+                else header.base_timestamp + timestamp_delta,
                 key=layout.keys[index],
                 value=layout.values[index],
                 headers=header_pairs,
@@ -775,4 +785,3 @@ def decode_batch(
             )
         )
     return DecodedBatch(header=header, records=records, xerial=xerial is not None)
-

@@ -373,7 +373,7 @@ class KafkaSession:
                 acks = framing.read_produce_acks(buf, start + header.body_offset, end, api_version)
             except framing.NeedMoreData:
                 if complete:
-                    raise ProtocolViolation(f"truncated Produce v{api_version} request header", "malformed")
+                    raise ProtocolViolation(f"truncated Produce v{api_version} request header", "malformed") from None
                 return None
             except framing.MalformedFrame as exc:
                 raise ProtocolViolation(f"malformed Produce request: {exc}", "malformed") from None

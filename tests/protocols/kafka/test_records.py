@@ -17,7 +17,6 @@ from typing import Any
 import cramjam
 import pytest
 from aiokafka.codec import lz4_decode, snappy_decode, zstd_decode
-from aiokafka.record.default_records import DefaultRecordBatch
 from aiokafka.record.memory_records import MemoryRecords
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -146,7 +145,9 @@ def aiokafka_batches(blob: bytes | memoryview) -> list[tuple[dict[str, Any], lis
     return out
 
 
-def expected_records(records: Sequence[RecordSpec], base_offset: int, base_timestamp: int) -> list[tuple[Any, ...]]:
+def expected_records(
+    records: Sequence[RecordSpec], base_offset: int, base_timestamp: int
+) -> list[tuple[Any, ...]]:
     return [
         (base_offset + index, base_timestamp, key, value, list(headers))
         for index, (key, value, headers) in enumerate(records)
@@ -155,7 +156,9 @@ def expected_records(records: Sequence[RecordSpec], base_offset: int, base_times
 
 def kept_header_fields(batch: bytes | memoryview, position: int = 0) -> dict[str, int]:
     header = read_batch_header(batch, position)
-    return {name: getattr(header, name) for name in BATCH_HEADER_FIELDS if name not in ("batch_length", "crc")}
+    return {
+        name: getattr(header, name) for name in BATCH_HEADER_FIELDS if name not in ("batch_length", "crc")
+    }
 
 
 def independent_decompress(compression: int, payload: bytes) -> bytes:
@@ -176,7 +179,12 @@ def independent_decompress(compression: int, payload: bytes) -> bytes:
 @ALL_CODECS
 def test_uppercase_values_in_each_codec(codec: str) -> None:
     original = make_batch(
-        codec, RECORDS, base_offset=1000, producer_id=42, producer_epoch=7, base_sequence=900,
+        codec,
+        RECORDS,
+        base_offset=1000,
+        producer_id=42,
+        producer_epoch=7,
+        base_sequence=900,
         partition_leader_epoch=5,
     )
     rewritten, stats = rewrite_records(original, uppercase)
@@ -295,7 +303,11 @@ def test_control_batch_untouched_and_never_shown_to_the_transform() -> None:
         return uppercase(items)
 
     data = build_batch(
-        [(b"k", b"order paid", [])], base_offset=0, producer_id=9, producer_epoch=2, base_sequence=0,
+        [(b"k", b"order paid", [])],
+        base_offset=0,
+        producer_id=9,
+        producer_epoch=2,
+        base_sequence=0,
         transactional=True,
     )
     marker = _commit_marker(1, 9)
@@ -306,7 +318,11 @@ def test_control_batch_untouched_and_never_shown_to_the_transform() -> None:
     (data_fields, data_records), (marker_fields, _) = aiokafka_batches(rewritten)
     assert data_records[0][3] == b"ORDER PAID"
     assert data_fields["is_transactional"] and not data_fields["is_control_batch"]
-    assert (data_fields["producer_id"], data_fields["producer_epoch"], data_fields["base_sequence"]) == (9, 2, 0)
+    assert (data_fields["producer_id"], data_fields["producer_epoch"], data_fields["base_sequence"]) == (
+        9,
+        2,
+        0,
+    )
     assert marker_fields["is_control_batch"] and marker_fields["is_transactional"]
     assert (stats.batches, stats.control_batches, stats.batches_rewritten, stats.records) == (2, 1, 1, 1)
 
@@ -467,7 +483,9 @@ def test_corrupt_compression_is_refused(codec: str, damage: str) -> None:
         payload = payload[: len(payload) // 2]
     else:
         middle = len(payload) // 2
-        payload = payload[:middle] + bytes(b ^ 0x5A for b in payload[middle : middle + 8]) + payload[middle + 8 :]
+        payload = (
+            payload[:middle] + bytes(b ^ 0x5A for b in payload[middle : middle + 8]) + payload[middle + 8 :]
+        )
     corrupt = _with_payload(original, payload)  # a valid CRC over the damaged payload
     with pytest.raises(RecordsError, match="base offset 31") as raised:
         rewrite_records(corrupt, uppercase)
@@ -514,7 +532,11 @@ def _records_payload(records: Sequence[RecordSpec]) -> bytes:
         # record length 100 with only a few bytes behind it
         (b"\xc8\x01" + _records_payload(RECORDS[:1])[1:], {"record_count": 1}, "has length 100"),
         # value length claims more than the record holds
-        (b"\x0e\x00\x00\x00\x01\x7e\x02ab\x00" + b"\x00" * 5, {"record_count": 1}, "value of 63 bytes overruns"),
+        (
+            b"\x0e\x00\x00\x00\x01\x7e\x02ab\x00" + b"\x00" * 5,
+            {"record_count": 1},
+            "value of 63 bytes overruns",
+        ),
         # header count says 5, record ends after none
         (b"\x0e\x00\x00\x00\x01\x02a\x0a", {"record_count": 1}, "headers overrun"),
     ],
@@ -601,7 +623,8 @@ records_strategy = st.lists(
 def _suffix_every(stride: int, suffix: bytes) -> Callable[[list[bytes | None]], Any]:
     def transform(items: list[bytes | None]) -> tuple[list[bytes | None], dict[str, int]]:
         return [
-            item + suffix if item is not None and index % stride == 0 else item for index, item in enumerate(items)
+            item + suffix if item is not None and index % stride == 0 else item
+            for index, item in enumerate(items)
         ], {"calls": 1}
 
     return transform
@@ -686,7 +709,9 @@ def test_rewrite_preserves_everything_but_the_transformed_fields(
     batches=st.lists(st.tuples(records_strategy, st.sampled_from(sorted(CODECS))), min_size=1, max_size=3),
     cut=st.none() | st.integers(1, 200),
 )
-def test_multi_batch_blobs_with_partial_tail(batches: list[tuple[list[RecordSpec], str]], cut: int | None) -> None:
+def test_multi_batch_blobs_with_partial_tail(
+    batches: list[tuple[list[RecordSpec], str]], cut: int | None
+) -> None:
     parts, expected, offset = [], [], 0
     for records, codec in batches:
         parts.append(make_batch(codec, records, base_offset=offset))
@@ -721,7 +746,9 @@ def _fetch_records(address: str, topic: str) -> bytes:
         topics=[
             FetchRequestFetchTopic(
                 topic=topic,
-                partitions=[FetchRequestFetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1 << 20)],
+                partitions=[
+                    FetchRequestFetchPartition(partition=0, fetch_offset=0, partition_max_bytes=1 << 20)
+                ],
             )
         ],
     )

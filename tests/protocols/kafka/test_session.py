@@ -13,14 +13,21 @@ from gateway.protocols.kafka.generated.api_versions import (
     ApiVersionsResponse,
     ApiVersionsResponseApiVersion,
 )
-from gateway.protocols.kafka.generated.describe_cluster import DescribeClusterResponse, DescribeClusterResponseDescribeClusterBroker
+from gateway.protocols.kafka.generated.describe_cluster import (
+    DescribeClusterResponse,
+    DescribeClusterResponseDescribeClusterBroker,
+)
 from gateway.protocols.kafka.generated.fetch import FetchResponse, FetchResponseNodeEndpoint
 from gateway.protocols.kafka.generated.find_coordinator import (
     FindCoordinatorRequest,
     FindCoordinatorResponse,
     FindCoordinatorResponseCoordinator,
 )
-from gateway.protocols.kafka.generated.metadata import MetadataRequest, MetadataResponse, MetadataResponseBroker
+from gateway.protocols.kafka.generated.metadata import (
+    MetadataRequest,
+    MetadataResponse,
+    MetadataResponseBroker,
+)
 from gateway.protocols.kafka.generated.produce import ProduceRequest, ProduceResponse
 from gateway.protocols.kafka.session import (
     CloseSession,
@@ -271,7 +278,10 @@ def test_fetch_v16_node_endpoints_rewritten():
 
 def test_large_produce_streams_through_in_pieces_and_response_in_pieces():
     s = ready_session()
-    from gateway.protocols.kafka.generated.produce import ProduceRequestPartitionProduceData, ProduceRequestTopicProduceData
+    from gateway.protocols.kafka.generated.produce import (
+        ProduceRequestPartitionProduceData,
+        ProduceRequestTopicProduceData,
+    )
 
     records = bytes(range(256)) * 2048  # 512 KiB record blob, opaque to the session
     msg = ProduceRequest(acks=-1, timeout_ms=1000, topic_data=[ProduceRequestTopicProduceData(
