@@ -311,6 +311,14 @@ static size_t mask_next_digit(const uint8_t *b, size_t n, size_t i) {
     return i;
 }
 
+/* Bit count of a 16-bit mask (inline: without -mpopcnt the builtin is a library call). */
+static inline unsigned mask_popcount16(unsigned v) {
+    v = v - ((v >> 1) & 0x5555u);
+    v = (v & 0x3333u) + ((v >> 2) & 0x3333u);
+    v = (v + (v >> 4)) & 0x0F0Fu;
+    return (v + (v >> 8)) & 0x1Fu;
+}
+
 /* End of the CL_X run starting at i, adding the digits it holds to *digits. */
 static size_t mask_x_run_end(const uint8_t *b, size_t n, size_t i, size_t *digits) {
 #if defined(__SSE2__)
@@ -325,10 +333,10 @@ static size_t mask_x_run_end(const uint8_t *b, size_t n, size_t i, size_t *digit
         unsigned mx = (unsigned)_mm_movemask_epi8(_mm_or_si128(dig, sep)), md = (unsigned)_mm_movemask_epi8(dig);
         if (mx != 0xFFFFu) {
             unsigned k = (unsigned)__builtin_ctz(~mx);
-            *digits += (size_t)__builtin_popcount(md & ((1u << k) - 1u));
+            *digits += mask_popcount16(md & ((1u << k) - 1u));
             return i + k;
         }
-        *digits += (size_t)__builtin_popcount(md);
+        *digits += mask_popcount16(md);
         i += 16;
     }
 #endif
@@ -476,11 +484,12 @@ static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *
             while (rs > i && mask_xcode[b[rs - 1]] != X_NONE) rs--;
             memset(&ri, 0, sizeof ri);
             ri.digits = digits;
-            /* Every digit-shape finding has >= 4 digits (an IPv4 address) in its run; most runs in JSON
-             * (hex ids, small numbers) are shorter, and their separators need not be counted. Shapes have
+            /* A digit-shape finding needs >= 9 digits in its run, or 4 digits and 3 dots (an IPv4 address);
+             * most runs in JSON (hex ids, small numbers, dates) hold less, and their separators need not
+             * be counted. Shapes have
              * their separators between digits, except the '(' that opens a NANP area code, so space, dash
              * and dot are counted from the first to the last digit only. */
-            if (digits >= 4 || E->emu_exhaustive) {
+            if (digits >= 9 || (digits >= 4 && re - rs - digits >= 3) || E->emu_exhaustive) {
                 size_t cnt[X_CODES] = {0}, last = re;
                 while (last > d && !MASK_IS_DIGIT(b[last - 1])) last--;
                 for (size_t k = d; k < last; k++) cnt[mask_xcode[b[k]]]++;

@@ -13,6 +13,8 @@ Rules kept here:
 - SIGTERM/SIGINT drain: every worker gets {"type": "drain"} and SIGTERM, stragglers get SIGKILL after
   drain_timeout + KILL_GRACE, and run() returns 0. A second SIGTERM/SIGINT during the drain kills all workers
   at once and run() returns 1 (non-zero because in-flight requests may have been cut).
+- Auxiliary processes (e.g. the admin HTTP process) are singletons with their own entry point and
+  listeners, kept alive like workers under negative ids (-1, -2, ...); SIGTTIN/SIGTTOU never touch them.
 - The master imports no protocol code and logs no configuration values.
 """
 
@@ -61,10 +63,13 @@ class Supervisor:
         drain_timeout: float = 30.0,
         heartbeat_timeout: float = 30.0,
         logger: logging.Logger | None = None,
+        auxiliary: list[tuple[str, list[ListenerSpec]]] | None = None,
     ) -> None:
+        """`auxiliary`: (entry "module:function", listeners) of singleton processes started beside workers."""
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self._listener_set = ListenerSet(listeners)
+        self._auxiliary = [(entry, ListenerSet(specs)) for entry, specs in (auxiliary or [])]
         self._target_workers = workers
         self._worker_entry = worker_entry
         self._load_config = load_config
@@ -98,13 +103,16 @@ class Supervisor:
             try:
                 for worker_id in range(1, self._target_workers + 1):
                     self._slots[worker_id] = WorkerSlot(self._listener_set.bind_slot())
+                for index, (entry, listener_set) in enumerate(self._auxiliary, start=1):
+                    self._slots[-index] = WorkerSlot(listener_set.bind_slot(), entry=entry)
             except OSError as error:
                 self._event(ERROR, "bind_failed", "cannot listen: {error}", error=str(error))
                 return 1
-            for spec in self._listener_set.specs:
-                port = self._listener_set.port_of(spec.name)
-                message = "listening for {listener} on {host} port {port}"
-                self._event(INFO, "listener_bound", message, listener=spec.name, host=spec.host, port=port)
+            for listener_set in [self._listener_set, *(ls for _, ls in self._auxiliary)]:
+                for spec in listener_set.specs:
+                    port = listener_set.port_of(spec.name)
+                    message = "listening for {listener} on {host} port {port}"
+                    self._event(INFO, "listener_bound", message, listener=spec.name, host=spec.host, port=port)
             return self._main_loop()
         finally:
             self._kill_remaining_workers()
@@ -247,7 +255,8 @@ class Supervisor:
             return
         occupied_ids = {worker.worker_id for worker in self._workers.values()}
         now = time.monotonic()
-        for worker_id in range(1, self._target_workers + 1):
+        auxiliary_ids = range(-1, -len(self._auxiliary) - 1, -1)
+        for worker_id in [*range(1, self._target_workers + 1), *auxiliary_ids]:
             slot = self._slots[worker_id]
             if worker_id not in occupied_ids and now >= slot.restart_at:
                 self._spawn(worker_id, slot)
@@ -280,7 +289,7 @@ class Supervisor:
             self._event(ERROR, "fork_failed", message, worker_id=worker_id, error=str(error))
             return
         if pid == 0:
-            run_worker_process(self._worker_entry, context, master_only, HANDLED_SIGNALS)  # never returns
+            run_worker_process(slot.entry or self._worker_entry, context, master_only, HANDLED_SIGNALS)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         worker_end.close()
         master_end.setblocking(False)

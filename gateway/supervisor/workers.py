@@ -25,6 +25,7 @@ class WorkerSlot:
     backoff: RestartBackoff = field(default_factory=RestartBackoff)
     generation: int = 0
     restart_at: float = 0.0
+    entry: str | None = None  # an auxiliary process's own entry point (None: the worker entry)
 
 
 @dataclass(eq=False)

@@ -67,3 +67,64 @@ def test_peer_closing_mid_frame_is_an_error() -> None:
         server.close()
         with pytest.raises(kafka_wire.WireError, match="closed after 2 of 100"):
             kafka_wire.read_response(client, 1)
+
+
+def test_sasl_requests_bytes() -> None:
+    handshake = kafka_wire.sasl_handshake_v1(3, "PLAIN")
+    assert struct.unpack_from(">hhi", handshake, 4) == (17, 1, 3)
+    assert handshake.endswith(b"\x00\x05PLAIN")
+    auth = kafka_wire.sasl_authenticate_v1(4, kafka_wire.plain_message("bench", "tok.en"))
+    assert struct.unpack_from(">hhi", auth, 4) == (36, 1, 4)
+    assert auth.endswith(struct.pack(">i", 13) + b"\x00bench\x00tok.en")
+    assert struct.unpack_from(">i", auth, 0)[0] == len(auth) - 4
+
+
+def _read_request(sock: socket.socket) -> tuple[int, int, int, bytes]:
+    """(api key, version, correlation id, body) of one request with header v1 and our client id."""
+    (size,) = struct.unpack(">i", kafka_wire.read_exact(sock, 4))
+    frame = kafka_wire.read_exact(sock, size)
+    api_key, version, correlation_id, client_id_length = struct.unpack_from(">hhih", frame, 0)
+    return api_key, version, correlation_id, frame[10 + client_id_length :]
+
+
+def _fake_sasl_gateway(server: socket.socket, auth_error: int, seen: list[tuple[int, bytes]]) -> None:
+    """Answer ApiVersions, SaslHandshake, SaslAuthenticate (with `auth_error`) and, if authenticated, Metadata."""
+    for _ in range(4 if auth_error == 0 else 3):
+        api_key, _version, correlation_id, body = _read_request(server)
+        seen.append((api_key, body))
+        if api_key == 18:
+            response = struct.pack(">hi", 0, 0)
+        elif api_key == 17:
+            response = struct.pack(">hi", 0, 1) + b"\x00\x05PLAIN"
+        elif api_key == 36:
+            message = b"" if auth_error == 0 else b"token expired"
+            text = struct.pack(">h", len(message)) + message if message else struct.pack(">h", -1)
+            response = struct.pack(">h", auth_error) + text + struct.pack(">i", 0) + struct.pack(">q", 299_000)
+        else:
+            response = b"\x00" * 12
+        _serve(server, [struct.pack(">i", correlation_id) + response])
+
+
+def test_authenticated_handshake_walks_the_sasl_exchange_before_metadata() -> None:
+    client, server = socket.socketpair()
+    seen: list[tuple[int, bytes]] = []
+    with client, server:
+        gateway = threading.Thread(target=_fake_sasl_gateway, args=(server, 0, seen))
+        gateway.start()
+        lifetime = kafka_wire.authenticated_handshake(client, "bench", "the-token")
+        gateway.join()
+    assert lifetime == 299_000
+    assert [api for api, _ in seen] == [18, 17, 36, 3]
+    assert seen[2][1] == struct.pack(">i", 16) + b"\x00bench\x00the-token"
+
+
+def test_authenticated_handshake_reports_a_refused_token() -> None:
+    client, server = socket.socketpair()
+    seen: list[tuple[int, bytes]] = []
+    with client, server:
+        gateway = threading.Thread(target=_fake_sasl_gateway, args=(server, 58, seen))
+        gateway.start()
+        with pytest.raises(kafka_wire.WireError, match="SaslAuthenticate error code 58: token expired"):
+            kafka_wire.authenticated_handshake(client, "bench", "old-token")
+        gateway.join()
+    assert [api for api, _ in seen] == [18, 17, 36]  # no Metadata after a failed login

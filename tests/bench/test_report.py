@@ -131,3 +131,52 @@ def test_chart_with_nothing_measured_is_not_written(tmp_path: Path) -> None:
     path = tmp_path / "chart.png"
     assert not report.write_chart(report.summarize(result), path)
     assert not path.exists()
+
+
+def _with_identity_mode() -> dict[str, Any]:
+    """The produce and latency scenarios with a `streamgate-identity` target measured in the same rounds."""
+    result = _result()
+    produce = result["scenarios"]["produce_throughput"]
+    produce["targets"].append("streamgate-identity")
+    produce["rounds"] += [
+        _round(1, "streamgate-identity", {"records_per_s": 60.0, "mb_per_s": 0.06}),
+        _round(2, "streamgate-identity", {"records_per_s": 70.0, "mb_per_s": 0.07}),
+        _round(3, "streamgate-identity", None, error="incomplete: lost records"),
+    ]
+    latency = result["scenarios"]["produce_latency"]
+    latency["targets"].append("streamgate-identity")
+    latency["rounds"] += [
+        _round(r, "streamgate-identity", {"p50": 2.0, "p99": 4.0 + r * 0.1, "p99_9": 6.0}) for r in (1, 2, 3)
+    ]
+    return result
+
+
+def test_gateway_modes_are_compared_with_passthrough_as_well_as_direct() -> None:
+    result = report.summarize(_with_identity_mode())
+    produce = result["scenarios"]["produce_throughput"]
+    assert produce["medians"]["streamgate-identity"]["records_per_s"] == 65.0  # round 3 failed
+    assert produce["ratios"]["streamgate-identity"]["records_per_s"] == pytest.approx(0.65)
+    # passthrough median is 85 (rounds 1 and 3): identity runs at 65/85 of it
+    assert produce["mode_ratios"] == {
+        "streamgate-identity": {"records_per_s": pytest.approx(65 / 85), "mb_per_s": pytest.approx(65 / 85)}
+    }
+    latency = result["scenarios"]["produce_latency"]
+    # p99 medians: identity 4.2, passthrough 3.2 -> +1.0 ms, 1.3125x
+    assert latency["mode_deltas"]["streamgate-identity"]["p99"] == pytest.approx(1.0)
+    assert latency["mode_ratios"]["streamgate-identity"]["p99"] == pytest.approx(4.2 / 3.2)
+    # a scenario without the mode target has no comparison, and passthrough is never compared with itself
+    assert result["scenarios"]["connection_scaling"]["mode_ratios"] == {}
+    assert "streamgate" not in produce["mode_ratios"]
+    # goals stay about passthrough: the identity target does not change them
+    goals = {g["goal"]: g for g in result["goals"]}
+    assert goals["passthrough produce throughput >= 0.85x direct"]["value"] == pytest.approx(0.85)
+
+
+def test_table_has_one_mode_line_per_scenario() -> None:
+    text = report.format_table(report.summarize(_with_identity_mode()))
+    mode_lines = [line.strip() for line in text.splitlines() if "/ streamgate (passthrough)" in line]
+    assert mode_lines == [
+        "streamgate-identity / streamgate (passthrough): records/s 0.76x, MB/s 0.76x",
+        "streamgate-identity / streamgate (passthrough): p50 1.33x (+0.500 ms), p99 1.31x (+1.000 ms), "
+        "p99.9 1.33x (+1.500 ms)",
+    ]

@@ -212,6 +212,7 @@ BAD_TOKENS = [
     BadToken("tampered-payload", _tampered, "bad_signature", "signature"),
     BadToken("garbage", lambda _idp: f"garbage-{uuid.uuid4().hex}", "malformed", "JWT"),
 ]
+BAD_TOKEN = {case.name: case for case in BAD_TOKENS}
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "OAUTHBEARER"])
@@ -437,7 +438,7 @@ def test_librdkafka_plain_and_static_oauthbearer_tokens_work(secure_gateway, idp
 
 def test_librdkafka_reports_expired_plain_token(secure_gateway, idp, audit_dir) -> None:
     client_id = unique_topic("expired-client")
-    token = BAD_TOKENS[0].build(idp)
+    token = BAD_TOKEN["expired"].build(idp)
     errors = _authentication_errors({**plain_conf(secure_gateway, token), "client.id": client_id})
     assert errors, "librdkafka never reported an authentication failure"
     assert REFUSAL_PREFIX in errors[0] and "expired" in errors[0], errors[0]

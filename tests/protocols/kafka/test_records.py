@@ -550,6 +550,19 @@ def test_malformed_records_are_refused(payload: bytes, fields: dict[str, int], m
         decode_batch(batch)
 
 
+def test_decode_batch_refuses_truncated_and_impossible_batches() -> None:
+    batch = build_batch(RECORDS, base_offset=12)
+    for broken in (batch[:-1], batch[:30]):
+        with pytest.raises(RecordsError, match="truncated"):
+            decode_batch(broken)
+    impossible = bytearray(batch)
+    impossible[8:12] = struct.pack(">i", 10)
+    with pytest.raises(RecordsError, match="below the minimum") as raised:
+        decode_batch(bytes(impossible))
+    assert raised.value.base_offset == 12
+    assert [r.offset for r in decode_batch(b"xx" + batch, 2).records] == list(range(12, 18))
+
+
 def test_unknown_codec_is_refused() -> None:
     batch = build_batch(RECORDS, base_offset=8)
     with pytest.raises(RecordsError, match="unknown compression codec 5"):
@@ -759,7 +772,7 @@ def _fetch_records(address: str, topic: str) -> bytes:
         (size,) = struct.unpack(">i", reader.read(4))
         payload = reader.read(size)
     body, _ = codec.decode_response(1, 12, payload, 4 + codec.response_header_version(1, 12))
-    partition = body.responses[0].partitions[0]  # type: ignore[attr-defined]
+    partition = body.responses[0].partitions[0]
     assert partition.error_code == 0
     return bytes(partition.records)
 
