@@ -297,53 +297,6 @@ static int mask_shape_ok(const char *shape, size_t w, const uint8_t *p) {
     return 1;
 }
 
-static size_t mask_next_digit(const uint8_t *b, size_t n, size_t i) {
-#if defined(__SSE2__)
-    const __m128i lo = _mm_set1_epi8('0' - 1), hi = _mm_set1_epi8('9' + 1);
-    while (i + 16 <= n) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
-        int m = _mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(x, lo), _mm_cmplt_epi8(x, hi)));
-        if (m) return i + (size_t)__builtin_ctz((unsigned)m);
-        i += 16;
-    }
-#endif
-    while (i < n && !MASK_IS_DIGIT(b[i])) i++;
-    return i;
-}
-
-/* Bit count of a 16-bit mask (inline: without -mpopcnt the builtin is a library call). */
-static inline unsigned mask_popcount16(unsigned v) {
-    v = v - ((v >> 1) & 0x5555u);
-    v = (v & 0x3333u) + ((v >> 2) & 0x3333u);
-    v = (v + (v >> 4)) & 0x0F0Fu;
-    return (v + (v >> 8)) & 0x1Fu;
-}
-
-/* End of the CL_X run starting at i, adding the digits it holds to *digits. */
-static size_t mask_x_run_end(const uint8_t *b, size_t n, size_t i, size_t *digits) {
-#if defined(__SSE2__)
-    const __m128i d0 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1), sp = _mm_set1_epi8(' ');
-    const __m128i lp = _mm_set1_epi8('('), rp = _mm_set1_epi8(')'), dot = _mm_set1_epi8('.'), dash = _mm_set1_epi8('-');
-    while (i + 16 <= n) {
-        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
-        __m128i dig = _mm_and_si128(_mm_cmpgt_epi8(x, d0), _mm_cmplt_epi8(x, d9));
-        __m128i sep = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, sp), _mm_cmpeq_epi8(x, lp)),
-                                   _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, rp), _mm_cmpeq_epi8(x, dot)),
-                                                _mm_cmpeq_epi8(x, dash)));
-        unsigned mx = (unsigned)_mm_movemask_epi8(_mm_or_si128(dig, sep)), md = (unsigned)_mm_movemask_epi8(dig);
-        if (mx != 0xFFFFu) {
-            unsigned k = (unsigned)__builtin_ctz(~mx);
-            *digits += mask_popcount16(md & ((1u << k) - 1u));
-            return i + k;
-        }
-        *digits += mask_popcount16(md);
-        i += 16;
-    }
-#endif
-    while (i < n && mask_xcode[b[i]] != X_NONE) *digits += MASK_IS_DIGIT(b[i++]);
-    return i;
-}
-
 static int mask_push_match(mask_matchvec *v, int pid, size_t to_first, size_t to_last) {
     if (mask_grow((void **)&v->p, &v->cap, v->n + 1, sizeof *v->p)) return -1;
     v->p[v->n].id = (unsigned)pid;
@@ -472,49 +425,130 @@ static size_t mask_next_hex_colon(const uint8_t *b, size_t n, size_t i) {
     return i;
 }
 
-static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n) {
-    if (E->emu_digits || E->emu_iban_any) {
-        size_t i = 0;
-        while (i < n) {
-            size_t d = mask_next_digit(b, n, i), rs, re, digits = 0;
-            mask_run_info ri;
-            if (d >= n) break;
-            re = mask_x_run_end(b, n, d, &digits);
-            rs = d;
-            while (rs > i && mask_xcode[b[rs - 1]] != X_NONE) rs--;
-            memset(&ri, 0, sizeof ri);
-            ri.digits = digits;
-            /* A digit-shape finding needs >= 9 digits in its run, or 4 digits and 3 dots (an IPv4 address);
-             * most runs in JSON (hex ids, small numbers, dates) hold less, and their separators need not
-             * be counted. Shapes have
-             * their separators between digits, except the '(' that opens a NANP area code, so space, dash
-             * and dot are counted from the first to the last digit only. */
-            if (digits >= 9 || (digits >= 4 && re - rs - digits >= 3) || E->emu_exhaustive) {
-                size_t cnt[X_CODES] = {0}, last = re;
-                while (last > d && !MASK_IS_DIGIT(b[last - 1])) last--;
-                for (size_t k = d; k < last; k++) cnt[mask_xcode[b[k]]]++;
-                for (size_t k = rs; k < d; k++) cnt[mask_xcode[b[k]]] += b[k] == '(';
-                ri.space = cnt[X_SPACE];
-                ri.dash = cnt[X_DASH];
-                ri.dot = cnt[X_DOT];
-                ri.lparen = cnt[X_LPAREN];
-                ri.rparen = cnt[X_RPAREN];
+static inline unsigned mask_popcount64(uint64_t v) {
+    v = v - ((v >> 1) & 0x5555555555555555ull);
+    v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+    v = (v + (v >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (unsigned)((v * 0x0101010101010101ull) >> 56);
+}
+
+/* Digit and CL_X masks of b[base..base+lim), bit k for byte base+k (lim <= 64). */
+static void mask_block_masks(const uint8_t *b, size_t base, size_t lim, uint64_t *xm, uint64_t *dm) {
+    uint64_t x = 0, d = 0;
+#if defined(__SSE2__)
+    if (lim == 64) {
+        const __m128i d0 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1), sp = _mm_set1_epi8(' ');
+        const __m128i lp = _mm_set1_epi8('('), rp = _mm_set1_epi8(')'), dot = _mm_set1_epi8('.');
+        const __m128i dash = _mm_set1_epi8('-');
+        for (int q = 0; q < 4; q++) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + base + 16 * q));
+            __m128i dig = _mm_and_si128(_mm_cmpgt_epi8(v, d0), _mm_cmplt_epi8(v, d9));
+            __m128i sep = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, sp), _mm_cmpeq_epi8(v, lp)),
+                                       _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, rp), _mm_cmpeq_epi8(v, dot)),
+                                                    _mm_cmpeq_epi8(v, dash)));
+            d |= (uint64_t)(unsigned)_mm_movemask_epi8(dig) << (16 * q);
+            x |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_or_si128(dig, sep)) << (16 * q);
+        }
+        *xm = x;
+        *dm = d;
+        return;
+    }
+#endif
+    for (size_t k = 0; k < lim; k++) {
+        uint8_t code = mask_xcode[b[base + k]];
+        if (code != X_NONE) x |= 1ull << k;
+        if (code == X_DIGIT) d |= 1ull << k;
+    }
+    *xm = x;
+    *dm = d;
+}
+
+/* One maximal CL_X run [rs, re) holding `digits` digits: report what the digit-shape patterns match. */
+static int mask_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n, size_t rs, size_t re,
+                          size_t digits) {
+    mask_run_info ri;
+    size_t d = rs;
+    while (d < re && !MASK_IS_DIGIT(b[d])) d++;
+    if (E->emu_iban_any && d == rs && rs >= 2 && b[rs - 1] >= 'A' && b[rs - 1] <= 'Z' && b[rs - 2] >= 'A' &&
+        b[rs - 2] <= 'Z')
+        for (int k = 0; k < 2; k++) {
+            size_t s = rs - 2, w = k ? 16 : 15;
+            if (E->emu_iban[k] >= 0 && s + w <= n && mask_shape_ok(mask_iban_shapes[k], w, b + s))
+                if (mask_push_match(v, E->emu_iban[k], s + w, s + w)) return -1;
+        }
+    /* A digit-shape finding needs >= 9 digits in its run, or 4 digits and 3 dots (an IPv4 address);
+     * most runs in JSON (hex ids, small numbers, dates) hold less, and their separators need not be
+     * counted. Shapes have their separators between digits, except the '(' that opens a NANP area code,
+     * so space, dash and dot are counted from the first to the last digit only. */
+    if (!(digits >= 9 || (digits >= 4 && re - rs - digits >= 3) || E->emu_exhaustive)) return 0;
+    memset(&ri, 0, sizeof ri);
+    ri.digits = digits;
+    {
+        size_t cnt[X_CODES] = {0}, last = re;
+        while (last > d && !MASK_IS_DIGIT(b[last - 1])) last--;
+        for (size_t k = d; k < last; k++) cnt[mask_xcode[b[k]]]++;
+        for (size_t k = rs; k < d; k++) cnt[mask_xcode[b[k]]] += b[k] == '(';
+        ri.space = cnt[X_SPACE];
+        ri.dash = cnt[X_DASH];
+        ri.dot = cnt[X_DOT];
+        ri.lparen = cnt[X_LPAREN];
+        ri.rparen = cnt[X_RPAREN];
+    }
+    if (E->emu_exhaustive) ri.digits = ri.space = ri.dash = ri.dot = ri.lparen = ri.rparen = 99;
+    if (ri.digits >= 9 && mask_emit_digit_run(E, v, b, rs, re, &ri)) return -1;
+    if (E->emu_ipv4 >= 0 && ri.dot >= 3 && ri.digits >= 4 && mask_emit_ipv4(E, v, b, rs, re)) return -1;
+    return 0;
+}
+
+/* Every maximal CL_X run that holds a digit, found 64 bytes at a time from bit masks. */
+static int mask_digit_runs(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n) {
+    size_t pend_start = 0, pend_digits = 0;
+    int pend = 0; /* a run with digits reached the end of the previous block */
+    for (size_t base = 0; base < n; base += 64) {
+        size_t lim = n - base < 64 ? n - base : 64;
+        uint64_t X, D;
+        mask_block_masks(b, base, lim, &X, &D);
+        if (pend) {
+            if (X == ~0ull) { /* the whole block continues the run */
+                pend_digits += mask_popcount64(D);
+                continue;
             }
-            if (E->emu_iban_any && rs == d && rs >= 2 && b[rs - 1] >= 'A' && b[rs - 1] <= 'Z' && b[rs - 2] >= 'A' &&
-                b[rs - 2] <= 'Z')
-                for (int k = 0; k < 2; k++) {
-                    size_t s = rs - 2, w = k ? 16 : 15;
-                    if (E->emu_iban[k] >= 0 && s + w <= n && mask_shape_ok(mask_iban_shapes[k], w, b + s))
-                        if (mask_push_match(v, E->emu_iban[k], s + w, s + w)) return -1;
-                }
-            if (E->emu_exhaustive) {
-                ri.digits = ri.space = ri.dash = ri.dot = ri.lparen = ri.rparen = 99;
+            if (X & 1u) {
+                unsigned e = (unsigned)__builtin_ctzll(~X);
+                uint64_t below = (1ull << e) - 1u;
+                pend_digits += mask_popcount64(D & below);
+                D &= ~below;
+                if (mask_digit_run(E, v, b, n, pend_start, base + e, pend_digits)) return -1;
+            } else if (mask_digit_run(E, v, b, n, pend_start, base, pend_digits)) {
+                return -1;
             }
-            if (ri.digits >= 9 && mask_emit_digit_run(E, v, b, rs, re, &ri)) return -1;
-            if (E->emu_ipv4 >= 0 && ri.dot >= 3 && ri.digits >= 4 && mask_emit_ipv4(E, v, b, rs, re)) return -1;
-            i = re;
+            pend = 0;
+        }
+        while (D) {
+            unsigned p = (unsigned)__builtin_ctzll(D);
+            uint64_t below_p = p ? ~X & ((1ull << p) - 1u) : 0;
+            size_t rs = base + (below_p ? 64u - (unsigned)__builtin_clzll(below_p) : 0u);
+            if (!below_p) /* the run may have begun in an earlier block with separators only */
+                while (rs > 0 && mask_xcode[b[rs - 1]] != X_NONE) rs--;
+            if ((X >> p) == (~0ull >> p)) { /* runs to the end of the block: continue in the next one */
+                pend = 1;
+                pend_start = rs;
+                pend_digits = mask_popcount64(D);
+                D = 0;
+                break;
+            }
+            unsigned e = p + (unsigned)__builtin_ctzll(~(X >> p));
+            uint64_t below_e = (1ull << e) - 1u;
+            if (mask_digit_run(E, v, b, n, rs, base + e, mask_popcount64(D & below_e))) return -1;
+            D &= ~below_e;
         }
     }
+    if (pend && mask_digit_run(E, v, b, n, pend_start, n, pend_digits)) return -1;
+    return 0;
+}
+
+static int mask_structure_scan(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n) {
+    if ((E->emu_digits || E->emu_iban_any) && mask_digit_runs(E, v, b, n)) return -1;
     if (E->emu_ipv6g >= 0 && n > 1) {
         size_t i = 1;
         while (i < n) {

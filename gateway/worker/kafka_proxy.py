@@ -187,12 +187,7 @@ class ClientConnection(asyncio.Protocol):
             elif isinstance(action, SendToClient):
                 self.client_transport.write(action.data)
             elif isinstance(action, AuditRecord):
-                audit = self.runtime.audit
-                if audit is not None:  # refusals are recorded even while a blocking sink is down
-                    if action.event.decision == "allowed":
-                        audit.emit(action.event)
-                    else:
-                        audit.record(action.event)
+                self._audit(action.event)
             elif isinstance(action, ValidateToken):
                 asyncio.get_running_loop().create_task(self._validate(action))
             elif isinstance(action, NodeDiscovered):
@@ -202,6 +197,20 @@ class ClientConnection(asyncio.Protocol):
                 return
         if self.runtime.draining and self.session is not None and self.session.in_flight == 0:
             self.close("gateway is draining", level=logging.DEBUG)
+
+    def _audit(self, event: AuditEvent) -> None:
+        audit = self.runtime.audit
+        if audit is None:
+            return
+        try:  # refusals are recorded even while a blocking sink is down
+            if event.decision == "allowed":
+                audit.emit(event)
+            else:
+                audit.record(event)
+        except Exception as exc:  # an unencodable event must not stop the session's other actions
+            log.error("audit event %s of connection %d could not be recorded: %s", event.kind, self.id, exc)
+            audit.record(AuditEvent(kind="audit_event_rejected", connection_id=event.connection_id,
+                                    worker=event.worker, protocol="kafka", reason=str(exc)))
 
     async def _validate(self, action: ValidateToken) -> None:
         identity = self.runtime.identity
@@ -214,8 +223,7 @@ class ClientConnection(asyncio.Protocol):
             self._execute(self.session.check_expiry())
 
     def _audit_session(self, kind: str, reason: str | None = None, close_kind: str | None = None) -> None:
-        audit = self.runtime.audit
-        if audit is None:
+        if self.runtime.audit is None:
             return
         principal = self.guard.principal if self.guard else None
         totals = None
@@ -227,7 +235,7 @@ class ClientConnection(asyncio.Protocol):
                                    records_in=gs.records_in if gs else 0, records_out=gs.records_out if gs else 0,
                                    duration_ms=int((time.monotonic() - self.opened_at) * 1000),
                                    denied=gs.denied if gs else 0)
-        audit.record(AuditEvent(
+        self._audit(AuditEvent(
             kind=kind, protocol="kafka", worker=self.runtime.worker_id, connection_id=f"w{self.runtime.worker_id}-c{self.id}",
             principal=AuditPrincipal(sub=principal.sub, email=principal.email, groups=principal.groups)
             if principal else None,

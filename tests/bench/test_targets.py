@@ -61,3 +61,29 @@ def test_rss_of_a_missing_process_is_zero() -> None:
     dead.wait(10)  # reaped: the pid no longer exists in /proc
     assert targets.rss_kib(dead.pid) == 0
     assert targets.process_tree([dead.pid]) == []
+
+
+def test_identity_mode_target_needs_the_runs_provider_and_passthrough_needs_no_credentials() -> None:
+    built = targets.build_targets(["streamgate"], modes=["passthrough", "identity"])
+    assert [t.name for t in built] == ["streamgate", "streamgate-identity"]
+    passthrough, identity = built
+    assert isinstance(identity, targets.StreamgateTarget)
+    assert identity.config_path.name == "bench-identity.yaml" and identity.config_path.exists()
+    assert passthrough.client_config() == {} and passthrough.raw_sasl() is None
+    # built without a provider: asking for its credentials says why it cannot run
+    with pytest.raises(targets.TargetUnavailable, match="OIDC provider"):
+        identity.client_config()
+    audit_dir = identity.audit_dir
+    assert audit_dir is not None and audit_dir.is_dir()  # no run directory given: it made its own
+    identity.close()
+    assert not audit_dir.exists()
+
+
+def test_credentials_are_split_from_the_command_line_params() -> None:
+    from bench.e2e.harness import split_credentials
+
+    public, credentials = split_credentials(
+        {"bootstrap": "h:1", "count": 3, "client_config": {"sasl.mechanism": "OAUTHBEARER"}, "raw_sasl": None}
+    )
+    assert public == {"bootstrap": "h:1", "count": 3}
+    assert credentials == {"client_config": {"sasl.mechanism": "OAUTHBEARER"}}

@@ -101,7 +101,11 @@ def test_shape_notation_expands_to_the_detector_patterns() -> None:
 # The native database leaves out the character-class trigger patterns and a C pass reports their matches
 # instead; in exhaustive mode it must report exactly what Hyperscan reports for those patterns.
 
-_digit_shape_text = st.text(alphabet="0123456789 ().-+:ABCDEFabcfxZ", max_size=120).map(str.encode)
+# Long enough to cross the 64-byte blocks the pass classifies at a time.
+_digit_shape_text = st.one_of(
+    st.text(alphabet="0123456789 ().-+:ABCDEFabcfxZ", max_size=200),
+    st.text(alphabet="0123456789 .-", min_size=60, max_size=300),
+).map(str.encode)
 _PROFILE_PATTERNS = None
 
 

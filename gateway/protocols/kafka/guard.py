@@ -185,7 +185,7 @@ class KafkaGuard:
     def _auth_failed(self, reason: str, code: int = SASL_AUTHENTICATION_FAILED,
                      token_reason: str | None = None) -> Respond:
         self.event("auth", api="SaslAuthenticate", api_version=self._auth_version, decision="denied",
-                   reason=reason, details={"token_error": token_reason} if token_reason else None)
+                   reason=reason, details={"rejection": token_reason} if token_reason else None)
         message = f"Authentication failed: {reason}"
         return Respond(SaslAuthenticateResponse(error_code=code, error_message=message, auth_bytes=b""),
                        close_after=message)

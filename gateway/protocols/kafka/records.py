@@ -196,6 +196,9 @@ def _inflate_bounded(
     of the buffer it is given, which is the bound. `hint` is a size the stream claims for itself (a frame
     content size, a gzip ISIZE): right for honest producers, and only a first guess otherwise.
     """
+    if hint is not None and hint > limit:
+        # a content size or ISIZE never exceeds the real size (ISIZE is it mod 2**32), or the stream is corrupt
+        raise _TooLarge
     guess = hint + 1 if hint is not None else max(_MIN_INFLATE_GUESS, len(payload) * _INFLATE_GROWTH)
     guess = min(guess, limit + 1)  # one byte over the limit tells "exactly limit" from "more than limit"
     while True:

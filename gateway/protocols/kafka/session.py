@@ -483,8 +483,10 @@ class KafkaSession:
         guard = self.guard
         if self.closed or guard is None or not guard.expired():
             return []
-        if any(slot.kind == AWAIT_TOKEN for slot in self._slots):
-            return []  # a re-authentication is being validated right now
+        if self.in_flight:
+            # KIP-368: requests sent while the session was valid are answered (clients re-authenticate only
+            # when nothing is in flight); any new request after expiry is refused by the guard.
+            return []
         guard.event("session_expired", decision="denied",
                     reason="token expired without re-authentication (KIP-368)")
         out: list[Action] = []
