@@ -34,6 +34,7 @@ class PartitionSpan:
     error_code: int  # 0 for produce requests
     records_start: int  # offsets into the buffer; start == end for an empty blob, -1 for null
     records_end: int
+    prefix_start: int  # where the records' length prefix begins (to splice in a rewritten blob)
 
 
 @dataclass(slots=True)
@@ -153,10 +154,11 @@ def skim_fetch_response(buf: bytes | memoryview, pos: int, end: int, version: in
                             r.tags()
                 if version >= 11:
                     r.skip(4)  # preferred_read_replica
+                prefix = r.pos
                 start, stop = r.bytes_span(flexible)
                 if flexible:
                     r.tags()  # diverging_epoch, current_leader, snapshot_id live here
-                partitions.append(PartitionSpan(topic, topic_id, index, error, start, stop))
+                partitions.append(PartitionSpan(topic, topic_id, index, error, start, stop, prefix))
             if flexible:
                 r.tags()
         tags_at = -1
@@ -182,10 +184,11 @@ def skim_produce_request(buf: bytes | memoryview, pos: int, end: int, version: i
             topic = r.string(flexible)
             for _ in range(max(r.array_len(flexible), 0)):
                 index = r.i32()
+                prefix = r.pos
                 start, stop = r.bytes_span(flexible)
                 if flexible:
                     r.tags()
-                partitions.append(PartitionSpan(topic, None, index, 0, start, stop))
+                partitions.append(PartitionSpan(topic, None, index, 0, start, stop, prefix))
             if flexible:
                 r.tags()
         if flexible:
@@ -193,3 +196,24 @@ def skim_produce_request(buf: bytes | memoryview, pos: int, end: int, version: i
     except (struct.error, IndexError) as exc:
         raise SkimError(f"malformed Produce v{version} request: {exc}") from None
     return ProduceSkim(transactional_id, acks, partitions)
+
+
+def splice_records(buf: bytes | memoryview, replacements: list[tuple[PartitionSpan, bytes]], flexible: bool,
+                   start: int = 0, end: int | None = None) -> bytes:
+    """buf[start:end] with the record blobs of some partitions replaced (length prefixes re-encoded).
+
+    `replacements` must be in buffer order and name non-null blobs.
+    """
+    from gateway.native import encode_unsigned_varint
+
+    end = len(buf) if end is None else end
+    view = memoryview(buf)
+    pieces: list[bytes | memoryview] = []
+    last = start
+    for span, blob in replacements:
+        pieces.append(view[last : span.prefix_start])
+        pieces.append(encode_unsigned_varint(len(blob) + 1) if flexible else _I32.pack(len(blob)))
+        pieces.append(blob)
+        last = span.records_end
+    pieces.append(view[last:end])
+    return b"".join(pieces)

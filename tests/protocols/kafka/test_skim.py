@@ -22,7 +22,7 @@ from gateway.protocols.kafka.generated.produce import (
     ProduceRequestPartitionProduceData,
     ProduceRequestTopicProduceData,
 )
-from gateway.protocols.kafka.skim import SkimError, skim_fetch_response, skim_produce_request
+from gateway.protocols.kafka.skim import SkimError, skim_fetch_response, skim_produce_request, splice_records
 
 records = st.one_of(st.none(), st.binary(max_size=300))
 
@@ -92,3 +92,19 @@ def test_truncated_fetch_response_is_an_error():
     for cut in range(1, len(wire) - 1, 7):
         with pytest.raises(SkimError):
             skim_fetch_response(wire, 0, cut, 16)
+
+
+@pytest.mark.parametrize("version", [4, 11, 12, 15, 16])
+def test_splice_replaces_record_blobs_and_keeps_the_rest(version):
+    msg = fetch_response(version, [[b"aaaa", b"bb"], [b"c" * 200]], version >= 16)
+    wire = codec.encode_response(1, version, msg)
+    sk = skim_fetch_response(wire, 0, len(wire), version)
+    new = [b"X" * 300, b"", b"yy"]  # longer (prefix grows past one varint byte), emptier, shorter
+    spliced = splice_records(wire, list(zip(sk.partitions, new, strict=True)), version >= 12)
+    decoded, _ = codec.decode_response(1, version, spliced, 0)
+    blobs = [bytes(p.records) for t in decoded.responses for p in t.partitions]
+    assert blobs == new
+    expected = codec.decode_response(1, version, wire, 0)[0]
+    assert [p.high_watermark for t in decoded.responses for p in t.partitions] == \
+        [p.high_watermark for t in expected.responses for p in t.partitions]
+    assert decoded.node_endpoints == expected.node_endpoints
