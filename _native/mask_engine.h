@@ -3,18 +3,22 @@
  *
  * Semantics are those of gateway/masking/reference.py (the specification). What is native-only is how
  * the work is avoided without changing any result:
- *   1. The batch is joined with NUL separators and scanned once. A record without a single match (of any
- *      pattern, including the TRIGGER patterns for field-rule keys, secret-naming keys and backslashes)
- *      cannot have a finding or a field-rule hit, so it is returned as is: clean data costs one hs_scan.
- *   2. A plain-text record reuses its matches from the batch scan, because no finding pattern can match
- *      the NUL separator; unless the profile has custom regexes (they track start of match and may span
- *      records), in which case the record is scanned again on its own.
- *   3. A JSON record is parsed; a scan unit (string value / number) is scanned on its own only when the
- *      batch scan reported a match ending inside it, or when it holds escapes (then its decoded text is
- *      scanned). Every match of a unit scanned alone ends where some batch match ends, so skipping the
- *      other units skips nothing.
+ *   1. The batch is joined with NUL separators and scanned once: by Hyperscan for the literal-anchored
+ *      patterns, and by the structure pass below for the character-class patterns (digit shapes, IBAN
+ *      and IPv6 groups) that would slow a Hyperscan database down several times. Both report the ends the
+ *      reference's patterns report. No pattern that yields findings matches NUL, so a record's matches
+ *      are its own.
+ *   2. A record without a match cannot have a finding. A record whose matches yield no candidate in its
+ *      own bytes is clean too (see mask_record), so clean data is never parsed. TRIGGER matches (field-rule
+ *      keys, secret-naming keys, backslashes) send a record to the full path.
+ *   3. Plain text reuses its batch matches, unless the profile has custom regexes (they track the start
+ *      of a match, which may lie in an earlier record): then the record is scanned again on its own.
+ *   4. A JSON record is parsed; an unescaped scan unit (string value or number) reuses the batch matches
+ *      ending inside it (its neighbours are quotes and JSON separators, which no finding pattern
+ *      matches); a unit with escapes is decoded and scanned on its own, and so is every unit with a batch
+ *      match when custom regexes are present.
  * Memory is owned by the engine and reused across calls; on allocation failure a call returns an error
- * and the engine stays usable.
+ * and the engine stays usable. One engine must not be used by two threads at once (the wrapper locks).
  */
 #ifndef STREAMGATE_MASK_ENGINE_H
 #define STREAMGATE_MASK_ENGINE_H
@@ -432,14 +436,14 @@ static inline unsigned mask_popcount64(uint64_t v) {
     return (unsigned)((v * 0x0101010101010101ull) >> 56);
 }
 
-/* Digit and CL_X masks of b[base..base+lim), bit k for byte base+k (lim <= 64). */
-static void mask_block_masks(const uint8_t *b, size_t base, size_t lim, uint64_t *xm, uint64_t *dm) {
-    uint64_t x = 0, d = 0;
+/* Digit, CL_X and [A-Z] masks of b[base..base+lim), bit k for byte base+k (lim <= 64). */
+static void mask_block_masks(const uint8_t *b, size_t base, size_t lim, uint64_t *xm, uint64_t *dm, uint64_t *um) {
+    uint64_t x = 0, d = 0, u = 0;
 #if defined(__SSE2__)
     if (lim == 64) {
         const __m128i d0 = _mm_set1_epi8('0' - 1), d9 = _mm_set1_epi8('9' + 1), sp = _mm_set1_epi8(' ');
         const __m128i lp = _mm_set1_epi8('('), rp = _mm_set1_epi8(')'), dot = _mm_set1_epi8('.');
-        const __m128i dash = _mm_set1_epi8('-');
+        const __m128i dash = _mm_set1_epi8('-'), ua = _mm_set1_epi8('A' - 1), uz = _mm_set1_epi8('Z' + 1);
         for (int q = 0; q < 4; q++) {
             __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + base + 16 * q));
             __m128i dig = _mm_and_si128(_mm_cmpgt_epi8(v, d0), _mm_cmplt_epi8(v, d9));
@@ -448,9 +452,12 @@ static void mask_block_masks(const uint8_t *b, size_t base, size_t lim, uint64_t
                                                     _mm_cmpeq_epi8(v, dash)));
             d |= (uint64_t)(unsigned)_mm_movemask_epi8(dig) << (16 * q);
             x |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_or_si128(dig, sep)) << (16 * q);
+            u |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_and_si128(_mm_cmpgt_epi8(v, ua), _mm_cmplt_epi8(v, uz)))
+                 << (16 * q);
         }
         *xm = x;
         *dm = d;
+        *um = u;
         return;
     }
 #endif
@@ -458,9 +465,11 @@ static void mask_block_masks(const uint8_t *b, size_t base, size_t lim, uint64_t
         uint8_t code = mask_xcode[b[base + k]];
         if (code != X_NONE) x |= 1ull << k;
         if (code == X_DIGIT) d |= 1ull << k;
+        if (b[base + k] >= 'A' && b[base + k] <= 'Z') u |= 1ull << k;
     }
     *xm = x;
     *dm = d;
+    *um = u;
 }
 
 /* One maximal CL_X run [rs, re) holding `digits` digits: report what the digit-shape patterns match. */
@@ -504,10 +513,14 @@ static int mask_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *b, si
 static int mask_digit_runs(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n) {
     size_t pend_start = 0, pend_digits = 0;
     int pend = 0; /* a run with digits reached the end of the previous block */
+    uint64_t prev_u = 0;
     for (size_t base = 0; base < n; base += 64) {
         size_t lim = n - base < 64 ? n - base : 64;
-        uint64_t X, D;
-        mask_block_masks(b, base, lim, &X, &D);
+        uint64_t X, D, U, iban;
+        mask_block_masks(b, base, lim, &X, &D, &U);
+        /* digits right after two capitals (the capitals may end the previous block): IBAN starts */
+        iban = E->emu_iban_any ? D & ((U << 1) | (prev_u >> 63)) & ((U << 2) | (prev_u >> 62)) : 0;
+        prev_u = U;
         if (pend) {
             if (X == ~0ull) { /* the whole block continues the run */
                 pend_digits += mask_popcount64(D);
@@ -538,8 +551,13 @@ static int mask_digit_runs(mask_engine *E, mask_matchvec *v, const uint8_t *b, s
                 break;
             }
             unsigned e = p + (unsigned)__builtin_ctzll(~(X >> p));
-            uint64_t below_e = (1ull << e) - 1u;
-            if (mask_digit_run(E, v, b, n, rs, base + e, mask_popcount64(D & below_e))) return -1;
+            uint64_t below_e = (1ull << e) - 1u, run = D & below_e, three_fewer = run;
+            three_fewer &= three_fewer - 1u;
+            three_fewer &= three_fewer - 1u;
+            three_fewer &= three_fewer - 1u;
+            /* Only runs with >= 4 digits, or starting with an IBAN's check digits, can matter. */
+            if (three_fewer || (rs == base + p && ((iban >> p) & 1u)) || E->emu_exhaustive)
+                if (mask_digit_run(E, v, b, n, rs, base + e, mask_popcount64(run))) return -1;
             D &= ~below_e;
         }
     }

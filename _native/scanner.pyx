@@ -19,6 +19,7 @@ from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 import os
+import threading
 
 from gateway.masking.detectors import Flag, Kind
 from gateway.masking.profile import MaskingConfigError, OpCode
@@ -232,6 +233,7 @@ cdef class NativeMaskingEngine:
     cdef uint8_t *_isnull
     cdef uint8_t *_changed
     cdef size_t _rec_cap
+    cdef object _lock
     cdef readonly str implementation
 
     def __cinit__(self):
@@ -247,6 +249,7 @@ cdef class NativeMaskingEngine:
         cdef mask_engine *E
         cdef mask_rule *rule
         self.implementation = "native"
+        self._lock = threading.Lock()
         self._compiled = compiled
         patterns = compiled.patterns
         names = compiled.detector_names
@@ -430,16 +433,19 @@ cdef class NativeMaskingEngine:
 
     def raw_scan(self, data):
         """Hyperscan alone over `data` (no structure pass, no validation): the ceiling for benchmarks."""
-        self._ensure_database()
-        return _raw_scan(self.E, data)
+        with self._lock:
+            self._ensure_database()
+            return _raw_scan(self.E, data)
 
     def mask_values(self, values):
         out = list(values)
-        counts = self._run(out, 1)
+        with self._lock:  # the batch buffers are the engine's own; the GIL is released while they are used
+            counts = self._run(out, 1)
         return out, counts
 
     def scan_counts(self, values):
-        return self._run(list(values), 0)
+        with self._lock:
+            return self._run(list(values), 0)
 
     cdef dict _run(self, list items, int rewrite):
         """Mask `items` in place (rewrite) or only count; returns the counts."""

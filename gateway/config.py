@@ -23,6 +23,7 @@ import yaml
 
 from gateway.audit.config import AuditConfig
 from gateway.enforcement.policy import Policy, PolicyError, PolicyRule
+from gateway.masking.registry import MaskingConfig
 from gateway.netaddr import is_loopback_host, parse_host_port
 from gateway.protocols.kafka.apis import BY_NAME as HANDLED_BY_NAME
 from gateway.protocols.kafka.apis import DEFAULT_MAX_VERSIONS
@@ -213,6 +214,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     identity: IdentityConfig | None = None
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
+    masking: MaskingConfig = msgspec.field(default_factory=MaskingConfig)
     # Passthrough: no identity, no policy. Refused unless every listener is on a loopback address;
     # exists for local testing and for measuring the proxy's own overhead.
     passthrough: bool = False
@@ -233,6 +235,11 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
             )
         elif not self.audit.sinks:
             raise ValueError("audit: at least one sink is required: every decision of the gateway is recorded")
+        for index, rule in enumerate(self.policy.rules):
+            if rule.mask is not None and rule.mask not in self.masking.profiles:
+                known = ", ".join(sorted(self.masking.profiles)) or "none defined"
+                raise ValueError(f"policy: rules[{index}] ({rule.name!r}).mask: unknown masking profile "
+                                 f"{rule.mask!r} (masking.profiles: {known})")
 
     @property
     def worker_count(self) -> int:

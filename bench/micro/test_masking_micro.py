@@ -44,7 +44,9 @@ DETECTORS = [
     "generic_secret",
 ]
 PROFILE = MaskingProfile(
-    detectors=DETECTORS, fields={"$.customer.ssn": "redact", "$.payment.card": {"keep_last": 4}}, operator="redact"
+    detectors=DETECTORS,
+    fields={"$.customer.ssn": "redact", "$.payment.card": {"keep_last": 4}},
+    operator="redact",
 )
 BATCH = 256
 RECORDS = 2048
@@ -106,9 +108,14 @@ def _pii_record(rng: random.Random, i: int) -> dict[str, Any]:
         "phone": f"+1 415 555 {rng.randrange(1000, 10000)}",
         "ssn": f"{rng.randint(100, 665)}-{rng.randint(10, 99)}-{rng.randint(1000, 9999)}",
     }
-    record["payment"] = {"card": _luhn_complete(rng, "4", 16), "ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.7"}
-    record["note"] = _sentence(rng, 12) + f" call {rng.randint(200, 999)}-555-{rng.randrange(1000, 10000)} or " + (
-        f"write {first.lower()}@corp.example.org"
+    record["payment"] = {
+        "card": _luhn_complete(rng, "4", 16),
+        "ip": f"10.{rng.randrange(256)}.{rng.randrange(256)}.7",
+    }
+    record["note"] = (
+        _sentence(rng, 12)
+        + f" call {rng.randint(200, 999)}-555-{rng.randrange(1000, 10000)} or "
+        + (f"write {first.lower()}@corp.example.org")
     )
     return record
 
@@ -165,7 +172,9 @@ def ceiling_mb_s(kind: str, all_patterns: bool) -> float:
         emulated = set(_scanner.NativeMaskingEngine(compiled, KEY).emulated_pattern_ids())
         patterns = [p for i, p in enumerate(compiled.patterns) if i not in emulated]
     data = _joined(kind)
-    _, seconds = _scanner.raw_scan_patterns([p.expression for p in patterns], [p.flags for p in patterns], data, 9)
+    _, seconds = _scanner.raw_scan_patterns(
+        [p.expression for p in patterns], [p.flags for p in patterns], data, 9
+    )
     return len(data) / seconds / 1e6
 
 
@@ -196,7 +205,9 @@ def test_hyperscan_ceiling(benchmark: Any, which: str, kind: str) -> None:
     chosen = [p for i, p in enumerate(compiled.patterns) if which == "all-patterns" or i not in emulated]
     data = _joined(kind)
     expressions, flags = [p.expression for p in chosen], [p.flags for p in chosen]
-    benchmark.pedantic(_scanner.raw_scan_patterns, args=(expressions, flags, data), rounds=10, warmup_rounds=1)
+    benchmark.pedantic(
+        _scanner.raw_scan_patterns, args=(expressions, flags, data), rounds=10, warmup_rounds=1
+    )
     _record_throughput(benchmark, len(data))
 
 
@@ -231,8 +242,13 @@ def main() -> None:
     print(f"{'variant':<34}{'pii MB/s':>12}{'clean MB/s':>12}")
     for name in ("native", "reference", "naive"):
         print(f"{name:<34}{cpu_mb_s(name, 'pii'):>12.1f}{cpu_mb_s(name, 'clean'):>12.1f}")
-    for label, all_patterns in (("hyperscan ceiling (engine db)", False), ("hyperscan (all precise patterns)", True)):
-        print(f"{label:<34}{ceiling_mb_s('pii', all_patterns):>12.1f}{ceiling_mb_s('clean', all_patterns):>12.1f}")
+    for label, all_patterns in (
+        ("hyperscan ceiling (engine db)", False),
+        ("hyperscan (all precise patterns)", True),
+    ):
+        print(
+            f"{label:<34}{ceiling_mb_s('pii', all_patterns):>12.1f}{ceiling_mb_s('clean', all_patterns):>12.1f}"
+        )
 
 
 if __name__ == "__main__":

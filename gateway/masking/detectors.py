@@ -13,6 +13,10 @@ Rules kept here:
   findings can match a NUL byte, which is what lets the native scanner scan a whole batch joined with NUL
   separators and trust the per-record matches of plain-text records (TRIGGER patterns may cross records:
   they only make the scanner look closer at a record, never decide a finding);
+- the native engine compiles only the literal-anchored patterns into Hyperscan; the character-class ones
+  (kinds CARD_RUN, CARD_GROUP, SSN, PHONE_NANP, PHONE_TRUNK, IPV4, IBAN_*, and the full-form IPV6
+  pattern) are reported by a C structure pass that must agree with Hyperscan on these expressions
+  (tests/masking/test_native_tables.py compares them on generated text);
 - the numeric values of `Kind`, `Flag` and the tables below are mirrored in `_native/validators.h`;
   tests/masking/test_native_tables.py checks that both sides agree.
 """
@@ -114,8 +118,12 @@ SECRET_KEYWORDS: Final[tuple[bytes, ...]] = (
     b"private_key",
     b"private-key",
 )
-KEYWORD_REGEX: Final = rb"(?:api[_\-]?key|secret|token|passw(?:or)?d|pwd|credential|access[_\-]?key|private[_\-]?key)"
-SECRET_VALUE_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./+=~")
+KEYWORD_REGEX: Final = (
+    rb"(?:api[_\-]?key|secret|token|passw(?:or)?d|pwd|credential|access[_\-]?key|private[_\-]?key)"
+)
+SECRET_VALUE_CHARS: Final = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./+=~"
+)
 SECRET_PREFIXES: Final[tuple[bytes, ...]] = (
     b"sk_live_",
     b"sk_test_",
@@ -163,9 +171,21 @@ IBAN_LENGTHS: Final[dict[bytes, int]] = {
 # Fixed-width shapes, written in the notation the native structure pass uses (validators.h mirrors these):
 # d = [0-9], ? = [ -], U = [A-Z], A = [A-Z0-9], anything else is itself. A pattern's `param` is the index
 # of its shape in its kind's tuple.
-CARD_SHAPES: Final = ("dddd?dddd?dddd?dddd", "dddd?dddd?dddd?dddd?ddd", "dddd?dddddd?ddddd", "dddd?dddddd?dddd")
+CARD_SHAPES: Final = (
+    "dddd?dddd?dddd?dddd",
+    "dddd?dddd?dddd?dddd?ddd",
+    "dddd?dddddd?ddddd",
+    "dddd?dddddd?dddd",
+)
 SSN_SHAPES: Final = ("ddd-dd-dddd", "ddd dd dddd")
-NANP_SHAPES: Final = ("ddd-ddd-dddd", "ddd.ddd.dddd", "ddd ddd dddd", "(ddd)ddd-dddd", "(ddd) ddd-dddd", "1-ddd-ddd-dddd")
+NANP_SHAPES: Final = (
+    "ddd-ddd-dddd",
+    "ddd.ddd.dddd",
+    "ddd ddd dddd",
+    "(ddd)ddd-dddd",
+    "(ddd) ddd-dddd",
+    "1-ddd-ddd-dddd",
+)
 IBAN_SHAPES: Final = ("UUddAAAAAAAAAAA", "UUdd AAAA AAAA A")
 _SHAPE_CLASSES: Final = {"d": rb"[0-9]", "?": rb"[ \-]", "U": rb"[A-Z]", "A": rb"[A-Z0-9]"}
 

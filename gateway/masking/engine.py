@@ -63,17 +63,20 @@ def build_engine_impl(
 ) -> _EngineImpl:
     """An engine of the given implementation ("native"/"reference"; default: the selected one)."""
     if _needs_key(compiled) and not hmac_key:
-        raise MaskingConfigError("operator hash needs an HMAC key (masking hmac_key, e.g. ${env:MASKING_KEY})")
+        raise MaskingConfigError(
+            "operator hash needs an HMAC key (masking hmac_key, e.g. ${env:MASKING_KEY})"
+        )
     if implementation is None:
-        cls = _ENGINE_CLASS
-    elif implementation == "native":
-        from gateway.masking._scanner import NativeMaskingEngine as cls
-    elif implementation == "reference":
-        from gateway.masking.reference import ReferenceMaskingEngine as cls
-    else:
-        raise ValueError(f"unknown implementation {implementation!r}")
-    engine: _EngineImpl = cls(compiled, hmac_key)
-    return engine
+        return _ENGINE_CLASS(compiled, hmac_key)  # type: ignore[no-any-return]
+    if implementation == "native":
+        from gateway.masking._scanner import NativeMaskingEngine
+
+        return NativeMaskingEngine(compiled, hmac_key)
+    if implementation == "reference":
+        from gateway.masking.reference import ReferenceMaskingEngine
+
+        return ReferenceMaskingEngine(compiled, hmac_key)
+    raise ValueError(f"unknown implementation {implementation!r}")
 
 
 class MaskingEngine:

@@ -46,6 +46,8 @@ __all__ = [
     "Operator",
     "PathStep",
     "compile_profile",
+    "parse_operator",
+    "parse_path",
 ]
 
 MAX_CUSTOM_REGEX_LEN = 1024
@@ -217,7 +219,7 @@ def _check_regex(name: str, pattern: str) -> None:
         raise MaskingConfigError(f"{where}: write a NUL byte as \\x00, not literally")
     if len(pattern) > MAX_CUSTOM_REGEX_LEN:
         raise MaskingConfigError(f"{where}: longer than {MAX_CUSTOM_REGEX_LEN} characters")
-    import re2  # pyre2; imported here so that profiles without custom regexes never need it
+    import re2  # type: ignore[import-not-found]  # pyre2 (no stubs); only profiles with custom regexes need it
 
     try:
         compiled = re2.compile(pattern)

@@ -77,7 +77,6 @@ from gateway.masking.detectors import (
     MIN_PREFIXED_BODY_LEN,
     SECRET_KEYWORDS,
     SECRET_PREFIXES,
-    SECRET_VALUE_CHARS,
     SSN_SAMPLE_NUMBERS,
     Flag,
     Kind,
@@ -250,7 +249,13 @@ _ESCAPE_SIMPLE = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"
                   ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}  # fmt: skip
 _NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]')
 _ESCAPE_OUT = {i: b"\\u%04x" % i for i in range(32)} | {
-    ord('"'): b'\\"', ord("\\"): b"\\\\", 8: b"\\b", 12: b"\\f", 10: b"\\n", 13: b"\\r", 9: b"\\t"
+    ord('"'): b'\\"',
+    ord("\\"): b"\\\\",
+    8: b"\\b",
+    12: b"\\f",
+    10: b"\\n",
+    13: b"\\r",
+    9: b"\\t",
 }
 
 STR, NUM, LIT, OBJ, ARR = range(5)
@@ -263,7 +268,9 @@ class _NotJson(Exception):
 class _Node:
     __slots__ = ("kind", "start", "end", "escaped", "items")
 
-    def __init__(self, kind: int, start: int, end: int, escaped: bool = False, items: list[Any] | None = None):
+    def __init__(
+        self, kind: int, start: int, end: int, escaped: bool = False, items: list[Any] | None = None
+    ):
         self.kind = kind
         self.start = start  # strings: the opening quote; containers: the bracket
         self.end = end  # one past the closing quote / bracket / token
@@ -422,7 +429,9 @@ def _back(u: bytes, i: int, allowed: frozenset[int]) -> int:
     return i
 
 
-def _extract(u: bytes, pid: int, spec: PatternSpec, frm: int, e: int, st: _UnitScan, out: list[Candidate]) -> None:
+def _extract(
+    u: bytes, pid: int, spec: PatternSpec, frm: int, e: int, st: _UnitScan, out: list[Candidate]
+) -> None:
     kind, n, det = spec.kind, len(u), spec.detector
     if kind == Kind.TRIGGER:
         return
@@ -577,8 +586,8 @@ def _extract(u: bytes, pid: int, spec: PatternSpec, frm: int, e: int, st: _UnitS
             return
         if e < n and (u[e] in _WORD or (u[e] in b"-. " and e + 1 < n and u[e + 1] in _DIGITS)):
             return
-        digits = bytes(c for c in u[s:e] if c in _DIGITS)
-        if _nanp_ok(digits[-10:]):
+        nanp_digits = bytes(c for c in u[s:e] if c in _DIGITS)
+        if _nanp_ok(nanp_digits[-10:]):
             out.append((s, e, det))
     elif kind == Kind.PHONE_TRUNK:
         sep_pos = e - 3
@@ -716,7 +725,9 @@ def describe_compile_error(compiled: CompiledProfile, message: str) -> str:
     if m is not None and int(m.group(1)) < len(compiled.patterns):
         spec = compiled.patterns[int(m.group(1))]
         if spec.detector >= 0:
-            return f"custom_detectors.{compiled.detector_names[spec.detector]}: Hyperscan rejects it: {message}"
+            return (
+                f"custom_detectors.{compiled.detector_names[spec.detector]}: Hyperscan rejects it: {message}"
+            )
     return f"Hyperscan rejects the profile: {message}"
 
 
@@ -905,7 +916,12 @@ class ReferenceMaskingEngine:
         return False
 
     def _apply_rule(
-        self, buf: bytes, node: _Node, rule: FieldRule, edits: list[tuple[int, int, bytes]], counts: Counter[str]
+        self,
+        buf: bytes,
+        node: _Node,
+        rule: FieldRule,
+        edits: list[tuple[int, int, bytes]],
+        counts: Counter[str],
     ) -> bool:
         op: Operator = rule.operator
         raw = buf[node.start : node.end]
@@ -933,7 +949,9 @@ class ReferenceMaskingEngine:
         return False
 
 
-def _delete_elements(ranges: list[tuple[int, int]], dropped: list[bool], edits: list[tuple[int, int, bytes]]) -> None:
+def _delete_elements(
+    ranges: list[tuple[int, int]], dropped: list[bool], edits: list[tuple[int, int, bytes]]
+) -> None:
     """Remove dropped elements; keep the separator after each kept element except the last kept one."""
     kept = [i for i, gone in enumerate(dropped) if not gone]
     last_kept = kept[-1] if kept else -1

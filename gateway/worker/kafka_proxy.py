@@ -127,7 +127,11 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.session is not None:
-            self._execute(self.session.client_data(data))
+            try:
+                self._execute(self.session.client_data(data))
+            except Exception:  # a bug must cost this connection, never the worker or anyone else's data
+                log.exception("internal error on connection %d from %s", self.id, self.peer)
+                self.close("internal error (see the log)", level=logging.ERROR, kind="internal_error")
 
     def eof_received(self) -> bool | None:
         if self.session is not None:
@@ -174,7 +178,11 @@ class ClientConnection(asyncio.Protocol):
 
     def from_upstream(self, data: bytes) -> None:
         if self.session is not None:
-            self._execute(self.session.upstream_data(data))
+            try:
+                self._execute(self.session.upstream_data(data))
+            except Exception:
+                log.exception("internal error on connection %d from %s", self.id, self.peer)
+                self.close("internal error (see the log)", level=logging.ERROR, kind="internal_error")
 
     # ----------------------------------------------------------------------------------------- actions
     def _execute(self, actions: list[Any]) -> None:

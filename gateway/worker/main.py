@@ -23,6 +23,7 @@ from typing import Any
 from gateway.audit.dispatcher import AuditDispatcher
 from gateway.config import Config, from_plain, parse_host_port
 from gateway.enforcement.policy import Policy
+from gateway.masking.registry import MaskerRegistry
 from gateway.logsetup import configure_logging
 from gateway.protocols.kafka import codec, framing
 from gateway.protocols.kafka.addresses import AddressBook
@@ -91,7 +92,8 @@ class Worker:
             identity = IdentityService(config.identity.oidc)
             guard_ctx = GuardContext(policy=Policy(config.policy.rules), audit_available=audit.available,
                                      clock=time.time, worker_id=self.ctx.worker_id,
-                                     mechanisms=tuple(config.identity.mechanisms))
+                                     mechanisms=tuple(config.identity.mechanisms),
+                                     maskers=MaskerRegistry(config.masking) if config.masking.profiles else None)
         return ProxyRuntime(
             book=book, bootstrap=parse_host_port(k.upstream.bootstrap), upstream_ssl=upstream_ssl_context(config),
             upstream_server_name=k.upstream.tls.server_name if k.upstream.tls else None,
@@ -236,6 +238,7 @@ class Worker:
             if rt.guard_ctx is not None and new.identity is not None:
                 # policy changes apply to live connections too, at their next request (revocation works)
                 rt.guard_ctx.policy = Policy(new.policy.rules)
+                rt.guard_ctx.maskers = MaskerRegistry(new.masking) if new.masking.profiles else None
                 rt.guard_ctx.mechanisms = tuple(new.identity.mechanisms)
             elif (rt.guard_ctx is None) != new.passthrough:
                 log.warning("switching between passthrough and identity mode needs a restart")

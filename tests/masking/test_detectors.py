@@ -186,7 +186,13 @@ def test_iban_mod97() -> None:
 # ------------------------------------------------------------------------------------------- email
 
 VALID_EMAILS = ["john.doe@example.com", "a+tag@sub.example.co.uk", "x_y%z@d-1.io", "UPPER@EXAMPLE.ORG"]
-INVALID_EMAILS = ["john@localhost", "john@example.c", "john@-example.com", "john@example.123", "john..doe@example.com"]
+INVALID_EMAILS = [
+    "john@localhost",
+    "john@example.c",
+    "john@-example.com",
+    "john@example.123",
+    "john..doe@example.com",
+]
 
 
 @BOTH
@@ -310,7 +316,9 @@ def test_pem_private_key_block_is_masked_to_its_end_line(impl: str) -> None:
 
 @BOTH
 def test_pem_without_end_line_is_masked_to_the_end_of_the_value(impl: str) -> None:
-    out, counts = mask_one(impl, b"x -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA", ["private_key"])
+    out, counts = mask_one(
+        impl, b"x -----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA", ["private_key"]
+    )
     assert (out, counts) == (b"x [REDACTED:PRIVATE_KEY]", {"private_key": 1})
 
 
@@ -412,7 +420,10 @@ def test_json_member_whose_secret_name_is_escaped(impl: str) -> None:
     # "\u0074oken" is "token": the raw bytes never spell the keyword, the decoded key does.
     value = b'{"\\u0074oken": "aZ3kQ9vLm2Xp", "x\\u00e9_api_key": "q8Fz2LmN4pRt"}'
     out, counts = mask_one(impl, value, ["generic_secret"])
-    assert out == b'{"\\u0074oken": "[REDACTED:GENERIC_SECRET]", "x\\u00e9_api_key": "[REDACTED:GENERIC_SECRET]"}'
+    assert (
+        out
+        == b'{"\\u0074oken": "[REDACTED:GENERIC_SECRET]", "x\\u00e9_api_key": "[REDACTED:GENERIC_SECRET]"}'
+    )
     assert counts == {"generic_secret": 2}
 
 

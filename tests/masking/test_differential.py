@@ -23,7 +23,9 @@ if "native" not in IMPLS:
 
 EXAMPLES = 1500 if DEEP else 120
 SETTINGS = settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 PII = [
@@ -77,7 +79,10 @@ json_values = st.recursive(
     max_leaves=20,
 )
 json_docs = st.tuples(
-    st.one_of(st.lists(json_values, min_size=1, max_size=5), st.dictionaries(keys, json_values, min_size=1, max_size=6)),
+    st.one_of(
+        st.lists(json_values, min_size=1, max_size=5),
+        st.dictionaries(keys, json_values, min_size=1, max_size=6),
+    ),
     st.booleans(),
     st.sampled_from([None, (",", ":"), (", ", ": ")]),
     st.sampled_from([None, 2]),
@@ -101,16 +106,24 @@ record_values = st.one_of(
 )
 batches = st.lists(record_values, min_size=1, max_size=8)
 
-CUSTOM_REGEXES = [r"ORD-[0-9]{4,}", r"[0-9]{6,}", r"(?i)secret[a-z]*", r"\bkey\b", r"a.b", r"[^ ]+@[^ ]+", r"x+y?"]
+CUSTOM_REGEXES = [
+    r"ORD-[0-9]{4,}",
+    r"[0-9]{6,}",
+    r"(?i)secret[a-z]*",
+    r"\bkey\b",
+    r"a.b",
+    r"[^ ]+@[^ ]+",
+    r"x+y?",
+]
 operators = st.one_of(
     st.sampled_from(["redact", "hash", "null", "drop"]),
     st.integers(min_value=0, max_value=6).map(lambda n: {"keep_last": n}),
     st.just({"redact": "PII"}),
 )
 field_rules = st.dictionaries(
-    st.sampled_from(["ssn", "card", "note", "token", "a b", "$.items[*].card", "$.a b", "$[0].ssn", "$.ssn"]).map(
-        lambda k: k.replace("$.a b", "$['a b']").replace("$[0].ssn", "$.items[0].ssn")
-    ),
+    st.sampled_from(
+        ["ssn", "card", "note", "token", "a b", "$.items[*].card", "$.a b", "$[0].ssn", "$.ssn"]
+    ).map(lambda k: k.replace("$.a b", "$['a b']").replace("$[0].ssn", "$.items[0].ssn")),
     operators,
     min_size=1,
     max_size=4,
@@ -125,9 +138,14 @@ def profiles(draw: st.DrawFn) -> tuple[MaskingProfile, dict[str, Any]]:
     )
     custom: dict[str, Any] = {}
     if draw(st.booleans()):
-        custom["custom_re"] = {"regex": draw(st.sampled_from(CUSTOM_REGEXES)), "ignore_case": draw(st.booleans())}
+        custom["custom_re"] = {
+            "regex": draw(st.sampled_from(CUSTOM_REGEXES)),
+            "ignore_case": draw(st.booleans()),
+        }
     if draw(st.booleans()):
-        words = draw(st.lists(st.sampled_from(["bluebird", "key", "EMP", "é", "a b", "00", "bob"]), min_size=1))
+        words = draw(
+            st.lists(st.sampled_from(["bluebird", "key", "EMP", "é", "a b", "00", "bob"]), min_size=1)
+        )
         custom["custom_words"] = {"dictionary": words, "whole_word": draw(st.booleans())}
     profile = MaskingProfile(
         detectors=detectors + sorted(custom), fields=draw(field_rules), operator=draw(operators)
@@ -159,17 +177,19 @@ def _assert_same(profile: MaskingProfile, custom: dict[str, Any], batch: list[by
 
 @SETTINGS
 @given(profiles(), batches)
-def test_native_equals_reference(profile: tuple[MaskingProfile, dict[str, Any]], batch: list[bytes | None]) -> None:
+def test_native_equals_reference(
+    profile: tuple[MaskingProfile, dict[str, Any]], batch: list[bytes | None]
+) -> None:
     _assert_same(*profile, batch)
 
 
-spaced_texts = st.lists(st.one_of(st.sampled_from(PII), st.sampled_from(NEAR_MISSES), texts), min_size=1, max_size=6).map(
-    " ".join
-)
+spaced_texts = st.lists(
+    st.one_of(st.sampled_from(PII), st.sampled_from(NEAR_MISSES), texts), min_size=1, max_size=6
+).map(" ".join)
 pii_records = st.one_of(
-    st.dictionaries(st.sampled_from(rule_keys), st.one_of(spaced_texts, json_values), min_size=1, max_size=6).map(
-        lambda d: json.dumps(d).encode()
-    ),
+    st.dictionaries(
+        st.sampled_from(rule_keys), st.one_of(spaced_texts, json_values), min_size=1, max_size=6
+    ).map(lambda d: json.dumps(d).encode()),
     st.dictionaries(st.sampled_from(rule_keys), spaced_texts, min_size=1).map(
         lambda d: json.dumps({"items": [d, d], **d}, ensure_ascii=False).encode()
     ),
@@ -190,7 +210,11 @@ def test_native_equals_reference_on_pii_records(
 def test_native_equals_reference_on_dense_overlapping_text(text: str) -> None:
     profile = MaskingProfile(detectors=ALL_DETECTORS)
     value = text.encode()
-    _assert_same(profile, {}, [value, json.dumps({"v": text}).encode(), json.dumps([text], ensure_ascii=False).encode()])
+    _assert_same(
+        profile,
+        {},
+        [value, json.dumps({"v": text}).encode(), json.dumps([text], ensure_ascii=False).encode()],
+    )
 
 
 @settings(max_examples=30 if DEEP else 4, deadline=None, suppress_health_check=[HealthCheck.too_slow])

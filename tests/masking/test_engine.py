@@ -65,7 +65,7 @@ def test_keep_last(impl: str) -> None:
 def test_keep_last_counts_characters_not_bytes(impl: str) -> None:
     custom = {"name_x": {"regex": "Zoë[a-z]+"}}
     out, _ = mask_one(impl, "to Zoëlle.".encode(), ["name_x"], custom=custom, operator={"keep_last": 2})
-    assert out == "to ****le.".encode()
+    assert out == b"to ****le."
 
 
 @BOTH
@@ -117,7 +117,9 @@ def test_null_in_json_nulls_the_value(impl: str) -> None:
         (b'{"k": ["x@example.com", "y@example.com"], "m": {"n": "z@example.com"}}', b'{"k": [], "m": {}}'),
     ],
 )
-def test_drop_removes_members_and_elements_and_keeps_valid_json(impl: str, value: bytes, expected: bytes) -> None:
+def test_drop_removes_members_and_elements_and_keeps_valid_json(
+    impl: str, value: bytes, expected: bytes
+) -> None:
     out, _ = mask_one(impl, value, ["email"], operator="drop")
     assert out == expected
     json.loads(out or b"")
@@ -231,7 +233,9 @@ def test_path_rules_with_indexes_and_escaped_keys(impl: str) -> None:
 @BOTH
 def test_leftmost_then_longest_then_priority(impl: str) -> None:
     custom = {"ordref": {"regex": "ORD-[0-9]+"}, "digits": {"regex": "[0-9]{6,}"}}
-    out, counts = mask_one(impl, b"ORD-4111111111111111 x", ["credit_card", "ordref", "digits"], custom=custom)
+    out, counts = mask_one(
+        impl, b"ORD-4111111111111111 x", ["credit_card", "ordref", "digits"], custom=custom
+    )
     # ORD-... starts first and wins over the card inside it.
     assert (out, counts) == (b"[REDACTED:ORDREF] x", {"ordref": 1})
     out, counts = mask_one(impl, b"x 4111111111111111 x", ["credit_card", "digits"], custom=custom)

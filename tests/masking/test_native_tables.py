@@ -51,8 +51,15 @@ def test_keyword_list_is_the_expansion_of_the_keyword_regex() -> None:
     pattern = re.compile(detectors.KEYWORD_REGEX)
     assert all(pattern.fullmatch(k) for k in detectors.SECRET_KEYWORDS)
     # Every word the regex accepts is in the list: enumerate its finite language.
-    words = {b"api" + sep + b"key" for sep in (b"", b"_", b"-")} | {b"secret", b"token", b"password", b"passwd"}
-    words |= {b"pwd", b"credential"} | {p + sep + b"key" for p in (b"access", b"private") for sep in (b"", b"_", b"-")}
+    words = {b"api" + sep + b"key" for sep in (b"", b"_", b"-")} | {
+        b"secret",
+        b"token",
+        b"password",
+        b"passwd",
+    }
+    words |= {b"pwd", b"credential"} | {
+        p + sep + b"key" for p in (b"access", b"private") for sep in (b"", b"_", b"-")
+    }
     assert words == set(detectors.SECRET_KEYWORDS)
 
 
@@ -66,7 +73,13 @@ def test_trigger_ids_match() -> None:
 
 @pytest.mark.parametrize(
     ("key", "message"),
-    [(b"", b""), (b"k", b"message"), (b"x" * 64, b"a" * 55), (b"y" * 65, b"b" * 56), (b"z" * 200, b"c" * 1000)],
+    [
+        (b"", b""),
+        (b"k", b"message"),
+        (b"x" * 64, b"a" * 55),
+        (b"y" * 65, b"b" * 56),
+        (b"z" * 200, b"c" * 1000),
+    ],
 )
 def test_hmac_sha256_matches_python(key: bytes, message: bytes) -> None:
     assert _scanner.native_hmac_hex(key, message) == hmac.new(key, message, hashlib.sha256).hexdigest()
@@ -114,7 +127,9 @@ def _structure_engine() -> tuple[object, list[detectors.PatternSpec], object]:
     if _PROFILE_PATTERNS is None:
         from gateway.masking import MaskingProfile, compile_profile
 
-        compiled = compile_profile(MaskingProfile(detectors=["credit_card", "us_ssn", "iban", "phone", "ip_address"]))
+        compiled = compile_profile(
+            MaskingProfile(detectors=["credit_card", "us_ssn", "iban", "phone", "ip_address"])
+        )
         engine = _scanner.NativeMaskingEngine(compiled, None)
         ids = engine.emulated_pattern_ids()
         db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)

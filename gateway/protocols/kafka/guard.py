@@ -51,6 +51,7 @@ class GuardContext:
     clock: Callable[[], float]
     worker_id: int
     mechanisms: tuple[str, ...] = sasl_server.MECHANISMS
+    maskers: Any = None  # gateway.masking.registry.MaskerRegistry (None: no masking configured)
 
 
 # ---------------------------------------------------------------------------------------------- outcomes
@@ -73,8 +74,9 @@ class Forward:
     replacement: Any = None
     on_response: Callable[[Any], tuple[Any | None, list[AuditEvent]]] | None = None
     expects_response: bool = True
-    # Fetch only: look at the raw response and its skim (partition record spans) without decoding it
-    inspect: Callable[[memoryview, Any], None] | None = None
+    # Fetch only: look at the raw response and its skim (partition record spans) without decoding it; may
+    # return a replacement response body (masked record blobs spliced in), else None
+    inspect: Callable[[memoryview, Any], bytes | None] | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +84,10 @@ class Authenticate:
     """Validate this token (in the worker) before answering SaslAuthenticate."""
 
     credentials: sasl_server.SaslCredentials
+
+
+class _ScrubFailed(Exception):
+    pass
 
 
 @dataclass(slots=True)
@@ -125,7 +131,7 @@ class KafkaGuard:
               decision: str | None = None, rule: str | None = None, reason: str | None = None,
               topic: str | None = None, partition: int | None = None, resource_kind: str | None = None,
               offsets: Offsets | None = None, record_count: int | None = None, size: int | None = None,
-              details: dict[str, Any] | None = None) -> None:
+              details: dict[str, Any] | None = None, masked_counts: dict[str, int] | None = None) -> None:
         resource = None
         if topic is not None or partition is not None or resource_kind is not None:
             resource = AuditResource(topic=topic, partition=partition, kind=resource_kind)
@@ -134,7 +140,7 @@ class KafkaGuard:
             client=ClientInfo(address=self.client_address, client_id=self.client_id),
             connection_id=self.connection_id, worker=self.ctx.worker_id, protocol="kafka", api=api,
             api_version=api_version, resource=resource, offsets=offsets, record_count=record_count, bytes=size,
-            decision=decision, rule=rule, reason=reason, details=details))
+            decision=decision, rule=rule, reason=reason, details=details, masked_counts=masked_counts))
 
     # ------------------------------------------------------------------------------------------- SASL
     def sasl_handshake(self, version: int, request: Any) -> Outcome:
@@ -274,13 +280,22 @@ class KafkaGuard:
             if request.acks == 0:
                 return Refuse("acks=0 Produce denied by policy", "denied")
             return Respond(partial.produce_denied_response(request, version))
+        try:
+            scrubbed = self._scrub_produce(forward, topic_decision, version) if self.ctx.maskers else None
+        except _ScrubFailed as exc:
+            self.stats.denied += 1
+            self.event("decision", api="Produce", api_version=version, decision="denied", reason=str(exc))
+            if request.acks == 0:
+                return Refuse(f"acks=0 Produce refused: {exc}", "denied")
+            return Respond(partial.produce_denied_response(request, version))
+        replacement = forward if (denied or scrubbed is not None) else None
         if request.acks == 0:  # no response will come: record what was forwarded now
             for (topic_name, index), (count, size, _) in sizes.items():
                 self.stats.records_in += count
                 self.event("decision", api="Produce", api_version=version, decision="allowed",
                            rule=topic_decision[topic_name].rule, topic=topic_name, partition=index,
                            record_count=count, size=size, details={"acks": 0})
-            return Forward(replacement=forward if denied else None, expects_response=False)
+            return Forward(replacement=replacement, expects_response=False)
 
         def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
             for t in response.responses:
@@ -301,7 +316,7 @@ class KafkaGuard:
             merged = partial.merge_produce_response(response, denied, version) if denied else None
             return merged, []
 
-        return Forward(replacement=forward if denied else None, on_response=on_response)
+        return Forward(replacement=replacement, on_response=on_response)
 
     # ------------------------------------------------------------------------------------------ fetch
     def _fetch(self, version: int, request: Any, decisions: dict[authz.Check, Decision]) -> Outcome:
@@ -333,7 +348,8 @@ class KafkaGuard:
             for p in t.partitions:
                 fetch_offsets[(name, p.partition)] = p.fetch_offset
 
-        def inspect(frame: memoryview, fetch_skim: Any) -> None:
+        def inspect(frame: memoryview, fetch_skim: Any) -> bytes | None:
+            replacements: list[tuple[Any, bytes]] = []
             for span in fetch_skim.partitions:
                 name = span.topic if version < 13 else (self.topic_name(span.topic_id) or str(span.topic_id))
                 d = topic_decision.get(name)
@@ -346,19 +362,70 @@ class KafkaGuard:
                     continue  # nothing delivered: no event for empty long-poll answers
                 records = frame[span.records_start : span.records_end]
                 delivered = _delivered_span(records, fetch_offsets.get((name, span.partition), 0))
+                masked_counts = None
+                decision = "allowed"
+                reason = None
+                if d is not None and d.masks:
+                    blob, masked_counts, reason = self._mask_fetched(d.masks, records)
+                    decision = "masked" if reason is None else "blocked"
+                    if blob is not None:
+                        replacements.append((span, blob))
                 if delivered is None:
                     continue
                 first, last, count = delivered
-                self.stats.records_out += count
-                self.event("decision", api="Fetch", api_version=version, decision="allowed",
+                if decision != "blocked":
+                    self.stats.records_out += count
+                self.event("decision", api="Fetch", api_version=version, decision=decision,
                            rule=d.rule if d else None, topic=name, partition=span.partition,
-                           offsets=Offsets(first=first, last=last), record_count=count, size=len(records))
+                           offsets=Offsets(first=first, last=last), record_count=count, size=len(records),
+                           masked_counts=masked_counts, reason=reason)
+            if not replacements:
+                return None
+            return skim.splice_records(frame, replacements, version >= 12)
 
         def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
             return partial.merge_fetch_response(response, denied, version), []
 
         return Forward(replacement=forward if denied else None, on_response=on_response if denied else None,
                        inspect=inspect)
+
+    def _mask_fetched(self, masks: tuple[str, ...], records: memoryview
+                      ) -> tuple[bytes | None, dict[str, int] | None, str | None]:
+        """(replacement blob or None if unchanged, counts per detector, reason when delivery was blocked)."""
+        try:
+            engine, profile = self.ctx.maskers.engine(masks)
+            blob, counts = _mask_blob(engine, profile, records)
+        except (RecordsError, MaskingConfigError, AttributeError) as exc:
+            # fail closed: never deliver records in clear that policy says must be masked
+            return b"", None, f"records could not be masked and were withheld: {exc}"
+        return (None if blob is records else bytes(blob)), counts, None
+
+    def _scrub_produce(self, request: Any, topic_decision: dict[str, Decision], version: int) -> Any:
+        """scrub_on_produce: mask records under a rule whose profile says so, before they reach the broker."""
+        changed = False
+        for topic in request.topic_data:
+            d = topic_decision.get(topic.name)
+            if d is None or not d.allowed or not d.masks or self.ctx.maskers is None:
+                continue
+            engine, profile = self.ctx.maskers.engine(d.masks)
+            if not profile.scrub_on_produce:
+                continue
+            for part in topic.partition_data:
+                if not part.records:
+                    continue
+                try:
+                    blob, counts = _mask_blob(engine, profile, part.records)
+                except RecordsError as exc:
+                    raise _ScrubFailed(f"records for {topic.name}[{part.index}] could not be scrubbed: {exc}") \
+                        from None
+                if counts:
+                    self.event("decision", api="Produce", api_version=version, decision="masked", rule=d.rule,
+                               topic=topic.name, partition=part.index, masked_counts=counts,
+                               reason="scrubbed on produce")
+                if blob is not part.records:
+                    part.records = bytes(blob)
+                    changed = True
+        return request if changed else None
 
     # --------------------------------------------------------------------------------------- metadata
     def _metadata(self, version: int, request: Any, decisions: dict[authz.Check, Decision]) -> Outcome:
@@ -382,6 +449,15 @@ class KafkaGuard:
                 response, lambda t: self._allowed("describe", "topic", t), requested), []
 
         return Forward(replacement=replacement, on_response=on_response)
+
+
+def _mask_blob(engine: Any, profile: Any, records: bytes | memoryview) -> tuple[bytes | memoryview, dict[str, int]]:
+    """Mask a record blob; a trailing partial batch is dropped (its raw bytes would leak unmasked values)."""
+    blob, stats = rewrite_records(records, engine.mask_values, keys=profile.keys, headers=profile.headers,
+                                  allow_legacy=False)
+    if stats.trailing_partial_bytes:
+        blob = bytes(memoryview(blob)[: len(blob) - stats.trailing_partial_bytes])
+    return blob, dict(stats.counts)
 
 
 def _batch_counts(records: bytes | None) -> tuple[int, int]:

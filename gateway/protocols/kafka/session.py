@@ -633,8 +633,10 @@ class KafkaSession:
             except skim.SkimError as exc:
                 raise ProtocolViolation(f"cannot read upstream Fetch response: {exc}", "upstream_protocol") from None
             if slot.inspect is not None:
-                slot.inspect(frame, fetch_skim)
+                replaced = slot.inspect(frame, fetch_skim)
                 self._drain_events(out)
+                if replaced is not None:  # masked record blobs spliced in; same header and layout
+                    frame = memoryview(replaced)
             rewrite = rewrite and fetch_skim.has_top_level_tags
             if not rewrite and slot.on_response is None:
                 slot.response = _I32.pack(len(frame)) + bytes(frame)
