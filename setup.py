@@ -26,8 +26,14 @@ extensions = [
     Extension(
         "gateway.masking._scanner",
         ["_native/scanner.pyx"],
-        depends=["_native/mask_engine.h", "_native/mask_json.h", "_native/mask_sha256.h", "_native/mask_validators.h"],
-        include_dirs=["_native"] + [f[2:] for f in _pkg_config("--cflags-only-I", "libhs", ["-I/usr/include/hs"])],
+        depends=[
+            "_native/mask_engine.h",
+            "_native/mask_json.h",
+            "_native/mask_sha256.h",
+            "_native/mask_validators.h",
+        ],
+        include_dirs=["_native"]
+        + [f[2:] for f in _pkg_config("--cflags-only-I", "libhs", ["-I/usr/include/hs"])],
         libraries=[f[2:] for f in _pkg_config("--libs-only-l", "libhs", ["-lhs"])],
         extra_compile_args=["-O3"],
     ),

@@ -326,18 +326,20 @@ static int mask_emit_shape(mask_matchvec *v, int pid, const char *shape, size_t 
     return 0;
 }
 
-static int mask_emit_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t rs, size_t re,
+static int mask_emit_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *b, size_t n, size_t rs, size_t re,
                                const mask_run_info *ri) {
     static const size_t card_w[4] = {19, 23, 17, 16}, nanp_w[6] = {12, 12, 12, 13, 14, 14};
     size_t space_dash = ri->space + ri->dash;
     /* [0-9]{13,}: every end 13+ digits into a digit run. Its extractor takes the whole digit run and keeps
-     * it only when it passes the card validator, so runs that fail it are not reported at all (in tests,
-     * exhaustive mode reports them, to compare with Hyperscan). */
+     * it only when it stands apart from letters and digits and passes the card validator, so other runs
+     * are not reported at all (in tests, exhaustive mode reports them, to compare with Hyperscan). */
     if (E->emu_card_run >= 0 && ri->digits >= 13)
         for (size_t a = rs; a < re;) {
             size_t z = a;
             while (z < re && MASK_IS_DIGIT(b[z])) z++;
-            if (z - a >= 13 && (E->emu_exhaustive || mask_card_ok(b + a, z - a)) &&
+            if (z - a >= 13 &&
+                (E->emu_exhaustive || (!(a > 0 && IS(b[a - 1], CL_ALNUM)) && !(z < n && IS(b[z], CL_ALNUM)) &&
+                                       mask_card_ok(b + a, z - a))) &&
                 mask_push_match(v, E->emu_card_run, a + 13, z))
                 return -1;
             a = z > a ? z : a + 1;
@@ -504,7 +506,7 @@ static int mask_digit_run(mask_engine *E, mask_matchvec *v, const uint8_t *b, si
         ri.rparen = cnt[X_RPAREN];
     }
     if (E->emu_exhaustive) ri.digits = ri.space = ri.dash = ri.dot = ri.lparen = ri.rparen = 99;
-    if (ri.digits >= 9 && mask_emit_digit_run(E, v, b, rs, re, &ri)) return -1;
+    if (ri.digits >= 9 && mask_emit_digit_run(E, v, b, n, rs, re, &ri)) return -1;
     if (E->emu_ipv4 >= 0 && ri.dot >= 3 && ri.digits >= 4 && mask_emit_ipv4(E, v, b, rs, re)) return -1;
     return 0;
 }
@@ -555,9 +557,15 @@ static int mask_digit_runs(mask_engine *E, mask_matchvec *v, const uint8_t *b, s
             three_fewer &= three_fewer - 1u;
             three_fewer &= three_fewer - 1u;
             three_fewer &= three_fewer - 1u;
-            /* Only runs with >= 4 digits, or starting with an IBAN's check digits, can matter. */
-            if (three_fewer || (rs == base + p && ((iban >> p) & 1u)) || E->emu_exhaustive)
-                if (mask_digit_run(E, v, b, n, rs, base + e, mask_popcount64(run))) return -1;
+            /* Only runs with >= 9 digits, or 4 digits and 3 other characters (an IPv4 address), or that
+             * start with an IBAN's check digits can matter (mask_digit_run checks the same again). All of
+             * the run's digits are in this block: a run with digits in an earlier block is pending. */
+            if (three_fewer || (rs == base + p && ((iban >> p) & 1u)) || E->emu_exhaustive) {
+                size_t digits = mask_popcount64(run), len = base + e - rs;
+                if (digits >= 9 || (digits >= 4 && len - digits >= 3) || (rs == base + p && ((iban >> p) & 1u)) ||
+                    E->emu_exhaustive)
+                    if (mask_digit_run(E, v, b, n, rs, base + e, digits)) return -1;
+            }
             D &= ~below_e;
         }
     }

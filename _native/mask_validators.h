@@ -406,6 +406,7 @@ static int mask_extract(const mask_pattern *pat, int pid, const uint8_t *u, size
         st->run_gen[pid] = st->gen;
         st->run_end[pid] = b;
         if (kind == K_CARD_RUN) {
+            if ((a > 0 && IS(u[a - 1], CL_ALNUM)) || (b < n && IS(u[b], CL_ALNUM))) return 0;
             if (mask_card_ok(u + a, b - a)) return mask_cand_push(out, a, b, det);
             return 0;
         }
@@ -465,7 +466,7 @@ static int mask_extract(const mask_pattern *pat, int pid, const uint8_t *u, size
     case K_CARD_GROUP: {
         uint8_t digits[24], sep = 0;
         size_t nd = 0;
-        if ((s > 0 && IS(u[s - 1], CL_DIGIT)) || (e < n && IS(u[e], CL_DIGIT))) return 0;
+        if ((s > 0 && IS(u[s - 1], CL_ALNUM)) || (e < n && IS(u[e], CL_ALNUM))) return 0;
         for (size_t i = s; i < e; i++) {
             if (IS(u[i], CL_DIGIT)) {
                 digits[nd++] = u[i];

@@ -547,55 +547,60 @@ cdef long long _raw_scan(mask_engine *E, data) except -1:
     return count
 
 
-def raw_scan_patterns(list expressions, list flags, data, int repeat=1):
-    """Compile `expressions` into one block-mode database and scan `data` `repeat` times with a C callback
-    that only counts: Hyperscan's own cost for a pattern set (benchmarks). Returns the match count of a
-    scan and the CPU seconds of the fastest scan."""
-    cdef hs_database_t *db = NULL
-    cdef hs_scratch_t *scratch = NULL
-    cdef hs_compile_error_t *err = NULL
-    cdef unsigned int n = len(expressions), i
-    cdef const char **exprs = <const char **>malloc(n * sizeof(char *))
-    cdef unsigned int *fl = <unsigned int *>malloc(n * sizeof(unsigned int))
-    cdef unsigned int *ids = <unsigned int *>malloc(n * sizeof(unsigned int))
-    cdef const unsigned char[::1] view = data
-    cdef long long count = 0
-    cdef hs_error_t rc
-    import time
-    if exprs == NULL or fl == NULL or ids == NULL:
+cdef class CountingDatabase:
+    """A block-mode Hyperscan database of the given patterns whose scans only count matches, with a C
+    callback: Hyperscan's own cost for a pattern set (the benchmarks' ceiling)."""
+
+    cdef hs_database_t *db
+    cdef hs_scratch_t *scratch
+
+    def __cinit__(self, list expressions, list flags):
+        cdef hs_compile_error_t *err = NULL
+        cdef unsigned int n = len(expressions), i
+        cdef const char **exprs = <const char **>malloc(n * sizeof(char *))
+        cdef unsigned int *fl = <unsigned int *>malloc(n * sizeof(unsigned int))
+        cdef unsigned int *ids = <unsigned int *>malloc(n * sizeof(unsigned int))
+        cdef hs_error_t rc
+        self.db = NULL
+        self.scratch = NULL
+        if exprs == NULL or fl == NULL or ids == NULL:
+            free(exprs)
+            free(fl)
+            free(ids)
+            raise MemoryError()
+        for i in range(n):
+            exprs[i] = <const char *>(<bytes>expressions[i])
+            fl[i] = flags[i]
+            ids[i] = i
+        rc = hs_compile_multi(exprs, fl, ids, n, HS_MODE_BLOCK, NULL, &self.db, &err)
         free(exprs)
         free(fl)
         free(ids)
-        raise MemoryError()
-    for i in range(n):
-        exprs[i] = <const char *>(<bytes>expressions[i])
-        fl[i] = flags[i]
-        ids[i] = i
-    rc = hs_compile_multi(exprs, fl, ids, n, HS_MODE_BLOCK, NULL, &db, &err)
-    free(exprs)
-    free(fl)
-    free(ids)
-    if rc != HS_SUCCESS:
-        message = err.message.decode(errors="replace") if err != NULL else str(rc)
-        hs_free_compile_error(err)
-        raise ValueError(message)
-    if hs_alloc_scratch(db, &scratch) != HS_SUCCESS:
-        hs_free_database(db)
-        raise MemoryError()
-    best = float("inf")
-    try:
-        for _ in range(repeat):
-            count = 0
-            started = time.process_time()
-            with nogil:
-                rc = hs_scan(db, <const char *>&view[0], <unsigned int>view.shape[0], 0, scratch, _count_match, &count)
-            best = min(best, time.process_time() - started)
-            if rc != HS_SUCCESS:
-                raise RuntimeError(f"hs_scan failed: {rc}")
-    finally:
-        hs_free_scratch(scratch)
-        hs_free_database(db)
-    return count, best
+        if rc != HS_SUCCESS:
+            message = err.message.decode(errors="replace") if err != NULL else str(rc)
+            hs_free_compile_error(err)
+            raise ValueError(message)
+        if hs_alloc_scratch(self.db, &self.scratch) != HS_SUCCESS:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        if self.scratch != NULL:
+            hs_free_scratch(self.scratch)
+        if self.db != NULL:
+            hs_free_database(self.db)
+
+    def count(self, data):
+        cdef const unsigned char[::1] view = data
+        cdef long long matches = 0
+        cdef hs_error_t rc
+        if view.shape[0] == 0:
+            return 0
+        with nogil:
+            rc = hs_scan(self.db, <const char *>&view[0], <unsigned int>view.shape[0], 0, self.scratch,
+                         _count_match, &matches)
+        if rc != HS_SUCCESS:
+            raise RuntimeError(f"hs_scan failed: {rc}")
+        return matches
 
 
 cdef void *_grow(void *p, size_t nbytes) except NULL:

@@ -74,7 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma list of direct, streamgate, peer (direct is always measured)",
     )
     parser.add_argument(
-        "--modes", default="passthrough", help=f"Streamgate modes, one target each: {', '.join(MODE_CONFIGS)}"
+        "--modes",
+        default=",".join(MODE_CONFIGS),
+        help=f"Streamgate modes, one target each (default: all): {', '.join(MODE_CONFIGS)}",
     )
     parser.add_argument(
         "--workers",

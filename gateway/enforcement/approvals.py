@@ -242,13 +242,9 @@ def decide(
 ) -> ApprovalRecord:
     """The record after `who` applies `verb` with `reason` at `now`, or ApprovalRefused saying why not.
 
-    Checks, in order: the verb is possible in the record's state (an expired grant counts as expired), the
-    principal may apply it, and a reason is given.
+    Checks, in order: the principal may apply the verb at all (so a stranger learns nothing about the state),
+    the verb is possible in the record's state (an expired grant counts as expired), and a reason is given.
     """
-    status = effective_status(record, now)
-    after = TRANSITIONS.get((status, verb))
-    if after is None:
-        raise ApprovalRefused("conflict", f"request {record.id} is {status}; it cannot be {_PAST[verb]}")
     if verb == "revoke":
         if not (is_reviewer(record, who) or who.sub == record.requester_sub):
             raise ApprovalRefused(
@@ -262,6 +258,10 @@ def decide(
                 "not_reviewer",
                 f"{who.sub} is not a reviewer of request {record.id} (reviewers: {', '.join(record.reviewers)})",
             )
+    status = effective_status(record, now)
+    after = TRANSITIONS.get((status, verb))
+    if after is None:
+        raise ApprovalRefused("conflict", f"request {record.id} is {status}; it cannot be {_PAST[verb]}")
     text = clean_reason(reason)
     # A revoked record keeps the expiry it had, so the trail shows how much of the grant was cut short.
     grant_expires_at = now + record.grant_ttl_s if verb == "approve" else record.grant_expires_at

@@ -99,10 +99,12 @@ class BulkReadRule(msgspec.Struct, forbid_unknown_fields=True):
     subjects: list[str] = msgspec.field(default_factory=list)
     exempt_groups: list[str] = msgspec.field(default_factory=list)
     exempt_subjects: list[str] = msgspec.field(default_factory=list)
-    max_partitions_from_earliest: int | None = None  # more distinct partitions read from earliest within window
+    # More distinct partitions read from their earliest offset within `window` than this trips the rule.
+    max_partitions_from_earliest: int | None = None
     max_fetch_bytes: int | None = None  # a fetch allowed to return more than this
     deny_wildcard_subscription: bool = False  # a wildcard subscription that covers a privileged topic
-    earliest_full_read: bool = False  # every partition of the topic read from its earliest offset within window
+    # Every partition of the topic read from its earliest offset within `window` trips the rule.
+    earliest_full_read: bool = False
     window: Duration = "10m"  # how long a partition read from earliest is remembered
     action: RuleAction = "block"
     throttle: Duration = "1s"  # throttle only: the delay per triggering request
@@ -215,8 +217,15 @@ def most_severe(verdicts: Iterable[Verdict]) -> Verdict:
 def _flat(verdict: Verdict) -> Verdict:
     if not verdict.also:
         return verdict
-    return Verdict(verdict.action, verdict.rule, verdict.reason, verdict.throttle_ms,
-                   verdict.close_connection, verdict.lockout_until, verdict.kind)
+    return Verdict(
+        verdict.action,
+        verdict.rule,
+        verdict.reason,
+        verdict.throttle_ms,
+        verdict.close_connection,
+        verdict.lockout_until,
+        verdict.kind,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,8 +364,10 @@ class MemoryWindowStore:
     def buckets(self, key: str, window_s: float, now: float) -> list[tuple[float, int]]:
         self._sum(key, window_s, now)
         bucket_s = window_s / BUCKETS_PER_WINDOW
-        return [((b + BUCKETS_PER_WINDOW) * bucket_s, amount)
-                for b, amount in sorted(self._buckets.get(key, {}).items())]
+        return [
+            ((b + BUCKETS_PER_WINDOW) * bucket_s, amount)
+            for b, amount in sorted(self._buckets.get(key, {}).items())
+        ]
 
     def add_members(self, updates: Sequence[MemberUpdate], now: float) -> MemberAddResult:
         counts = []
@@ -463,17 +474,25 @@ def _duration(where: str, value: Duration) -> float:
         raise LimitsError(f"{where}: {exc}") from None
 
 
-def _compile_common(where: str, rule: LimitRule | BulkReadRule | ContentRule, topics: list[str]) -> dict[str, Any]:
+def _compile_common(
+    where: str, rule: LimitRule | BulkReadRule | ContentRule, topics: list[str]
+) -> dict[str, Any]:
     if not rule.name.strip():
         raise LimitsError(f"{where}: `name` must be a non-empty string")
     if not rule.groups and not rule.subjects:
-        raise LimitsError(f"{where}: a rule needs `groups` and/or `subjects` (use groups: ['*'] for everyone)")
+        raise LimitsError(
+            f"{where}: a rule needs `groups` and/or `subjects` (use groups: ['*'] for everyone)"
+        )
     for key in ("groups", "subjects", "exempt_groups", "exempt_subjects"):
         for value in getattr(rule, key):
             if not value:
                 raise LimitsError(f"{where}.{key}: empty name")
-            if ("*" in value or "?" in value) and not (value == ANY_PRINCIPAL and key in ("groups", "subjects")):
-                raise LimitsError(f"{where}.{key}: {value!r}: only exact names (or the single entry '*') are allowed")
+            if ("*" in value or "?" in value) and not (
+                value == ANY_PRINCIPAL and key in ("groups", "subjects")
+            ):
+                raise LimitsError(
+                    f"{where}.{key}: {value!r}: only exact names (or the single entry '*') are allowed"
+                )
     if not topics:
         raise LimitsError(f"{where}.topics: at least one topic or glob is required")
     if any(not t for t in topics):
@@ -540,8 +559,12 @@ def _compile_bulk(index: int, rule: BulkReadRule) -> _BulkRead:
         raise LimitsError(f"{where}.max_partitions_from_earliest: must be >= 0")
     if rule.max_fetch_bytes is not None and rule.max_fetch_bytes < 1:
         raise LimitsError(f"{where}.max_fetch_bytes: must be >= 1")
-    if (rule.max_partitions_from_earliest is None and rule.max_fetch_bytes is None
-            and not rule.deny_wildcard_subscription and not rule.earliest_full_read):
+    if (
+        rule.max_partitions_from_earliest is None
+        and rule.max_fetch_bytes is None
+        and not rule.deny_wildcard_subscription
+        and not rule.earliest_full_read
+    ):
         raise LimitsError(
             f"{where}: enable at least one pattern (max_partitions_from_earliest, max_fetch_bytes, "
             "deny_wildcard_subscription, earliest_full_read)"
@@ -596,8 +619,10 @@ def compile_limits(config: LimitsConfig, *, known_detectors: Collection[str] | N
     seen: set[str] = set()
     for rule in (*limits, *bulk, *content):
         if rule.name in seen:
-            raise LimitsError(f"limits: duplicate rule name {rule.name!r} (names must be unique across "
-                              "rules, bulk_read and content: audit events name them)")
+            raise LimitsError(
+                f"limits: duplicate rule name {rule.name!r} (names must be unique across "
+                "rules, bulk_read and content: audit events name them)"
+            )
         seen.add(rule.name)
     return CompiledLimits(
         limits=limits,
@@ -639,19 +664,25 @@ class LimitsEngine:
         known_detectors: Collection[str] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
     ) -> None:
-        self.config = (config if isinstance(config, CompiledLimits)
-                       else compile_limits(config, known_detectors=known_detectors))
+        self.config = (
+            config
+            if isinstance(config, CompiledLimits)
+            else compile_limits(config, known_detectors=known_detectors)
+        )
         self.store = store
         self._clock = clock
-        self._uses_lockout = any(r.lockout_s is not None
-                                 for r in (*self.config.limits, *self.config.bulk, *self.config.content))
+        self._uses_lockout = any(
+            r.lockout_s is not None for r in (*self.config.limits, *self.config.bulk, *self.config.content)
+        )
         self._lockouts: dict[str, Lockout] = {}
         self._lockouts_read_at = -math.inf
         # (sub, topic, partition) -> (earliest offset from a ListOffsets response, remembered until)
         self._earliest_lookups: dict[tuple[str, str, int], tuple[int, float]] = {}
         self._lookup_memory_s = max((r.window_s for r in self.config.bulk if r.watches_earliest), default=0.0)
         self._rules_for = functools.lru_cache(maxsize=cache_size)(self._rules_for_uncached)
-        self._subscription_rules_for = functools.lru_cache(maxsize=cache_size)(self._subscription_rules_uncached)
+        self._subscription_rules_for = functools.lru_cache(maxsize=cache_size)(
+            self._subscription_rules_uncached
+        )
 
     @property
     def active(self) -> bool:
@@ -661,15 +692,20 @@ class LimitsEngine:
     # ---- matching --------------------------------------------------------------------------------------
 
     def _rules_for_uncached(self, sub: str, groups: tuple[str, ...], topic: str) -> _TopicRules:
-        limits = tuple(r for r in self.config.limits if r.who.matches(sub, groups) and r.topics.matches(topic))
+        limits = tuple(
+            r for r in self.config.limits if r.who.matches(sub, groups) and r.topics.matches(topic)
+        )
         bulk = tuple(r for r in self.config.bulk if r.who.matches(sub, groups) and r.topics.matches(topic))
-        content = tuple(r for r in self.config.content
-                        if r.who.matches(sub, groups) and r.topics.matches(topic)
-                        and not r.allow_topics.matches(topic))
+        content = tuple(
+            r
+            for r in self.config.content
+            if r.who.matches(sub, groups) and r.topics.matches(topic) and not r.allow_topics.matches(topic)
+        )
         if not (limits or bulk or content):
             return _NO_RULES
-        fetch_detectors = frozenset(m.removeprefix("findings:") for r in limits for m, _ in r.caps
-                                    if m.startswith("findings:"))
+        fetch_detectors = frozenset(
+            m.removeprefix("findings:") for r in limits for m, _ in r.caps if m.startswith("findings:")
+        )
         interest = Interest(
             count_fetch=bool(limits),
             fetch_detectors=fetch_detectors,
@@ -679,7 +715,9 @@ class LimitsEngine:
         return _TopicRules(limits, bulk, content, interest)
 
     def _subscription_rules_uncached(self, sub: str, groups: tuple[str, ...]) -> tuple[_BulkRead, ...]:
-        return tuple(r for r in self.config.bulk if r.deny_wildcard_subscription and r.who.matches(sub, groups))
+        return tuple(
+            r for r in self.config.bulk if r.deny_wildcard_subscription and r.who.matches(sub, groups)
+        )
 
     def _rules(self, principal: PolicySubject, topic: str) -> _TopicRules:
         return self._rules_for(principal.sub, tuple(principal.groups), topic)
@@ -724,11 +762,19 @@ class LimitsEngine:
                 self.store.set_lockout(lock)
             except WindowStoreError:
                 pass  # this worker still enforces it; others will not know
-        return Verdict("block", rule.name, reason, close_connection=rule.close_connection,
-                       lockout_until=until, kind=kind)
+        return Verdict(
+            "block", rule.name, reason, close_connection=rule.close_connection, lockout_until=until, kind=kind
+        )
 
-    def _hit(self, principal: PolicySubject, rule: _Common, kind: str, reason: str, now: float,
-             throttle_ms: int = 0) -> Verdict:
+    def _hit(
+        self,
+        principal: PolicySubject,
+        rule: _Common,
+        kind: str,
+        reason: str,
+        now: float,
+        throttle_ms: int = 0,
+    ) -> Verdict:
         if rule.action == "block":
             return self._block(principal, rule, kind, reason, now)
         if rule.action == "throttle":
@@ -743,8 +789,14 @@ class LimitsEngine:
 
     # ---- fetch: volume windows -------------------------------------------------------------------------
 
-    def after_fetch(self, principal: PolicySubject, topic: str, records: int, nbytes: int,
-                    findings: Mapping[str, int] | None = None) -> Verdict:
+    def after_fetch(
+        self,
+        principal: PolicySubject,
+        topic: str,
+        records: int,
+        nbytes: int,
+        findings: Mapping[str, int] | None = None,
+    ) -> Verdict:
         """Count a fetch response's records, bytes and findings for one topic, before it is delivered.
 
         block: do not deliver this response (nothing was counted); throttle: deliver it with `throttle_time_ms`
@@ -767,8 +819,14 @@ class LimitsEngine:
                     amount = findings.get(measure[9:], 0)
                 if amount <= 0:
                     continue
-                updates.append(WindowUpdate(_key(*key_parts, measure), amount, rule.window_s,
-                                            cap if rule.action == "block" else None))
+                updates.append(
+                    WindowUpdate(
+                        _key(*key_parts, measure),
+                        amount,
+                        rule.window_s,
+                        cap if rule.action == "block" else None,
+                    )
+                )
                 meta.append((rule, measure, cap))
         if not updates:
             return ALLOW
@@ -781,7 +839,9 @@ class LimitsEngine:
             assert result.refused_by is not None
             rule, measure, cap = meta[result.refused_by]
             would = result.sums[result.refused_by]
-            return self._block(principal, rule, measure, self._volume_reason(rule, measure, cap, would, topic), now)
+            return self._block(
+                principal, rule, measure, self._volume_reason(rule, measure, cap, would, topic), now
+            )
         hits: list[Verdict] = []
         for (rule, measure, cap), update, total in zip(meta, updates, result.sums, strict=True):
             if total <= cap:
@@ -799,8 +859,10 @@ class LimitsEngine:
     def _volume_reason(rule: _Limit, measure: str, cap: int, total: int, topic: str) -> str:
         what = measure.replace("findings:", "") + (" findings" if measure.startswith("findings:") else "")
         scope = f"topic {topic!r}" if rule.per_topic else f"topics {', '.join(rule.topics.patterns)}"
-        return (f"rule {rule.name!r}: {total} {what} in {rule.window_text} from {scope} "
-                f"exceeds the limit of {cap}")
+        return (
+            f"rule {rule.name!r}: {total} {what} in {rule.window_text} from {scope} "
+            f"exceeds the limit of {cap}"
+        )
 
     def _throttle_ms(self, update: WindowUpdate, cap: int, now: float) -> int:
         """Milliseconds until the window's sum is back at or below `cap`, if no more traffic arrives."""
@@ -819,8 +881,9 @@ class LimitsEngine:
 
     # ---- fetch: bulk-read patterns ---------------------------------------------------------------------
 
-    def on_list_offsets(self, principal: PolicySubject, topic: str, offsets: Mapping[int, int],
-                        timestamp: int) -> None:
+    def on_list_offsets(
+        self, principal: PolicySubject, topic: str, offsets: Mapping[int, int], timestamp: int
+    ) -> None:
         """Remember a ListOffsets answer for the earliest offset: `offsets` maps partition -> the offset the broker
         returned. A later fetch of that partition at or below it counts as reading from earliest."""
         if timestamp not in EARLIEST_TIMESTAMPS or not self._lookup_memory_s:
@@ -840,15 +903,23 @@ class LimitsEngine:
             while len(lookups) > MAX_REMEMBERED_LOOKUPS:
                 del lookups[next(iter(lookups))]
 
-    def _from_earliest(self, sub: str, topic: str, partition: int, offset: int, known: bool, now: float) -> bool:
+    def _from_earliest(
+        self, sub: str, topic: str, partition: int, offset: int, known: bool, now: float
+    ) -> bool:
         if known:
             return True
         lookup = self._earliest_lookups.get((sub, topic, partition))
         return lookup is not None and lookup[1] > now and offset <= lookup[0]
 
-    def before_fetch(self, principal: PolicySubject, topic: str,
-                     partitions: Sequence[tuple[int, int, bool]], max_bytes: int | None,
-                     *, partition_count: int | None = None) -> Verdict:
+    def before_fetch(
+        self,
+        principal: PolicySubject,
+        topic: str,
+        partitions: Sequence[tuple[int, int, bool]],
+        max_bytes: int | None,
+        *,
+        partition_count: int | None = None,
+    ) -> Verdict:
         """Check one topic of a Fetch request before it is forwarded.
 
         `partitions`: (partition, fetch offset, earliest_known) where earliest_known is True when the session
@@ -863,16 +934,31 @@ class LimitsEngine:
         now = self._clock()
         hits: list[Verdict] = []
         for rule in rules:
-            if rule.max_fetch_bytes is not None and max_bytes is not None and max_bytes > rule.max_fetch_bytes:
-                reason = (f"rule {rule.name!r}: a fetch of up to {max_bytes} bytes from {topic!r} exceeds "
-                          f"max_fetch_bytes {rule.max_fetch_bytes}")
+            if (
+                rule.max_fetch_bytes is not None
+                and max_bytes is not None
+                and max_bytes > rule.max_fetch_bytes
+            ):
+                reason = (
+                    f"rule {rule.name!r}: a fetch of up to {max_bytes} bytes from {topic!r} exceeds "
+                    f"max_fetch_bytes {rule.max_fetch_bytes}"
+                )
                 hits.append(self._hit(principal, rule, "fetch_bytes", reason, now, rule.throttle_ms))
         if any(h.blocks for h in hits):
             return most_severe(hits)
 
         watching = [r for r in rules if r.watches_earliest]
-        earliest = sorted({p for p, offset, known in partitions
-                           if self._from_earliest(principal.sub, topic, p, offset, known, now)}) if watching else []
+        earliest = (
+            sorted(
+                {
+                    p
+                    for p, offset, known in partitions
+                    if self._from_earliest(principal.sub, topic, p, offset, known, now)
+                }
+            )
+            if watching
+            else []
+        )
         if earliest:
             members = tuple(str(p) for p in earliest)
             updates = []
@@ -883,8 +969,14 @@ class LimitsEngine:
                         bounds.append(rule.max_partitions_from_earliest)
                     if rule.earliest_full_read and partition_count:
                         bounds.append(partition_count - 1)
-                updates.append(MemberUpdate(_key(rule.name, principal.sub, topic), members, rule.window_s,
-                                            min(bounds) if bounds else None))
+                updates.append(
+                    MemberUpdate(
+                        _key(rule.name, principal.sub, topic),
+                        members,
+                        rule.window_s,
+                        min(bounds) if bounds else None,
+                    )
+                )
             try:
                 result = self.store.add_members(updates, now)
             except WindowStoreError as exc:
@@ -894,17 +986,31 @@ class LimitsEngine:
                     continue  # nothing was recorded; only the refusing rule speaks
                 limit = rule.max_partitions_from_earliest
                 if limit is not None and count > limit:
-                    reason = (f"rule {rule.name!r}: {count} partitions of {topic!r} read from the earliest offset "
-                              f"within {rule.window_text} (at most {limit})")
-                    hits.append(self._hit(principal, rule, "partitions_from_earliest", reason, now, rule.throttle_ms))
+                    reason = (
+                        f"rule {rule.name!r}: {count} partitions of {topic!r} read from the earliest offset "
+                        f"within {rule.window_text} (at most {limit})"
+                    )
+                    hits.append(
+                        self._hit(principal, rule, "partitions_from_earliest", reason, now, rule.throttle_ms)
+                    )
                 elif rule.earliest_full_read and partition_count and count >= partition_count:
-                    reason = (f"rule {rule.name!r}: all {partition_count} partitions of {topic!r} read from the "
-                              f"earliest offset within {rule.window_text}")
-                    hits.append(self._hit(principal, rule, "earliest_full_read", reason, now, rule.throttle_ms))
+                    reason = (
+                        f"rule {rule.name!r}: all {partition_count} partitions of {topic!r} read from the "
+                        f"earliest offset within {rule.window_text}"
+                    )
+                    hits.append(
+                        self._hit(principal, rule, "earliest_full_read", reason, now, rule.throttle_ms)
+                    )
         return most_severe(hits)
 
-    def on_subscription(self, principal: PolicySubject, topics: Sequence[str], *, pattern: str | None = None,
-                        wildcard: bool | None = None) -> Verdict:
+    def on_subscription(
+        self,
+        principal: PolicySubject,
+        topics: Sequence[str],
+        *,
+        pattern: str | None = None,
+        wildcard: bool | None = None,
+    ) -> Verdict:
         """Check a consumer group subscription (JoinGroup metadata, ConsumerGroupHeartbeat).
 
         `topics`: the concrete topics subscribed (as listed by the client or resolved by the gateway);

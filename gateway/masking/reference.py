@@ -17,9 +17,9 @@ Scan units
 Findings inside a unit
     Hyperscan trigger patterns (gateway.masking.detectors) point extractors at candidate spans; a candidate
     becomes a finding only if its validator accepts it. The detector definitions live in the extractor
-    functions below (`_extract_*`); in short: credit_card = 13-19 digits, contiguous or in 4-4-4-4,
-    4-4-4-4-3, 4-6-5, 4-6-4 groups with one consistent space/dash separator, not touching another digit,
-    issuer digit 2-6, not one repeated digit, Luhn; us_ssn = ddd-dd-dddd or ddd dd dddd, area not
+    function `_extract`); in short: credit_card = 13-19 digits, contiguous or in 4-4-4-4, 4-4-4-4-3,
+    4-6-5, 4-6-4 groups with one consistent space/dash separator, not touching a letter or digit (so hex
+    ids and hashes do not qualify), issuer digit 2-6, not one repeated digit, Luhn; us_ssn = ddd-dd-dddd or ddd dd dddd, area not
     000/666/9xx, group not 00, serial not 0000, published sample numbers rejected; iban = country code +
     length table + mod-97, contiguous or in groups of four; email = local@domain with length and label
     rules and an alphabetic TLD; phone = +E.164 (8-15 digits, +1 must be a valid NANP number), NANP
@@ -448,7 +448,7 @@ def _extract(
         b = fwd.match(u, e).end()  # type: ignore[union-attr]
         st.run_end[pid] = b
         if kind == Kind.CARD_RUN:
-            if card_ok(u[a:b]):
+            if not ((a > 0 and u[a - 1] in _ALNUM) or (b < n and u[b] in _ALNUM)) and card_ok(u[a:b]):
                 out.append((a, b, det))
         elif kind == Kind.IPV4:
             sa, sb = a, b
@@ -503,7 +503,7 @@ def _extract(
         s = -1
 
     if kind == Kind.CARD_GROUP:
-        if (s > 0 and u[s - 1] in _DIGITS) or (e < n and u[e] in _DIGITS):
+        if (s > 0 and u[s - 1] in _ALNUM) or (e < n and u[e] in _ALNUM):
             return
         span = u[s:e]
         if len({c for c in span if c not in _DIGITS}) != 1:

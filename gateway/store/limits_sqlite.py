@@ -11,18 +11,22 @@
 - durability is relaxed on purpose (`synchronous=NORMAL`: a power cut may lose the last moments of counts, a
   process crash loses nothing): these are rate windows and lockouts, not records of truth;
 - a connection is never used across `fork()`: a child process reopens the file on first use;
-- every sqlite3 error surfaces as `WindowStoreError`; the busy timeout bounds how long a call can wait for
-  another process's transaction (transactions here are a handful of indexed statements, tens of microseconds).
+- every sqlite3 error surfaces as `WindowStoreError`; `busy_timeout_s` bounds how long a call can wait for
+  another process's transaction. The wait is our own retry loop (tens of microseconds, doubling to 1 ms), not
+  SQLite's busy handler, whose 1-2-5-10-...-100 ms sleeps let one process starve another for a second under
+  contention while the waiting worker's event loop stands still (measured; see docs/limits.md).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from gateway.enforcement.limits import (
     BUCKETS_PER_WINDOW,
@@ -64,13 +68,24 @@ _LOCK = (
     "close_connection = excluded.close_connection WHERE excluded.until > lockouts.until"
 )
 _ACTIVE_LOCKOUTS = "SELECT subject, until, rule, reason, close_connection FROM lockouts WHERE until > ?"
+_FIRST_RETRY_S = 0.00005
+_MAX_RETRY_S = 0.001
+T = TypeVar("T")
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class SqliteWindowStore:
     """Windows, member sets and lockouts in a SQLite database shared by the worker processes of one host."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0,
-                 prune_interval_s: float = 10.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout_s: float = 2.0, prune_interval_s: float = 10.0
+    ) -> None:
         self.path = str(path)
         self._busy_timeout_s = busy_timeout_s
         self._prune_interval_s = prune_interval_s
@@ -86,39 +101,77 @@ class SqliteWindowStore:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
-            # journal_mode is persistent in the file; setting it when another process holds a transaction can
-            # report "locked" without waiting on some SQLite builds, so retry within the busy timeout.
-            deadline = time.monotonic() + self._busy_timeout_s
-            while True:
-                try:
-                    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                    break
-                except sqlite3.OperationalError:
-                    if time.monotonic() >= deadline:
-                        raise
-                    time.sleep(0.01)
-            if str(mode).lower() != "wal":
-                raise WindowStoreError(f"limits store {self.path}: could not switch to WAL (journal mode {mode})")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                row = conn.execute("SELECT value FROM limits_meta WHERE name = 'schema_version'").fetchone()
-                if row is None:
-                    conn.execute("INSERT INTO limits_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise WindowStoreError(
-                        f"limits store {self.path} has schema version {row[0]}, this gateway uses {SCHEMA_VERSION}"
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            # timeout=0: SQLite reports BUSY at once and `_retrying` waits in short steps (see module docstring).
+            conn = sqlite3.connect(self.path, timeout=0, isolation_level=None)
         except sqlite3.Error as exc:
             raise WindowStoreError(f"limits store {self.path}: {exc}") from exc
+        try:
+            self._prepare(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise WindowStoreError(f"limits store {self.path}: {exc}") from exc
+            raise
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        mode = self._retrying(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        if str(mode).lower() != "wal":
+            raise WindowStoreError(f"limits store {self.path}: could not switch to WAL (journal mode {mode})")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        self._retrying(lambda: self._transaction(conn, self._create_schema))
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        row = conn.execute("SELECT value FROM limits_meta WHERE name = 'schema_version'").fetchone()
+        if row is None:
+            conn.execute("INSERT INTO limits_meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise WindowStoreError(
+                f"limits store {self.path} has schema version {row[0]}, this gateway uses {SCHEMA_VERSION}"
+            )
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in a write transaction taken up front, so its reads and writes are one atomic step."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _retrying(self, attempt: Callable[[], T]) -> T:
+        """Call `attempt` until it does not fail with BUSY/LOCKED, for at most `busy_timeout_s`."""
+        deadline = time.monotonic() + self._busy_timeout_s
+        pause = _FIRST_RETRY_S
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            # Jitter keeps two workers that collided from colliding again in lockstep.
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, _MAX_RETRY_S)
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._connection()
+        try:
+            return self._retrying(lambda: self._transaction(conn, body))
+        except sqlite3.Error as exc:
+            raise WindowStoreError(f"limits store: {exc}") from exc
+
+    def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        conn = self._connection()
+        try:
+            return self._retrying(lambda: conn.execute(sql, params).fetchall())
+        except sqlite3.Error as exc:
+            raise WindowStoreError(f"limits store: {exc}") from exc
 
     def _connection(self) -> sqlite3.Connection:
         if self._pid != os.getpid():
@@ -138,86 +191,66 @@ class SqliteWindowStore:
     # ---- windows -----------------------------------------------------------------------------------------
 
     def add(self, updates: Sequence[WindowUpdate], now: float) -> WindowAddResult:
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                indices = [bucket_index(now, u.bucket_s) for u in updates]
-                sums = tuple(
-                    conn.execute(_SUM, (u.key, index - BUCKETS_PER_WINDOW)).fetchone()[0] + u.amount
-                    for u, index in zip(updates, indices, strict=True)
+        indices = [bucket_index(now, u.bucket_s) for u in updates]
+
+        def body(conn: sqlite3.Connection) -> WindowAddResult:
+            sums = tuple(
+                conn.execute(_SUM, (u.key, index - BUCKETS_PER_WINDOW)).fetchone()[0] + u.amount
+                for u, index in zip(updates, indices, strict=True)
+            )
+            for i, update in enumerate(updates):
+                if update.limit is not None and sums[i] > update.limit:
+                    return WindowAddResult(False, sums, i)
+            for update, index in zip(updates, indices, strict=True):
+                conn.execute(
+                    _ADD, (update.key, index, update.amount, (index + BUCKETS_PER_WINDOW) * update.bucket_s)
                 )
-                refused = next(
-                    (i for i, u in enumerate(updates) if u.limit is not None and sums[i] > u.limit), None
-                )
-                if refused is None:
-                    conn.executemany(_ADD, [
-                        (u.key, index, u.amount, (index + BUCKETS_PER_WINDOW) * u.bucket_s)
-                        for u, index in zip(updates, indices, strict=True)
-                    ])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise WindowStoreError(f"limits store: {exc}") from exc
+            return WindowAddResult(True, sums)
+
+        result = self._write(body)
         self._maybe_prune(now)
-        return WindowAddResult(refused is None, sums, refused)
+        return result
 
     def buckets(self, key: str, window_s: float, now: float) -> list[tuple[float, int]]:
         bucket_s = window_s / BUCKETS_PER_WINDOW
-        try:
-            rows = self._connection().execute(
-                _BUCKETS, (key, bucket_index(now, bucket_s) - BUCKETS_PER_WINDOW)
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise WindowStoreError(f"limits store: {exc}") from exc
-        return [((bucket + BUCKETS_PER_WINDOW) * bucket_s, amount) for bucket, amount in rows]
+        rows = self._read(_BUCKETS, (key, bucket_index(now, bucket_s) - BUCKETS_PER_WINDOW))
+        return [((int(bucket) + BUCKETS_PER_WINDOW) * bucket_s, int(amount)) for bucket, amount in rows]
 
     # ---- member sets -------------------------------------------------------------------------------------
 
     def add_members(self, updates: Sequence[MemberUpdate], now: float) -> MemberAddResult:
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                counts = []
-                for update in updates:
-                    live = {row[0] for row in conn.execute(_LIVE_MEMBERS, (update.key, now))}
-                    counts.append(len(live.union(update.members)))
-                refused = next(
-                    (i for i, u in enumerate(updates) if u.max_count is not None and counts[i] > u.max_count), None
-                )
-                if refused is None:
-                    conn.executemany(_REMEMBER, [
-                        (u.key, member, now + u.ttl_s) for u in updates for member in u.members
-                    ])
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise WindowStoreError(f"limits store: {exc}") from exc
+        def body(conn: sqlite3.Connection) -> MemberAddResult:
+            counts = []
+            for update in updates:
+                live = {row[0] for row in conn.execute(_LIVE_MEMBERS, (update.key, now))}
+                counts.append(len(live.union(update.members)))
+            for i, update in enumerate(updates):
+                if update.max_count is not None and counts[i] > update.max_count:
+                    return MemberAddResult(False, tuple(counts), i)
+            conn.executemany(
+                _REMEMBER, [(u.key, member, now + u.ttl_s) for u in updates for member in u.members]
+            )
+            return MemberAddResult(True, tuple(counts))
+
+        result = self._write(body)
         self._maybe_prune(now)
-        return MemberAddResult(refused is None, tuple(counts), refused)
+        return result
 
     # ---- lockouts ----------------------------------------------------------------------------------------
 
     def set_lockout(self, lockout: Lockout) -> None:
-        try:
-            self._connection().execute(_LOCK, (
-                lockout.subject, lockout.until, lockout.rule, lockout.reason, int(lockout.close_connection)
-            ))
-        except sqlite3.Error as exc:
-            raise WindowStoreError(f"limits store: {exc}") from exc
+        self._write(
+            lambda conn: conn.execute(
+                _LOCK,
+                (lockout.subject, lockout.until, lockout.rule, lockout.reason, int(lockout.close_connection)),
+            )
+        )
 
     def active_lockouts(self, now: float) -> dict[str, Lockout]:
-        try:
-            rows = self._connection().execute(_ACTIVE_LOCKOUTS, (now,)).fetchall()
-        except sqlite3.Error as exc:
-            raise WindowStoreError(f"limits store: {exc}") from exc
-        return {subject: Lockout(subject, until, rule, reason, bool(close))
-                for subject, until, rule, reason, close in rows}
+        return {
+            str(subject): Lockout(str(subject), float(until), str(rule), str(reason), bool(close))
+            for subject, until, rule, reason, close in self._read(_ACTIVE_LOCKOUTS, (now,))
+        }
 
     # ---- housekeeping ------------------------------------------------------------------------------------
 
@@ -232,23 +265,18 @@ class SqliteWindowStore:
 
     def prune(self, now: float) -> int:
         """Delete buckets, members and lockouts that can no longer count; returns the rows deleted."""
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = conn.execute("DELETE FROM window_buckets WHERE leaves_at <= ?", (now,)).rowcount
-                deleted += conn.execute("DELETE FROM window_members WHERE expires_at <= ?", (now,)).rowcount
-                deleted += conn.execute("DELETE FROM lockouts WHERE until <= ?", (now,)).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        except sqlite3.Error as exc:
-            raise WindowStoreError(f"limits store: {exc}") from exc
-        return deleted
+
+        def body(conn: sqlite3.Connection) -> int:
+            deleted = conn.execute("DELETE FROM window_buckets WHERE leaves_at <= ?", (now,)).rowcount
+            deleted += conn.execute("DELETE FROM window_members WHERE expires_at <= ?", (now,)).rowcount
+            deleted += conn.execute("DELETE FROM lockouts WHERE until <= ?", (now,)).rowcount
+            return deleted
+
+        return self._write(body)
 
     def row_counts(self) -> dict[str, int]:
         """Rows per table (for tests and diagnostics)."""
-        conn = self._connection()
-        return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("window_buckets", "window_members", "lockouts")}
+        return {
+            table: int(self._read(f"SELECT COUNT(*) FROM {table}", ())[0][0])
+            for table in ("window_buckets", "window_members", "lockouts")
+        }

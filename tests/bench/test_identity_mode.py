@@ -114,7 +114,9 @@ def test_scenarios_through_the_identity_target_are_authorized_and_audited(
     deadline = time.monotonic() + 10.0
     while True:
         topic_events = [
-            e for e in _audit_events(target) if bench_decision("Produce")(e) and "produce_throughput" in str(e)
+            e
+            for e in _audit_events(target)
+            if bench_decision("Produce")(e) and "produce_throughput" in str(e)
         ]
         counted = sum(e.get("record_count") or 0 for e in topic_events)
         if counted >= produce.raw["records"] + produce.raw["warm_up_records"] or time.monotonic() > deadline:
@@ -123,7 +125,9 @@ def test_scenarios_through_the_identity_target_are_authorized_and_audited(
     assert counted == produce.raw["records"] + produce.raw["warm_up_records"]
 
 
-def test_clients_without_credentials_are_refused_not_measured(ctx: BenchContext, target: StreamgateTarget) -> None:
+def test_clients_without_credentials_are_refused_not_measured(
+    ctx: BenchContext, target: StreamgateTarget
+) -> None:
     with pytest.raises(ClientError):
         ctx.probe(target.bootstrap, "no-credentials")  # no SASL settings: the gateway must refuse it
     holder = ClientProcess("idle_connections", {"bootstrap": target.bootstrap, "count": 2, "max_seconds": 10})
@@ -153,9 +157,11 @@ def test_idle_connections_authenticate_with_a_token_kept_off_the_command_line(
     secret = identity.client_config()["sasl.oauthbearer.client.secret"]
     authenticated = _wait_for_events(
         target,
-        lambda e: e.get("kind") == "auth"
-        and e.get("decision") == "allowed"
-        and (e.get("principal") or {}).get("sub") == BENCH_CLIENT_ID,
+        lambda e: (
+            e.get("kind") == "auth"
+            and e.get("decision") == "allowed"
+            and (e.get("principal") or {}).get("sub") == BENCH_CLIENT_ID
+        ),
     )
     assert len(authenticated) >= 5
     # neither the client secret nor a token appears in the gateway's, the provider's or the audit files

@@ -99,7 +99,9 @@ def _fake_sasl_gateway(server: socket.socket, auth_error: int, seen: list[tuple[
         elif api_key == 36:
             message = b"" if auth_error == 0 else b"token expired"
             text = struct.pack(">h", len(message)) + message if message else struct.pack(">h", -1)
-            response = struct.pack(">h", auth_error) + text + struct.pack(">i", 0) + struct.pack(">q", 299_000)
+            response = (
+                struct.pack(">h", auth_error) + text + struct.pack(">i", 0) + struct.pack(">q", 299_000)
+            )
         else:
             response = b"\x00" * 12
         _serve(server, [struct.pack(">i", correlation_id) + response])

@@ -24,6 +24,7 @@ CLIENTS: dict[str, dict[str, Any]] = {
     "analytics-svc": {"secret": "analytics-test-secret", "groups": ["analysts"]},
     "admin-svc": {"secret": "admin-test-secret", "groups": ["platform-admins"]},
     "nobody-svc": {"secret": "nobody-test-secret", "groups": []},
+    "fraud-svc": {"secret": "fraud-test-secret", "groups": ["fraud-investigators"]},
 }
 
 POLICY = """

@@ -71,6 +71,9 @@ INVALID_CARDS = [
     "4111  1111 1111 1111",  # double space
     "ORD-20240115-000123",
     "2024-01-15T10:30:00Z",
+    "card4111111111111111",  # glued to letters: part of an identifier
+    "cad60802763852833edc",  # a digit run inside a hex trace id that happens to pass Luhn
+    "4111 1111 1111 1111x",
 ]
 
 
@@ -102,6 +105,12 @@ def test_luhn_and_card_rules() -> None:
 @BOTH
 def test_card_touching_other_digits_is_not_a_card(impl: str) -> None:
     _assert_not_found(impl, "credit_card", "94111111111111111")
+
+
+@BOTH
+def test_card_next_to_punctuation_is_a_card(impl: str) -> None:
+    out, counts = mask_one(impl, b"pan=4111111111111111;card_4111111111111111", ["credit_card"])
+    assert (out, counts) == (b"pan=[REDACTED:CREDIT_CARD];card_[REDACTED:CREDIT_CARD]", {"credit_card": 2})
 
 
 # ------------------------------------------------------------------------------------------- us_ssn

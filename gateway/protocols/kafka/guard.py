@@ -29,11 +29,13 @@ from gateway.enforcement.audit import Principal as AuditPrincipal
 from gateway.enforcement.audit import Resource as AuditResource
 from gateway.enforcement.decisions import Decision, Resource
 from gateway.enforcement.identity import Principal, TokenError
+from gateway.masking.profile import MaskingConfigError
 from gateway.native import scan_batches
 from gateway.native.records import BatchFormatError
-from gateway.protocols.kafka import apis, authz, partial, sasl_server
+from gateway.protocols.kafka import apis, authz, partial, sasl_server, skim
 from gateway.protocols.kafka.generated.sasl_authenticate import SaslAuthenticateResponse
 from gateway.protocols.kafka.generated.sasl_handshake import SaslHandshakeResponse
+from gateway.protocols.kafka.records import RecordsError, rewrite_records
 
 SASL_AUTHENTICATION_FAILED = 58
 UNSUPPORTED_SASL_MECHANISM = 33

@@ -1,4 +1,4 @@
-"""The interface every approval store implements, and the value types it returns.
+"""The interface every approval store implements, the value types it returns, and `open_approval_store`.
 
 A store holds approval requests and grants that every worker process (and, with a networked store, every
 gateway replica) must agree on. `SqliteApprovalStore` is the embedded default; a PostgreSQL or Redis store
@@ -22,9 +22,10 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from gateway.enforcement.approvals import ApprovalRecord, EventKind
 from gateway.enforcement.decisions import PolicySubject, Resource
@@ -109,3 +110,17 @@ class ApprovalStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def open_approval_store(
+    kind: Literal["sqlite"], path: str | os.PathLike[str], *, busy_timeout_s: float = 5.0
+) -> ApprovalStore:
+    """The store named by `admin.store` (`type`, `path`), opened in the calling process (after any fork).
+
+    Raises StoreError if it cannot be opened, ValueError for an unknown type.
+    """
+    if kind != "sqlite":
+        raise ValueError(f"unknown approval store type {kind!r} (supported: sqlite)")
+    from gateway.store.approvals_sqlite import SqliteApprovalStore
+
+    return SqliteApprovalStore(path, busy_timeout_s=busy_timeout_s)

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 from gateway.enforcement import approvals
 from gateway.enforcement.approvals import ApprovalRecord, ApprovalRefused, EventKind
 from gateway.enforcement.decisions import PolicySubject, Resource
-from gateway.store.base import ChangeSet, StoreError, StoreEvent
+from gateway.store.approvals_base import ChangeSet, StoreError, StoreEvent
 
 SCHEMA_VERSION: Final = 1
 
