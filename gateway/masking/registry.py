@@ -14,7 +14,13 @@ from typing import Any
 import msgspec
 
 from gateway.masking.engine import MaskingEngine
-from gateway.masking.profile import CustomDetector, MaskingConfigError, MaskingProfile, compile_profile, parse_operator
+from gateway.masking.profile import (
+    CustomDetector,
+    MaskingConfigError,
+    MaskingProfile,
+    compile_profile,
+    parse_operator,
+)
 
 
 class ProfileConfig(MaskingProfile, forbid_unknown_fields=True):

@@ -23,8 +23,8 @@ from typing import Any
 from gateway.audit.dispatcher import AuditDispatcher
 from gateway.config import Config, from_plain, parse_host_port
 from gateway.enforcement.policy import Policy
-from gateway.masking.registry import MaskerRegistry
 from gateway.logsetup import configure_logging
+from gateway.masking.registry import MaskerRegistry
 from gateway.protocols.kafka import codec, framing
 from gateway.protocols.kafka.addresses import AddressBook
 from gateway.protocols.kafka.generated.metadata import MetadataRequest

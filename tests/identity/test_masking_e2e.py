@@ -80,10 +80,14 @@ def topics(masking_gateway, idp):
         p = Producer({**oidc_conf(masking_gateway, idp, "payments-svc"), "compression.type": codec,
                       "linger.ms": 20})
         errors: list[str] = []
+
+        def on_delivery(err, _msg, errors=errors):  # noqa: ANN001
+            if err is not None:
+                errors.append(str(err))
+
         for i in range(3):  # several records per batch, several batches
             for value, _ in RECORDS:
-                p.produce(name, key=f"k{i}".encode(), value=value,
-                          on_delivery=lambda e, m: errors.append(str(e)) if e else None)
+                p.produce(name, key=f"k{i}".encode(), value=value, on_delivery=on_delivery)
             p.flush(30)
         assert errors == []
     return names
@@ -136,14 +140,11 @@ def test_audit_counts_findings_per_detector_never_values(masking_gateway, idp, t
 
 
 def test_aiokafka_reads_rewritten_batches(masking_gateway, idp, topics):
-    from aiokafka import AIOKafkaConsumer, TopicPartition as AioTP
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as AioTP
     from aiokafka.helpers import create_ssl_context  # noqa: F401 - imported to assert the extra is present
 
     token = client_token(idp, "analytics-svc")
-
-    class Provider:
-        async def token(self) -> str:
-            return token
 
     async def run(topic: str) -> list[bytes | None]:
         from aiokafka.abc import AbstractTokenProvider
