@@ -22,7 +22,9 @@ import msgspec
 import yaml
 
 from gateway.audit.config import AuditConfig
+from gateway.enforcement.limits import LimitsConfig, LimitsError, compile_limits
 from gateway.enforcement.policy import Policy, PolicyError, PolicyRule
+from gateway.masking.detectors import BUILTIN_DETECTORS
 from gateway.masking.registry import MaskingConfig
 from gateway.netaddr import is_loopback_host, parse_host_port
 from gateway.protocols.kafka.apis import BY_NAME as HANDLED_BY_NAME
@@ -150,6 +152,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True):
     workers: int | None = None  # default: CPU count; STREAMGATE_WORKERS overrides
     drain_timeout: float = 30.0  # SIGTERM: seconds to finish in-flight requests
     heartbeat_timeout: float = 30.0
+    state_dir: str = ".streamgate-state"  # shared state of all workers (limit windows, approvals): SQLite files
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -215,6 +218,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     masking: MaskingConfig = msgspec.field(default_factory=MaskingConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     # Passthrough: no identity, no policy. Refused unless every listener is on a loopback address;
     # exists for local testing and for measuring the proxy's own overhead.
     passthrough: bool = False
@@ -235,6 +239,14 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
             )
         elif not self.audit.sinks:
             raise ValueError("audit: at least one sink is required: every decision of the gateway is recorded")
+        if self.passthrough and (self.limits.rules or self.limits.bulk_read or self.limits.content):
+            raise ValueError("passthrough: cannot be combined with exfiltration limits")
+        try:
+            compile_limits(self.limits, known_detectors=BUILTIN_DETECTORS | set(self.masking.custom_detectors))
+        except LimitsError as exc:
+            text = str(exc)
+            raise ValueError(text.removeprefix("limits.") if text.startswith("limits.") else f"limits: {text}") \
+                from None
         for index, rule in enumerate(self.policy.rules):
             if rule.mask is not None and rule.mask not in self.masking.profiles:
                 known = ", ".join(sorted(self.masking.profiles)) or "none defined"

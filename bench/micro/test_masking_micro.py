@@ -183,6 +183,8 @@ def ceiling_mb_s(kind: str, all_patterns: bool, rounds: int = 9) -> float:
 
 
 def _record_throughput(benchmark: Any, nbytes: int) -> None:
+    if benchmark.stats is None:  # --benchmark-disable: the code ran once, nothing was timed
+        return
     # the median, not the mean: on a shared machine a few preempted rounds would dominate the mean
     benchmark.extra_info["MB/s"] = round(nbytes / benchmark.stats.stats.median / 1e6, 2)
     benchmark.extra_info["bytes"] = nbytes

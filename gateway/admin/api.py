@@ -2,7 +2,7 @@
 
     GET  /                                  reviewer page (HTML; its script and style under /static/)
     GET  /healthz                           200 while the process serves
-    GET  /readyz                            200 when the store answers, signing keys are loaded and audit is up
+    GET  /readyz                            200: store answers, signing keys loaded, audit up
     GET  /api/whoami                        the caller's subject, email and groups
     GET  /api/approvals?status=pending      requests the caller may see (status: comma-separated, or "all")
     GET  /api/approvals/{id}
@@ -122,8 +122,9 @@ class AdminApi:
         principal = await self._principal(request)
         if path == "/api/whoami":
             _allow(request, "GET")
-            return Response.json(200, {"sub": principal.sub, "email": principal.email,
-                                       "groups": list(principal.groups)})
+            return Response.json(
+                200, {"sub": principal.sub, "email": principal.email, "groups": list(principal.groups)}
+            )
         if path == "/api/approvals":
             _allow(request, "GET")
             return self._list(request, principal)
@@ -148,8 +149,11 @@ class AdminApi:
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise HttpError(401, "a bearer token is required (Authorization: Bearer <token>)",
-                            [("WWW-Authenticate", challenge)])
+            raise HttpError(
+                401,
+                "a bearer token is required (Authorization: Bearer <token>)",
+                [("WWW-Authenticate", challenge)],
+            )
         try:
             return await self.authenticate(token.strip())
         except TokenError as exc:
@@ -158,8 +162,11 @@ class AdminApi:
                 raise HttpError(503, "the identity provider's signing keys are unavailable") from None
             # The reason code is safe to return; the message may quote claims, so it stays in our log only.
             log.info("admin API refused a token: %s (%s)", exc.reason, exc)
-            raise HttpError(401, f"invalid token ({exc.reason})",
-                            [("WWW-Authenticate", f'{challenge}, error="invalid_token"')]) from None
+            raise HttpError(
+                401,
+                f"invalid token ({exc.reason})",
+                [("WWW-Authenticate", f'{challenge}, error="invalid_token"')],
+            ) from None
 
     # -- approvals -------------------------------------------------------------------------------------
 
@@ -170,8 +177,11 @@ class AdminApi:
             statuses = [s.strip() for s in status_param.split(",") if s.strip()]
             unknown = [s for s in statuses if s not in approvals.STATUSES]
             if unknown:
-                raise HttpError(400, f"unknown status {unknown[0][:40]!r}; use {', '.join(approvals.STATUSES)} "
-                                     "or all (comma-separated for several)")
+                raise HttpError(
+                    400,
+                    f"unknown status {unknown[0][:40]!r}; use {', '.join(approvals.STATUSES)} "
+                    "or all (comma-separated for several)",
+                )
         limit_param = request.query.get("limit", ["100"])[-1]
         if not limit_param.isdigit() or not 1 <= int(limit_param) <= MAX_LIST_LIMIT:
             raise HttpError(400, f"limit must be a number from 1 to {MAX_LIST_LIMIT}")
@@ -191,7 +201,11 @@ class AdminApi:
         return record
 
     def _decide(
-        self, request_id: str, verb: Literal["approve", "deny", "revoke"], request: Request, principal: Principal
+        self,
+        request_id: str,
+        verb: Literal["approve", "deny", "revoke"],
+        request: Request,
+        principal: Principal,
     ) -> Response:
         body = request.json()
         if not isinstance(body, dict):
@@ -213,7 +227,9 @@ class AdminApi:
             return
         event = approvals.approval_event(kind, record, worker=self.audit_worker)
         if not self.audit.emit(event):
-            self.audit.record(event)  # the decision is made; make sure the trail gets it when the sink is back
+            self.audit.record(
+                event
+            )  # the decision is made; make sure the trail gets it when the sink is back
 
     def audit_expired(self, records: list[ApprovalRecord]) -> None:
         """Audit the expiries the sweeper applied."""
@@ -232,4 +248,3 @@ _PAST: Final = {"approve": "approved", "deny": "denied", "revoke": "revoked"}
 def _allow(request: Request, *methods: str) -> None:
     if request.method not in methods:
         raise HttpError(405, f"{request.method} is not allowed here", [("Allow", ", ".join(methods))])
-

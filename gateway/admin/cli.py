@@ -43,7 +43,9 @@ class AdminApiError(Exception):
 class AdminClient:
     """A small synchronous client of the admin approvals API."""
 
-    def __init__(self, base_url: str, token: str, *, ca_file: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str, token: str, *, ca_file: str | None = None, timeout_s: float = 10.0
+    ) -> None:
         if urlsplit(base_url).scheme not in ("http", "https"):
             raise ValueError(f"--admin must be an http(s) URL, got {base_url!r}")
         self.base_url = base_url.rstrip("/")
@@ -84,24 +86,36 @@ class AdminClient:
     def decide(self, request_id: str, verb: str, reason: str) -> dict[str, Any]:
         if verb not in ("approve", "deny", "revoke"):
             raise ValueError(f"unknown decision {verb!r}")
-        return dict(self.request("POST", f"/api/approvals/{quote(request_id, safe='')}/{verb}", {"reason": reason}))
+        return dict(
+            self.request("POST", f"/api/approvals/{quote(request_id, safe='')}/{verb}", {"reason": reason})
+        )
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add `approvals` to the `streamgate` command's sub-parsers; its sub-commands call `run(args)`."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--admin", default=None, metavar="URL",
-                        help=f"admin API base URL (default $STREAMGATE_ADMIN_URL or {DEFAULT_ADMIN_URL})")
-    common.add_argument("--token", default=None, help="reviewer OIDC access token (prefer --token-file or "
-                                                      "$STREAMGATE_TOKEN: arguments are visible in ps)")
+    common.add_argument(
+        "--admin",
+        default=None,
+        metavar="URL",
+        help=f"admin API base URL (default $STREAMGATE_ADMIN_URL or {DEFAULT_ADMIN_URL})",
+    )
+    common.add_argument(
+        "--token",
+        default=None,
+        help="reviewer OIDC access token (prefer --token-file or "
+        "$STREAMGATE_TOKEN: arguments are visible in ps)",
+    )
     common.add_argument("--token-file", default=None, metavar="PATH", help="file holding the access token")
     common.add_argument("--ca-file", default=None, metavar="PATH", help="CA bundle for an https admin URL")
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "approvals", help="list and decide approval requests through the admin API")
+        "approvals", help="list and decide approval requests through the admin API"
+    )
     commands = parser.add_subparsers(dest="approvals_command", required=True)
     p = commands.add_parser("list", parents=[common], help="list approval requests (default: pending)")
-    p.add_argument("--status", default="pending",
-                   help=f"one of {', '.join(STATUS_CHOICES)}, or several comma-separated")
+    p.add_argument(
+        "--status", default="pending", help=f"one of {', '.join(STATUS_CHOICES)}, or several comma-separated"
+    )
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true", help="print the API's JSON")
     p.set_defaults(func=run)
@@ -109,8 +123,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
-    for verb, text in (("approve", "grant the request"), ("deny", "refuse the request"),
-                       ("revoke", "end an active grant")):
+    for verb, text in (
+        ("approve", "grant the request"),
+        ("deny", "refuse the request"),
+        ("revoke", "end an active grant"),
+    ):
         p = commands.add_parser(verb, parents=[common], help=text)
         p.add_argument("id")
         p.add_argument("--reason", "-r", required=True, help="why (recorded in the audit trail)")
@@ -154,9 +171,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             if args.json:
                 print(json.dumps(record, indent=2), file=out)
             else:
-                print(f"{record['id']}: {record['status']} by {record['decided_by']}"
-                      + (f", grant until {record['grant_expires_at']}" if record.get("grant_active") else ""),
-                      file=out)
+                print(
+                    f"{record['id']}: {record['status']} by {record['decided_by']}"
+                    + (f", grant until {record['grant_expires_at']}" if record.get("grant_active") else ""),
+                    file=out,
+                )
     except ValueError as exc:
         print(f"error: {exc}", file=err)
         return 2
@@ -170,18 +189,30 @@ def print_table(approvals: list[dict[str, Any]], out: TextIO) -> None:
     if not approvals:
         print("no approval requests", file=out)
         return
-    rows = [("ID", "STATUS", "CREATED", "REQUESTER", "ACTION", "RESOURCE", "RULE", "DECIDED BY", "JUSTIFICATION")]
+    rows = [
+        ("ID", "STATUS", "CREATED", "REQUESTER", "ACTION", "RESOURCE", "RULE", "DECIDED BY", "JUSTIFICATION")
+    ]
     for a in approvals:
         justification = (a.get("justification") or "").replace("\n", " ")
-        rows.append((
-            a["id"], a["status"], a["created_at"] or "", a["requester"]["sub"], a["action"],
-            f"{a['resource']['kind']}:{a['resource']['name']}", a["rule"], a.get("decided_by") or "",
-            justification[:40] + ("..." if len(justification) > 40 else ""),
-        ))
+        rows.append(
+            (
+                a["id"],
+                a["status"],
+                a["created_at"] or "",
+                a["requester"]["sub"],
+                a["action"],
+                f"{a['resource']['kind']}:{a['resource']['name']}",
+                a["rule"],
+                a.get("decided_by") or "",
+                justification[:40] + ("..." if len(justification) > 40 else ""),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[-1],
-              file=out)
+        print(
+            "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=False)) + "  " + row[-1],
+            file=out,
+        )
 
 
 def format_record(a: dict[str, Any]) -> str:
@@ -189,7 +220,7 @@ def format_record(a: dict[str, Any]) -> str:
         f"request        {a['id']}",
         f"status         {a['status']}",
         f"requester      {a['requester']['sub']}"
-        + (f" <{a['requester']['email']}>" if a['requester'].get('email') else ""),
+        + (f" <{a['requester']['email']}>" if a["requester"].get("email") else ""),
         f"groups         {', '.join(a['requester']['groups'])}",
         f"wants          {a['action']} on {a['resource']['kind']} {a['resource']['name']}",
         f"rule           {a['rule']} (reviewers: {', '.join(a['reviewers'])})",
@@ -200,5 +231,7 @@ def format_record(a: dict[str, Any]) -> str:
     if a.get("decided_by"):
         lines.append(f"decided        {a['decided_at']} by {a['decided_by']}: {a.get('reason') or ''}")
     if a.get("grant_expires_at"):
-        lines.append(f"grant until    {a['grant_expires_at']}" + (" (active)" if a.get("grant_active") else ""))
+        lines.append(
+            f"grant until    {a['grant_expires_at']}" + (" (active)" if a.get("grant_active") else "")
+        )
     return "\n".join(lines)

@@ -5,7 +5,7 @@ Shape (every key optional)::
     admin:
       listen: 127.0.0.1:8080            # approvals API, reviewer page, /healthz, /readyz
       public_url: https://gw-admin.example.com   # links in webhook messages (default: none)
-      store: {type: sqlite, path: /var/lib/streamgate/approvals.db, busy_timeout: 5}
+      store: {type: sqlite, path: /var/lib/streamgate/approvals.sqlite3, busy_timeout: 5}
       webhook: {url: "${env:SLACK_WEBHOOK_URL}", format: slack, timeout: 5, max_attempts: 6}
       pending_ttl: 24h                  # a request nobody decided expires after this
       deny_cooldown: 5m                 # retries within this after a denial are refused without a new request
@@ -21,6 +21,7 @@ they never appear in a repr, a log line or an error message. This module imports
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -34,11 +35,11 @@ class StoreConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Where approval state lives; every worker and the admin process open the same store."""
 
     type: Literal["sqlite"] = "sqlite"
-    path: str = "streamgate-approvals.db"  # relative to the gateway's working directory
+    path: str | None = None  # default: <server.state_dir>/approvals.sqlite3 (see approval_store_path)
     busy_timeout: float = 5.0  # seconds a write waits for another process's transaction
 
     def __post_init__(self) -> None:
-        if not self.path:
+        if self.path is not None and not self.path:
             raise ValueError("path: must not be empty")
         if not 0 < self.busy_timeout <= 60:
             raise ValueError("busy_timeout: must be between 0 and 60 seconds")
@@ -50,7 +51,9 @@ class WebhookConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     url: str
     format: Literal["slack", "json"] = "json"
     timeout: float = 5.0  # seconds per delivery attempt
-    max_attempts: int = 6  # attempts per message (backoff 0.5s, 1s, 2s, ... capped at 30s) before it is dropped
+    max_attempts: int = (
+        6  # attempts per message (backoff 0.5s, 1s, 2s, ... capped at 30s) before it is dropped
+    )
     headers: dict[str, str] = {}  # extra request headers, e.g. Authorization for a generic JSON receiver
     ca_file: str | None = None  # CA bundle for an https URL (default: the system trust store)
     queue_size: int = 1000  # messages waiting for delivery; beyond this new ones are dropped (and logged)
@@ -146,4 +149,23 @@ def admin_config_from_plain(config: dict[str, Any]) -> AdminConfig:
         return msgspec.convert(section, AdminConfig)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `$")
-        raise ValueError(f"admin{where.rstrip('`')}: {message}") from None
+        path = "admin" + where.rstrip("`")
+        # Checks in __post_init__ say "field: problem"; fold the field into the key path.
+        field, sep, rest = message.partition(": ")
+        if sep and field.isidentifier():
+            path, message = f"{path}.{field}", rest
+        raise ValueError(f"{path}: {message}") from None
+
+
+DEFAULT_STORE_FILE = "approvals.sqlite3"
+DEFAULT_STATE_DIR = ".streamgate-state"
+
+
+def approval_store_path(admin: AdminConfig, state_dir: str | None) -> str:
+    """Where the approval store lives: `admin.store.path`, else `approvals.sqlite3` in `server.state_dir`.
+
+    Workers and the admin process must call this with the same config so they open the same file.
+    """
+    if admin.store.path:
+        return admin.store.path
+    return str(Path(state_dir or DEFAULT_STATE_DIR) / DEFAULT_STORE_FILE)

@@ -151,9 +151,14 @@ class Response:
         return cls(status, body, "application/json", list(headers))
 
     @classmethod
-    def error(cls, status: int, message: str, headers: Iterable[tuple[str, str]] = (), **extra: Any) -> Response:
-        return cls.json(status, {"error": REASONS.get(status, "Error").lower().replace(" ", "_"),
-                                 "message": message, **extra}, headers)
+    def error(
+        cls, status: int, message: str, headers: Iterable[tuple[str, str]] = (), **extra: Any
+    ) -> Response:
+        return cls.json(
+            status,
+            {"error": REASONS.get(status, "Error").lower().replace(" ", "_"), "message": message, **extra},
+            headers,
+        )
 
 
 # Every response: no caching of API answers (they carry who asked for what), no MIME sniffing, no framing.

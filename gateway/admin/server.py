@@ -31,7 +31,7 @@ from typing import Any, Final
 import msgspec
 
 from gateway.admin.api import AdminApi
-from gateway.admin.config import AdminConfig, admin_config_from_plain
+from gateway.admin.config import AdminConfig, admin_config_from_plain, approval_store_path
 from gateway.admin.http import (
     HttpError,
     Request,
@@ -163,8 +163,13 @@ class HttpServer:
             response = Response.error(500, "internal error (see the gateway log)")
         keep_alive = request.keep_alive and not self._closing
         writer.write(render(response, keep_alive=keep_alive, head_only=request.method == "HEAD"))
-        log.debug("%s %s -> %d in %.1f ms", request.method, request.path[:200], response.status,
-                  (time.monotonic() - started) * 1000)
+        log.debug(
+            "%s %s -> %d in %.1f ms",
+            request.method,
+            request.path[:200],
+            response.status,
+            (time.monotonic() - started) * 1000,
+        )
         return keep_alive
 
 
@@ -199,8 +204,11 @@ class AdminProcess:
         self.loop = asyncio.get_event_loop()
         self.config: AdminConfig = admin_config_from_plain(ctx.config)
         self.drain_timeout = float((ctx.config.get("server") or {}).get("drain_timeout", 30.0))
+        state_dir = (ctx.config.get("server") or {}).get("state_dir")
         self.store: ApprovalStore = open_approval_store(
-            self.config.store.type, self.config.store.path, busy_timeout_s=self.config.store.busy_timeout
+            self.config.store.type,
+            approval_store_path(self.config, state_dir),
+            busy_timeout_s=self.config.store.busy_timeout,
         )
         auth = oidc_authenticator(ctx.config)
         self.identity = auth[1] if auth else None
@@ -288,7 +296,9 @@ class AdminProcess:
                 self._last_prune = now
                 pruned = self.store.prune(now - self.config.retention_s)
                 if pruned:
-                    log.info("pruned %d decided approval request(s) older than %s", pruned, self.config.retention)
+                    log.info(
+                        "pruned %d decided approval request(s) older than %s", pruned, self.config.retention
+                    )
         except StoreError as exc:
             log.warning("approval sweep failed: %s", exc)
 
@@ -346,11 +356,15 @@ class AdminProcess:
             log.error("reload rejected by the admin process, keeping the previous config: %s", exc)
             return
         old = self.config
-        if (new.listen, new.store) != (old.listen, old.store) or plain.get("identity") != self.ctx.config.get(
-            "identity"
-        ) or plain.get("audit") != self.ctx.config.get("audit"):
-            log.warning("admin.listen, admin.store, identity and audit changes need a restart; "
-                        "the other changes apply now")
+        if (
+            (new.listen, new.store) != (old.listen, old.store)
+            or plain.get("identity") != self.ctx.config.get("identity")
+            or plain.get("audit") != self.ctx.config.get("audit")
+        ):
+            log.warning(
+                "admin.listen, admin.store, identity and audit changes need a restart; "
+                "the other changes apply now"
+            )
         self.config = new
         self.drain_timeout = float((plain.get("server") or {}).get("drain_timeout", self.drain_timeout))
         if new.webhook is None:
@@ -393,8 +407,11 @@ def run_admin(ctx: WorkerContext) -> int:
     """Admin process entry point (the supervisor calls it in the forked child, listener "admin")."""
     try:
         server_section = ctx.config.get("server") or {}
-        configure_logging(server_section.get("log_format", "text"), server_section.get("log_level", "info"),
-                          worker_id=ctx.worker_id)
+        configure_logging(
+            server_section.get("log_format", "text"),
+            server_section.get("log_level", "info"),
+            worker_id=ctx.worker_id,
+        )
         import uvloop
 
         loop = uvloop.new_event_loop()

@@ -53,7 +53,7 @@ def backoff_delay(attempt: int) -> float:
 
 
 async def post_json(config: WebhookConfig, payload: dict[str, Any]) -> int:
-    """POST `payload` once; returns the 2xx status or raises WebhookDeliveryError. Always closes its socket."""
+    """POST `payload` once: the 2xx status, or WebhookDeliveryError. Always closes its socket."""
     parts = urlsplit(config.url)
     secure = parts.scheme == "https"
     host = parts.hostname or ""
@@ -117,7 +117,7 @@ async def post_json(config: WebhookConfig, payload: dict[str, Any]) -> int:
 
 
 class WebhookSender:
-    """Delivers webhook messages in order on the running loop, with retries. `start` once, `aclose` at the end."""
+    """Delivers webhook messages in order on the running loop, with retries; `start`, later `aclose`."""
 
     def __init__(
         self,
@@ -156,8 +156,12 @@ class WebhookSender:
         """Queue one event's message; False (and logged) when the queue is full or the sender is closing."""
         if self._closing or len(self._queue) >= self.config.queue_size:
             self.dropped += 1
-            log.warning("webhook to %s: queue full, dropped the message for %s event of request %s",
-                        self.config.destination, event.kind, event.record.id)
+            log.warning(
+                "webhook to %s: queue full, dropped the message for %s event of request %s",
+                self.config.destination,
+                event.kind,
+                event.record.id,
+            )
             return False
         self._queue.append((event.seq, payload_for(event, self.config, self.public_url)))
         self._wakeup.set()
@@ -176,8 +180,11 @@ class WebhookSender:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             if self._queue:
-                log.warning("webhook to %s: %d undelivered message(s) dropped at shutdown",
-                            self.config.destination, len(self._queue))
+                log.warning(
+                    "webhook to %s: %d undelivered message(s) dropped at shutdown",
+                    self.config.destination,
+                    len(self._queue),
+                )
 
     async def _run(self) -> None:
         while True:
@@ -199,12 +206,23 @@ class WebhookSender:
             except WebhookDeliveryError as exc:
                 if not exc.retryable or attempt == self.config.max_attempts:
                     self.dropped += 1
-                    log.error("webhook to %s: giving up on event %d after %d attempt(s): %s",
-                              self.config.destination, seq, attempt, exc)
+                    log.error(
+                        "webhook to %s: giving up on event %d after %d attempt(s): %s",
+                        self.config.destination,
+                        seq,
+                        attempt,
+                        exc,
+                    )
                     return
                 delay = exc.retry_after if exc.retry_after is not None else backoff_delay(attempt)
-                log.warning("webhook to %s: attempt %d for event %d failed (%s); retrying in %.1fs",
-                            self.config.destination, attempt, seq, exc, delay)
+                log.warning(
+                    "webhook to %s: attempt %d for event %d failed (%s); retrying in %.1fs",
+                    self.config.destination,
+                    attempt,
+                    seq,
+                    exc,
+                    delay,
+                )
                 await self._sleep(delay)
             else:
                 self.delivered += 1

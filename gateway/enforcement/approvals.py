@@ -1,4 +1,4 @@
-"""Just-in-time approvals: the records, who may decide them, their state machine and their audit events (sans-IO).
+"""Just-in-time approvals: records, who may decide them, their state machine, their audit events (sans-IO).
 
 A policy rule with an `approval` block makes a principal's first data request on a matching topic create an
 approval request and wait for a reviewer. This module is the part of that feature that needs no I/O: the
@@ -256,7 +256,8 @@ def decide(
         if not is_reviewer(record, who):
             raise ApprovalRefused(
                 "not_reviewer",
-                f"{who.sub} is not a reviewer of request {record.id} (reviewers: {', '.join(record.reviewers)})",
+                f"{who.sub} is not a reviewer of request {record.id} "
+                f"(reviewers: {', '.join(record.reviewers)})",
             )
     status = effective_status(record, now)
     after = TRANSITIONS.get((status, verb))
@@ -266,7 +267,12 @@ def decide(
     # A revoked record keeps the expiry it had, so the trail shows how much of the grant was cut short.
     grant_expires_at = now + record.grant_ttl_s if verb == "approve" else record.grant_expires_at
     return dataclasses.replace(
-        record, status=after, decided_by=who.sub, decided_at=now, reason=text, grant_expires_at=grant_expires_at
+        record,
+        status=after,
+        decided_by=who.sub,
+        decided_at=now,
+        reason=text,
+        grant_expires_at=grant_expires_at,
     )
 
 
@@ -317,8 +323,8 @@ class GateStep:
     """What to do with one request that needs approval.
 
     granted: serve it (`record` is the active grant). hold: wait up to the rule's hold time for `record` (a
-    pending request) to be decided, then ask again; `create` says no pending request exists yet and one must be
-    created. denied: refuse it (`record` is the recent denial), without creating a new request.
+    pending request) to be decided, then ask again; `create` says no pending request exists yet and one must
+    be created. denied: refuse it (`record` is the recent denial), without creating a new request.
     """
 
     outcome: GateOutcome
@@ -353,7 +359,8 @@ def client_message(record: ApprovalRecord, now: float) -> str:
     status = effective_status(record, now)
     if status == "pending":
         return (
-            f"approval pending: request {record.id} for {record.action} on {record.resource} awaits a reviewer "
+            f"approval pending: request {record.id} for {record.action} on {record.resource} "
+            "awaits a reviewer "
             f"({', '.join(record.reviewers)}); retry after it is approved"
         )
     if status == "denied":
@@ -384,9 +391,7 @@ def parse_justification(client_id: str | None) -> str | None:
 
 def _printable(text: str) -> str:
     """Control and format characters (terminal escapes, bidi overrides) replaced by spaces; newlines kept."""
-    return "".join(
-        ch if ch == "\n" or not unicodedata.category(ch).startswith("C") else " " for ch in text
-    )
+    return "".join(ch if ch == "\n" or not unicodedata.category(ch).startswith("C") else " " for ch in text)
 
 
 # --------------------------------------------------------------------------------------------------------

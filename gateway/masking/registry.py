@@ -89,6 +89,16 @@ class MaskerRegistry:
             raise MaskingConfigError(f"policy refers to unknown masking profile(s): {', '.join(missing)}")
         return combine_profiles([self.config.profiles[n] for n in names])
 
+    def scanner(self, detectors: frozenset[str]) -> MaskingEngine:
+        """An engine that only counts `detectors` (for exfiltration limits and produce content rules)."""
+        key = ("#scan", *sorted(detectors))
+        found = self._engines.get(key)
+        if found is None:
+            profile = ProfileConfig(detectors=sorted(detectors))
+            engine = MaskingEngine(profile, hmac_key=None, custom_detectors=dict(self.config.custom_detectors))
+            found = self._engines[key] = (engine, profile)
+        return found[0]
+
     def engine(self, names: tuple[str, ...]) -> tuple[MaskingEngine, ProfileConfig]:
         key = tuple(sorted(set(names)))
         found = self._engines.get(key)

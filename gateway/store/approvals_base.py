@@ -8,8 +8,8 @@ Rules every implementation keeps:
 * **At most one pending request per (requester sub, action, resource)**, even when several processes race:
   `request_or_existing` returns the existing one (created=False) instead of inserting a second.
 * **Decisions are checked and applied atomically**: `approve`/`deny`/`revoke` read the record, apply
-  `gateway.enforcement.approvals.decide` (who may, which state) and write the result in one transaction, so two
-  reviewers deciding at once cannot both win; the loser gets `ApprovalRefused("conflict")`.
+  `gateway.enforcement.approvals.decide` (who may, which state) and write the result in one transaction, so
+  two reviewers deciding at once cannot both win; the loser gets `ApprovalRefused("conflict")`.
 * **Every state change appends one `StoreEvent`** (with a snapshot of the record after the change) to an
   ordered log. `version()` is the sequence number of the newest event: it only grows, so a process holding a
   request polls `version()` (cheap) and re-reads records only when it moved. `changed_since(version)` returns
@@ -55,11 +55,11 @@ class ChangeSet:
 
 
 class ApprovalStore(Protocol):
-    """Shared approval state. All times are UNIX seconds passed in by the caller (testable, no hidden clock)."""
+    """Shared approval state. Times are UNIX seconds passed in by the caller (testable, no hidden clock)."""
 
     def request_or_existing(self, candidate: ApprovalRecord) -> tuple[ApprovalRecord, bool]:
-        """Insert `candidate` (a pending record from `approvals.new_request`) unless a pending request with the
-        same key exists; returns (the pending record, whether it was created now)."""
+        """Insert `candidate` (a pending record from `approvals.new_request`) unless a pending request
+        with the same key exists; returns (the pending record, whether it was created now)."""
         ...
 
     def get(self, request_id: str) -> ApprovalRecord | None: ...
@@ -82,7 +82,9 @@ class ApprovalStore(Protocol):
         """The approved record whose grant is in force at `now` (the one lasting longest), if any."""
         ...
 
-    def approve(self, request_id: str, reviewer: PolicySubject, reason: str, now: float) -> ApprovalRecord: ...
+    def approve(
+        self, request_id: str, reviewer: PolicySubject, reason: str, now: float
+    ) -> ApprovalRecord: ...
 
     def deny(self, request_id: str, reviewer: PolicySubject, reason: str, now: float) -> ApprovalRecord: ...
 

@@ -1,4 +1,4 @@
-"""What a worker uses to enforce approvals: the gate (grant, hold or deny), a grant cache and a decision watcher.
+"""What a worker uses to enforce approvals: the gate (grant, hold or deny), a grant cache, a decision watcher.
 
 The worker's session code gets a `Decision` with `approval` set from the policy, then asks the gate::
 
@@ -97,7 +97,7 @@ class DecisionWatcher:
         return sum(len(futures) for futures in self._waiters.values())
 
     async def wait(self, request_id: str, timeout_s: float) -> ApprovalRecord | None:
-        """The record once it is no longer pending, or as it is when `timeout_s` ran out (None: it is gone)."""
+        """The record once it is no longer pending, or as it is when `timeout_s` ran out (None: gone)."""
         # No await between this read and registering the waiter: the poller cannot miss a decision in between.
         record = self._store.get(request_id)
         if record is None or record.status != "pending" or timeout_s <= 0:
@@ -156,9 +156,7 @@ class ApprovalGate:
         self.grants = GrantCache(store)
         self.watcher = DecisionWatcher(store, poll_interval_s)
 
-    def check(
-        self, requester: Requester, action: str, resource: Resource, spec: ApprovalSpec
-    ) -> GateResult:
+    def check(self, requester: Requester, action: str, resource: Resource, spec: ApprovalSpec) -> GateResult:
         """Granted when an active grant exists; otherwise hold on the pending request (filing it if needed),
         or denied while a recent denial stands. Raises StoreError when the store is unusable (refuse then)."""
         now = self.clock()

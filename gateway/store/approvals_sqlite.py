@@ -198,7 +198,8 @@ class SqliteApprovalStore:
             raise ValueError("request_or_existing takes a pending record (see approvals.new_request)")
         with self._write() as conn:
             row = conn.execute(
-                f"{_SELECT} WHERE requester_sub = ? AND action = ? AND resource_kind = ? AND resource_name = ? "
+                f"{_SELECT} WHERE requester_sub = ? AND action = ? AND resource_kind = ? "
+                "AND resource_name = ? "
                 "AND status = 'pending'",
                 candidate.key,
             ).fetchone()
@@ -236,7 +237,9 @@ class SqliteApprovalStore:
             params.append(requester_sub)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         params.append(max(0, int(limit)))
-        rows = self._read(f"{_SELECT}{clause} ORDER BY COALESCE(decided_at, created_at) DESC, id LIMIT ?", params)
+        rows = self._read(
+            f"{_SELECT}{clause} ORDER BY COALESCE(decided_at, created_at) DESC, id LIMIT ?", params
+        )
         return [_record(row) for row in rows]
 
     def latest(self, sub: str, action: str, resource: Resource) -> ApprovalRecord | None:
@@ -324,15 +327,21 @@ class SqliteApprovalStore:
 
     def claim_events(self, consumer: str, limit: int = 100) -> builtins.list[StoreEvent]:
         with self._write() as conn:
-            cursor_row = conn.execute("SELECT seq FROM event_cursors WHERE consumer = ?", (consumer,)).fetchone()
+            cursor_row = conn.execute(
+                "SELECT seq FROM event_cursors WHERE consumer = ?", (consumer,)
+            ).fetchone()
             if cursor_row is None:
-                head = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'approval_events'").fetchone()
+                head = conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'approval_events'"
+                ).fetchone()
                 conn.execute(
-                    "INSERT INTO event_cursors (consumer, seq) VALUES (?, ?)", (consumer, head[0] if head else 0)
+                    "INSERT INTO event_cursors (consumer, seq) VALUES (?, ?)",
+                    (consumer, head[0] if head else 0),
                 )
                 return []
             rows = conn.execute(
-                "SELECT seq, kind, at, actor, snapshot FROM approval_events WHERE seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, kind, at, actor, snapshot FROM approval_events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?",
                 (cursor_row[0], limit),
             ).fetchall()
             if rows:
@@ -374,7 +383,14 @@ def _update(conn: sqlite3.Connection, record: ApprovalRecord) -> None:
     conn.execute(
         "UPDATE approvals SET status = ?, decided_by = ?, decided_at = ?, reason = ?, grant_expires_at = ? "
         "WHERE id = ?",
-        (record.status, record.decided_by, record.decided_at, record.reason, record.grant_expires_at, record.id),
+        (
+            record.status,
+            record.decided_by,
+            record.decided_at,
+            record.reason,
+            record.grant_expires_at,
+            record.id,
+        ),
     )
 
 
@@ -392,4 +408,3 @@ def _event(row: Sequence[Any]) -> StoreEvent:
     seq, kind, at, actor, snapshot = row
     data = json.loads(snapshot)
     return StoreEvent(int(seq), kind, float(at), actor, _record([data[column] for column in _COLUMNS]))
-

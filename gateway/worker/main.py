@@ -18,17 +18,21 @@ import signal
 import socket
 import ssl
 import time
+from pathlib import Path
 from typing import Any
 
 from gateway.audit.dispatcher import AuditDispatcher
 from gateway.config import Config, from_plain, parse_host_port
+from gateway.enforcement.limits import LimitsEngine
 from gateway.enforcement.policy import Policy
 from gateway.logsetup import configure_logging
+from gateway.masking.detectors import BUILTIN_DETECTORS
 from gateway.masking.registry import MaskerRegistry
 from gateway.protocols.kafka import codec, framing
 from gateway.protocols.kafka.addresses import AddressBook
 from gateway.protocols.kafka.generated.metadata import MetadataRequest
 from gateway.protocols.kafka.guard import GuardContext
+from gateway.store.limits_sqlite import SqliteWindowStore
 from gateway.supervisor.context import WorkerContext
 from gateway.supervisor.control import (
     BOOT_FAILURE_EXIT_CODE,
@@ -90,10 +94,17 @@ class Worker:
             assert config.identity is not None
             audit = AuditDispatcher.from_config(config.audit, self.ctx.worker_id)
             identity = IdentityService(config.identity.oidc)
+            limits = None
+            if config.limits.rules or config.limits.bulk_read or config.limits.content:
+                path = config.limits.store_path or str(Path(config.server.state_dir) / "limits.sqlite3")
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                limits = LimitsEngine(config.limits, SqliteWindowStore(path),
+                                      known_detectors=BUILTIN_DETECTORS | set(config.masking.custom_detectors))
             guard_ctx = GuardContext(policy=Policy(config.policy.rules), audit_available=audit.available,
                                      clock=time.time, worker_id=self.ctx.worker_id,
                                      mechanisms=tuple(config.identity.mechanisms),
-                                     maskers=MaskerRegistry(config.masking) if config.masking.profiles else None)
+                                     maskers=MaskerRegistry(config.masking), limits=limits,
+                                     partition_count=book.topic_partitions.get)
         return ProxyRuntime(
             book=book, bootstrap=parse_host_port(k.upstream.bootstrap), upstream_ssl=upstream_ssl_context(config),
             upstream_server_name=k.upstream.tls.server_name if k.upstream.tls else None,
@@ -238,7 +249,7 @@ class Worker:
             if rt.guard_ctx is not None and new.identity is not None:
                 # policy changes apply to live connections too, at their next request (revocation works)
                 rt.guard_ctx.policy = Policy(new.policy.rules)
-                rt.guard_ctx.maskers = MaskerRegistry(new.masking) if new.masking.profiles else None
+                rt.guard_ctx.maskers = MaskerRegistry(new.masking)
                 rt.guard_ctx.mechanisms = tuple(new.identity.mechanisms)
             elif (rt.guard_ctx is None) != new.passthrough:
                 log.warning("switching between passthrough and identity mode needs a restart")

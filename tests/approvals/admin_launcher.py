@@ -1,5 +1,6 @@
 """Runs `gateway.admin.server.run_admin` the way the supervisor does, for tests: a child process gets a bound
-listener and its end of a control socketpair (by fd), the resolved config (from a JSON file), and runs the entry.
+listener and its end of a control socketpair (by fd), the resolved config (from a JSON file), and runs the
+entry.
 
     python -m tests.approvals.admin_launcher CONFIG.json CONTROL_FD LISTENER_FD
 """
@@ -21,8 +22,9 @@ def main(argv: list[str]) -> int:
     control = socket.socket(fileno=control_fd)
     listener = socket.socket(fileno=listener_fd)
     listener.setblocking(False)
-    context = WorkerContext(worker_id=-1, generation=1, listeners={"admin": listener}, config=config,
-                            control=control)
+    context = WorkerContext(
+        worker_id=-1, generation=1, listeners={"admin": listener}, config=config, control=control
+    )
     return run_admin(context)
 
 

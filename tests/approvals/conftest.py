@@ -20,7 +20,11 @@ from tests.approvals.helpers import password_token
 # carol and erin review (security-oncall); erin and alice are analysts who request access; mallory is neither.
 USERS: dict[str, dict[str, Any]] = {
     "carol": {"password": "carol-pw-3d1", "groups": ["security-oncall"], "email": "carol@example.com"},
-    "erin": {"password": "erin-pw-8c2", "groups": ["security-oncall", "analysts"], "email": "erin@example.com"},
+    "erin": {
+        "password": "erin-pw-8c2",
+        "groups": ["security-oncall", "analysts"],
+        "email": "erin@example.com",
+    },
     "alice": {"password": "alice-pw-5b7", "groups": ["analysts"], "email": "alice@example.com"},
     "mallory": {"password": "mallory-pw-0a9", "groups": ["interns"]},
 }
@@ -67,8 +71,14 @@ def make_request(
     client_id: str | None = "fraud-notebook;justification=INC-4711 refund investigation",
     now: float | None = None,
 ) -> approvals.ApprovalRecord:
-    record, created = store.request_or_existing(approvals.new_request(
-        approvals.Requester(requester, f"{requester}@example.com", groups, "127.0.0.1:50123", client_id),
-        "consume", resource, spec, time.time() if now is None else now))
+    record, created = store.request_or_existing(
+        approvals.new_request(
+            approvals.Requester(requester, f"{requester}@example.com", groups, "127.0.0.1:50123", client_id),
+            "consume",
+            resource,
+            spec,
+            time.time() if now is None else now,
+        )
+    )
     assert created
     return record

@@ -1,4 +1,4 @@
-"""Test helpers for approvals: the admin process as a real child process, a recording webhook receiver, tokens."""
+"""Test helpers for approvals: the admin process as a real child process, a webhook receiver, tokens."""
 
 from __future__ import annotations
 
@@ -27,10 +27,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def password_token(idp: ManagedProcess, username: str, password: str) -> str:
     """An access token from the provider's real token endpoint (resource-owner password grant)."""
-    form = urllib.parse.urlencode({"grant_type": "password", "username": username, "password": password,
-                                   "client_id": "streamgate-cli"}).encode()
-    request = urllib.request.Request(idp.extra["token_endpoint"], data=form,
-                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    form = urllib.parse.urlencode(
+        {"grant_type": "password", "username": username, "password": password, "client_id": "streamgate-cli"}
+    ).encode()
+    request = urllib.request.Request(
+        idp.extra["token_endpoint"], data=form, headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=10) as response:
         return str(json.loads(response.read())["access_token"])
@@ -42,8 +44,15 @@ def mint_token(idp: ManagedProcess, **spec: Any) -> str:
     return str(answer["token"])
 
 
-def http_call(method: str, url: str, *, token: str | None = None, body: Any = None,
-              raw_body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def http_call(
+    method: str,
+    url: str,
+    *,
+    token: str | None = None,
+    body: Any = None,
+    raw_body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     """One request; returns (status, parsed JSON or text) for error statuses too."""
     all_headers = dict(headers or {})
     data = raw_body
@@ -132,9 +141,18 @@ def start_admin(config: dict[str, Any], workdir: Path, *, ready_timeout: float =
     log_path = workdir / "admin.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.approvals.admin_launcher", str(config_path), str(child_end.fileno()),
-             str(listener.fileno())],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, pass_fds=(child_end.fileno(), listener.fileno()),
+            [
+                sys.executable,
+                "-m",
+                "tests.approvals.admin_launcher",
+                str(config_path),
+                str(child_end.fileno()),
+                str(listener.fileno()),
+            ],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            pass_fds=(child_end.fileno(), listener.fileno()),
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
     child_end.close()
@@ -176,8 +194,9 @@ class WebhookReceiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -195,8 +214,9 @@ class WebhookReceiver:
     def wait_for(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         with self._cond:
             if not self._cond.wait_for(lambda: len(self.received) >= count, timeout):
-                raise AssertionError(f"expected {count} webhook message(s), got {len(self.received)}: "
-                                     f"{self.received}")
+                raise AssertionError(
+                    f"expected {count} webhook message(s), got {len(self.received)}: {self.received}"
+                )
             return list(self.received)
 
 

@@ -44,8 +44,13 @@ def main(argv: list[str]) -> int:
     store = SqliteApprovalStore(db)
     if command == "request":
         _wait_for_go(argv[3])
-        candidate = approvals.new_request(approvals.Requester("alice", None, ("analysts",), None, f"pid{os.getpid()}"),
-                                          "consume", Resource.topic("customers.pii.x"), SPEC, time.time())
+        candidate = approvals.new_request(
+            approvals.Requester("alice", None, ("analysts",), None, f"pid{os.getpid()}"),
+            "consume",
+            Resource.topic("customers.pii.x"),
+            SPEC,
+            time.time(),
+        )
         record, created = store.request_or_existing(candidate)
         print(json.dumps({"id": record.id, "created": created}), flush=True)
     elif command == "hold":
@@ -58,16 +63,26 @@ def main(argv: list[str]) -> int:
             print(json.dumps({"waiting": True}), flush=True)
             started = time.monotonic()
             record = await task
-            print(json.dumps({"status": record.status if record else None, "woke_at": time.time(),
-                              "waited_s": time.monotonic() - started, "polls": watcher.polls}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "status": record.status if record else None,
+                        "woke_at": time.time(),
+                        "waited_s": time.monotonic() - started,
+                        "polls": watcher.polls,
+                    }
+                ),
+                flush=True,
+            )
 
         asyncio.run(hold())
     elif command == "decide":
         request_id, verb = argv[3], argv[4]
         _wait_for_go(argv[5])
         try:
-            record = getattr(store, verb)(request_id, Reviewer("carol", ("security-oncall",)), f"{verb} race",
-                                          time.time())
+            record = getattr(store, verb)(
+                request_id, Reviewer("carol", ("security-oncall",)), f"{verb} race", time.time()
+            )
             print(json.dumps({"won": True, "status": record.status}), flush=True)
         except ApprovalRefused as exc:
             print(json.dumps({"won": False, "code": exc.code}), flush=True)

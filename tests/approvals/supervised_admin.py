@@ -1,5 +1,6 @@
 """A real Supervisor with the admin process as its auxiliary singleton (as `streamgate run` will start it) and
-one echo test worker: `python -m tests.approvals.supervised_admin CONFIG.json ADMIN_PORT`. JSON logs on stderr."""
+one echo test worker: `python -m tests.approvals.supervised_admin CONFIG.json ADMIN_PORT`. JSON logs on
+stderr."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The admin process as the supervisor runs it, against the real development OIDC provider: API auth cases,
-decisions, visibility, webhook delivery to a real local HTTP listener, audit events, the sweeper and the CLI."""
+decisions, visibility, webhook delivery to a real local HTTP listener, audit events, the sweeper and the
+CLI."""
 
 from __future__ import annotations
 
@@ -19,13 +20,22 @@ from gateway.devstack.processes import ManagedProcess
 from gateway.enforcement import approvals
 from gateway.store.approvals_sqlite import SqliteApprovalStore
 from tests.approvals.conftest import make_request
-from tests.approvals.helpers import AdminHandle, WebhookReceiver, http_call, mint_token, start_admin, wait_until
+from tests.approvals.helpers import (
+    AdminHandle,
+    WebhookReceiver,
+    http_call,
+    mint_token,
+    start_admin,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 
 class Env:
-    def __init__(self, admin: AdminHandle, store: SqliteApprovalStore, webhook: WebhookReceiver, audit_dir: Path):
+    def __init__(
+        self, admin: AdminHandle, store: SqliteApprovalStore, webhook: WebhookReceiver, audit_dir: Path
+    ):
         self.admin, self.store, self.webhook, self.audit_dir = admin, store, webhook, audit_dir
 
     def api(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
@@ -41,8 +51,11 @@ class Env:
         found: list[dict[str, Any]] = []
 
         def look() -> bool:
-            found[:] = [e for e in self.audit_events()
-                        if e["kind"] == kind and (e.get("details") or {}).get("request_id") == request_id]
+            found[:] = [
+                e
+                for e in self.audit_events()
+                if e["kind"] == kind and (e.get("details") or {}).get("request_id") == request_id
+            ]
             return bool(found)
 
         assert wait_until(look, 10), f"no {kind} audit event for {request_id}: {self.audit_events()}"
@@ -65,8 +78,12 @@ def env(idp: ManagedProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "server": {"log_level": "debug", "drain_timeout": 5},
             "identity": {"oidc": {"issuer": idp.extra["issuer"], "audience": "streamgate"}},
             "audit": {"sinks": [{"type": "file", "path": str(workdir / "audit.jsonl")}]},
-            "admin": {"store": {"path": str(db)}, "sweep_interval": "200ms", "public_url": "https://gw.example",
-                      "webhook": {"url": webhook.url, "format": "slack"}},
+            "admin": {
+                "store": {"path": str(db)},
+                "sweep_interval": "200ms",
+                "public_url": "https://gw.example",
+                "webhook": {"url": webhook.url, "format": "slack"},
+            },
         }
         admin = start_admin(config, workdir)
         store = SqliteApprovalStore(db)
@@ -119,11 +136,18 @@ def test_unauthenticated_and_invalid_tokens_get_401(env: Env, idp: ManagedProces
     finally:
         conn.close()
     forged = mint_token(idp, claims={"sub": "carol"}, groups=["security-oncall"], sign="unpublished")
-    wrong_audience = mint_token(idp, claims={"sub": "carol", "aud": "someone-else"}, groups=["security-oncall"])
+    wrong_audience = mint_token(
+        idp, claims={"sub": "carol", "aud": "someone-else"}, groups=["security-oncall"]
+    )
     expired = mint_token(idp, claims={"sub": "carol"}, groups=["security-oncall"], ttl_s=-120)
     unsigned = mint_token(idp, claims={"sub": "carol"}, groups=["security-oncall"], sign="none")
-    for bad, reason in ((forged, "unknown_kid"), (wrong_audience, "bad_audience"), (expired, "expired"),
-                        (unsigned, "alg_not_allowed"), ("not-a-jwt", "malformed")):
+    for bad, reason in (
+        (forged, "unknown_kid"),
+        (wrong_audience, "bad_audience"),
+        (expired, "expired"),
+        (unsigned, "alg_not_allowed"),
+        ("not-a-jwt", "malformed"),
+    ):
         status, body = env.api("GET", "/api/approvals", bad)
         assert (status, body["message"]) == (401, f"invalid token ({reason})"), body
         assert bad not in json.dumps(body)
@@ -131,7 +155,9 @@ def test_unauthenticated_and_invalid_tokens_get_401(env: Env, idp: ManagedProces
 
 def test_whoami_and_visibility(env: Env, token: Callable[[str], str]) -> None:
     assert env.api("GET", "/api/whoami", token("carol")) == (
-        200, {"sub": "carol", "email": "carol@example.com", "groups": ["security-oncall"]})
+        200,
+        {"sub": "carol", "email": "carol@example.com", "groups": ["security-oncall"]},
+    )
     record = make_request(env.store, "alice")
     for viewer in ("carol", "alice"):
         status, body = env.api("GET", "/api/approvals?status=pending", token(viewer))
@@ -161,8 +187,9 @@ def test_decision_refusals(env: Env, token: Callable[[str], str]) -> None:
     status, body = env.api("POST", f"/api/approvals/{own.id}/approve", token("carol"), ["reason"])
     assert status == 400
     assert env.api("GET", f"/api/approvals/{own.id}/approve", token("carol"))[0] == 405
-    status, _ = env.api("POST", "/api/approvals/00000000-0000-4000-8000-000000000000/deny", token("carol"),
-                        {"reason": "x"})
+    status, _ = env.api(
+        "POST", "/api/approvals/00000000-0000-4000-8000-000000000000/deny", token("carol"), {"reason": "x"}
+    )
     assert status == 404
     assert env.store.get(own.id).status == "pending"  # type: ignore[union-attr]
     status, body = env.api("POST", f"/api/approvals/{own.id}/deny", token("carol"), {"reason": "no ticket"})
@@ -176,8 +203,9 @@ def test_decision_refusals(env: Env, token: Callable[[str], str]) -> None:
 
 def test_approve_and_revoke_with_audit_and_webhook(env: Env, token: Callable[[str], str]) -> None:
     record = make_request(env.store, "alice", resource=approvals.Resource.topic("customers.pii.cards"))
-    status, body = env.api("POST", f"/api/approvals/{record.id}/approve", token("carol"),
-                           {"reason": "INC-4711 approved"})
+    status, body = env.api(
+        "POST", f"/api/approvals/{record.id}/approve", token("carol"), {"reason": "INC-4711 approved"}
+    )
     assert status == 200 and body["status"] == "approved" and body["grant_active"]
     stored = env.store.get(record.id)
     assert stored is not None and stored.status == "approved" and stored.decided_by == "carol"
@@ -190,8 +218,11 @@ def test_approve_and_revoke_with_audit_and_webhook(env: Env, token: Callable[[st
 
     requested, approved = env.wait_webhook(record.id, 2)[:2]
     assert requested["text"].startswith("Approval requested: alice")
-    assert {"type": "button", "text": {"type": "plain_text", "text": "Review"},
-            "url": f"https://gw.example/#request={record.id}"} in requested["blocks"][-1]["elements"]
+    assert {
+        "type": "button",
+        "text": {"type": "plain_text", "text": "Review"},
+        "url": f"https://gw.example/#request={record.id}",
+    } in requested["blocks"][-1]["elements"]
     assert approved["text"].startswith("Approval granted") and "approved by carol" in approved["text"]
     assert any("INC-4711 approved" in field["text"] for field in approved["blocks"][2]["fields"])
 
@@ -200,7 +231,9 @@ def test_approve_and_revoke_with_audit_and_webhook(env: Env, token: Callable[[st
     assert env.store.active_grant("alice", "consume", record.resource, time.time()) is None
     assert env.wait_audit(approvals.KIND_REVOKED, record.id)["details"]["decided_by"] == "carol"
     assert env.wait_webhook(record.id, 3)[2]["text"].startswith("Approval revoked")
-    assert env.api("POST", f"/api/approvals/{record.id}/revoke", token("carol"), {"reason": "again"})[0] == 409
+    assert (
+        env.api("POST", f"/api/approvals/{record.id}/revoke", token("carol"), {"reason": "again"})[0] == 409
+    )
 
 
 def test_webhook_retried_after_a_failure(env: Env, token: Callable[[str], str]) -> None:
@@ -251,8 +284,9 @@ def test_cli(env: Env, token: Callable[[str], str], tmp_path: Path) -> None:
     token_file.write_text(token("carol") + "\n")
     parser = argparse.ArgumentParser(prog="streamgate")
     admin_cli.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["approvals", "list", "--admin", "http://127.0.0.1:9", "--token-file",
-                              str(token_file)])
+    args = parser.parse_args(
+        ["approvals", "list", "--admin", "http://127.0.0.1:9", "--token-file", str(token_file)]
+    )
     err = io.StringIO()
     assert args.func(args, io.StringIO(), err) == 2 and "cannot reach the admin API" in err.getvalue()
     assert token("carol") not in err.getvalue()

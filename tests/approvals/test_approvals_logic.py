@@ -1,4 +1,4 @@
-"""The sans-IO approval rules: who may decide, the state machine, grant TTL, the gate, justification, audit."""
+"""The sans-IO approval rules: who may decide, state machine, grant TTL, the gate, justification, audit."""
 
 from __future__ import annotations
 
@@ -28,13 +28,19 @@ ERIN = Who("erin", ("security-oncall", "analysts"))
 
 
 def pending(requester: str = "alice", groups: tuple[str, ...] = ("analysts",)) -> approvals.ApprovalRecord:
-    return approvals.new_request(Requester(requester, None, groups, "10.0.0.1:5000", "app"), "consume", TOPIC,
-                                 SPEC, T0)
+    return approvals.new_request(
+        Requester(requester, None, groups, "10.0.0.1:5000", "app"), "consume", TOPIC, SPEC, T0
+    )
 
 
 def test_new_request_copies_rule_and_requester() -> None:
-    record = approvals.new_request(Requester("alice", "a@x", ("analysts",), "10.0.0.1:5000",
-                                             "nb;justification=  INC-1  "), "consume", TOPIC, SPEC, T0)
+    record = approvals.new_request(
+        Requester("alice", "a@x", ("analysts",), "10.0.0.1:5000", "nb;justification=  INC-1  "),
+        "consume",
+        TOPIC,
+        SPEC,
+        T0,
+    )
     assert record.status == "pending"
     assert record.key == ("alice", "consume", "topic", "customers.pii.accounts")
     assert record.reviewers == SPEC.reviewers and record.grant_ttl_s == 600.0 and record.rule == "pii"
@@ -91,8 +97,15 @@ def test_state_machine_table_is_enforced() -> None:
     for status in approvals.STATUSES:
         for verb in ("approve", "deny", "revoke", "expire"):
             assert ((status, verb) in approvals.TRANSITIONS) == (
-                (status, verb) in {("pending", "approve"), ("pending", "deny"), ("pending", "expire"),
-                                   ("approved", "revoke"), ("approved", "expire")})
+                (status, verb)
+                in {
+                    ("pending", "approve"),
+                    ("pending", "deny"),
+                    ("pending", "expire"),
+                    ("approved", "revoke"),
+                    ("approved", "expire"),
+                }
+            )
 
 
 def test_revoke_by_reviewer_or_requester_and_only_while_active() -> None:
@@ -137,40 +150,62 @@ def test_gate_step() -> None:
     assert approvals.gate_step(None, None, T0, 300) == approvals.GateStep("hold", None, create=True)
     assert approvals.gate_step(None, record, T0, 300) == approvals.GateStep("hold", record)
     assert approvals.gate_step(None, denied, T0 + 309, 300) == approvals.GateStep("denied", denied)
-    assert approvals.gate_step(None, denied, T0 + 310, 300).create  # cooldown over: a new request may be filed
+    assert approvals.gate_step(
+        None, denied, T0 + 310, 300
+    ).create  # cooldown over: a new request may be filed
     # an expired grant is not a grant: the latest (approved, lapsed) record leads to a new request
     assert approvals.gate_step(approved, approved, T0 + 601, 300).create
 
 
-@pytest.mark.parametrize(("client_id", "expected"), [
-    (None, None),
-    ("", None),
-    ("plain-client", None),
-    ("nb;justification=INC-4711 refund investigation", "INC-4711 refund investigation"),
-    ("nb;JUSTIFICATION=Upper case marker", "Upper case marker"),
-    ("nb;justification=   ", None),
-    ("nb;justification=line\u202eone\x1b[2J", "line one [2J"),
-    ("nb;justification=" + "x" * 900, "x" * approvals.MAX_JUSTIFICATION_CHARS),
-    ("nb;justification=see eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln please",
-     "see [token removed] please"),
-])
+@pytest.mark.parametrize(
+    ("client_id", "expected"),
+    [
+        (None, None),
+        ("", None),
+        ("plain-client", None),
+        ("nb;justification=INC-4711 refund investigation", "INC-4711 refund investigation"),
+        ("nb;JUSTIFICATION=Upper case marker", "Upper case marker"),
+        ("nb;justification=   ", None),
+        ("nb;justification=line\u202eone\x1b[2J", "line one [2J"),
+        ("nb;justification=" + "x" * 900, "x" * approvals.MAX_JUSTIFICATION_CHARS),
+        (
+            "nb;justification=see eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln please",
+            "see [token removed] please",
+        ),
+    ],
+)
 def test_parse_justification(client_id: str | None, expected: str | None) -> None:
     assert approvals.parse_justification(client_id) == expected
 
 
 def test_client_messages_say_what_to_do() -> None:
     record = pending()
-    assert "pending" in approvals.client_message(record, T0) and record.id in approvals.client_message(record, T0)
+    assert "pending" in approvals.client_message(record, T0) and record.id in approvals.client_message(
+        record, T0
+    )
     assert "security-oncall" in approvals.client_message(record, T0)
     denied = approvals.decide(record, "deny", CAROL, "no ticket", T0)
     assert approvals.client_message(denied, T0) == "approval denied by carol: no ticket"
 
 
-@pytest.mark.parametrize("kind", [approvals.KIND_REQUESTED, approvals.KIND_GRANTED, approvals.KIND_DENIED,
-                                  approvals.KIND_REVOKED, approvals.KIND_EXPIRED])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        approvals.KIND_REQUESTED,
+        approvals.KIND_GRANTED,
+        approvals.KIND_DENIED,
+        approvals.KIND_REVOKED,
+        approvals.KIND_EXPIRED,
+    ],
+)
 def test_audit_events_name_requester_reviewer_rule_topic_reason(kind: str) -> None:
-    record = approvals.new_request(Requester("alice", "alice@example.com", ("analysts",), "10.0.0.1:5000",
-                                             "nb;justification=INC-9"), "consume", TOPIC, SPEC, T0)
+    record = approvals.new_request(
+        Requester("alice", "alice@example.com", ("analysts",), "10.0.0.1:5000", "nb;justification=INC-9"),
+        "consume",
+        TOPIC,
+        SPEC,
+        T0,
+    )
     if kind in (approvals.KIND_GRANTED, approvals.KIND_REVOKED):
         record = approvals.decide(record, "approve", CAROL, "approved for INC-9", T0 + 1)
     if kind == approvals.KIND_REVOKED:

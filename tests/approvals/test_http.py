@@ -8,35 +8,43 @@ from gateway.admin.http import MAX_BODY_BYTES, HttpError, Response, body_length,
 
 
 def test_parse_request_head() -> None:
-    request = parse_head(b"POST /api/approvals/abc/approve?x=1&x=2 HTTP/1.1\r\nHost: h\r\n"
-                         b"Content-Type: application/json\r\nContent-Length: 17\r\nX-A: 1\r\nX-A: 2\r\n\r\n")
+    request = parse_head(
+        b"POST /api/approvals/abc/approve?x=1&x=2 HTTP/1.1\r\nHost: h\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 17\r\nX-A: 1\r\nX-A: 2\r\n\r\n"
+    )
     assert request.method == "POST" and request.path == "/api/approvals/abc/approve"
     assert request.query == {"x": ["1", "2"]}
     assert request.headers["x-a"] == "1, 2"
     assert body_length(request) == 17 and request.keep_alive
 
 
-@pytest.mark.parametrize(("head", "status"), [
-    (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 400),
-    (b"GET /\r\n\r\n", 400),
-    (b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501),
-    (b"GET http://evil/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
-    (b"GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n", 400),
-])
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET / HTTP/2.0\r\nHost: h\r\n\r\n", 400),
+        (b"GET /\r\n\r\n", 400),
+        (b"BREW / HTTP/1.1\r\nHost: h\r\n\r\n", 501),
+        (b"GET http://evil/ HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET / HTTP/1.1\r\nHost: h\r\nBad Header: x\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: \xff\r\n\r\n", 400),
+    ],
+)
 def test_malformed_heads_are_refused(head: bytes, status: int) -> None:
     with pytest.raises(HttpError) as refused:
         parse_head(head)
     assert refused.value.status == status
 
 
-@pytest.mark.parametrize(("headers", "status"), [
-    (b"Transfer-Encoding: chunked\r\n", 501),
-    (b"Content-Length: -1\r\n", 400),
-    (b"Content-Length: 1, 2\r\n", 400),
-    (f"Content-Length: {MAX_BODY_BYTES + 1}\r\n".encode(), 413),
-])
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (b"Transfer-Encoding: chunked\r\n", 501),
+        (b"Content-Length: -1\r\n", 400),
+        (b"Content-Length: 1, 2\r\n", 400),
+        (f"Content-Length: {MAX_BODY_BYTES + 1}\r\n".encode(), 413),
+    ],
+)
 def test_bodies_need_a_sane_content_length(headers: bytes, status: int) -> None:
     request = parse_head(b"POST /x HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n")
     with pytest.raises(HttpError) as refused:

@@ -43,13 +43,26 @@ def test_file_is_wal_with_busy_timeout(store: SqliteApprovalStore, tmp_path: Pat
 
 def test_request_or_existing_is_idempotent_per_key(store: SqliteApprovalStore) -> None:
     first = make_request(store)
-    again, created = store.request_or_existing(approvals.new_request(
-        approvals.Requester("alice", None, ("analysts",), None, "other-client"), "consume", PII,
-        approvals.ApprovalSpec("pii", ("security-oncall",), 60, 5), time.time()))
+    again, created = store.request_or_existing(
+        approvals.new_request(
+            approvals.Requester("alice", None, ("analysts",), None, "other-client"),
+            "consume",
+            PII,
+            approvals.ApprovalSpec("pii", ("security-oncall",), 60, 5),
+            time.time(),
+        )
+    )
     assert not created and again == first
     # another action, resource or requester is another request
-    other, created = store.request_or_existing(approvals.new_request(
-        approvals.Requester("alice"), "produce", PII, approvals.ApprovalSpec("pii", ("x",), 60, 5), time.time()))
+    other, created = store.request_or_existing(
+        approvals.new_request(
+            approvals.Requester("alice"),
+            "produce",
+            PII,
+            approvals.ApprovalSpec("pii", ("x",), 60, 5),
+            time.time(),
+        )
+    )
     assert created and other.id != first.id
     assert len(store.list("pending")) == 2
     assert store.get(first.id) == first
@@ -195,9 +208,14 @@ def test_fork_child_opens_its_own_connection(store: SqliteApprovalStore) -> None
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "tests.approvals.store_process", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.approvals.store_process", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def _results(procs: list[subprocess.Popen[str]]) -> list[dict[str, object]]:
@@ -255,8 +273,10 @@ def test_held_request_in_another_process_wakes_promptly_on_approval(tmp_path: Pa
     result = json.loads(out.strip().splitlines()[-1])
     assert result["status"] == "approved"
     latency = result["woke_at"] - approved_at
-    print(f"approval -> held request woke in another process: {latency * 1000:.0f} ms "
-          f"(poll interval 150 ms, {result['polls']} polls)")
+    print(
+        f"approval -> held request woke in another process: {latency * 1000:.0f} ms "
+        f"(poll interval 150 ms, {result['polls']} polls)"
+    )
     assert latency < 1.0, latency  # one poll interval plus scheduling on a loaded machine
     assert 3 <= result["polls"] <= 40  # it polled while waiting (no busy loop: ~every 150 ms)
     store.close()

@@ -32,3 +32,11 @@ def assert_native_loaded() -> None:
             f"{native.NATIVE_LOAD_ERROR or 'no load error recorded'}. Build the extension with "
             "`python setup.py build_ext --inplace`, or set STREAMGATE_ALLOW_REFERENCE=1 to test without it."
         )
+    from gateway.masking import engine as masking_engine
+
+    if masking_engine.IMPLEMENTATION != "native":
+        raise RuntimeError(
+            "the masking engine fell back to the pure-Python reference: "
+            f"{masking_engine.NATIVE_LOAD_ERROR or 'no load error recorded'}. Build the extensions with "
+            "`python setup.py build_ext --inplace`, or set STREAMGATE_ALLOW_REFERENCE=1 to test without them."
+        )

@@ -46,6 +46,13 @@ function when(iso) {
   return isNaN(date) ? iso : date.toLocaleString();
 }
 
+function duration(seconds) {
+  if (seconds % 86400 === 0) return seconds / 86400 + " d";
+  if (seconds % 3600 === 0) return seconds / 3600 + " h";
+  if (seconds % 60 === 0) return seconds / 60 + " min";
+  return seconds + " s";
+}
+
 function cell(row, text) {
   const td = document.createElement("td");
   td.textContent = text == null ? "" : String(text);
@@ -118,7 +125,7 @@ function renderDetails(a) {
     ["Justification", a.justification || "(none given)"],
     ["Client", [a.client.client_id, a.client.address].filter(Boolean).join(" from ") || "-"],
     ["Requested", when(a.created_at)],
-    ["Grant length", a.grant_ttl_seconds + " s"],
+    ["Grant length", duration(a.grant_ttl_seconds)],
   ];
   if (a.decided_by) fields.push(["Decided by", a.decided_by], ["Decided", when(a.decided_at)]);
   if (a.reason) fields.push(["Reason", a.reason]);

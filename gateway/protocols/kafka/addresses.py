@@ -27,6 +27,7 @@ class AddressBook:
         self.node_port_base = node_port_base
         self.nodes: dict[int, tuple[str, int]] = {}
         self.topic_names: dict[Any, str] = {}
+        self.topic_partitions: dict[str, int] = {}  # partition counts seen in Metadata (bulk-read rules)
 
     def gateway_port(self, node_id: int) -> int:
         port = self.node_port_base + node_id
@@ -70,6 +71,8 @@ def rewrite_response(api_key: int, api_version: int, msg: Any,
                 topic_id = topic.topic_id
                 if topic_id.int and topic.name:  # the all-zero UUID means "no id" (versions before 10)
                     book.topic_names[topic_id] = topic.name
+                if topic.name and topic.error_code == 0:
+                    book.topic_partitions[topic.name] = len(topic.partitions)
     elif api_key == apis.FIND_COORDINATOR:
         if api_version >= 4:
             for coordinator in msg.coordinators:

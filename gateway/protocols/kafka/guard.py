@@ -32,7 +32,7 @@ from gateway.enforcement.identity import Principal, TokenError
 from gateway.masking.profile import MaskingConfigError
 from gateway.native import scan_batches
 from gateway.native.records import BatchFormatError
-from gateway.protocols.kafka import apis, authz, partial, sasl_server, skim
+from gateway.protocols.kafka import apis, authz, codec, partial, sasl_server, skim
 from gateway.protocols.kafka.generated.sasl_authenticate import SaslAuthenticateResponse
 from gateway.protocols.kafka.generated.sasl_handshake import SaslHandshakeResponse
 from gateway.protocols.kafka.records import RecordsError, rewrite_records
@@ -42,6 +42,8 @@ UNSUPPORTED_SASL_MECHANISM = 33
 ILLEGAL_SASL_STATE = 34
 UNSUPPORTED_VERSION = 35
 AUDIT_UNAVAILABLE_REASON = "audit trail unavailable (a sink with on_failure: block is down)"
+LIST_OFFSETS = 2
+JOIN_GROUP = 11
 
 
 @dataclass
@@ -54,6 +56,8 @@ class GuardContext:
     worker_id: int
     mechanisms: tuple[str, ...] = sasl_server.MECHANISMS
     maskers: Any = None  # gateway.masking.registry.MaskerRegistry (None: no masking configured)
+    limits: Any = None  # gateway.enforcement.limits.LimitsEngine (None: no exfiltration rules)
+    partition_count: Callable[[str], int | None] = lambda _topic: None
 
 
 # ---------------------------------------------------------------------------------------------- outcomes
@@ -123,6 +127,7 @@ class KafkaGuard:
     stats: GuardStats = field(default_factory=GuardStats)
     events: list[AuditEvent] = field(default_factory=list)  # drained by the session after every call
     _auth_version: int = 0
+    _saw_all_topics_metadata: bool = False  # a regex subscription first lists every topic (bulk-read rules)
 
     # ------------------------------------------------------------------------------------------ audit
     def _principal_for_audit(self) -> AuditPrincipal | None:
@@ -219,8 +224,26 @@ class KafkaGuard:
                        reason=AUDIT_UNAVAILABLE_REASON)
             return Respond(authz.error_response(api_key, version, request, topic_name=self.topic_name,
                                                 message=AUDIT_UNAVAILABLE_REASON))
+        limits = self.ctx.limits if self.ctx.limits is not None and self.ctx.limits.active else None
+        if limits is not None:
+            verdict = limits.locked_out(self.principal)
+            if verdict is not None:
+                self.stats.denied += 1
+                self._limit_event(verdict, name, version)
+                if verdict.close_connection:
+                    return Refuse(verdict.reason, "blocked")
+                return Respond(authz.error_response(api_key, version, request, topic_name=self.topic_name,
+                                                    message=verdict.reason))
         checks = authz.required_checks(api_key, version, request, self.topic_name)
         decisions = {c: self._decide(c) for c in checks}
+        if limits is not None and api_key == JOIN_GROUP and all(d.allowed for d in decisions.values()):
+            verdict = self._join_group_verdict(limits, request)
+            if verdict is not None and not verdict.allows:
+                self._limit_event(verdict, name, version)
+                if verdict.blocks:
+                    self.stats.denied += 1
+                    return Respond(authz.error_response(api_key, version, request, topic_name=self.topic_name,
+                                                        message=verdict.reason))
         if api_key == apis.PRODUCE:
             return self._produce(version, request, decisions)
         if api_key == apis.FETCH:
@@ -245,7 +268,66 @@ class KafkaGuard:
         if api_key == 9:  # OffsetFetch: all-topics answers list every committed topic; filter them
             return Forward(on_response=lambda r: (partial.filter_offset_fetch_response(
                 r, lambda t: self._allowed("describe", "topic", t)), []))
+        if api_key == LIST_OFFSETS and limits is not None:
+            return Forward(on_response=lambda r: self._remember_earliest(limits, request, r))
         return Forward()
+
+    # ------------------------------------------------------------------------------------------ limits
+    def _limit_event(self, verdict: Any, api: str, version: int, topic: str | None = None) -> None:
+        decision = {"block": "blocked", "throttle": "throttled", "alert": "alert"}.get(verdict.action, "allowed")
+        for v in (verdict, *verdict.also):
+            self.event("limit", api=api, api_version=version, decision=decision if v is verdict else
+                       {"block": "blocked", "throttle": "throttled", "alert": "alert"}.get(v.action, "allowed"),
+                       rule=v.rule, reason=v.reason, topic=topic,
+                       details={"check": v.kind, **({"throttle_ms": v.throttle_ms} if v.throttle_ms else {})})
+
+    def _join_group_verdict(self, limits: Any, request: Any) -> Any:
+        """Wildcard or privileged subscriptions, from the consumer protocol metadata of a JoinGroup."""
+        from gateway.enforcement.limits import most_severe
+
+        topics: list[str] = []
+        for protocol in request.protocols or ():
+            try:
+                sub, _ = codec.decode_data("ConsumerProtocolSubscription",
+                                           int.from_bytes(bytes(protocol.metadata[:2]), "big", signed=True),
+                                           protocol.metadata, 2)
+                topics.extend(t for t in sub.topics if t not in topics)
+            except (codec.CodecError, ValueError, IndexError, TypeError):
+                continue  # not a consumer-protocol group (e.g. connect): nothing to judge here
+        if not topics:
+            return None
+        return most_severe([limits.on_subscription(self.principal, topics,
+                                                   wildcard=self._saw_all_topics_metadata)])
+
+    def _remember_earliest(self, limits: Any, request: Any, response: Any) -> tuple[None, list[AuditEvent]]:
+        asked = {(t.name, p.partition_index): p.timestamp for t in request.topics for p in t.partitions}
+        for t in response.topics:
+            offsets: dict[int, dict[int, int]] = {}
+            for p in t.partitions:
+                ts = asked.get((t.name, p.partition_index))
+                if ts in (-2, -4) and p.error_code == 0:
+                    offsets.setdefault(ts, {})[p.partition_index] = p.offset
+            for ts, by_partition in offsets.items():
+                limits.on_list_offsets(self.principal, t.name, by_partition, ts)
+        return None, []
+
+    def _scan(self, detectors: frozenset[str], records: bytes | memoryview) -> dict[str, int]:
+        """Findings of `detectors` in a record blob (values), for limits that count or block on content."""
+        if not detectors or self.ctx.maskers is None or not records:
+            return {}
+        try:
+            scanner = self.ctx.maskers.scanner(detectors)
+            counts: dict[str, int] = {}
+
+            def count(values: list[bytes | None]) -> tuple[list[bytes | None], dict[str, int]]:
+                for k, v in scanner.scan_counts(values).items():
+                    counts[k] = counts.get(k, 0) + v
+                return values, {}
+
+            rewrite_records(records, count, allow_legacy=False)
+            return counts
+        except (RecordsError, MaskingConfigError) as exc:
+            raise _ScrubFailed(f"records could not be scanned: {exc}") from None
 
     def _decide(self, check: authz.Check) -> Decision:
         return self.ctx.policy.decide(self.principal, check.action, Resource(check.kind, check.name))
@@ -264,6 +346,28 @@ class KafkaGuard:
                 return Refuse("acks=0 Produce denied (transactional id not authorized)", "denied")
             return Respond(partial.produce_denied_response(request, version))
         topic_decision = {c.name: d for c, d in decisions.items() if c.kind == "topic"}
+        limits = self.ctx.limits if self.ctx.limits is not None and self.ctx.limits.active else None
+        if limits is not None:
+            for topic in request.topic_data:
+                d = topic_decision[topic.name]
+                interest = limits.interest(self.principal, topic.name)
+                if not d.allowed or not interest.produce_detectors:
+                    continue
+                findings: dict[str, int] = {}
+                try:
+                    for part in topic.partition_data:
+                        for k, v in self._scan(interest.produce_detectors, part.records or b"").items():
+                            findings[k] = findings.get(k, 0) + v
+                except _ScrubFailed as exc:
+                    topic_decision[topic.name] = Decision(False, None, str(exc))
+                    continue
+                verdict = limits.before_produce(self.principal, topic.name, findings)
+                if not verdict.allows:
+                    self._limit_event(verdict, "Produce", version, topic.name)
+                if verdict.blocks:
+                    topic_decision[topic.name] = Decision(False, verdict.rule, verdict.reason)
+                    if verdict.close_connection:
+                        return Refuse(verdict.reason, "blocked")
         forward, denied = partial.split_produce(request, lambda t: topic_decision[t].allowed)
         sizes: dict[tuple[str, int], tuple[int, int, int]] = {}  # (topic, partition) -> (records, bytes, delta)
         for topic in request.topic_data:
@@ -330,6 +434,13 @@ class KafkaGuard:
                        rule=cluster_denied[0].rule, reason="follower fetch requires alter on the cluster")
             return Respond(authz.error_response(1, version, request, topic_name=self.topic_name))
 
+        limits = self.ctx.limits if self.ctx.limits is not None and self.ctx.limits.active else None
+        throttle_ms = 0
+        if limits is not None:
+            throttle_ms = self._before_fetch_limits(limits, version, request, topic_decision)
+            if throttle_ms < 0:
+                return Refuse("bulk read blocked; connection closed by the rule", "blocked")
+
         def allowed_topic(name: str) -> bool:
             d = topic_decision.get(name)
             return d is not None and d.allowed
@@ -352,6 +463,8 @@ class KafkaGuard:
 
         def inspect(frame: memoryview, fetch_skim: Any) -> bytes | None:
             replacements: list[tuple[Any, bytes]] = []
+            errors: dict[int, int] = {}  # partition error-code offset -> new code (withheld partitions)
+            delivered_parts: list[dict[str, Any]] = []  # one per partition that delivers records
             for span in fetch_skim.partitions:
                 name = span.topic if version < 13 else (self.topic_name(span.topic_id) or str(span.topic_id))
                 d = topic_decision.get(name)
@@ -363,33 +476,109 @@ class KafkaGuard:
                 if span.records_start < 0 or span.records_end == span.records_start:
                     continue  # nothing delivered: no event for empty long-poll answers
                 records = frame[span.records_start : span.records_end]
-                delivered = _delivered_span(records, fetch_offsets.get((name, span.partition), 0))
-                masked_counts = None
-                decision = "allowed"
-                reason = None
+                part: dict[str, Any] = {"span": span, "topic": name, "rule": d.rule if d else None,
+                                        "records": records, "decision": "allowed", "reason": None,
+                                        "masked_counts": None}
                 if d is not None and d.masks:
-                    blob, masked_counts, reason = self._mask_fetched(d.masks, records)
-                    decision = "masked" if reason is None else "blocked"
+                    blob, part["masked_counts"], part["reason"] = self._mask_fetched(d.masks, records)
+                    part["decision"] = "masked" if part["reason"] is None else "blocked"
                     if blob is not None:
                         replacements.append((span, blob))
-                if delivered is None:
+                    if part["reason"] is not None:
+                        errors[span.error_at] = authz.TOPIC_AUTHORIZATION_FAILED
+                part["delivered"] = _delivered_span(records, fetch_offsets.get((name, span.partition), 0))
+                delivered_parts.append(part)
+            throttle = throttle_ms
+            if limits is not None:
+                throttle = max(throttle, self._after_fetch_limits(limits, version, delivered_parts, replacements,
+                                                                  errors))
+            for part in delivered_parts:  # audit what actually leaves, after masking and limits
+                if part["delivered"] is None:
                     continue
-                first, last, count = delivered
-                if decision != "blocked":
+                first, last, count = part["delivered"]
+                if part["decision"] in ("allowed", "masked"):
                     self.stats.records_out += count
-                self.event("decision", api="Fetch", api_version=version, decision=decision,
-                           rule=d.rule if d else None, topic=name, partition=span.partition,
-                           offsets=Offsets(first=first, last=last), record_count=count, size=len(records),
-                           masked_counts=masked_counts, reason=reason)
-            if not replacements:
+                self.event("decision", api="Fetch", api_version=version, decision=part["decision"],
+                           rule=part["rule"], topic=part["topic"], partition=part["span"].partition,
+                           offsets=Offsets(first=first, last=last), record_count=count,
+                           size=len(part["records"]), masked_counts=part["masked_counts"], reason=part["reason"])
+            if not replacements and not errors and not throttle:
                 return None
-            return skim.splice_records(frame, replacements, version >= 12)
+            replacements.sort(key=lambda item: item[0].prefix_start)
+            return skim.splice_records(frame, replacements, version >= 12, errors=errors,
+                                       throttle=(fetch_skim.body_start, throttle) if throttle else None)
 
         def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
             return partial.merge_fetch_response(response, denied, version), []
 
         return Forward(replacement=forward if denied else None, on_response=on_response if denied else None,
                        inspect=inspect)
+
+    def _before_fetch_limits(self, limits: Any, version: int, request: Any,
+                             topic_decision: dict[str, Decision]) -> int:
+        """Bulk-read rules before any data leaves; blocked topics become denials. Returns the throttle (ms), or
+        -1 when a rule closes the connection."""
+        from gateway.enforcement.limits import most_severe
+
+        throttle = 0
+        request_max = request.max_bytes if version >= 3 else None
+        for t in request.topics:
+            name = t.topic if version < 13 else self.topic_name(t.topic_id)
+            d = topic_decision.get(name or "")
+            if name is None or d is None or not d.allowed or not limits.interest(self.principal, name).bulk_read:
+                continue
+            partitions = [(p.partition, p.fetch_offset, p.fetch_offset <= 0) for p in t.partitions]
+            topic_max = sum(max(p.partition_max_bytes, 0) for p in t.partitions)
+            max_bytes = min(topic_max, request_max) if request_max is not None else topic_max
+            verdict = most_severe([limits.before_fetch(self.principal, name, partitions, max_bytes,
+                                                       partition_count=self.ctx.partition_count(name))])
+            if verdict.allows:
+                continue
+            self._limit_event(verdict, "Fetch", version, name)
+            if verdict.blocks:
+                if verdict.close_connection:
+                    return -1
+                topic_decision[name] = Decision(False, verdict.rule, verdict.reason)
+            elif verdict.action == "throttle":
+                throttle = max(throttle, verdict.throttle_ms)
+        return throttle
+
+    def _after_fetch_limits(self, limits: Any, version: int, parts: list[dict[str, Any]],
+                            replacements: list[tuple[Any, bytes]], errors: dict[int, int]) -> int:
+        """Volume windows once the data is known (and masked): a block withholds this topic's records from this
+        response (error 29, no records: the client does not advance). Returns the throttle in ms."""
+        throttle = 0
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for part in parts:
+            if part["decision"] != "blocked" and part["delivered"] is not None:
+                by_topic.setdefault(part["topic"], []).append(part)
+        for name, topic_parts in by_topic.items():
+            interest = limits.interest(self.principal, name)
+            if not interest.count_fetch:
+                continue
+            findings: dict[str, int] = {}
+            for part in topic_parts:
+                counts = part["masked_counts"]
+                if counts is None:
+                    counts = self._scan(interest.fetch_detectors, part["records"])
+                for k, v in counts.items():
+                    findings[k] = findings.get(k, 0) + v
+            verdict = limits.after_fetch(self.principal, name, sum(p["delivered"][2] for p in topic_parts),
+                                         sum(len(p["records"]) for p in topic_parts), findings)
+            if verdict.allows:
+                continue
+            self._limit_event(verdict, "Fetch", version, name)
+            if verdict.blocks:
+                self.stats.denied += 1
+                withheld = {id(p["span"]) for p in topic_parts}
+                replacements[:] = [r for r in replacements if id(r[0]) not in withheld]
+                for part in topic_parts:
+                    replacements.append((part["span"], b""))
+                    errors[part["span"].error_at] = authz.TOPIC_AUTHORIZATION_FAILED
+                    part["decision"], part["reason"] = "blocked", verdict.reason
+            elif verdict.action == "throttle":
+                throttle = max(throttle, verdict.throttle_ms)
+        return throttle
 
     def _mask_fetched(self, masks: tuple[str, ...], records: memoryview
                       ) -> tuple[bytes | None, dict[str, int] | None, str | None]:
@@ -442,6 +631,8 @@ class KafkaGuard:
                 return Respond(authz.error_response(3, version, request, topic_name=self.topic_name))
             replacement = partial.disable_auto_create(request)
         requested = partial.requested_metadata_topics(request, version)
+        if requested is None:
+            self._saw_all_topics_metadata = True
         self.event("decision", api="Metadata", api_version=version, decision="allowed",
                    details={"topics": sorted(requested) if requested is not None else "all",
                             **({"auto_create_disabled": True} if replacement is not None else {})})

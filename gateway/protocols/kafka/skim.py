@@ -35,11 +35,13 @@ class PartitionSpan:
     records_start: int  # offsets into the buffer; start == end for an empty blob, -1 for null
     records_end: int
     prefix_start: int  # where the records' length prefix begins (to splice in a rewritten blob)
+    error_at: int = -1  # Fetch: offset of the partition's int16 error code (patched in place to refuse it)
 
 
 @dataclass(slots=True)
 class FetchSkim:
     partitions: list[PartitionSpan]
+    body_start: int  # where the body begins (throttle_time_ms, v1+, is the first field)
     top_level_tags_at: int  # offset of the top-level tagged-field section (flexible versions), else -1
     has_top_level_tags: bool  # Fetch v16+: NodeEndpoints (or unknown tags) present -> decode and rewrite
 
@@ -158,7 +160,7 @@ def skim_fetch_response(buf: bytes | memoryview, pos: int, end: int, version: in
                 start, stop = r.bytes_span(flexible)
                 if flexible:
                     r.tags()  # diverging_epoch, current_leader, snapshot_id live here
-                partitions.append(PartitionSpan(topic, topic_id, index, error, start, stop, prefix))
+                partitions.append(PartitionSpan(topic, topic_id, index, error, start, stop, prefix, p + 4))
             if flexible:
                 r.tags()
         tags_at = -1
@@ -168,7 +170,7 @@ def skim_fetch_response(buf: bytes | memoryview, pos: int, end: int, version: in
             has_tags = r.tags() > 0
     except (NeedMoreData, MalformedFrame, struct.error, IndexError) as exc:
         raise SkimError(f"malformed Fetch v{version} response: {exc}") from None
-    return FetchSkim(partitions, tags_at, has_tags)
+    return FetchSkim(partitions, pos, tags_at, has_tags)
 
 
 def skim_produce_request(buf: bytes | memoryview, pos: int, end: int, version: int) -> ProduceSkim:
@@ -199,14 +201,23 @@ def skim_produce_request(buf: bytes | memoryview, pos: int, end: int, version: i
 
 
 def splice_records(buf: bytes | memoryview, replacements: list[tuple[PartitionSpan, bytes]], flexible: bool,
-                   start: int = 0, end: int | None = None) -> bytes:
+                   start: int = 0, end: int | None = None, *, errors: dict[int, int] | None = None,
+                   throttle: tuple[int, int] | None = None) -> bytes:
     """buf[start:end] with the record blobs of some partitions replaced (length prefixes re-encoded).
 
-    `replacements` must be in buffer order and name non-null blobs.
+    `replacements` must be in buffer order and name non-null blobs. `errors` maps a partition's `error_at`
+    offset to a new int16 error code; `throttle` = (offset, ms) sets an int32 throttle_time_ms in place.
     """
     from gateway.native import encode_unsigned_varint
 
     end = len(buf) if end is None else end
+    if errors or throttle:
+        patched = bytearray(memoryview(buf)[:end])
+        for at, code in (errors or {}).items():
+            _I16.pack_into(patched, at, code)
+        if throttle is not None:
+            _I32.pack_into(patched, throttle[0], throttle[1])
+        buf = patched
     view = memoryview(buf)
     pieces: list[bytes | memoryview] = []
     last = start
