@@ -130,10 +130,14 @@ def summarize_stacks(stacks: list[tuple[list[str], int]], top: int) -> dict[str,
     loop = 0
     for stack, count in stacks:
         names = [frame_name(frame) for frame in stack]
-        if names and names[-1].partition(" (")[0] == LOOP_LEAF:
+        entry = [name.partition(" (")[0] for name in names]
+        if entry and entry[-1] == LOOP_LEAF:
             loop += count
         self_time[names[-1]] += count
-        for name in set(names):
+        # Inclusive time counts what runs below the worker's entry frame; the frames above it (interpreter
+        # start-up, supervisor, run_worker itself) are on every stack and say nothing.
+        below = names[entry.index(LOOP_LEAF) + 1 :] if LOOP_LEAF in entry else names
+        for name in set(below):
             inclusive[name] += count
 
     def share(counter: Counter[str]) -> list[dict[str, Any]]:
@@ -147,8 +151,7 @@ def summarize_stacks(stacks: list[tuple[list[str], int]], top: int) -> dict[str,
         "loop_percent": round(100.0 * loop / total, 1) if total else 0.0,
         "python_percent": round(100.0 * (total - loop) / total, 1) if total else 0.0,
         "self": share(self_time) if total else [],
-        # The frames every sample has (interpreter start-up down to run_worker) say nothing: leave them out.
-        "inclusive": share(Counter({k: v for k, v in inclusive.items() if v < total})) if total else [],
+        "inclusive": share(inclusive) if total else [],
     }
 
 

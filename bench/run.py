@@ -345,7 +345,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         targets = build_targets(args.target_list, args.mode_list, args.workers, log_dir, identity)
         ready, result["targets"] = start_targets(ctx, targets)
         if identity_error:
-            for name, info in result["targets"].items():
+            for info in result["targets"].values():
                 if info.get("mode") in IDENTITY_MODES:
                     info["error"] = f"{identity_error}; {info.get('error')}"
         for name in args.scenario_list:

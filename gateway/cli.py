@@ -63,7 +63,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def reload() -> dict[str, object]:
         return to_plain(load_config(args.config))
 
+    auxiliary = []
+    if not config.passthrough:  # the admin process: approvals API, reviewer page, health
+        auxiliary.append(("gateway.admin.server:run_admin",
+                          [ListenerSpec("admin", config.admin.listen_host, config.admin.listen_port)]))
     supervisor = Supervisor(
+        auxiliary=auxiliary,
         listeners=[ListenerSpec("kafka", k.listen_host, k.listen_port)],
         workers=config.worker_count,
         worker_entry="gateway.worker.main:run_worker",
@@ -153,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = audit_sub.add_parser("verify", help="verify hash-chained audit files (exit 0 intact, 1 tampered)")
     p.add_argument("paths", nargs="+", help="audit files, directories or globs")
     p.set_defaults(func=_cmd_audit_verify)
+    from gateway.admin.cli import add_parser as add_approvals_parser
+
+    add_approvals_parser(sub)
     p = sub.add_parser("devstack", help="run the embedded local stack (broker + gateway) for trying it out")
     p.add_argument("--port", type=int, default=9092, help="gateway bootstrap port (default 9092)")
     p.add_argument("--workers", type=int, default=None)

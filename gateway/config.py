@@ -21,6 +21,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from gateway.admin.config import AdminConfig
 from gateway.audit.config import AuditConfig
 from gateway.enforcement.limits import LimitsConfig, LimitsError, compile_limits
 from gateway.enforcement.policy import Policy, PolicyError, PolicyRule
@@ -219,6 +220,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     masking: MaskingConfig = msgspec.field(default_factory=MaskingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     # Passthrough: no identity, no policy. Refused unless every listener is on a loopback address;
     # exists for local testing and for measuring the proxy's own overhead.
     passthrough: bool = False
@@ -252,6 +254,10 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
                 known = ", ".join(sorted(self.masking.profiles)) or "none defined"
                 raise ValueError(f"policy: rules[{index}] ({rule.name!r}).mask: unknown masking profile "
                                  f"{rule.mask!r} (masking.profiles: {known})")
+
+    @property
+    def needs_approvals(self) -> bool:
+        return any(rule.approval is not None for rule in self.policy.rules)
 
     @property
     def worker_count(self) -> int:

@@ -30,6 +30,8 @@ check 'command -v node'                                   nodejs
 check 'command -v npm'                                    npm
 check 'command -v openssl'                                openssl
 check 'command -v socat'                                  socat
+check 'command -v chromium'                               chromium
+check 'command -v chromedriver'                           chromium-driver
 check 'command -v curl'                                   curl
 check 'test -f /etc/ssl/certs/ca-certificates.crt'        ca-certificates
 

@@ -55,13 +55,13 @@ class Scenario(ABC):
         """Targets to alternate over, in order; may start scenario-specific targets."""
         return targets
 
-    def teardown(self, ctx: BenchContext) -> None:
+    def teardown(self, ctx: BenchContext) -> None:  # noqa: B027 - an optional hook, empty by default
         """Stop what `setup` started."""
 
-    def begin_round(self, ctx: BenchContext, params: dict[str, Any]) -> None:
+    def begin_round(self, ctx: BenchContext, params: dict[str, Any]) -> None:  # noqa: B027 - an optional hook, empty by default
         """Prepare what every target of one round shares (runs before the round's first target)."""
 
-    def end_round(self, ctx: BenchContext) -> None:
+    def end_round(self, ctx: BenchContext) -> None:  # noqa: B027 - an optional hook, empty by default
         """Clean up what `begin_round` prepared (runs even when the round failed)."""
 
     @abstractmethod

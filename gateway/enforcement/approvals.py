@@ -436,10 +436,19 @@ def approval_event(
         ),
         decision=decision,
         rule=record.rule,
-        reason=record.reason if kind != KIND_REQUESTED else client_message(record, record.created_at),
+        reason=_audit_reason(kind, record),
         approved_by=record.decided_by if kind == KIND_GRANTED else None,
         details=details,
     )
+
+
+def _audit_reason(kind: str, record: ApprovalRecord) -> str | None:
+    if kind == KIND_REQUESTED:
+        return client_message(record, record.created_at)
+    if kind == KIND_EXPIRED and record.grant_expires_at is not None:
+        # A lapsed grant keeps its approval reason in the record; the event says why access ended.
+        return f"grant expired at {audit.rfc3339_ms(record.grant_expires_at)}"
+    return record.reason
 
 
 def visible(records: Iterable[ApprovalRecord], who: PolicySubject) -> list[ApprovalRecord]:

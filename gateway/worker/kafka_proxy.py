@@ -21,6 +21,7 @@ from gateway.protocols.kafka.addresses import AddressBook
 from gateway.protocols.kafka.guard import GuardContext, KafkaGuard
 from gateway.protocols.kafka.session import (
     AuditRecord,
+    AwaitApproval,
     CloseSession,
     KafkaSession,
     NodeDiscovered,
@@ -198,6 +199,8 @@ class ClientConnection(asyncio.Protocol):
                 self._audit(action.event)
             elif isinstance(action, ValidateToken):
                 asyncio.get_running_loop().create_task(self._validate(action))
+            elif isinstance(action, AwaitApproval):
+                asyncio.get_running_loop().create_task(self._await_approval(action))
             elif isinstance(action, NodeDiscovered):
                 self.runtime.on_node(action.node_id, action.upstream)
             elif isinstance(action, CloseSession):
@@ -225,6 +228,16 @@ class ClientConnection(asyncio.Protocol):
         result = await identity.validate(action.credentials.token)
         if not self.closing and self.session is not None:
             self._execute(self.session.token_validated(action.request_id, result))
+
+    async def _await_approval(self, action: AwaitApproval) -> None:
+        gate = self.runtime.guard_ctx.approvals if self.runtime.guard_ctx else None
+        if gate is not None:
+            try:
+                await asyncio.gather(*(gate.hold(record, action.hold_s) for record in action.records))
+            except Exception as exc:  # the decision is taken again below; a store failure refuses there
+                log.warning("waiting for approval on connection %d failed: %s", self.id, exc)
+        if not self.closing and self.session is not None:
+            self._execute(self.session.approval_resolved(action.request_id))
 
     def check_expiry(self) -> None:
         if self.session is not None and not self.closing:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.admin.config import approval_store_path
 from gateway.audit.dispatcher import AuditDispatcher
 from gateway.config import Config, from_plain, parse_host_port
 from gateway.enforcement.limits import LimitsEngine
@@ -32,6 +33,8 @@ from gateway.protocols.kafka import codec, framing
 from gateway.protocols.kafka.addresses import AddressBook
 from gateway.protocols.kafka.generated.metadata import MetadataRequest
 from gateway.protocols.kafka.guard import GuardContext
+from gateway.store.approvals_base import open_approval_store
+from gateway.store.approvals_gate import ApprovalGate
 from gateway.store.limits_sqlite import SqliteWindowStore
 from gateway.supervisor.context import WorkerContext
 from gateway.supervisor.control import (
@@ -100,11 +103,19 @@ class Worker:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 limits = LimitsEngine(config.limits, SqliteWindowStore(path),
                                       known_detectors=BUILTIN_DETECTORS | set(config.masking.custom_detectors))
+            approvals = None
+            if config.needs_approvals:
+                store_path = approval_store_path(config.admin, config.server.state_dir)
+                Path(store_path).parent.mkdir(parents=True, exist_ok=True)
+                approvals = ApprovalGate(
+                    open_approval_store(config.admin.store.type, store_path,
+                                        busy_timeout_s=config.admin.store.busy_timeout),
+                    deny_cooldown_s=config.admin.deny_cooldown_s, poll_interval_s=config.admin.hold_poll_interval_s)
             guard_ctx = GuardContext(policy=Policy(config.policy.rules), audit_available=audit.available,
                                      clock=time.time, worker_id=self.ctx.worker_id,
                                      mechanisms=tuple(config.identity.mechanisms),
                                      maskers=MaskerRegistry(config.masking), limits=limits,
-                                     partition_count=book.topic_partitions.get)
+                                     partition_count=book.topic_partitions.get, approvals=approvals)
         return ProxyRuntime(
             book=book, bootstrap=parse_host_port(k.upstream.bootstrap), upstream_ssl=upstream_ssl_context(config),
             upstream_server_name=k.upstream.tls.server_name if k.upstream.tls else None,

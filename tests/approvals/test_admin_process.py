@@ -43,7 +43,9 @@ def _refused(port: int) -> bool:
 
 def test_ready_heartbeat_and_drain(idp: ManagedProcess, tmp_path: Path) -> None:
     config = _config(idp, tmp_path)
-    del config["admin"]["store"]  # the default: approvals.sqlite3 in server.state_dir, shared with the workers
+    del config["admin"][
+        "store"
+    ]  # the default: approvals.sqlite3 in server.state_dir, shared with the workers
     config["server"]["state_dir"] = str(tmp_path / "state")
     admin = start_admin(config, tmp_path)
     assert (tmp_path / "state" / "approvals.sqlite3").is_file()

@@ -188,6 +188,13 @@ def test_client_messages_say_what_to_do() -> None:
     assert approvals.client_message(denied, T0) == "approval denied by carol: no ticket"
 
 
+_REASON = {
+    approvals.KIND_DENIED: "no ticket",
+    approvals.KIND_REVOKED: "incident closed",
+    approvals.KIND_EXPIRED: "nobody decided",
+}
+
+
 @pytest.mark.parametrize(
     "kind",
     [
@@ -229,6 +236,14 @@ def test_audit_events_name_requester_reviewer_rule_topic_reason(kind: str) -> No
     elif kind == approvals.KIND_REQUESTED:
         assert event.decision == "held" and event.approved_by is None and "pending" in (event.reason or "")
     else:
-        assert event.approved_by is None and event.reason == record.reason
+        assert event.approved_by is None and event.reason == record.reason == _REASON[kind]
     if kind in (approvals.KIND_DENIED, approvals.KIND_REVOKED):
         assert event.details["decided_by"] == "carol"
+
+
+def test_audit_event_of_a_lapsed_grant_says_it_expired() -> None:
+    approved = approvals.decide(pending(), "approve", CAROL, "INC-1", T0)
+    lapsed = approvals.expire(approved, T0 + 700, "grant expired")
+    event = approvals.approval_event(approvals.KIND_EXPIRED, lapsed)
+    assert event.reason == f"grant expired at {audit.rfc3339_ms(T0 + 600)}"
+    assert event.details is not None and event.details["decided_by"] == "carol" and event.approved_by is None

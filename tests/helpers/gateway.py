@@ -24,6 +24,7 @@ class GatewayProcess:
     upstream: str
     log_path: Path
     env: dict[str, str] = field(default_factory=dict)
+    admin_port: int = 0
 
     @property
     def bootstrap(self) -> str:
@@ -66,6 +67,7 @@ class GatewayProcess:
 def start_gateway(upstream: str, tmp: Path, *, workers: int = 2, config: Path | None = None,
                   extra_env: dict[str, str] | None = None, wait_ready: bool = True) -> GatewayProcess:
     port = free_port()
+    admin_port = free_port()
     base = free_port_block(130)  # Tansu's node id is 111
     env = dict(os.environ)
     env.update({
@@ -73,6 +75,8 @@ def start_gateway(upstream: str, tmp: Path, *, workers: int = 2, config: Path | 
         "STREAMGATE__KAFKA__NODE_PORT_BASE": str(base),
         "STREAMGATE__KAFKA__UPSTREAM__BOOTSTRAP": upstream,
         "STREAMGATE_WORKERS": str(workers),
+        "STREAMGATE__ADMIN__LISTEN": f"127.0.0.1:{admin_port}",
+        "STREAMGATE__SERVER__STATE_DIR": str(tmp / f"state-{port}"),
     })
     env.update(extra_env or {})
     log_path = tmp / f"gateway-{port}.log"
@@ -81,6 +85,7 @@ def start_gateway(upstream: str, tmp: Path, *, workers: int = 2, config: Path | 
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(cfg)], stdout=out,
                                 stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True)
     gw = GatewayProcess(proc, port, base, upstream, log_path, env)
+    gw.admin_port = admin_port
     if wait_ready:
         wait_for_port("127.0.0.1", port, 30, proc)
         # every worker reports it is serving before we hand the gateway to a test

@@ -57,6 +57,9 @@ class GuardContext:
     mechanisms: tuple[str, ...] = sasl_server.MECHANISMS
     maskers: Any = None  # gateway.masking.registry.MaskerRegistry (None: no masking configured)
     limits: Any = None  # gateway.enforcement.limits.LimitsEngine (None: no exfiltration rules)
+    # gateway.store.approvals_gate.ApprovalGate (None: no rule needs approval). Its grant check is one indexed
+    # read of the shared store, injected here like the policy.
+    approvals: Any = None
     partition_count: Callable[[str], int | None] = lambda _topic: None
 
 
@@ -97,6 +100,14 @@ class _ScrubFailed(Exception):
 
 
 @dataclass(slots=True)
+class Hold:
+    """Wait (up to `hold_s`) for reviewers to decide these approval requests, then decide the request again."""
+
+    records: list[Any]  # approvals.ApprovalRecord
+    hold_s: float
+
+
+@dataclass(slots=True)
 class Refuse:
     """Close the connection; `reason` is logged and audited."""
 
@@ -104,7 +115,7 @@ class Refuse:
     kind: str
 
 
-Outcome = Respond | Forward | Authenticate | Refuse
+Outcome = Respond | Forward | Authenticate | Refuse | Hold
 
 
 @dataclass
@@ -207,8 +218,12 @@ class KafkaGuard:
         return self.principal is not None and self.ctx.clock() >= self.principal.expires_at
 
     # --------------------------------------------------------------------------------------- requests
-    def authorize(self, api_key: int, version: int, request: Any) -> Outcome:
-        """Decide one decoded request of an authenticated client."""
+    def authorize(self, api_key: int, version: int, request: Any, *, after_hold: bool = False) -> Outcome:
+        """Decide one decoded request of an authenticated client.
+
+        `after_hold`: the request was held for approval and the hold ended; a request still pending is now
+        refused (with the pending message) instead of held again.
+        """
         name = apis.api_name(api_key)
         if self.principal is None:
             reason = f"{name} request before SASL authentication"
@@ -236,6 +251,10 @@ class KafkaGuard:
                                                     message=verdict.reason))
         checks = authz.required_checks(api_key, version, request, self.topic_name)
         decisions = {c: self._decide(c) for c in checks}
+        if any(d.needs_approval for d in decisions.values()):
+            held = self._approval_gate(decisions, name, version, after_hold)
+            if held is not None:
+                return held
         if limits is not None and api_key == JOIN_GROUP and all(d.allowed for d in decisions.values()):
             verdict = self._join_group_verdict(limits, request)
             if verdict is not None and not verdict.allows:
@@ -271,6 +290,57 @@ class KafkaGuard:
         if api_key == LIST_OFFSETS and limits is not None:
             return Forward(on_response=lambda r: self._remember_earliest(limits, request, r))
         return Forward()
+
+    # --------------------------------------------------------------------------------------- approvals
+    def _approval_gate(self, decisions: dict[authz.Check, Decision], api: str, version: int,
+                       after_hold: bool) -> Hold | None:
+        """Replace approval-gated decisions by the gate's answer: granted stays allowed, denied/pending become
+        denials with the reviewer's message; returns a Hold when a request should wait for a reviewer."""
+        from gateway.enforcement import approvals as approvals_logic
+
+        gate = self.ctx.approvals
+        assert self.principal is not None
+        requester = approvals_logic.Requester(sub=self.principal.sub, email=self.principal.email,
+                                              groups=self.principal.groups, client_address=self.client_address,
+                                              client_id=self.client_id)
+        holds: list[Any] = []
+        hold_s = 0.0
+        for check, d in list(decisions.items()):
+            if not d.needs_approval:
+                continue
+            resource = Resource(check.kind, check.name)  # type: ignore[arg-type]
+            if gate is None:
+                decisions[check] = Decision(False, d.rule, "approval required but no approval store is configured")
+                continue
+            try:
+                result = gate.check(requester, check.action, resource, d.approval)
+            except Exception as exc:  # the store is unusable: refuse rather than serve unapproved
+                decisions[check] = Decision(False, d.rule, f"approval store unavailable: {exc}")
+                continue
+            if result.created:
+                self.events.append(approvals_logic.approval_event(
+                    approvals_logic.KIND_REQUESTED, result.record, connection_id=self.connection_id,
+                    worker=self.ctx.worker_id, protocol="kafka"))
+            if result.outcome == "granted":
+                self.event("decision", api=api, api_version=version, decision="approved", rule=d.rule,
+                           topic=check.name if check.kind == "topic" else None,
+                           reason=f"grant {result.record.id} by {result.record.decided_by}")
+                continue
+            if result.outcome == "hold" and not after_hold:
+                holds.append(result.record)
+                hold_s = max(hold_s, d.approval.hold_s if d.approval else 0.0)
+                continue
+            self.event("decision", api=api, api_version=version,
+                       decision="held" if result.outcome == "hold" else "denied", rule=d.rule,
+                       topic=check.name if check.kind == "topic" else None, reason=result.message)
+            decisions[check] = Decision(False, d.rule, result.message)
+        if holds:
+            for record in holds:
+                self.event("decision", api=api, api_version=version, decision="held",
+                           topic=record.resource_name if record.resource_kind == "topic" else None,
+                           rule=record.rule, reason=f"waiting up to {hold_s:g}s for approval request {record.id}")
+            return Hold(holds, hold_s)
+        return None
 
     # ------------------------------------------------------------------------------------------ limits
     def _limit_event(self, verdict: Any, api: str, version: int, topic: str | None = None) -> None:

@@ -77,11 +77,21 @@ class ValidateToken:
 
 
 @dataclass(frozen=True, slots=True)
+class AwaitApproval:
+    """Wait up to `hold_s` for these approval requests; then call `KafkaSession.approval_resolved`."""
+
+    request_id: int
+    records: list[Any]  # enforcement.approvals.ApprovalRecord
+    hold_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     event: Any  # gateway.enforcement.audit.AuditEvent
 
 
-Action = SendToClient | SendToUpstream | CloseSession | NodeDiscovered | ValidateToken | AuditRecord
+Action = (SendToClient | SendToUpstream | CloseSession | NodeDiscovered | ValidateToken | AuditRecord
+          | AwaitApproval)
 
 
 # --------------------------------------------------------------------------------------------------- slots
@@ -92,6 +102,7 @@ LOCAL = 2  # the gateway answers; `response` is set when the slot is created (or
 INTERNAL = 3  # a request the gateway originated; its response is consumed, never sent to the client
 AWAIT_VERSIONS = 4  # a client ApiVersions waiting for the broker's ranges
 AWAIT_TOKEN = 5  # a SaslAuthenticate waiting for the worker to validate the token
+AWAIT_APPROVAL = 6  # a request held until reviewers decide its approval request(s)
 
 
 class _Pending:
@@ -137,7 +148,7 @@ class _Pending:
 
 class _Slot:
     __slots__ = ("correlation_id", "api_key", "api_version", "kind", "response", "on_response", "close_after",
-                 "credentials", "inspect")
+                 "credentials", "inspect", "held")
 
     def __init__(self, correlation_id: int, api_key: int, api_version: int, kind: int) -> None:
         self.correlation_id = correlation_id
@@ -149,6 +160,7 @@ class _Slot:
         self.close_after: str | None = None  # close the session once this response is sent
         self.credentials: Any = None
         self.inspect: Any = None  # guard inspection of the raw response (audit), without decoding it
+        self.held: Any = None  # (decoded request, frame bytes, body offset) of a request held for approval
 
 
 @dataclass
@@ -178,6 +190,7 @@ class KafkaSession:
         self.upstream_auth = upstream_auth  # UpstreamSaslClient: the gateway's own broker credentials
         self._upstream_ready = upstream_auth is None
         self._held_for_upstream: list[tuple[_Slot | None, Buffer]] = []
+        self._paused = False  # a request is held for approval: later client bytes wait unprocessed
         self.max_frame_bytes = max_frame_bytes
         self.client_label = client_label
         self.stats = SessionStats()
@@ -255,6 +268,11 @@ class KafkaSession:
             if n == len(data):
                 return
             data = memoryview(data)[n:]
+        if self._paused:
+            if len(data):
+                self._client_pending.chunks.append(bytes(data))
+                self._client_pending.size += len(data)
+            return
         if not self._seen_first_byte and len(data):
             self._seen_first_byte = True
             foreign = framing.sniff_foreign_protocol(bytes(memoryview(data)[:16]))
@@ -318,6 +336,8 @@ class KafkaSession:
                 if decision is not False:  # a replacement frame
                     self._send_upstream(slot, decision, out)
             pos = frame_end
+            if self._paused:
+                break
         if first_forward >= 0:
             whole = first_forward == 0 and pos == end
             out.append(SendToUpstream(buf if whole else memoryview(buf)[first_forward:pos]))
@@ -415,10 +435,28 @@ class KafkaSession:
         else:
             outcome = guard.authorize(api_key, api_version, request)
         self._drain_events(out)
+        if isinstance(outcome, guards.Hold):
+            slot = _Slot(corr, api_key, api_version, AWAIT_APPROVAL)
+            slot.held = (request, bytes(memoryview(buf)[start - 4 : end]), header.body_offset)
+            self._slots.append(slot)
+            self._paused = True  # later requests wait too: the broker must see them in the client's order
+            out.append(AwaitApproval(id(slot), outcome.records, outcome.hold_s))
+            return False, None
+        return self._apply_outcome(outcome, corr, api_key, api_version, buf, start, header.body_offset, out)
+
+    def _apply_outcome(self, outcome: Any, corr: int, api_key: int, api_version: int, buf: Buffer, start: int,
+                       body_offset: int, out: list[Action], slot: _Slot | None = None
+                       ) -> tuple[bool | bytes, _Slot | None]:
+        """Turn a guard outcome into slots and actions. `slot`: reuse this queued slot (a request that was held)."""
         if isinstance(outcome, guards.Refuse):
             raise ProtocolViolation(outcome.reason, outcome.kind)
         if isinstance(outcome, guards.Respond):
-            self._respond_locally(corr, api_key, api_version, outcome)
+            if slot is None:
+                self._respond_locally(corr, api_key, api_version, outcome)
+            else:
+                slot.kind = LOCAL
+                slot.response = self._encode_response(corr, api_key, api_version, outcome.message)
+                slot.close_after = outcome.close_after
             return False, None
         if isinstance(outcome, guards.Authenticate):
             slot = _Slot(corr, api_key, api_version, AWAIT_TOKEN)
@@ -427,19 +465,53 @@ class KafkaSession:
             out.append(ValidateToken(id(slot), outcome.credentials))
             return False, None
         spec = apis.HANDLED[api_key]
-        slot = None
         if outcome.expects_response:
             rewrite = spec.rewrite_from is not None and api_version >= spec.rewrite_from
             post = rewrite or outcome.on_response or outcome.inspect
-            slot = _Slot(corr, api_key, api_version, REWRITE if post else FORWARD)
+            if slot is None:
+                slot = _Slot(corr, api_key, api_version, REWRITE if post else FORWARD)
+                self._slots.append(slot)
+            else:
+                slot.kind = REWRITE if post else FORWARD
             slot.on_response = outcome.on_response
             slot.inspect = outcome.inspect
-            self._slots.append(slot)
+        elif slot is not None:  # a held acks=0 produce: its slot expects nothing
+            self._slots.remove(slot)
+            slot = None
         if outcome.replacement is None:
             return True, slot
-        frame = framing.encode_frame([bytes(memoryview(buf)[start : start + header.body_offset]),
+        frame = framing.encode_frame([bytes(memoryview(buf)[start : start + body_offset]),
                                       codec.encode_request(api_key, api_version, outcome.replacement)])
         return frame, slot
+
+    def approval_resolved(self, request_id: int) -> list[Action]:
+        """The hold of a request ended (approved, denied or timed out): decide it again and go on."""
+        out: list[Action] = []
+        if self.closed or self.guard is None:
+            return out
+        try:
+            for slot in self._slots:
+                if id(slot) == request_id and slot.kind == AWAIT_APPROVAL:
+                    request, frame, body_offset = slot.held
+                    slot.held = None
+                    outcome = self.guard.authorize(slot.api_key, slot.api_version, request, after_hold=True)
+                    self._drain_events(out)
+                    decision, queued = self._apply_outcome(outcome, slot.correlation_id, slot.api_key,
+                                                           slot.api_version, frame, 4, body_offset, out, slot)
+                    if decision is True:
+                        decision = frame
+                    if decision is not False:
+                        self._send_upstream(queued, decision, out)
+                    break
+            self._paused = any(s.kind == AWAIT_APPROVAL for s in self._slots)
+            if not self._paused and self._client_pending.size:
+                pending = self._client_pending.head()
+                self._client_pending = _Pending()
+                self._client_data(pending, out)
+        except ProtocolViolation as exc:
+            return self._close(out, str(exc), exc.kind)
+        self._flush(out)
+        return out
 
     def _respond_locally(self, corr: int, api_key: int, api_version: int, outcome: guards.Respond) -> _Slot:
         self.stats.locally_answered += 1
