@@ -280,7 +280,14 @@ def write_chart(result: dict[str, Any], path: Path) -> bool:
     columns = 3 if len(panels) > 2 else len(panels)
     rows = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.8 * rows), squeeze=False)
-    colours = {"direct": "#4c72b0", "streamgate": "#dd8452", "peer": "#55a868"}
+    colours = {
+        "direct": "#4c72b0",
+        "streamgate": "#dd8452",
+        "streamgate-identity": "#8c564b",
+        "peer": "#55a868",
+        "streamgate-w1": "#dd8452",
+        "streamgate-w2": "#c44e52",
+    }
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     for axis, (name, metrics, title) in zip(axes.flat, panels, strict=False):

@@ -118,6 +118,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--json", action="store_true", help="print the API's JSON")
+    p.add_argument("--ids-only", action="store_true", help="print only the request ids, one per line")
     p.set_defaults(func=run)
     p = commands.add_parser("show", parents=[common], help="show one request")
     p.add_argument("id")
@@ -159,7 +160,10 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         command = args.approvals_command
         if command == "list":
             approvals = client.list_requests(args.status, args.limit)
-            if args.json:
+            if args.ids_only:
+                for approval in approvals:
+                    print(approval["id"], file=out)
+            elif args.json:
                 print(json.dumps(approvals, indent=2), file=out)
             else:
                 print_table(approvals, out)

@@ -28,17 +28,30 @@ STATE_DIR = Path(os.environ.get("STREAMGATE_DEVSTACK_DIR", ".run/devstack"))
 
 ADMIN_CLIENT = "platform-admin"
 DEMO_POLICY = """\
+masking:
+  profiles:
+    pii:
+      detectors: [credit_card, us_ssn, email, aws_access_key, private_key]
+      fields: {"$.customer.ssn": redact, "$.card.number": {keep_last: 4}}
+      operator: redact
 policy:
   rules:
     - name: payments-writers
       groups: [payments-svc]
-      topics: ["payments.*"]
+      topics: ["payments.*", "customers.*"]
       allow: [produce, describe]
-    - name: analysts-read
+    - name: analysts-read-masked
       groups: [analysts]
       topics: ["payments.*"]
       consumer_groups: ["analytics-*"]
       allow: [consume, describe]
+      mask: pii
+    - name: customer-pii-needs-approval
+      groups: [analysts]
+      topics: ["customers.pii.*"]
+      consumer_groups: ["analytics-*"]
+      allow: [consume, describe]
+      approval: {reviewers: [security-oncall], grant_ttl: 1h, hold: 5s}
     - name: no-secrets-for-analysts
       groups: [analysts]
       topics: ["payments.secret*"]
@@ -49,7 +62,7 @@ policy:
       consumer_groups: ["*"]
       allow: [create, delete, alter, describe, describe_configs, alter_configs, produce, consume]
 """
-DEMO_TOPICS = ("payments.orders", "payments.secret-keys")
+DEMO_TOPICS = ("payments.orders", "payments.secret-keys", "customers.pii.profiles")
 
 
 def _port_free(port: int) -> bool:
@@ -62,7 +75,7 @@ def _port_free(port: int) -> bool:
 
 
 def write_config(path: Path, *, listen_port: int, node_port_base: int, broker: str, issuer: str,
-                 audit_dir: Path, workers: int | None) -> None:
+                 audit_dir: Path, workers: int | None, admin_port: int, state_dir: Path) -> None:
     workers_line = f"  workers: {workers}\n" if workers else ""
     path.write_text(
         "# Written by `streamgate devstack` (make run): identity from the development OIDC provider,\n"
@@ -79,8 +92,11 @@ def write_config(path: Path, *, listen_port: int, node_port_base: int, broker: s
         "audit:\n"
         "  sinks:\n"
         f"    - {{type: file, path: {audit_dir}/audit.jsonl}}\n"
+        "admin:\n"
+        f"  listen: 127.0.0.1:{admin_port}\n"
         "server:\n"
         f"{workers_line}"
+        f"  state_dir: {state_dir}\n"
         "  drain_timeout: 5\n"
     )
 
@@ -101,10 +117,25 @@ def fetch_token(token_endpoint: str, client: str, secret: str) -> str:
         return str(json.loads(resp.read())["access_token"])
 
 
+def fetch_user_token(token_endpoint: str, user: str, password: str) -> str:
+    """A password-grant token for a demo person (e.g. the reviewer), via the public CLI client."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    body = urllib.parse.urlencode({"grant_type": "password", "username": user, "password": password,
+                                   "client_id": "streamgate-cli"}).encode()
+    with urllib.request.urlopen(urllib.request.Request(token_endpoint, data=body), timeout=10) as resp:
+        return str(json.loads(resp.read())["access_token"])
+
+
 def write_client_tokens(tokens: dict[str, Path], clients: dict[str, dict[str, Any]], token_endpoint: str) -> None:
-    """A current access token per demo service account, in a 0600 file the printed commands read."""
-    for client, path in tokens.items():
-        path.write_text(fetch_token(token_endpoint, client, clients[client]["secret"]))
+    """A current access token per demo principal, in a 0600 file the printed commands read."""
+    for name, path in tokens.items():
+        if name in clients:
+            path.write_text(fetch_token(token_endpoint, name, clients[name]["secret"]))
+        else:
+            path.write_text(fetch_user_token(token_endpoint, name, DEMO_USERS[name]["password"]))
         path.chmod(0o600)
 
 
@@ -123,6 +154,13 @@ def _create_topics(bootstrap: str, admin_token: str) -> str:
     futures = admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in DEMO_TOPICS])
     for future in futures.values():
         future.result(30)
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                         "sasl.mechanisms": "PLAIN", "sasl.username": ADMIN_CLIENT, "sasl.password": admin_token})
+    producer.produce("customers.pii.profiles", key=b"cust-1",
+                     value=b'{"name":"Ann Example","ssn":"123-45-6789","email":"ann@example.com"}')
+    producer.flush(30)
     md = admin.list_topics(timeout=15)
     return ", ".join(f"node {b.id} at {b.host}:{b.port}" for b in md.brokers.values())
 
@@ -136,6 +174,7 @@ def run_devstack(port: int = 9092, workers: int | None = None) -> int:
     node_port_base = port + 8  # Tansu's node id is 111 -> 9092 + 8 + 111 = 9211
     broker_port = 19092 if _port_free(19092) else free_port()
     idp_port = 18080 if _port_free(18080) else free_port()
+    admin_port = 8080 if _port_free(8080) else free_port()
     audit_dir = STATE_DIR / "audit"
     audit_dir.mkdir(exist_ok=True)
     clients = {**DEMO_CLIENTS, ADMIN_CLIENT: {"secret": "platform-admin-dev-secret", "groups": ["platform-admins"]}}
@@ -158,8 +197,10 @@ def run_devstack(port: int = 9092, workers: int | None = None) -> int:
         token_endpoint = str(idp.extra["token_endpoint"])
         config_path = STATE_DIR / "streamgate.yaml"
         write_config(config_path, listen_port=port, node_port_base=node_port_base, broker=broker.address,
-                     issuer=str(idp.extra["issuer"]), audit_dir=audit_dir.resolve(), workers=workers)
+                     issuer=str(idp.extra["issuer"]), audit_dir=audit_dir.resolve(), workers=workers,
+                     admin_port=admin_port, state_dir=(STATE_DIR / "state").resolve())
         tokens = {client: STATE_DIR / f"{client}.token" for client, info in clients.items() if "secret" in info}
+        tokens["carol"] = STATE_DIR / "carol.token"  # the demo reviewer (group security-oncall)
         write_client_tokens(tokens, clients, token_endpoint)
         refreshed_at = time.monotonic()
         gateway = subprocess.Popen([sys.executable, "-m", "gateway", "run", "--config", str(config_path)])
@@ -168,24 +209,29 @@ def run_devstack(port: int = 9092, workers: int | None = None) -> int:
         kcat = "kcat" if shutil.which("kcat") else "kcat (apt-get install kcat)"
         b = f"127.0.0.1:{port}"
         pay, ana = kcat_auth("payments-svc", tokens["payments-svc"]), kcat_auth("analytics-svc", tokens["analytics-svc"])
+        admin = f"http://127.0.0.1:{admin_port}"
+        reviewer = f"--admin {admin} --token $(cat {tokens['carol']})"
         print(f"""
 Streamgate is running ({workers or os.cpu_count()} workers) with identity, a demo policy and an audit trail.
   broker (Tansu):      {broker.address}      <- only the gateway talks to it
-  identity provider:   {idp.extra['issuer']}  (development only; service accounts below)
+  identity provider:   {idp.extra['issuer']}  (development only; principals below)
   gateway:             {b}      <- point clients here
   clients see:         {seen}
+  reviewer page:       {admin}/  (sign in with the token in {tokens['carol']})
   config:              {config_path}
   audit trail:         {audit_dir}/  (verify: .venv/bin/streamgate audit verify {audit_dir})
 
 Demo principals (a current access token for each is kept in {STATE_DIR}/<name>.token, refreshed hourly):
-  payments-svc    group payments-svc   may write payments.*
-  analytics-svc   group analysts       may read payments.* (consumer groups analytics-*), never payments.secret*
-  {ADMIN_CLIENT}  group platform-admins may administer every topic
+  payments-svc    group payments-svc    may write payments.* and customers.*
+  analytics-svc   group analysts        reads payments.* with card numbers, SSNs, emails masked; never
+                                        payments.secret*; customers.pii.* only after a reviewer approves
+  carol           group security-oncall reviews approval requests
+  {ADMIN_CLIENT}  group platform-admins administers every topic
 
 Try it (copy and paste):
   # an allowed write, as payments-svc
-  printf 'order-1:{{"card":"4111 1111 1111 1111","amount":12}}\\n' | {kcat} {pay} -b {b} -t payments.orders -K: -P
-  # an allowed read, as analytics-svc
+  printf 'order-1:{{"card":{{"number":"4111111111111111"}},"customer":{{"ssn":"123-45-6789"}},"note":"paid by ann@example.com"}}\\n' | {kcat} {pay} -b {b} -t payments.orders -K: -P
+  # an allowed read with masked fields, as analytics-svc
   {kcat} {ana} -b {b} -t payments.orders -C -e -f '%k => %s (offset %o)\\n'
   # a denied write: analysts may only read (expect "Topic authorization failed")
   printf 'x\\n' | {kcat} {ana} -b {b} -t payments.orders -P
@@ -193,8 +239,13 @@ Try it (copy and paste):
   {kcat} {ana} -b {b} -L
   # why? ask the policy
   .venv/bin/streamgate policy explain --config {config_path} --sub analytics-svc --groups analysts --action consume --topic payments.secret-keys
+  # a held request: reading customer PII waits 5 s for a reviewer, then fails with "approval pending"
+  timeout 15 {kcat} {ana} -b {b} -t customers.pii.profiles -C -e
+  # the reviewer approves it (or use the reviewer page); then run the read above again
+  .venv/bin/streamgate approvals list {reviewer}
+  .venv/bin/streamgate approvals approve {reviewer} --reason "ticket SEC-42" $(.venv/bin/streamgate approvals list {reviewer} --ids-only | head -1)
 
-Masking and approvals arrive with the next releases. Ctrl-C stops everything.
+Ctrl-C stops everything.
 """, flush=True)
         while not stopping and gateway.poll() is None:
             time.sleep(0.2)

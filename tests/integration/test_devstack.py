@@ -37,19 +37,27 @@ def test_devstack_prints_commands_that_work(tmp_path):
         text = "\n".join(lines)
         assert "Try it" in text, text
         commands = [ln.strip() for ln in lines
-                    if ln.strip().startswith(("kcat ", "printf ", ".venv/bin/streamgate policy"))]
-        assert len(commands) == 5, commands
-        results = [subprocess.run(c, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
-                   for c in commands]
-        write, read, denied, listing, explain = results[0], results[1], results[2], results[3], results[4]
+                    if ln.strip().startswith(("kcat ", "printf ", "timeout ", ".venv/bin/streamgate "))]
+        assert len(commands) == 8, commands
+
+        def sh(command: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(command, shell=True, capture_output=True, text=True, timeout=90, cwd=ROOT)
+
+        write, read, denied, listing, explain, held, pending, approve = (sh(c) for c in commands)
         assert write.returncode == 0, write.stderr
         assert read.returncode == 0, read.stderr
-        assert 'order-1 => {"card":"4111 1111 1111 1111","amount":12} (offset 0)' in read.stdout
+        assert ('order-1 => {"card":{"number":"************1111"},"customer":{"ssn":"[REDACTED]"},'
+                '"note":"paid by [REDACTED:EMAIL]"} (offset 0)') in read.stdout, read.stdout
         assert "Topic authorization failed" in denied.stderr + denied.stdout
         assert listing.returncode == 0, listing.stderr
         assert "payments.orders" in listing.stdout and "payments.secret-keys" not in listing.stdout
         assert f"127.0.0.1:{port + 8 + 111}" in listing.stdout
         assert "decision: DENY by rule 'no-secrets-for-analysts'" in explain.stdout
+        assert "Ann Example" not in held.stdout, "customer PII was delivered without approval"
+        assert "analytics-svc" in pending.stdout and "customers.pii.profiles" in pending.stdout, pending.stdout
+        assert approve.returncode == 0, approve.stderr + approve.stdout
+        after = sh(commands[5])
+        assert "Ann Example" in after.stdout, after.stderr
         verify = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(tmp_path / "audit")],
                                 capture_output=True, text=True, cwd=ROOT, timeout=60)
         assert verify.returncode == 0, verify.stdout
