@@ -127,7 +127,7 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 def _cmd_devstack(args: argparse.Namespace) -> int:
     from gateway.devstack.stack import run_devstack
 
-    return run_devstack(port=args.port, workers=args.workers)
+    return run_devstack(port=args.port, workers=args.workers, node_port_base=args.node_port_base)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("devstack", help="run the embedded local stack (broker + gateway) for trying it out")
     p.add_argument("--port", type=int, default=9092, help="gateway bootstrap port (default 9092)")
     p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--node-port-base", type=int, default=None, help="default: --port + 8")
     p.set_defaults(func=_cmd_devstack)
     return parser
 

@@ -165,13 +165,14 @@ def _create_topics(bootstrap: str, admin_token: str) -> str:
     return ", ".join(f"node {b.id} at {b.host}:{b.port}" for b in md.brokers.values())
 
 
-def run_devstack(port: int = 9092, workers: int | None = None) -> int:
+def run_devstack(port: int = 9092, workers: int | None = None, node_port_base: int | None = None) -> int:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     if not _port_free(port):
         print(f"error: port {port} on 127.0.0.1 is in use; stop what uses it or run "
               f"`streamgate devstack --port N`", file=sys.stderr)
         return 1
-    node_port_base = port + 8  # Tansu's node id is 111 -> 9092 + 8 + 111 = 9211
+    if node_port_base is None:
+        node_port_base = port + 8  # Tansu's node id is 111 -> 9092 + 8 + 111 = 9211
     broker_port = 19092 if _port_free(19092) else free_port()
     idp_port = 18080 if _port_free(18080) else free_port()
     admin_port = 8080 if _port_free(8080) else free_port()

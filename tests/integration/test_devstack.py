@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gateway.devstack.processes import free_port
+from gateway.devstack.processes import free_port, free_port_block
 from tests.helpers.gateway import ROOT
 
 pytestmark = pytest.mark.integration
@@ -18,9 +18,11 @@ pytestmark = pytest.mark.integration
 
 def test_devstack_prints_commands_that_work(tmp_path):
     port = free_port()
+    base = free_port_block(130)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMGATE")}
     env["STREAMGATE_DEVSTACK_DIR"] = str(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "devstack", "--port", str(port), "--workers", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "devstack", "--port", str(port), "--workers", "2",
+                             "--node-port-base", str(base)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env,
                             start_new_session=True)
     lines: list[str] = []
@@ -51,7 +53,7 @@ def test_devstack_prints_commands_that_work(tmp_path):
         assert "Topic authorization failed" in denied.stderr + denied.stdout
         assert listing.returncode == 0, listing.stderr
         assert "payments.orders" in listing.stdout and "payments.secret-keys" not in listing.stdout
-        assert f"127.0.0.1:{port + 8 + 111}" in listing.stdout
+        assert f"127.0.0.1:{base + 111}" in listing.stdout
         assert "decision: DENY by rule 'no-secrets-for-analysts'" in explain.stdout
         assert "Ann Example" not in held.stdout, "customer PII was delivered without approval"
         assert "analytics-svc" in pending.stdout and "customers.pii.profiles" in pending.stdout, pending.stdout
