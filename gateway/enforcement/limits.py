@@ -1003,6 +1003,29 @@ class LimitsEngine:
                     )
         return most_severe(hits)
 
+    LISTING_MEMORY_S = 600.0
+
+    def on_topic_listing(self, principal: PolicySubject, client_key: str) -> None:
+        """Remember (in the shared store: the JoinGroup may come on another connection, on another worker)
+        that this client listed every topic, which is how regex subscriptions begin on the wire."""
+        if not self._subscription_rules_for(principal.sub, tuple(principal.groups)):
+            return
+        try:
+            self.store.add_members([MemberUpdate(_key("listing", principal.sub, client_key), ("all",),
+                                                 self.LISTING_MEMORY_S)], self._clock())
+        except WindowStoreError:
+            pass  # the JoinGroup connection's own flag still applies
+
+    def listed_all_topics(self, principal: PolicySubject, client_key: str) -> bool:
+        if not self._subscription_rules_for(principal.sub, tuple(principal.groups)):
+            return False
+        try:
+            result = self.store.add_members([MemberUpdate(_key("listing", principal.sub, client_key), (),
+                                                          self.LISTING_MEMORY_S)], self._clock())
+        except WindowStoreError:
+            return False
+        return result.counts[0] > 0
+
     def on_subscription(
         self,
         principal: PolicySubject,

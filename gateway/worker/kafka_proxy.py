@@ -24,6 +24,7 @@ from gateway.protocols.kafka.session import (
     AwaitApproval,
     CloseSession,
     KafkaSession,
+    MuteClient,
     NodeDiscovered,
     SendToClient,
     SendToUpstream,
@@ -78,7 +79,8 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.owner.client_transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if not self.owner.closing:
+        loop = asyncio.get_running_loop()
+        if not self.owner.closing and loop.time() >= self.owner.muted_until:
             self.owner.client_transport.resume_reading()
 
 
@@ -98,6 +100,7 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.peer = "?"
         self.opened_at = time.monotonic()
+        self.muted_until = 0.0
 
     # ------------------------------------------------------------------------------------------ client
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,6 +202,8 @@ class ClientConnection(asyncio.Protocol):
                 self._audit(action.event)
             elif isinstance(action, ValidateToken):
                 asyncio.get_running_loop().create_task(self._validate(action))
+            elif isinstance(action, MuteClient):
+                self._mute(action.ms)
             elif isinstance(action, AwaitApproval):
                 asyncio.get_running_loop().create_task(self._await_approval(action))
             elif isinstance(action, NodeDiscovered):
@@ -238,6 +243,19 @@ class ClientConnection(asyncio.Protocol):
                 log.warning("waiting for approval on connection %d failed: %s", self.id, exc)
         if not self.closing and self.session is not None:
             self._execute(self.session.approval_resolved(action.request_id))
+
+    def _mute(self, ms: int) -> None:
+        """Throttle: stop reading this client for `ms` (responses already queued still go out)."""
+        loop = asyncio.get_running_loop()
+        self.muted_until = max(self.muted_until, loop.time() + ms / 1000)
+        self.client_transport.pause_reading()
+        loop.call_at(self.muted_until, self._unmute)
+
+    def _unmute(self) -> None:
+        if self.closing or asyncio.get_running_loop().time() < self.muted_until - 0.001:
+            return
+        if self.upstream is None or not self.upstream.is_closing():
+            self.client_transport.resume_reading()
 
     def check_expiry(self) -> None:
         if self.session is not None and not self.closing:

@@ -139,6 +139,7 @@ class KafkaGuard:
     events: list[AuditEvent] = field(default_factory=list)  # drained by the session after every call
     _auth_version: int = 0
     _saw_all_topics_metadata: bool = False  # a regex subscription first lists every topic (bulk-read rules)
+    mute_ms: int = 0  # a throttle verdict: the session stops reading this client for that long (as brokers do)
 
     # ------------------------------------------------------------------------------------------ audit
     def _principal_for_audit(self) -> AuditPrincipal | None:
@@ -366,8 +367,12 @@ class KafkaGuard:
                 continue  # not a consumer-protocol group (e.g. connect): nothing to judge here
         if not topics:
             return None
-        return most_severe([limits.on_subscription(self.principal, topics,
-                                                   wildcard=self._saw_all_topics_metadata)])
+        wildcard = self._saw_all_topics_metadata or limits.listed_all_topics(self.principal, self._client_key())
+        return most_severe([limits.on_subscription(self.principal, topics, wildcard=wildcard)])
+
+    def _client_key(self) -> str:
+        """One client instance across its connections (librdkafka lists topics and joins on different ones)."""
+        return f"{self.client_id}@{self.client_address.rsplit(':', 1)[0]}"
 
     def _remember_earliest(self, limits: Any, request: Any, response: Any) -> tuple[None, list[AuditEvent]]:
         asked = {(t.name, p.partition_index): p.timestamp for t in request.topics for p in t.partitions}
@@ -417,6 +422,7 @@ class KafkaGuard:
             return Respond(partial.produce_denied_response(request, version))
         topic_decision = {c.name: d for c, d in decisions.items() if c.kind == "topic"}
         limits = self.ctx.limits if self.ctx.limits is not None and self.ctx.limits.active else None
+        content_blocks: dict[str, str] = {}  # topic -> why its records were refused (INVALID_RECORD)
         if limits is not None:
             for topic in request.topic_data:
                 d = topic_decision[topic.name]
@@ -436,6 +442,7 @@ class KafkaGuard:
                     self._limit_event(verdict, "Produce", version, topic.name)
                 if verdict.blocks:
                     topic_decision[topic.name] = Decision(False, verdict.rule, verdict.reason)
+                    content_blocks[topic.name] = verdict.reason
                     if verdict.close_connection:
                         return Refuse(verdict.reason, "blocked")
         forward, denied = partial.split_produce(request, lambda t: topic_decision[t].allowed)
@@ -455,7 +462,7 @@ class KafkaGuard:
         if forward is None:  # everything denied
             if request.acks == 0:
                 return Refuse("acks=0 Produce denied by policy", "denied")
-            return Respond(partial.produce_denied_response(request, version))
+            return Respond(partial.produce_denied_response(request, version, content_blocks))
         try:
             scrubbed = self._scrub_produce(forward, topic_decision, version) if self.ctx.maskers else None
         except _ScrubFailed as exc:
@@ -489,7 +496,7 @@ class KafkaGuard:
                                rule=topic_decision[t.name].rule, topic=t.name, partition=p.index,
                                offsets=offsets, record_count=count, size=size,
                                reason=None if p.error_code == 0 else f"broker error code {p.error_code}")
-            merged = partial.merge_produce_response(response, denied, version) if denied else None
+            merged = partial.merge_produce_response(response, denied, version, content_blocks) if denied else None
             return merged, []
 
         return Forward(replacement=replacement, on_response=on_response)
@@ -572,6 +579,7 @@ class KafkaGuard:
                            rule=part["rule"], topic=part["topic"], partition=part["span"].partition,
                            offsets=Offsets(first=first, last=last), record_count=count,
                            size=len(part["records"]), masked_counts=part["masked_counts"], reason=part["reason"])
+            self.mute_ms = max(self.mute_ms, throttle)
             if not replacements and not errors and not throttle:
                 return None
             replacements.sort(key=lambda item: item[0].prefix_start)
@@ -703,6 +711,8 @@ class KafkaGuard:
         requested = partial.requested_metadata_topics(request, version)
         if requested is None:
             self._saw_all_topics_metadata = True
+            if self.ctx.limits is not None and self.ctx.limits.active:
+                self.ctx.limits.on_topic_listing(self.principal, self._client_key())
         self.event("decision", api="Metadata", api_version=version, decision="allowed",
                    details={"topics": sorted(requested) if requested is not None else "all",
                             **({"auto_create_disabled": True} if replacement is not None else {})})

@@ -32,6 +32,7 @@ from gateway.protocols.kafka.generated.api_versions import (
     ApiVersionsResponse,
     ApiVersionsResponseApiVersion,
 )
+from gateway.protocols.kafka.generated.metadata import MetadataRequest
 
 _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
@@ -86,12 +87,19 @@ class AwaitApproval:
 
 
 @dataclass(frozen=True, slots=True)
+class MuteClient:
+    """Stop reading the client for `ms` (a throttle verdict; clients that ignore throttle_time_ms slow too)."""
+
+    ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class AuditRecord:
     event: Any  # gateway.enforcement.audit.AuditEvent
 
 
 Action = (SendToClient | SendToUpstream | CloseSession | NodeDiscovered | ValidateToken | AuditRecord
-          | AwaitApproval)
+          | AwaitApproval | MuteClient)
 
 
 # --------------------------------------------------------------------------------------------------- slots
@@ -103,6 +111,7 @@ INTERNAL = 3  # a request the gateway originated; its response is consumed, neve
 AWAIT_VERSIONS = 4  # a client ApiVersions waiting for the broker's ranges
 AWAIT_TOKEN = 5  # a SaslAuthenticate waiting for the worker to validate the token
 AWAIT_APPROVAL = 6  # a request held until reviewers decide its approval request(s)
+AWAIT_METADATA = 7  # a Fetch naming topic ids this worker has not seen: held until a side Metadata answers
 
 
 class _Pending:
@@ -428,6 +437,18 @@ class KafkaSession:
             raise ProtocolViolation(f"malformed {name} v{api_version} request: {exc}", "malformed") from None
         if self.client_id is None:
             self.client_id = guard.client_id = header.client_id
+        if (api_key == apis.FETCH and api_version >= 13 and guard.principal is not None
+                and any(t.topic_id not in self.addresses.topic_names for t in request.topics)):
+            # Fetch names topics by id; this worker has not seen their names (the client's Metadata may have
+            # gone through another worker). Ask the broker before deciding, rather than deny a valid fetch.
+            slot = _Slot(corr, api_key, api_version, AWAIT_METADATA)
+            slot.held = (request, bytes(memoryview(buf)[start - 4 : end]), header.body_offset)
+            self._slots.append(slot)
+            self._paused = True
+            version = min(12, (self.broker_versions or {}).get(apis.METADATA, (0, 12))[1])
+            out.append(SendToUpstream(self._internal_request(apis.METADATA, version, MetadataRequest(
+                topics=None, allow_auto_topic_creation=False))))
+            return False, None
         if api_key == apis.SASL_HANDSHAKE:
             outcome = guard.sasl_handshake(api_version, request)
         elif api_key == apis.SASL_AUTHENTICATE:
@@ -490,28 +511,41 @@ class KafkaSession:
         if self.closed or self.guard is None:
             return out
         try:
-            for slot in self._slots:
-                if id(slot) == request_id and slot.kind == AWAIT_APPROVAL:
-                    request, frame, body_offset = slot.held
-                    slot.held = None
-                    outcome = self.guard.authorize(slot.api_key, slot.api_version, request, after_hold=True)
-                    self._drain_events(out)
-                    decision, queued = self._apply_outcome(outcome, slot.correlation_id, slot.api_key,
-                                                           slot.api_version, frame, 4, body_offset, out, slot)
-                    if decision is True:
-                        decision = frame
-                    if decision is not False:
-                        self._send_upstream(queued, decision, out)
-                    break
-            self._paused = any(s.kind == AWAIT_APPROVAL for s in self._slots)
-            if not self._paused and self._client_pending.size:
-                pending = self._client_pending.head()
-                self._client_pending = _Pending()
-                self._client_data(pending, out)
+            self._resume_held(lambda slot: id(slot) == request_id and slot.kind == AWAIT_APPROVAL, out,
+                              after_hold=True)
         except ProtocolViolation as exc:
             return self._close(out, str(exc), exc.kind)
         self._flush(out)
         return out
+
+    def _resume_held(self, which: Any, out: list[Action], *, after_hold: bool) -> None:
+        """Decide the first held request matching `which` again (now that its hold ended), then go on with
+        the client bytes that waited behind it."""
+        assert self.guard is not None
+        for slot in self._slots:
+            if which(slot):
+                request, frame, body_offset = slot.held
+                slot.held = None
+                outcome = self.guard.authorize(slot.api_key, slot.api_version, request, after_hold=after_hold)
+                if isinstance(outcome, guards.Hold):  # a fetch that waited for metadata may need approval
+                    slot.kind = AWAIT_APPROVAL
+                    slot.held = (request, frame, body_offset)
+                    self._drain_events(out)
+                    out.append(AwaitApproval(id(slot), outcome.records, outcome.hold_s))
+                    return
+                self._drain_events(out)
+                decision, queued = self._apply_outcome(outcome, slot.correlation_id, slot.api_key,
+                                                       slot.api_version, frame, 4, body_offset, out, slot)
+                if decision is True:
+                    decision = frame
+                if decision is not False:
+                    self._send_upstream(queued, decision, out)
+                break
+        self._paused = any(s.kind in (AWAIT_APPROVAL, AWAIT_METADATA) for s in self._slots)
+        if not self._paused and self._client_pending.size:
+            pending = self._client_pending.head()
+            self._client_pending = _Pending()
+            self._client_data(pending, out)
 
     def _respond_locally(self, corr: int, api_key: int, api_version: int, outcome: guards.Respond) -> _Slot:
         self.stats.locally_answered += 1
@@ -707,6 +741,9 @@ class KafkaSession:
             if slot.inspect is not None:
                 replaced = slot.inspect(frame, fetch_skim)
                 self._drain_events(out)
+                if self.guard is not None and self.guard.mute_ms:
+                    out.append(MuteClient(self.guard.mute_ms))
+                    self.guard.mute_ms = 0
                 if replaced is not None:  # masked record blobs spliced in; same header and layout
                     frame = memoryview(replaced)
             rewrite = rewrite and fetch_skim.has_top_level_tags
@@ -745,6 +782,12 @@ class KafkaSession:
         slot.kind = LOCAL
 
     def _internal_response(self, slot: _Slot, msg: Any, out: list[Action]) -> None:
+        if slot.api_key == apis.METADATA:  # the side request of a Fetch naming unseen topic ids
+            for topic in msg.topics:
+                if topic.topic_id.int and topic.name:
+                    self.addresses.topic_names[topic.topic_id] = topic.name
+            self._resume_held(lambda s: s.kind == AWAIT_METADATA, out, after_hold=False)
+            return
         if slot.api_key in (apis.SASL_HANDSHAKE, apis.SASL_AUTHENTICATE):
             self._upstream_auth_step(slot.api_key, msg, out)
             return
