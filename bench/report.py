@@ -312,7 +312,7 @@ def write_chart(result: dict[str, Any], path: Path) -> bool:
         axis.set_xticks(range(len(metrics)))
         axis.set_xticklabels(metrics)
         axis.set_title(title, fontsize=10)
-        if name.endswith("_latency"):
+        if name.endswith("_latency") or name == "connection_scaling":
             axis.set_yscale("log")  # a saturated target can be 1,000x slower; keep the others readable
         if targets:
             axis.legend(fontsize=8)

@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_const",
         const="full",
         dest="profile",
-        help="full counts and rounds (10-15 minutes)",
+        help="full counts and rounds (about 13 minutes with four targets)",
     )
     size.add_argument(
         "--smoke",

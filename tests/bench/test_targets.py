@@ -32,9 +32,12 @@ def test_unstarted_targets_have_no_bootstrap_and_no_pids() -> None:
 
 def test_process_tree_includes_grandchildren_and_sums_their_rss() -> None:
     # A child that starts a grandchild and reports its pid: the tree must include both.
+    # The grandchild says when its interpreter is up, so both RSS reads below see settled processes.
     script = (
         "import subprocess, sys, time\n"
-        "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "g = subprocess.Popen([sys.executable, '-c', 'import time; print(1, flush=True); time.sleep(30)'],\n"
+        "                     stdout=subprocess.PIPE)\n"
+        "g.stdout.readline()\n"
         "print(g.pid, flush=True)\n"
         "time.sleep(30)\n"
     )

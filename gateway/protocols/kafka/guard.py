@@ -334,7 +334,8 @@ class KafkaGuard:
             self.event("decision", api=api, api_version=version,
                        decision="held" if result.outcome == "hold" else "denied", rule=d.rule,
                        topic=check.name if check.kind == "topic" else None, reason=result.message)
-            decisions[check] = Decision(False, d.rule, result.message)
+            # the approval spec stays on the refusal so responses that carry a message can tell the requester
+            decisions[check] = Decision(False, d.rule, result.message, approval=d.approval)
         if holds:
             for record in holds:
                 self.event("decision", api=api, api_version=version, decision="held",
@@ -446,6 +447,9 @@ class KafkaGuard:
                     if verdict.close_connection:
                         return Refuse(verdict.reason, "blocked")
         forward, denied = partial.split_produce(request, lambda t: topic_decision[t].allowed)
+        # approval refusals (pending / denied by a reviewer) tell the requester why; policy denials stay generic
+        messages = {t: d.reason for t, d in topic_decision.items() if not d.allowed and d.approval is not None}
+        messages.update(content_blocks)
         sizes: dict[tuple[str, int], tuple[int, int, int]] = {}  # (topic, partition) -> (records, bytes, delta)
         for topic in request.topic_data:
             d = topic_decision[topic.name]
@@ -462,7 +466,7 @@ class KafkaGuard:
         if forward is None:  # everything denied
             if request.acks == 0:
                 return Refuse("acks=0 Produce denied by policy", "denied")
-            return Respond(partial.produce_denied_response(request, version, content_blocks))
+            return Respond(partial.produce_denied_response(request, version, content_blocks, messages))
         try:
             scrubbed = self._scrub_produce(forward, topic_decision, version) if self.ctx.maskers else None
         except _ScrubFailed as exc:
@@ -496,7 +500,8 @@ class KafkaGuard:
                                rule=topic_decision[t.name].rule, topic=t.name, partition=p.index,
                                offsets=offsets, record_count=count, size=size,
                                reason=None if p.error_code == 0 else f"broker error code {p.error_code}")
-            merged = partial.merge_produce_response(response, denied, version, content_blocks) if denied else None
+            merged = (partial.merge_produce_response(response, denied, version, content_blocks, messages)
+                      if denied else None)
             return merged, []
 
         return Forward(replacement=replacement, on_response=on_response)
@@ -532,6 +537,13 @@ class KafkaGuard:
                        topic=entry.name)
         if forward is None:
             return Respond(partial.fetch_denied_response(request, denied, version))
+        if version >= 7 and forward.session_epoch != -1:
+            # No broker fetch session may form through the gateway: incremental fetches omit partitions the
+            # session already holds, and policy (revocation, grant expiry) must see every partition each time.
+            forward = partial.leave_fetch_session(forward, version)
+            session_rewritten = True
+        else:
+            session_rewritten = False
         fetch_offsets: dict[tuple[str, int], int] = {}
         for t in forward.topics:
             name = t.topic if version < 13 else (self.topic_name(t.topic_id) or "")
@@ -589,8 +601,8 @@ class KafkaGuard:
         def on_response(response: Any) -> tuple[Any | None, list[AuditEvent]]:
             return partial.merge_fetch_response(response, denied, version), []
 
-        return Forward(replacement=forward if denied else None, on_response=on_response if denied else None,
-                       inspect=inspect)
+        return Forward(replacement=forward if (denied or session_rewritten) else None,
+                       on_response=on_response if denied else None, inspect=inspect)
 
     def _before_fetch_limits(self, limits: Any, version: int, request: Any,
                              topic_decision: dict[str, Decision]) -> int:

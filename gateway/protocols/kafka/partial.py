@@ -80,29 +80,35 @@ INVALID_RECORD = 87
 
 
 def merge_produce_response(response: Any, denied: list[Any], api_version: int,
-                           content_blocks: dict[str, str] | None = None) -> Any:
+                           content_blocks: dict[str, str] | None = None,
+                           messages: dict[str, str] | None = None) -> Any:
     """The broker's response plus TOPIC_AUTHORIZATION_FAILED for every partition of the denied topics
     (INVALID_RECORD with the reason, from v8, for topics whose records a content rule refused)."""
     if not denied:
         return response
     return _replace(response, responses=[*response.responses,
-                                         *_denied_produce_topics(denied, api_version, content_blocks)])
+                                         *_denied_produce_topics(denied, api_version, content_blocks, messages)])
 
 
-def produce_denied_response(request: Any, api_version: int, content_blocks: dict[str, str] | None = None) -> Any:
+def produce_denied_response(request: Any, api_version: int, content_blocks: dict[str, str] | None = None,
+                            messages: dict[str, str] | None = None) -> Any:
     """The answer to a Produce request whose topics are all denied."""
     return _produce.ProduceResponse(
-        throttle_time_ms=0, responses=_denied_produce_topics(request.topic_data, api_version, content_blocks)
+        throttle_time_ms=0,
+        responses=_denied_produce_topics(request.topic_data, api_version, content_blocks, messages),
     )
 
 
-def _denied_produce_topics(topics: list[Any], api_version: int,
-                           content_blocks: dict[str, str] | None = None) -> list[Any]:
+def _denied_produce_topics(topics: list[Any], api_version: int, content_blocks: dict[str, str] | None = None,
+                           messages: dict[str, str] | None = None) -> list[Any]:
+    """Error entries: INVALID_RECORD (v8+) for content-rule blocks, else TOPIC_AUTHORIZATION_FAILED with
+    `messages[topic]` (e.g. why an approval is pending) or the generic denial message."""
     blocks = content_blocks or {}
     return [
         produce_topic_error_entry(t, INVALID_RECORD, api_version, blocks[t.name])
         if t.name in blocks and api_version >= 8
-        else produce_topic_error_entry(t, TOPIC_AUTHORIZATION_FAILED, api_version, DENIED_MESSAGE)
+        else produce_topic_error_entry(t, TOPIC_AUTHORIZATION_FAILED, api_version,
+                                       (messages or {}).get(t.name, DENIED_MESSAGE))
         for t in topics
     ]
 
