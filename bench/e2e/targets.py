@@ -38,9 +38,10 @@ HOST = "127.0.0.1"
 MODE_CONFIGS: dict[str, str] = {
     "passthrough": "examples/passthrough.yaml",
     "identity": "examples/bench-identity.yaml",
+    "masking": "examples/bench-masking.yaml",
 }
 # Modes whose clients authenticate against the run's development OIDC provider.
-IDENTITY_MODES = frozenset({"identity"})
+IDENTITY_MODES = frozenset({"identity", "masking"})
 PASSTHROUGH_MODE = "passthrough"
 
 

@@ -709,8 +709,7 @@ class KafkaSession:
                 need = 4 + size
                 break
             self._awaiting.popleft()
-            frame = memoryview(buf)[pos + 4 : frame_end]
-            self._complete_upstream_response(slot, frame, out)
+            self._complete_upstream_response(slot, memoryview(buf)[pos:frame_end], out)
             pos = frame_end
             self._flush(out)
         if run_start >= 0:
@@ -719,10 +718,14 @@ class KafkaSession:
         self._up_pending.keep(buf, pos, need)
         self._flush(out)
 
-    def _complete_upstream_response(self, slot: _Slot, frame: memoryview, out: list[Action]) -> None:
-        """A whole response frame (without the size prefix) for a slot that is not streamed."""
+    def _complete_upstream_response(self, slot: _Slot, whole: memoryview, out: list[Action]) -> None:
+        """A whole response frame (`whole` includes the size prefix) for a slot that is not streamed.
+
+        A response passed on unchanged is sent as a view of the received bytes: no copy in Python.
+        """
+        frame = whole[4:]
         if slot.kind == FORWARD:  # not at the head: hold its bytes until earlier slots are answered
-            slot.response = _I32.pack(len(frame)) + bytes(frame)
+            slot.response = whole
             slot.kind = LOCAL
             return
         hv = codec.response_header_version(slot.api_key, slot.api_version)
@@ -746,9 +749,10 @@ class KafkaSession:
                     self.guard.mute_ms = 0
                 if replaced is not None:  # masked record blobs spliced in; same header and layout
                     frame = memoryview(replaced)
+                    whole = memoryview(_I32.pack(len(replaced)) + replaced)
             rewrite = rewrite and fetch_skim.has_top_level_tags
             if not rewrite and slot.on_response is None:
-                slot.response = _I32.pack(len(frame)) + bytes(frame)
+                slot.response = whole
                 slot.kind = LOCAL
                 return
         try:
@@ -777,8 +781,8 @@ class KafkaSession:
         if changed:
             body = codec.encode_response(slot.api_key, slot.api_version, msg)
             slot.response = framing.encode_frame([framing.response_header(slot.correlation_id, hv), body])
-        else:  # only inspected (audit): the client gets the broker's bytes
-            slot.response = _I32.pack(len(frame)) + bytes(frame)
+        else:  # only inspected (audit): the client gets the broker's (or the masked) bytes as they are
+            slot.response = whole
         slot.kind = LOCAL
 
     def _internal_response(self, slot: _Slot, msg: Any, out: list[Action]) -> None:
