@@ -22,7 +22,7 @@ bench: bootstrap
 	$(PY) -m bench.run --full
 
 bench-quick: bootstrap
-	$(PY) -m bench.run --quick
+	$(PY) -m bench.run --quick --modes passthrough,identity
 
 # min:100% = fail when a benchmark's best run is over 2x the baseline's (noise on shared machines reaches 2x on
 # means; the regressions worth catching, e.g. a silent fallback to a pure-Python twin, are 70x and more).

@@ -31,6 +31,11 @@ masking:
       detectors: [credit_card, us_ssn, email, aws_access_key]
       fields: {"$.customer.ssn": redact, "$.card.number": {keep_last: 4}}
       operator: redact
+    scrubbing:
+      detectors: [credit_card, us_ssn, email, aws_access_key]
+      fields: {"$.customer.ssn": redact, "$.card.number": {keep_last: 4}}
+      operator: redact
+      scrub_on_produce: true
 policy:
   rules:
     - {name: card-writers, groups: [payments-svc], topics: ["cards.*"], allow: [produce, describe]}
@@ -43,6 +48,8 @@ policy:
     - {name: investigators-clear, groups: [fraud-investigators], topics: ["cards.*"], consumer_groups: ["*"],
        allow: [consume, describe]}
     - {name: platform-admins, groups: [platform-admins], topics: ["*"], allow: [create, delete, describe]}
+    - {name: scrubbed-writers, groups: [payments-svc], topics: ["scrubbed.*"], allow: [produce, describe],
+       mask: scrubbing}
 """
 
 RECORDS = [
@@ -185,3 +192,25 @@ def test_kafkajs_reads_rewritten_batches(masking_gateway, idp, topics):
         values = json.loads(result.stdout.strip().splitlines()[-1])["values"]
         expected = [None if m is None else m.decode() for _, m in RECORDS] * 3
         assert values == expected, codec
+
+
+def test_scrub_on_produce_keeps_sensitive_values_out_of_the_broker(masking_gateway, idp, tansu):
+    admin = AdminClient(oidc_conf(masking_gateway, idp, "admin-svc"))
+    topic = unique_topic("scrubbed.orders")
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    p = Producer({**oidc_conf(masking_gateway, idp, "payments-svc"), "compression.type": "zstd"})
+    errors: list[str] = []
+    for value, _ in RECORDS:
+        p.produce(topic, value=value, on_delivery=lambda e, m: errors.append(str(e)) if e else None)
+    assert p.flush(30) == 0 and errors == []
+    # read straight from the broker, bypassing the gateway: what landed there is already masked
+    c = Consumer({"bootstrap.servers": tansu.address, "group.id": unique_topic("raw"), "check.crcs": True})
+    c.assign([TopicPartition(topic, 0, 0)])
+    stored: list[bytes | None] = []
+    deadline = time.monotonic() + 30
+    while len(stored) < len(RECORDS) and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            stored.append(m.value())
+    c.close()
+    assert stored == [masked for _, masked in RECORDS]
