@@ -1026,6 +1026,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec_dir", type=Path, help="directory of Kafka message *.json specs")
     parser.add_argument("out_dir", type=Path, help="package directory to write the generated modules into")
     args = parser.parse_args(argv)
+    if not any(args.spec_dir.glob("*.json")):
+        print(f"error: no Kafka message specs (*.json) in {args.spec_dir}", file=sys.stderr)
+        return 1
     sizes = write_outputs(args.spec_dir, args.out_dir)
     total = sum(sizes.values())
     print(f"wrote {len(sizes)} modules, {total / 1024:.0f} KiB, into {args.out_dir}", file=sys.stderr)

@@ -474,6 +474,7 @@ def test_records_stay_opaque_bytes() -> None:
 
 def test_generated_modules_are_current(tmp_path: Path) -> None:
     spec_dir = REPO.parent / "shared" / "kafka-protocol" / "message"
+    assert spec_dir.is_dir(), f"Kafka message specs not found at {spec_dir} (the project's shared/ beside the checkout)"
     out = tmp_path / "generated"
     subprocess.run(
         [sys.executable, str(REPO / "tools" / "gen_kafka_codecs.py"), str(spec_dir), str(out)],
