@@ -85,3 +85,14 @@ def test_bad_override_is_reported(tmp_path):
     result = check_config(path, {"STREAMGATE_WORKERS": "lots"})
     assert result.returncode == 1
     assert 'server.workers: STREAMGATE_WORKERS must be an integer, got "lots"' in result.stderr
+
+
+def test_deploy_config_is_valid(tmp_path):
+    """The config shipped for Compose/Kubernetes validates once its environment is provided."""
+    result = check_config(ROOT / "deploy" / "streamgate.yaml",
+                          {"STREAMGATE_ADVERTISED_HOST": "gateway.example.com",
+                           "STREAMGATE_OIDC_ISSUER": "https://idp.example.com/realms/main"})
+    assert result.returncode == 0, result.stderr
+    missing = check_config(ROOT / "deploy" / "streamgate.yaml")
+    assert missing.returncode == 1
+    assert "kafka.advertised_host: environment variable STREAMGATE_ADVERTISED_HOST is not set" in missing.stderr
