@@ -15,6 +15,11 @@ Rules this module keeps:
   whole frames when they are large; responses that name brokers are decoded and rewritten (see apis.py).
 - Malformed input (impossible length, truncated frame, unknown API key, TLS or HTTP on a plaintext port) closes
   the session with a message that names the problem. The worker keeps serving everyone else.
+- With a guard (identity mode) every request is decoded and decided before anything is forwarded. A request
+  that must wait (held for approval, or a Fetch naming topic ids this worker has not seen, which first asks
+  the broker) keeps its place: the requests behind it wait unprocessed, so the broker still sees the client's
+  order (idempotent producers depend on it).
+- Client requests wait until the gateway's own login to the broker (if configured) has succeeded.
 """
 
 from __future__ import annotations
