@@ -452,3 +452,111 @@ def batch_crc_ok(buf, Py_ssize_t pos):
         return computed == header.crc
     finally:
         PyBuffer_Release(&view)
+
+
+# ----------------------------------------------------------------------------------- record layout walk
+
+cdef inline int _zz32(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, int64_t *out) noexcept nogil:
+    cdef uint64_t raw = 0
+    cdef Py_ssize_t after = 0
+    if _read_unsigned(data, size, pos[0], 5, 32, &raw, &after) != VARINT_OK:
+        return -1
+    out[0] = <int64_t>(<int32_t>((raw >> 1) ^ (-(raw & 1))))
+    pos[0] = after
+    return 0
+
+
+cdef inline int _zz64(const unsigned char *data, Py_ssize_t size, Py_ssize_t *pos, int64_t *out) noexcept nogil:
+    cdef uint64_t raw = 0
+    cdef Py_ssize_t after = 0
+    if _read_unsigned(data, size, pos[0], 10, 64, &raw, &after) != VARINT_OK:
+        return -1
+    out[0] = <int64_t>((raw >> 1) ^ (-(raw & 1)))
+    pos[0] = after
+    return 0
+
+
+def parse_record_layout(bytes data, Py_ssize_t count, bint want_keys, bint want_headers):
+    """The fast path of `records._parse_records` for well-formed record data: the same lists (spans, keys,
+    values, header spans, header keys, header values). Any malformation raises ValueError("malformed") and the
+    caller re-runs the reference walk, which names the exact problem."""
+    cdef const unsigned char *p = <const unsigned char *>data
+    cdef Py_ssize_t size = len(data)
+    cdef Py_ssize_t position = 0, body, end, cursor, key_at, value_at, headers_at, key_end, value_end
+    cdef Py_ssize_t header_key_at, header_value_at, header_value_start
+    cdef int64_t length, timestamp_delta, offset_delta, key_length, value_length, header_count
+    cdef int64_t header_key_length, header_value_length
+    cdef Py_ssize_t index, h, first_header
+    spans = []
+    keys = []
+    values = []
+    header_spans = []
+    header_keys = []
+    header_values = []
+    for index in range(count):
+        if position >= size:
+            raise ValueError("malformed")
+        cursor = position
+        if _zz32(p, size, &cursor, &length) < 0:
+            raise ValueError("malformed")
+        body = cursor
+        end = body + length
+        if length <= 0 or end > size:
+            raise ValueError("malformed")
+        cursor = body + 1
+        if _zz64(p, end, &cursor, &timestamp_delta) < 0 or _zz32(p, end, &cursor, &offset_delta) < 0:
+            raise ValueError("malformed")
+        key_at = cursor
+        if _zz32(p, end, &cursor, &key_length) < 0:
+            raise ValueError("malformed")
+        key = None
+        if key_length >= 0:
+            key_end = cursor + key_length
+            if key_end > end:
+                raise ValueError("malformed")
+            if want_keys:
+                key = data[cursor:key_end]
+            cursor = key_end
+        value_at = cursor
+        if _zz32(p, end, &cursor, &value_length) < 0:
+            raise ValueError("malformed")
+        value = None
+        if value_length >= 0:
+            value_end = cursor + value_length
+            if value_end > end:
+                raise ValueError("malformed")
+            value = data[cursor:value_end]
+            cursor = value_end
+        headers_at = cursor
+        if _zz32(p, end, &cursor, &header_count) < 0 or header_count < 0:
+            raise ValueError("malformed")
+        first_header = len(header_spans)
+        for h in range(header_count):
+            if cursor >= end:
+                raise ValueError("malformed")
+            header_key_at = cursor
+            if _zz32(p, end, &cursor, &header_key_length) < 0 or header_key_length < 0:
+                raise ValueError("malformed")
+            cursor = cursor + header_key_length
+            header_value_at = cursor
+            if cursor > end or _zz32(p, end, &cursor, &header_value_length) < 0:
+                raise ValueError("malformed")
+            header_value_start = cursor
+            if header_value_length >= 0:
+                cursor += header_value_length
+                if cursor > end:
+                    raise ValueError("malformed")
+            if want_headers:
+                header_spans.append((header_key_at, header_value_at, cursor))
+                header_values.append(data[header_value_start:cursor] if header_value_length >= 0 else None)
+                header_keys.append(data[header_value_at - header_key_length:header_value_at])
+        if cursor != end:
+            raise ValueError("malformed")
+        spans.append((body, key_at, value_at, headers_at, end, p[body], timestamp_delta, offset_delta,
+                      first_header))
+        keys.append(key)
+        values.append(value)
+        position = end
+    if position != size:
+        raise ValueError("malformed")
+    return spans, keys, values, header_spans, header_keys, header_values

@@ -585,9 +585,28 @@ def _decompressed_records(
         raise _batch_error(header, position, f"corrupt {CODEC_NAMES[codec]} data ({exc})") from None
 
 
+def _native_layout_walk() -> Callable[..., tuple[list, list, list, list, list, list]] | None:
+    """The Cython record walk (same result as `_parse_records` on well-formed data), unless disabled."""
+    from gateway import native
+
+    if native.IMPLEMENTATION != "native":
+        return None
+    from gateway.native._kafka import parse_record_layout
+
+    return parse_record_layout
+
+
+_NATIVE_LAYOUT = _native_layout_walk()
+
+
 def _layout_of(
     data: bytes, header: BatchHeader, position: int, *, want_keys: bool, want_headers: bool
 ) -> _RecordLayout:
+    if _NATIVE_LAYOUT is not None and type(data) is bytes:
+        try:
+            return _RecordLayout(*_NATIVE_LAYOUT(data, header.record_count, want_keys, want_headers))
+        except ValueError:
+            pass  # malformed: the reference walk below names the exact problem
     try:
         return _parse_records(data, header.record_count, want_keys=want_keys, want_headers=want_headers)
     except ValueError as exc:  # _Malformed, or a varint the codec refused
