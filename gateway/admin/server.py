@@ -19,7 +19,6 @@ size and idle time; the Authorization header is never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -49,12 +48,9 @@ from gateway.supervisor.context import WorkerContext
 from gateway.supervisor.control import (
     BOOT_FAILURE_EXIT_CODE,
     DRAIN,
-    HEARTBEAT_INTERVAL,
     RELOAD,
-    ControlProtocolError,
-    ControlReader,
-    encode_message,
 )
+from gateway.worker.control_channel import ControlChannel
 
 log = logging.getLogger("streamgate.admin")
 
@@ -218,7 +214,7 @@ class AdminProcess:
         )
         self.server = HttpServer(self.api.handle)
         self.webhook = self._make_webhook(self.config)
-        self.control_reader = ControlReader()
+        self.control: ControlChannel | None = None
         self.done = asyncio.Event()
         self.draining = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -253,11 +249,11 @@ class AdminProcess:
         if self.webhook is not None:
             self.store.claim_events(WEBHOOK_CONSUMER, 0)  # registers the consumer: history is not replayed
             self.webhook.start()
-        self.loop.add_reader(self.ctx.control.fileno(), self._on_control)
         self.loop.add_signal_handler(signal.SIGTERM, self.begin_drain, self.drain_timeout)
         self.loop.add_signal_handler(signal.SIGINT, self.begin_drain, self.drain_timeout)
-        self._send_control({"type": "ready"})
-        self._heartbeat()
+        self.control = ControlChannel(self.ctx.control, self.loop, on_message=self._handle_control,
+                                      on_master_gone=lambda: self.begin_drain(self.drain_timeout))
+        self.control.start()
         self._tasks.append(self.loop.create_task(self._sweep_periodically()))
         self._tasks.append(self.loop.create_task(self._pump_events()))
         host, port = self.server.address
@@ -319,35 +315,12 @@ class AdminProcess:
 
     # -- control channel -------------------------------------------------------------------------------
 
-    def _send_control(self, message: dict[str, Any]) -> None:
-        with contextlib.suppress(OSError):
-            self.ctx.control.send(encode_message(message))
 
-    def _heartbeat(self) -> None:
-        if self.done.is_set():
-            return
-        self._send_control({"type": "heartbeat"})
-        self.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
-
-    def _on_control(self) -> None:
-        try:
-            data = self.ctx.control.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the master is gone
-            self.loop.remove_reader(self.ctx.control.fileno())
-            self.begin_drain(self.drain_timeout)
-            return
-        try:
-            for message in self.control_reader.feed(data):
-                if message["type"] == RELOAD:
-                    self.reload(message.get("config") or {})
-                elif message["type"] == DRAIN:
-                    self.begin_drain(float(message.get("timeout", self.drain_timeout)))
-        except ControlProtocolError as exc:
-            log.error("bad control message from the master: %s", exc)
+    def _handle_control(self, message: dict[str, Any]) -> None:
+        if message["type"] == RELOAD:
+            self.reload(message.get("config") or {})
+        elif message["type"] == DRAIN:
+            self.begin_drain(float(message.get("timeout", self.drain_timeout)))
 
     def reload(self, plain: dict[str, Any]) -> None:
         try:
@@ -400,6 +373,8 @@ class AdminProcess:
         if self.audit is not None:
             await self.audit.aclose()
         self.store.close()
+        if self.control is not None:
+            self.control.stop()
         self.done.set()
 
 

@@ -11,7 +11,6 @@ Rules this module keeps:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -40,12 +39,9 @@ from gateway.supervisor.context import WorkerContext
 from gateway.supervisor.control import (
     BOOT_FAILURE_EXIT_CODE,
     DRAIN,
-    HEARTBEAT_INTERVAL,
     RELOAD,
-    ControlProtocolError,
-    ControlReader,
-    encode_message,
 )
+from gateway.worker.control_channel import ControlChannel
 from gateway.worker.identity_service import IdentityService
 from gateway.worker.kafka_proxy import ClientConnection, ProxyRuntime
 
@@ -82,7 +78,7 @@ class Worker:
         self.ctx = ctx
         self.config: Config = from_plain(ctx.config)
         self.loop = asyncio.get_event_loop()
-        self.control_reader = ControlReader()
+        self.control: ControlChannel | None = None
         self.servers: list[asyncio.AbstractServer] = []
         self.node_servers: dict[int, asyncio.AbstractServer] = {}
         self.done = asyncio.Event()
@@ -136,11 +132,11 @@ class Worker:
             lambda: ClientConnection(self.runtime, lambda: self.runtime.bootstrap, "bootstrap"),
             sock=sock, ssl=server_ssl_context(self.config), backlog=1024)
         self.servers.append(server)
-        self.loop.add_reader(self.ctx.control.fileno(), self._on_control)
         self.loop.add_signal_handler(signal.SIGTERM, self.begin_drain, self.config.server.drain_timeout)
         self.loop.add_signal_handler(signal.SIGINT, self.begin_drain, self.config.server.drain_timeout)
-        self._send_control({"type": "ready"})
-        self._heartbeat()
+        self.control = ControlChannel(self.ctx.control, self.loop, on_message=self._handle_control,
+                                      on_master_gone=lambda: self.begin_drain(self.config.server.drain_timeout))
+        self.control.start()
         self.loop.create_task(self._discover_nodes_periodically())
 
     async def _discover_nodes_periodically(self) -> None:
@@ -207,32 +203,6 @@ class Worker:
             task.result().close()
 
     # ---------------------------------------------------------------------------------------- control
-    def _send_control(self, message: dict[str, Any]) -> None:
-        with contextlib.suppress(OSError):
-            self.ctx.control.send(encode_message(message))
-
-    def _heartbeat(self) -> None:
-        if self.done.is_set():
-            return
-        self._send_control({"type": "heartbeat"})
-        self.loop.call_later(HEARTBEAT_INTERVAL, self._heartbeat)
-
-    def _on_control(self) -> None:
-        try:
-            data = self.ctx.control.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:  # the master is gone: drain and exit
-            self.loop.remove_reader(self.ctx.control.fileno())
-            self.begin_drain(self.config.server.drain_timeout)
-            return
-        try:
-            for message in self.control_reader.feed(data):
-                self._handle_control(message)
-        except ControlProtocolError as exc:
-            log.error("bad control message from the master: %s", exc)
 
     def _handle_control(self, message: dict[str, Any]) -> None:
         if message["type"] == RELOAD:
@@ -297,6 +267,8 @@ class Worker:
             conn.close("drain timeout reached with requests in flight", level=logging.WARNING)
         if self.runtime.audit is not None:
             await self.runtime.audit.aclose()
+        if self.control is not None:
+            self.control.stop()
         self.done.set()
 
 
